@@ -1,0 +1,3 @@
+from ggufkit.cli import main
+
+main()
