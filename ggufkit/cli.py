@@ -21,6 +21,20 @@ def cli() -> None:
 # --- commands are registered below this line (one small function each) ---
 
 
+@cli.command()
+@click.argument("out_dir", type=click.Path(file_okay=False))
+@click.option("--preset", default="deci-tiny", show_default=True,
+              type=click.Choice(["deci-tiny", "llama-tiny", "super49b-4layer"]))
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--shards", default=2, show_default=True, type=int)
+def fixture(out_dir: str, preset: str, seed: int, shards: int) -> None:
+    """Write a random-weight bf16 HF checkpoint (test fixture) into OUT_DIR."""
+    from ggufkit.fixtures import make_checkpoint
+
+    path = make_checkpoint(out_dir, preset=preset, seed=seed, n_shards=shards, progress=True)
+    click.echo(str(path))
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: user errors become one line on stderr and exit status 1."""
     try:

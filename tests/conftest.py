@@ -1,0 +1,32 @@
+"""Shared pytest fixtures: tiny HF checkpoints (made once per session) and the optional ../shared dir."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ggufkit.fixtures import make_checkpoint
+
+REPO = Path(__file__).resolve().parent.parent
+FIXTURE_SEED = 0  # golden files under tests/golden/ were made from checkpoints with this seed
+
+
+@pytest.fixture(scope="session")
+def deci_ckpt(tmp_path_factory) -> Path:
+    """deci-tiny checkpoint dir (bf16, 2 shards, seed 0): every DeciLM block kind, vocab 128256."""
+    return make_checkpoint(tmp_path_factory.mktemp("deci-tiny"), "deci-tiny", seed=FIXTURE_SEED, n_shards=2)
+
+
+@pytest.fixture(scope="session")
+def llama_ckpt(tmp_path_factory) -> Path:
+    """llama-tiny checkpoint dir (bf16, 2 shards, seed 0): LlamaForCausalLM, 4 layers, GQA 4/2."""
+    return make_checkpoint(tmp_path_factory.mktemp("llama-tiny"), "llama-tiny", seed=FIXTURE_SEED, n_shards=2)
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    """``../shared`` beside the repo (big local data); tests using it skip when it is absent (CI)."""
+    d = REPO.parent / "shared"
+    if not d.is_dir():
+        pytest.skip("../shared not present")
+    return d
