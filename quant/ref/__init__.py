@@ -1,0 +1,1 @@
+"""numpy reference (de)quantizers, bit-exact with ggml; each module registers its types."""
