@@ -1,0 +1,104 @@
+"""IQ quantizers: bit-exact against libggml golden vectors (tools/make_iq_golden.py), numpy
+reference == Numba fast path, dequantize == gguf-py byte for byte."""
+from pathlib import Path
+
+import gguf
+import numpy as np
+import pytest
+
+import quant
+from quant.errors import QuantError
+from quant.ref.iq_tables import search_grid, table
+
+GOLDEN = Path(__file__).parent / "golden" / "quant"
+IQ_TYPES = ["IQ4_NL", "IQ4_XS"]
+NEEDS_IMATRIX = {"IQ2_XXS", "IQ2_XS", "IQ1_S"}
+
+
+def _cases(qtype):
+    z = np.load(GOLDEN / f"{qtype}.npz")
+    names = sorted({k.split("/")[0] for k in z.files})
+    return [(n, z[f"{n}/x"], z[f"{n}/w"] if f"{n}/w" in z.files else None, z[f"{n}/q"]) for n in names]
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+@pytest.mark.parametrize("qtype", IQ_TYPES)
+def test_golden_quantize(qtype, backend):
+    cases = _cases(qtype)
+    assert len(cases) >= 8
+    for name, x, w, q in cases:
+        got = quant.quantize(x, qtype, w, backend=backend, nthreads=2)
+        assert got.shape == q.shape, name
+        bad = np.nonzero((got != q).any(axis=1))[0]
+        assert bad.size == 0, f"{qtype}/{backend}/{name}: rows {bad} differ from ggml"
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+@pytest.mark.parametrize("qtype", IQ_TYPES)
+def test_dequantize_matches_gguf_py(qtype, backend):
+    for name, _x, _w, q in _cases(qtype):
+        y = quant.dequantize(q, qtype, backend=backend)
+        want = gguf.quants.dequantize(q, gguf.GGMLQuantizationType[qtype])
+        assert y.dtype == np.float32
+        assert np.array_equal(y.view(np.uint32), want.reshape(y.shape).view(np.uint32)), name
+
+
+@pytest.mark.parametrize("qtype", IQ_TYPES)
+def test_numba_equals_numpy_random(qtype):
+    rng = np.random.default_rng(7)
+    x = (rng.standard_normal((6, 512)) * rng.uniform(0.001, 3.0, (6, 1))).astype(np.float32)
+    x[1, ::3] = 0.0
+    x[4, 10] = 40.0
+    w = (rng.exponential(1.0, 512) ** 2).astype(np.float32)
+    for imatrix in ([w] if qtype in NEEDS_IMATRIX else [None, w]):
+        a = quant.quantize(x, qtype, imatrix, backend="numpy")
+        b = quant.quantize(x, qtype, imatrix, backend="numba", nthreads=2)
+        assert np.array_equal(a, b)
+        y1 = quant.dequantize(a, qtype, backend="numpy")
+        y2 = quant.dequantize(a, qtype, backend="numba")
+        assert np.array_equal(y1.view(np.uint32), y2.view(np.uint32))
+        # a real quantizer: the reconstruction is close to the input
+        err = np.sqrt(np.mean((y1[0] - x[0]) ** 2)) / np.sqrt(np.mean(x[0] ** 2))
+        assert err < 0.6
+
+
+def test_imatrix_required():
+    x = np.ones((1, 256), np.float32)
+    for qtype in sorted(NEEDS_IMATRIX & set(IQ_TYPES)):
+        with pytest.raises(QuantError):
+            quant.quantize(x, qtype)
+
+
+def test_tables_decode_to_ggml_grids():
+    # the compact search grids (ggml-quants.c) and the dequantization grids (ggml-common.h)
+    # list the same points in the same order
+    g = search_grid("iq2xxs").grid                    # coordinates 1, 3, 5
+    want = table("iq2xxs_grid").view(np.uint8).reshape(-1, 8)
+    assert np.array_equal(np.array([0x08, 0x19, 0x2B])[(g - 1) // 2], want)
+    g = search_grid("iq3s").grid
+    assert np.array_equal(g, table("iq3s_grid").view(np.uint8).reshape(-1, 4))
+
+
+@pytest.mark.parametrize("name", ["iq2xxs", "iq2xs", "iq2s", "iq1s", "iq3xxs", "iq3s"])
+def test_neighbour_lists(name):
+    sg = search_grid(name)
+    nfield = sg.grid.shape[1]
+    bits = 2 if nfield == 8 else 3
+    nwant = {"iq2xxs": 2, "iq2xs": 2, "iq2s": 1, "iq1s": 3, "iq3xxs": 2, "iq3s": 3}[name]
+    rng = np.random.default_rng(0)
+    kmax = 2 if bits == 2 else 7
+    for _ in range(50):
+        l = rng.integers(0, kmax + 1, nfield)
+        u = int((l << (bits * np.arange(nfield))).sum())
+        if sg.kmap[u] >= 0:
+            assert np.array_equal(sg.grid[sg.kmap[u]], 2 * l + 1)
+            continue
+        off = -sg.kmap[u] - 1
+        n = int(sg.neighbours[off])
+        idx = sg.neighbours[off + 1:off + 1 + n].astype(np.int64)
+        d2 = ((sg.grid.astype(np.int64) - (2 * l + 1)) ** 2).sum(axis=1)
+        # sorted by (distance, index); all points of the nwant smallest distances, nothing else
+        key = d2[idx] * 4096 + idx
+        assert np.all(np.diff(key) > 0)
+        levels = np.unique(d2)[:nwant]
+        assert set(idx.tolist()) == set(np.nonzero(np.isin(d2, levels))[0].tolist())
