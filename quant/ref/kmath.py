@@ -167,7 +167,7 @@ def _make_qkx(x, nmax, w, rmin, rdelta, nstep, use_mad, x3):
             diff = np.abs(diff) if use_mad else diff * diff
             best += w[:, i] * diff
         for is_ in range(nstep + 1 if nstep >= 1 else 0):
-            isc = _div(rmin + rdelta * F32(is_) + F32(nmax), rng)
+            isc = _div(rmin + rdelta * F32(is_) + F32(nmax), mx - mn)   # min changes as we go
             la = np.clip(nearest_int(isc[:, None] * (x - mn[:, None])), 0, nmax).astype(np.int32)
             sum_l = np.zeros(nb, np.float32)
             sum_l2 = np.zeros(nb, np.float32)
