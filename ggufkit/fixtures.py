@@ -12,7 +12,9 @@ With ``n_shards=1`` a single ``model.safetensors`` is written and no index (as H
 
 Weights are deterministic from ``seed``: each tensor draws from its own generator seeded with
 ``(seed, crc32(name))``, in fixed row chunks, so a preset and seed always give the same bytes.
-Matrices are normal(0, 0.02); norm weights are 1 + normal(0, 0.05).
+Matrices are normal(0, 0.02), except q_proj/k_proj with normal(0, 0.06) so attention scores
+(std ~1) are far from uniform and RoPE/GQA mistakes show in the logits; norm weights are
+1 + normal(0, 0.05).
 
 Presets:
     deci-tiny        DeciLMForCausalLM, hidden 256, 4 heads, 7 layers covering every block kind
@@ -48,6 +50,7 @@ LLAMA3_ROPE_SCALING = {
     "rope_type": "llama3",
 }
 MATRIX_STD = 0.02
+QK_STD = 0.06  # q_proj/k_proj: sharper attention, so position handling matters for the logits
 NORM_STD = 0.05
 CHUNK_ELEMENTS = 1 << 24  # rows are generated in chunks of at most this many elements
 
@@ -237,6 +240,7 @@ def _tensor_chunks(name: str, shape: tuple[int, ...], seed: int):
     """Yield float32 row chunks of one tensor's values, deterministic from (seed, name)."""
     rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
     is_norm = len(shape) == 1
+    std = QK_STD if name.endswith(("q_proj.weight", "k_proj.weight")) else MATRIX_STD
     rows = shape[0] if len(shape) > 1 else 1
     cols = int(np.prod(shape)) // rows
     step = max(1, CHUNK_ELEMENTS // cols)
@@ -246,7 +250,7 @@ def _tensor_chunks(name: str, shape: tuple[int, ...], seed: int):
         if is_norm:
             v = 1.0 + NORM_STD * v
         else:
-            v *= MATRIX_STD
+            v *= std
         yield v
 
 
