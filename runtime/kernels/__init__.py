@@ -1,0 +1,59 @@
+"""Numba CPU kernels behind ``runtime.backend`` (one module per concern).
+
+- ``dequant``:   per-type block dequantizers (Numba), row dequantization
+- ``matmul``:    fused dequantize-times-vector (decode), tiled dequantize + BLAS (prefill)
+- ``rope``:      RoPE with ggml's float32 theta recurrence
+- ``attention``: causal GQA attention, float32 BLAS
+
+Every function here has a numpy reference of the same name in ``runtime.reference``.
+"""
+
+import numpy as np
+from gguf import GGMLQuantizationType
+
+from runtime import reference as _ref
+from runtime.kernels import matmul as _mm
+from runtime.kernels.attention import attention  # noqa: F401
+from runtime.kernels.dequant import BLOCKS
+from runtime.kernels.rope import rope  # noqa: F401
+
+# ggml type names with a Numba matmul / get_rows kernel; others use the numpy reference
+MATMUL_TYPES = tuple(GGMLQuantizationType(t).name for t in BLOCKS)
+
+
+def matmul(data, qtype, n_in, x):
+    return _mm.matmul(data, int(GGMLQuantizationType[qtype]), n_in, x)
+
+
+def get_rows(data, qtype, n_in, ids):
+    return _mm.dequantize(data, int(GGMLQuantizationType[qtype]), n_in, ids)
+
+
+_GELU_TABLE = None
+
+
+def _gelu_table():
+    """f32[65536]: ggml_table_gelu_f16 (fp16 GELU of every fp16 input), as float32."""
+    global _GELU_TABLE
+    if _GELU_TABLE is None:
+        xs = np.arange(65536, dtype=np.uint32).astype(np.uint16).view(np.float16).astype(np.float32)
+        with np.errstate(all="ignore"):
+            _GELU_TABLE = _ref.gelu_f32(xs).astype(np.float16).astype(np.float32)
+    return _GELU_TABLE
+
+
+def geglu(gate, up):
+    """ggml_vec_geglu_f32 (GGML_GELU_FP16): table[fp16(gate)] * up, with the +-10 cut-offs."""
+    g = _gelu_table()[gate.astype(np.float16).view(np.uint16)]
+    g = np.where(gate <= -10.0, np.float32(0.0), np.where(gate >= 10.0, gate, g))
+    return (g * up).astype(np.float32)
+
+
+def swiglu(gate, up):
+    """silu(gate) * up in float32."""
+    with np.errstate(over="ignore"):   # exp(-gate) -> inf gives silu = -0, as in ggml
+        return (gate / (np.float32(1.0) + np.exp(-gate)) * up).astype(np.float32)
+
+
+def rms_norm(x, w, eps):
+    return _ref.rms_norm(x, w, eps)

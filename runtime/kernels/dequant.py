@@ -1,0 +1,343 @@
+"""Numba block dequantizers: one packed ggml block -> float32 values.
+
+Each ``_deq_<type>(row, o, buf, lut)`` reads the block starting at byte ``o`` of
+``row`` (uint8, one packed weight row) and writes its values to ``buf[0:QK]``.
+``lut`` is the f16 -> f32 table (float32[65536]); Numba has no float16.
+``deq_block`` dispatches on the ggml type id (``GGMLQuantizationType`` value).
+Layouts follow ggml-common.h; the loops follow dequantize_row_* in ggml-quants.c.
+
+The numpy reference for all of them is ``runtime.reference.dequantize_rows``.
+"""
+
+import numpy as np
+from numba import njit, prange
+
+# ggml type ids (GGMLQuantizationType values)
+F32, F16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 = 0, 1, 2, 3, 6, 7, 8
+Q2_K, Q3_K, Q4_K, Q5_K, Q6_K = 10, 11, 12, 13, 14
+IQ4_NL, IQ4_XS, BF16, TQ2_0, MXFP4 = 20, 23, 30, 35, 39
+
+# type id -> (block size, bytes per block); the same numbers as gguf.GGML_QUANT_SIZES
+BLOCKS = {
+    F32: (1, 4), F16: (1, 2), BF16: (1, 2),
+    Q4_0: (32, 18), Q4_1: (32, 20), Q5_0: (32, 22), Q5_1: (32, 24), Q8_0: (32, 34),
+    Q2_K: (256, 84), Q3_K: (256, 110), Q4_K: (256, 144), Q5_K: (256, 176), Q6_K: (256, 210),
+    IQ4_NL: (32, 18), IQ4_XS: (256, 136), TQ2_0: (256, 66), MXFP4: (32, 17),
+}
+
+# kvalues_iq4nl and kvalues_mxfp4 (ggml-common.h; mxfp4 values are doubled e2m1)
+KVALUES_IQ4NL = np.array([-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113],
+                         dtype=np.float32)
+KVALUES_MXFP4 = np.array([0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12], dtype=np.float32)
+
+
+def make_f16_lut() -> np.ndarray:
+    """float32[65536]: the value of every fp16 bit pattern."""
+    return np.arange(65536, dtype=np.uint32).astype(np.uint16).view(np.float16).astype(np.float32)
+
+
+F16_LUT = make_f16_lut()
+
+
+@njit(inline="always")
+def _h(row, o, lut):
+    """fp16 at byte o of row -> float32."""
+    return lut[np.int64(row[o]) | (np.int64(row[o + 1]) << 8)]
+
+
+@njit(inline="always")
+def _u32(row, o):
+    return (np.uint32(row[o]) | (np.uint32(row[o + 1]) << 8) | (np.uint32(row[o + 2]) << 16)
+            | (np.uint32(row[o + 3]) << 24))
+
+
+# ---------------------------------------------------------------- 32-blocks
+
+@njit(inline="always")
+def _deq_q4_0(row, o, buf, lut):
+    # Q4_0: d:2 qs:16 -> x[j] = (lo - 8) d, x[j+16] = (hi - 8) d
+    d = _h(row, o, lut)
+    for j in range(16):
+        q = np.int32(row[o + 2 + j])
+        buf[j] = np.float32((q & 0xF) - 8) * d
+        buf[j + 16] = np.float32((q >> 4) - 8) * d
+
+
+@njit(inline="always")
+def _deq_q4_1(row, o, buf, lut):
+    # Q4_1: d:2 m:2 qs:16 -> x = q d + m
+    d = _h(row, o, lut)
+    m = _h(row, o + 2, lut)
+    for j in range(16):
+        q = np.int32(row[o + 4 + j])
+        buf[j] = np.float32(q & 0xF) * d + m
+        buf[j + 16] = np.float32(q >> 4) * d + m
+
+
+@njit(inline="always")
+def _deq_q5_0(row, o, buf, lut):
+    # Q5_0: d:2 qh:4 qs:16 -> 5-bit q = nibble | bit j of qh << 4; x = (q - 16) d
+    d = _h(row, o, lut)
+    qh = _u32(row, o + 2)
+    for j in range(16):
+        q = np.int32(row[o + 6 + j])
+        h0 = np.int32((qh >> np.uint32(j)) << np.uint32(4)) & 0x10
+        h1 = np.int32(qh >> np.uint32(j + 12)) & 0x10
+        buf[j] = np.float32(((q & 0xF) | h0) - 16) * d
+        buf[j + 16] = np.float32(((q >> 4) | h1) - 16) * d
+
+
+@njit(inline="always")
+def _deq_q5_1(row, o, buf, lut):
+    # Q5_1: d:2 m:2 qh:4 qs:16 -> x = q d + m
+    d = _h(row, o, lut)
+    m = _h(row, o + 2, lut)
+    qh = _u32(row, o + 4)
+    for j in range(16):
+        q = np.int32(row[o + 8 + j])
+        h0 = np.int32((qh >> np.uint32(j)) << np.uint32(4)) & 0x10
+        h1 = np.int32(qh >> np.uint32(j + 12)) & 0x10
+        buf[j] = np.float32((q & 0xF) | h0) * d + m
+        buf[j + 16] = np.float32((q >> 4) | h1) * d + m
+
+
+@njit(inline="always")
+def _deq_q8_0(row, o, buf, lut):
+    # Q8_0: d:2 qs:32 (int8) -> x = q d
+    d = _h(row, o, lut)
+    for j in range(32):
+        buf[j] = np.float32(np.int8(row[o + 2 + j])) * d
+
+
+@njit(inline="always")
+def _deq_iq4_nl(row, o, buf, lut):
+    # IQ4_NL: d:2 qs:16 -> x[j] = d kv[lo], x[j+16] = d kv[hi]
+    d = _h(row, o, lut)
+    for j in range(16):
+        q = np.int32(row[o + 2 + j])
+        buf[j] = d * KVALUES_IQ4NL[q & 0xF]
+        buf[j + 16] = d * KVALUES_IQ4NL[q >> 4]
+
+
+@njit(inline="always")
+def _deq_mxfp4(row, o, buf, lut):
+    # MXFP4: e:1 (e8m0) qs:16 -> x = kv[q] * 2^(e-127) / 2  (GGML_E8M0_TO_FP32_HALF)
+    e = np.int32(row[o])
+    d = np.float32(2.0 ** (e - 128))
+    for j in range(16):
+        q = np.int32(row[o + 1 + j])
+        buf[j] = KVALUES_MXFP4[q & 0xF] * d
+        buf[j + 16] = KVALUES_MXFP4[q >> 4] * d
+
+
+# ---------------------------------------------------------------- K-quants (256-blocks)
+
+@njit(inline="always")
+def _scale_min_k4(j, row, o):
+    """get_scale_min_k4: 6-bit (scale, min) number j from the 12 packed bytes at o."""
+    if j < 4:
+        return np.int32(row[o + j]) & 63, np.int32(row[o + j + 4]) & 63
+    a = np.int32(row[o + j + 4])
+    return (a & 0xF) | ((np.int32(row[o + j - 4]) >> 6) << 4), (a >> 4) | ((np.int32(row[o + j]) >> 6) << 4)
+
+
+@njit(inline="always")
+def _deq_q2_k(row, o, buf, lut):
+    # Q2_K: scales:16 qs:64 d:2 dmin:2
+    d = _h(row, o + 80, lut)
+    dmin = _h(row, o + 82, lut)
+    k = 0
+    for n in range(2):
+        q = o + 16 + 32 * n
+        for j in range(4):
+            shift = 2 * j
+            for half in range(2):
+                sc = np.int32(row[o + 8 * n + 2 * j + half])
+                dl = d * np.float32(sc & 0xF)
+                ml = dmin * np.float32(sc >> 4)
+                for l in range(16):
+                    buf[k] = dl * np.float32((np.int32(row[q + 16 * half + l]) >> shift) & 3) - ml
+                    k += 1
+
+
+@njit(inline="always")
+def _deq_q3_k(row, o, buf, lut):
+    # Q3_K: hmask:32 qs:64 scales:12 d:2; scale `is` = low4 | high2 << 4, minus 32
+    d = _h(row, o + 108, lut)
+    s0 = o + 96
+    k = 0
+    m = 1
+    for n in range(2):
+        q = o + 32 + 32 * n
+        for j in range(4):
+            shift = 2 * j
+            for half in range(2):
+                i = 8 * n + 2 * j + half
+                lo = (np.int32(row[s0 + i]) & 0xF) if i < 8 else (np.int32(row[s0 + i - 8]) >> 4)
+                hi = (np.int32(row[s0 + 8 + (i & 3)]) >> (2 * (i >> 2))) & 3
+                dl = d * np.float32((lo | (hi << 4)) - 32)
+                for l in range(16):
+                    qi = (np.int32(row[q + 16 * half + l]) >> shift) & 3
+                    if (np.int32(row[o + 16 * half + l]) & m) == 0:
+                        qi -= 4
+                    buf[k] = dl * np.float32(qi)
+                    k += 1
+            m <<= 1
+
+
+@njit(inline="always")
+def _deq_q4_k(row, o, buf, lut):
+    # Q4_K: d:2 dmin:2 scales:12 qs:128; 8 sub-blocks of 32 with 6-bit scale/min
+    d = _h(row, o, lut)
+    dmin = _h(row, o + 2, lut)
+    for j in range(4):
+        sc1, m1 = _scale_min_k4(2 * j, row, o + 4)
+        sc2, m2 = _scale_min_k4(2 * j + 1, row, o + 4)
+        d1 = d * np.float32(sc1)
+        mm1 = dmin * np.float32(m1)
+        d2 = d * np.float32(sc2)
+        mm2 = dmin * np.float32(m2)
+        q = o + 16 + 32 * j
+        for l in range(32):
+            v = np.int32(row[q + l])
+            buf[64 * j + l] = d1 * np.float32(v & 0xF) - mm1
+            buf[64 * j + 32 + l] = d2 * np.float32(v >> 4) - mm2
+
+
+@njit(inline="always")
+def _deq_q5_k(row, o, buf, lut):
+    # Q5_K: d:2 dmin:2 scales:12 qh:32 qs:128
+    d = _h(row, o, lut)
+    dmin = _h(row, o + 2, lut)
+    for j in range(4):
+        sc1, m1 = _scale_min_k4(2 * j, row, o + 4)
+        sc2, m2 = _scale_min_k4(2 * j + 1, row, o + 4)
+        d1 = d * np.float32(sc1)
+        mm1 = dmin * np.float32(m1)
+        d2 = d * np.float32(sc2)
+        mm2 = dmin * np.float32(m2)
+        q = o + 48 + 32 * j
+        for l in range(32):
+            v = np.int32(row[q + l])
+            h = np.int32(row[o + 16 + l]) >> (2 * j)
+            buf[64 * j + l] = d1 * np.float32((v & 0xF) | ((h & 1) << 4)) - mm1
+            buf[64 * j + 32 + l] = d2 * np.float32((v >> 4) | ((h & 2) << 3)) - mm2
+
+
+@njit(inline="always")
+def _deq_q6_k(row, o, buf, lut):
+    # Q6_K: ql:128 qh:64 scales:16 (int8) d:2; x = d sc q, q = 6 bits - 32
+    d = _h(row, o + 208, lut)
+    for n in range(2):
+        ql = o + 64 * n
+        qh = o + 128 + 32 * n
+        sc = o + 192 + 8 * n
+        for l in range(32):
+            i = l // 16
+            a = np.int32(row[ql + l])
+            b = np.int32(row[ql + l + 32])
+            h = np.int32(row[qh + l])
+            q1 = ((a & 0xF) | ((h & 3) << 4)) - 32
+            q2 = ((b & 0xF) | (((h >> 2) & 3) << 4)) - 32
+            q3 = ((a >> 4) | (((h >> 4) & 3) << 4)) - 32
+            q4 = ((b >> 4) | (((h >> 6) & 3) << 4)) - 32
+            base = 128 * n + l
+            buf[base] = d * np.float32(np.int8(row[sc + i])) * np.float32(q1)
+            buf[base + 32] = d * np.float32(np.int8(row[sc + i + 2])) * np.float32(q2)
+            buf[base + 64] = d * np.float32(np.int8(row[sc + i + 4])) * np.float32(q3)
+            buf[base + 96] = d * np.float32(np.int8(row[sc + i + 6])) * np.float32(q4)
+
+
+@njit(inline="always")
+def _deq_iq4_xs(row, o, buf, lut):
+    # IQ4_XS: d:2 scales_h:2 scales_l:4 qs:128; 8 sub-blocks of 32, 6-bit scale - 32
+    d = _h(row, o, lut)
+    sh = np.int32(row[o + 2]) | (np.int32(row[o + 3]) << 8)
+    for ib in range(8):
+        ls = ((np.int32(row[o + 4 + ib // 2]) >> (4 * (ib % 2))) & 0xF) | (((sh >> (2 * ib)) & 3) << 4)
+        dl = d * np.float32(ls - 32)
+        q = o + 8 + 16 * ib
+        for j in range(16):
+            v = np.int32(row[q + j])
+            buf[32 * ib + j] = dl * KVALUES_IQ4NL[v & 0xF]
+            buf[32 * ib + 16 + j] = dl * KVALUES_IQ4NL[v >> 4]
+
+
+@njit(inline="always")
+def _deq_tq2_0(row, o, buf, lut):
+    # TQ2_0: qs:64 d:2; x = (2-bit q - 1) d
+    d = _h(row, o + 64, lut)
+    for j in range(2):
+        for l in range(4):
+            for m in range(32):
+                q = (np.int32(row[o + 32 * j + m]) >> (2 * l)) & 3
+                buf[128 * j + 32 * l + m] = np.float32(q - 1) * d
+
+
+# ---------------------------------------------------------------- dispatch
+
+@njit(inline="always")
+def deq_block(qt, row, b, buf, lut):
+    """Dequantize block b of a packed row (type id qt) into buf."""
+    if qt == Q4_K:
+        _deq_q4_k(row, b * 144, buf, lut)
+    elif qt == Q6_K:
+        _deq_q6_k(row, b * 210, buf, lut)
+    elif qt == Q8_0:
+        _deq_q8_0(row, b * 34, buf, lut)
+    elif qt == Q5_K:
+        _deq_q5_k(row, b * 176, buf, lut)
+    elif qt == Q4_0:
+        _deq_q4_0(row, b * 18, buf, lut)
+    elif qt == Q4_1:
+        _deq_q4_1(row, b * 20, buf, lut)
+    elif qt == Q5_0:
+        _deq_q5_0(row, b * 22, buf, lut)
+    elif qt == Q5_1:
+        _deq_q5_1(row, b * 24, buf, lut)
+    elif qt == Q2_K:
+        _deq_q2_k(row, b * 84, buf, lut)
+    elif qt == Q3_K:
+        _deq_q3_k(row, b * 110, buf, lut)
+    elif qt == IQ4_NL:
+        _deq_iq4_nl(row, b * 18, buf, lut)
+    elif qt == IQ4_XS:
+        _deq_iq4_xs(row, b * 136, buf, lut)
+    elif qt == TQ2_0:
+        _deq_tq2_0(row, b * 66, buf, lut)
+    elif qt == MXFP4:
+        _deq_mxfp4(row, b * 17, buf, lut)
+
+
+@njit(parallel=True, cache=True)
+def dequant_rows(data, rows, qt, qk, out, lut):
+    """out[i] = dequantized data[rows[i]] for block types.
+
+    data: uint8 [n_rows, row_bytes]; rows: int64 [n]; out: f32 [n, n_in]
+    """
+    nb = out.shape[1] // qk
+    for i in prange(rows.shape[0]):
+        row = data[rows[i]]
+        buf = np.empty(qk, np.float32)
+        for b in range(nb):
+            deq_block(qt, row, b, buf, lut)
+            for j in range(qk):
+                out[i, b * qk + j] = buf[j]
+
+
+@njit(parallel=True, cache=True)
+def dequant_rows_f16(data, rows, out, lut):
+    """F16 rows -> f32. data: uint16 [n_rows, n_in]."""
+    for i in prange(rows.shape[0]):
+        r = rows[i]
+        for j in range(out.shape[1]):
+            out[i, j] = lut[data[r, j]]
+
+
+@njit(parallel=True, cache=True)
+def dequant_rows_bf16(data, rows, out):
+    """BF16 rows -> f32 (bits << 16). data: uint16 [n_rows, n_in]; out viewed as uint32."""
+    for i in prange(rows.shape[0]):
+        r = rows[i]
+        for j in range(out.shape[1]):
+            out[i, j] = np.uint32(data[r, j]) << np.uint32(16)

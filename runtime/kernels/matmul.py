@@ -1,0 +1,135 @@
+"""Fused dequantize-and-multiply kernels: y = x @ W.T with W kept packed.
+
+Decode (few tokens): ``matvec_blocks`` walks each packed row once, dequantizes
+one block into a small float32 buffer (L1-resident) and dots it with every
+token's slice of x. Parallel over chunks of output rows.
+
+Prefill (many tokens): ``matmul_tiled`` dequantizes a tile of rows to float32
+once (``dequant_rows``) and multiplies it with BLAS (numpy ``@``), so each
+weight is dequantized once per call and reused by every token.
+
+Numpy reference: ``runtime.reference.matmul`` (dequantize whole, float64 matmul).
+"""
+
+import numpy as np
+from numba import njit, prange
+
+from runtime.kernels.dequant import (BF16, BLOCKS, F16, F16_LUT, F32, deq_block, dequant_rows,
+                                     dequant_rows_bf16, dequant_rows_f16)
+
+# reassociation lets LLVM vectorize the float reductions; no nnan/ninf, so NaN/inf propagate
+FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
+
+ROW_CHUNK = 16          # output rows per parallel work item
+PREFILL_MIN_TOKENS = 8  # from this many tokens on, dequantize tiles and use BLAS
+TILE_BYTES = 1 << 24    # f32 bytes of one dequantized tile (16 MiB)
+
+
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
+def matvec_blocks(data, qt, qk, x, out, lut):
+    """out[t, r] = sum_k deq(data[r])[k] * x[t, k] for block-quantized types.
+
+    data: uint8 [n_out, row_bytes]; x: f32 [n_tok, n_in]; out: f32 [n_tok, n_out]
+    """
+    n_out = data.shape[0]
+    n_tok, n_in = x.shape
+    nb = n_in // qk
+    n_chunks = (n_out + ROW_CHUNK - 1) // ROW_CHUNK
+    for c in prange(n_chunks):
+        buf = np.empty(qk, np.float32)
+        acc = np.empty(n_tok, np.float32)
+        for r in range(c * ROW_CHUNK, min(n_out, (c + 1) * ROW_CHUNK)):
+            row = data[r]
+            acc[:] = 0.0
+            for b in range(nb):
+                deq_block(qt, row, b, buf, lut)
+                off = b * qk
+                for t in range(n_tok):
+                    s = np.float32(0.0)
+                    for j in range(qk):
+                        s += buf[j] * x[t, off + j]
+                    acc[t] += s
+            for t in range(n_tok):
+                out[t, r] = acc[t]
+
+
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
+def matvec_f16(w, x, out, lut):
+    """F16 weights. w: uint16 [n_out, n_in] (fp16 bits); x f32 [n_tok, n_in]."""
+    n_out, n_in = w.shape
+    n_tok = x.shape[0]
+    n_chunks = (n_out + ROW_CHUNK - 1) // ROW_CHUNK
+    for c in prange(n_chunks):
+        for r in range(c * ROW_CHUNK, min(n_out, (c + 1) * ROW_CHUNK)):
+            for t in range(n_tok):
+                s = np.float32(0.0)
+                for k in range(n_in):
+                    s += lut[w[r, k]] * x[t, k]
+                out[t, r] = s
+
+
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
+def matvec_bf16(w, x, out):
+    """BF16 weights. w: uint16 [n_out, n_in] (bf16 bits); x f32 [n_tok, n_in]."""
+    n_out, n_in = w.shape
+    n_tok = x.shape[0]
+    n_chunks = (n_out + ROW_CHUNK - 1) // ROW_CHUNK
+    for c in prange(n_chunks):
+        wf = np.empty(n_in, np.uint32)
+        wv = wf.view(np.float32)
+        for r in range(c * ROW_CHUNK, min(n_out, (c + 1) * ROW_CHUNK)):
+            for k in range(n_in):
+                wf[k] = np.uint32(w[r, k]) << np.uint32(16)
+            for t in range(n_tok):
+                s = np.float32(0.0)
+                for k in range(n_in):
+                    s += wv[k] * x[t, k]
+                out[t, r] = s
+
+
+def dequantize(data: np.ndarray, qt: int, n_in: int, rows: np.ndarray) -> np.ndarray:
+    """Rows ``rows`` of a packed tensor -> f32 [len(rows), n_in] (Numba)."""
+    rows = np.ascontiguousarray(rows, dtype=np.int64)
+    if qt == F32:
+        return data.view(np.float32)[rows]
+    if qt == F16:
+        out = np.empty((len(rows), n_in), np.float32)
+        dequant_rows_f16(data.view(np.uint16), rows, out, F16_LUT)
+        return out
+    if qt == BF16:
+        out = np.empty((len(rows), n_in), np.uint32)
+        dequant_rows_bf16(data.view(np.uint16), rows, out)
+        return out.view(np.float32)
+    out = np.empty((len(rows), n_in), np.float32)
+    dequant_rows(data, rows, qt, BLOCKS[qt][0], out, F16_LUT)
+    return out
+
+
+def matmul(data: np.ndarray, qt: int, n_in: int, x: np.ndarray) -> np.ndarray:
+    """y = x @ W.T. data: uint8 [n_out, row_bytes]; x: f32 [n_tok, n_in] -> f32 [n_tok, n_out]."""
+    n_out = data.shape[0]
+    n_tok = x.shape[0]
+    if qt == F32:
+        return x @ data.view(np.float32).T
+    if n_tok >= PREFILL_MIN_TOKENS:
+        return matmul_tiled(data, qt, n_in, x)
+    out = np.empty((n_tok, n_out), np.float32)
+    if qt == F16:
+        matvec_f16(data.view(np.uint16), x, out, F16_LUT)
+    elif qt == BF16:
+        matvec_bf16(data.view(np.uint16), x, out)
+    else:
+        matvec_blocks(data, qt, BLOCKS[qt][0], x, out, F16_LUT)
+    return out
+
+
+def matmul_tiled(data: np.ndarray, qt: int, n_in: int, x: np.ndarray) -> np.ndarray:
+    """Prefill: dequantize tiles of rows once, multiply each with BLAS."""
+    n_out = data.shape[0]
+    out = np.empty((x.shape[0], n_out), np.float32)
+    tile = max(64, TILE_BYTES // (4 * n_in))
+    for r0 in range(0, n_out, tile):
+        r1 = min(n_out, r0 + tile)
+        w = dequantize(data, qt, n_in, np.arange(r0, r1))
+        np.matmul(x, w.T, out=out[:, r0:r1])
+    return out

@@ -1,0 +1,107 @@
+"""Numba dequantization and fused matmul kernels against the numpy references.
+
+Quantized weights are random packed bytes with their fp16 scale fields set to
+sane values, so every bit of every block layout is exercised; the reference
+dequantizer is gguf-py's (through runtime.reference.dequantize_rows).
+"""
+
+import importlib
+
+import numpy as np
+import pytest
+from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+
+from runtime import backend, reference
+from runtime.backend import QTensor
+
+# byte offsets of fp16 scale fields inside one block (ggml-common.h)
+F16_FIELDS = {
+    "Q4_0": [0], "Q4_1": [0, 2], "Q5_0": [0], "Q5_1": [0, 2], "Q8_0": [0],
+    "Q2_K": [80, 82], "Q3_K": [108], "Q4_K": [0, 2], "Q5_K": [0, 2], "Q6_K": [208],
+    "IQ4_NL": [0], "IQ4_XS": [0], "TQ2_0": [64],
+    "IQ2_XXS": [0], "IQ2_XS": [0], "IQ2_S": [0], "IQ3_XXS": [0], "IQ3_S": [0], "IQ1_S": [0],
+    "TQ1_0": [52],
+}
+
+
+def random_qtensor(qtype: str, n_out: int, n_in: int, seed: int = 0) -> QTensor:
+    rng = np.random.default_rng(seed)
+    t = GGMLQuantizationType[qtype]
+    if qtype in ("F32", "F16", "BF16"):
+        return QTensor.from_float(rng.standard_normal((n_out, n_in)).astype(np.float32), qtype) \
+            if qtype != "BF16" else _bf16(rng.standard_normal((n_out, n_in)).astype(np.float32))
+    block, size = GGML_QUANT_SIZES[t]
+    nb = n_in // block
+    raw = rng.integers(0, 256, size=(n_out, nb, size), dtype=np.uint8)
+    if qtype == "MXFP4":
+        raw[:, :, 0] = rng.integers(118, 128, size=(n_out, nb))
+    for off in F16_FIELDS.get(qtype, []):
+        d = (rng.random((n_out, nb)) * 0.02 + 0.001).astype(np.float16)
+        raw[:, :, off:off + 2] = d.view(np.uint8).reshape(n_out, nb, 2)
+    return QTensor(raw.reshape(n_out, nb * size), qtype, (n_out, n_in))
+
+
+def _bf16(w):
+    bits = (w.view(np.uint32) >> 16).astype(np.uint16)
+    return QTensor(bits.view(np.uint8).reshape(w.shape[0], -1), "BF16", w.shape)
+
+
+def _block(qtype):
+    return GGML_QUANT_SIZES[GGMLQuantizationType[qtype]][0]
+
+
+KERNEL_TYPES = sorted(backend.KERNEL_TYPES)
+
+
+def test_priority_types_have_kernels():
+    for t in ["F32", "F16", "BF16", "Q8_0", "Q4_K", "Q6_K", "Q5_K", "Q4_0", "Q5_0", "Q5_1", "Q4_1",
+              "Q2_K", "Q3_K"]:
+        assert t in backend.KERNEL_TYPES
+
+
+@pytest.mark.parametrize("qtype", KERNEL_TYPES)
+def test_get_rows_matches_reference_dequant(qtype):
+    n_in = 3 * max(_block(qtype), 32)
+    w = random_qtensor(qtype, 21, n_in)
+    ids = np.array([20, 0, 7, 7, 13], np.int32)
+    got = backend.get_rows(w, ids)
+    want = reference.dequantize_rows(w.data, qtype, n_in)[ids]
+    # same float ops as ggml's dequantize_row_*; allow one rounding of reordering
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=0)
+
+
+def _check_matmul(w: QTensor, x: np.ndarray):
+    got = backend.matmul(w, x)
+    wd = w.dequantize().astype(np.float64)
+    want = reference.matmul(w.data, w.qtype, w.shape[1], x)
+    bound = np.abs(x.astype(np.float64)) @ np.abs(wd).T          # scale of each dot product
+    assert got.shape == want.shape and got.dtype == np.float32
+    assert np.all(np.abs(got - want) <= 1e-4 * bound + 1e-30), \
+        f"{w.qtype}: max err {np.max(np.abs(got - want) / bound)}"
+
+
+@pytest.mark.parametrize("n_tok", [1, 3, 11])
+@pytest.mark.parametrize("qtype", KERNEL_TYPES)
+def test_matmul_matches_reference(qtype, n_tok):
+    n_in = 3 * max(_block(qtype), 32) if _block(qtype) > 1 else 97
+    w = random_qtensor(qtype, 37, n_in, seed=n_tok)
+    x = np.random.default_rng(5).standard_normal((n_tok, n_in)).astype(np.float32)
+    _check_matmul(w, x)
+
+
+@pytest.mark.parametrize("qtype", ["IQ2_XXS", "IQ3_S", "TQ1_0"])
+def test_fallback_types_still_correct(qtype):
+    assert qtype not in backend.KERNEL_TYPES
+    w = random_qtensor(qtype, 5, 256)
+    x = np.random.default_rng(1).standard_normal((2, 256)).astype(np.float32)
+    got = backend.matmul(w, x)
+    np.testing.assert_allclose(got, x.astype(np.float64) @ w.dequantize().astype(np.float64).T,
+                               rtol=1e-5, atol=1e-5)
+
+
+def test_prefill_tiles_cover_all_rows(monkeypatch):
+    mm = importlib.import_module("runtime.kernels.matmul")   # the module, not the function
+    monkeypatch.setattr(mm, "TILE_BYTES", 4 * 256 * 64)   # 64-row tiles
+    w = random_qtensor("Q4_K", 200, 256)
+    x = np.random.default_rng(2).standard_normal((9, 256)).astype(np.float32)
+    _check_matmul(w, x)

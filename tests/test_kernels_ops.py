@@ -1,0 +1,48 @@
+"""Numba / float32 kernels for rope, attention and the gated activations against
+their numpy references in runtime.reference."""
+
+import numpy as np
+import pytest
+
+from runtime import kernels, reference
+
+rng = np.random.default_rng(7)
+
+
+@pytest.mark.parametrize("mode", ["norm", "neox"])
+@pytest.mark.parametrize("with_ff", [False, True])
+def test_rope_kernel_matches_reference(mode, with_ff):
+    n_tok, n_head, hd, n_rot = 5, 3, 24, 16
+    x = rng.standard_normal((n_tok, n_head, hd)).astype(np.float32)
+    pos = np.array([0, 3, 99, 4097, 131000], np.int32)
+    ff = (1.0 + 7 * rng.random(n_rot // 2)).astype(np.float32) if with_ff else None
+    got = kernels.rope(x, pos, n_rot, 500000.0, 1.0, ff, mode)
+    want = reference.rope(x, pos, n_rot, 500000.0, 1.0, ff, mode)
+    # same float32 ops in the same order; cos/sin of the same float64 argument
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(got[..., n_rot:], x[..., n_rot:])
+
+
+@pytest.mark.parametrize("cache_dtype", [np.float16, np.float32])
+@pytest.mark.parametrize("n_tok,n_past,window,softcap", [(1, 9, None, None), (6, 0, None, None),
+                                                         (4, 7, 5, None), (3, 2, None, 30.0)])
+def test_attention_kernel_matches_reference(cache_dtype, n_tok, n_past, window, softcap):
+    n_head, n_kv, hd = 6, 2, 16
+    q = rng.standard_normal((n_tok, n_head, hd)).astype(np.float32)
+    k = rng.standard_normal((20, n_kv, hd)).astype(cache_dtype)
+    v = rng.standard_normal((20, n_kv, hd)).astype(cache_dtype)
+    got = kernels.attention(q, k, v, n_past, 0.25, window, softcap)
+    want = reference.attention(q, k, v, n_past, 0.25, window, softcap)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_geglu_kernel_matches_reference():
+    gate = np.concatenate([rng.standard_normal(999) * 4, [-10.0, -10.5, 10.0, 11.0, 0.0]]).astype(np.float32)
+    up = rng.standard_normal(gate.shape).astype(np.float32)
+    np.testing.assert_array_equal(kernels.geglu(gate, up), reference.geglu(gate, up))
+
+
+def test_swiglu_kernel_matches_reference():
+    gate = (rng.standard_normal((3, 77)) * 5).astype(np.float32)
+    up = rng.standard_normal((3, 77)).astype(np.float32)
+    np.testing.assert_allclose(kernels.swiglu(gate, up), reference.swiglu(gate, up), rtol=1e-6, atol=1e-7)
