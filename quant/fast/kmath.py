@@ -1,0 +1,248 @@
+"""Scalar ports of ggml-quants.c's scale searches for the Numba kernels (one group at a time).
+
+x, w: f32[n] views; L, Laux: i32[n] scratch. Line for line as the C (float32, same order).
+"""
+
+import numpy as np
+from numba import njit
+
+from ._common import F32, JIT, nearest_int
+
+GROUP_MAX_EPS = F32(1e-15)
+
+
+@njit(**JIT)
+def make_qx_quants(n, nmax, x, L, rmse_type, w):
+    """w: the weights (qw, or x*x for rmse_type 1 without qw). L gets values in [0, 2*nmax-1]."""
+    mx = F32(0.0)
+    amax = F32(0.0)
+    for i in range(n):
+        ax = abs(x[i])
+        if ax > amax:
+            amax = ax
+            mx = x[i]
+    if amax < GROUP_MAX_EPS:
+        for i in range(n):
+            L[i] = 0
+        return F32(0.0)
+    iscale = F32(-nmax) / mx
+    if rmse_type == 0:
+        for i in range(n):
+            l = nearest_int(iscale * x[i])
+            L[i] = nmax + max(-nmax, min(nmax - 1, l))
+        return F32(1.0) / iscale
+    sumlx = F32(0.0)
+    suml2 = F32(0.0)
+    for i in range(n):
+        l = nearest_int(iscale * x[i])
+        l = max(-nmax, min(nmax - 1, l))
+        L[i] = l + nmax
+        fl = F32(l)
+        sumlx += w[i] * x[i] * fl
+        suml2 += w[i] * fl * fl
+    scale = sumlx / suml2 if suml2 != F32(0.0) else F32(0.0)
+    best = scale * sumlx
+    for is_ in range(-9, 10):
+        if is_ == 0:
+            continue
+        iscale = -(F32(nmax) + F32(0.1) * F32(is_)) / mx
+        sumlx = F32(0.0)
+        suml2 = F32(0.0)
+        for i in range(n):
+            l = nearest_int(iscale * x[i])
+            l = max(-nmax, min(nmax - 1, l))
+            fl = F32(l)
+            sumlx += w[i] * x[i] * fl
+            suml2 += w[i] * fl * fl
+        if suml2 > F32(0.0) and sumlx * sumlx > best * suml2:
+            for i in range(n):
+                l = nearest_int(iscale * x[i])
+                L[i] = nmax + max(-nmax, min(nmax - 1, l))
+            scale = sumlx / suml2
+            best = scale * sumlx
+    return scale
+
+
+@njit(**JIT)
+def make_q3_quants(n, nmax, x, L, do_rmse):
+    mx = F32(0.0)
+    amax = F32(0.0)
+    for i in range(n):
+        ax = abs(x[i])
+        if ax > amax:
+            amax = ax
+            mx = x[i]
+    if amax < GROUP_MAX_EPS:
+        for i in range(n):
+            L[i] = 0
+        return F32(0.0)
+    iscale = F32(-nmax) / mx
+    if do_rmse:
+        sumlx = F32(0.0)
+        suml2 = F32(0.0)
+        for i in range(n):
+            l = nearest_int(iscale * x[i])
+            l = max(-nmax, min(nmax - 1, l))
+            L[i] = l
+            w = x[i] * x[i]
+            fl = F32(l)
+            sumlx += w * x[i] * fl
+            suml2 += w * fl * fl
+        for itry in range(5):
+            n_changed = 0
+            for i in range(n):
+                w = x[i] * x[i]
+                fL = F32(L[i])
+                slx = sumlx - w * x[i] * fL
+                if slx > F32(0.0):
+                    sl2 = suml2 - w * fL * fL
+                    new_l = nearest_int(x[i] * sl2 / slx)
+                    new_l = max(-nmax, min(nmax - 1, new_l))
+                    if new_l != L[i]:
+                        fn = F32(new_l)
+                        slx += w * x[i] * fn
+                        sl2 += w * fn * fn
+                        if sl2 > F32(0.0) and slx * slx * suml2 > sumlx * sumlx * sl2:
+                            L[i] = new_l
+                            sumlx = slx
+                            suml2 = sl2
+                            n_changed += 1
+            if n_changed == 0:
+                break
+        for i in range(n):
+            L[i] += nmax
+        return sumlx / suml2 if suml2 > F32(0.0) else F32(0.0)
+    for i in range(n):
+        l = nearest_int(iscale * x[i])
+        l = max(-nmax, min(nmax - 1, l))
+        L[i] = l + nmax
+    return F32(1.0) / iscale
+
+
+@njit(**JIT)
+def make_qkx(n, nmax, x, w, L, Laux, rmin, rdelta, nstep, use_mad, x3, the_min):
+    """make_qkx2_quants (x3=False) / make_qkx3_quants (x3=True). the_min: f32[1] out (= -min)."""
+    mn = x[0]
+    mx = x[0]
+    sum_w = w[0]
+    sum_x = sum_w * x[0]
+    for i in range(1, n):
+        if x[i] < mn:
+            mn = x[i]
+        if x[i] > mx:
+            mx = x[i]
+        sum_w += w[i]
+        sum_x += w[i] * x[i]
+    if mn > F32(0.0):
+        mn = F32(0.0)
+    if (mx <= mn) if x3 else (mx == mn):
+        for i in range(n):
+            L[i] = 0
+        the_min[0] = -mn
+        return F32(0.0)
+    iscale = F32(nmax) / (mx - mn)
+    scale = F32(1.0) / iscale
+    best = F32(0.0)
+    for i in range(n):
+        l = nearest_int(iscale * (x[i] - mn))
+        L[i] = max(0, min(nmax, l))
+        diff = scale * F32(L[i]) + mn - x[i]
+        diff = abs(diff) if use_mad else diff * diff
+        best += w[i] * diff
+    if nstep < 1:
+        the_min[0] = -mn
+        return scale
+    for is_ in range(nstep + 1):
+        iscale = (rmin + rdelta * F32(is_) + F32(nmax)) / (mx - mn)
+        sum_l = F32(0.0)
+        sum_l2 = F32(0.0)
+        sum_xl = F32(0.0)
+        for i in range(n):
+            l = nearest_int(iscale * (x[i] - mn))
+            l = max(0, min(nmax, l))
+            Laux[i] = l
+            fl = F32(l)
+            sum_l += w[i] * fl
+            sum_l2 += w[i] * fl * fl
+            sum_xl += w[i] * fl * x[i]
+        D = sum_w * sum_l2 - sum_l * sum_l
+        if D > F32(0.0):
+            this_scale = (sum_w * sum_xl - sum_x * sum_l) / D
+            this_min = (sum_l2 * sum_x - sum_l * sum_xl) / D
+            if this_min > F32(0.0):
+                this_min = F32(0.0)
+                this_scale = sum_xl / sum_l2
+            cur = F32(0.0)
+            for i in range(n):
+                diff = this_scale * F32(Laux[i]) + this_min - x[i]
+                diff = abs(diff) if use_mad else diff * diff
+                cur += w[i] * diff
+            if cur < best:
+                for i in range(n):
+                    L[i] = Laux[i]
+                best = cur
+                scale = this_scale
+                mn = this_min
+    the_min[0] = -mn
+    return scale
+
+
+@njit(**JIT)
+def make_qp_quants(n, nmax, x, L, qw):
+    mx = F32(0.0)
+    for i in range(n):
+        mx = mx if mx > x[i] else x[i]
+    if mx < GROUP_MAX_EPS:
+        for i in range(n):
+            L[i] = 0
+        return F32(0.0)
+    iscale = F32(nmax) / mx
+    for i in range(n):
+        L[i] = nearest_int(iscale * x[i])
+    scale = F32(1.0) / iscale
+    best_mse = F32(0.0)
+    for i in range(n):
+        diff = x[i] - scale * F32(L[i])
+        best_mse += qw[i] * diff * diff
+    for is_ in range(-4, 5):
+        if is_ == 0:
+            continue
+        iscale_is = (F32(0.1) * F32(is_) + F32(nmax)) / mx
+        scale_is = F32(1.0) / iscale_is
+        mse = F32(0.0)
+        for i in range(n):
+            l = min(nmax, nearest_int(iscale_is * x[i]))
+            diff = x[i] - scale_is * F32(l)
+            mse += qw[i] * diff * diff
+        if mse < best_mse:
+            best_mse = mse
+            iscale = iscale_is
+    sumlx = F32(0.0)
+    suml2 = F32(0.0)
+    for i in range(n):
+        l = min(nmax, nearest_int(iscale * x[i]))
+        L[i] = l
+        fl = F32(l)
+        sumlx += qw[i] * x[i] * fl
+        suml2 += qw[i] * fl * fl
+    for itry in range(5):
+        n_changed = 0
+        for i in range(n):
+            w = qw[i]
+            fL = F32(L[i])
+            slx = sumlx - w * x[i] * fL
+            sl2 = suml2 - w * fL * fL
+            if slx > F32(0.0) and sl2 > F32(0.0):
+                new_l = min(nmax, nearest_int(x[i] * sl2 / slx))
+                if new_l != L[i]:
+                    fn = F32(new_l)
+                    slx += w * x[i] * fn
+                    sl2 += w * fn * fn
+                    if slx * slx * suml2 > sumlx * sumlx * sl2:
+                        L[i] = new_l
+                        sumlx = slx
+                        suml2 = sl2
+                        n_changed += 1
+        if n_changed == 0:
+            break
+    return sumlx / suml2 if suml2 > F32(0.0) else F32(0.0)
