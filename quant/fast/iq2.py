@@ -1,0 +1,382 @@
+"""Numba IQ2_XXS / IQ2_XS / IQ2_S (ggml-quants.c quantize_row_iq2_xxs_impl,
+quantize_row_iq2_xs_impl, quantize_row_iq2_s_impl), transliterated loop for loop.
+Bit-identical to quant/ref/iq2.py.
+
+IQ2_XXS block (66 bytes): d:2 | 8 x (u32 four grid indices (u8), u32 4 x 7 sign bits + scale<<28)
+IQ2_XS block (74 bytes):  d:2 | qs:32 x u16 (grid index 9 bits | 7 sign bits << 9) | scales:8 (nibbles)
+IQ2_S block (82 bytes):   d:2 | qs:32 (grid index low 8 bits) | signs:32 | qh:8 (2 bits per index)
+                          | scales:8 (nibbles)
+"""
+from __future__ import annotations
+
+import numpy as np
+from numba import njit, prange
+
+from ..ref.iq_tables import search_grid, table
+from ..types import register_fast
+from .iq_common import F32, FLT_MAX, as_blocks, get_f16, nearest_int, put_f16
+
+XXS, XS, S = 0, 1, 2
+GROUP_MAX_EPS = F32(1e-15)
+EPS_IQ2_S = F32(1e-8)
+
+
+@njit(inline="always", cache=True)
+def _find_best_neighbour(nbrs, off, grid, xval, waux, o, scale, L):
+    """iq2_find_best_neighbour on xval[o:o+8]; writes L[o:o+8]; returns the grid index."""
+    n = int(nbrs[off])
+    best_d2 = FLT_MAX
+    gi = -1
+    for j in range(1, n + 1):
+        g = int(nbrs[off + j])
+        d2 = F32(0.0)
+        for i in range(8):
+            q = F32(grid[g, i])
+            diff = scale * q - xval[o + i]
+            d2 += waux[o + i] * diff * diff
+        if d2 < best_d2:
+            best_d2 = d2
+            gi = g
+    for i in range(8):
+        L[o + i] = (grid[gi, i] - 1) // 2
+    return gi
+
+
+@njit(cache=True)
+def make_qp_quants(n, nmax, x, L, w):
+    """ggml make_qp_quants; L holds the uint8_t values ggml stores (negative levels wrap)."""
+    mx = F32(0.0)
+    for i in range(n):
+        mx = mx if mx > x[i] else x[i]
+    if mx < GROUP_MAX_EPS:
+        for i in range(n):
+            L[i] = 0
+        return F32(0.0)
+    iscale = F32(nmax) / mx
+    for i in range(n):
+        L[i] = nearest_int(iscale * x[i]) & 255
+    scale = F32(1.0) / iscale
+    best_mse = F32(0.0)
+    for i in range(n):
+        diff = x[i] - scale * F32(L[i])
+        best_mse += w[i] * diff * diff
+    for is_ in range(-4, 5):
+        if is_ == 0:
+            continue
+        iscale_is = (F32(0.1) * F32(is_) + F32(nmax)) / mx
+        scale_is = F32(1.0) / iscale_is
+        mse = F32(0.0)
+        for i in range(n):
+            l = min(nmax, nearest_int(iscale_is * x[i]))
+            diff = x[i] - scale_is * F32(l)
+            mse += w[i] * diff * diff
+        if mse < best_mse:
+            best_mse = mse
+            iscale = iscale_is
+    sumlx = F32(0.0)
+    suml2 = F32(0.0)
+    for i in range(n):
+        l = min(nmax, nearest_int(iscale * x[i]))
+        L[i] = l & 255
+        sumlx += w[i] * x[i] * F32(l)
+        suml2 += w[i] * F32(l) * F32(l)
+    for itry in range(5):
+        n_changed = 0
+        for i in range(n):
+            wi = w[i]
+            li = F32(L[i])
+            slx = sumlx - wi * x[i] * li
+            sl2 = suml2 - wi * li * li
+            if slx > F32(0.0) and sl2 > F32(0.0):
+                new_l = min(nmax, nearest_int(x[i] * sl2 / slx))
+                if new_l != L[i]:
+                    slx += wi * x[i] * F32(new_l)
+                    sl2 += wi * F32(new_l) * F32(new_l)
+                    if slx * slx * suml2 > sumlx * sumlx * sl2:
+                        L[i] = new_l & 255
+                        sumlx = slx
+                        suml2 = sl2
+                        n_changed += 1
+        if n_changed == 0:
+            break
+    return sumlx / suml2 if suml2 > F32(0.0) else F32(0.0)
+
+
+@njit(cache=True)
+def _iq2_block(x, qw, has_w, grid, kmap, nbrs, kind, out, scales, weight, xval, waux, L, Laux, Lqp,
+               on_grid, on_grid_aux, signs):
+    """One 256-value super-block; writes everything but d into out; returns the f32 d to store."""
+    kMaxQ = 3
+    bsz = 32 if kind == XXS else 16
+    ng = bsz // 8
+    nsb = 256 // bsz
+    for k in range(out.shape[0]):
+        out[k] = 0
+    sumx2 = F32(0.0)
+    for i in range(256):
+        sumx2 += x[i] * x[i]
+    if kind == S:
+        sigma2 = F32(2.0) * sumx2 / F32(256.0)
+    else:
+        sigma2 = sumx2 / F32(256.0)
+    max_scale = F32(0.0)
+    for ib in range(nsb):
+        o = bsz * ib
+        for i in range(bsz):
+            if has_w:
+                weight[i] = qw[o + i] * np.sqrt(sigma2 + x[o + i] * x[o + i])
+            else:
+                weight[i] = F32(0.25) * sigma2 + x[o + i] * x[o + i]
+        for i in range(bsz):
+            waux[i] = np.sqrt(weight[i])
+        for k in range(ng):
+            nflip = 0
+            s = 0
+            for i in range(8):
+                v = x[o + 8 * k + i]
+                if v >= F32(0.0):
+                    xval[8 * k + i] = v
+                else:
+                    xval[8 * k + i] = -v
+                    nflip += 1
+                    s |= 1 << i
+            if kind != S and nflip % 2 == 1:
+                imin = 0
+                mn = weight[8 * k] * x[o + 8 * k] * x[o + 8 * k]
+                for i in range(1, 8):
+                    ax = weight[8 * k + i] * x[o + 8 * k + i] * x[o + 8 * k + i]
+                    if ax < mn:
+                        mn = ax
+                        imin = i
+                xval[8 * k + imin] = -xval[8 * k + imin]
+                s ^= 1 << imin
+            signs[k] = s & 127 if kind != S else s
+        mx = xval[0]
+        for i in range(1, bsz):
+            mx = mx if mx > xval[i] else xval[i]
+        for i in range(bsz):
+            L[i] = 0
+        if mx < (EPS_IQ2_S if kind == S else GROUP_MAX_EPS):
+            scales[ib] = F32(0.0)
+            continue
+        best = F32(0.0)
+        if kind == XXS:
+            scale = make_qp_quants(32, kMaxQ + 1, xval, Lqp, weight)
+            for i in range(32):
+                L[i] = Lqp[i]
+            eff_max = scale * F32(kMaxQ)
+            if eff_max <= F32(0.0):
+                scales[ib] = F32(0.0)
+                for i in range(32):
+                    L[i] = 0
+                continue
+            denom = eff_max
+            nis = 6
+        else:
+            scale = mx / F32(2 * kMaxQ - 1)
+            denom = mx
+            nis = 9
+        for k in range(ng):
+            on_grid[k] = True
+        for is_ in range(-nis, nis + 1):
+            idd = (F32(2 * kMaxQ - 1) + F32(is_) * F32(0.1)) / denom
+            this_scale = F32(1.0) / idd
+            for k in range(ng):
+                u = 0
+                for i in range(8):
+                    l = nearest_int(F32(0.5) * (idd * xval[8 * k + i] - F32(1.0)))
+                    l = max(0, min(kMaxQ - 1, l))
+                    Laux[8 * k + i] = l
+                    u |= l << (2 * i)
+                gi = kmap[u]
+                on_grid_aux[k] = True
+                if gi < 0:
+                    on_grid_aux[k] = False
+                    _find_best_neighbour(nbrs, -gi - 1, grid, xval, waux, 8 * k, this_scale, Laux)
+            sumqx = F32(0.0)
+            sumq2 = F32(0.0)
+            for i in range(bsz):
+                w = weight[i]
+                q = F32(2 * Laux[i] + 1)
+                sumqx += w * xval[i] * q
+                sumq2 += w * q * q
+            if sumq2 > F32(0.0) and sumqx * sumqx > best * sumq2:
+                scale = sumqx / sumq2
+                best = scale * sumqx
+                for i in range(bsz):
+                    L[i] = Laux[i]
+                for k in range(ng):
+                    on_grid[k] = on_grid_aux[k]
+        n_not = 0
+        for k in range(ng):
+            if not on_grid[k]:
+                n_not += 1
+        if scale > F32(0.0) and (kind == XXS or n_not > 0):
+            idd = F32(1.0) / scale
+            for k in range(ng):
+                if kind != XXS and on_grid[k]:
+                    continue
+                u = 0
+                for i in range(8):
+                    l = nearest_int(F32(0.5) * (idd * xval[8 * k + i] - F32(1.0)))
+                    l = max(0, min(kMaxQ - 1, l))
+                    u |= l << (2 * i)
+                    L[8 * k + i] = l
+                gi = kmap[u]
+                if gi < 0:
+                    gi = _find_best_neighbour(nbrs, -gi - 1, grid, xval, waux, 8 * k, scale, L)
+                for i in range(8):
+                    L[8 * k + i] = (grid[gi, i] - 1) // 2
+            sumqx = F32(0.0)
+            sumq2 = F32(0.0)
+            for i in range(bsz):
+                w = weight[i]
+                q = F32(2 * L[i] + 1)
+                sumqx += w * xval[i] * q
+                sumq2 += w * q * q
+            if sumq2 > F32(0.0):
+                scale = sumqx / sumq2
+        if scale < F32(0.0):
+            scale = -scale
+            for k in range(ng):
+                signs[k] = (~signs[k]) & (255 if kind == S else 127)
+        for k in range(ng):
+            u = 0
+            for i in range(8):
+                u |= L[8 * k + i] << (2 * i)
+            gi = kmap[u]
+            if kind == XXS:
+                out[2 + 8 * ib + k] = gi
+                ss = signs[k] << (7 * k)
+                for b in range(4):
+                    out[2 + 8 * ib + 4 + b] |= (ss >> (8 * b)) & 255
+            elif kind == XS:
+                v = gi | (signs[k] << 9)
+                out[2 + 2 * (2 * ib + k)] = v & 255
+                out[3 + 2 * (2 * ib + k)] = (v >> 8) & 255
+            else:
+                i8 = 2 * ib + k
+                out[2 + i8] = gi & 255
+                out[2 + 64 + i8 // 4] |= (gi >> 8) << (2 * (i8 % 4))
+                out[2 + 32 + i8] = signs[k]
+        scales[ib] = scale
+        max_scale = max_scale if max_scale > scale else scale
+
+    if max_scale == F32(0.0):
+        for k in range(out.shape[0]):
+            if kind != S:
+                out[k] = 0
+        return F32(0.0)
+    d = max_scale / F32(31.0)
+    idd = F32(1.0) / d
+    soff = 66 if kind == XS else 74
+    for ib in range(nsb):
+        l = nearest_int(F32(0.5) * (idd * scales[ib] - F32(1.0)))
+        l = max(0, min(15, l))
+        if kind == XXS:
+            out[2 + 8 * ib + 7] |= l << 4
+        elif ib % 2 == 0:
+            out[soff + ib // 2] = l
+        else:
+            out[soff + ib // 2] |= l << 4
+    return d * F32(0.9875) if kind == S else d
+
+
+@njit(parallel=True, cache=True)
+def _quantize_iq2(x, qw, grid, kmap, nbrs, kind, out, d):
+    nb = x.shape[0]
+    nbr = qw.shape[0]
+    has_w = nbr > 0
+    for ib in prange(nb):
+        scales = np.empty(16, np.float32)
+        weight = np.empty(32, np.float32)
+        xval = np.empty(32, np.float32)
+        waux = np.empty(32, np.float32)
+        L = np.zeros(32, np.int64)
+        Laux = np.zeros(32, np.int64)
+        Lqp = np.zeros(32, np.int64)
+        on_grid = np.zeros(4, np.bool_)
+        on_grid_aux = np.zeros(4, np.bool_)
+        signs = np.zeros(4, np.int64)
+        w = qw[ib % nbr] if has_w else x[ib]
+        d[ib] = _iq2_block(x[ib], w, has_w, grid, kmap, nbrs, kind, out[ib], scales, weight, xval,
+                           waux, L, Laux, Lqp, on_grid, on_grid_aux, signs)
+
+
+@njit(parallel=True, cache=True)
+def _dequantize_iq2(b, d, grid_deq, ksigns, kind, out):
+    for i in prange(b.shape[0]):
+        for ib in range(8):
+            if kind == XXS:
+                aux = np.uint32(0)
+                for t in range(4):
+                    aux |= np.uint32(b[i, 2 + 8 * ib + 4 + t]) << np.uint32(8 * t)
+                db0 = d[i] * (F32(0.5) + F32(aux >> np.uint32(28))) * F32(0.25)
+                db1 = db0
+            else:
+                sc = b[i, (66 if kind == XS else 74) + ib]
+                db0 = d[i] * (F32(0.5) + F32(sc & 0xF)) * F32(0.25)
+                db1 = d[i] * (F32(0.5) + F32(sc >> 4)) * F32(0.25)
+            for l in range(4):
+                if kind == XXS:
+                    g = int(b[i, 2 + 8 * ib + l])
+                    sg = int(ksigns[(aux >> np.uint32(7 * l)) & np.uint32(127)])
+                elif kind == XS:
+                    v = int(b[i, 2 + 2 * (4 * ib + l)]) | (int(b[i, 3 + 2 * (4 * ib + l)]) << 8)
+                    g = v & 511
+                    sg = int(ksigns[v >> 9])
+                else:
+                    g = int(b[i, 2 + 4 * ib + l]) | (((int(b[i, 66 + ib]) >> (2 * l)) & 3) << 8)
+                    sg = int(b[i, 34 + 4 * ib + l])
+                db = db0 if l < 2 else db1
+                for j in range(8):
+                    s = F32(-1.0) if (sg >> j) & 1 else F32(1.0)
+                    out[i, 32 * ib + 8 * l + j] = db * F32(grid_deq[g, j]) * s
+
+
+_NAMES = {XXS: ("iq2xxs", "iq2xxs_grid", 66), XS: ("iq2xs", "iq2xs_grid", 74), S: ("iq2s", "iq2s_grid", 82)}
+
+
+def _quantize(x, qw, out, kind):
+    name, _, ts = _NAMES[kind]
+    xb, wb, ob = as_blocks(x, qw, out, 256, ts)
+    sg = search_grid(name)
+    d = np.empty(xb.shape[0], np.float32)
+    _quantize_iq2(xb, wb, sg.grid, sg.kmap, sg.neighbours, kind, ob, d)
+    put_f16(ob, 0, d)
+
+
+def _dequantize(b, out, kind):
+    _, gname, ts = _NAMES[kind]
+    b = np.ascontiguousarray(b).reshape(-1, ts)
+    g = table(gname).view(np.uint8).reshape(-1, 8)
+    _dequantize_iq2(b, get_f16(b, 0), g, table("ksigns_iq2xs"), kind, out.reshape(-1, 256))
+
+
+def quantize_iq2_xxs(x, qw, out):
+    _quantize(x, qw, out, XXS)
+
+
+def quantize_iq2_xs(x, qw, out):
+    _quantize(x, qw, out, XS)
+
+
+def quantize_iq2_s(x, qw, out):
+    _quantize(x, qw, out, S)
+
+
+def dequantize_iq2_xxs(b, out):
+    _dequantize(b, out, XXS)
+
+
+def dequantize_iq2_xs(b, out):
+    _dequantize(b, out, XS)
+
+
+def dequantize_iq2_s(b, out):
+    _dequantize(b, out, S)
+
+
+register_fast("IQ2_XXS", quantize=quantize_iq2_xxs, dequantize=dequantize_iq2_xxs)
+register_fast("IQ2_XS", quantize=quantize_iq2_xs, dequantize=dequantize_iq2_xs)
+register_fast("IQ2_S", quantize=quantize_iq2_s, dequantize=dequantize_iq2_s)
