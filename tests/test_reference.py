@@ -5,6 +5,10 @@ LlamaForCausalLM for llama-tiny, and a DeciLM assembled from transformers' Llama
 deci-tiny, both in float64 on the seed-0 fixtures. transformers keeps RMSNorm and RoPE cos/sin in
 float32 even then, so the agreement is ~2e-7 on logits of size ~0.3; the tolerances below are
 10x that, while semantic mistakes (RoPE layout, llama3 scaling, GQA mapping) give 2e-3 .. 0.5.
+
+The *-llamacpp.npz goldens anchor the same reference to llama.cpp: its own converter (f32) and
+llama-perplexity (flash attention off, F32 KV cache) on the same fixtures; the running PPL per
+chunk agrees to ~5e-8 relative.
 """
 from __future__ import annotations
 
@@ -65,6 +69,33 @@ def test_reference_matches_transformers(preset, outputs):
     np.testing.assert_allclose(logits.sum(axis=1), g["row_sum"], rtol=0, atol=1e-3)
     np.testing.assert_allclose((logits * logits).sum(axis=1), g["row_sumsq"], rtol=1e-6)
     assert logits.std() > 0.1  # non-degenerate
+
+
+def reference_perplexity(m: R.Model, tokens: np.ndarray, n_ctx: int, n_chunks: int, bos: int | None) -> list[float]:
+    """llama-perplexity's running PPL per chunk: score tokens n_ctx/2+1 .. n_ctx-1 of each chunk."""
+    nll, running = [], []
+    for c in range(n_chunks):
+        chunk = tokens[c * n_ctx:(c + 1) * n_ctx].copy()
+        if bos is not None:
+            chunk[0] = bos
+        logits = R.forward(m, chunk)
+        for j in range(n_ctx // 2, n_ctx - 1):
+            x = logits[j]
+            lse = x.max() + np.log(np.exp(x - x.max()).sum())
+            nll.append(lse - x[tokens[c * n_ctx + j + 1]])
+        running.append(math.exp(np.mean(nll)))
+    return running
+
+
+@pytest.mark.parametrize("preset", ["deci-tiny", "llama-tiny"])
+def test_reference_matches_llama_cpp_perplexity(preset, models):
+    with np.load(GOLDEN / f"{preset}-llamacpp.npz") as z:
+        g = {k: z[k] for k in z.files}
+    _, m = models[preset]
+    n_ctx = int(g["n_ctx"])
+    bos = int(g["bos_id"]) if bool(g["add_bos"]) else None
+    got = reference_perplexity(m, g["tokens"], n_ctx, len(g["ppl"]), bos)
+    np.testing.assert_allclose(got, g["ppl"], rtol=1e-6)
 
 
 def test_golden_catches_rope_mistakes(models):

@@ -19,6 +19,12 @@ Writes tests/golden/reference/{preset}.npz: tokens, top-16 ids/values, 512 fixed
 per-row logsumexp / sum / sum of squares (a checksum over the whole vocab), the residual stream
 after every layer, and the fixtures' sha256. Note transformers' float64 run still does RMSNorm,
 RoPE cos/sin in float32, so agreement with the float64 numpy reference is ~1e-6, not 1e-12.
+
+4. llama.cpp as a second oracle (skipped with --no-llama-cpp): each fixture is converted by
+   llama.cpp's own convert_hf_to_gguf.py (--outtype f32, on a copy without auto_map) and scored by
+   llama-perplexity (-c 32, 4 chunks, flash attention off and an F32 KV cache so nothing is rounded
+   to f16). Writes tests/golden/reference/{preset}-llamacpp.npz: the tokens llama.cpp used, n_ctx,
+   whether it adds BOS, and the running per-chunk PPL it printed.
 """
 from __future__ import annotations
 
@@ -26,6 +32,9 @@ import argparse
 import copy
 import hashlib
 import json
+import os
+import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -45,6 +54,17 @@ SEED = 0
 TOKENS = [128000, 791, 4062, 14198, 39935, 35308, 927, 279, 16053, 5679, 13, 220, 4513, 19, 128006, 128009]
 TOP_K = 16
 N_COLS = 512
+LLAMA_CPP = Path("/work/oracle/llama_cpp_python-0.3.36/vendor/llama.cpp")
+LLAMA_BIN = Path("/work/oracle/build/bin")
+PPL_CTX, PPL_CHUNKS = 32, 4
+PPL_TEXT = (
+    "The history of the transistor begins in the early twentieth century, when physicists first tried to "
+    "control the flow of electrons through solid materials. Researchers at Bell Laboratories built the first "
+    "working point-contact device in 1947, and within a decade the junction transistor had replaced vacuum "
+    "tubes in radios, hearing aids and computers. Smaller, cheaper and far more reliable, these devices made it "
+    "possible to pack thousands and then billions of switches onto a single chip of silicon, which changed how "
+    "people work, talk and learn all over the world."
+) * 2
 
 
 def make_fixture(python: str, preset: str, out: Path) -> dict[str, str]:
@@ -132,6 +152,37 @@ class DeciFromLlamaModules(torch.nn.Module):
         return self.lm_head(self.norm(h))[0], torch.stack(hidden)
 
 
+def llama_cpp_perplexity(ckpt: Path, work: Path, llama_cpp: Path, bin_dir: Path) -> dict:
+    """Convert with llama.cpp's converter (f32) and score PPL_TEXT with llama-perplexity."""
+    src = work / (ckpt.name + "-noautomap")
+    shutil.copytree(ckpt, src)
+    cfg = json.loads((src / "config.json").read_text())
+    cfg.pop("auto_map", None)
+    (src / "config.json").write_text(json.dumps(cfg, indent=2))
+    gguf_path = work / (ckpt.name + ".f32.gguf")
+    env = dict(os.environ, PYTHONPATH=str(llama_cpp / "gguf-py"))
+    subprocess.run([sys.executable, str(llama_cpp / "convert_hf_to_gguf.py"), str(src), "--outtype", "f32",
+                    "--outfile", str(gguf_path)], check=True, env=env, capture_output=True)
+    text = work / "ppl.txt"
+    text.write_text(PPL_TEXT)
+    tok = subprocess.run([str(bin_dir / "llama-tokenize"), "-m", str(gguf_path), "-f", str(text), "--ids",
+                          "--log-disable"], check=True, capture_output=True, text=True).stdout
+    tokens = json.loads(tok.strip().splitlines()[-1])
+    sys.path.insert(0, str(llama_cpp / "gguf-py"))
+    from gguf import GGUFReader
+    add_bos = bool(GGUFReader(gguf_path).fields["tokenizer.ggml.add_bos_token"].contents())
+    out = subprocess.run([str(bin_dir / "llama-perplexity"), "-m", str(gguf_path), "-f", str(text),
+                          "-c", str(PPL_CTX), "--chunks", str(PPL_CHUNKS), "-b", str(PPL_CTX), "-t", "1",
+                          "-fa", "off", "-ctk", "f32", "-ctv", "f32"],
+                         check=True, capture_output=True, text=True)
+    ppl = [float(v) for v in re.findall(r"\[\d+\]([0-9.]+),", out.stdout + out.stderr)]
+    assert len(ppl) == PPL_CHUNKS, out.stdout + out.stderr
+    return {"tokens": np.array(tokens, dtype=np.int64), "n_ctx": np.array(PPL_CTX), "add_bos": np.array(add_bos),
+            "bos_id": np.array(128000), "ppl": np.array(ppl, dtype=np.float64),
+            "meta": np.array(json.dumps({"llama_cpp": str(llama_cpp), "flash_attn": "off", "kv": "f32",
+                                         "outtype": "f32"}))}
+
+
 def summarize(logits: np.ndarray, hidden: np.ndarray, sha: dict, meta: dict) -> dict:
     cols = np.sort(np.random.default_rng(1234).choice(logits.shape[1], N_COLS, replace=False))
     top = np.argsort(-logits, axis=1, kind="stable")[:, :TOP_K]
@@ -154,6 +205,9 @@ def summarize(logits: np.ndarray, hidden: np.ndarray, sha: dict, meta: dict) -> 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--python", default="python3", help="python with ggufkit installed (makes the fixtures)")
+    ap.add_argument("--llama-cpp", type=Path, default=LLAMA_CPP, help="llama.cpp source tree (converter)")
+    ap.add_argument("--llama-bin", type=Path, default=LLAMA_BIN, help="llama.cpp binaries (llama-perplexity)")
+    ap.add_argument("--no-llama-cpp", action="store_true", help="skip the llama.cpp perplexity golden")
     args = ap.parse_args()
     torch.manual_seed(0)
     OUT.mkdir(parents=True, exist_ok=True)
@@ -183,6 +237,12 @@ def main() -> None:
         np.savez_compressed(OUT / "deci-tiny.npz",
                             **summarize(logits.numpy(), hidden.numpy(), sha,
                                         {**meta, "model": "DeciLM assembled from transformers Llama modules"}))
+
+        if not args.no_llama_cpp:
+            for preset in ("llama-tiny", "deci-tiny"):
+                res = llama_cpp_perplexity(Path(tmp) / preset, Path(tmp), args.llama_cpp, args.llama_bin)
+                print(f"{preset}: llama.cpp running PPL per chunk {res['ppl'].tolist()}")
+                np.savez_compressed(OUT / f"{preset}-llamacpp.npz", **res)
     for f in sorted(OUT.glob("*.npz")):
         print(f"wrote {f.relative_to(REPO)} ({f.stat().st_size} bytes)")
 
