@@ -30,3 +30,13 @@ def shared_dir() -> Path:
     if not d.is_dir():
         pytest.skip("../shared not present")
     return d
+
+
+@pytest.fixture(scope="session")
+def gemma3_path() -> Path:
+    """The real gemma-3-270m Q4_K_M GGUF ($GGUFKIT_GEMMA3 or ~/.cache/ggufkit, see tools/get_gemma3.py); skips if absent."""
+    import os
+    p = Path(os.environ.get("GGUFKIT_GEMMA3", Path.home() / ".cache" / "ggufkit" / "gemma-3-270m-q4_k_m.gguf"))
+    if not p.is_file():
+        pytest.skip("gemma-3-270m-q4_k_m.gguf not installed (python tools/get_gemma3.py)")
+    return p

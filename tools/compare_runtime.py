@@ -1,0 +1,180 @@
+#!/usr/bin/env python3
+"""Check ggufkit's runtime against llama.cpp, and (re)make the golden files under tests/golden/runtime/.
+
+    python tools/compare_runtime.py tokens MODEL.gguf NAME    # llama-tokenize ids -> tokens-NAME.json
+    python tools/compare_runtime.py ppl MODEL.gguf NAME [-c 512 --chunks 4 -t 2]
+                                                              # llama-perplexity vs ggufkit -> ppl-NAME.json
+    python tools/compare_runtime.py greedy MODEL.gguf NAME [-p PROMPT -n 16]
+                                                              # llama.cpp greedy tokens vs ggufkit -> greedy-NAME.json
+    python tools/compare_runtime.py all                       # all of it for the gemma3 model and fixtures
+
+llama.cpp binaries come from $LLAMA_BIN (default /work/oracle/build/bin). Every subcommand
+prints ggufkit's result beside llama.cpp's and writes the llama.cpp side as the golden file
+(``--no-write`` to only compare).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))
+GOLDEN = REPO / "tests" / "golden" / "runtime"
+LLAMA_BIN = Path(os.environ.get("LLAMA_BIN", "/work/oracle/build/bin"))
+WIKITEXT = Path(os.environ.get("WIKITEXT", REPO.parent / "shared" / "data" / "wikitext-2-test.txt"))
+
+# Texts for the tokenizer goldens: plain, unicode, digits, whitespace runs, special tokens.
+TOKEN_TEXTS = [
+    "Hello world",
+    " Hello  world ",
+    "Hello, world! How's it going? I'm fine; you'll see, we'd've DONE it.",
+    "ünïcödé café naïve — “quotes” ‘single’ … ½ × ÷ €100",
+    "日本語のテキストと中文字符, 한국어 텍스트, Ελληνικά, русский текст, עברית, العربية",
+    "emoji 😀🎉👍🏽 and 🇫🇷 flags",
+    "1 12 123 1234 12345 123456 3.14159 1,000,000 0x1F 2026-11-23",
+    "tabs\there\t\tand\nnewlines\n\n\nand\r\nCRLF   spaces    end   ",
+    "    leading spaces and trailing spaces    ",
+    "\n\n\n",
+    "def f(x):\n    return x**2  # comment\n\tif x: pass\n",
+    "<|begin_of_text|><|start_header_id|>user<|end_header_id|>\n\nHi<|eot_id|>",
+    "<start_of_turn>user\nHi<end_of_turn>\n<start_of_turn>model\n",
+    "<bos>text with <eos> inside and <unk> <pad> tokens",
+    "a" * 40 + " " + "ab" * 20,
+    "",
+]
+
+
+def run(cmd, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([str(c) for c in cmd], capture_output=True, text=True, **kw)
+
+
+def llama_tokenize(model: Path, text: str, parse_special: bool = True) -> list[int]:
+    with tempfile.NamedTemporaryFile("w", suffix=".txt", delete=False, encoding="utf-8", newline="") as f:
+        f.write(text)
+    try:
+        cmd = [LLAMA_BIN / "llama-tokenize", "-m", model, "-f", f.name, "--ids", "--log-disable", "--no-escape"]
+        if not parse_special:
+            cmd.append("--no-parse-special")
+        r = run(cmd)
+        if r.returncode:
+            raise RuntimeError(r.stderr[-2000:])
+        return json.loads(r.stdout.strip().splitlines()[-1])
+    finally:
+        os.unlink(f.name)
+
+
+def cmd_tokens(model: Path, name: str, write: bool) -> bool:
+    from runtime.gguf_file import GGUFFile
+    from runtime.tokenizer import Tokenizer
+
+    tok = Tokenizer.from_gguf(GGUFFile(model))
+    cases, ok = [], True
+    for text in TOKEN_TEXTS:
+        for ps in (True, False):
+            ref = llama_tokenize(model, text, ps) if text else ([tok.bos] if tok.add_bos else [])
+            ours = tok.encode(text, add_special=True, parse_special=ps)
+            same = ref == ours
+            ok &= same
+            if not same:
+                print(f"MISMATCH parse_special={ps} {text!r}\n  llama.cpp {ref}\n  ggufkit   {ours}")
+            cases.append({"text": text, "parse_special": ps, "ids": ref})
+    print(f"tokens {name}: {len(cases)} cases, {'all equal' if ok else 'MISMATCHES'}")
+    if write:
+        GOLDEN.mkdir(parents=True, exist_ok=True)
+        out = {"model": model.name, "tool": "llama-tokenize --ids", "cases": cases}
+        (GOLDEN / f"tokens-{name}.json").write_text(json.dumps(out, ensure_ascii=False, indent=0) + "\n")
+    return ok
+
+
+# ---------------------------------------------------------------- perplexity
+
+def llama_perplexity(model: Path, text: Path, ctx: int, chunks: int, threads: int, extra=()) -> dict:
+    r = run([LLAMA_BIN / "llama-perplexity", "-m", model, "-f", text, "-c", ctx, "--chunks", chunks,
+             "-t", threads, "-b", ctx, *extra])
+    out = r.stdout + r.stderr
+    if r.returncode:
+        raise RuntimeError(out[-3000:])
+    chunk_ppl = [float(x) for x in re.findall(r"\[\d+\]([0-9.]+)", out)]
+    m = re.search(r"Final estimate: PPL = ([0-9.]+) \+/- ([0-9.]+)", out)
+    return {"chunks": chunk_ppl, "ppl": float(m.group(1)), "err": float(m.group(2))}
+
+
+def cmd_ppl(model: Path, name: str, ctx: int, chunks: int, threads: int, write: bool) -> bool:
+    from runtime.perplexity import perplexity
+
+    ref = llama_perplexity(model, WIKITEXT, ctx, chunks, threads)
+    res = perplexity(str(model), WIKITEXT.read_text(encoding="utf-8"), n_ctx=ctx, n_chunks=chunks,
+                     n_threads=threads, out=None)
+    rel = abs(res.ppl - ref["ppl"]) / ref["ppl"]
+    print(f"ppl {name}: llama.cpp {ref['ppl']:.4f} +/- {ref['err']:.5f}   ggufkit {res.ppl:.4f} +/- {res.err:.5f}"
+          f"   rel diff {rel:.2e}")
+    if write:
+        GOLDEN.mkdir(parents=True, exist_ok=True)
+        (GOLDEN / f"ppl-{name}.json").write_text(json.dumps(
+            {"model": model.name, "text": WIKITEXT.name, "n_ctx": ctx, "n_chunks": chunks, **ref}, indent=1) + "\n")
+    return rel
+
+
+# ---------------------------------------------------------------- greedy generation
+
+def llama_greedy(model: Path, prompt: str, n: int, threads: int) -> list[int]:
+    """Greedy continuation ids from llama.cpp (llama-completion / llama-cli if built, else
+    libllama through the llama-perplexity-free ``tools/llama_greedy`` ctypes shim)."""
+    from tools.llama_greedy import greedy  # ctypes on libllama.so
+    return greedy(str(model), prompt, n, threads)
+
+
+def cmd_greedy(model: Path, name: str, prompt: str, n: int, threads: int, write: bool) -> bool:
+    from runtime.generate import generate_ids
+    from runtime.loader import load
+
+    ref = llama_greedy(model, prompt, n, threads)
+    m = load(str(model))
+    ours = generate_ids(m, m.tokenizer.encode(prompt), n, temp=0.0, n_threads=threads)
+    k = next((i for i, (a, b) in enumerate(zip(ref, ours)) if a != b), min(len(ref), len(ours)))
+    print(f"greedy {name}: first {k}/{n} tokens equal\n  llama.cpp {ref}\n  ggufkit   {ours}")
+    if write:
+        GOLDEN.mkdir(parents=True, exist_ok=True)
+        (GOLDEN / f"greedy-{name}.json").write_text(json.dumps(
+            {"model": model.name, "prompt": prompt, "n": n, "ids": ref,
+             "text": m.tokenizer.decode(ref)}, ensure_ascii=False, indent=1) + "\n")
+    return k
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("what", choices=["tokens", "ppl", "greedy", "all"])
+    ap.add_argument("model", nargs="?")
+    ap.add_argument("name", nargs="?")
+    ap.add_argument("-c", type=int, default=512)
+    ap.add_argument("--chunks", type=int, default=4)
+    ap.add_argument("-t", type=int, default=2)
+    ap.add_argument("-p", default="The capital of France is")
+    ap.add_argument("-n", type=int, default=16)
+    ap.add_argument("--no-write", action="store_true")
+    a = ap.parse_args()
+    write = not a.no_write
+    if a.what == "all":
+        from tools.get_gemma3 import default_path
+        g = default_path()
+        cmd_tokens(g, "gemma3", write)
+        cmd_ppl(g, "gemma3-q4km", a.c, a.chunks, a.t, write)
+        cmd_greedy(g, "gemma3-q4km", a.p, a.n, a.t, write)
+        return
+    model = Path(a.model)
+    if a.what == "tokens":
+        cmd_tokens(model, a.name, write)
+    elif a.what == "ppl":
+        cmd_ppl(model, a.name, a.c, a.chunks, a.t, write)
+    else:
+        cmd_greedy(model, a.name, a.p, a.n, a.t, write)
+
+
+if __name__ == "__main__":
+    main()
