@@ -57,9 +57,9 @@ def test_numba_equals_numpy_random(qtype):
         y1 = quant.dequantize(a, qtype, backend="numpy")
         y2 = quant.dequantize(a, qtype, backend="numba")
         assert np.array_equal(y1.view(np.uint32), y2.view(np.uint32))
-        # a real quantizer: the reconstruction is close to the input
+        # a real quantizer: the reconstruction is close to the input (all zeros would give 1.0)
         err = np.sqrt(np.mean((y1[0] - x[0]) ** 2)) / np.sqrt(np.mean(x[0] ** 2))
-        assert err < 0.6
+        assert err < (0.75 if qtype.startswith("IQ1") else 0.6)
 
 
 def test_imatrix_required():
