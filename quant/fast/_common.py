@@ -37,7 +37,7 @@ def _nearest_int_slow(f):
 def nearest_int(f):
     """ggml nearest_int(): round half to even for |f| <= 2^22 (fval + 12582912.f trick)."""
     if f >= -LIM and f <= LIM:
-        return int(np.rint(f))
+        return int(f + MAGIC) - 12582912           # f32 add rounds half to even, as in C
     return _nearest_int_slow(f)
 
 

@@ -87,7 +87,7 @@ def _q_sym_quantize(x, qw, out, nbits, ts):
                 for j in range(32):
                     v = xb[j] * idd + (F32(8.5) if nbits == 4 else F32(16.5))
                     # (int8_t)(v): truncation toward zero; NaN/inf give 0 on x86
-                    q = int(math.trunc(v)) if abs(v) < F32(128.0) else 0
+                    q = int(v) if (v > F32(-128.0) and v < F32(128.0)) else 0
                     L[j] = min(lim, q)
             put_f16(ob, 0, d)
             if nbits == 4:
@@ -147,7 +147,7 @@ def _q_min_quantize(x, qw, out, nbits, ts):
                 idd = F32(1.0) / d if d != F32(0.0) else F32(0.0)
                 for j in range(32):
                     v = (xb[j] - mn) * idd + F32(0.5)
-                    q = int(math.trunc(v)) if abs(v) < F32(128.0) else 0
+                    q = int(v) if (v > F32(-128.0) and v < F32(128.0)) else 0
                     L[j] = min(nmax, q) if nbits == 4 else (q & 0xFF)
                 m = mn
             put_f16(ob, 0, d)
