@@ -293,6 +293,8 @@ def make_checkpoint(out_dir: str | os.PathLike, preset: str = "deci-tiny", seed:
     plan = tensor_plan(config)
     if not 1 <= n_shards <= len(plan):
         raise GGUFKitError(f"n_shards must be between 1 and {len(plan)}, got {n_shards}")
+    if seed < 0:
+        raise GGUFKitError(f"seed must be >= 0, got {seed}")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     total = sum(2 * int(np.prod(s)) for _, s in plan)

@@ -135,6 +135,9 @@ def test_bad_input_is_a_user_error(tmp_path):
         F.make_checkpoint(tmp_path, "nope")
     with pytest.raises(F.GGUFKitError):
         F.make_checkpoint(tmp_path, "llama-tiny", n_shards=0)
+    with pytest.raises(F.GGUFKitError):
+        F.make_checkpoint(tmp_path, "llama-tiny", seed=-1)
+    assert not any(tmp_path.iterdir())  # nothing written for bad input
 
 
 def test_bf16_round_to_nearest_even():
