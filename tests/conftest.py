@@ -40,3 +40,19 @@ def gemma3_path() -> Path:
     if not p.is_file():
         pytest.skip("gemma-3-270m-q4_k_m.gguf not installed (python tools/get_gemma3.py)")
     return p
+
+
+@pytest.fixture(scope="session")
+def deci_ref(deci_ckpt):
+    """deci-tiny loaded by the numpy reference (tests.reference.forward.Model); use forward(m, ids)."""
+    from tests.reference.forward import load_hf
+
+    return load_hf(deci_ckpt)
+
+
+@pytest.fixture(scope="session")
+def llama_ref(llama_ckpt):
+    """llama-tiny loaded by the numpy reference (tests.reference.forward.Model)."""
+    from tests.reference.forward import load_hf
+
+    return load_hf(llama_ckpt)

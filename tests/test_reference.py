@@ -32,8 +32,8 @@ def golden(preset: str) -> dict:
 
 
 @pytest.fixture(scope="module")
-def models(deci_ckpt, llama_ckpt):
-    return {"deci-tiny": (deci_ckpt, R.load_hf(deci_ckpt)), "llama-tiny": (llama_ckpt, R.load_hf(llama_ckpt))}
+def models(deci_ckpt, llama_ckpt, deci_ref, llama_ref):
+    return {"deci-tiny": (deci_ckpt, deci_ref), "llama-tiny": (llama_ckpt, llama_ref)}
 
 
 @pytest.fixture(scope="module")
