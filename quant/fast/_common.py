@@ -53,9 +53,9 @@ def roundf(f):
 @njit(**JIT)
 def f16_bits(f):
     """float32 -> IEEE fp16 bits, round to nearest even (GGML_FP32_TO_FP16)."""
-    if f != f:
-        return 0x7E00
     sign = 0x8000 if math.copysign(1.0, float(f)) < 0 else 0
+    if f != f:
+        return sign | 0x7E00                       # NaN keeps its sign, as in ggml
     a = abs(float(f))
     if a >= 65520.0:
         return sign | 0x7C00

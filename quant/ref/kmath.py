@@ -20,8 +20,9 @@ def _f(a):
 def _first_absmax(x):
     """C: for i: if (fabsf(x[i]) > amax) { amax = fabsf(x[i]); max = x[i]; } with amax = max = 0."""
     a = np.abs(x)
+    a = np.where(a != a, F32(-1), a)          # NaN never wins `ax > amax` in C
     idx = np.argmax(a, axis=1)
-    amax = np.take_along_axis(a, idx[:, None], 1)[:, 0]
+    amax = np.maximum(np.take_along_axis(a, idx[:, None], 1)[:, 0], F32(0))
     mx = np.where(amax > 0, np.take_along_axis(x, idx[:, None], 1)[:, 0], F32(0)).astype(np.float32)
     return amax, mx
 
