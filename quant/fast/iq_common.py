@@ -53,7 +53,8 @@ def best_index_int8(n, val, x):
 
 def put_f16(out: np.ndarray, offset: int, d: np.ndarray) -> None:
     """Store float32 scales d[nb] as little-endian fp16 (round to nearest even) at byte offset."""
-    out[:, offset:offset + 2] = d.astype(np.float16).reshape(-1, 1).view(np.uint8)
+    with np.errstate(over="ignore"):
+        out[:, offset:offset + 2] = d.astype(np.float16).reshape(-1, 1).view(np.uint8)
 
 
 def get_f16(b: np.ndarray, offset: int) -> np.ndarray:

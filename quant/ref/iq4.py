@@ -24,6 +24,7 @@ def _sums(w, q, x):
     return seq_sum(w * q * x), seq_sum(w * q * q)
 
 
+@np.errstate(all="ignore")
 def quantize_iq4(x, qw, nsub: int):
     """x: f32[nb, nsub*32] super-blocks; qw: f32[nb, nsub*32] or None.
     Returns (d f32[nb], sub-block scale codes i[nb, nsub] (IQ4_XS only), L u8[nb, nsub*32])."""
@@ -53,9 +54,7 @@ def quantize_iq4(x, qw, nsub: int):
             best = np.where(upd, d * sumqx, best).astype(np.float32)
     scales = np.where(zero, F32(0.0), d).astype(np.float32)
     if nsub > 1:
-        i = np.argmax(np.abs(scales), axis=1)                      # first largest |scale|
-        max_scale = np.take_along_axis(scales, i[:, None], 1)[:, 0]
-        max_scale = np.where(np.abs(max_scale) > 0, max_scale, F32(0.0))
+        _, max_scale = first_absmax(scales)                        # first largest |scale|
         dd = (-max_scale / F32(32.0)).astype(np.float32)
         ls = np.clip(nearest_int(inv(dd)[:, None] * scales), -32, 31)
         dl = dd[:, None] * ls.astype(np.float32)

@@ -32,13 +32,16 @@ def best_index_int8(values, x) -> np.ndarray:
 
 
 def first_absmax(x):
-    """(amax, signed value) of the first element with the largest |x| along the last axis
-    (C: `if (ax > amax)` scanning from amax = 0)."""
+    """(amax, signed value) of the first element with the largest |x| along the last axis,
+    scanning like C: `if (ax > amax) { amax = ax; max = x; }` from amax = max = 0 (NaN never wins)."""
     a = np.abs(x)
-    i = np.argmax(a, axis=-1)
-    amax = np.take_along_axis(a, i[..., None], -1)[..., 0]
-    mx = np.take_along_axis(x, i[..., None], -1)[..., 0]
-    return amax, np.where(amax > 0, mx, F32(0.0)).astype(np.float32)
+    amax = np.zeros(x.shape[:-1], np.float32)
+    mx = np.zeros(x.shape[:-1], np.float32)
+    for i in range(x.shape[-1]):
+        gt = a[..., i] > amax
+        amax = np.where(gt, a[..., i], amax)
+        mx = np.where(gt, x[..., i], mx)
+    return amax, mx
 
 
 def fmax_seq(x):
