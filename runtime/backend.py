@@ -124,19 +124,24 @@ def _as_act(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x)
 
 
-def matmul(w: QTensor, x: np.ndarray, nthreads: int | None = None) -> np.ndarray:
+def matmul(w: QTensor, x: np.ndarray, nthreads: int | None = None, ggml_act: bool = True) -> np.ndarray:
     """y = x @ W.T: x f32 [n_tok, n_in] -> f32 [n_tok, n_out].
 
-    Decode (few tokens): fused dequantize-times-vector per row, parallel over rows.
+    Decode (few tokens): fused dequantize-times-vector per row, parallel over rows
+    (integer dot products for Q8_0/Q4_0/Q5_0/Q4_K/Q5_K/Q6_K).
     Prefill: dequantize a tile of rows once to f32 and multiply with BLAS.
+    ggml_act (default): x is first converted the way ggml-cpu converts it for this
+    weight type (Q8_0/Q8_1/Q8_K int8 blocks, fp16 or bf16 rounding; see
+    ``reference.activations_as_seen``), so results match llama.cpp's up to
+    summation order. ggml_act=False multiplies with x exactly (float).
     """
     x = _as_act(x)
     if x.shape[1] != w.shape[1]:
         raise ModelError(f"matmul {w.name}: x has {x.shape[1]} columns, weight expects {w.shape[1]}")
     _threads(nthreads)
     if _k is not None and w.qtype in KERNEL_TYPES:
-        return _k.matmul(w.data, w.qtype, w.shape[1], x)
-    return ref.matmul(w.data, w.qtype, w.shape[1], x)
+        return _k.matmul(w.data, w.qtype, w.shape[1], x, ggml_act)
+    return ref.matmul(w.data, w.qtype, w.shape[1], x, ggml_act)
 
 
 def get_rows(w: QTensor, ids: np.ndarray) -> np.ndarray:

@@ -55,15 +55,89 @@ def row_bytes(qtype: str, n_in: int) -> int:
     return n_in // block * size
 
 
+# ---------------------------------------------------------------- activations as ggml's vec_dot sees them
+
+# weight type -> ggml-cpu vec_dot_type (type_traits_cpu in ggml-cpu.c): the type the
+# activations are converted to before every dot product with that weight type.
+VEC_DOT_TYPE = {
+    "F32": "F32", "F16": "F16", "BF16": "BF16",
+    "Q4_0": "Q8_0", "Q5_0": "Q8_0", "Q8_0": "Q8_0", "IQ4_NL": "Q8_0", "MXFP4": "Q8_0", "NVFP4": "Q8_0",
+    "Q1_0": "Q8_0", "Q4_1": "Q8_1", "Q5_1": "Q8_1", "Q8_1": "Q8_1",
+}
+
+
+def vec_dot_type(qtype: str) -> str:
+    return VEC_DOT_TYPE.get(qtype, "Q8_K")   # all K-quants, IQ*, TQ*
+
+
+def _fp16(v: np.ndarray) -> np.ndarray:
+    return np.asarray(v, np.float32).astype(np.float16).astype(np.float32)
+
+
+def quantize_activations(x: np.ndarray, vtype: str) -> tuple[np.ndarray, np.ndarray]:
+    """x f32 [n_tok, n_in] -> (q, d): x as ggml's vec_dot sees it is q * d (per block).
+
+    Q8_0 / Q8_1 (x86 AVX path of quantize_row_q8_0/q8_1): blocks of 32,
+      d = fp16(amax / 127), q = round_half_even(x * (127 / amax)); d kept as f32.
+    Q8_K (quantize_row_q8_K_ref): blocks of 256, max = the signed value of largest
+      |x| (first one), iscale = -127 / max, q = min(127, nearest_int(iscale * x)),
+      d = 1 / iscale (float32).
+    F16 / BF16: q = x rounded to that type (as f32), d = 1.  F32: q = x, d = 1.
+    Returns q int8 [n_tok, n_in] (or f32 for float types) and d f32 [n_tok, n_blocks].
+    """
+    x = np.asarray(x, dtype=np.float32)
+    n_tok, n_in = x.shape
+    one = np.ones((n_tok, 1), np.float32)
+    if vtype == "F32":
+        return x, one
+    if vtype == "F16":
+        return _fp16(x), one
+    if vtype == "BF16":
+        u = x.view(np.uint32).astype(np.uint64)
+        b = ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint32)
+        b = np.where(np.isnan(x), (u >> 16).astype(np.uint32) | 64, b)
+        return (b << 16).astype(np.uint32).view(np.float32), one
+    if vtype in ("Q8_0", "Q8_1"):
+        xb = x.reshape(n_tok, n_in // 32, 32)
+        amax = np.abs(xb).max(axis=-1)
+        d = _fp16(amax / np.float32(127.0))
+        with np.errstate(divide="ignore"):
+            iscale = np.where(amax != 0, np.float32(127.0) / amax, np.float32(0.0)).astype(np.float32)
+        q = np.rint(xb * iscale[..., None]).astype(np.int8)
+        return q.reshape(n_tok, n_in), d
+    if vtype == "Q8_K":
+        xb = x.reshape(n_tok, n_in // 256, 256)
+        idx = np.abs(xb).argmax(axis=-1)                      # first index of the largest |x|
+        mx = np.take_along_axis(xb, idx[..., None], axis=-1)[..., 0]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            iscale = np.where(mx != 0, np.float32(-127.0) / mx, np.float32(0.0)).astype(np.float32)
+            d = np.where(mx != 0, np.float32(1.0) / iscale, np.float32(0.0)).astype(np.float32)
+        q = np.minimum(127, np.rint(iscale[..., None] * xb)).astype(np.int8)
+        return q.reshape(n_tok, n_in), d
+    raise ValueError(f"no activation format {vtype}")
+
+
+def activations_as_seen(x: np.ndarray, qtype: str) -> np.ndarray:
+    """float64 [n_tok, n_in]: the activations a ``qtype`` weight is multiplied with in ggml."""
+    q, d = quantize_activations(x, vec_dot_type(qtype))
+    n_tok, n_in = q.shape
+    nb = d.shape[1]
+    return (q.astype(np.float64).reshape(n_tok, nb, -1) * d.astype(np.float64)[..., None]).reshape(n_tok, n_in)
+
+
 # ---------------------------------------------------------------- matmul
 
-def matmul(data: np.ndarray, qtype: str, n_in: int, x: np.ndarray) -> np.ndarray:
+def matmul(data: np.ndarray, qtype: str, n_in: int, x: np.ndarray, ggml_act: bool = True) -> np.ndarray:
     """y = x @ W.T with W dequantized whole; float64 accumulation, f32 result.
 
+    ggml_act: first convert x the way ggml-cpu does for this weight type
+    (``activations_as_seen``: Q8_0/Q8_1/Q8_K int8 blocks, or fp16/bf16 rounding),
+    so the result is what llama.cpp computes up to float summation order.
     data: uint8 [n_out, row_bytes]; x: f32 [n_tok, n_in] -> f32 [n_tok, n_out]
     """
     w = dequantize_rows(data, qtype, n_in).astype(np.float64)
-    return (np.asarray(x, dtype=np.float64) @ w.T).astype(np.float32)
+    xa = activations_as_seen(x, qtype) if ggml_act else np.asarray(x, dtype=np.float64)
+    return (xa @ w.T).astype(np.float32)
 
 
 def get_rows(data: np.ndarray, qtype: str, n_in: int, ids: np.ndarray) -> np.ndarray:

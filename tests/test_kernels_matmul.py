@@ -70,23 +70,56 @@ def test_get_rows_matches_reference_dequant(qtype):
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=0)
 
 
-def _check_matmul(w: QTensor, x: np.ndarray):
-    got = backend.matmul(w, x)
+def _check_matmul(w: QTensor, x: np.ndarray, ggml_act: bool = True, tol: float = 1e-5):
+    """Kernel vs reference.matmul, error relative to sum |w| |x| of each dot product."""
+    got = backend.matmul(w, x, ggml_act=ggml_act)
     wd = w.dequantize().astype(np.float64)
-    want = reference.matmul(w.data, w.qtype, w.shape[1], x)
+    want = reference.matmul(w.data, w.qtype, w.shape[1], x, ggml_act=ggml_act)
     bound = np.abs(x.astype(np.float64)) @ np.abs(wd).T          # scale of each dot product
     assert got.shape == want.shape and got.dtype == np.float32
-    assert np.all(np.abs(got - want) <= 1e-4 * bound + 1e-30), \
+    assert np.all(np.abs(got - want) <= tol * bound + 1e-30), \
         f"{w.qtype}: max err {np.max(np.abs(got - want) / bound)}"
+    return got
+
+
+def _n_in(qtype):
+    return 3 * max(_block(qtype), 32) if _block(qtype) > 1 else 97
 
 
 @pytest.mark.parametrize("n_tok", [1, 3, 11])
 @pytest.mark.parametrize("qtype", KERNEL_TYPES)
 def test_matmul_matches_reference(qtype, n_tok):
-    n_in = 3 * max(_block(qtype), 32) if _block(qtype) > 1 else 97
+    """ggml activations (int8 blocks / fp16 / bf16): same numbers as reference within 1e-5."""
+    n_in = _n_in(qtype)
     w = random_qtensor(qtype, 37, n_in, seed=n_tok)
     x = np.random.default_rng(5).standard_normal((n_tok, n_in)).astype(np.float32)
-    _check_matmul(w, x)
+    got = _check_matmul(w, x)
+    # and the activation rounding itself costs at most ~1% of the dot product scale
+    exact = reference.matmul(w.data, qtype, n_in, x, ggml_act=False)
+    bound = np.abs(x.astype(np.float64)) @ np.abs(w.dequantize().astype(np.float64)).T
+    assert np.all(np.abs(got - exact) <= 1e-2 * bound)
+
+
+@pytest.mark.parametrize("n_tok", [1, 11])
+@pytest.mark.parametrize("qtype", ["F16", "BF16", "Q8_0", "Q4_K", "Q6_K", "Q5_0", "Q3_K", "IQ4_XS"])
+def test_matmul_float_activations_match_reference(qtype, n_tok):
+    """ggml_act=False: dequantize-then-matmul in float, within 1e-4."""
+    n_in = _n_in(qtype)
+    w = random_qtensor(qtype, 37, n_in, seed=n_tok)
+    x = np.random.default_rng(6).standard_normal((n_tok, n_in)).astype(np.float32)
+    _check_matmul(w, x, ggml_act=False, tol=1e-4)
+
+
+@pytest.mark.parametrize("vtype", ["Q8_0", "Q8_K"])
+def test_activation_quantizers_bit_exact(vtype):
+    from runtime.kernels.matmul import quantize_act
+    x = np.random.default_rng(3).standard_normal((3, 512)).astype(np.float32) * 3
+    x[1, :256] = 0.0                                  # all-zero block
+    x[2, 5] = -40.0                                   # negative max
+    q, d = quantize_act(x, vtype)
+    rq, rd = reference.quantize_activations(x, vtype)
+    np.testing.assert_array_equal(q, rq)
+    np.testing.assert_array_equal(d, rd)
 
 
 @pytest.mark.parametrize("qtype", ["IQ2_XXS", "IQ3_S", "TQ1_0"])
@@ -95,8 +128,8 @@ def test_fallback_types_still_correct(qtype):
     w = random_qtensor(qtype, 5, 256)
     x = np.random.default_rng(1).standard_normal((2, 256)).astype(np.float32)
     got = backend.matmul(w, x)
-    np.testing.assert_allclose(got, x.astype(np.float64) @ w.dequantize().astype(np.float64).T,
-                               rtol=1e-5, atol=1e-5)
+    want = reference.activations_as_seen(x, qtype) @ w.dequantize().astype(np.float64).T
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
 def test_prefill_tiles_cover_all_rows(monkeypatch):

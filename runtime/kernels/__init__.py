@@ -1,6 +1,8 @@
 """Numba CPU kernels behind ``runtime.backend`` (one module per concern).
 
 - ``dequant``:   per-type block dequantizers (Numba), row dequantization
+- ``act``:       activation quantizers (Q8_0 / Q8_K, as ggml-cpu converts x)
+- ``qdot``:      integer dot-product decode kernels for Q8_0, Q4_0, Q5_0, Q4_K, Q5_K, Q6_K
 - ``matmul``:    fused dequantize-times-vector (decode), tiled dequantize + BLAS (prefill)
 - ``rope``:      RoPE with ggml's float32 theta recurrence
 - ``attention``: causal GQA attention, float32 BLAS
@@ -21,8 +23,8 @@ from runtime.kernels.rope import rope  # noqa: F401
 MATMUL_TYPES = tuple(GGMLQuantizationType(t).name for t in BLOCKS)
 
 
-def matmul(data, qtype, n_in, x):
-    return _mm.matmul(data, int(GGMLQuantizationType[qtype]), n_in, x)
+def matmul(data, qtype, n_in, x, ggml_act=True):
+    return _mm.matmul(data, int(GGMLQuantizationType[qtype]), n_in, x, ggml_act)
 
 
 def get_rows(data, qtype, n_in, ids):

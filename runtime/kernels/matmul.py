@@ -14,8 +14,12 @@ Numpy reference: ``runtime.reference.matmul`` (dequantize whole, float64 matmul)
 import numpy as np
 from numba import njit, prange
 
-from runtime.kernels.dequant import (BF16, BLOCKS, F16, F16_LUT, F32, deq_block, dequant_rows,
-                                     dequant_rows_bf16, dequant_rows_f16)
+from runtime.kernels import qdot
+from runtime.kernels.act import quantize_q8_0, quantize_q8_k
+from runtime.kernels.dequant import (BF16, BLOCKS, F16, F16_LUT, F32, Q2_K, Q3_K, Q4_0, Q4_K, Q5_0, Q5_K, Q6_K, Q8_0,
+                                     deq_block, dequant_rows, dequant_rows_bf16, dequant_rows_f16)
+from runtime.reference import activations_as_seen, vec_dot_type
+from gguf import GGMLQuantizationType
 
 # reassociation lets LLVM vectorize the float reductions; no nnan/ninf, so NaN/inf propagate
 FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
@@ -105,27 +109,70 @@ def dequantize(data: np.ndarray, qt: int, n_in: int, rows: np.ndarray) -> np.nda
     return out
 
 
-def matmul(data: np.ndarray, qt: int, n_in: int, x: np.ndarray) -> np.ndarray:
-    """y = x @ W.T. data: uint8 [n_out, row_bytes]; x: f32 [n_tok, n_in] -> f32 [n_tok, n_out]."""
+# weight types whose decode runs on integer dot products (qdot.py), and their activation format
+INT_KERNELS = {Q8_0: (qdot.dot_q8_0, "Q8_0"), Q4_0: (qdot.dot_q4_0, "Q8_0"), Q5_0: (qdot.dot_q5_0, "Q8_0"),
+               Q2_K: (qdot.dot_q2_k, "Q8_K"), Q3_K: (qdot.dot_q3_k, "Q8_K"), Q4_K: (qdot.dot_q4_k, "Q8_K"),
+               Q5_K: (qdot.dot_q5_k, "Q8_K"), Q6_K: (qdot.dot_q6_k, "Q8_K")}
+
+
+def quantize_act(x: np.ndarray, vtype: str):
+    """x f32 [n_tok, n_in] -> (xq int8, xd f32 [n_tok, n_blocks]) like ggml (Numba)."""
+    n_tok, n_in = x.shape
+    xq = np.empty((n_tok, n_in), np.int8)
+    if vtype == "Q8_K":
+        xd = np.empty((n_tok, n_in // 256), np.float32)
+        quantize_q8_k(x, xq, xd)
+    else:
+        xd = np.empty((n_tok, n_in // 32), np.float32)
+        quantize_q8_0(x, xq, xd)
+    return xq, xd
+
+
+def act_float(x: np.ndarray, qt: int) -> np.ndarray:
+    """f32 [n_tok, n_in]: x as ggml converts it for weight type qt (see reference.activations_as_seen)."""
+    vtype = vec_dot_type(GGMLQuantizationType(qt).name)
+    if vtype == "F32":
+        return x
+    if vtype in ("F16", "BF16"):
+        return activations_as_seen(x, GGMLQuantizationType(qt).name).astype(np.float32)
+    xq, xd = quantize_act(x, vtype)
+    n_tok, n_in = x.shape
+    return (xq.reshape(n_tok, xd.shape[1], -1) * xd[..., None]).reshape(n_tok, n_in)
+
+
+def matmul(data: np.ndarray, qt: int, n_in: int, x: np.ndarray, ggml_act: bool = True) -> np.ndarray:
+    """y = x @ W.T. data: uint8 [n_out, row_bytes]; x: f32 [n_tok, n_in] -> f32 [n_tok, n_out].
+
+    ggml_act: convert x the way ggml-cpu does for this weight type (int8 blocks
+    or fp16/bf16), which is what llama.cpp computes; False multiplies with x as is.
+    """
     n_out = data.shape[0]
     n_tok = x.shape[0]
     if qt == F32:
         return x @ data.view(np.float32).T
     if n_tok >= PREFILL_MIN_TOKENS:
-        return matmul_tiled(data, qt, n_in, x)
+        return matmul_tiled(data, qt, n_in, act_float(x, qt) if ggml_act else x)
     out = np.empty((n_tok, n_out), np.float32)
+    if ggml_act and qt in INT_KERNELS:
+        kernel, vtype = INT_KERNELS[qt]
+        xq, xd = quantize_act(x, vtype)
+        xs = xq.reshape(n_tok, n_in // 16, 16).sum(axis=-1, dtype=np.int64)   # 16-sums (bsums)
+        kernel(data, xq, xd, xs, out, F16_LUT)
+        return out
+    xa = np.ascontiguousarray(act_float(x, qt) if ggml_act else x)
     if qt == F16:
-        matvec_f16(data.view(np.uint16), x, out, F16_LUT)
+        matvec_f16(data.view(np.uint16), xa, out, F16_LUT)
     elif qt == BF16:
-        matvec_bf16(data.view(np.uint16), x, out)
+        matvec_bf16(data.view(np.uint16), xa, out)
     else:
-        matvec_blocks(data, qt, BLOCKS[qt][0], x, out, F16_LUT)
+        matvec_blocks(data, qt, BLOCKS[qt][0], xa, out, F16_LUT)
     return out
 
 
 def matmul_tiled(data: np.ndarray, qt: int, n_in: int, x: np.ndarray) -> np.ndarray:
     """Prefill: dequantize tiles of rows once, multiply each with BLAS."""
     n_out = data.shape[0]
+    x = np.ascontiguousarray(x, dtype=np.float32)
     out = np.empty((x.shape[0], n_out), np.float32)
     tile = max(64, TILE_BYTES // (4 * n_in))
     for r0 in range(0, n_out, tile):

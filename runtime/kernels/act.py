@@ -1,0 +1,68 @@
+"""Activation quantizers: x as ggml-cpu converts it before a dot with a quantized weight.
+
+Numpy reference: ``runtime.reference.quantize_activations`` (bit-exact).
+
+Q8_0 / Q8_1 (x86 AVX quantize_row_q8_0): blocks of 32, d = fp16(amax/127),
+  q = round_half_even(x * (127/amax)).
+Q8_K (quantize_row_q8_K_ref): blocks of 256, iscale = -127/max (max = signed value
+  with the largest |x|), q = min(127, round_half_even(iscale*x)), d = 1/iscale.
+"""
+
+import math
+
+import numpy as np
+from numba import njit
+
+
+@njit(inline="always")
+def round_fp16(v):
+    """float32 -> nearest fp16 value (ties to even), returned as float32; v >= 0."""
+    if v == 0.0:
+        return np.float32(0.0)
+    m, e = math.frexp(np.float64(v))                 # v = m 2^e, 0.5 <= m < 1
+    scale = 2.0 ** (max(e, -13) - 11)                # fp16: 11 significant bits, min exp 2^-14
+    r = round(np.float64(v) / scale) * scale         # Python round(): ties to even
+    if r > 65504.0:
+        return np.float32(np.inf)
+    return np.float32(r)
+
+
+@njit(cache=True)
+def quantize_q8_0(x, q, d):
+    """x f32 [n_tok, n_in] -> q int8 [n_tok, n_in], d f32 [n_tok, n_in/32]."""
+    n_tok, n_in = x.shape
+    for t in range(n_tok):
+        for b in range(n_in // 32):
+            amax = np.float32(0.0)
+            for j in range(32):
+                a = abs(x[t, 32 * b + j])
+                if a > amax:
+                    amax = a
+            d[t, b] = round_fp16(amax / np.float32(127.0))
+            iscale = np.float32(127.0) / amax if amax != 0 else np.float32(0.0)
+            for j in range(32):
+                q[t, 32 * b + j] = np.int8(np.rint(x[t, 32 * b + j] * iscale))
+
+
+@njit(cache=True)
+def quantize_q8_k(x, q, d):
+    """x f32 [n_tok, n_in] -> q int8 [n_tok, n_in], d f32 [n_tok, n_in/256]."""
+    n_tok, n_in = x.shape
+    for t in range(n_tok):
+        for b in range(n_in // 256):
+            amax = np.float32(0.0)
+            mx = np.float32(0.0)
+            for j in range(256):
+                v = x[t, 256 * b + j]
+                if abs(v) > amax:
+                    amax = abs(v)
+                    mx = v
+            if amax == 0:
+                d[t, b] = 0.0
+                for j in range(256):
+                    q[t, 256 * b + j] = 0
+                continue
+            iscale = np.float32(-127.0) / mx
+            for j in range(256):
+                q[t, 256 * b + j] = np.int8(min(127.0, np.rint(iscale * x[t, 256 * b + j])))
+            d[t, b] = np.float32(1.0) / iscale

@@ -1,0 +1,75 @@
+"""Microbenchmark of the runtime matmul kernels, per weight type.
+
+For each type: decode (n_tok = 1) matvec time, the packed-weight bandwidth it
+reaches (GB/s = weight bytes / time) and the tokens/s a model of --model-bytes
+packed weights would get if every weight ran at that speed; and prefill
+(n_tok = --prefill) GFLOP/s of the dequantize-tile + BLAS path.
+
+    python tools/bench_kernels.py [-t THREADS] [--rows 4096] [--cols 4096] [--types Q4_K,Q8_0]
+                                  [--prefill 128] [--model-bytes 250e6] [--json]
+"""
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+from runtime import backend  # noqa: E402
+from test_kernels_matmul import random_qtensor  # noqa: E402
+
+
+def best_time(fn, reps: int) -> float:
+    fn()                                  # compile / warm caches
+    ts = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        fn()
+        ts.append(time.perf_counter() - t0)
+    return min(ts)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("-t", "--threads", type=int, default=None)
+    ap.add_argument("--rows", type=int, default=4096)
+    ap.add_argument("--cols", type=int, default=4096)
+    ap.add_argument("--types", default="F32,F16,BF16,Q8_0,Q6_K,Q5_K,Q4_K,Q5_0,Q5_1,Q4_0,Q4_1,Q3_K,Q2_K,IQ4_NL,IQ4_XS,TQ2_0,MXFP4")
+    ap.add_argument("--prefill", type=int, default=128, help="tokens for the prefill measurement (0: skip)")
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--model-bytes", type=float, default=250e6, help="packed weight bytes read per token")
+    ap.add_argument("--json", action="store_true")
+    a = ap.parse_args(argv)
+    nthreads = backend.set_num_threads(a.threads)
+    rows = []
+    for qtype in a.types.split(","):
+        w = random_qtensor(qtype, a.rows, a.cols)
+        x1 = np.random.default_rng(0).standard_normal((1, a.cols)).astype(np.float32)
+        t = best_time(lambda: backend.matmul(w, x1), a.reps)
+        gbs = w.data.nbytes / t / 1e9
+        r = {"type": qtype, "kernel": qtype in backend.KERNEL_TYPES, "rows": a.rows, "cols": a.cols,
+             "threads": nthreads, "bytes": int(w.data.nbytes), "decode_ms": t * 1e3, "decode_GBps": gbs,
+             "model_tok_s": gbs * 1e9 / a.model_bytes}
+        if a.prefill:
+            xp = np.random.default_rng(0).standard_normal((a.prefill, a.cols)).astype(np.float32)
+            tp = best_time(lambda: backend.matmul(w, xp), max(2, a.reps // 2))
+            r["prefill_ms"] = tp * 1e3
+            r["prefill_GFLOPs"] = 2.0 * a.rows * a.cols * a.prefill / tp / 1e9
+        rows.append(r)
+        if not a.json:
+            line = (f"{qtype:7s} {'numba' if r['kernel'] else 'numpy':5s} decode {r['decode_ms']:8.3f} ms "
+                    f"{gbs:6.2f} GB/s  ~{r['model_tok_s']:6.1f} tok/s@{a.model_bytes / 1e6:.0f}MB")
+            if a.prefill:
+                line += f"  prefill{a.prefill} {r['prefill_ms']:8.1f} ms {r['prefill_GFLOPs']:6.1f} GFLOP/s"
+            print(line, flush=True)
+    if a.json:
+        print(json.dumps(rows, indent=1))
+
+
+if __name__ == "__main__":
+    main()
