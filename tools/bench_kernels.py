@@ -7,12 +7,15 @@ packed weights would get if every weight ran at that speed; and prefill
 
     python tools/bench_kernels.py [-t THREADS] [--rows 4096] [--cols 4096] [--types Q4_K,Q8_0]
                                   [--prefill 128] [--model-bytes 250e6] [--json]
+    python tools/bench_kernels.py --compile-time [--types ...]   # Numba first-call (compile or cache load) time
 """
 
 import argparse
 import json
 import sys
 import time
+
+T_START = time.perf_counter()
 from pathlib import Path
 
 import numpy as np
@@ -44,7 +47,11 @@ def main(argv=None):
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--model-bytes", type=float, default=250e6, help="packed weight bytes read per token")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--compile-time", action="store_true",
+                    help="only time the first call of every kernel (cold or warm Numba cache)")
     a = ap.parse_args(argv)
+    if a.compile_time:
+        return compile_time(a.types.split(","))
     nthreads = backend.set_num_threads(a.threads)
     rows = []
     for qtype in a.types.split(","):
@@ -69,6 +76,20 @@ def main(argv=None):
             print(line, flush=True)
     if a.json:
         print(json.dumps(rows, indent=1))
+
+
+def compile_time(types):
+    """Import time, then the first calls (decode, prefill, get_rows per type, and rope)."""
+    t1 = time.perf_counter()
+    for qtype in types:
+        n_in = 256 if qtype not in ("F32", "F16", "BF16") else 64
+        w = random_qtensor(qtype, 16, n_in)
+        backend.matmul(w, np.ones((1, n_in), np.float32))
+        backend.matmul(w, np.ones((9, n_in), np.float32))
+        backend.get_rows(w, [1])
+    backend.rope(np.ones((2, 2, 8), np.float32), np.array([0, 1]), 8, 1e4)
+    t2 = time.perf_counter()
+    print(f"import {t1 - T_START:.2f} s, first calls ({len(types)} types + rope) {t2 - t1:.2f} s")
 
 
 if __name__ == "__main__":
