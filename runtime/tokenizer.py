@@ -114,6 +114,7 @@ class Tokenizer:
                   bos=None if bos is None else int(bos), eos=None if eos is None else int(eos),
                   eot=None if eot is None else int(eot), add_bos=add_bos, add_eos=add_eos,
                   add_space_prefix=add_space_prefix, pre=pre)
+        tok.types = tok.types.copy()
         tok.eog = tok._eog_ids(get("eom_token_id"))
         merges = get("merges") if model == "gpt2" else None
         scores = np.asarray(get("scores"), dtype=np.float32) if model == "llama" and get("scores") is not None else None
@@ -127,7 +128,10 @@ class Tokenizer:
                  "<end_of_turn>", "<|endoftext|>", "</s>", "<|eom_id|>", "<EOT>", "_<EOT>", "[EOT]", "[EOS]",
                  "<|end_of_text|>", "<end_of_utterance>", "<eos>", "<turn|>", "<|tool_response>",
                  "<\uff5cend\u2581of\u2581sentence\uff5c>", "[e~["}  # llama-vocab.cpp's EOG names
-        ids.update(i for i, t in enumerate(self.tokens) if t in names)
+        named = [i for i, t in enumerate(self.tokens) if t in names]
+        ids.update(named)
+        for i in named:          # llama.cpp overrides such "control-looking" tokens to CONTROL
+            self.types[i] = CONTROL
         return frozenset(int(i) for i in ids)
 
     def _build(self, merges, scores) -> None:

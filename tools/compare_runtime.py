@@ -106,10 +106,10 @@ def llama_perplexity(model: Path, text: Path, ctx: int, chunks: int, threads: in
 
 
 def cmd_ppl(model: Path, name: str, ctx: int, chunks: int, threads: int, write: bool) -> bool:
-    from runtime.perplexity import perplexity
+    from runtime.perplexity import perplexity, read_text_file
 
     ref = llama_perplexity(model, WIKITEXT, ctx, chunks, threads)
-    res = perplexity(str(model), WIKITEXT.read_text(encoding="utf-8"), n_ctx=ctx, n_chunks=chunks,
+    res = perplexity(str(model), read_text_file(str(WIKITEXT)), n_ctx=ctx, n_chunks=chunks,
                      n_threads=threads, out=None)
     rel = abs(res.ppl - ref["ppl"]) / ref["ppl"]
     print(f"ppl {name}: llama.cpp {ref['ppl']:.4f} +/- {ref['err']:.5f}   ggufkit {res.ppl:.4f} +/- {res.err:.5f}"

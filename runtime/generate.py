@@ -1,0 +1,126 @@
+"""Generation as a few small verbs: prefill, decode_one, sample, generate.
+
+    cache  = model.new_cache(n_ctx)
+    logits = prefill(model, cache, prompt_ids)          # f32 [n_vocab] for the last prompt token
+    tid    = sample(logits, params, rng, history)
+    logits = decode_one(model, cache, tid)
+
+Sampling follows llama.cpp's default chain (common/sampling.cpp): repetition penalty over the
+last ``repeat_last_n`` tokens, top-k, top-p, min-p, temperature, then a draw; ``temp <= 0``
+is greedy (argmax after the penalty).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Iterator
+
+import numpy as np
+
+from runtime import backend as B
+from runtime.errors import ModelError
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    temp: float = 0.8
+    top_k: int = 40
+    top_p: float = 0.95
+    min_p: float = 0.05
+    repeat_penalty: float = 1.0
+    repeat_last_n: int = 64
+    seed: int | None = None
+
+
+GREEDY = SamplingParams(temp=0.0)
+
+
+def prefill(model, cache, ids, n_batch: int = 512) -> np.ndarray:
+    """Evaluate the prompt in batches of n_batch; logits of its last token, f32 [n_vocab]."""
+    ids = list(ids)
+    if not ids:
+        raise ModelError("empty prompt")
+    h = None
+    for s in range(0, len(ids), n_batch):
+        h = model.forward(ids[s:s + n_batch], cache, out_rows=-1)
+    return model.logits(h)[0]
+
+
+def decode_one(model, cache, tid: int) -> np.ndarray:
+    """Evaluate one token at the next position; its logits f32 [n_vocab]."""
+    return model.logits(model.forward([tid], cache, out_rows=-1))[0]
+
+
+def sample(logits: np.ndarray, p: SamplingParams = GREEDY, rng: np.random.Generator | None = None,
+           history=()) -> int:
+    """One token id from logits [n_vocab] (see the module docstring for the chain)."""
+    x = np.array(logits, dtype=np.float32)
+    if p.repeat_penalty != 1.0 and p.repeat_last_n != 0 and len(history):
+        last = np.unique(np.asarray(list(history)[-p.repeat_last_n:] if p.repeat_last_n > 0 else list(history)))
+        v = x[last]
+        x[last] = np.where(v <= 0, v * p.repeat_penalty, v / p.repeat_penalty)
+    if p.temp <= 0:
+        return int(np.argmax(x))
+    idx = np.argsort(-x, kind="stable")
+    if p.top_k > 0:
+        idx = idx[:p.top_k]
+    probs = B.softmax(x[idx]).astype(np.float64)
+    if p.top_p < 1.0:
+        keep = int(np.searchsorted(np.cumsum(probs), p.top_p) + 1)
+        idx, probs = idx[:keep], probs[:keep]
+    if p.min_p > 0.0:
+        keep = probs >= p.min_p * probs[0]
+        idx = idx[keep]
+    probs = B.softmax(x[idx] / np.float32(p.temp)).astype(np.float64)
+    rng = rng or np.random.default_rng(p.seed)
+    return int(idx[rng.choice(len(idx), p=probs / probs.sum())])
+
+
+def generate(model, prompt_ids, n_predict: int, params: SamplingParams = GREEDY, n_ctx: int | None = None,
+             stop_at_eog: bool = True, cache=None, n_batch: int = 512) -> Iterator[int]:
+    """Yield up to n_predict new token ids (stops after an end-of-generation token if asked).
+
+    n_ctx defaults to prompt + n_predict (capped by the model's training context)."""
+    prompt_ids = list(prompt_ids)
+    need = len(prompt_ids) + max(n_predict, 0)
+    if cache is None:
+        n_ctx = n_ctx or need
+        if need > n_ctx:
+            raise ModelError(f"context overflow: prompt {len(prompt_ids)} + {n_predict} tokens > context {n_ctx}")
+        cache = model.new_cache(n_ctx)
+    rng = np.random.default_rng(params.seed)
+    history = list(prompt_ids)
+    logits = prefill(model, cache, prompt_ids, n_batch)
+    tok = model.tokenizer
+    for i in range(n_predict):
+        tid = sample(logits, params, rng, history)
+        history.append(tid)
+        yield tid
+        if stop_at_eog and tok is not None and tok.is_eog(tid):
+            return
+        if i + 1 < n_predict:
+            logits = decode_one(model, cache, tid)
+
+
+def generate_ids(model, prompt_ids, n_predict: int, temp: float = 0.0, n_threads: int | None = None,
+                 **kw) -> list[int]:
+    """The whole continuation as a list (greedy by default)."""
+    if n_threads:
+        B.set_num_threads(n_threads)
+    return list(generate(model, prompt_ids, n_predict, SamplingParams(temp=temp, **kw)))
+
+
+def generate_text(model, prompt: str, n_predict: int, params: SamplingParams = GREEDY,
+                  on_text: Callable[[str], None] | None = None, n_threads: int | None = None,
+                  n_ctx: int | None = None) -> str:
+    """Tokenize prompt (with BOS per the GGUF), generate, stream decoded text to on_text."""
+    if n_threads:
+        B.set_num_threads(n_threads)
+    ids = model.tokenizer.encode(prompt)
+    step = model.tokenizer.stream_decoder()
+    out = []
+    for tid in generate(model, ids, n_predict, params, n_ctx=n_ctx):
+        s = step(tid)
+        out.append(s)
+        if on_text and s:
+            on_text(s)
+    return "".join(out)

@@ -1,0 +1,49 @@
+"""Open a GGUF and build its model: memory-mapped weights, per-layer hparams, tokenizer.
+
+    model = load("model.gguf")            # -> runtime.models.<arch>.Model
+    model.hp.layers[il].n_head_kv         # per-layer shapes as data
+    model.tokenizer.encode("text")
+
+Nothing is copied whole: 2-D weights are ``backend.QTensor`` views of one ``np.memmap`` of the
+file (dequantized inside the kernels); 1-D tensors (norms, rope_freqs) are small f32 arrays.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from runtime import backend as B
+from runtime.errors import ModelError
+from runtime.gguf_file import GGUFFile
+from runtime.models import ARCHS
+from runtime.models.base import Weights
+from runtime.tokenizer import Tokenizer
+
+
+def read_weights(g: GGUFFile) -> Weights:
+    w = Weights()
+    for name, t in g.tensors.items():
+        n_in = t.shape[0]
+        if len(t.shape) == 1:
+            w.vecs[name] = B.QTensor(t.data.reshape(1, -1), t.qtype, (1, n_in), name).dequantize().reshape(-1)
+        else:
+            n_out = int(np.prod(t.shape[1:]))
+            w.mats[name] = B.QTensor(t.data.reshape(n_out, -1), t.qtype, (n_out, n_in), name)
+    return w
+
+
+def load(path: str, with_tokenizer: bool = True):
+    """Load a GGUF of arch llama, deci or gemma3 (ModelError for anything else or a bad file)."""
+    if not os.path.isfile(path):
+        raise ModelError(f"{path}: no such file")
+    g = GGUFFile(path)
+    arch = g.get("general.architecture")
+    if arch not in ARCHS:
+        raise ModelError(f"{path}: unsupported architecture {arch!r} (supported: {', '.join(ARCHS)})")
+    mod = ARCHS[arch]
+    hp = mod.read_hparams(g.fields, g.tensors)
+    tok = Tokenizer.from_gguf(g) if with_tokenizer else None
+    model = mod.Model(hp, read_weights(g), tok, path)
+    model.gguf = g
+    return model

@@ -1,0 +1,244 @@
+"""What every architecture shares: hyperparameters as per-layer data, the KV cache, the forward skeleton.
+
+An architecture file (llama.py, deci.py, gemma3.py) supplies
+    read_hparams(fields, tensors) -> Hparams     per-layer head counts / FFN sizes / rope bases
+    class Model(BaseModel) with block(il, x, pos, cache) -> x    one transformer layer
+and may override ``embed`` (gemma3 scales) and ``logits`` (softcapping).
+
+Shapes: x is f32 [n_tok, n_embd]; a weight QTensor is [n_out, n_in]; the KV cache of an
+attention layer is f16 [n_ctx, n_head_kv, head_dim] (llama.cpp's default cache type).
+"""
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from runtime import backend as B
+from runtime.errors import ModelError
+
+
+@dataclass(frozen=True)
+class LayerSpec:
+    """One layer's shape. n_head == 0: no attention (DeciLM no-op); n_head > 0 and
+    n_head_kv == 0: DeciLM "linear attention" (x + W_o rmsnorm(x)); n_ff == 0: no FFN."""
+    n_head: int
+    n_head_kv: int
+    n_ff: int
+    rope_base: float
+    rope_scale: float = 1.0
+    window: int | None = None          # sliding-window size for SWA layers (gemma3 local layers)
+
+    @property
+    def has_kv(self) -> bool:
+        return self.n_head > 0 and self.n_head_kv > 0
+
+
+@dataclass(frozen=True)
+class Hparams:
+    arch: str
+    n_embd: int
+    n_vocab: int
+    n_ctx_train: int
+    head_dim: int                      # attention.key_length (== value_length here)
+    n_rot: int
+    eps: float
+    rope_mode: str                     # "norm" (llama, deci) | "neox" (gemma3)
+    layers: tuple[LayerSpec, ...]
+    attn_scale: float                  # kq scale applied to Q
+    emb_scale: float = 1.0             # gemma3: sqrt(n_embd)
+    final_softcap: float = 0.0         # gemma3 final_logit_softcapping (0: none)
+
+    @property
+    def n_layer(self) -> int:
+        return len(self.layers)
+
+
+class KVCache:
+    """Per-layer K/V, f16 [n_ctx, n_head_kv, head_dim]; None for layers without attention KV."""
+
+    def __init__(self, hp: Hparams, n_ctx: int, dtype=np.float16):
+        self.n_ctx = int(n_ctx)
+        self.n_past = 0
+        self.k: list[np.ndarray | None] = []
+        self.v: list[np.ndarray | None] = []
+        for spec in hp.layers:
+            shape = (self.n_ctx, spec.n_head_kv, hp.head_dim)
+            self.k.append(np.zeros(shape, dtype) if spec.has_kv else None)
+            self.v.append(np.zeros(shape, dtype) if spec.has_kv else None)
+
+    def clear(self) -> None:
+        self.n_past = 0
+
+    def nbytes(self) -> int:
+        return sum(a.nbytes for a in self.k + self.v if a is not None)
+
+
+@dataclass
+class Weights:
+    """Tensors by GGUF name: 2-D as backend.QTensor (quantized, memory-mapped), 1-D as f32 arrays."""
+    mats: dict = field(default_factory=dict)
+    vecs: dict = field(default_factory=dict)
+
+    def mat(self, name: str) -> B.QTensor:
+        try:
+            return self.mats[name]
+        except KeyError:
+            raise ModelError(f"missing tensor {name}") from None
+
+    def vec(self, name: str) -> np.ndarray:
+        try:
+            return self.vecs[name]
+        except KeyError:
+            raise ModelError(f"missing tensor {name}") from None
+
+
+class BaseModel(ABC):
+    """Token ids -> hidden states -> logits, with a KV cache. Subclasses define ``block``."""
+
+    def __init__(self, hp: Hparams, w: Weights, tokenizer=None, path: str = ""):
+        self.hp, self.w, self.tokenizer, self.path = hp, w, tokenizer, path
+        self.output = w.mats.get("output.weight") or w.mat("token_embd.weight")   # tied if absent
+        self.rope_freqs = w.vecs.get("rope_freqs.weight")
+        self.check()
+
+    # -------------------------------------------------------------- checks
+
+    def check(self) -> None:
+        """Every tensor the graph will use exists with the right shape."""
+        hp, w = self.hp, self.w
+        emb = w.mat("token_embd.weight")
+        if emb.shape != (hp.n_vocab, hp.n_embd):
+            raise ModelError(f"token_embd.weight is {emb.shape}, expected {(hp.n_vocab, hp.n_embd)}")
+        for name, t in w.mats.items():
+            if t.qtype not in B.KERNEL_TYPES and t.qtype not in ("F32", "F16", "BF16"):
+                try:
+                    from runtime import reference as ref
+                    ref.dequantize_rows(t.data[:1], t.qtype, t.shape[1])
+                except Exception:  # noqa: BLE001
+                    raise ModelError(f"{name}: unsupported tensor type {t.qtype}") from None
+        for il in range(hp.n_layer):
+            self.check_layer(il)
+
+    def check_layer(self, il: int) -> None:
+        pass
+
+    def new_cache(self, n_ctx: int, dtype=np.float16) -> KVCache:
+        """A KV cache for n_ctx positions; f16 like llama.cpp's default, f32 for exact checks."""
+        if n_ctx <= 0:
+            raise ModelError(f"context size must be positive, got {n_ctx}")
+        return KVCache(self.hp, n_ctx, dtype)
+
+    # -------------------------------------------------------------- forward
+
+    def embed(self, tokens: np.ndarray) -> np.ndarray:
+        x = B.get_rows(self.w.mat("token_embd.weight"), tokens)
+        if self.hp.emb_scale != 1.0:
+            x = B.scale(x, self.hp.emb_scale)
+        return x
+
+    def forward(self, tokens, cache: KVCache, out_rows=None) -> np.ndarray:
+        """Run tokens at positions cache.n_past.. and return the final-normed hidden states of
+        rows ``out_rows`` (None: all, -1: last) as f32 [n_out, n_embd]; advances the cache."""
+        tokens = np.asarray(tokens, dtype=np.int32).reshape(-1)
+        n = len(tokens)
+        if n == 0:
+            raise ModelError("no tokens to evaluate")
+        if cache.n_past + n > cache.n_ctx:
+            raise ModelError(f"context overflow: {cache.n_past} + {n} tokens > context size {cache.n_ctx}")
+        if tokens.min() < 0 or tokens.max() >= self.hp.n_vocab:
+            raise ModelError(f"token id out of range 0..{self.hp.n_vocab - 1}")
+        pos = np.arange(cache.n_past, cache.n_past + n, dtype=np.int32)
+        x = self.embed(tokens)
+        for il in range(self.hp.n_layer):
+            x = self.block(il, x, pos, cache)
+        cache.n_past += n
+        if out_rows is not None:
+            x = x[[-1]] if isinstance(out_rows, int) and out_rows == -1 else x[out_rows]
+        return B.rms_norm(x, self.w.vec("output_norm.weight"), self.hp.eps)
+
+    def logits(self, h: np.ndarray) -> np.ndarray:
+        """Hidden [n, n_embd] -> logits f32 [n, n_vocab] (with final softcapping if set)."""
+        y = B.matmul(self.output, h)
+        c = self.hp.final_softcap
+        if c:
+            y = (np.tanh(y * np.float32(1.0 / c)) * np.float32(c)).astype(np.float32)
+        return y
+
+    @abstractmethod
+    def block(self, il: int, x: np.ndarray, pos: np.ndarray, cache: KVCache) -> np.ndarray:
+        """One layer: x f32 [n, n_embd] at positions pos -> x after the layer (each arch file)."""
+
+    # -------------------------------------------------------------- shared pieces
+
+    def attention(self, il: int, h: np.ndarray, pos: np.ndarray, cache: KVCache,
+                  q_norm: np.ndarray | None = None, k_norm: np.ndarray | None = None) -> np.ndarray:
+        """GQA self-attention of layer il on normed input h [n, n_embd] -> [n, n_embd] (after W_o).
+
+        Q/K/V projections, optional per-head RMS norms (gemma3), RoPE, Q scaled, K/V appended to
+        the f16 cache, causal (and sliding-window) attention over the cache, output projection."""
+        hp, spec, p = self.hp, self.hp.layers[il], f"blk.{il}."
+        n, hd = h.shape[0], hp.head_dim
+        q = B.matmul(self.w.mat(p + "attn_q.weight"), h).reshape(n, spec.n_head, hd)
+        k = B.matmul(self.w.mat(p + "attn_k.weight"), h).reshape(n, spec.n_head_kv, hd)
+        v = B.matmul(self.w.mat(p + "attn_v.weight"), h).reshape(n, spec.n_head_kv, hd)
+        if q_norm is not None:
+            q = B.rms_norm(q.reshape(-1, hd), q_norm, hp.eps).reshape(n, spec.n_head, hd)
+        if k_norm is not None:
+            k = B.rms_norm(k.reshape(-1, hd), k_norm, hp.eps).reshape(n, spec.n_head_kv, hd)
+        q = B.rope(q, pos, hp.n_rot, spec.rope_base, spec.rope_scale, self.rope_freqs, hp.rope_mode)
+        k = B.rope(k, pos, hp.n_rot, spec.rope_base, spec.rope_scale, self.rope_freqs, hp.rope_mode)
+        q = B.scale(q, hp.attn_scale)
+        s = cache.n_past
+        cache.k[il][s:s + n] = k
+        cache.v[il][s:s + n] = v
+        o = B.attention(q, cache.k[il], cache.v[il], s, 1.0, window=spec.window)
+        return B.matmul(self.w.mat(p + "attn_output.weight"), o.reshape(n, spec.n_head * hd))
+
+
+def default_attn_scale(head_dim: int) -> float:
+    return 1.0 / math.sqrt(head_dim)
+
+
+def per_layer(fields: dict, key: str, n_layer: int, default=None) -> list[int]:
+    """A per-layer hparam: GGUF array (DeciLM) or scalar broadcast to every layer."""
+    v = fields.get(key, default)
+    if v is None:
+        raise ModelError(f"missing GGUF key {key}")
+    if np.ndim(v) == 0:
+        return [int(v)] * n_layer
+    v = [int(a) for a in v]
+    if len(v) != n_layer:
+        raise ModelError(f"{key} has {len(v)} entries for {n_layer} layers")
+    return v
+
+
+def rope_scale(fields: dict, arch: str) -> float:
+    """freq_scale = 1/{arch}.rope.scaling.factor (or the old rope.scale_linear), 1 if absent
+    (llama_model::load_hparams; llama3-style scaling comes as the rope_freqs tensor instead)."""
+    f = fields.get(f"{arch}.rope.scaling.factor", fields.get(f"{arch}.rope.scale_linear", 0.0))
+    return 1.0 if not f else 1.0 / float(f)
+
+
+def common(fields: dict, tensors: dict, arch: str) -> dict:
+    """The scalar hparams every arch reads: n_embd, n_layer, vocab, context, head dim, rope, eps."""
+    def need(key):
+        if f"{arch}.{key}" not in fields:
+            raise ModelError(f"missing GGUF key {arch}.{key}")
+        return fields[f"{arch}.{key}"]
+    n_embd, n_layer = int(need("embedding_length")), int(need("block_count"))
+    emb = tensors.get("token_embd.weight")
+    if emb is None:
+        raise ModelError("missing tensor token_embd.weight")
+    n_vocab = int(fields.get(f"{arch}.vocab_size", emb.shape[1]))
+    heads = fields.get(f"{arch}.attention.head_count", 0)
+    n_head0 = int(np.max(heads)) if np.ndim(heads) else int(heads)
+    head_dim = int(fields.get(f"{arch}.attention.key_length", n_embd // max(n_head0, 1)))
+    return dict(arch=arch, n_embd=n_embd, n_layer=n_layer, n_vocab=n_vocab,
+                n_ctx_train=int(fields.get(f"{arch}.context_length", 2048)), head_dim=head_dim,
+                n_rot=int(fields.get(f"{arch}.rope.dimension_count", head_dim)),
+                eps=float(need("attention.layer_norm_rms_epsilon")),
+                rope_base=float(fields.get(f"{arch}.rope.freq_base", 10000.0)),
+                rope_scale=rope_scale(fields, arch))

@@ -1,0 +1,72 @@
+"""Gemma 3 (llama.cpp ``src/models/gemma3.cpp``).
+
+    x = token_embd[ids] * sqrt(n_embd)
+    per layer:  n  = rmsnorm(x) * attn_norm
+                q, k = rmsnorm_per_head(W_q n) * attn_q_norm, rmsnorm_per_head(W_k n) * attn_k_norm
+                q, k = rope_neox(q, k, base_l);  q *= attention scale (1/sqrt(head_dim))
+                x  = x + rmsnorm(W_o attn(q, k, W_v n)) * post_attention_norm
+                x  = x + rmsnorm(W_down(gelu(W_gate m) * W_up m)) * post_ffw_norm     m = rmsnorm(x) * ffn_norm
+    logits = output(rmsnorm(x) * output_norm), optionally softcapped c*tanh(y/c)
+
+Sliding window: with ``gemma3.attention.sliding_window`` set, layer il is local (SWA) unless
+il % 6 == 5 (``sliding_window_pattern`` may override: a per-layer bool array or a period);
+local layers use rope base ``rope.freq_base_swa`` (default 10000) and scale 1, global layers
+``rope.freq_base``. Norm weights are used as stored (the converter already added the +1).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from runtime import backend as B
+from runtime.models.base import BaseModel, Hparams, LayerSpec, common
+
+SWA_PERIOD = 6
+
+
+def swa_layers(fields: dict, n_layer: int) -> list[bool]:
+    """llama_model_base::load_swa_pattern + llama_hparams::set_swa_pattern (dense_first false)."""
+    pat = fields.get("gemma3.attention.sliding_window_pattern")
+    if pat is not None and np.ndim(pat):
+        return [bool(v) for v in pat][:n_layer]
+    period = SWA_PERIOD if pat is None else int(pat)
+    return [period == 0 or (il % period < period - 1) for il in range(n_layer)]
+
+
+def read_hparams(fields: dict, tensors: dict) -> Hparams:
+    c = common(fields, tensors, "gemma3")
+    n = c["n_layer"]
+    n_head = int(fields["gemma3.attention.head_count"])
+    n_kv = int(fields.get("gemma3.attention.head_count_kv", n_head))
+    n_ff = int(fields["gemma3.feed_forward_length"])
+    window = int(fields.get("gemma3.attention.sliding_window", 0))
+    base_swa = float(fields.get("gemma3.rope.freq_base_swa", 10000.0))
+    swa = swa_layers(fields, n) if window > 0 else [False] * n
+    layers = tuple(LayerSpec(n_head, n_kv, n_ff, base_swa if s else c["rope_base"], 1.0 if s else c["rope_scale"],
+                             window if s else None) for s in swa)
+    # gemma_pytorch config: 27B (62 layers) scales by n_embd/n_head, the others by head_dim
+    scale = 1.0 / math.sqrt(c["n_embd"] / n_head) if n == 62 else 1.0 / math.sqrt(c["head_dim"])
+    return Hparams(arch="gemma3", n_embd=c["n_embd"], n_vocab=c["n_vocab"], n_ctx_train=c["n_ctx_train"],
+                   head_dim=c["head_dim"], n_rot=c["n_rot"], eps=c["eps"], rope_mode="neox", layers=layers,
+                   attn_scale=scale, emb_scale=math.sqrt(c["n_embd"]),
+                   final_softcap=float(fields.get("gemma3.final_logit_softcapping", 0.0)))
+
+
+class Model(BaseModel):
+    def check_layer(self, il: int) -> None:
+        p = f"blk.{il}."
+        for t in ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"):
+            self.w.mat(p + t + ".weight")
+        for t in ("attn_norm", "attn_q_norm", "attn_k_norm", "post_attention_norm", "ffn_norm", "post_ffw_norm"):
+            self.w.vec(p + t + ".weight")
+
+    def block(self, il, x, pos, cache):
+        p, eps, w = f"blk.{il}.", self.hp.eps, self.w
+        a = self.attention(il, B.rms_norm(x, w.vec(p + "attn_norm.weight"), eps), pos, cache,
+                           q_norm=w.vec(p + "attn_q_norm.weight"), k_norm=w.vec(p + "attn_k_norm.weight"))
+        x = B.add(x, B.rms_norm(a, w.vec(p + "post_attention_norm.weight"), eps))
+        m = B.rms_norm(x, w.vec(p + "ffn_norm.weight"), eps)
+        f = B.matmul(w.mat(p + "ffn_down.weight"),
+                     B.geglu(B.matmul(w.mat(p + "ffn_gate.weight"), m), B.matmul(w.mat(p + "ffn_up.weight"), m)))
+        return B.add(x, B.rms_norm(f, w.vec(p + "post_ffw_norm.weight"), eps))

@@ -1,0 +1,47 @@
+"""Llama (llama.cpp ``src/models/llama.cpp``): pre-norm GQA attention with RoPE (norm mode,
+Q/K permuted at conversion, llama3 ``rope_freqs``) and a SiLU-gated FFN.
+
+    per layer:  x = x + W_o attn(rope(W_q n), rope(W_k n), W_v n)    n = rmsnorm(x) * attn_norm
+                x = x + W_down(silu(W_gate m) * W_up m)                m = rmsnorm(x) * ffn_norm
+    logits = output(rmsnorm(x) * output_norm)       output = token_embd when not stored (tied)
+
+Weights (GGUF, math order [n_out, n_in]): attn_q [n_head*hd, n_embd], attn_k/v
+[n_head_kv*hd, n_embd], attn_output [n_embd, n_head*hd], ffn_gate/up [n_ff, n_embd],
+ffn_down [n_embd, n_ff].
+"""
+from __future__ import annotations
+
+from runtime import backend as B
+from runtime.models.base import BaseModel, Hparams, LayerSpec, common, default_attn_scale, per_layer
+
+
+def read_hparams(fields: dict, tensors: dict, arch: str = "llama") -> Hparams:
+    c = common(fields, tensors, arch)
+    n = c["n_layer"]
+    heads = per_layer(fields, f"{arch}.attention.head_count", n)
+    kv = per_layer(fields, f"{arch}.attention.head_count_kv", n, default=fields.get(f"{arch}.attention.head_count"))
+    ff = per_layer(fields, f"{arch}.feed_forward_length", n)
+    layers = tuple(LayerSpec(h, k, f, c["rope_base"], c["rope_scale"]) for h, k, f in zip(heads, kv, ff))
+    return Hparams(arch=arch, n_embd=c["n_embd"], n_vocab=c["n_vocab"], n_ctx_train=c["n_ctx_train"],
+                   head_dim=c["head_dim"], n_rot=c["n_rot"], eps=c["eps"], rope_mode="norm",
+                   layers=layers, attn_scale=default_attn_scale(c["head_dim"]))
+
+
+def ffn_silu(model: BaseModel, il: int, m):
+    p = f"blk.{il}."
+    w = model.w
+    return B.matmul(w.mat(p + "ffn_down.weight"),
+                    B.swiglu(B.matmul(w.mat(p + "ffn_gate.weight"), m), B.matmul(w.mat(p + "ffn_up.weight"), m)))
+
+
+class Model(BaseModel):
+    def check_layer(self, il: int) -> None:
+        p = f"blk.{il}."
+        for t in ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"):
+            self.w.mat(p + t + ".weight")
+        self.w.vec(p + "attn_norm.weight"), self.w.vec(p + "ffn_norm.weight")
+
+    def block(self, il, x, pos, cache):
+        p, eps = f"blk.{il}.", self.hp.eps
+        x = B.add(x, self.attention(il, B.rms_norm(x, self.w.vec(p + "attn_norm.weight"), eps), pos, cache))
+        return B.add(x, ffn_silu(self, il, B.rms_norm(x, self.w.vec(p + "ffn_norm.weight"), eps)))
