@@ -1,5 +1,9 @@
-"""IQ quantizers: bit-exact against libggml golden vectors (tools/make_iq_golden.py), numpy
-reference == Numba fast path, dequantize == gguf-py byte for byte."""
+"""IQ quantizers: bit-exact against libggml golden vectors, numpy reference == Numba fast path,
+dequantize == ggml's to_float and gguf-py's dequantize byte for byte.
+
+Goldens: tests/golden/quant/<TYPE>.npz (tools/make_quant_golden.py --types IQ...: shared cases,
+one imatrix) and tests/golden/quant/IQ_extra.npz (tools/make_iq_golden.py: 256-wide rows,
+per-case imatrices with zeros, a zero stretch at the start of a row)."""
 from pathlib import Path
 
 import gguf
@@ -16,17 +20,26 @@ NEEDS_IMATRIX = {"IQ2_XXS", "IQ2_XS", "IQ1_S"}
 
 
 def _cases(qtype):
-    z = np.load(GOLDEN / f"{qtype}.npz")
-    names = sorted({k.split("/")[0] for k in z.files})
-    return [(n, z[f"{n}/x"], z[f"{n}/w"] if f"{n}/w" in z.files else None, z[f"{n}/q"]) for n in names]
+    """[(name, x, weights or None, ggml bytes, ggml to_float or None)] from both golden files."""
+    out = []
+    with np.load(GOLDEN / f"{qtype}.npz") as z:
+        if "q" in z.files:
+            out.append(("main", z["x"], None, z["q"], z["dq"]))
+        out.append(("main_im", z["x"], z["imatrix"], z["q_im"], z["dq_im"]))
+    with np.load(GOLDEN / "IQ_extra.npz") as z:
+        names = sorted({k.split("/")[0] for k in z.files if not k.startswith("IQ")})
+        for n in names:
+            w = z.get(f"{n}/w", z.get(f"{qtype}/{n}/w"))
+            out.append((n, z[f"{n}/x"], w, z[f"{qtype}/{n}/q"], None))
+    return out
 
 
 @pytest.mark.parametrize("backend", ["numpy", "numba"])
 @pytest.mark.parametrize("qtype", IQ_TYPES)
 def test_golden_quantize(qtype, backend):
     cases = _cases(qtype)
-    assert len(cases) >= 8
-    for name, x, w, q in cases:
+    assert len(cases) >= 9
+    for name, x, w, q, _ in cases:
         got = quant.quantize(x, qtype, w, backend=backend, nthreads=2)
         assert got.shape == q.shape, name
         bad = np.nonzero((got != q).any(axis=1))[0]
@@ -35,11 +48,13 @@ def test_golden_quantize(qtype, backend):
 
 @pytest.mark.parametrize("backend", ["numpy", "numba"])
 @pytest.mark.parametrize("qtype", IQ_TYPES)
-def test_dequantize_matches_gguf_py(qtype, backend):
-    for name, _x, _w, q in _cases(qtype):
+def test_dequantize_matches_ggml_and_gguf_py(qtype, backend):
+    for name, _x, _w, q, dq in _cases(qtype):
         y = quant.dequantize(q, qtype, backend=backend)
-        want = gguf.quants.dequantize(q, gguf.GGMLQuantizationType[qtype])
         assert y.dtype == np.float32
+        if dq is not None:
+            assert np.array_equal(y.view(np.uint32), dq.view(np.uint32)), name
+        want = gguf.quants.dequantize(q, gguf.GGMLQuantizationType[qtype])
         assert np.array_equal(y.view(np.uint32), want.reshape(y.shape).view(np.uint32)), name
 
 

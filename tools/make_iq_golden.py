@@ -1,10 +1,15 @@
 #!/usr/bin/env python3
-"""Write golden vectors for the IQ quantizers from libggml (ggml_quantize_chunk, the path
-llama-quantize uses) into tests/golden/quant/<TYPE>.npz.
+"""Extra golden vectors for the IQ quantizers from libggml (ggml_quantize_chunk, the path
+llama-quantize uses): tests/golden/quant/IQ_extra.npz.
 
-Each file holds, per case NAME: ``NAME/x`` f32[nrows, n_per_row], ``NAME/w`` f32[n_per_row]
-(importance weights; absent when the case has none) and ``NAME/q`` u8[nrows, row_bytes].
-Types that need an imatrix (IQ2_XXS, IQ2_XS, IQ1_S) get weights in every case.
+The main IQ goldens come from tools/make_quant_golden.py (--types IQ4_NL,...), like every other
+type. This file adds cases that one shared imatrix and 512-wide rows do not reach: 256-wide
+rows, several constants, a zero stretch at the start of a row, a per-case imatrix with exact
+zeros, heavy tails.
+
+Layout: per case NAME ``NAME/x`` f32[nrows, n_per_row] and ``NAME/w`` f32[n_per_row]
+(absent: no weights); per type T ``T/NAME/q`` u8[nrows, row_bytes] and, where the case has no
+weights but T needs an imatrix (IQ2_XXS, IQ2_XS, IQ1_S), the weights used in ``T/NAME/w``.
 
 Usage: python tools/make_iq_golden.py [--lib /work/oracle/build/bin/libggml-base.so] [--types IQ4_NL,...]
 """
@@ -85,20 +90,22 @@ def main() -> None:
     lib.ggml_quantize_chunk.argtypes = [ctypes.c_int, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64,
                                         ctypes.c_int64, ctypes.c_int64, ctypes.c_void_p]
     rng = np.random.default_rng(99)
+    arrays = {}
+    all_cases = cases()
+    for cname, x, w in all_cases:
+        arrays[f"{cname}/x"] = x
+        if w is not None:
+            arrays[f"{cname}/w"] = w
     for name in args.types.split(","):
         qid, bs, ts, needs_w = IQ_TYPES[name]
-        arrays = {}
-        for cname, x, w in cases():
+        for cname, x, w in all_cases:
             if w is None and needs_w:
                 w = rng.uniform(0.1, 3.0, x.shape[1]).astype(np.float32)
-            q = quantize(lib, qid, x, w, x.shape[1] // bs * ts)
-            arrays[f"{cname}/x"] = x
-            if w is not None:
-                arrays[f"{cname}/w"] = w
-            arrays[f"{cname}/q"] = q
-        path = Path(args.outdir) / f"{name}.npz"
-        np.savez_compressed(path, **arrays)
-        print(f"{path}: {path.stat().st_size} bytes")
+                arrays[f"{name}/{cname}/w"] = w
+            arrays[f"{name}/{cname}/q"] = quantize(lib, qid, x, w, x.shape[1] // bs * ts)
+    path = Path(args.outdir) / "IQ_extra.npz"
+    np.savez_compressed(path, **arrays)
+    print(f"{path}: {path.stat().st_size} bytes")
 
 
 if __name__ == "__main__":
