@@ -142,3 +142,10 @@ def test_streaming_chunks_give_same_bytes(tiny, tmp_path, monkeypatch):
     quantize_file(tiny, b, "Q6_K", progress=False)
     assert a.read_bytes() == b.read_bytes()
     assert np.array_equal(np.fromfile(a, np.uint8), np.fromfile(b, np.uint8))
+
+
+@pytest.mark.parametrize("ftype", ["Q8_0", "Q6_K"])
+def test_numpy_backend_same_bytes(ftype, tiny, tmp_path):
+    out = tmp_path / "np.gguf"
+    quantize_file(tiny, out, ftype, pure=True, backend="numpy", progress=False)
+    assert sha(out) == HASHES[f"{ftype}/pure"]["sha256"]
