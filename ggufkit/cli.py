@@ -77,6 +77,79 @@ def dequantize(inp, out, outtype, threads) -> None:
     click.echo(report.table().splitlines()[-1])
 
 
+@cli.command("run")
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("-p", "--prompt", required=True, help="Prompt text.")
+@click.option("-n", "--n-predict", default=128, show_default=True, type=int, help="Tokens to generate.")
+@click.option("-c", "--ctx-size", type=int, help="Context size (default: prompt + n).")
+@click.option("--temp", default=0.8, show_default=True, type=float, help="Temperature; 0 is greedy.")
+@click.option("--top-k", default=40, show_default=True, type=int)
+@click.option("--top-p", default=0.95, show_default=True, type=float)
+@click.option("--min-p", default=0.05, show_default=True, type=float)
+@click.option("--repeat-penalty", default=1.0, show_default=True, type=float)
+@click.option("--seed", type=int, help="RNG seed (default: random).")
+@click.option("-t", "--threads", type=int, help="Threads (default: all).")
+def run_cmd(model, prompt, n_predict, ctx_size, temp, top_k, top_p, min_p, repeat_penalty, seed, threads) -> None:
+    """Generate text from MODEL (GGUF: llama, deci, gemma3), streamed to stdout."""
+    from runtime.generate import SamplingParams, run
+
+    params = SamplingParams(temp=temp, top_k=top_k, top_p=top_p, min_p=min_p, repeat_penalty=repeat_penalty, seed=seed)
+    run(model, prompt, n_predict, params, threads, ctx_size, err=click.get_text_stream("stderr"))
+
+
+@cli.command("chat")
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--system", help="System prompt.")
+@click.option("--reasoning", type=click.Choice(["on", "off"]), help="Switch reasoning as the template expects.")
+@click.option("--json", "json_mode", is_flag=True, help="One JSON reply per line (content, reasoning, tool_calls).")
+@click.option("--tools", "tools_file", type=click.Path(dir_okay=False), help="JSON file with a list of tools.")
+@click.option("--temp", default=0.0, show_default=True, type=float)
+@click.option("--top-p", default=0.95, show_default=True, type=float)
+@click.option("-n", "--max-tokens", default=1024, show_default=True, type=int)
+@click.option("-c", "--ctx-size", default=4096, show_default=True, type=int)
+@click.option("--seed", type=int)
+@click.option("-t", "--threads", type=int)
+def chat_cmd(model, system, reasoning, json_mode, tools_file, temp, top_p, max_tokens, ctx_size, seed, threads) -> None:
+    """Chat with MODEL using its chat template: one message per stdin line."""
+    from runtime.chat import chat_loop
+    from runtime.generate import SamplingParams
+
+    chat_loop(model, system, reasoning, json_mode, threads, SamplingParams(temp=temp, top_p=top_p, seed=seed),
+              ctx_size, max_tokens, tools_file)
+
+
+@cli.command("perplexity")
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("-f", "--file", "text_file", type=click.Path(dir_okay=False), help="Text file to score.")
+@click.option("-c", "--ctx-size", default=512, show_default=True, type=int)
+@click.option("--chunks", default=-1, show_default=True, type=int, help="Max chunks (-1: all).")
+@click.option("-b", "--batch-size", default=2048, show_default=True, type=int)
+@click.option("-t", "--threads", type=int)
+@click.option("--kl-divergence-base", type=click.Path(dir_okay=False),
+              help="Logits file: written (with -f) or read (with --kl-divergence).")
+@click.option("--kl-divergence", is_flag=True, help="Compare against --kl-divergence-base.")
+def perplexity_cmd(model, text_file, ctx_size, chunks, batch_size, threads, kl_divergence_base, kl_divergence) -> None:
+    """Perplexity of MODEL on a text file, exactly as llama-perplexity computes it."""
+    from runtime.perplexity import perplexity_file
+
+    perplexity_file(model, text_file, ctx_size, chunks, batch_size, threads, kl_divergence_base, kl_divergence)
+
+
+@cli.command("bench")
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("-p", "--n-prompt", default=512, show_default=True, type=int)
+@click.option("-n", "--n-gen", default=128, show_default=True, type=int)
+@click.option("-b", "--batch-size", default=512, show_default=True, type=int)
+@click.option("-r", "--repetitions", default=5, show_default=True, type=int)
+@click.option("-t", "--threads", type=int)
+@click.option("-o", "--output", default="md", show_default=True, type=click.Choice(["md", "json"]))
+def bench_cmd(model, n_prompt, n_gen, batch_size, repetitions, threads, output) -> None:
+    """Prompt (pp) and generation (tg) tokens/s of MODEL, like llama-bench."""
+    from runtime.bench import bench
+
+    bench(model, n_prompt, n_gen, repetitions, threads, batch_size, output, out=click.get_text_stream("stdout"))
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: user errors become one line on stderr and exit status 1."""
     try:

@@ -124,3 +124,42 @@ def generate_text(model, prompt: str, n_predict: int, params: SamplingParams = G
         if on_text and s:
             on_text(s)
     return "".join(out)
+
+
+def run(model_path: str, prompt: str, n_predict: int, params: SamplingParams = GREEDY, n_threads: int | None = None,
+        n_ctx: int | None = None, out=None, err=None) -> str:
+    """``ggufkit run``: load, stream the continuation to ``out``; Ctrl-C stops after the current
+    token and returns what was generated. Speed goes to ``err``."""
+    import sys
+    import time
+
+    from runtime.loader import load
+
+    out = out or sys.stdout
+    model = load(model_path)
+    if n_threads:
+        B.set_num_threads(n_threads)
+    ids = model.tokenizer.encode(prompt)
+    n_ctx = n_ctx or min(model.hp.n_ctx_train, len(ids) + n_predict)
+    if len(ids) + n_predict > n_ctx:
+        raise ModelError(f"context overflow: prompt {len(ids)} + {n_predict} tokens > context {n_ctx} (-c)")
+    step = model.tokenizer.stream_decoder()
+    text, n = [], 0
+    out.write(prompt)
+    out.flush()
+    t0 = time.perf_counter()
+    try:
+        for tid in generate(model, ids, n_predict, params, n_ctx=n_ctx):
+            s = step(tid)
+            n += 1
+            text.append(s)
+            out.write(s)
+            out.flush()
+    except KeyboardInterrupt:
+        if err is not None:
+            err.write("\n[interrupted]")
+    dt = time.perf_counter() - t0
+    out.write("\n")
+    if err is not None:
+        err.write(f"[{len(ids)} prompt tokens, {n} generated in {dt:.2f} s: {n / dt if dt else 0:.2f} tokens/s]\n")
+    return "".join(text)

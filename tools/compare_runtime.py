@@ -50,6 +50,9 @@ TOKEN_TEXTS = [
 ]
 
 
+GREEDY_PROMPT_2 = "Question: Why is the sky blue?\nAnswer:"
+
+
 def run(cmd, **kw) -> subprocess.CompletedProcess:
     return subprocess.run([str(c) for c in cmd], capture_output=True, text=True, **kw)
 
@@ -123,27 +126,36 @@ def cmd_ppl(model: Path, name: str, ctx: int, chunks: int, threads: int, write: 
 
 # ---------------------------------------------------------------- greedy generation
 
-def llama_greedy(model: Path, prompt: str, n: int, threads: int) -> list[int]:
-    """Greedy continuation ids from llama.cpp (llama-completion / llama-cli if built, else
-    libllama through the llama-perplexity-free ``tools/llama_greedy`` ctypes shim)."""
-    from tools.llama_greedy import greedy  # ctypes on libllama.so
-    return greedy(str(model), prompt, n, threads)
+def llama_greedy(model: Path, prompt: str, n: int) -> str:
+    """llama.cpp's greedy continuation text: ``llama-simple -n N PROMPT`` (greedy sampler, BOS
+    per the GGUF) prints the prompt's pieces (specials included) and then the new text."""
+    r = run([LLAMA_BIN / "llama-simple", "-m", model, "-n", n, prompt])
+    if r.returncode:
+        raise RuntimeError(r.stderr[-2000:])
+    out = r.stdout
+    k = out.find(prompt)
+    if k < 0:
+        raise RuntimeError(f"prompt not found in llama-simple output: {out[:200]!r}")
+    out = out[k + len(prompt):]
+    return out[:-1] if out.endswith("\n") else out     # llama-simple ends with a newline
 
 
-def cmd_greedy(model: Path, name: str, prompt: str, n: int, threads: int, write: bool) -> bool:
+def cmd_greedy(model: Path, name: str, prompt: str, n: int, threads: int, write: bool) -> int:
     from runtime.generate import generate_ids
     from runtime.loader import load
 
-    ref = llama_greedy(model, prompt, n, threads)
+    ref = llama_greedy(model, prompt, n)
     m = load(str(model))
-    ours = generate_ids(m, m.tokenizer.encode(prompt), n, temp=0.0, n_threads=threads)
+    ours_ids = generate_ids(m, m.tokenizer.encode(prompt), n, temp=0.0, n_threads=threads)
+    ours = m.tokenizer.decode(ours_ids)
     k = next((i for i, (a, b) in enumerate(zip(ref, ours)) if a != b), min(len(ref), len(ours)))
-    print(f"greedy {name}: first {k}/{n} tokens equal\n  llama.cpp {ref}\n  ggufkit   {ours}")
+    print(f"greedy {name}: {'equal' if ref == ours else f'first {k} characters equal'}\n"
+          f"  llama.cpp {ref!r}\n  ggufkit   {ours!r}")
     if write:
         GOLDEN.mkdir(parents=True, exist_ok=True)
         (GOLDEN / f"greedy-{name}.json").write_text(json.dumps(
-            {"model": model.name, "prompt": prompt, "n": n, "ids": ref,
-             "text": m.tokenizer.decode(ref)}, ensure_ascii=False, indent=1) + "\n")
+            {"model": model.name, "tool": "llama-simple (greedy)", "prompt": prompt, "n": n, "text": ref,
+             "ggufkit_ids": ours_ids}, ensure_ascii=False, indent=1) + "\n")
     return k
 
 
@@ -166,6 +178,7 @@ def main() -> None:
         cmd_tokens(g, "gemma3", write)
         cmd_ppl(g, "gemma3-q4km", a.c, a.chunks, a.t, write)
         cmd_greedy(g, "gemma3-q4km", a.p, a.n, a.t, write)
+        cmd_greedy(g, "gemma3-q4km-2", GREEDY_PROMPT_2, a.n, a.t, write)
         return
     model = Path(a.model)
     if a.what == "tokens":

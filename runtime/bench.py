@@ -1,0 +1,114 @@
+"""Prompt-processing (pp) and generation (tg) speed, measured like llama-bench.
+
+    pp N: N random tokens evaluated as one prompt from an empty cache (logits of the last one)
+    tg N: N tokens decoded one at a time from an empty cache (logits for each)
+
+One warm-up run per test (also pays Numba's compile / cache load), then ``reps`` timed runs;
+``avg_ts``/``stddev_ts`` are the mean and sample standard deviation of tokens/s over the runs,
+as llama-bench reports them. Built on the same verbs as generation (prefill, decode_one).
+"""
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from runtime import backend as B
+from runtime.generate import decode_one, prefill
+
+
+@dataclass
+class BenchResult:
+    model_filename: str
+    model_type: str
+    model_size: int
+    model_n_params: int
+    n_batch: int
+    n_threads: int
+    n_prompt: int
+    n_gen: int
+    test_time: str
+    avg_ns: int
+    stddev_ns: int
+    avg_ts: float
+    stddev_ts: float
+    samples_ns: list = field(default_factory=list)
+    samples_ts: list = field(default_factory=list)
+    backend: str = "CPU (Numba)"
+
+    @property
+    def test(self) -> str:
+        return f"pp{self.n_prompt}" if self.n_prompt else f"tg{self.n_gen}"
+
+
+def _model_info(model) -> tuple[str, int, int]:
+    g = model.gguf
+    size = sum(t.data.nbytes for t in g.tensors.values())
+    params = sum(int(np.prod(t.shape)) for t in g.tensors.values())
+    ftype = g.get("general.file_type")
+    types = {t.qtype for t in g.tensors.values() if len(t.shape) > 1}
+    name = f"{model.hp.arch} {g.get('general.size_label', '')} {'/'.join(sorted(types))}".replace("  ", " ")
+    return (name if ftype is None else name), size, params
+
+
+def _run_once(model, n_prompt: int, n_gen: int, rng, n_batch: int) -> float:
+    cache = model.new_cache(max(n_prompt + n_gen, 1))
+    ids = rng.integers(0, model.hp.n_vocab, size=max(n_prompt, 1))
+    t0 = time.perf_counter_ns()
+    if n_prompt:
+        prefill(model, cache, ids[:n_prompt], n_batch)
+    for i in range(n_gen):
+        decode_one(model, cache, int(ids[0]) if i == 0 else int(rng.integers(0, model.hp.n_vocab)))
+    return time.perf_counter_ns() - t0
+
+
+def bench_one(model, n_prompt: int, n_gen: int, reps: int = 5, n_threads: int | None = None,
+              n_batch: int = 512, seed: int = 0) -> BenchResult:
+    n_threads = B.set_num_threads(n_threads)
+    rng = np.random.default_rng(seed)
+    _run_once(model, n_prompt, n_gen, rng, n_batch)                 # warm-up
+    ns = [_run_once(model, n_prompt, n_gen, rng, n_batch) for _ in range(reps)]
+    n_tok = n_prompt + n_gen
+    ts = [n_tok * 1e9 / t for t in ns]
+    name, size, params = _model_info(model)
+    return BenchResult(model_filename=model.path, model_type=name, model_size=size, model_n_params=params,
+                       n_batch=n_batch, n_threads=n_threads, n_prompt=n_prompt, n_gen=n_gen,
+                       test_time=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                       avg_ns=int(statistics.mean(ns)), stddev_ns=int(statistics.stdev(ns)) if reps > 1 else 0,
+                       avg_ts=statistics.mean(ts), stddev_ts=statistics.stdev(ts) if reps > 1 else 0.0,
+                       samples_ns=ns, samples_ts=ts)
+
+
+def bench(model, n_prompt: int = 512, n_gen: int = 128, reps: int = 5, n_threads: int | None = None,
+          n_batch: int = 512, output: str = "md", out=None) -> list[BenchResult]:
+    """Run the pp and tg tests (a size of 0 skips one); print a llama-bench style table or JSON."""
+    if isinstance(model, str):
+        from runtime.loader import load
+        model = load(model, with_tokenizer=False)
+    results = []
+    for np_, ng in ((n_prompt, 0), (0, n_gen)):
+        if np_ or ng:
+            results.append(bench_one(model, np_, ng, reps, n_threads, n_batch))
+    if out is not None:
+        out.write(format_results(results, output))
+        out.flush()
+    return results
+
+
+def format_results(results: list[BenchResult], output: str = "md") -> str:
+    if output == "json":
+        return json.dumps([asdict(r) for r in results], indent=2) + "\n"
+    lines = ["| model | size | params | backend | threads | test | t/s |",
+             "| ----- | ---: | -----: | ------- | ------: | ---: | --: |"]
+    for r in results:
+        lines.append(f"| {r.model_type} | {r.model_size / 2**20:.2f} MiB | {r.model_n_params / 1e6:.2f} M | {r.backend} "
+                     f"| {r.n_threads} | {r.test} | {r.avg_ts:.2f} ± {r.stddev_ts:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def default_threads() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
