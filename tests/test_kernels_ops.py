@@ -46,3 +46,14 @@ def test_swiglu_kernel_matches_reference():
     gate = (rng.standard_normal((3, 77)) * 5).astype(np.float32)
     up = rng.standard_normal((3, 77)).astype(np.float32)
     np.testing.assert_allclose(kernels.swiglu(gate, up), reference.swiglu(gate, up), rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("with_w", [True, False])
+def test_rms_norm_kernel_matches_reference(with_w):
+    x = (rng.standard_normal((5, 641)) * 3).astype(np.float32)
+    w = rng.standard_normal(641).astype(np.float32) if with_w else None
+    got = kernels.rms_norm(x, w, 1e-6)
+    want = reference.rms_norm(x, w, 1e-6)
+    # same float32 ops; the double sum may differ in order (numpy pairwise): 1 ulp
+    np.testing.assert_allclose(got, want, rtol=2e-7, atol=0)
+    assert kernels.rms_norm(x[:1].reshape(1, 641), w, 1e-6).shape == (1, 641)

@@ -4,19 +4,47 @@
 - ``act``:       activation quantizers (Q8_0 / Q8_K, as ggml-cpu converts x)
 - ``qdot``:      integer dot-product decode kernels for Q8_0, Q4_0, Q5_0, Q4_K, Q5_K, Q6_K
 - ``matmul``:    fused dequantize-times-vector (decode), tiled dequantize + BLAS (prefill)
+- ``norm``:      RMS norm (double accumulation like ggml)
 - ``rope``:      RoPE with ggml's float32 theta recurrence
 - ``attention``: causal GQA attention, float32 BLAS
 
 Every function here has a numpy reference of the same name in ``runtime.reference``.
 """
 
+import hashlib
+from pathlib import Path
+
 import numpy as np
 from gguf import GGMLQuantizationType
+
+
+def _drop_stale_numba_cache() -> None:
+    """Numba's on-disk cache checks only the timestamp of the file defining each @njit
+    function, not the helpers it inlines from other files (simd.py, dequant.py, act.py).
+    Key this package's cache on a hash of all its sources: when any changed, delete the
+    cached kernels in ``__pycache__`` so they are recompiled."""
+    here = Path(__file__).parent
+    digest = hashlib.sha1(b"".join(p.read_bytes() for p in sorted(here.glob("*.py")))).hexdigest()
+    cache = here / "__pycache__"
+    stamp = cache / "kernels-src.sha1"
+    try:
+        if stamp.exists() and stamp.read_text() == digest:
+            return
+        for f in list(cache.glob("*.nbi")) + list(cache.glob("*.nbc")):
+            f.unlink()
+        cache.mkdir(exist_ok=True)
+        stamp.write_text(digest)
+    except OSError:          # read-only install: numba then caches elsewhere (or not at all)
+        pass
+
+
+_drop_stale_numba_cache()
 
 from runtime import reference as _ref
 from runtime.kernels import matmul as _mm
 from runtime.kernels.attention import attention  # noqa: F401
 from runtime.kernels.dequant import BLOCKS
+from runtime.kernels import norm as _norm
 from runtime.kernels.rope import rope  # noqa: F401
 
 # ggml type names with a Numba matmul / get_rows kernel; others use the numpy reference
@@ -58,4 +86,4 @@ def swiglu(gate, up):
 
 
 def rms_norm(x, w, eps):
-    return _ref.rms_norm(x, w, eps)
+    return _norm.rms_norm(x, w, eps)

@@ -20,7 +20,8 @@ import numpy as np
 from numba import njit, prange
 
 from runtime.kernels.dequant import _h, _scale_min_k4, _u32
-from runtime.kernels.simd import dot_bits_32, dot_s8_32, dot_u_16, dot_u_32
+from runtime.kernels.simd import (dot_k4_64, dot_k5_64, dot_q4_0_block, dot_q5_0_block, dot_q6_32, dot_s8_32,
+                                  dot_u_16)
 
 ROW_CHUNK = 16
 FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
@@ -54,8 +55,7 @@ def dot_q4_0(data, xq, xd, xs, out, lut):
                 acc = np.float32(0.0)
                 for b in range(n_in // 32):
                     o = 18 * b
-                    s = dot_u_16(row, o + 2, 0, 15, x, 32 * b) + dot_u_16(row, o + 2, 4, 15, x, 32 * b + 16) \
-                        - 8 * (xs[t, 2 * b] + xs[t, 2 * b + 1])
+                    s = dot_q4_0_block(row, o + 2, x, 32 * b)
                     acc += (_h(row, o, lut) * xd[t, b]) * np.float32(s)
                 out[t, r] = acc
 
@@ -72,8 +72,7 @@ def dot_q5_0(data, xq, xd, xs, out, lut):
                 acc = np.float32(0.0)
                 for b in range(n_in // 32):
                     o = 22 * b
-                    s = dot_u_16(row, o + 6, 0, 15, x, 32 * b) + dot_u_16(row, o + 6, 4, 15, x, 32 * b + 16) \
-                        + 16 * dot_bits_32(_u32(row, o + 2), x, 32 * b) - 16 * (xs[t, 2 * b] + xs[t, 2 * b + 1])
+                    s = dot_q5_0_block(row, o + 6, _u32(row, o + 2), x, 32 * b)
                     acc += (_h(row, o, lut) * xd[t, b]) * np.float32(s)
                 out[t, r] = acc
 
@@ -150,8 +149,7 @@ def dot_q4_k(data, xq, xd, xs, out, lut):
                         sc1, m1 = _scale_min_k4(2 * j, row, o + 4)
                         sc2, m2 = _scale_min_k4(2 * j + 1, row, o + 4)
                         k = 256 * b + 64 * j
-                        sumi += sc1 * dot_u_32(row, o + 16 + 32 * j, 0, 15, x, k) \
-                            + sc2 * dot_u_32(row, o + 16 + 32 * j, 4, 15, x, k + 32)
+                        sumi += dot_k4_64(row, o + 16 + 32 * j, row, 0, 0, sc1, sc2, x, k)
                         kk = k // 16
                         summ += m1 * (xs[t, kk] + xs[t, kk + 1]) + m2 * (xs[t, kk + 2] + xs[t, kk + 3])
                     acc += (xd[t, b] * _h(row, o, lut)) * np.float32(sumi) \
@@ -177,10 +175,7 @@ def dot_q5_k(data, xq, xd, xs, out, lut):
                         sc1, m1 = _scale_min_k4(2 * j, row, o + 4)
                         sc2, m2 = _scale_min_k4(2 * j + 1, row, o + 4)
                         k = 256 * b + 64 * j
-                        q = o + 48 + 32 * j
-                        s1 = dot_u_32(row, q, 0, 15, x, k) + 16 * dot_u_32(row, o + 16, 2 * j, 1, x, k)
-                        s2 = dot_u_32(row, q, 4, 15, x, k + 32) + 16 * dot_u_32(row, o + 16, 2 * j + 1, 1, x, k + 32)
-                        sumi += sc1 * s1 + sc2 * s2
+                        sumi += dot_k5_64(row, o + 48 + 32 * j, row, o + 16, 2 * j, sc1, sc2, x, k)
                         kk = k // 16
                         summ += m1 * (xs[t, kk] + xs[t, kk + 1]) + m2 * (xs[t, kk + 2] + xs[t, kk + 3])
                     acc += (xd[t, b] * _h(row, o, lut)) * np.float32(sumi) \
@@ -206,17 +201,9 @@ def dot_q6_k(data, xq, xd, xs, out, lut):
                         qh = o + 128 + 32 * n
                         sc = o + 192 + 8 * n
                         k = 256 * b + 128 * n
-                        for g in range(2):
-                            l0 = 16 * g
-                            s1 = dot_u_16(row, ql + l0, 0, 15, x, k + l0) \
-                                + 16 * dot_u_16(row, qh + l0, 0, 3, x, k + l0) - 32 * xs[t, (k + l0) // 16]
-                            s2 = dot_u_16(row, ql + 32 + l0, 0, 15, x, k + 32 + l0) \
-                                + 16 * dot_u_16(row, qh + l0, 2, 3, x, k + 32 + l0) - 32 * xs[t, (k + 32 + l0) // 16]
-                            s3 = dot_u_16(row, ql + l0, 4, 15, x, k + 64 + l0) \
-                                + 16 * dot_u_16(row, qh + l0, 4, 3, x, k + 64 + l0) - 32 * xs[t, (k + 64 + l0) // 16]
-                            s4 = dot_u_16(row, ql + 32 + l0, 4, 15, x, k + 96 + l0) \
-                                + 16 * dot_u_16(row, qh + l0, 6, 3, x, k + 96 + l0) - 32 * xs[t, (k + 96 + l0) // 16]
-                            sumi += np.int64(np.int8(row[sc + g])) * s1 + np.int64(np.int8(row[sc + g + 2])) * s2 \
-                                + np.int64(np.int8(row[sc + g + 4])) * s3 + np.int64(np.int8(row[sc + g + 6])) * s4
+                        sumi += dot_q6_32(row, ql, qh, 0, 0, np.int8(row[sc]), np.int8(row[sc + 1]), x, k) \
+                            + dot_q6_32(row, ql + 32, qh, 0, 2, np.int8(row[sc + 2]), np.int8(row[sc + 3]), x, k + 32) \
+                            + dot_q6_32(row, ql, qh, 4, 4, np.int8(row[sc + 4]), np.int8(row[sc + 5]), x, k + 64) \
+                            + dot_q6_32(row, ql + 32, qh, 4, 6, np.int8(row[sc + 6]), np.int8(row[sc + 7]), x, k + 96)
                     acc += (_h(row, o + 208, lut) * xd[t, b]) * np.float32(sumi)
                 out[t, r] = acc

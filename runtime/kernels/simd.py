@@ -11,6 +11,8 @@ dot_u_32(w, wo, sh, m, x, xo):    sum_{j<32} ((uint8 w[wo+j] >> sh) & m) * int8 
 dot_u_16(w, wo, sh, m, x, xo):    the same over 16 lanes
 dot_bits_32(qh, x, xo):           sum_{j<32} ((uint32 qh >> j) & 1) * int8 x[xo+j]
 sum_s8_16(x, xo):                 sum_{j<16} int8 x[xo+j]
+dot_q4_0_block, dot_q5_0_block, dot_k4_64, dot_k5_64, dot_q6_32: whole-block versions
+(one reduction per block / chunk, scales applied in-vector), see their docstrings.
 All return int32. w may be any 1-D uint8/int8 array, x an int8 array; offsets are
 element indices (no bounds check: callers stay inside the block).
 """
@@ -105,3 +107,115 @@ def sum_s8_16(typingctx, x, xo):
         b = builder.sext(_load(builder, _ptr(context, builder, signature.args[0], args[0], args[1]), n), vty)
         return _reduce(builder, b, n)
     return sig, codegen
+
+
+# ---------------------------------------------------------------- fused block dot products
+
+def _lanes(builder, w_ptr, n):
+    """n bytes at w_ptr, zero-extended to <n x i32>."""
+    return builder.zext(_load(builder, w_ptr, n), ir.VectorType(_I32, n))
+
+
+def _cvec(values):
+    return ir.Constant(ir.VectorType(_I32, len(values)), list(values))
+
+
+def _nibbles_32(builder, w_ptr):
+    """16 bytes -> <32 x i32>: low nibbles in lanes 0..15, high nibbles in lanes 16..31."""
+    b = _lanes(builder, w_ptr, 16)
+    lo = builder.and_(b, _cvec([15] * 16))
+    hi = builder.lshr(b, _cvec([4] * 16))
+    return builder.shuffle_vector(lo, hi, _cvec(range(32)))
+
+
+def _x32(context, builder, aty, ary, off, n=32):
+    return builder.sext(_load(builder, _ptr(context, builder, aty, ary, off), n), ir.VectorType(_I32, n))
+
+
+@intrinsic
+def dot_q4_0_block(typingctx, w, wo, x, xo):
+    """sum_{j<32} (q_j - 8) x_j for one Q4_0 block's 16 quant bytes at w[wo]."""
+    sig = types.int32(w, wo, x, xo)
+
+    def codegen(context, builder, signature, args):
+        q = builder.sub(_nibbles_32(builder, _ptr(context, builder, signature.args[0], args[0], args[1])),
+                        _cvec([8] * 32))
+        xv = _x32(context, builder, signature.args[2], args[2], args[3])
+        return _reduce(builder, builder.mul(q, xv), 32)
+    return sig, codegen
+
+
+@intrinsic
+def dot_q5_0_block(typingctx, w, wo, qh, x, xo):
+    """sum_{j<32} (q_j - 16) x_j, q_j = nibble | bit j of qh << 4 (Q5_0 quants at w[wo])."""
+    sig = types.int32(w, wo, qh, x, xo)
+
+    def codegen(context, builder, signature, args):
+        q = _nibbles_32(builder, _ptr(context, builder, signature.args[0], args[0], args[1]))
+        h = args[2]
+        h = builder.trunc(h, _I32) if h.type.width > 32 else builder.zext(h, _I32) if h.type.width < 32 else h
+        hb = builder.and_(builder.lshr(_splat(builder, h, 32), _cvec(range(32))), _cvec([1] * 32))
+        q = builder.sub(builder.or_(q, builder.shl(hb, _cvec([4] * 32))), _cvec([16] * 32))
+        xv = _x32(context, builder, signature.args[3], args[3], args[4])
+        return _reduce(builder, builder.mul(q, xv), 32)
+    return sig, codegen
+
+
+def _i32(builder, v):
+    return builder.trunc(v, _I32) if v.type.width > 32 else builder.sext(v, _I32) if v.type.width < 32 else v
+
+
+def _dot_k_64(with_h):
+    def impl(typingctx, w, wo, qh, qho, hsh, sc1, sc2, x, xo):
+        sig = types.int32(w, wo, qh, qho, hsh, sc1, sc2, x, xo)
+
+        def codegen(context, builder, signature, args):
+            b = _lanes(builder, _ptr(context, builder, signature.args[0], args[0], args[1]), 32)
+            lo = builder.and_(b, _cvec([15] * 32))
+            hi = builder.lshr(b, _cvec([4] * 32))
+            if with_h:
+                hb = _lanes(builder, _ptr(context, builder, signature.args[2], args[2], args[3]), 32)
+                shv = _splat(builder, _i32(builder, args[4]), 32)
+                h0 = builder.and_(builder.lshr(hb, shv), _cvec([1] * 32))
+                h1 = builder.and_(builder.lshr(hb, builder.add(shv, _cvec([1] * 32))), _cvec([1] * 32))
+                lo = builder.or_(lo, builder.shl(h0, _cvec([4] * 32)))
+                hi = builder.or_(hi, builder.shl(h1, _cvec([4] * 32)))
+            x0 = _x32(context, builder, signature.args[7], args[7], args[8])
+            x1 = _x32(context, builder, signature.args[7], args[7],
+                      builder.add(args[8], ir.Constant(args[8].type, 32)))
+            s = builder.add(builder.mul(builder.mul(lo, x0), _splat(builder, _i32(builder, args[5]), 32)),
+                            builder.mul(builder.mul(hi, x1), _splat(builder, _i32(builder, args[6]), 32)))
+            return _reduce(builder, s, 32)
+        return sig, codegen
+    return impl
+
+
+# Q4_K / Q5_K 64-value chunk: sum_{l<32} sc1 q_lo(l) x[xo+l] + sc2 q_hi(l) x[xo+32+l] with
+# q_lo = w[wo+l] & 15, q_hi = w[wo+l] >> 4, and for Q5_K bit hsh / hsh+1 of qh[qho+l] as bit 4.
+dot_k4_64 = intrinsic(_dot_k_64(False))
+dot_k5_64 = intrinsic(_dot_k_64(True))
+
+
+@intrinsic
+def dot_q6_32(typingctx, w, qlo, qho, shl_, shh, sca, scb, x, xo):
+    """Q6_K 32 lanes: q = ((w[qlo+l] >> shl_) & 15 | ((w[qho+l] >> shh) & 3) << 4) - 32,
+    sum_l (l < 16 ? sca : scb) * q * x[xo+l]."""
+    sig = types.int32(w, qlo, qho, shl_, shh, sca, scb, x, xo)
+
+    def codegen(context, builder, signature, args):
+        wt = signature.args[0]
+        ql = _lanes(builder, _ptr(context, builder, wt, args[0], args[1]), 32)
+        qh = _lanes(builder, _ptr(context, builder, wt, args[0], args[2]), 32)
+        ql = builder.and_(builder.lshr(ql, _splat(builder, _i32(builder, args[3]), 32)), _cvec([15] * 32))
+        qh = builder.and_(builder.lshr(qh, _splat(builder, _i32(builder, args[4]), 32)), _cvec([3] * 32))
+        q = builder.sub(builder.or_(ql, builder.shl(qh, _cvec([4] * 32))), _cvec([32] * 32))
+        sa = _splat(builder, _i32(builder, args[5]), 16)
+        sb = _splat(builder, _i32(builder, args[6]), 16)
+        sc = builder.shuffle_vector(sa, sb, _cvec(range(32)))
+        # |q sc| <= 32 * 128 fits int16: say so (trunc + sext), so LLVM can use vpmaddwd
+        v16 = ir.VectorType(ir.IntType(16), 32)
+        qs = builder.sext(builder.trunc(builder.mul(q, sc), v16), ir.VectorType(_I32, 32))
+        xv = _x32(context, builder, signature.args[7], args[7], args[8])
+        return _reduce(builder, builder.mul(qs, xv), 32)
+    return sig, codegen
+
