@@ -150,6 +150,26 @@ def bench_cmd(model, n_prompt, n_gen, batch_size, repetitions, threads, output) 
     bench(model, n_prompt, n_gen, repetitions, threads, batch_size, output, out=click.get_text_stream("stdout"))
 
 
+@cli.command("convert")
+@click.argument("model_dir", type=click.Path(file_okay=False))
+@click.option("-o", "--outfile", "out", required=True, type=click.Path(dir_okay=False), help="Output GGUF file.")
+@click.option("--outtype", default="auto", show_default=True, type=click.Choice(["f32", "f16", "bf16", "q8_0", "auto"]))
+def convert_cmd(model_dir, out, outtype) -> None:
+    """Convert a HF checkpoint (DeciLM / Llama, safetensors) to GGUF like convert_hf_to_gguf.py."""
+    from ggufkit.convert import convert
+
+    click.echo(str(convert(model_dir, out, outtype, progress=True)))
+
+
+@cli.command("info")
+@click.argument("path", metavar="FILE.gguf", type=click.Path(dir_okay=False))
+def info_cmd(path) -> None:
+    """Print a GGUF's metadata, tensor table, size and bits per weight (and DeciLM's layers)."""
+    from ggufkit.info import format_info, gguf_info
+
+    click.echo(format_info(gguf_info(path)))
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: user errors become one line on stderr and exit status 1."""
     try:

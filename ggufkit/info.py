@@ -1,0 +1,135 @@
+"""``ggufkit info``: what a GGUF file holds, as data (``gguf_info``) and as text (``format_info``).
+
+Reads only the header, KV and tensor infos through gguf.GGUFReader (memory-mapped; no tensor data
+is touched). Bits per weight = 8 * tensor bytes / weights, over all tensors.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import gguf
+import numpy as np
+
+from ggufkit.errors import GGUFKitError
+
+LONG_ARRAYS = ("tokenizer.ggml.tokens", "tokenizer.ggml.token_type", "tokenizer.ggml.merges",
+               "tokenizer.ggml.scores")
+
+
+@dataclass
+class TensorRow:
+    name: str
+    type: str
+    shape: list[int]  # ggml order (ne0 first), as llama.cpp prints it
+    nbytes: int
+    n_weights: int
+
+
+@dataclass
+class LayerRow:
+    layer: int
+    attention: str   # "gqa" | "linear" | "none"
+    n_head: int
+    n_head_kv: int
+    n_ff: int        # 0 = no FFN
+
+
+@dataclass
+class GGUFInfo:
+    path: Path
+    file_size: int
+    arch: str
+    metadata: dict          # key -> value (long arrays summarised as "[n items]")
+    tensors: list[TensorRow]
+    layers: list[LayerRow] = field(default_factory=list)  # filled for per-layer (deci) models
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(t.nbytes for t in self.tensors)
+
+    @property
+    def n_weights(self) -> int:
+        return sum(t.n_weights for t in self.tensors)
+
+    @property
+    def bits_per_weight(self) -> float:
+        return 8.0 * self.total_bytes / self.n_weights if self.n_weights else 0.0
+
+
+def _value(field_: gguf.ReaderField):
+    if field_.types and field_.types[0] == gguf.GGUFValueType.ARRAY:
+        n = len(field_.data)
+        if field_.name in LONG_ARRAYS or n > 64:
+            return f"[{n} items]"
+    v = field_.contents()
+    return v
+
+
+def gguf_info(path: str | os.PathLike) -> GGUFInfo:
+    """Parse a GGUF file's metadata and tensor table (and the per-layer table for deci)."""
+    path = Path(path)
+    if not path.is_file():
+        raise GGUFKitError(f"file not found: {path}")
+    try:
+        r = gguf.GGUFReader(path)
+    except Exception as e:  # gguf raises ValueError/struct.error/... on non-GGUF input
+        raise GGUFKitError(f"not a readable GGUF file: {path} ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})") from None
+    md = {}
+    for name, f in r.fields.items():
+        if name.startswith("GGUF."):
+            continue
+        md[name] = _value(f)
+    arch = str(md.get("general.architecture", "?"))
+    tensors = [TensorRow(t.name, t.tensor_type.name, [int(s) for s in t.shape], int(t.n_bytes),
+                         int(np.prod([int(s) for s in t.shape]))) for t in r.tensors]
+    info = GGUFInfo(path, path.stat().st_size, arch, md, tensors)
+    n_layer = md.get(f"{arch}.block_count")
+    if arch == "deci" and isinstance(n_layer, int):
+        def per_layer(key: str) -> list[int]:
+            f = r.fields.get(f"{arch}.{key}")
+            v = f.contents() if f is not None else 0
+            return [int(x) for x in v] if isinstance(v, list) else [int(v)] * n_layer
+
+        heads, kv, ff = (per_layer(k) for k in
+                         ("attention.head_count", "attention.head_count_kv", "feed_forward_length"))
+        for i in range(n_layer):
+            kind = "none" if heads[i] == 0 else "linear" if kv[i] == 0 else "gqa"
+            info.layers.append(LayerRow(i, kind, heads[i], kv[i], ff[i]))
+    return info
+
+
+def _human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+def _short(v) -> str:
+    s = repr(v) if not isinstance(v, str) else v
+    s = s.replace("\n", "\\n")
+    return s if len(s) <= 100 else s[:97] + "..."
+
+
+def format_info(info: GGUFInfo) -> str:
+    """The text ``ggufkit info`` prints: metadata, tensor table, totals, per-layer table (deci)."""
+    out = [f"file: {info.path} ({_human(info.file_size)})", f"architecture: {info.arch}", "", "metadata:"]
+    width = max((len(k) for k in info.metadata), default=0)
+    for k, v in info.metadata.items():
+        out.append(f"  {k:<{width}}  {_short(v)}")
+    out += ["", f"tensors: {len(info.tensors)}"]
+    nw = max((len(t.name) for t in info.tensors), default=4)
+    out.append(f"  {'name':<{nw}}  {'type':<7} {'shape':<22} {'bytes':>14}")
+    for t in info.tensors:
+        out.append(f"  {t.name:<{nw}}  {t.type:<7} {str(t.shape):<22} {t.nbytes:>14,}")
+    out += ["", f"total: {info.total_bytes:,} bytes of tensor data ({_human(info.total_bytes)}), "
+                f"{info.n_weights:,} weights, {info.bits_per_weight:.2f} bits per weight"]
+    if info.layers:
+        out += ["", "layers:", f"  {'layer':>5}  {'attention':<9} {'heads':>5} {'kv_heads':>8} {'ffn':>7}"]
+        for L in info.layers:
+            out.append(f"  {L.layer:>5}  {L.attention:<9} {L.n_head:>5} {L.n_head_kv:>8} "
+                       f"{L.n_ff if L.n_ff else 'none':>7}")
+    return "\n".join(out)
