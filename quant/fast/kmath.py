@@ -1,6 +1,6 @@
 """Scalar ports of ggml-quants.c's scale searches for the Numba kernels (one group at a time).
 
-x, w: f32[n] views; L, Laux: i32[n] scratch. Line for line as the C (float32, same order).
+x, w: f32[n] views; L: i32[n] scratch (Laux: see each function). Same results as the C (float32, same order).
 """
 
 import numpy as np
@@ -90,7 +90,7 @@ def make_qx_quants(n, nmax, x, L, rmse_type, w):
     suml2 = F32(0.0)
     for i in range(n):
         fl = (iscale * x[i] + MAGIC) - MAGIC
-        fl = lo if fl < lo else (hi if fl > hi else fl)
+        fl = max(lo, min(hi, fl))
         L[i] = int(fl) + nmax
         sumlx += w[i] * x[i] * fl
         suml2 += w[i] * fl * fl
@@ -112,11 +112,11 @@ def make_qx_quants(n, nmax, x, L, rmse_type, w):
             wi = w[i]
             wx = wi * xi
             fa = (isa * xi + MAGIC) - MAGIC
-            fa = lo if fa < lo else (hi if fa > hi else fa)
+            fa = max(lo, min(hi, fa))
             fb = (isb * xi + MAGIC) - MAGIC
-            fb = lo if fb < lo else (hi if fb > hi else fb)
+            fb = max(lo, min(hi, fb))
             fc = (isc * xi + MAGIC) - MAGIC
-            fc = lo if fc < lo else (hi if fc > hi else fc)
+            fc = max(lo, min(hi, fc))
             sa += wx * fa
             qa += wi * fa * fa
             sb += wx * fb
@@ -127,7 +127,7 @@ def make_qx_quants(n, nmax, x, L, rmse_type, w):
             if suml2 > F32(0.0) and sumlx * sumlx > best * suml2:
                 for i in range(n):
                     fl = (iscale * x[i] + MAGIC) - MAGIC
-                    fl = lo if fl < lo else (hi if fl > hi else fl)
+                    fl = max(lo, min(hi, fl))
                     L[i] = int(fl) + nmax
                 scale = sumlx / suml2
                 best = scale * sumlx
@@ -192,7 +192,8 @@ def make_q3_quants(n, nmax, x, L, do_rmse):
 
 @njit(**JIT)
 def make_qkx(n, nmax, x, w, L, Laux, rmin, rdelta, nstep, use_mad, x3, the_min):
-    """make_qkx2_quants (x3=False) / make_qkx3_quants (x3=True). the_min: f32[1] out (= -min)."""
+    """make_qkx2_quants (x3=False) / make_qkx3_quants (x3=True). the_min: f32[1] out (= -min).
+    Laux: f32[>= 3n] scratch."""
     mn = x[0]
     mx = x[0]
     xmin = x[0]
@@ -225,44 +226,156 @@ def make_qkx(n, nmax, x, w, L, Laux, rmin, rdelta, nstep, use_mad, x3, the_min):
     if nstep < 1:
         the_min[0] = -mn
         return scale
-    for is_ in range(nstep + 1):
-        iscale = (rmin + rdelta * F32(is_) + F32(nmax)) / (mx - mn)
-        sum_l = F32(0.0)
-        sum_l2 = F32(0.0)
-        sum_xl = F32(0.0)
-        # iscale*(x - mn) is monotone in x: check the two ends once
-        lo = iscale * (xmin - mn)
-        hi = iscale * (mx - mn)
-        ok = lo >= -LIM and lo <= LIM and hi >= -LIM and hi <= LIM
-        for i in range(n):
-            v = iscale * (x[i] - mn)
-            l = nearest_int_small(v) if ok else nearest_int(v)
-            l = max(0, min(nmax, l))
-            Laux[i] = l
-            fl = F32(l)
-            sum_l += w[i] * fl
-            sum_l2 += w[i] * fl * fl
-            sum_xl += w[i] * fl * x[i]
-        D = sum_w * sum_l2 - sum_l * sum_l
-        if D > F32(0.0):
-            this_scale = (sum_w * sum_xl - sum_x * sum_l) / D
-            this_min = (sum_l2 * sum_x - sum_l * sum_xl) / D
-            if this_min > F32(0.0):
-                this_min = F32(0.0)
-                this_scale = sum_xl / sum_l2
-            cur = F32(0.0)
-            for i in range(n):
-                diff = this_scale * F32(Laux[i]) + this_min - x[i]
-                diff = abs(diff) if use_mad else diff * diff
-                cur += w[i] * diff
-            if cur < best:
+    # Software pipeline over the trial steps: the error sum of step k and the three sums of
+    # step k+1 run in one loop (four independent float32 chains, each in C's order). Step
+    # k+1's sums assume mn is unchanged; if step k is accepted with a new min they are redone.
+    # While |iscale*(x - mn)| <= 2^22 (checked at both ends; the map is monotone in x),
+    # nearest_int(v) is exactly (v + 12582912.f) - 12582912.f, clamped in float; those
+    # rounded quants go to scratch (Laux[n:2n], Laux[2n:3n]) in a vectorizable loop. Any step
+    # failing the check, and all after it, run the line-for-line port.
+    fmax = F32(nmax)
+    zero = F32(0.0)
+    fa = Laux[n:2 * n]
+    fb = Laux[2 * n:3 * n]
+    k = 0
+    isk = (rmin + rdelta * F32(0) + fmax) / (mx - mn)
+    fast = _qkx_ok(isk, xmin, mx, mn)
+    if fast:
+        _qkx_round(n, x, isk, mn, fmax, fa)
+        sl, sl2, sxl = _qkx_sums(n, x, w, fa)
+    while fast and k <= nstep:
+        D = sum_w * sl2 - sl * sl
+        ts = (sum_w * sxl - sum_x * sl) / D
+        tm = (sl2 * sum_x - sl * sxl) / D
+        if tm > zero:
+            tm = zero
+            ts = sxl / sl2
+        isn = (rmin + rdelta * F32(k + 1) + fmax) / (mx - mn)
+        nxt = k + 1 <= nstep and _qkx_ok(isn, xmin, mx, mn)
+        cur = zero
+        nl = zero
+        nl2 = zero
+        nxl = zero
+        if nxt:
+            _qkx_round(n, x, isn, mn, fmax, fb)
+            if use_mad:
                 for i in range(n):
-                    L[i] = Laux[i]
-                best = cur
-                scale = this_scale
-                mn = this_min
+                    xi = x[i]
+                    wi = w[i]
+                    d = ts * fa[i] + tm - xi
+                    cur += wi * abs(d)
+                    g = fb[i]
+                    wg = wi * g
+                    nl += wg
+                    nl2 += wg * g
+                    nxl += wg * xi
+            else:
+                for i in range(n):
+                    xi = x[i]
+                    wi = w[i]
+                    d = ts * fa[i] + tm - xi
+                    cur += wi * (d * d)
+                    g = fb[i]
+                    wg = wi * g
+                    nl += wg
+                    nl2 += wg * g
+                    nxl += wg * xi
+        else:
+            for i in range(n):
+                d = ts * fa[i] + tm - x[i]
+                cur += w[i] * (abs(d) if use_mad else d * d)
+        if D > zero and cur < best:
+            for i in range(n):
+                L[i] = int(fa[i])
+            best = cur
+            scale = ts
+            if tm != mn:
+                mn = tm
+                if nxt:
+                    isn = (rmin + rdelta * F32(k + 1) + fmax) / (mx - mn)
+                    nxt = _qkx_ok(isn, xmin, mx, mn)
+                    if nxt:
+                        _qkx_round(n, x, isn, mn, fmax, fb)
+                        nl, nl2, nxl = _qkx_sums(n, x, w, fb)
+        k += 1
+        fast = nxt
+        isk = isn
+        sl = nl
+        sl2 = nl2
+        sxl = nxl
+        fa, fb = fb, fa
+    while k <= nstep:
+        iscale = (rmin + rdelta * F32(k) + fmax) / (mx - mn)
+        best, scale, mn = _qkx_step_checked(n, nmax, x, w, L, Laux, iscale, sum_w, sum_x, mn,
+                                            best, scale, use_mad)
+        k += 1
     the_min[0] = -mn
     return scale
+
+
+@njit(inline="always", **JIT)
+def _qkx_round(n, x, iscale, mn, fmax, out):
+    """out[i] = clamp(nearest_int(iscale*(x[i] - mn)), 0, nmax) as float (range checked)."""
+    for i in range(n):
+        f = (iscale * (x[i] - mn) + MAGIC) - MAGIC
+        out[i] = max(F32(0.0), min(fmax, f))
+
+
+@njit(inline="always", **JIT)
+def _qkx_ok(iscale, xmin, mx, mn):
+    lo = iscale * (xmin - mn)
+    hi = iscale * (mx - mn)
+    return lo >= -LIM and lo <= LIM and hi >= -LIM and hi <= LIM
+
+
+@njit(inline="always", **JIT)
+def _qkx_sums(n, x, w, f):
+    """sum_l, sum_l2, sum_xl of one trial step from its rounded quants f."""
+    sl = F32(0.0)
+    sl2 = F32(0.0)
+    sxl = F32(0.0)
+    for i in range(n):
+        g = f[i]
+        wg = w[i] * g
+        sl += wg
+        sl2 += wg * g
+        sxl += wg * x[i]
+    return sl, sl2, sxl
+
+
+@njit(**JIT)
+def _qkx_step_checked(n, nmax, x, w, L, Laux, iscale, sum_w, sum_x, mn, best, scale, use_mad):
+    """One trial step of make_qkx2/3_quants, line for line (any input). -> (best, scale, min)"""
+    sum_l = F32(0.0)
+    sum_l2 = F32(0.0)
+    sum_xl = F32(0.0)
+    for i in range(n):
+        l = nearest_int(iscale * (x[i] - mn))
+        l = max(0, min(nmax, l))
+        Laux[i] = F32(l)
+        fl = F32(l)
+        sum_l += w[i] * fl
+        sum_l2 += w[i] * fl * fl
+        sum_xl += w[i] * fl * x[i]
+    D = sum_w * sum_l2 - sum_l * sum_l
+    if D > F32(0.0):
+        this_scale = (sum_w * sum_xl - sum_x * sum_l) / D
+        this_min = (sum_l2 * sum_x - sum_l * sum_xl) / D
+        if this_min > F32(0.0):
+            this_min = F32(0.0)
+            this_scale = sum_xl / sum_l2
+        cur = F32(0.0)
+        for i in range(n):
+            diff = this_scale * Laux[i] + this_min - x[i]
+            diff = abs(diff) if use_mad else diff * diff
+            cur += w[i] * diff
+        if cur < best:
+            for i in range(n):
+                L[i] = int(Laux[i])
+            best = cur
+            scale = this_scale
+            mn = this_min
+    return best, scale, mn
 
 
 @njit(**JIT)

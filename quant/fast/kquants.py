@@ -108,7 +108,7 @@ def q2_k_quantize(x, qw, out):
     has_w = qw.size > 0
     for r in prange(nrows):
         L = np.empty(256, np.int32)
-        Laux = np.empty(32, np.int32)
+        Laux = np.empty(96, np.float32)   # make_qkx scratch (3 x n)
         w = np.empty(32, np.float32)
         scales = np.empty(16, np.float32)
         mins = np.empty(16, np.float32)
@@ -287,7 +287,7 @@ def _qk45_quantize(x, qw, out, nmax, ts):
     has_w = qw.size > 0
     for r in prange(nrows):
         L = np.empty(256, np.int32)
-        Laux = np.empty(32, np.int32)
+        Laux = np.empty(96, np.float32)   # make_qkx scratch (3 x n)
         w = np.empty(32, np.float32)
         scales = np.empty(8, np.float32)
         mins = np.empty(8, np.float32)

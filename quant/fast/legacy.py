@@ -123,7 +123,7 @@ def _q_min_quantize(x, qw, out, nbits, ts):
         xr = x[r]
         o = out[r]
         L = np.empty(32, np.int32)
-        Laux = np.empty(32, np.int32)
+        Laux = np.empty(96, np.float32)   # make_qkx scratch (3 x n)
         w = np.empty(32, np.float32)
         the_min = np.empty(1, np.float32)
         sigma2 = row_sigma2(xr, n) if has_w else F32(0.0)
