@@ -78,10 +78,18 @@ def test_numba_equals_numpy_random(qtype):
 
 
 def test_imatrix_required():
+    from quant.fast import iq1 as fast1, iq2 as fast2
+    from quant.types import FORMATS
     x = np.ones((1, 256), np.float32)
-    for qtype in sorted(NEEDS_IMATRIX & set(IQ_TYPES)):
+    for qtype in sorted(NEEDS_IMATRIX):
+        for backend in ("numpy", "numba"):
+            with pytest.raises(QuantError):
+                quant.quantize(x, qtype, backend=backend)
+        with pytest.raises(QuantError):                      # the layers below the API too
+            FORMATS[qtype].quantize_blocks(x.reshape(1, 1, 256), None)
+        fast = getattr(fast1 if qtype == "IQ1_S" else fast2, f"quantize_{qtype.lower()}")
         with pytest.raises(QuantError):
-            quant.quantize(x, qtype)
+            fast(x, np.zeros(0, np.float32), np.zeros((1, quant.row_size(qtype, 256)), np.uint8))
 
 
 def test_tables_decode_to_ggml_grids():

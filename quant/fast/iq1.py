@@ -11,6 +11,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from ..ref.iq_common import require_weights
 from ..ref.iq_tables import search_grid, table
 from ..types import register_fast
 from .iq_common import F32, FLT_MAX, as_blocks, get_f16, nearest_int, put_f16
@@ -388,6 +389,7 @@ def _dequantize_iq1(b, d, grid_deq, is_m, out):
 
 def quantize_iq1_s(x, qw, out):
     xb, wb, ob = as_blocks(x, qw, out, 256, 50)
+    require_weights(wb, "IQ1_S")
     sg = search_grid("iq1s")
     d = np.empty(xb.shape[0], np.float32)
     _quantize_iq1(xb, wb, sg.grid, sg.kmap, sg.neighbours, False, ob, d)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 from numba import njit, prange
 
+from ..ref.iq_common import require_weights
 from ..ref.iq_tables import search_grid, table
 from ..types import register_fast
 from .iq_common import F32, FLT_MAX, as_blocks, get_f16, nearest_int, put_f16
@@ -340,6 +341,8 @@ _NAMES = {XXS: ("iq2xxs", "iq2xxs_grid", 66), XS: ("iq2xs", "iq2xs_grid", 74), S
 def _quantize(x, qw, out, kind):
     name, _, ts = _NAMES[kind]
     xb, wb, ob = as_blocks(x, qw, out, 256, ts)
+    if kind != S:
+        require_weights(wb, "IQ2_XXS" if kind == XXS else "IQ2_XS")
     sg = search_grid(name)
     d = np.empty(xb.shape[0], np.float32)
     _quantize_iq2(xb, wb, sg.grid, sg.kmap, sg.neighbours, kind, ob, d)

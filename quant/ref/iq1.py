@@ -20,7 +20,7 @@ import numpy as np
 
 from ..types import Format
 from ._util import F32, f16_bytes, f16_from, nearest_int, seq_sum
-from .iq_common import blocks_and_weights, fmax_seq, pack_codes, padded_neighbours
+from .iq_common import blocks_and_weights, require_weights, fmax_seq, pack_codes, padded_neighbours
 from .iq_tables import search_grid, table
 
 DELTA = F32(0.125)
@@ -75,6 +75,7 @@ def _grid_q(gi, xx):
 @np.errstate(all="ignore")
 def quantize_iq1_s(x, qw):
     """x: f32[nb, 256]; qw: f32[nb, 256] -> u8[nb, 50]."""
+    require_weights(qw, "IQ1_S")
     nb = x.shape[0]
     sigma2 = F32(2.0) * seq_sum(x * x) / F32(256.0)
     xb = x.reshape(nb * 8, 32)

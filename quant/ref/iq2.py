@@ -20,7 +20,7 @@ import numpy as np
 
 from ..types import Format
 from ._util import F32, f16_bytes, f16_from, nearest_int, seq_sum
-from .iq_common import GROUP_MAX_EPS, blocks_and_weights, flip_signs, fmax_seq, pack_codes, refine, trial_search
+from .iq_common import GROUP_MAX_EPS, blocks_and_weights, require_weights, flip_signs, fmax_seq, pack_codes, refine, trial_search
 from .iq_tables import search_grid, table
 
 XXS, XS, S = "IQ2_XXS", "IQ2_XS", "IQ2_S"
@@ -81,6 +81,8 @@ def make_qp_quants(x, nmax: int, w):
 @np.errstate(all="ignore")
 def quantize_iq2(x, qw, kind: str):
     """x: f32[nb, 256]; qw: f32[nb, 256] or None -> u8[nb, 66 | 74 | 82]."""
+    if kind != S:
+        require_weights(qw, kind)
     name = _GRID[kind]
     nb = x.shape[0]
     bsz = 32 if kind == XXS else 16

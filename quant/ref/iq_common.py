@@ -3,9 +3,16 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..errors import QuantError
 from ._util import F32
 
 GROUP_MAX_EPS = F32(1e-15)
+
+
+def require_weights(qw, qtype: str) -> None:
+    """IQ2_XXS, IQ2_XS and IQ1_S have no weightless path (ggml asserts quant_weights)."""
+    if qw is None or np.size(qw) == 0:
+        raise QuantError(f"{qtype} requires an importance matrix (imatrix)")
 
 
 def blocks_and_weights(x, qw, block_size: int):
