@@ -112,15 +112,18 @@ def cmd_ppl(model: Path, name: str, ctx: int, chunks: int, threads: int, write: 
     from runtime.perplexity import perplexity, read_text_file
 
     ref = llama_perplexity(model, WIKITEXT, ctx, chunks, threads)
+    ref_fa_off = llama_perplexity(model, WIKITEXT, ctx, chunks, threads, extra=("-fa", "off"))
     res = perplexity(str(model), read_text_file(str(WIKITEXT)), n_ctx=ctx, n_chunks=chunks,
                      n_threads=threads, out=None)
     rel = abs(res.ppl - ref["ppl"]) / ref["ppl"]
     print(f"ppl {name}: llama.cpp {ref['ppl']:.4f} +/- {ref['err']:.5f}   ggufkit {res.ppl:.4f} +/- {res.err:.5f}"
-          f"   rel diff {rel:.2e}")
+          f"   rel diff {rel:.2e}\n  llama.cpp -fa off {ref_fa_off['ppl']:.4f}: rel diff "
+          f"{abs(res.ppl - ref_fa_off['ppl']) / ref_fa_off['ppl']:.2e}")
     if write:
         GOLDEN.mkdir(parents=True, exist_ok=True)
         (GOLDEN / f"ppl-{name}.json").write_text(json.dumps(
-            {"model": model.name, "text": WIKITEXT.name, "n_ctx": ctx, "n_chunks": chunks, **ref}, indent=1) + "\n")
+            {"model": model.name, "text": WIKITEXT.name, "n_ctx": ctx, "n_chunks": chunks, **ref,
+             "fa_off": ref_fa_off, "ggufkit": {"chunks": res.chunk_ppl, "ppl": res.ppl, "err": res.err}}, indent=1) + "\n")
     return rel
 
 

@@ -1,0 +1,47 @@
+"""The real model: gemma-3-270m Q4_K_M against llama.cpp's numbers (goldens from
+tools/compare_runtime.py). Runs only where the model is installed (tools/get_gemma3.py)."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+GOLDEN = Path(__file__).parent / "golden" / "runtime"
+WIKITEXT = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "wikitext-2-test.txt"
+
+
+@pytest.fixture(scope="module")
+def gemma(gemma3_path):
+    from runtime.loader import load
+    return load(str(gemma3_path))
+
+
+def test_hparams(gemma):
+    hp = gemma.hp
+    assert hp.arch == "gemma3" and hp.n_layer == 18 and hp.n_embd == 640 and hp.head_dim == 256
+    assert [s.window for s in hp.layers].count(None) == 3                       # layers 5, 11, 17 global
+    assert {s.rope_base for s in hp.layers} == {10000.0, 1000000.0}
+    assert gemma.output is gemma.w.mats["token_embd.weight"]                   # tied output
+
+
+@pytest.mark.parametrize("name", ["gemma3-q4km", "gemma3-q4km-2"])
+def test_greedy_generation_equals_llama_cpp(gemma, name):
+    from runtime.generate import generate_ids
+
+    g = json.loads((GOLDEN / f"greedy-{name}.json").read_text(encoding="utf-8"))
+    ids = generate_ids(gemma, gemma.tokenizer.encode(g["prompt"]), g["n"])
+    assert gemma.tokenizer.decode(ids) == g["text"]
+
+
+def test_perplexity_first_chunk_within_1pct_of_llama_cpp(gemma):
+    """One 512-token chunk (a few seconds to a minute on 2 cores). llama.cpp's default run
+    (flash attention, f16 V accumulation) and its -fa off run bracket ours; 1% is the target."""
+    from runtime.perplexity import perplexity, read_text_file
+
+    if not WIKITEXT.is_file():
+        pytest.skip("../shared/data/wikitext-2-test.txt not present")
+    g = json.loads((GOLDEN / "ppl-gemma3-q4km.json").read_text())
+    r = perplexity(gemma, read_text_file(str(WIKITEXT)), n_ctx=g["n_ctx"], n_chunks=1, out=None)
+    assert abs(r.chunk_ppl[0] - g["chunks"][0]) / g["chunks"][0] < 0.01
+    assert abs(r.chunk_ppl[0] - g["fa_off"]["chunks"][0]) / g["fa_off"]["chunks"][0] < 0.01
