@@ -101,7 +101,8 @@ def quantize(x, qtype, imatrix=None, *, backend: str = "numba", nthreads: int | 
             kern(x2, qw, out)
     else:
         qw = imatrix.reshape(nbr, t.block_size) if imatrix is not None else None
-        out = fmt.quantize_blocks(x2.reshape(nrows, nbr, t.block_size), qw)
+        with np.errstate(all="ignore"):       # C semantics: inf/NaN flow through silently
+            out = fmt.quantize_blocks(x2.reshape(nrows, nbr, t.block_size), qw)
     return out.reshape(*lead, rs)
 
 
@@ -126,5 +127,6 @@ def dequantize(data, qtype, *, backend: str = "numba", nthreads: int | None = No
             with _threads(nthreads):
                 kern(b, out)
     else:
-        out = fmt.dequantize_blocks(b) if b.shape[0] else np.empty((0, t.block_size), np.float32)
+        with np.errstate(all="ignore"):
+            out = fmt.dequantize_blocks(b) if b.shape[0] else np.empty((0, t.block_size), np.float32)
     return out.reshape(*lead, n)
