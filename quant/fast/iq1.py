@@ -61,8 +61,7 @@ def _find_best_neighbour2(nbrs, off, grid, xb, o, weight, wo, scale, xx, L, lo):
 def _iq1s_block(x, qw, grid, kmap, nbrs, out, scales, shifts, weight, sumx, sumw, vals, idx, L, index):
     x_p = np.array([F32(-1.0) + DELTA, DELTA, F32(1.0) + DELTA], np.float32)
     x_m = np.array([F32(-1.0) - DELTA, -DELTA, F32(1.0) - DELTA], np.float32)
-    for k in range(out.shape[0]):
-        out[k] = 0
+    out[:] = 0
     sumx2 = F32(0.0)
     for i in range(256):
         sumx2 += x[i] * x[i]
@@ -174,8 +173,7 @@ def _iq1m_block(x, qw, has_w, grid, kmap, nbrs, out, scales, shifts, weight, val
     into the top nibbles of the scales."""
     x_p = np.array([F32(-1.0) + DELTA, DELTA, F32(1.0) + DELTA], np.float32)
     x_m = np.array([F32(-1.0) - DELTA, -DELTA, F32(1.0) - DELTA], np.float32)
-    for k in range(out.shape[0]):
-        out[k] = 0
+    out[:] = 0
     sumx2 = F32(0.0)
     for i in range(256):
         sumx2 += x[i] * x[i]

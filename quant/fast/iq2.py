@@ -111,8 +111,7 @@ def _iq2_block(x, qw, has_w, grid, kmap, nbrs, kind, out, scales, weight, xval, 
     bsz = 32 if kind == XXS else 16
     ng = bsz // 8
     nsb = 256 // bsz
-    for k in range(out.shape[0]):
-        out[k] = 0
+    out[:] = 0
     sumx2 = F32(0.0)
     for i in range(256):
         sumx2 += x[i] * x[i]
@@ -264,9 +263,8 @@ def _iq2_block(x, qw, has_w, grid, kmap, nbrs, kind, out, scales, weight, xval, 
         max_scale = max_scale if max_scale > scale else scale
 
     if max_scale == F32(0.0):
-        for k in range(out.shape[0]):
-            if kind != S:
-                out[k] = 0
+        if kind != S:               # ggml: memset(qs, 0); IQ2_S keeps what it wrote
+            out[:] = 0
         return F32(0.0)
     d = max_scale / F32(31.0)
     idd = F32(1.0) / d

@@ -43,8 +43,7 @@ def _iq3_block(x, qw, has_w, grid, kmap, nbrs, is_xxs, out, scales, weight, xval
                on_grid, on_grid_aux, signs):
     """One 256-value super-block; writes everything but d into out; returns max_scale/31*fudge."""
     kMaxQ = 8
-    for k in range(out.shape[0]):
-        out[k] = 0
+    out[:] = 0
     sumx2 = F32(0.0)
     for i in range(256):
         sumx2 += x[i] * x[i]
@@ -180,9 +179,8 @@ def _iq3_block(x, qw, has_w, grid, kmap, nbrs, is_xxs, out, scales, weight, xval
         max_scale = max_scale if max_scale > scale else scale
 
     if max_scale == F32(0.0):
-        for k in range(out.shape[0]):
-            if is_xxs:
-                out[k] = 0
+        if is_xxs:                  # ggml: memset(qs, 0, quant_size); IQ3_S keeps what it wrote
+            out[:] = 0
         return F32(0.0)
     d = max_scale / F32(31.0)
     idd = F32(1.0) / d
