@@ -175,8 +175,10 @@ def matmul_tiled(data: np.ndarray, qt: int, n_in: int, x: np.ndarray) -> np.ndar
     x = np.ascontiguousarray(x, dtype=np.float32)
     out = np.empty((x.shape[0], n_out), np.float32)
     tile = max(64, TILE_BYTES // (4 * n_in))
+    if tile >= n_out:
+        return x @ dequantize(data, qt, n_in, np.arange(n_out)).T
     for r0 in range(0, n_out, tile):
         r1 = min(n_out, r0 + tile)
         w = dequantize(data, qt, n_in, np.arange(r0, r1))
-        np.matmul(x, w.T, out=out[:, r0:r1])
+        out[:, r0:r1] = x @ w.T       # (np.matmul into a strided out= would skip BLAS)
     return out
