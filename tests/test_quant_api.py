@@ -94,3 +94,18 @@ def test_imatrix_changes_k_quants():
     im = rng.uniform(0.01, 10, 256).astype(np.float32)
     assert not np.array_equal(quant.quantize(x, "Q4_K"), quant.quantize(x, "Q4_K", im))
     assert np.array_equal(quant.quantize(x, "Q8_0"), quant.quantize(x, "Q8_0", im))   # ignored by ggml
+
+
+SPECIAL_BITS = [0xFFFFFFFF, 0x7FFFFFFF, 0xFF800001, 0x7F800001, 0x7FC00000, 0xFFC00000,
+                0x7F800000, 0xFF800000, 0x477FF000, 0x477FEFFF, 0x33000000, 0x33000001]
+# ggml_fp32_to_fp16_row / ggml_fp32_to_bf16_row_ref on SPECIAL_BITS (libggml 0.3.36)
+GGML_F16 = [0xFE00, 0x7E00, 0xFE00, 0x7E00, 0x7E00, 0xFE00, 0x7C00, 0xFC00, 0x7C00, 0x7BFF, 0x0, 0x1]
+GGML_BF16 = [0xFFFF, 0x7FFF, 0xFFC0, 0x7FC0, 0x7FC0, 0xFFC0, 0x7F80, 0xFF80, 0x4780, 0x4780,
+             0x3300, 0x3300]
+
+
+@pytest.mark.parametrize("backend", ["numpy", "numba"])
+def test_float_conversions_of_nan_inf_and_ties(backend):
+    x = np.array(SPECIAL_BITS, np.uint32).view(np.float32)
+    assert quant.quantize(x, "F16", backend=backend).view(np.uint16).tolist() == GGML_F16
+    assert quant.quantize(x, "BF16", backend=backend).view(np.uint16).tolist() == GGML_BF16

@@ -17,29 +17,34 @@ PJIT = dict(JIT, parallel=True)
 FLT_MAX = F32(np.finfo(np.float32).max)
 
 
-@njit(**PJIT)
 def f16_quantize(x, qw, out):
-    nrows, n = x.shape
-    for r in prange(nrows):
-        for j in range(n):
-            h = f16_bits(x[r, j])
-            out[r, 2 * j] = h & 0xFF
-            out[r, 2 * j + 1] = h >> 8
+    """numpy's float16 cast (round to nearest even), NaN -> sign | 0x7e00 as in ggml."""
+    from ..ref._util import f16_bytes
+    out[...] = f16_bytes(x).reshape(out.shape)
 
 
-@njit(**PJIT)
 def f16_dequantize(b, out):
-    for i in prange(b.shape[0]):
-        out[i, 0] = get_f16(b[i], 0)
+    out[...] = np.ascontiguousarray(b).view(np.float16).astype(np.float32).reshape(out.shape)
 
 
 def f32_quantize(x, qw, out):
     out[...] = x.view(np.uint8).reshape(out.shape)
 
 
+@njit(**PJIT)
+def _bf16_kernel(u, out):
+    """ggml_compute_fp32_to_bf16 on the float bits u[nrows, n] -> u16 out[nrows, n]."""
+    for r in prange(u.shape[0]):
+        for j in range(u.shape[1]):
+            v = np.uint32(u[r, j])
+            if (v & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000):
+                out[r, j] = (v >> np.uint32(16)) | np.uint32(64)
+            else:
+                out[r, j] = (v + np.uint32(0x7FFF) + ((v >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16)
+
+
 def bf16_quantize(x, qw, out):
-    from ..ref.float import bf16_bits
-    out[...] = bf16_bits(x).view(np.uint8).reshape(out.shape)
+    _bf16_kernel(x.view(np.uint32), out.view(np.uint16))
 
 
 def _row_sigma2(xr, n):

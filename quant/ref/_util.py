@@ -8,7 +8,13 @@ F32 = np.float32
 def f16_bytes(a) -> np.ndarray:
     """f32[...] -> u8[..., 2]: GGML_FP32_TO_FP16 (round to nearest even), little endian."""
     a = np.asarray(a, np.float32)
-    return np.ascontiguousarray(a.astype(np.float16)).view(np.uint8).reshape(*a.shape, 2)
+    with np.errstate(over="ignore", invalid="ignore"):
+        h = np.ascontiguousarray(a.astype(np.float16)).view(np.uint16)
+    nan = a != a
+    if nan.any():                          # ggml: sign | 0x7e00 (numpy keeps NaN payload bits)
+        h = np.where(nan, (np.ascontiguousarray(a).view(np.uint32) >> 16 & 0x8000) | 0x7E00,
+                     h).astype(np.uint16)
+    return np.ascontiguousarray(h).view(np.uint8).reshape(*a.shape, 2)
 
 
 def f16_from(b) -> np.ndarray:

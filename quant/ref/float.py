@@ -28,8 +28,8 @@ class F16(Format, qtype="F16"):
 
 def bf16_bits(x) -> np.ndarray:
     """ggml_compute_fp32_to_bf16: (u + 0x7fff + ((u >> 16) & 1)) >> 16; NaN -> (u >> 16) | 64."""
-    u = np.ascontiguousarray(x, np.float32).view(np.uint32).astype(np.uint64)
-    r = ((u + 0x7FFF + ((u >> 16) & 1)) >> 16) & 0xFFFF
+    u = np.ascontiguousarray(x, np.float32).view(np.uint32)
+    r = (u + np.uint32(0x7FFF) + ((u >> 16) & 1)) >> 16     # wraps only for NaNs, replaced below
     nan = (u & 0x7FFFFFFF) > 0x7F800000
     r = np.where(nan, (u >> 16) | 64, r)
     return r.astype(np.uint16)
