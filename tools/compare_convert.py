@@ -112,12 +112,14 @@ def checkpoints(work: Path) -> dict[str, tuple[Path, Path]]:
     return out
 
 
-def kv_table(r: gguf.GGUFReader) -> dict:
+def kv_table(r: gguf.GGUFReader) -> dict[str, bytes]:
+    """key -> the field's encoded bytes (key, type, value) as stored; naming keys left out."""
     kv = {}
     for name, f in r.fields.items():
-        if name in NAMING_KEYS or name.startswith(NAMING_PREFIXES):
+        if name.startswith("GGUF.") or name in NAMING_KEYS or name.startswith(NAMING_PREFIXES):
             continue
-        kv[name] = ([int(t) for t in f.types], f.contents())
+        size = sum(int(p.nbytes) for p in f.parts)
+        kv[name] = bytes(r.data[f.offset:f.offset + size])
     return kv
 
 

@@ -291,24 +291,31 @@ def _bf16_bits_quieted(bits: np.ndarray) -> np.ndarray:
     return np.where(nan, bits | 0x0040, bits).astype(np.uint16) if nan.any() else bits
 
 
-def tensor_chunks(t: Planned) -> Iterator[bytes | np.ndarray]:
-    """The tensor's output bytes, in row chunks (memory: one chunk)."""
+def tensor_chunks(t: Planned) -> Iterator[np.ndarray]:
+    """The tensor's output bytes, in row chunks (memory: about one chunk, whatever the tensor size).
+
+    A Q/K permutation only moves rows inside a head, so a chunk's source rows lie in one window.
+    """
     if t.data is not None:
         yield gguf.quants.quantize(t.data, t.qtype)
         return
     ref = t.source
-    mm = ref.memmap()
     step = max(1, CHUNK_ELEMENTS // max(1, ref.n_cols))
     for r0 in range(0, ref.n_rows, step):
-        rows = slice(r0, min(r0 + step, ref.n_rows)) if t.perm is None else t.perm[r0:r0 + step]
+        r1 = min(r0 + step, ref.n_rows)
+        if t.perm is None:
+            raw = ref.read_rows(r0, r1)
+        else:
+            rows = t.perm[r0:r1]
+            lo, hi = int(rows.min()), int(rows.max()) + 1
+            raw = ref.read_rows(lo, hi)[rows - lo]
         if t.qtype == QT.BF16 and ref.dtype == "BF16":
-            yield _bf16_bits_quieted(np.asarray(mm[rows]))
+            yield _bf16_bits_quieted(raw)
             continue
-        x = ref.rows_f32(mm, rows)
+        x = ref.to_f32(raw)
         if len(t.shape) == 1:
             x = x.reshape(-1)
         yield gguf.quants.quantize(x, t.qtype)
-    del mm
 
 
 def _write_stream(w: gguf.GGUFWriter, plan: list[Planned], progress: bool) -> None:

@@ -48,18 +48,24 @@ class TensorRef:
     def n_cols(self) -> int:
         return int(np.prod(self.shape[1:])) if len(self.shape) > 1 else int(np.prod(self.shape))
 
-    def memmap(self) -> np.ndarray:
-        """The raw stored values as a read-only 2-D memmap [n_rows, n_cols] (BF16 as uint16)."""
-        np_dtype, _ = DTYPES[self.dtype]
-        return np.memmap(self.path, dtype=np_dtype, mode="r", offset=self.offset,
-                         shape=(self.n_rows, self.n_cols))
+    def read_rows(self, lo: int, hi: int) -> np.ndarray:
+        """Stored values of rows lo..hi-1, [hi-lo, n_cols] (BF16 as uint16 bits).
 
-    def rows_f32(self, mm: np.ndarray, rows: slice | np.ndarray) -> np.ndarray:
-        """Rows of the tensor as float32 (exact for F16/BF16), [len(rows), n_cols]."""
-        raw = mm[rows]
+        Maps just this window (np.memmap) and copies it out, so the mapping is dropped at once:
+        file pages never pile up in the process's resident set, however big the tensor.
+        """
+        np_dtype, size = DTYPES[self.dtype]
+        mm = np.memmap(self.path, dtype=np_dtype, mode="r", offset=self.offset + lo * self.n_cols * size,
+                       shape=(hi - lo, self.n_cols))
+        out = np.array(mm)
+        del mm
+        return out
+
+    def to_f32(self, raw: np.ndarray) -> np.ndarray:
+        """Stored values as float32 (exact for F16 and BF16)."""
         if self.dtype == "BF16":
             return (raw.astype(np.uint32) << 16).view(np.float32)
-        return raw.astype(np.float32)
+        return raw.astype(np.float32, copy=False)
 
 
 def read_json(path: Path, what: str) -> dict:
