@@ -122,9 +122,9 @@ def test_activation_quantizers_bit_exact(vtype):
     np.testing.assert_array_equal(d, rd)
 
 
-@pytest.mark.parametrize("qtype", ["IQ2_XXS", "IQ3_S", "TQ1_0"])
-def test_fallback_types_still_correct(qtype):
-    assert qtype not in backend.KERNEL_TYPES
+@pytest.mark.parametrize("qtype", ["IQ2_XXS", "IQ3_S", "IQ1_M", "TQ1_0"])
+def test_tiled_and_fallback_types_still_correct(qtype):
+    """IQ*: tiles dequantized by quant's Numba code; TQ1_0: the numpy reference."""
     w = random_qtensor(qtype, 5, 256)
     x = np.random.default_rng(1).standard_normal((2, 256)).astype(np.float32)
     got = backend.matmul(w, x)

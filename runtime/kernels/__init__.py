@@ -47,8 +47,9 @@ from runtime.kernels.dequant import BLOCKS
 from runtime.kernels import norm as _norm
 from runtime.kernels.rope import rope  # noqa: F401
 
-# ggml type names with a Numba matmul / get_rows kernel; others use the numpy reference
-MATMUL_TYPES = tuple(GGMLQuantizationType(t).name for t in BLOCKS)
+# ggml type names with a Numba matmul / get_rows path; others use the numpy reference.
+# BLOCKS: this package's kernels; QUANT_TILED: row tiles dequantized by quant's Numba code.
+MATMUL_TYPES = tuple(GGMLQuantizationType(t).name for t in sorted(set(BLOCKS) | _mm.QUANT_TILED))
 
 
 def matmul(data, qtype, n_in, x, ggml_act=True):

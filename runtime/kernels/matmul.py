@@ -104,9 +104,38 @@ def dequantize(data: np.ndarray, qt: int, n_in: int, rows: np.ndarray) -> np.nda
         out = np.empty((len(rows), n_in), np.uint32)
         dequant_rows_bf16(data.view(np.uint16), rows, out)
         return out.view(np.float32)
+    if qt not in BLOCKS:
+        return quant_dequantize(data[rows], GGMLQuantizationType(qt).name, n_in)
     out = np.empty((len(rows), n_in), np.float32)
     dequant_rows(data, rows, qt, BLOCKS[qt][0], out, F16_LUT)
     return out
+
+
+def _quant_fast_types() -> frozenset:
+    """ggml type ids that the ``quant`` package dequantizes with Numba (IQ1/IQ2/IQ3, ...)."""
+    try:
+        import quant
+        from quant import api
+    except ImportError:
+        return frozenset()
+    ids = set()
+    for t in GGMLQuantizationType:
+        try:
+            if api._fast(quant.get_type(t.name), "dequantize") is not None:
+                ids.add(int(t))
+        except Exception:  # noqa: BLE001 - type unknown to quant: not covered
+            pass
+    return frozenset(ids)
+
+
+# types without a kernel here whose rows quant's Numba dequantizers handle: tiled path only
+QUANT_TILED = _quant_fast_types() - set(BLOCKS)
+
+
+def quant_dequantize(rows_data: np.ndarray, qtype: str, n_in: int) -> np.ndarray:
+    """Packed rows -> f32 [n, n_in] with quant's Numba dequantizer (single-threaded per call)."""
+    import quant
+    return np.asarray(quant.dequantize(rows_data, qtype, backend="numba"), np.float32).reshape(-1, n_in)
 
 
 # weight types whose decode runs on integer dot products (qdot.py), and their activation format
@@ -150,7 +179,7 @@ def matmul(data: np.ndarray, qt: int, n_in: int, x: np.ndarray, ggml_act: bool =
     n_tok = x.shape[0]
     if qt == F32:
         return x @ data.view(np.float32).T
-    if n_tok >= PREFILL_MIN_TOKENS:
+    if n_tok >= PREFILL_MIN_TOKENS or qt not in BLOCKS:
         return matmul_tiled(data, qt, n_in, act_float(x, qt) if ggml_act else x)
     out = np.empty((n_tok, n_out), np.float32)
     if ggml_act and qt in INT_KERNELS:
