@@ -1,10 +1,13 @@
 """Helpers shared by the IQ numpy references (float32, C operation order)."""
 from __future__ import annotations
 
+from functools import lru_cache
+
 import numpy as np
 
 from ..errors import QuantError
-from ._util import F32
+from ._util import F32, nearest_int, seq_sum
+from .iq_tables import search_grid
 
 GROUP_MAX_EPS = F32(1e-15)
 
@@ -60,11 +63,6 @@ def fmax_seq(x):
 
 
 # ------------------------------------------------------------------ grid search (IQ2 / IQ3)
-
-from functools import lru_cache  # noqa: E402
-
-from ._util import nearest_int, seq_sum  # noqa: E402
-from .iq_tables import search_grid  # noqa: E402
 
 
 @lru_cache(maxsize=None)
