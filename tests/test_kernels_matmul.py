@@ -35,6 +35,10 @@ def random_qtensor(qtype: str, n_out: int, n_in: int, seed: int = 0) -> QTensor:
     raw = rng.integers(0, 256, size=(n_out, nb, size), dtype=np.uint8)
     if qtype == "MXFP4":
         raw[:, :, 0] = rng.integers(118, 128, size=(n_out, nb))
+    if qtype == "IQ1_M":
+        # the fp16 scale is the top nibbles of the 4 uint16 scale words (bytes 48..55): keep it ~2^-7
+        for k, hi in zip((49, 51, 53, 55), (rng.integers(0, 16, (n_out, nb)),) * 3 + (2,)):
+            raw[:, :, k] = (raw[:, :, k] & 0x0F) | (np.asarray(hi, np.uint8) << 4)
     for off in F16_FIELDS.get(qtype, []):
         d = (rng.random((n_out, nb)) * 0.02 + 0.001).astype(np.float16)
         raw[:, :, off:off + 2] = d.view(np.uint8).reshape(n_out, nb, 2)
