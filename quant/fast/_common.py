@@ -72,7 +72,10 @@ def f16_bits(f):
     return sign | (((e + 14) << 10) + q - 1024)
 
 
-@njit(**JIT)
+_POW2 = np.array([2.0 ** (e - 25) for e in range(32)], np.float64)
+
+
+@njit(inline="always", **JIT)
 def f16_value(h):
     """fp16 bits -> float32 (GGML_FP16_TO_FP32)."""
     e = (h >> 10) & 31
@@ -82,7 +85,7 @@ def f16_value(h):
     elif e == 31:
         v = np.inf if m == 0 else np.nan
     else:
-        v = (m + 1024) * 2.0 ** (e - 25)
+        v = (m + 1024) * _POW2[e]
     if h & 0x8000:
         v = -v
     return F32(v)

@@ -279,7 +279,7 @@ register_fast("Q4_0", quantize=q4_0_quantize)
 register_fast("Q4_1", quantize=q4_1_quantize)
 register_fast("Q5_0", quantize=q5_0_quantize)
 register_fast("Q5_1", quantize=q5_1_quantize)
-register_fast("Q8_0", quantize=q8_0_quantize, dequantize=q8_0_dequantize)
+register_fast("Q8_0", quantize=q8_0_quantize)   # numpy dequantization is faster here
 register_fast("Q8_1", quantize=q8_1_quantize)
 register_fast("Q1_0", quantize=q1_0_quantize)
 register_fast("Q2_0", quantize=q2_0_quantize)
