@@ -215,15 +215,6 @@ def q8_1_quantize(x, qw, out):
     _q8_quantize(x, qw, out, True)
 
 
-@njit(**PJIT)
-def q8_0_dequantize(b, out):
-    for i in prange(b.shape[0]):
-        d = get_f16(b[i], 0)
-        for j in range(32):
-            q = np.int8(b[i, 2 + j])
-            out[i, j] = F32(q) * d
-
-
 # ------------------------------------------------------------------ Q1_0 / Q2_0
 
 @njit(**PJIT)
