@@ -4,6 +4,10 @@
     python tools/compare_runtime.py tokens MODEL.gguf NAME    # llama-tokenize ids -> tokens-NAME.json
     python tools/compare_runtime.py ppl MODEL.gguf NAME [-c 512 --chunks 4 -t 2]
                                                               # llama-perplexity vs ggufkit -> ppl-NAME.json
+    python tools/compare_runtime.py ppl-fixture FIXTURE.gguf NAME -c 128 --chunks 4
+                                                              # same on tests/golden/runtime/fixture-text.txt
+    python tools/compare_runtime.py kld-fixture F16.gguf NAME --quant Q.gguf -c 128 --chunks 4
+                                                              # KL divergence stats -> kld-NAME.json
     python tools/compare_runtime.py greedy MODEL.gguf NAME [-p PROMPT -n 16]
                                                               # llama.cpp greedy tokens vs ggufkit -> greedy-NAME.json
     python tools/compare_runtime.py all                       # all of it for the gemma3 model and fixtures
@@ -108,12 +112,29 @@ def llama_perplexity(model: Path, text: Path, ctx: int, chunks: int, threads: in
     return {"chunks": chunk_ppl, "ppl": float(m.group(1)), "err": float(m.group(2))}
 
 
-def cmd_ppl(model: Path, name: str, ctx: int, chunks: int, threads: int, write: bool) -> bool:
+def fixture_text(n_words: int = 3000, seed: int = 0) -> str:
+    """A deterministic made-up English-like text for perplexity on the tiny fixtures."""
+    import numpy as np
+    words = ("the of and to in a is that for it as was with be by on not he this are or his from at which "
+             "but have an they you were her she there been one all we their has would when if so no will more "
+             "model layer token weight quantized matrix river city music 1998 42 , . ; ( ) \" ' - 3.14 Über naïve").split()
+    rng = np.random.default_rng(seed)
+    lines, line = [], []
+    for i in range(n_words):
+        line.append(words[int(rng.integers(len(words)))])
+        if rng.random() < 0.06:
+            lines.append(" ".join(line))
+            line = []
+    return "\n".join(lines) + "\n"
+
+
+def cmd_ppl(model: Path, name: str, ctx: int, chunks: int, threads: int, write: bool, text_path: Path = None) -> bool:
     from runtime.perplexity import perplexity, read_text_file
 
-    ref = llama_perplexity(model, WIKITEXT, ctx, chunks, threads)
-    ref_fa_off = llama_perplexity(model, WIKITEXT, ctx, chunks, threads, extra=("-fa", "off"))
-    res = perplexity(str(model), read_text_file(str(WIKITEXT)), n_ctx=ctx, n_chunks=chunks,
+    text_path = text_path or WIKITEXT
+    ref = llama_perplexity(model, text_path, ctx, chunks, threads)
+    ref_fa_off = llama_perplexity(model, text_path, ctx, chunks, threads, extra=("-fa", "off"))
+    res = perplexity(str(model), read_text_file(str(text_path)), n_ctx=ctx, n_chunks=chunks,
                      n_threads=threads, out=None)
     rel = abs(res.ppl - ref["ppl"]) / ref["ppl"]
     print(f"ppl {name}: llama.cpp {ref['ppl']:.4f} +/- {ref['err']:.5f}   ggufkit {res.ppl:.4f} +/- {res.err:.5f}"
@@ -122,9 +143,34 @@ def cmd_ppl(model: Path, name: str, ctx: int, chunks: int, threads: int, write: 
     if write:
         GOLDEN.mkdir(parents=True, exist_ok=True)
         (GOLDEN / f"ppl-{name}.json").write_text(json.dumps(
-            {"model": model.name, "text": WIKITEXT.name, "n_ctx": ctx, "n_chunks": chunks, **ref,
+            {"model": model.name, "text": text_path.name, "n_ctx": ctx, "n_chunks": chunks, **ref,
              "fa_off": ref_fa_off, "ggufkit": {"chunks": res.chunk_ppl, "ppl": res.ppl, "err": res.err}}, indent=1) + "\n")
     return rel
+
+
+def cmd_kld_fixture(base: Path, quant: Path, name: str, ctx: int, chunks: int, threads: int, write: bool):
+    """llama-perplexity --kl-divergence-base on BASE, --kl-divergence on QUANT; ggufkit the same."""
+    from runtime.perplexity import kl_divergence, perplexity, read_text_file
+
+    text = GOLDEN / "fixture-text.txt"
+    with tempfile.TemporaryDirectory() as d:
+        lb = Path(d) / "base.logits"
+        llama_perplexity(base, text, ctx, chunks, threads, extra=("--kl-divergence-base", lb))
+        r = run([LLAMA_BIN / "llama-perplexity", "-m", quant, "-c", ctx, "-t", threads,
+                 "--kl-divergence-base", lb, "--kl-divergence"])
+        out = r.stdout + r.stderr
+        num = lambda pat: float(re.search(pat + r"\s*:\s*(-?[0-9.]+)", out).group(1))  # noqa: E731
+        ref = {"kld_mean": num(r"Mean    KLD"), "kld_median": num(r"Median  KLD"), "kld_max": num(r"Maximum KLD"),
+               "same_top_pct": num(r"Same top p"), "ppl_q": num(r"Mean PPL\(Q\)\s"),
+               "ppl_base": num(r"Mean PPL\(base\)\s")}
+        ob = Path(d) / "ours.logits"
+        perplexity(str(base), read_text_file(str(text)), ctx, chunks, n_threads=threads, kl_base_file=str(ob), out=None)
+        k = kl_divergence(str(quant), str(ob), n_threads=threads, out=None)
+    print(f"kld {name}: llama.cpp {ref}\n  ggufkit mean KLD {k.kld_mean:.6f} median {k.kld_median:.6f} "
+          f"max {k.kld_max:.6f} same top {100 * k.same_top:.3f}% PPL(Q) {k.ppl:.6f} PPL(base) {k.ppl_base:.6f}")
+    if write:
+        (GOLDEN / f"kld-{name}.json").write_text(json.dumps(
+            {"base": base.name, "quant": quant.name, "n_ctx": ctx, "n_chunks": chunks, **ref}, indent=1) + "\n")
 
 
 # ---------------------------------------------------------------- greedy generation
@@ -164,7 +210,8 @@ def cmd_greedy(model: Path, name: str, prompt: str, n: int, threads: int, write:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("what", choices=["tokens", "ppl", "greedy", "all"])
+    ap.add_argument("what", choices=["tokens", "ppl", "ppl-fixture", "kld-fixture", "greedy", "all"])
+    ap.add_argument("--quant", help="kld-fixture: the quantized GGUF compared with MODEL")
     ap.add_argument("model", nargs="?")
     ap.add_argument("name", nargs="?")
     ap.add_argument("-c", type=int, default=512)
@@ -188,6 +235,13 @@ def main() -> None:
         cmd_tokens(model, a.name, write)
     elif a.what == "ppl":
         cmd_ppl(model, a.name, a.c, a.chunks, a.t, write)
+    elif a.what == "kld-fixture":
+        cmd_kld_fixture(model, Path(a.quant), a.name, a.c, a.chunks, a.t, write)
+    elif a.what == "ppl-fixture":          # MODEL = a fixture GGUF (e.g. ggufkit convert --outtype f16)
+        text = GOLDEN / "fixture-text.txt"
+        if write:
+            text.write_text(fixture_text(), encoding="utf-8")
+        cmd_ppl(model, a.name, a.c, a.chunks, a.t, write, text)
     else:
         cmd_greedy(model, a.name, a.p, a.n, a.t, write)
 
