@@ -27,12 +27,30 @@ def _s(b: str) -> bytes:
     return struct.pack("<Q", len(e)) + e
 
 
-def tiny_tensors(seed: int = 0) -> list[tuple[str, np.ndarray]]:
-    """(name, array) with numpy shape = reversed ggml ne; F32 for norms, F16 for weights."""
+def tiny_tensors(seed: int = 0, n_expert: int = 0) -> list[tuple[str, np.ndarray]]:
+    """(name, array) with numpy shape = reversed ggml ne; F32 for norms, F16 for weights.
+
+    With ``n_expert`` the FFN is a mixture of experts: ``ffn_{gate,up,down}_exps`` [ne0, rows,
+    n_expert] and the router ``ffn_gate_inp`` (F32, never quantized)."""
     rng = np.random.default_rng(seed)
     w = lambda rows, cols: (rng.standard_normal((rows, cols)) * 0.02).astype(np.float16)  # noqa: E731
     T = [("token_embd.weight", w(VOCAB, N_EMBD))]
     for i in range(N_LAYER):
+        if n_expert:
+            e = lambda rows, cols: (rng.standard_normal((n_expert, rows, cols)) * 0.02).astype(np.float16)  # noqa: E731
+            T += [
+                (f"blk.{i}.attn_norm.weight", np.ones(N_EMBD, np.float32)),
+                (f"blk.{i}.attn_q.weight", w(ROWS, N_EMBD)),
+                (f"blk.{i}.attn_k.weight", w(ROWS // 2, N_EMBD)),
+                (f"blk.{i}.attn_v.weight", w(ROWS // 2, N_EMBD)),
+                (f"blk.{i}.attn_output.weight", w(ROWS, N_EMBD)),
+                (f"blk.{i}.ffn_norm.weight", np.ones(N_EMBD, np.float32)),
+                (f"blk.{i}.ffn_gate_inp.weight", (rng.standard_normal((n_expert, N_EMBD)) * 0.02).astype(np.float32)),
+                (f"blk.{i}.ffn_gate_exps.weight", e(8, N_EMBD)),
+                (f"blk.{i}.ffn_up_exps.weight", e(8, N_EMBD)),
+                (f"blk.{i}.ffn_down_exps.weight", e(4, N_FF)),
+            ]
+            continue
         T += [
             (f"blk.{i}.attn_norm.weight", (1 + 0.05 * rng.standard_normal(N_EMBD)).astype(np.float32)),
             (f"blk.{i}.attn_q.weight", w(ROWS, N_EMBD)),
@@ -44,15 +62,18 @@ def tiny_tensors(seed: int = 0) -> list[tuple[str, np.ndarray]]:
             (f"blk.{i}.ffn_up.weight", w(ROWS, N_EMBD)),
             (f"blk.{i}.ffn_down.weight", w(ROWS // 2, N_FF)),
         ]
-    T[2][1][0, :] = 0                      # an all-zero row
-    T[3][1][1, 7] = 3.0                    # one outlier
+    if not n_expert:
+        T[2][1][0, :] = 0                  # an all-zero row
+        T[3][1][1, 7] = 3.0                # one outlier
     T += [("output_norm.weight", np.ones(N_EMBD, np.float32)), ("output.weight", w(VOCAB, N_EMBD))]
     return T
 
 
-def write_tiny_gguf(path: str | Path, seed: int = 0) -> Path:
+def write_tiny_gguf(path: str | Path, seed: int = 0, n_expert: int = 0) -> Path:
     """GGUF v3, llama architecture, general.file_type 1 (F16), alignment 32."""
-    kv = [
+    moe = [(_s("llama.expert_count"), 4, struct.pack("<I", n_expert)),
+           (_s("llama.expert_used_count"), 4, struct.pack("<I", 2))] if n_expert else []
+    kv = moe + [
         (_s("general.architecture"), 8, _s("llama")),
         (_s("general.name"), 8, _s("ggufkit quantize golden")),
         (_s("llama.block_count"), 4, struct.pack("<I", N_LAYER)),
@@ -68,7 +89,7 @@ def write_tiny_gguf(path: str | Path, seed: int = 0) -> Path:
         (_s("general.file_type"), 4, struct.pack("<I", 1)),
         (_s("general.quantization_version"), 4, struct.pack("<I", 2)),
     ]
-    tensors = tiny_tensors(seed)
+    tensors = tiny_tensors(seed, n_expert)
     head = b"GGUF" + struct.pack("<IQQ", 3, len(tensors), len(kv))
     body = b"".join(k + struct.pack("<I", t) + v for k, t, v in kv)
     infos, blobs, off = [], [], 0
@@ -113,6 +134,40 @@ def cases() -> dict[str, tuple[list[str], str]]:
     out["IQ3_M/include-weights"] = (["--imatrix", IMATRIX_GGUF, "--include-weights", "ffn"], "IQ3_M")
     out["IQ4_NL/exclude-weights"] = (["--imatrix", IMATRIX_GGUF, "--exclude-weights", "attn_"], "IQ4_NL")
     return out
+
+
+N_EXPERT = 4
+MOE_IMATRIX = "moe.imatrix.gguf"
+
+
+def write_moe_imatrix(path: str | Path) -> Path:
+    """A synthetic GGUF imatrix for the MoE model: per-expert sums and counts, one count 0."""
+    from quant.imatrix import save_imatrix_gguf
+
+    rng = np.random.default_rng(1)
+    sums, counts = {}, {}
+    for name, a in tiny_tensors(0, N_EXPERT):
+        if a.ndim < 2 or "norm" in name or "gate_inp" in name or "token_embd" in name:
+            continue
+        n_mat = a.shape[0] if a.ndim == 3 else 1
+        sums[name] = rng.uniform(0.5, 20, (n_mat, a.shape[-1])).astype(np.float32)
+        counts[name] = rng.integers(1, 9, n_mat).astype(np.float32)
+        if n_mat > 1 and name.startswith("blk.1."):
+            counts[name][2] = 0                       # an expert never routed: weights 1.0
+    save_imatrix_gguf(path, sums, counts, datasets=["synthetic"], chunk_count=4, chunk_size=128)
+    return Path(path)
+
+
+def moe_cases() -> dict[str, tuple[list[str], str]]:
+    return {
+        "moe/MXFP4_MOE/plain": ([], "MXFP4_MOE"),
+        "moe/Q4_K_M/plain": ([], "Q4_K_M"),
+        "moe/Q3_K_M/plain": ([], "Q3_K_M"),
+        "moe/IQ3_XS/plain": ([], "IQ3_XS"),
+        "moe/Q4_K_M/imatrix": (["--imatrix", MOE_IMATRIX], "Q4_K_M"),
+        "moe/IQ2_XS/imatrix": (["--imatrix", MOE_IMATRIX], "IQ2_XS"),
+        "moe/IQ4_XS/imatrix": (["--imatrix", MOE_IMATRIX], "IQ4_XS"),
+    }
 
 
 def to_kwargs(opts: list[str]) -> dict:

@@ -13,7 +13,8 @@ from ggufkit.cli import main as cli_main
 from ggufkit.errors import GGUFKitError
 from ggufkit.quantize import _scan, dequantize_file, parse_positional, quantize_file
 from quant.errors import QuantError
-from quantize_cases import GOLDEN_DIR, IMATRIX_GGUF, cases, to_kwargs, write_tiny_gguf
+from quantize_cases import (
+    GOLDEN_DIR, IMATRIX_GGUF, N_EXPERT, cases, moe_cases, to_kwargs, write_tiny_gguf)
 
 HASHES = json.loads((GOLDEN_DIR / "hashes.json").read_text())
 CASES = cases()
@@ -47,6 +48,22 @@ def test_same_bytes_as_llama_quantize(case, tiny, tmp_path, monkeypatch):
     monkeypatch.chdir(GOLDEN_DIR)            # the imatrix path is written into the file
     out = tmp_path / "out.gguf"
     check(HASHES[case], lambda: quantize_file(tiny, out, ftype, 2, progress=False, **to_kwargs(opts)), out)
+
+
+@pytest.fixture(scope="module")
+def tiny_moe(tmp_path_factory):
+    p = write_tiny_gguf(tmp_path_factory.mktemp("moe") / "moe-f16.gguf", n_expert=N_EXPERT)
+    assert hashlib.sha256(p.read_bytes()).hexdigest() == HASHES["moe-input"]["sha256"]
+    return p
+
+
+@pytest.mark.parametrize("case", sorted(moe_cases()))
+def test_moe_same_bytes_as_llama_quantize(case, tiny_moe, tmp_path, monkeypatch):
+    """3-D expert tensors: MXFP4_MOE, layer from the name, per-expert imatrix slices."""
+    opts, ftype = moe_cases()[case]
+    monkeypatch.chdir(GOLDEN_DIR)
+    out = tmp_path / "out.gguf"
+    check(HASHES[case], lambda: quantize_file(tiny_moe, out, ftype, 2, progress=False, **to_kwargs(opts)), out)
 
 
 def test_requantize_and_dequantize(tiny, tmp_path):

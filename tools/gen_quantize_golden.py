@@ -26,7 +26,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from quantize_cases import GOLDEN_DIR, cases, write_tiny_gguf  # noqa: E402
+from quantize_cases import (  # noqa: E402
+    GOLDEN_DIR, MOE_IMATRIX, N_EXPERT, cases, moe_cases, write_moe_imatrix, write_tiny_gguf)
 
 
 def run(lq: str, opts: list[str], src: Path, dst: Path, ftype: str) -> dict:
@@ -59,6 +60,12 @@ def main() -> None:
         run(args.llama_quantize, [], src, q4, "Q4_K_M")
         for t in ("F16", "F32", "BF16"):
             out[f"dequantize/Q4_K_M-{t}"] = run(args.llama_quantize, ["--allow-requantize"], q4, d / "out.gguf", t)
+        write_moe_imatrix(GOLDEN_DIR / MOE_IMATRIX)
+        moe = write_tiny_gguf(d / "moe-f16.gguf", n_expert=N_EXPERT)
+        out["moe-input"] = {"sha256": hashlib.sha256(moe.read_bytes()).hexdigest()}
+        for name, (opts, ftype) in moe_cases().items():
+            out[name] = run(args.llama_quantize, opts, moe, d / "out.gguf", ftype)
+            print(name, out[name])
     dest = GOLDEN_DIR / "hashes.json"
     dest.write_text(json.dumps(out, indent=1) + "\n")
     print(f"{len(out)} entries -> {dest}")
