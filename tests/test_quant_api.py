@@ -109,3 +109,14 @@ def test_float_conversions_of_nan_inf_and_ties(backend):
     x = np.array(SPECIAL_BITS, np.uint32).view(np.float32)
     assert quant.quantize(x, "F16", backend=backend).view(np.uint16).tolist() == GGML_F16
     assert quant.quantize(x, "BF16", backend=backend).view(np.uint16).tolist() == GGML_BF16
+
+
+@pytest.mark.parametrize("name", ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "BF16", "TQ1_0", "TQ2_0", "MXFP4"])
+def test_quantize_matches_gguf_py(name):
+    """gguf-py's own quantizers (the types it has) agree with ours (no imatrix)."""
+    gguf = pytest.importorskip("gguf")
+    from gguf import quants as gq
+    x = (np.random.default_rng(5).standard_normal((6, 512)) * 0.1).astype(np.float32)
+    exp = np.asarray(gq.quantize(x, gguf.GGMLQuantizationType[name]))
+    got = quant.quantize(x, name, backend="numpy")
+    assert np.array_equal(got, exp.view(np.uint8).reshape(got.shape))
