@@ -15,6 +15,7 @@ import numpy as np
 from numba import njit, prange
 
 from runtime.kernels import qdot
+from runtime.kernels.simd import rowdot_bf16, rowdot_f16
 from runtime.kernels.act import quantize_q8_0, quantize_q8_k
 from runtime.kernels.dequant import (BF16, BLOCKS, F16, F16_LUT, F32, Q2_K, Q3_K, Q4_0, Q4_K, Q5_0, Q5_K, Q6_K, Q8_0,
                                      deq_block, dequant_rows, dequant_rows_bf16, dequant_rows_f16)
@@ -62,13 +63,14 @@ def matvec_f16(w, x, out, lut):
     """F16 weights. w: uint16 [n_out, n_in] (fp16 bits); x f32 [n_tok, n_in]."""
     n_out, n_in = w.shape
     n_tok = x.shape[0]
-    n_chunks = (n_out + ROW_CHUNK - 1) // ROW_CHUNK
-    for c in prange(n_chunks):
+    nvec = n_in // 16
+    for c in prange((n_out + ROW_CHUNK - 1) // ROW_CHUNK):
         for r in range(c * ROW_CHUNK, min(n_out, (c + 1) * ROW_CHUNK)):
+            row = w[r]
             for t in range(n_tok):
-                s = np.float32(0.0)
-                for k in range(n_in):
-                    s += lut[w[r, k]] * x[t, k]
+                s = rowdot_f16(row, 0, x[t], nvec)
+                for k in range(16 * nvec, n_in):
+                    s += lut[row[k]] * x[t, k]
                 out[t, r] = s
 
 
@@ -77,17 +79,17 @@ def matvec_bf16(w, x, out):
     """BF16 weights. w: uint16 [n_out, n_in] (bf16 bits); x f32 [n_tok, n_in]."""
     n_out, n_in = w.shape
     n_tok = x.shape[0]
-    n_chunks = (n_out + ROW_CHUNK - 1) // ROW_CHUNK
-    for c in prange(n_chunks):
-        wf = np.empty(n_in, np.uint32)
-        wv = wf.view(np.float32)
+    nvec = n_in // 16
+    for c in prange((n_out + ROW_CHUNK - 1) // ROW_CHUNK):
+        tail = np.empty(16, np.uint32)
+        tv = tail.view(np.float32)
         for r in range(c * ROW_CHUNK, min(n_out, (c + 1) * ROW_CHUNK)):
-            for k in range(n_in):
-                wf[k] = np.uint32(w[r, k]) << np.uint32(16)
+            row = w[r]
             for t in range(n_tok):
-                s = np.float32(0.0)
-                for k in range(n_in):
-                    s += wv[k] * x[t, k]
+                s = rowdot_bf16(row, 0, x[t], nvec)
+                for k in range(16 * nvec, n_in):
+                    tail[0] = np.uint32(row[k]) << np.uint32(16)
+                    s += tv[0] * x[t, k]
                 out[t, r] = s
 
 

@@ -24,6 +24,7 @@ from numba.extending import intrinsic
 
 _I8 = ir.IntType(8)
 _I32 = ir.IntType(32)
+_F32 = ir.FloatType()
 
 
 def _ptr(context, builder, aty, ary, off):
@@ -219,3 +220,40 @@ def dot_q6_32(typingctx, w, qlo, qho, shl_, shh, sca, scb, x, xo):
         return _reduce(builder, builder.mul(qs, xv), 32)
     return sig, codegen
 
+
+
+# ---------------------------------------------------------------- float rows (F16 / BF16 weights)
+
+def _rowdot_16bit(kind):
+    def impl(typingctx, w, wo, x, nvec):
+        sig = types.float32(w, wo, x, nvec)
+
+        def codegen(context, builder, signature, args):
+            v16f = ir.VectorType(_F32, 16)
+            v16h = ir.VectorType(ir.IntType(16), 16)
+            w0 = _ptr(context, builder, signature.args[0], args[0], args[1])
+            x0 = _ptr(context, builder, signature.args[2], args[2], ir.Constant(args[1].type, 0))
+            acc = cgutils.alloca_once_value(builder, ir.Constant(v16f, [0.0] * 16))
+            with cgutils.for_range(builder, args[3]) as loop:
+                i = builder.mul(loop.index, ir.Constant(loop.index.type, 16))
+                hv = builder.load(builder.bitcast(builder.gep(w0, [i]), v16h.as_pointer()), align=1)
+                if kind == "f16":
+                    wv = builder.fpext(builder.bitcast(hv, ir.VectorType(ir.HalfType(), 16)), v16f)
+                else:   # bf16: the high half of a float32
+                    u = builder.shl(builder.zext(hv, ir.VectorType(_I32, 16)), _cvec([16] * 16))
+                    wv = builder.bitcast(u, v16f)
+                xv = builder.load(builder.bitcast(builder.gep(x0, [i]), v16f.as_pointer()), align=4)
+                builder.store(builder.fadd(builder.load(acc), builder.fmul(wv, xv)), acc)
+            a = builder.load(acc)
+            s = builder.extract_element(a, ir.Constant(_I32, 0))
+            for k in range(1, 16):
+                s = builder.fadd(s, builder.extract_element(a, ir.Constant(_I32, k)))
+            return s
+        return sig, codegen
+    return impl
+
+
+# rowdot_f16(w, wo, x, nvec) / rowdot_bf16: sum_{i < 16 nvec} float(w[wo+i]) * x[i] for a uint16
+# row of fp16 / bf16 bits and a float32 x (16 lanes per step, one horizontal sum at the end).
+rowdot_f16 = intrinsic(_rowdot_16bit("f16"))
+rowdot_bf16 = intrinsic(_rowdot_16bit("bf16"))
