@@ -23,6 +23,7 @@ from __future__ import annotations
 import os
 import struct
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -236,14 +237,31 @@ def _open(path: str | os.PathLike) -> _Source:
 
 # --- converting one tensor -----------------------------------------------------------------------
 
+def _half_to_f32(src: np.ndarray, dst: np.ndarray, bf16: bool) -> None:
+    if bf16:
+        np.left_shift(src.view(np.uint16).astype(np.uint32), 16, out=dst.view(np.uint32))
+    else:
+        dst[...] = src.view(np.float16)
+
+
 def _to_f32(raw: np.ndarray, src_type: str, n_per_row: int, backend: str, nthreads) -> np.ndarray:
-    """Rows of raw bytes [nrows, row_bytes] -> float32 [nrows, n_per_row], exactly as ggml."""
+    """Rows of raw bytes [nrows, row_bytes] -> float32 [nrows, n_per_row], exactly as ggml.
+
+    F16/BF16 widen exactly (numpy casts release the GIL, so slices run on threads)."""
     if src_type == "F32":
         return raw.view(np.float32).reshape(-1, n_per_row)
-    if src_type == "F16":
-        return raw.view(np.float16).astype(np.float32).reshape(-1, n_per_row)
-    if src_type == "BF16":
-        return (raw.view(np.uint16).astype(np.uint32) << 16).view(np.float32).reshape(-1, n_per_row)
+    if src_type in ("F16", "BF16"):
+        src = raw.reshape(-1).view(np.uint16)
+        out = np.empty(src.size, np.float32)
+        n = max(1, min(nthreads or os.cpu_count() or 1, src.size // (1 << 20) or 1))
+        if n == 1:
+            _half_to_f32(src, out, src_type == "BF16")
+        else:
+            edges = np.linspace(0, src.size, n + 1).astype(np.int64)
+            with ThreadPoolExecutor(n) as ex:
+                list(ex.map(lambda i: _half_to_f32(src[edges[i]:edges[i + 1]], out[edges[i]:edges[i + 1]],
+                                                   src_type == "BF16"), range(n)))
+        return out.reshape(-1, n_per_row)
     return quant.dequantize(raw, src_type, backend=backend, nthreads=nthreads).reshape(-1, n_per_row)
 
 
