@@ -94,7 +94,7 @@ def run_cmd(model, prompt, n_predict, ctx_size, temp, top_k, top_p, min_p, repea
     from runtime.generate import SamplingParams, run
 
     params = SamplingParams(temp=temp, top_k=top_k, top_p=top_p, min_p=min_p, repeat_penalty=repeat_penalty, seed=seed)
-    run(model, prompt, n_predict, params, threads, ctx_size, err=click.get_text_stream("stderr"))
+    run(model, prompt, n_predict, params, threads, ctx_size, err=sys.stderr)
 
 
 @cli.command("chat")
@@ -147,7 +147,7 @@ def bench_cmd(model, n_prompt, n_gen, batch_size, repetitions, threads, output) 
     """Prompt (pp) and generation (tg) tokens/s of MODEL, like llama-bench."""
     from runtime.bench import bench
 
-    bench(model, n_prompt, n_gen, repetitions, threads, batch_size, output, out=click.get_text_stream("stdout"))
+    bench(model, n_prompt, n_gen, repetitions, threads, batch_size, output, out=sys.stdout)
 
 
 @cli.command("convert")

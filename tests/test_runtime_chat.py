@@ -62,17 +62,14 @@ def test_think_printer_marks_sections_split_across_chunks():
     assert out.getvalue() == "[thinking] abc [/thinking]answer\n"
 
 
-@pytest.fixture(scope="module")
-def chat_model(tmp_path_factory):
+def write_chat_gguf(path) -> Path:
     """A tiny random llama GGUF carrying the bundled Llama-3 tokenizer and chat template."""
     from gguf import GGUFWriter
 
-    from runtime.loader import load
     from tests.test_runtime_tokenizer import llama3_metadata
 
     md = llama3_metadata()
     n_vocab, n_embd, rng = len(md["tokenizer.ggml.tokens"]), 32, np.random.default_rng(1)
-    path = tmp_path_factory.mktemp("chat") / "chat.gguf"
     w = GGUFWriter(str(path), "llama")
     for k, v in ((w.add_block_count, 1), (w.add_embedding_length, n_embd), (w.add_context_length, 512),
                  (w.add_head_count, 2), (w.add_head_count_kv, 1), (w.add_feed_forward_length, 64),
@@ -100,7 +97,13 @@ def chat_model(tmp_path_factory):
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
     w.close()
-    return load(str(path))
+    return path
+
+
+@pytest.fixture(scope="module")
+def chat_model(tmp_path_factory):
+    from runtime.loader import load
+    return load(str(write_chat_gguf(tmp_path_factory.mktemp("chat") / "chat.gguf")))
 
 
 def test_session_reuses_cache_and_matches_fresh_generation(chat_model):
