@@ -20,7 +20,7 @@ import numpy as np
 
 from ..types import Format
 from ._util import F32, f16_bytes, f16_from, nearest_int, seq_sum
-from .iq_common import blocks_and_weights, require_weights, fmax_seq, pack_codes, padded_neighbours
+from .iq_common import blocks_and_weights, fmax_seq, in_chunks, pack_codes, padded_neighbours, require_weights
 from .iq_tables import search_grid, table
 
 DELTA = F32(0.125)
@@ -242,7 +242,7 @@ class IQ1_S(Format, qtype="IQ1_S"):
     @staticmethod
     def quantize_blocks(x, qw):
         xb, w = blocks_and_weights(x, qw, 256)
-        return quantize_iq1_s(xb, w)
+        return in_chunks(quantize_iq1_s, xb, w)
 
     @staticmethod
     def dequantize_blocks(b):
@@ -259,7 +259,7 @@ class IQ1_M(Format, qtype="IQ1_M"):
     @staticmethod
     def quantize_blocks(x, qw):
         xb, w = blocks_and_weights(x, qw, 256)
-        return quantize_iq1_m(xb, w)
+        return in_chunks(quantize_iq1_m, xb, w)
 
     @staticmethod
     def dequantize_blocks(b):

@@ -20,7 +20,8 @@ import numpy as np
 
 from ..types import Format
 from ._util import F32, f16_bytes, f16_from, nearest_int, seq_sum
-from .iq_common import GROUP_MAX_EPS, blocks_and_weights, require_weights, flip_signs, fmax_seq, pack_codes, refine, trial_search
+from .iq_common import (GROUP_MAX_EPS, blocks_and_weights, flip_signs, fmax_seq, in_chunks, pack_codes,
+                        refine, require_weights, trial_search)
 from .iq_tables import search_grid, table
 
 XXS, XS, S = "IQ2_XXS", "IQ2_XS", "IQ2_S"
@@ -165,7 +166,7 @@ class IQ2_XXS(Format, qtype="IQ2_XXS"):
     @staticmethod
     def quantize_blocks(x, qw):
         xb, w = blocks_and_weights(x, qw, 256)
-        return quantize_iq2(xb, w, XXS)
+        return in_chunks(quantize_iq2, xb, w, XXS)
 
     @staticmethod
     def dequantize_blocks(b):
@@ -182,7 +183,7 @@ class IQ2_XS(Format, qtype="IQ2_XS"):
     @staticmethod
     def quantize_blocks(x, qw):
         xb, w = blocks_and_weights(x, qw, 256)
-        return quantize_iq2(xb, w, XS)
+        return in_chunks(quantize_iq2, xb, w, XS)
 
     @staticmethod
     def dequantize_blocks(b):
@@ -201,7 +202,7 @@ class IQ2_S(Format, qtype="IQ2_S"):
     @staticmethod
     def quantize_blocks(x, qw):
         xb, w = blocks_and_weights(x, qw, 256)
-        return quantize_iq2(xb, w, S)
+        return in_chunks(quantize_iq2, xb, w, S)
 
     @staticmethod
     def dequantize_blocks(b):

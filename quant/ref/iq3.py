@@ -20,7 +20,7 @@ import numpy as np
 
 from ..types import Format
 from ._util import F32, f16_bytes, f16_from, nearest_int, seq_sum
-from .iq_common import blocks_and_weights, flip_signs, fmax_seq, pack_codes, refine, trial_search
+from .iq_common import blocks_and_weights, flip_signs, fmax_seq, in_chunks, pack_codes, refine, trial_search
 from .iq_tables import search_grid, table
 
 
@@ -97,7 +97,7 @@ class IQ3_XXS(Format, qtype="IQ3_XXS"):
     @staticmethod
     def quantize_blocks(x, qw):
         xb, w = blocks_and_weights(x, qw, 256)
-        return quantize_iq3(xb, w, True)
+        return in_chunks(quantize_iq3, xb, w, True)
 
     @staticmethod
     def dequantize_blocks(b):
@@ -116,7 +116,7 @@ class IQ3_S(Format, qtype="IQ3_S"):
     @staticmethod
     def quantize_blocks(x, qw):
         xb, w = blocks_and_weights(x, qw, 256)
-        return quantize_iq3(xb, w, False)
+        return in_chunks(quantize_iq3, xb, w, False)
 
     @staticmethod
     def dequantize_blocks(b):

@@ -28,6 +28,14 @@ def blocks_and_weights(x, qw, block_size: int):
     return xb, qw[np.arange(xb.shape[0]) % qw.shape[0]]
 
 
+def in_chunks(fn, xb, w, *args, chunk: int = 128):
+    """fn(x[c], w[c], *args) over chunks of `chunk` blocks, concatenated: bounds the memory of
+    the vectorised search (neighbour candidates are [groups, max neighbours, 8])."""
+    parts = [fn(xb[i:i + chunk], None if w is None else w[i:i + chunk], *args)
+             for i in range(0, xb.shape[0], chunk)]
+    return np.concatenate(parts, axis=0) if parts else np.zeros((0, 0), np.uint8)
+
+
 def best_index_int8(values, x) -> np.ndarray:
     """ggml best_index_int8 (nearest entry of an ascending int8 table; ties go up), elementwise."""
     v = np.asarray(values).astype(np.float32)
