@@ -42,12 +42,6 @@ def nearest_int(f):
 
 
 @njit(inline="always", **JIT)
-def nearest_int_small(f):
-    """nearest_int for callers that have checked |f| <= 2^22 (the hot loops)."""
-    return int(f + MAGIC) - 12582912
-
-
-@njit(inline="always", **JIT)
 def roundf(f):
     """C roundf: half away from zero (returns float32)."""
     t = F32(math.trunc(f))

@@ -3,10 +3,9 @@
 x, w: f32[n] views; L: i32[n] scratch (Laux: see each function). Same results as the C (float32, same order).
 """
 
-import numpy as np
 from numba import njit
 
-from ._common import F32, JIT, LIM, MAGIC, nearest_int, nearest_int_small
+from ._common import F32, JIT, LIM, MAGIC, nearest_int
 
 GROUP_MAX_EPS = F32(1e-15)
 

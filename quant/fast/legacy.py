@@ -4,13 +4,11 @@ Layouts and rules: quant/ref/legacy.py and quant/ref/float.py. Each kernel is pa
 rows (prange) and writes u8[nrows, row_bytes].
 """
 
-import math
-
 import numpy as np
 from numba import njit, prange
 
 from ..types import register_fast
-from ._common import F32, JIT, f16_bits, get_f16, put_f16, put_u32, roundf
+from ._common import F32, JIT, put_f16, put_u32, roundf
 from .kmath import make_qkx, make_qx_quants
 
 PJIT = dict(JIT, parallel=True)

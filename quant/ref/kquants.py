@@ -40,12 +40,6 @@ def _row_out(x, b):
     return b.reshape(*x.shape[:-1], -1)
 
 
-def _with_nonzero(d, fn):
-    """Run fn where d != 0 (C's `if (!d) continue;`)."""
-    with np.errstate(all="ignore"):
-        return fn()
-
-
 def _pack2(L):
     """L[nsb, 256] (0..3) -> qs[nsb, 64]: qs[j/4 + l] = L[j+l] | L[j+l+32]<<2 | ... for j in (0, 128)."""
     L = L.astype(np.uint8).reshape(-1, 2, 4, 32)

@@ -7,7 +7,7 @@
 import numpy as np
 
 from ..types import Format
-from ._util import F32, f16_bytes, f16_from, inv, roundf
+from ._util import f16_bytes, f16_from, inv, roundf
 
 _POW3 = np.array([1, 3, 9, 27, 81, 243], np.uint8)
 
