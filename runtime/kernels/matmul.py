@@ -17,7 +17,8 @@ from numba import njit, prange
 from runtime.kernels import qdot
 from runtime.kernels.simd import rowdot_bf16, rowdot_f16
 from runtime.kernels.act import quantize_q8_0, quantize_q8_k
-from runtime.kernels.dequant import (BF16, BLOCKS, F16, F16_LUT, F32, Q2_K, Q3_K, Q4_0, Q4_K, Q5_0, Q5_K, Q6_K, Q8_0,
+from runtime.kernels.dequant import (BF16, BLOCKS, F16, F16_LUT, F32, Q2_K, Q3_K, Q4_0, Q4_1, Q4_K, Q5_0, Q5_1,
+                                     Q5_K, Q6_K, Q8_0,
                                      deq_block, dequant_rows, dequant_rows_bf16, dequant_rows_f16)
 from runtime.reference import activations_as_seen, vec_dot_type
 from gguf import GGMLQuantizationType
@@ -142,6 +143,7 @@ def quant_dequantize(rows_data: np.ndarray, qtype: str, n_in: int) -> np.ndarray
 
 # weight types whose decode runs on integer dot products (qdot.py), and their activation format
 INT_KERNELS = {Q8_0: (qdot.dot_q8_0, "Q8_0"), Q4_0: (qdot.dot_q4_0, "Q8_0"), Q5_0: (qdot.dot_q5_0, "Q8_0"),
+               Q4_1: (qdot.dot_q4_1, "Q8_1"), Q5_1: (qdot.dot_q5_1, "Q8_1"),
                Q2_K: (qdot.dot_q2_k, "Q8_K"), Q3_K: (qdot.dot_q3_k, "Q8_K"), Q4_K: (qdot.dot_q4_k, "Q8_K"),
                Q5_K: (qdot.dot_q5_k, "Q8_K"), Q6_K: (qdot.dot_q6_k, "Q8_K")}
 

@@ -257,3 +257,32 @@ def _rowdot_16bit(kind):
 # row of fp16 / bf16 bits and a float32 x (16 lanes per step, one horizontal sum at the end).
 rowdot_f16 = intrinsic(_rowdot_16bit("f16"))
 rowdot_bf16 = intrinsic(_rowdot_16bit("bf16"))
+
+
+def _dot_k23_32(with_h):
+    def impl(typingctx, w, qo, shq, ho, shh, sca, scb, x, xo):
+        sig = types.int32(w, qo, shq, ho, shh, sca, scb, x, xo)
+
+        def codegen(context, builder, signature, args):
+            wt = signature.args[0]
+            q = _lanes(builder, _ptr(context, builder, wt, args[0], args[1]), 32)
+            q = builder.and_(builder.lshr(q, _splat(builder, _i32(builder, args[2]), 32)), _cvec([3] * 32))
+            if with_h:
+                h = _lanes(builder, _ptr(context, builder, wt, args[0], args[3]), 32)
+                h = builder.and_(builder.lshr(h, _splat(builder, _i32(builder, args[4]), 32)), _cvec([1] * 32))
+                q = builder.sub(builder.or_(q, builder.shl(h, _cvec([2] * 32))), _cvec([4] * 32))
+            sc = builder.shuffle_vector(_splat(builder, _i32(builder, args[5]), 16),
+                                        _splat(builder, _i32(builder, args[6]), 16), _cvec(range(32)))
+            v16 = ir.VectorType(ir.IntType(16), 32)
+            qs = builder.sext(builder.trunc(builder.mul(q, sc), v16), ir.VectorType(_I32, 32))
+            xv = _x32(context, builder, signature.args[7], args[7], args[8])
+            return _reduce(builder, builder.mul(qs, xv), 32)
+        return sig, codegen
+    return impl
+
+
+# Q2_K / Q3_K 32 lanes (two 16-groups with scales sca, scb; |q sc| fits int16):
+#   Q2_K: q = (w[qo+l] >> shq) & 3
+#   Q3_K: q = ((w[qo+l] >> shq) & 3) + 4 ((w[ho+l] >> shh) & 1) - 4
+dot_q2_32 = intrinsic(_dot_k23_32(False))
+dot_q3_32 = intrinsic(_dot_k23_32(True))
