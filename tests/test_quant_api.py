@@ -70,6 +70,8 @@ def test_numba_equals_numpy(name):
     x = (rng.standard_normal((24, n)) * rng.choice([1e-4, 0.02, 3.0], (24, 1))).astype(np.float32)
     x[3] = 0
     x[5, ::2] = 0
+    x[7] = np.abs(x[7])
+    x[7, ::16] = -0.0          # a block starting with -0.0: C keeps the sign of its min
     im = (rng.uniform(0, 2, n) ** 2).astype(np.float32)
     for imx in (None, im):
         a = quant.quantize(x, name, imx, backend="numpy")

@@ -288,8 +288,9 @@ def make_qkx(n, nmax, x, w, L, Laux, rmin, rdelta, nstep, use_mad, x3, the_min):
                 L[i] = int(fa[i])
             best = cur
             scale = ts
-            if tm != mn:
-                mn = tm
+            changed = tm != mn          # -0.0 vs 0.0 changes no sum, but C keeps this_min
+            mn = tm
+            if changed:
                 if nxt:
                     isn = (rmin + rdelta * F32(k + 1) + fmax) / (mx - mn)
                     nxt = _qkx_ok(isn, xmin, mx, mn)
