@@ -19,6 +19,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 LLAMA_BIN = Path(os.environ.get("LLAMA_BIN", "/work/oracle/build/bin"))
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")   # same OpenMP idle policy for both (runtime/loader.py)
 
 
 def llama_bench(model: str, p: int, n: int, t: int, r: int) -> dict:
