@@ -55,6 +55,12 @@ class QTensor:
         if self.data.dtype != np.uint8 or self.data.shape != (n_out, n_in // block * size):
             raise ModelError(f"{self.name or 'tensor'}: data is {self.data.dtype}{self.data.shape}, "
                              f"expected uint8({n_out}, {n_in // block * size}) for {self.qtype}{self.shape}")
+        if self.data.flags.writeable:
+            # always a read-only view (as the GGUF memmap is): Numba compiles, and caches, one
+            # specialization per array flavour, so tests and models share the same kernels
+            view = self.data.view()
+            view.flags.writeable = False
+            object.__setattr__(self, "data", view)
 
     @classmethod
     def from_reader_tensor(cls, t) -> "QTensor":
