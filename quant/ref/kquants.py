@@ -196,11 +196,11 @@ class Q3_K(Format, qtype="Q3_K"):
     @staticmethod
     def dequantize_blocks(b):
         hmask = b[:, 0:32]
-        q = _unpack2(b[:, 32:96]).astype(np.int32)                      # [nb, 256]
         sc = _q3_scales_unpack(b[:, 96:108])
         d = f16_from(b[:, 108:110])[:, None]
         hbit = (hmask[:, None, :] >> np.arange(8, dtype=np.uint8)[None, :, None]) & 1   # [nb, 8, 32]
-        q = q - np.where(hbit.reshape(-1, 256) != 0, 0, 4)
+        # q - (high bit set ? 0 : 4), in int8
+        q = _unpack2(b[:, 32:96]).astype(np.int8) - ((hbit.reshape(-1, 256) ^ 1) << 2).astype(np.int8)
         dl = (d * sc.astype(np.float32)).astype(np.float32)
         return (dl[..., None] * q.reshape(-1, 16, 16).astype(np.float32)).astype(np.float32).reshape(-1, 256)
 
@@ -329,10 +329,9 @@ class Q6_K(Format, qtype="Q6_K"):
         lo = np.concatenate([ql & 0xF, ql >> 4], axis=2)                 # q1, q2, q3, q4
         hb = (qh >> (2 * np.arange(4, dtype=np.uint8))[None, None, :, None]) & 3
         q = (lo | (hb << 4)).astype(np.int32) - 32                       # [nb, 2, 4, 32]
-        is_ = np.arange(32) // 16                                        # sc[is + 2k]
-        scl = sc[:, :, (2 * np.arange(4))[:, None] + is_[None, :]]       # [nb, 2, 4, 32]
-        dsc = (d[:, None, None, None] * scl.astype(np.float32)).astype(np.float32)
-        return (dsc * q.astype(np.float32)).astype(np.float32).reshape(-1, 256)
+        # element e = 128h + 32k + l uses sc[8h + 2k + l//16] = sc[e // 16]
+        dsc = (d[:, None] * sc.reshape(-1, 16).astype(np.float32)).astype(np.float32)
+        return (dsc[..., None] * q.reshape(-1, 16, 16).astype(np.float32)).astype(np.float32).reshape(-1, 256)
 
 
 class Q8_K(Format, qtype="Q8_K"):
