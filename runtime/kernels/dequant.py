@@ -16,6 +16,7 @@ from numba import njit, prange
 F32, F16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 = 0, 1, 2, 3, 6, 7, 8
 Q2_K, Q3_K, Q4_K, Q5_K, Q6_K = 10, 11, 12, 13, 14
 IQ4_NL, IQ4_XS, BF16, TQ2_0, MXFP4 = 20, 23, 30, 35, 39
+IQ2_XXS, IQ3_S = 16, 21
 
 # type id -> (block size, bytes per block); the same numbers as gguf.GGML_QUANT_SIZES
 BLOCKS = {
@@ -23,12 +24,26 @@ BLOCKS = {
     Q4_0: (32, 18), Q4_1: (32, 20), Q5_0: (32, 22), Q5_1: (32, 24), Q8_0: (32, 34),
     Q2_K: (256, 84), Q3_K: (256, 110), Q4_K: (256, 144), Q5_K: (256, 176), Q6_K: (256, 210),
     IQ4_NL: (32, 18), IQ4_XS: (256, 136), TQ2_0: (256, 66), MXFP4: (32, 17),
+    IQ2_XXS: (256, 66), IQ3_S: (256, 110),
 }
 
 # kvalues_iq4nl and kvalues_mxfp4 (ggml-common.h; mxfp4 values are doubled e2m1)
 KVALUES_IQ4NL = np.array([-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113],
                          dtype=np.float32)
 KVALUES_MXFP4 = np.array([0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12], dtype=np.float32)
+
+
+def _grid(name: str) -> np.ndarray:
+    """iq2xxs_grid / iq3s_grid (ggml-common.h) as float32 [n, 8 or 4], from gguf-py's tables."""
+    from gguf import quants
+    cls = getattr(quants, name)
+    cls.init_grid()
+    return np.ascontiguousarray(cls.grid.reshape(-1, cls.grid.shape[-1]), dtype=np.float32)
+
+
+IQ2XXS_GRID = _grid("IQ2_XXS")                                          # [256, 8]
+IQ3S_GRID = _grid("IQ3_S")                                              # [512, 4]
+KSIGNS_IQ2XS = np.frombuffer(__import__("gguf").quants.IQ2_XXS.ksigns, dtype=np.uint8).astype(np.int32)  # [128]
 
 
 def make_f16_lut() -> np.ndarray:
@@ -274,6 +289,45 @@ def _deq_tq2_0(row, o, buf, lut):
                 buf[128 * j + 32 * l + m] = np.float32(q - 1) * d
 
 
+# ---------------------------------------------------------------- IQ grid types
+
+@njit(inline="always")
+def _deq_iq2_xxs(row, o, buf, lut):
+    # IQ2_XXS: d:2 qs:64 (8 x [4 grid indices:4][signs 4x7 bits | scale 4 bits]:4)
+    d = _h(row, o, lut)
+    for ib in range(8):
+        q = o + 2 + 8 * ib
+        a1 = _u32(row, q + 4)
+        db = d * (np.float32(0.5) + np.float32(a1 >> np.uint32(28))) * np.float32(0.25)
+        for l in range(4):
+            g = np.int64(row[q + l])
+            signs = KSIGNS_IQ2XS[np.int64((a1 >> np.uint32(7 * l)) & np.uint32(127))]
+            for j in range(8):
+                v = db * IQ2XXS_GRID[g, j]
+                buf[32 * ib + 8 * l + j] = -v if (signs >> j) & 1 else v
+
+
+@njit(inline="always")
+def _deq_iq3_s(row, o, buf, lut):
+    # IQ3_S: d:2 qs:64 qh:8 signs:32 scales:4; 9-bit grid index = qs | qh bit << 8
+    d = _h(row, o, lut)
+    k = 0
+    for ib in range(8):                       # 32 values per ib; scale nibble ib & 1 of byte ib // 2
+        sc = (np.int32(row[o + 106 + ib // 2]) >> (4 * (ib & 1))) & 0xF
+        db = d * np.float32(1 + 2 * sc)
+        qh = np.int32(row[o + 66 + ib])
+        for l in range(4):
+            g1 = np.int32(row[o + 2 + 8 * ib + 2 * l]) | ((qh << (8 - 2 * l)) & 256)
+            g2 = np.int32(row[o + 2 + 8 * ib + 2 * l + 1]) | ((qh << (7 - 2 * l)) & 256)
+            sg = np.int32(row[o + 74 + 4 * ib + l])
+            for j in range(4):
+                v1 = db * IQ3S_GRID[g1, j]
+                v2 = db * IQ3S_GRID[g2, j]
+                buf[k + j] = -v1 if (sg >> j) & 1 else v1
+                buf[k + 4 + j] = -v2 if (sg >> (j + 4)) & 1 else v2
+            k += 8
+
+
 # ---------------------------------------------------------------- dispatch
 
 @njit(inline="always")
@@ -307,6 +361,10 @@ def deq_block(qt, row, b, buf, lut):
         _deq_tq2_0(row, b * 66, buf, lut)
     elif qt == MXFP4:
         _deq_mxfp4(row, b * 17, buf, lut)
+    elif qt == IQ2_XXS:
+        _deq_iq2_xxs(row, b * 66, buf, lut)
+    elif qt == IQ3_S:
+        _deq_iq3_s(row, b * 110, buf, lut)
 
 
 @njit(parallel=True, cache=True)
