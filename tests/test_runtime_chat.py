@@ -62,7 +62,7 @@ def test_think_printer_marks_sections_split_across_chunks():
     assert out.getvalue() == "[thinking] abc [/thinking]answer\n"
 
 
-def write_chat_gguf(path) -> Path:
+def write_chat_gguf(path, pre: str = "smaug-bpe", add_bos: bool | None = False) -> Path:
     """A tiny random llama GGUF carrying the bundled Llama-3 tokenizer and chat template."""
     from gguf import GGUFWriter
 
@@ -76,13 +76,14 @@ def write_chat_gguf(path) -> Path:
                  (w.add_layer_norm_rms_eps, 1e-5), (w.add_rope_dimension_count, 16)):
         k(v)
     w.add_tokenizer_model("gpt2")
-    w.add_tokenizer_pre("smaug-bpe")
+    w.add_tokenizer_pre(pre)
     w.add_token_list(md["tokenizer.ggml.tokens"])
     w.add_token_types(md["tokenizer.ggml.token_type"])
     w.add_token_merges(md["tokenizer.ggml.merges"])
     w.add_bos_token_id(128000)
     w.add_eos_token_id(128009)
-    w.add_add_bos_token(False)
+    if add_bos is not None:
+        w.add_add_bos_token(add_bos)
     w.add_chat_template(TEMPLATE)
     f = lambda *s: (rng.standard_normal(s) * 0.3).astype(np.float32)  # noqa: E731
     w.add_tensor("token_embd.weight", f(n_vocab, n_embd))

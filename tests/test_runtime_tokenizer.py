@@ -63,9 +63,13 @@ def test_llama3_special_tokens_and_decode(llama3_tok):
 
 
 def test_llama_bpe_adds_bos_and_ignores_merges():
-    tok = Tokenizer.from_metadata({**llama3_metadata("llama-bpe"), "tokenizer.ggml.add_bos_token": True})
-    ids = tok.encode("Hello world")
-    assert ids == [128000, 9906, 1917]
+    """pre = llama-bpe without add_bos_token in the GGUF: llama.cpp's default adds BOS; ids equal
+    llama-tokenize on such a file (tokens-llama3-llamabpe.json)."""
+    md = llama3_metadata("llama-bpe")
+    del md["tokenizer.ggml.add_bos_token"]
+    tok = Tokenizer.from_metadata(md)
+    assert tok.encode("Hello world") == [128000, 9906, 1917]
+    _check(tok, "tokens-llama3-llamabpe.json")
 
 
 def test_stream_decoder_holds_partial_utf8(llama3_tok):
