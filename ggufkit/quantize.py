@@ -180,15 +180,17 @@ def _scan(path: Path) -> _Source:
             pos += n * size
             return vals
         if at == GGUF_STRING:
-            vals = [] if n <= _KEEP_ARRAY_VALUES else None
-            for _ in range(n):
-                need(8)
-                ln = struct.unpack_from("<Q", mv, pos)[0]
-                if vals is not None:
-                    vals.append(bytes(mv[pos + 8:pos + 8 + ln]).decode("utf-8", "replace"))
-                pos += 8 + ln
+            if n <= _KEEP_ARRAY_VALUES:
+                return [string() for _ in range(n)]
+            unpack, p = struct.Struct("<Q").unpack_from, pos   # skip: the hot loop of the scan
+            try:
+                for _ in range(n):
+                    p += 8 + unpack(mv, p)[0]
+            except struct.error:
+                raise GGUFKitError(f"{path}: truncated GGUF header") from None
+            pos = p
             need(0)
-            return vals
+            return None
         raise GGUFKitError(f"{path}: unsupported GGUF array type {at}")
 
     if len(buf) < 24 or bytes(mv[:4]) != b"GGUF":
