@@ -215,21 +215,22 @@ class Tokenizer:
         return len(self.tokens)
 
     def piece(self, tid: int, special: bool = False) -> bytes:
-        """llama_token_to_piece: the bytes of one token (control tokens only if ``special``)."""
+        """llama_token_to_piece: the bytes of one token (control/unknown text only if ``special``)."""
         ty = int(self.types[tid])
         text = self.tokens[tid]
-        if ty == CONTROL or ty == UNUSED:
+        if ty in (CONTROL, UNKNOWN):
             return text.encode() if special else b""
         if ty == USER_DEFINED:
             return text.encode()
-        if ty == UNKNOWN:
-            return "\u2581\u2047\u2581".replace("\u2581", " ").encode() if self.model == "llama" else text.encode()
+        if ty == BYTE:
+            return bytes([int(text[3:-1], 16)])
+        if ty != NORMAL:
+            return b""                                   # unused and other types print nothing
         if self.model == "llama":
-            if ty == BYTE:
-                return bytes([int(text[3:-1], 16)])
             return text.replace("\u2581", " ").encode()
-        return bytes(UNICODE_TO_BYTE.get(c, 0x3F) for c in text) if all(c in UNICODE_TO_BYTE for c in text) \
-            else text.encode()
+        if all(c in UNICODE_TO_BYTE for c in text):
+            return bytes(UNICODE_TO_BYTE[c] for c in text)
+        return text.encode()
 
     def decode(self, ids, special: bool = False) -> str:
         return b"".join(self.piece(int(i), special) for i in ids).decode("utf-8", errors="replace")
