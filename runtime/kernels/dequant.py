@@ -16,7 +16,7 @@ from numba import njit, prange
 F32, F16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 = 0, 1, 2, 3, 6, 7, 8
 Q2_K, Q3_K, Q4_K, Q5_K, Q6_K = 10, 11, 12, 13, 14
 IQ4_NL, IQ4_XS, BF16, TQ2_0, MXFP4 = 20, 23, 30, 35, 39
-IQ2_XXS, IQ3_S = 16, 21
+IQ2_XXS, IQ2_XS, IQ3_XXS, IQ3_S, IQ2_S = 16, 17, 18, 21, 22
 
 # type id -> (block size, bytes per block); the same numbers as gguf.GGML_QUANT_SIZES
 BLOCKS = {
@@ -24,7 +24,7 @@ BLOCKS = {
     Q4_0: (32, 18), Q4_1: (32, 20), Q5_0: (32, 22), Q5_1: (32, 24), Q8_0: (32, 34),
     Q2_K: (256, 84), Q3_K: (256, 110), Q4_K: (256, 144), Q5_K: (256, 176), Q6_K: (256, 210),
     IQ4_NL: (32, 18), IQ4_XS: (256, 136), TQ2_0: (256, 66), MXFP4: (32, 17),
-    IQ2_XXS: (256, 66), IQ3_S: (256, 110),
+    IQ2_XXS: (256, 66), IQ2_XS: (256, 74), IQ2_S: (256, 82), IQ3_XXS: (256, 98), IQ3_S: (256, 110),
 }
 
 # kvalues_iq4nl and kvalues_mxfp4 (ggml-common.h; mxfp4 values are doubled e2m1)
@@ -43,6 +43,9 @@ def _grid(name: str) -> np.ndarray:
 
 IQ2XXS_GRID = _grid("IQ2_XXS")                                          # [256, 8]
 IQ3S_GRID = _grid("IQ3_S")                                              # [512, 4]
+IQ2XS_GRID = _grid("IQ2_XS")                                            # [512, 8]
+IQ2S_GRID = _grid("IQ2_S")                                              # [1024, 8]
+IQ3XXS_GRID = _grid("IQ3_XXS")                                          # [256, 4]
 KSIGNS_IQ2XS = np.frombuffer(__import__("gguf").quants.IQ2_XXS.ksigns, dtype=np.uint8).astype(np.int32)  # [128]
 
 
@@ -328,6 +331,55 @@ def _deq_iq3_s(row, o, buf, lut):
             k += 8
 
 
+@njit(inline="always")
+def _deq_iq2_xs(row, o, buf, lut):
+    # IQ2_XS: d:2 qs:64 (32 x uint16: 9-bit grid index | 7-bit sign index << 9) scales:8
+    d = _h(row, o, lut)
+    for ib in range(8):
+        sc = np.int32(row[o + 66 + ib])
+        for l in range(4):
+            db = d * (np.float32(0.5) + np.float32((sc >> (4 * (l // 2))) & 0xF)) * np.float32(0.25)
+            q = np.int64(row[o + 2 + 8 * ib + 2 * l]) | (np.int64(row[o + 3 + 8 * ib + 2 * l]) << 8)
+            signs = KSIGNS_IQ2XS[q >> 9]
+            for j in range(8):
+                v = db * IQ2XS_GRID[q & 511, j]
+                buf[32 * ib + 8 * l + j] = -v if (signs >> j) & 1 else v
+
+
+@njit(inline="always")
+def _deq_iq2_s(row, o, buf, lut):
+    # IQ2_S: d:2 qs:32 signs:32 qh:8 scales:8; 10-bit grid index = qs | (qh >> 2l & 3) << 8
+    d = _h(row, o, lut)
+    for ib in range(8):
+        sc = np.int32(row[o + 74 + ib])
+        qh = np.int64(row[o + 66 + ib])
+        for l in range(4):
+            db = d * (np.float32(0.5) + np.float32((sc >> (4 * (l // 2))) & 0xF)) * np.float32(0.25)
+            g = np.int64(row[o + 2 + 4 * ib + l]) | ((qh << (8 - 2 * l)) & 0x300)
+            sg = np.int32(row[o + 34 + 4 * ib + l])
+            for j in range(8):
+                v = db * IQ2S_GRID[g, j]
+                buf[32 * ib + 8 * l + j] = -v if (sg >> j) & 1 else v
+
+
+@njit(inline="always")
+def _deq_iq3_xxs(row, o, buf, lut):
+    # IQ3_XXS: d:2 qs:64 (grid indices) scales_and_signs:32 (8 x uint32: 4 x 7 sign bits | scale << 28)
+    d = _h(row, o, lut)
+    for ib in range(8):
+        a = _u32(row, o + 66 + 4 * ib)
+        db = d * (np.float32(0.5) + np.float32(a >> np.uint32(28))) * np.float32(0.5)
+        for l in range(4):
+            signs = KSIGNS_IQ2XS[np.int64((a >> np.uint32(7 * l)) & np.uint32(127))]
+            g1 = np.int64(row[o + 2 + 8 * ib + 2 * l])
+            g2 = np.int64(row[o + 2 + 8 * ib + 2 * l + 1])
+            for j in range(4):
+                v1 = db * IQ3XXS_GRID[g1, j]
+                v2 = db * IQ3XXS_GRID[g2, j]
+                buf[32 * ib + 8 * l + j] = -v1 if (signs >> j) & 1 else v1
+                buf[32 * ib + 8 * l + 4 + j] = -v2 if (signs >> (j + 4)) & 1 else v2
+
+
 # ---------------------------------------------------------------- dispatch
 
 @njit(inline="always")
@@ -365,6 +417,12 @@ def deq_block(qt, row, b, buf, lut):
         _deq_iq2_xxs(row, b * 66, buf, lut)
     elif qt == IQ3_S:
         _deq_iq3_s(row, b * 110, buf, lut)
+    elif qt == IQ2_XS:
+        _deq_iq2_xs(row, b * 74, buf, lut)
+    elif qt == IQ2_S:
+        _deq_iq2_s(row, b * 82, buf, lut)
+    elif qt == IQ3_XXS:
+        _deq_iq3_xxs(row, b * 98, buf, lut)
 
 
 @njit(parallel=True, cache=True)
