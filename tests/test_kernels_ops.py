@@ -57,3 +57,14 @@ def test_rms_norm_kernel_matches_reference(with_w):
     # same float32 ops; the double sum may differ in order (numpy pairwise): 1 ulp
     np.testing.assert_allclose(got, want, rtol=2e-7, atol=0)
     assert kernels.rms_norm(x[:1].reshape(1, 641), w, 1e-6).shape == (1, 641)
+
+
+def test_set_num_threads_sets_numba_threads():
+    import numba
+    from runtime import backend
+    n0 = numba.get_num_threads()
+    try:
+        assert backend.set_num_threads(1) == 1 and numba.get_num_threads() == 1
+        assert backend.set_num_threads(10 ** 6) == numba.config.NUMBA_NUM_THREADS
+    finally:
+        backend.set_num_threads(n0)

@@ -8,6 +8,9 @@ packed weights would get if every weight ran at that speed; and prefill
     python tools/bench_kernels.py [-t THREADS] [--rows 4096] [--cols 4096] [--types Q4_K,Q8_0]
                                   [--prefill 128] [--model-bytes 250e6] [--json]
     python tools/bench_kernels.py --compile-time [--types ...]   # Numba first-call (compile or cache load) time
+    python tools/bench_kernels.py --model FILE.gguf [-t 1] [--prefill 128] [--gen 16]
+        # whole model through runtime.loader / runtime.generate: prefill and decode tokens/s
+        # (compare: llama-bench -m FILE.gguf -t 1 -p 128 -n 16)
 """
 
 import argparse
@@ -47,11 +50,15 @@ def main(argv=None):
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--model-bytes", type=float, default=250e6, help="packed weight bytes read per token")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--model", help="GGUF file: time prefill and decode of the whole model instead")
+    ap.add_argument("--gen", type=int, default=16, help="decoded tokens for --model")
     ap.add_argument("--compile-time", action="store_true",
                     help="only time the first call of every kernel (cold or warm Numba cache)")
     a = ap.parse_args(argv)
     if a.compile_time:
         return compile_time(a.types.split(","))
+    if a.model:
+        return bench_model(a.model, a.threads, a.prefill or 128, a.gen)
     nthreads = backend.set_num_threads(a.threads)
     rows = []
     for qtype in a.types.split(","):
@@ -76,6 +83,29 @@ def main(argv=None):
             print(line, flush=True)
     if a.json:
         print(json.dumps(rows, indent=1))
+
+
+def bench_model(path: str, threads, n_prompt: int, n_gen: int):
+    """Prefill n_prompt tokens, then decode n_gen one by one (greedy); tokens/s of each."""
+    from runtime import loader
+    from runtime.generate import decode_one, prefill
+    nthreads = backend.set_num_threads(threads)
+    m = loader.load(path, with_tokenizer=False)
+    m = m[0] if isinstance(m, tuple) else m
+    ids = [1] + list(range(1000, 1000 + n_prompt - 1))
+    prefill(m, m.new_cache(32), ids[:16])                    # compile / load kernels
+    cache = m.new_cache(n_prompt + n_gen)
+    t0 = time.perf_counter()
+    logits = prefill(m, cache, ids)
+    t_pp = time.perf_counter() - t0
+    ts = []
+    tid = int(np.argmax(logits))
+    for _ in range(n_gen):
+        t0 = time.perf_counter()
+        tid = int(np.argmax(decode_one(m, cache, tid)))
+        ts.append(time.perf_counter() - t0)
+    print(f"{Path(path).name}  threads {nthreads}  pp{n_prompt} {n_prompt / t_pp:.1f} tok/s  "
+          f"tg{n_gen} {n_gen / sum(ts):.1f} tok/s (median {1 / np.median(ts):.1f})")
 
 
 def compile_time(types):
