@@ -10,7 +10,6 @@ as llama-bench reports them. Built on the same verbs as generation (prefill, dec
 from __future__ import annotations
 
 import json
-import os
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
@@ -49,10 +48,9 @@ def _model_info(model) -> tuple[str, int, int]:
     g = model.gguf
     size = sum(t.data.nbytes for t in g.tensors.values())
     params = sum(int(np.prod(t.shape)) for t in g.tensors.values())
-    ftype = g.get("general.file_type")
     types = {t.qtype for t in g.tensors.values() if len(t.shape) > 1}
     name = f"{model.hp.arch} {g.get('general.size_label', '')} {'/'.join(sorted(types))}".replace("  ", " ")
-    return (name if ftype is None else name), size, params
+    return name, size, params
 
 
 def _run_once(model, n_prompt: int, n_gen: int, rng, n_batch: int) -> float:
@@ -108,7 +106,3 @@ def format_results(results: list[BenchResult], output: str = "md") -> str:
         lines.append(f"| {r.model_type} | {r.model_size / 2**20:.2f} MiB | {r.model_n_params / 1e6:.2f} M | {r.backend} "
                      f"| {r.n_threads} | {r.test} | {r.avg_ts:.2f} ± {r.stddev_ts:.2f} |")
     return "\n".join(lines) + "\n"
-
-
-def default_threads() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
