@@ -174,11 +174,13 @@ def main() -> int:
             out_o.parent.mkdir(exist_ok=True)
             if not out_o.is_file():
                 log(f"oracle: {preset} {t}")
+                part = out_o.with_name(out_o.name + ".part")  # renamed only when complete
                 res = subprocess.run([str(py), str(llama / "convert_hf_to_gguf.py"), str(copy),
-                                      "--outfile", str(out_o), "--outtype", t], env=env,
+                                      "--outfile", str(part), "--outtype", t], env=env,
                                      capture_output=True, text=True)
                 if res.returncode != 0:
                     sys.exit(f"oracle failed on {preset} {t}:\n{res.stderr[-3000:]}")
+                part.rename(out_o)
             log(f"ggufkit: {preset} {t}")
             convert(orig, out_g, t)
             c = compare(out_o, out_g)
