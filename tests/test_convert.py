@@ -245,3 +245,18 @@ def test_chunking_does_not_change_bytes(converted, deci_ckpt, tmp_path, monkeypa
     monkeypatch.setattr(base, "CHUNK_ELEMENTS", 256 * 37)
     chunked = convert(deci_ckpt, tmp_path / "chunked.gguf", "q8_0")
     assert chunked.read_bytes() == converted("deci-tiny", "q8_0").read_bytes()
+
+
+def test_single_file_checkpoint_order(tmp_path):
+    """model.safetensors without an index: tensors come in sorted-name order (safetensors' own order),
+    after rope_freqs, as the oracle writes them; data still exact."""
+    from ggufkit.fixtures import make_checkpoint
+
+    ckpt = make_checkpoint(tmp_path / "llama-one", "llama-tiny", seed=1, n_shards=1)
+    assert not (ckpt / "model.safetensors.index.json").exists()
+    out = convert(ckpt, tmp_path / "one.gguf", "f32")
+    r = check_tensors(out, ckpt, "f32")
+    names = [t.name for t in r.tensors]
+    assert names[0] == "rope_freqs.weight"
+    hf_order = [hf_name_of(n) for n in names[1:]]
+    assert hf_order == sorted(hf_order)
