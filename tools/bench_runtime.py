@@ -3,6 +3,8 @@
 with the ratios (ggufkit / llama.cpp) for pp and tg.
 
     python tools/bench_runtime.py MODEL.gguf [MODEL2.gguf ...] [-t 2] [-p 512] [-n 128] [-r 3]
+    python tools/bench_runtime.py --make-deci deci-mid-f16.gguf     # then: llama-quantize (or
+                                  # ggufkit quantize) deci-mid-f16.gguf deci-mid-q4km.gguf Q4_K_M
 
 llama-bench comes from $LLAMA_BIN (default /work/oracle/build/bin). Targets (issue 4):
 tg >= 0.5x and pp >= 0.25x of llama.cpp.
@@ -35,14 +37,76 @@ def ours_bench(model: str, p: int, n: int, t: int, r: int) -> dict:
     return {("pp" if x.n_prompt else "tg"): (x.avg_ts, x.stddev_ts) for x in res}
 
 
+DECI_MID_LAYERS = [(16, 4, 5632), (16, 4, 5632), (0, 0, 2816), (16, 0, 5632), (16, 2, 5632), (16, 4, 2816)]
+
+
+def make_deci_mid(path: str, seed: int = 0) -> None:
+    """A mid-size random DeciLM GGUF (F16): hidden 2048, 16 heads of 128, six layers of every kind
+    (GQA 4/2 KV heads, no-op attention, linear attention), tied output, the Llama-3 vocab."""
+    import numpy as np
+    from gguf import GGUFWriter
+
+    from tests.test_runtime_tokenizer import llama3_metadata
+
+    md, E, HD, rng = llama3_metadata(), 2048, 128, np.random.default_rng(seed)
+    w = GGUFWriter(path, "deci")
+    w.add_block_count(len(DECI_MID_LAYERS))
+    w.add_embedding_length(E)
+    w.add_context_length(4096)
+    w.add_head_count([a for a, _, _ in DECI_MID_LAYERS])
+    w.add_head_count_kv([b for _, b, _ in DECI_MID_LAYERS])
+    w.add_feed_forward_length([c for _, _, c in DECI_MID_LAYERS])
+    w.add_layer_norm_rms_eps(1e-5)
+    w.add_rope_dimension_count(HD)
+    w.add_key_length(HD)
+    w.add_value_length(HD)
+    w.add_rope_freq_base(500000.0)
+    w.add_vocab_size(len(md["tokenizer.ggml.tokens"]))
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre("smaug-bpe")
+    w.add_token_list(md["tokenizer.ggml.tokens"])
+    w.add_token_types(md["tokenizer.ggml.token_type"])
+    w.add_token_merges(md["tokenizer.ggml.merges"])
+    w.add_bos_token_id(128000)
+    w.add_eos_token_id(128009)
+    w.add_file_type(1)
+    f = lambda *s: (rng.standard_normal(s, dtype=np.float32) * 0.02).astype(np.float16)  # noqa: E731
+    w.add_tensor("token_embd.weight", f(len(md["tokenizer.ggml.tokens"]), E))
+    w.add_tensor("output_norm.weight", np.ones(E, np.float32))
+    for il, (nh, nkv, nff) in enumerate(DECI_MID_LAYERS):
+        p = f"blk.{il}."
+        if nh:
+            w.add_tensor(p + "attn_norm.weight", np.ones(E, np.float32))
+            if nkv:
+                w.add_tensor(p + "attn_q.weight", f(nh * HD, E))
+                w.add_tensor(p + "attn_k.weight", f(nkv * HD, E))
+                w.add_tensor(p + "attn_v.weight", f(nkv * HD, E))
+                w.add_tensor(p + "attn_output.weight", f(E, nh * HD))
+            else:
+                w.add_tensor(p + "attn_output.weight", f(E, E))
+        if nff:
+            w.add_tensor(p + "ffn_norm.weight", np.ones(E, np.float32))
+            w.add_tensor(p + "ffn_gate.weight", f(nff, E))
+            w.add_tensor(p + "ffn_up.weight", f(nff, E))
+            w.add_tensor(p + "ffn_down.weight", f(E, nff))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("models", nargs="+")
+    ap.add_argument("models", nargs="*")
+    ap.add_argument("--make-deci", metavar="OUT.gguf", help="write the mid-size random DeciLM (F16) and exit")
     ap.add_argument("-t", type=int, default=2)
     ap.add_argument("-p", type=int, default=512)
     ap.add_argument("-n", type=int, default=128)
     ap.add_argument("-r", type=int, default=3)
     a = ap.parse_args()
+    if a.make_deci:
+        make_deci_mid(a.make_deci)
+        return
     rows = ["| model | threads | test | llama.cpp t/s | ggufkit t/s | ratio | target |",
             "| ----- | ------: | ---- | ------------: | ----------: | ----: | -----: |"]
     for m in a.models:
