@@ -256,8 +256,9 @@ def rope_parameters(config: dict) -> dict:
 def rope_freqs(model: Model) -> np.ndarray | None:
     """llama3 rope scaling factors, float32 [head_dim/2] (generate_extra_tensors), or None.
 
-    Float32 arithmetic as the oracle's torch code; base**(i/dim) is computed in float64 and
-    rounded (torch uses SLEEF's powf, within 1 ulp; equal for the Llama-3 cases, see docs/CONVERT.md).
+    Float32 arithmetic as the oracle's torch code, roundings included; base**(i/dim) is computed in
+    float64 and rounded (torch uses SLEEF's powf, within 1 ulp): the factors come out identical for
+    head_dim 64 and 128, rarely 1 ulp apart for other head dims (docs/CONVERT.md, "Known limits").
     """
     p = rope_parameters(model.config)
     if str(p.get("rope_type", "")).lower() != "llama3":
@@ -270,16 +271,18 @@ def rope_freqs(model: Model) -> np.ndarray | None:
     low, high = p.get("low_freq_factor", 1.0), p.get("high_freq_factor", 4.0)
     old_ctx = p.get("original_max_position_embeddings", 8192)
     low_wavelen, high_wavelen = old_ctx / low, old_ctx / high
+    one = np.float32(1)
     out = []
     for freq in freqs:
-        wavelen = np.float32(2 * math.pi) / freq
+        # torch computes `scalar / tensor` as reciprocal(tensor) * scalar: two float32 roundings
+        wavelen = (one / freq) * np.float32(2 * math.pi)
         if wavelen < high_wavelen:
             out.append(1.0)
         elif wavelen > low_wavelen:
             out.append(factor)
         else:
-            smooth = (np.float32(old_ctx) / wavelen - np.float32(low)) / np.float32(high - low)
-            out.append(np.float32(1) / ((np.float32(1) - smooth) / np.float32(factor) + smooth))
+            smooth = ((one / wavelen) * np.float32(old_ctx) - np.float32(low)) / np.float32(high - low)
+            out.append(one / ((one - smooth) / np.float32(factor) + smooth))
     return np.array(out, dtype=np.float32)
 
 
