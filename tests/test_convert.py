@@ -260,3 +260,17 @@ def test_single_file_checkpoint_order(tmp_path):
     assert names[0] == "rope_freqs.weight"
     hf_order = [hf_name_of(n) for n in names[1:]]
     assert hf_order == sorted(hf_order)
+
+
+def test_rope_freqs_match_torch_golden():
+    """The factors equal the oracle's torch float32 results bit for bit (golden from the oracle venv,
+    including theta 1e4 / head_dim 128 where a plain float32 division would be 1 ulp off)."""
+    from ggufkit.convert.base import Layer, Model, rope_freqs
+
+    cases = json.loads((GOLDEN.parent / "rope_freqs.json").read_text())["cases"]
+    for c in cases:
+        cfg = {"num_attention_heads": 4, "rope_theta": c["rope_theta"], "head_dim": c["head_dim"],
+               "rope_scaling": {"rope_type": "llama3", **{k: c[k] for k in (
+                   "factor", "low_freq_factor", "high_freq_factor", "original_max_position_embeddings")}}}
+        m = Model("llama", cfg, [Layer(4, 4, 256)], 4 * c["head_dim"], c["head_dim"], 128, None)
+        assert rope_freqs(m).tobytes().hex() == c["factors_f32_hex"], c
