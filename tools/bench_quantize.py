@@ -4,8 +4,9 @@
 Each measurement is the wall time of the command line (``llama-quantize IN OUT TYPE N`` and
 ``python -m ggufkit quantize IN OUT TYPE N``, Python start-up and Numba cache loading included),
 the median of ``--runs`` runs after one warm-up run of each. Types that need an importance
-matrix get ``--imatrix`` (the same file for both). ``--pure`` is used so that each row measures
-one tensor type.
+matrix get ``--imatrix`` (the same file for both) and the file type's normal mixture
+(``--pure`` would make output.weight IQ2_XS etc. without an imatrix entry, which aborts
+llama-quantize); the others use ``--pure`` so that each row measures one tensor type.
 
     python tools/bench_quantize.py --input deci-tiny-f16.gguf --imatrix deci-tiny.imatrix.gguf \\
         [--types Q4_K,Q6_K,Q8_0,IQ4_XS] [--threads 2] [--runs 3] [--markdown out.md]
@@ -54,7 +55,7 @@ def main() -> None:
                 if not args.imatrix:
                     print(f"{t}: skipped (needs --imatrix)")
                     continue
-                extra += ["--imatrix", str(args.imatrix)]
+                extra = ["--imatrix", str(args.imatrix)]
             ref = [args.llama_quantize, *extra, args.input, out, t, str(args.threads)]
             ours = [sys.executable, "-m", "ggufkit", "quantize", *extra, args.input, out, t, str(args.threads)]
             timed(ref), timed(ours)   # warm-up (page cache, Numba cache)
@@ -66,7 +67,8 @@ def main() -> None:
     size = args.input.stat().st_size / 2**20
     lines = [f"Input: `{args.input.name}` ({size:.0f} MiB), `--pure`, {args.threads} threads, median of "
              f"{args.runs} runs after a warm-up; wall time of the command line (ggufkit includes Python "
-             f"start-up, ~1-2 s). Machine: {os.cpu_count()} cores, shared with other jobs.", "",
+             f"start-up and Numba cache loading, several seconds). `--pure` except for types that need an "
+             f"imatrix. Machine: {os.cpu_count()} cores, shared with other jobs.", "",
              "| type | llama-quantize (s) | ggufkit (s) | ggufkit / llama.cpp |", "|---|---|---|---|"]
     lines += [f"| {t} | {tr:.2f} | {to:.2f} | {to / tr:.2f} |" for t, tr, to in rows]
     text = "\n".join(lines) + "\n"
