@@ -20,7 +20,7 @@ F16_FIELDS = {
     "Q2_K": [80, 82], "Q3_K": [108], "Q4_K": [0, 2], "Q5_K": [0, 2], "Q6_K": [208],
     "IQ4_NL": [0], "IQ4_XS": [0], "TQ2_0": [64],
     "IQ2_XXS": [0], "IQ2_XS": [0], "IQ2_S": [0], "IQ3_XXS": [0], "IQ3_S": [0], "IQ1_S": [0],
-    "TQ1_0": [52],
+    "TQ1_0": [52], "Q1_0": [0], "Q2_0": [0],
 }
 
 
@@ -59,8 +59,27 @@ KERNEL_TYPES = sorted(backend.KERNEL_TYPES)
 
 def test_priority_types_have_kernels():
     for t in ["F32", "F16", "BF16", "Q8_0", "Q4_K", "Q6_K", "Q5_K", "Q4_0", "Q5_0", "Q5_1", "Q4_1",
-              "Q2_K", "Q3_K"]:
+              "Q2_K", "Q3_K", "TQ1_0", "TQ2_0", "MXFP4", "NVFP4", "Q1_0"]:
         assert t in backend.KERNEL_TYPES
+
+
+def test_q2_0_block_dequantizer_matches_quant_reference():
+    """Q2_0 (type 42) is not in every gguf-py's GGMLQuantizationType, so QTensor may not
+    accept it: check the Numba block dequantizer directly against quant's numpy reference."""
+    import quant
+    from runtime.kernels.dequant import F16_LUT, Q2_0, Q2_0_BLOCK, dequant_rows
+    block, size = Q2_0_BLOCK
+    rng = np.random.default_rng(4)
+    n_out, nb = 7, 5
+    raw = rng.integers(0, 256, size=(n_out, nb, size), dtype=np.uint8)
+    d = (rng.random((n_out, nb)) * 0.02 + 0.001).astype(np.float16)
+    raw[:, :, 0:2] = d.view(np.uint8).reshape(n_out, nb, 2)
+    data = raw.reshape(n_out, nb * size)
+    rows = np.array([6, 0, 3, 3], np.int64)
+    got = np.empty((len(rows), nb * block), np.float32)
+    dequant_rows(data, rows, Q2_0, block, got, F16_LUT)
+    want = np.asarray(quant.dequantize(data, "Q2_0", backend="numpy"), np.float32).reshape(n_out, -1)
+    np.testing.assert_array_equal(got, want[rows])
 
 
 @pytest.mark.parametrize("qtype", KERNEL_TYPES)
@@ -128,7 +147,7 @@ def test_activation_quantizers_bit_exact(vtype):
 
 @pytest.mark.parametrize("qtype", ["IQ2_XXS", "IQ3_S", "IQ1_M", "TQ1_0"])
 def test_tiled_and_fallback_types_still_correct(qtype):
-    """IQ*: tiles dequantized by quant's Numba code; TQ1_0: the numpy reference."""
+    """IQ*: tiles dequantized by quant's Numba code; TQ1_0: this package's Numba kernels."""
     w = random_qtensor(qtype, 5, 256)
     x = np.random.default_rng(1).standard_normal((2, 256)).astype(np.float32)
     got = backend.matmul(w, x)

@@ -17,6 +17,7 @@ F32, F16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 = 0, 1, 2, 3, 6, 7, 8
 Q2_K, Q3_K, Q4_K, Q5_K, Q6_K = 10, 11, 12, 13, 14
 IQ4_NL, IQ4_XS, BF16, TQ2_0, MXFP4 = 20, 23, 30, 35, 39
 IQ2_XXS, IQ2_XS, IQ3_XXS, IQ3_S, IQ2_S = 16, 17, 18, 21, 22
+TQ1_0, NVFP4, Q1_0, Q2_0 = 34, 40, 41, 42
 
 # type id -> (block size, bytes per block); the same numbers as gguf.GGML_QUANT_SIZES
 BLOCKS = {
@@ -25,12 +26,31 @@ BLOCKS = {
     Q2_K: (256, 84), Q3_K: (256, 110), Q4_K: (256, 144), Q5_K: (256, 176), Q6_K: (256, 210),
     IQ4_NL: (32, 18), IQ4_XS: (256, 136), TQ2_0: (256, 66), MXFP4: (32, 17),
     IQ2_XXS: (256, 66), IQ2_XS: (256, 74), IQ2_S: (256, 82), IQ3_XXS: (256, 98), IQ3_S: (256, 110),
+    TQ1_0: (256, 54), NVFP4: (64, 36), Q1_0: (128, 18),
 }
+# Q2_0 (ggml type 42) only where the installed gguf-py knows it (QTensor and the type names
+# come from gguf's GGMLQuantizationType); its block dequantizer is in deq_block either way.
+Q2_0_BLOCK = (64, 18)
+if "Q2_0" in __import__("gguf").GGMLQuantizationType.__members__:
+    BLOCKS[Q2_0] = Q2_0_BLOCK
 
 # kvalues_iq4nl and kvalues_mxfp4 (ggml-common.h; mxfp4 values are doubled e2m1)
 KVALUES_IQ4NL = np.array([-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113],
                          dtype=np.float32)
 KVALUES_MXFP4 = np.array([0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12], dtype=np.float32)
+
+
+def _ue4m3_half_table() -> np.ndarray:
+    """float32[256]: ggml_ue4m3_to_fp32 (ggml-impl.h) of every byte, i.e. the UE4M3 value * 0.5;
+    0 and 0x7F give 0. All values are exact in float32."""
+    u = np.arange(256)
+    e = (u >> 3) & 0xF
+    m = (u & 7).astype(np.float64)
+    raw = np.where(e == 0, np.ldexp(m, -9), np.ldexp(1.0 + m / 8.0, e - 7))
+    return np.where((u == 0) | (u == 0x7F), 0.0, raw * 0.5).astype(np.float32)
+
+
+UE4M3_HALF = _ue4m3_half_table()
 
 
 def _grid(name: str) -> np.ndarray:
@@ -146,6 +166,37 @@ def _deq_mxfp4(row, o, buf, lut):
         q = np.int32(row[o + 1 + j])
         buf[j] = KVALUES_MXFP4[q & 0xF] * d
         buf[j + 16] = KVALUES_MXFP4[q >> 4] * d
+
+
+@njit(inline="always")
+def _deq_nvfp4(row, o, buf, lut):
+    # NVFP4: d:4 (UE4M3 per 16) qs:32 -> per sub-block s: x[16s+j] = kv[lo] d, x[16s+8+j] = kv[hi] d
+    for s in range(4):
+        d = UE4M3_HALF[np.int64(row[o + s])]
+        for j in range(8):
+            q = np.int32(row[o + 4 + 8 * s + j])
+            buf[16 * s + j] = KVALUES_MXFP4[q & 0xF] * d
+            buf[16 * s + 8 + j] = KVALUES_MXFP4[q >> 4] * d
+
+
+@njit(inline="always")
+def _deq_q1_0(row, o, buf, lut):
+    # Q1_0: d:2 qs:16 (128 values) -> x[j] = d if bit j else -d
+    d = _h(row, o, lut)
+    for b in range(16):
+        q = np.int32(row[o + 2 + b])
+        for k in range(8):
+            buf[8 * b + k] = d if (q >> k) & 1 else -d
+
+
+@njit(inline="always")
+def _deq_q2_0(row, o, buf, lut):
+    # Q2_0: d:2 qs:16 (64 values) -> x[4b+k] = ((qs[b] >> 2k & 3) - 1) d
+    d = _h(row, o, lut)
+    for b in range(16):
+        q = np.int32(row[o + 2 + b])
+        for k in range(4):
+            buf[4 * b + k] = np.float32(((q >> (2 * k)) & 3) - 1) * d
 
 
 # ---------------------------------------------------------------- K-quants (256-blocks)
@@ -292,6 +343,29 @@ def _deq_tq2_0(row, o, buf, lut):
                 buf[128 * j + 32 * l + m] = np.float32(q - 1) * d
 
 
+@njit(inline="always")
+def _tq1_trit(v, p):
+    # uint8_t q = v * pow3; xi = ((uint16_t) q * 3) >> 8; returns xi - 1
+    q = (v * p) & 0xFF
+    return ((q * 3) >> 8) - 1
+
+
+@njit(inline="always")
+def _deq_tq1_0(row, o, buf, lut):
+    # TQ1_0: qs:48 qh:4 d:2; 5 base-3 trits per qs byte, 4 per qh byte; x = (trit - 1) d
+    d = _h(row, o + 52, lut)
+    p = 1
+    for n in range(5):
+        for m in range(32):
+            buf[32 * n + m] = np.float32(_tq1_trit(np.int32(row[o + m]), p)) * d
+        for m in range(16):
+            buf[160 + 16 * n + m] = np.float32(_tq1_trit(np.int32(row[o + 32 + m]), p)) * d
+        if n < 4:
+            for j in range(4):
+                buf[240 + 4 * n + j] = np.float32(_tq1_trit(np.int32(row[o + 48 + j]), p)) * d
+        p *= 3
+
+
 # ---------------------------------------------------------------- IQ grid types
 
 @njit(inline="always")
@@ -423,6 +497,14 @@ def deq_block(qt, row, b, buf, lut):
         _deq_iq2_s(row, b * 82, buf, lut)
     elif qt == IQ3_XXS:
         _deq_iq3_xxs(row, b * 98, buf, lut)
+    elif qt == TQ1_0:
+        _deq_tq1_0(row, b * 54, buf, lut)
+    elif qt == NVFP4:
+        _deq_nvfp4(row, b * 36, buf, lut)
+    elif qt == Q1_0:
+        _deq_q1_0(row, b * 18, buf, lut)
+    elif qt == Q2_0:
+        _deq_q2_0(row, b * 18, buf, lut)
 
 
 @njit(parallel=True, cache=True)
