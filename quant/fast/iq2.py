@@ -15,6 +15,7 @@ from numba import njit, prange
 from ..ref.iq_common import require_weights
 from ..ref.iq_tables import search_grid, table
 from ..types import register_fast
+from .kmath import make_qp_quants
 from .iq_common import F32, FLT_MAX, as_blocks, get_f16, nearest_int, put_f16
 
 XXS, XS, S = 0, 1, 2
@@ -41,66 +42,6 @@ def _find_best_neighbour(nbrs, off, grid, xval, waux, o, scale, L):
     for i in range(8):
         L[o + i] = (grid[gi, i] - 1) // 2
     return gi
-
-
-@njit(cache=True)
-def make_qp_quants(n, nmax, x, L, w):
-    """ggml make_qp_quants; L holds the uint8_t values ggml stores (negative levels wrap)."""
-    mx = F32(0.0)
-    for i in range(n):
-        mx = mx if mx > x[i] else x[i]
-    if mx < GROUP_MAX_EPS:
-        for i in range(n):
-            L[i] = 0
-        return F32(0.0)
-    iscale = F32(nmax) / mx
-    for i in range(n):
-        L[i] = nearest_int(iscale * x[i]) & 255
-    scale = F32(1.0) / iscale
-    best_mse = F32(0.0)
-    for i in range(n):
-        diff = x[i] - scale * F32(L[i])
-        best_mse += w[i] * diff * diff
-    for is_ in range(-4, 5):
-        if is_ == 0:
-            continue
-        iscale_is = (F32(0.1) * F32(is_) + F32(nmax)) / mx
-        scale_is = F32(1.0) / iscale_is
-        mse = F32(0.0)
-        for i in range(n):
-            l = min(nmax, nearest_int(iscale_is * x[i]))
-            diff = x[i] - scale_is * F32(l)
-            mse += w[i] * diff * diff
-        if mse < best_mse:
-            best_mse = mse
-            iscale = iscale_is
-    sumlx = F32(0.0)
-    suml2 = F32(0.0)
-    for i in range(n):
-        l = min(nmax, nearest_int(iscale * x[i]))
-        L[i] = l & 255
-        sumlx += w[i] * x[i] * F32(l)
-        suml2 += w[i] * F32(l) * F32(l)
-    for itry in range(5):
-        n_changed = 0
-        for i in range(n):
-            wi = w[i]
-            li = F32(L[i])
-            slx = sumlx - wi * x[i] * li
-            sl2 = suml2 - wi * li * li
-            if slx > F32(0.0) and sl2 > F32(0.0):
-                new_l = min(nmax, nearest_int(x[i] * sl2 / slx))
-                if new_l != L[i]:
-                    slx += wi * x[i] * F32(new_l)
-                    sl2 += wi * F32(new_l) * F32(new_l)
-                    if slx * slx * suml2 > sumlx * sumlx * sl2:
-                        L[i] = new_l & 255
-                        sumlx = slx
-                        suml2 = sl2
-                        n_changed += 1
-        if n_changed == 0:
-            break
-    return sumlx / suml2 if suml2 > F32(0.0) else F32(0.0)
 
 
 @njit(cache=True)

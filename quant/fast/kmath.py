@@ -380,6 +380,8 @@ def _qkx_step_checked(n, nmax, x, w, L, Laux, iscale, sum_w, sum_x, mn, best, sc
 
 @njit(**JIT)
 def make_qp_quants(n, nmax, x, L, qw):
+    """ggml make_qp_quants (K-quant scales and IQ2_S/IQ3 sub-block scales). ggml's L is
+    uint8_t: negative levels wrap (& 255), and later comparisons see the wrapped value."""
     mx = F32(0.0)
     for i in range(n):
         mx = mx if mx > x[i] else x[i]
@@ -389,7 +391,7 @@ def make_qp_quants(n, nmax, x, L, qw):
         return F32(0.0)
     iscale = F32(nmax) / mx
     for i in range(n):
-        L[i] = nearest_int(iscale * x[i])
+        L[i] = nearest_int(iscale * x[i]) & 255
     scale = F32(1.0) / iscale
     best_mse = F32(0.0)
     for i in range(n):
@@ -412,7 +414,7 @@ def make_qp_quants(n, nmax, x, L, qw):
     suml2 = F32(0.0)
     for i in range(n):
         l = min(nmax, nearest_int(iscale * x[i]))
-        L[i] = l
+        L[i] = l & 255
         fl = F32(l)
         sumlx += qw[i] * x[i] * fl
         suml2 += qw[i] * fl * fl
@@ -430,7 +432,7 @@ def make_qp_quants(n, nmax, x, L, qw):
                     slx += w * x[i] * fn
                     sl2 += w * fn * fn
                     if slx * slx * suml2 > sumlx * sumlx * sl2:
-                        L[i] = new_l
+                        L[i] = new_l & 255
                         sumlx = slx
                         suml2 = sl2
                         n_changed += 1
