@@ -23,7 +23,9 @@ renamed entries, JSON truncation and byte flips, and file truncation.
 Each case runs ``ggufkit.cli.main([...])`` in a worker process (stdout/stderr captured). Verdicts:
   ok          exit 0                      reject     exit 1/2, last stderr line "error: ..."
   traceback   any other exception, or an error that is not one line
-  hang        no answer within --timeout seconds (the worker is killed and restarted)
+  hang        more than --timeout (10) s of CPU time, or 6 x that of wall time, twice (the worker
+              is killed and restarted each time). CPU time, because wall time on a loaded shared
+              machine is no measure; the retry absorbs a cold Numba compile.
   alloc       MemoryError under RLIMIT_AS = the worker's size + max(256 MiB, 16 x input size)
   left        files left in the output directory after a failure (or beyond the output on success)
 Exit status 0 when there are no tracebacks, hangs, allocs or leftovers.
@@ -498,6 +500,7 @@ def worker(args) -> None:
         sys.stderr.write(f"warm-up {cmd}\n")
         run_case({"i": -1, "seed_file": "tiny-q8_0", "mutation": "none", "kind": "gguf", "cmd": cmd,
                   "data": Path(seeds["tiny-q8_0"]).read_bytes()}, seeds, work)
+    warm_kernels()
     _BASE_AS = _vm_size() if args.mem_limit else None
     out = os.fdopen(os.dup(1), "w")              # the protocol; fd 1 itself goes to /dev/null so
     os.dup2(os.open(os.devnull, os.O_WRONLY), 1)  # nothing printed by native code can corrupt it
@@ -509,6 +512,32 @@ def worker(args) -> None:
         out.write(json.dumps(res) + "\n")
         out.flush()
     shutil.rmtree(work, ignore_errors=True)
+
+
+def warm_kernels() -> None:
+    """Load (or compile, once: Numba caches on disk) every type's kernels, so that a mutated type id
+    does not make a case look like a hang: runtime matmul (decode and prefill) and get_rows, and
+    quant's dequantize, for every type with a block layout."""
+    import numpy as np
+    import quant
+    from runtime import backend as B
+    for t in quant.TYPES.values() if isinstance(quant.TYPES, dict) else quant.TYPES:
+        name = t.name
+        try:
+            n_in = 256 * max(1, t.block_size // 256) if t.block_size > 1 else 256
+            if n_in % t.block_size:
+                n_in = t.block_size * 8
+            data = np.zeros((4, quant.row_size(name, n_in)), np.uint8)
+        except Exception:   # noqa: BLE001 - a type without a layout
+            continue
+        for fn in (lambda: B.matmul(B.QTensor(data, name, (4, n_in)), np.ones((1, n_in), np.float32)),
+                   lambda: B.matmul(B.QTensor(data, name, (4, n_in)), np.ones((40, n_in), np.float32)),
+                   lambda: B.get_rows(B.QTensor(data, name, (4, n_in)), np.array([0, 3])),
+                   lambda: quant.dequantize(data, name)):
+            try:
+                fn()
+            except Exception:   # noqa: BLE001 - unsupported here; the fuzz cases will say how
+                pass
 
 
 def _start_worker(args):
@@ -525,33 +554,61 @@ def _start_worker(args):
     return p
 
 
+def _cpu_seconds(pid: int) -> float:
+    """CPU time (user + system, all threads) the process has used."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _answer(p, timeout: float) -> str:
+    """The worker's next line, or "" once the case has used more than ``timeout`` s of CPU (a busy
+    hang; CPU time, so that a loaded machine does not fake one) or 6 x timeout of wall time (a
+    blocked one)."""
+    cpu0, t0 = _cpu_seconds(p.pid), time.time()
+    while True:
+        ready, _, _ = select.select([p.stdout], [], [], 0.5)
+        if ready:
+            return p.stdout.readline()
+        try:
+            cpu = _cpu_seconds(p.pid) - cpu0
+        except (OSError, IndexError):
+            return ""
+        if cpu > timeout or time.time() - t0 > 6 * timeout:
+            return ""
+
+
 def campaign(args, cases: list[int], log=None) -> list[dict]:
     """Run cases in a worker; a case without an answer in args.timeout s is a hang (worker restarted)."""
     results, p = [], None
     seeds = make_seeds(Path(args.workdir) / "seeds")
     try:
         for i in cases:
-            if p is None or p.poll() is not None:
-                p = _start_worker(args)
-            p.stdin.write(f"{i}\n")
-            p.stdin.flush()
-            ready, _, _ = select.select([p.stdout], [], [], args.timeout)
-            line = p.stdout.readline() if ready else ""
-            if not line:
-                try:
-                    plan = plan_case(args.seed, i, seeds)
-                except Exception:   # noqa: BLE001
-                    plan = {"cmd": None, "mutation": None, "seed_file": None}
+            for attempt in (1, 2):    # no answer: retry once in a fresh worker (cold Numba compiles,
+                if p is None or p.poll() is not None:        # load spikes); twice is a hang
+                    p = _start_worker(args)
+                p.stdin.write(f"{i}\n")
+                p.stdin.flush()
+                line = _answer(p, args.timeout)
+                if line:
+                    res = json.loads(line)
+                    if attempt == 2:
+                        res["detail"] = (res["detail"] + " (answered on the retry)").strip()
+                    break
                 code = p.poll()
                 p.kill()
                 p.wait()
                 p = None
-                verdict = "hang" if code is None else "traceback"
-                res = {"i": i, "verdict": verdict, "detail": f"no answer in {args.timeout} s" if code is None
+                try:
+                    plan = plan_case(args.seed, i, seeds)
+                except Exception:   # noqa: BLE001
+                    plan = {"cmd": None, "mutation": None, "seed_file": None}
+                res = {"i": i, "verdict": "hang" if code is None else "traceback",
+                       "detail": f"over {args.timeout} CPU s (or {6 * args.timeout} s wall), twice" if code is None
                        else f"worker died with status {code}", "cmd": plan["cmd"], "mutation": plan["mutation"],
                        "seed_file": plan["seed_file"]}
-            else:
-                res = json.loads(line)
+                if code is not None:
+                    break
             results.append(res)
             if log:
                 log(res)
@@ -564,9 +621,11 @@ def campaign(args, cases: list[int], log=None) -> list[dict]:
 
 def summarize(results: list[dict]) -> dict:
     c = Counter(r["verdict"] for r in results)
-    by_cmd = defaultdict(Counter)
+    by_cmd, secs = defaultdict(Counter), defaultdict(list)
     for r in results:
         by_cmd[r.get("cmd") or "?"][r["verdict"]] += 1
+        if "s" in r:
+            secs[r.get("cmd") or "?"].append(r["s"])
     bad = defaultdict(list)
     for r in results:
         if r["verdict"] in BAD:
@@ -574,6 +633,7 @@ def summarize(results: list[dict]) -> dict:
             bad[key].append(r["i"])
     return {"cases": len(results), "verdicts": {v: c.get(v, 0) for v in VERDICTS},
             "by_command": {k: dict(v) for k, v in sorted(by_cmd.items())},
+            "mean_seconds": {k: round(sum(v) / len(v), 3) for k, v in sorted(secs.items())},
             "findings": {k: {"count": len(v), "cases": v[:10]} for k, v in sorted(bad.items(), key=lambda kv: -len(kv[1]))}}
 
 
@@ -583,7 +643,7 @@ def main(argv=None) -> int:
     ap.add_argument("--start", type=int, default=0, help="first case number")
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--case", type=int, help="replay one case in this process, verbosely")
-    ap.add_argument("--timeout", type=float, default=10.0, help="seconds before a case counts as a hang")
+    ap.add_argument("--timeout", type=float, default=10.0, help="CPU seconds before a case counts as a hang")
     ap.add_argument("--workdir", default=str(Path(os.environ.get("TMPDIR", "/tmp")) / "ggufkit-fuzz"))
     ap.add_argument("--report", help="write the summary and every non-ok case here (JSON)")
     ap.add_argument("--no-mem-limit", dest="mem_limit", action="store_false")
