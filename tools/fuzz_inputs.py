@@ -380,7 +380,7 @@ if os.environ.get("FUZZ_NO_PIPELINE"):      # a quicker campaign without the 128
 COMMANDS = {
     "info": (lambda i, o: ["info", i], 35),
     "run": (lambda i, o: ["run", i, "-p", "hello there", "-n", "1", "--temp", "0", "-t", "1"], 30),
-    "quantize": (lambda i, o: ["quantize", i, str(o / "out.gguf"), "Q4_0", "1"], 20),
+    "quantize": (lambda i, o: ["quantize", "--allow-requantize", i, str(o / "out.gguf"), "Q4_0", "1"], 20),
     "dequantize": (lambda i, o: ["dequantize", i, str(o / "out.gguf"), "--outtype", "f32", "--threads", "1"], 15),
 }
 CONVERT_SHARE = 0.14
