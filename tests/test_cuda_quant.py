@@ -10,7 +10,8 @@
 
 Every kernel runs in the three emulation thread orders (forward, reverse, random) and with
 guarded buffers (writes outside an argument fail). Shapes are odd: n_out = 5 or 7 rows (not a
-multiple of anything), two 256-blocks per row. Random blocks are random bytes with sane fp16
+multiple of the 4 rows per CTA the launcher picks for rows of 16 chunks), two 256-blocks per
+row; test_matvec_rows_per_cta covers 2 and 1 rows per CTA. Random blocks are random bytes with sane fp16
 scales (scales_of below), so every bit of every layout is exercised.
 """
 
@@ -150,6 +151,22 @@ def test_matvec_against_reference(qtype):
             y = qm.matvec(w, qtype, n_out, n_in, x)
         assert y.shape == (n_tok, n_out)
         assert_close(y, xs @ wf.T, np.abs(xs) @ np.abs(wf).T, f"{qtype} n_tok={n_tok} {opts['order']}")
+
+
+@pytest.mark.parametrize("qtype", ["F16", "Q8_0", "Q4_K", "IQ4_XS"])
+@pytest.mark.parametrize("n_in", [1536, 2304])
+def test_matvec_rows_per_cta(qtype, n_in):
+    """2 rows per CTA (48 chunks) and 1 (72 chunks); the tests above use 4 (16 chunks); n_out odd."""
+    rng = np.random.default_rng(n_in)
+    n_out = 3
+    assert qm.rows_per_cta(n_in) == (2 if n_in == 1536 else 1)
+    w = random_rows(qtype, n_out, n_in, rng)
+    wf = ref_dequant(w, qtype, n_in).astype(np.float64)
+    x = rng.standard_normal((2, n_in)).astype(np.float32)
+    xs = x.astype(np.float64) if qtype in qm.FLOAT_TYPES else q8_1_seen(x)
+    with emu_options(guard=True, order="random", seed=n_in):
+        y = qm.matvec(w, qtype, n_out, n_in, x)
+    assert_close(y, xs @ wf.T, np.abs(xs) @ np.abs(wf).T, f"{qtype} n_in={n_in}")
 
 
 @pytest.mark.parametrize("qtype", ["F16", "BF16", "Q8_0", "Q4_K", "IQ2_XXS"])

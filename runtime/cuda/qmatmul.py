@@ -27,7 +27,7 @@ from quant.types import TYPES, get_type
 from runtime.cuda.module import CudaError, emulating, load
 
 SOURCE = "quants"
-THREADS = 128              # MMVQ_THREADS in quants.cu: one CTA of 4 warps per output row
+THREADS = 128              # MMVQ_THREADS / DEQ_THREADS in quants.cu: CTAs of 4 warps
 MATVEC_MAX_TOKENS = 8      # MMVQ_MAXT
 Q8_1_BYTES = 36            # block_q8_1: d:2 s:2 qs:32
 TILE_BYTES = 32 << 20      # f16 bytes of one dequantized weight tile
@@ -78,6 +78,13 @@ def quantize_q8_1(x):
     return out
 
 
+def rows_per_cta(n_in: int) -> int:
+    """Output rows per 128-thread CTA: 4 (a warp per row) for rows of at most 32 chunks of 32
+    weights, 2 up to 64 chunks, else 1 (the 128 threads of the CTA share the row)."""
+    n = n_in // 32
+    return 4 if n <= 32 else 2 if n <= 64 else 1
+
+
 def matvec(w, qtype: str, n_out: int, n_in: int, x):
     """Decode product: x f32[n_tok, n_in] -> f32[n_tok, n_out], fused dequantize-and-dot."""
     name = _check(qtype, n_in)
@@ -89,17 +96,19 @@ def matvec(w, qtype: str, n_out: int, n_in: int, x):
         return y
     w = _flat_u8(w)
     mod = _module()
+    rows = rows_per_cta(n_in)
+    grid = ((n_out + rows - 1) // rows,)
     for t0 in range(0, n_tok, MATVEC_MAX_TOKENS):
         xt = x[t0:t0 + MATVEC_MAX_TOKENS]
         nt = xt.shape[0]
         yt = y if nt == n_tok else xp.empty((nt, n_out), np.float32)
         if name in FLOAT_TYPES:
             k = mod.get_function("mmv_" + name.lower())
-            k((n_out,), (THREADS,), (w, xt, yt, np.int32(n_out), np.int32(n_in), np.int32(nt)))
+            k(grid, (THREADS,), (w, xt, yt, np.int32(n_out), np.int32(n_in), np.int32(nt), np.int32(rows)))
         else:
             xq = quantize_q8_1(xt)
             k = mod.get_function("mmvq_" + name.lower())
-            k((n_out,), (THREADS,), (w, xq, yt, np.int32(n_out), np.int32(n_in), np.int32(nt)))
+            k(grid, (THREADS,), (w, xq, yt, np.int32(n_out), np.int32(n_in), np.int32(nt), np.int32(rows)))
         if yt is not y:
             y[t0:t0 + nt] = yt
     return y

@@ -1591,21 +1591,23 @@ struct tq2_0 {   // d:2 qs:16 (64 per block)   w = d*(q-1), q = (qs[e/4] >> 2(e%
 
 // Decode matvec: y[t, r] = sum_k W[r, k] * x[t, k] for n_tok <= 8 tokens at once.
 //
-// Quantized weights (every type of quants.cuh): the activations are first quantized to
-// q8_1 blocks (quantize_q8_1), then each CTA of MMVQ_THREADS threads computes one output
-// row: thread i walks the row's 32-weight chunks i, i + 128, ..., unpacks the chunk into
-// int8 lanes in registers (never a float copy of the weight) and takes integer dots with
-// __dp4a against every token's q8_1 block:
+// Quantized weights (every type above): the activations are first quantized to q8_1 blocks
+// (quantize_q8_1). A CTA of MMVQ_THREADS = 128 threads computes `rows` output rows (1, 2 or
+// 4: the launcher gives short rows fewer threads each, so no thread idles on rows of only
+// a few chunks); the 128/rows threads of a row walk its 32-weight chunks with stride
+// 128/rows, unpack each chunk into int8 lanes in registers (never a float copy of the
+// weight) and take integer dots with __dp4a against every token's q8_1 block:
 //
 //     chunk sum = dx * (sc0 * dot(q[0:16], xq[0:16]) + sc1 * dot(q[16:32], xq[16:32])
 //                      [+ mn0 * sum(xq[0:16]) + mn1 * sum(xq[16:32])])
 //
-// Partial sums are reduced over the warp with shuffles, then over the 4 warps in shared
-// memory. Float weights (F32/F16/BF16) take float dots with the f32 activations.
+// (the activation sums are taken with __dp4a too, so the q8_1 s field is not needed).
+// Partial sums are reduced over each warp with shuffles, then over the warps of a row in
+// shared memory. Float weights (F32/F16/BF16) take float dots with the f32 activations.
 //
 // Shapes: w u8[n_out, row_bytes]; x f32[n_tok, n_in]; xq q8_1[n_tok, n_in/32] (36 bytes
 // each: d:2 s:2 qs:32, ggml's block_q8_1, s = d * sum(qs)); y f32[n_tok, n_out].
-// Launch: grid (n_out), block (MMVQ_THREADS); quantize_q8_1: grid (ceil(nb/4)), block (128).
+// Launch: grid (ceil(n_out / rows)), block (128); quantize_q8_1: grid (ceil(nb/4)), block (128).
 
 #define MMVQ_THREADS 128
 #define MMVQ_MAXT 8
@@ -1634,10 +1636,25 @@ extern "C" __global__ void quantize_q8_1(const float* x, unsigned char* y, int n
     }
 }
 
-// ------------------------------------------------------------------ reduction
+// ------------------------------------------------------------------ rows of a CTA
 
-// acc[t] summed over the CTA -> y[t * n_out + row] for t < n_tok
-static __device__ __forceinline__ void mmv_store(float* acc, float* y, int row, int n_out, int n_tok) {
+struct mmv_rows {
+    int row;    // output row of this thread (may be >= n_out in the last CTA)
+    int tpr;    // threads per row
+    int local;  // index of this thread within its row
+};
+
+static __device__ __forceinline__ mmv_rows mmv_row(int rows) {
+    mmv_rows r;
+    r.tpr = MMVQ_THREADS / rows;
+    r.row = blockIdx.x * rows + threadIdx.x / r.tpr;
+    r.local = threadIdx.x % r.tpr;
+    return r;
+}
+
+// acc[t] summed over the threads of each row -> y[t * n_out + row] for t < n_tok.
+// Every thread of the CTA calls this (it holds a barrier).
+static __device__ __forceinline__ void mmv_store(const float* acc, float* y, mmv_rows r, int n_out, int n_tok) {
     __shared__ float red[MMVQ_THREADS / 32][MMVQ_MAXT];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     for (int t = 0; t < MMVQ_MAXT; ++t) {
@@ -1648,10 +1665,11 @@ static __device__ __forceinline__ void mmv_store(float* acc, float* y, int row, 
         }
     }
     __syncthreads();
-    if ((int)threadIdx.x < n_tok) {
+    if (r.local < n_tok && r.row < n_out) {
+        const int wpr = r.tpr / 32, w0 = (threadIdx.x / r.tpr) * wpr;
         float s = 0.0f;
-        for (int w = 0; w < MMVQ_THREADS / 32; ++w) s += red[w][threadIdx.x];
-        y[(long long)threadIdx.x * n_out + row] = s;
+        for (int w = 0; w < wpr; ++w) s += red[w0 + w][r.local];
+        y[(long long)r.local * n_out + r.row] = s;
     }
 }
 
@@ -1659,20 +1677,20 @@ static __device__ __forceinline__ void mmv_store(float* acc, float* y, int row, 
 
 template <class T>
 static __device__ __forceinline__ void mmvq(const unsigned char* w, const unsigned char* xq, float* y,
-                                            int n_out, int n_in, int n_tok) {
-    const int row = blockIdx.x;
-    const int nchunk = n_in / 32;
+                                            int n_out, int n_in, int n_tok, int rows) {
+    const mmv_rows r = mmv_row(rows);
+    const int nchunk = r.row < n_out ? n_in / 32 : 0;
     const int cpb = T::QK / 32;
-    const unsigned char* wr = w + (long long)row * (n_in / T::QK) * T::TS;
+    const unsigned char* wr = w + (long long)r.row * (n_in / T::QK) * T::TS;
     float acc[MMVQ_MAXT];
     for (int t = 0; t < MMVQ_MAXT; ++t) acc[t] = 0.0f;
-    for (int c = threadIdx.x; c < nchunk; c += MMVQ_THREADS) {
+    for (int c = r.local; c < nchunk; c += r.tpr) {
         int q[8];
         float sc[2], mn[2];
         T::load(wr + (long long)(c / cpb) * T::TS, c % cpb, q, sc, mn);
         for (int t = 0; t < MMVQ_MAXT; ++t) {
             if (t < n_tok) {
-                const unsigned char* xb = xq + ((long long)t * nchunk + c) * 36;
+                const unsigned char* xb = xq + ((long long)t * (n_in / 32) + c) * 36;
                 const float dx = f16_to_f32(qk_u16(xb));
                 int x[8];
                 for (int i = 0; i < 8; ++i) x[i] = (int)qk_u32a4(xb + 4 + 4 * i);
@@ -1681,48 +1699,48 @@ static __device__ __forceinline__ void mmvq(const unsigned char* w, const unsign
                     s0 = __dp4a(q[i], x[i], s0);
                     s1 = __dp4a(q[i + 4], x[i + 4], s1);
                 }
-                float r = sc[0] * (float)s0 + sc[1] * (float)s1;
+                float v = sc[0] * (float)s0 + sc[1] * (float)s1;
                 if (T::MIN) {
                     int h0 = 0, h1 = 0;
                     for (int i = 0; i < 4; ++i) {
                         h0 = __dp4a(x[i], 0x01010101, h0);
                         h1 = __dp4a(x[i + 4], 0x01010101, h1);
                     }
-                    r += mn[0] * (float)h0 + mn[1] * (float)h1;
+                    v += mn[0] * (float)h0 + mn[1] * (float)h1;
                 }
-                acc[t] += dx * r;
+                acc[t] += dx * v;
             }
         }
     }
-    mmv_store(acc, y, row, n_out, n_tok);
+    mmv_store(acc, y, r, n_out, n_tok);
 }
 
 // one kernel per type, written out (module.py reads kernel signatures from the text)
-extern "C" __global__ void mmvq_q4_0(const unsigned char* w, const unsigned char* xq, float* y, int n_out, int n_in, int n_tok) { mmvq<tq4_0>(w, xq, y, n_out, n_in, n_tok); }
-extern "C" __global__ void mmvq_q4_1(const unsigned char* w, const unsigned char* xq, float* y, int n_out, int n_in, int n_tok) { mmvq<tq4_1>(w, xq, y, n_out, n_in, n_tok); }
-extern "C" __global__ void mmvq_q5_0(const unsigned char* w, const unsigned char* xq, float* y, int n_out, int n_in, int n_tok) { mmvq<tq5_0>(w, xq, y, n_out, n_in, n_tok); }
-extern "C" __global__ void mmvq_q5_1(const unsigned char* w, const unsigned char* xq, float* y, int n_out, int n_in, int n_tok) { mmvq<tq5_1>(w, xq, y, n_out, n_in, n_tok); }
-extern "C" __global__ void mmvq_q8_0(const unsigned char* w, const unsigned char* xq, float* y, int n_out, int n_in, int n_tok) { mmvq<tq8_0>(w, xq, y, n_out, n_in, n_tok); }
-extern "C" __global__ void mmvq_q2_k(const unsigned char* w, const unsigned char* xq, float* y, int n_out, int n_in, int n_tok) { mmvq<tq2_k>(w, xq, y, n_out, n_in, n_tok); }
-extern "C" __global__ void mmvq_q3_k(const unsigned char* w, const unsigned char* xq, float* y, int n_out, int n_in, int n_tok) { mmvq<tq3_k>(w, xq, y, n_out, n_in, n_tok); }
-extern "C" __global__ void mmvq_q4_k(const unsigned char* w, const unsigned char* xq, float* y, int n_out, int n_in, int n_tok) { mmvq<tq4_k>(w, xq, y, n_out, n_in, n_tok); }
-extern "C" __global__ void mmvq_q5_k(const unsigned char* w, const unsigned char* xq, float* y, int n_out, int n_in, int n_tok) { mmvq<tq5_k>(w, xq, y, n_out, n_in, n_tok); }
-extern "C" __global__ void mmvq_q6_k(const unsigned char* w, const unsigned char* xq, float* y, int n_out, int n_in, int n_tok) { mmvq<tq6_k>(w, xq, y, n_out, n_in, n_tok); }
-extern "C" __global__ void mmvq_iq2_xxs(const unsigned char* w, const unsigned char* xq, float* y, int n_out, int n_in, int n_tok) { mmvq<tiq2_xxs>(w, xq, y, n_out, n_in, n_tok); }
-extern "C" __global__ void mmvq_iq2_xs(const unsigned char* w, const unsigned char* xq, float* y, int n_out, int n_in, int n_tok) { mmvq<tiq2_xs>(w, xq, y, n_out, n_in, n_tok); }
-extern "C" __global__ void mmvq_iq2_s(const unsigned char* w, const unsigned char* xq, float* y, int n_out, int n_in, int n_tok) { mmvq<tiq2_s>(w, xq, y, n_out, n_in, n_tok); }
-extern "C" __global__ void mmvq_iq3_xxs(const unsigned char* w, const unsigned char* xq, float* y, int n_out, int n_in, int n_tok) { mmvq<tiq3_xxs>(w, xq, y, n_out, n_in, n_tok); }
-extern "C" __global__ void mmvq_iq3_s(const unsigned char* w, const unsigned char* xq, float* y, int n_out, int n_in, int n_tok) { mmvq<tiq3_s>(w, xq, y, n_out, n_in, n_tok); }
-extern "C" __global__ void mmvq_iq1_s(const unsigned char* w, const unsigned char* xq, float* y, int n_out, int n_in, int n_tok) { mmvq<tiq1_s>(w, xq, y, n_out, n_in, n_tok); }
-extern "C" __global__ void mmvq_iq1_m(const unsigned char* w, const unsigned char* xq, float* y, int n_out, int n_in, int n_tok) { mmvq<tiq1_m>(w, xq, y, n_out, n_in, n_tok); }
-extern "C" __global__ void mmvq_iq4_nl(const unsigned char* w, const unsigned char* xq, float* y, int n_out, int n_in, int n_tok) { mmvq<tiq4_nl>(w, xq, y, n_out, n_in, n_tok); }
-extern "C" __global__ void mmvq_iq4_xs(const unsigned char* w, const unsigned char* xq, float* y, int n_out, int n_in, int n_tok) { mmvq<tiq4_xs>(w, xq, y, n_out, n_in, n_tok); }
-extern "C" __global__ void mmvq_tq1_0(const unsigned char* w, const unsigned char* xq, float* y, int n_out, int n_in, int n_tok) { mmvq<ttq1_0>(w, xq, y, n_out, n_in, n_tok); }
-extern "C" __global__ void mmvq_tq2_0(const unsigned char* w, const unsigned char* xq, float* y, int n_out, int n_in, int n_tok) { mmvq<ttq2_0>(w, xq, y, n_out, n_in, n_tok); }
-extern "C" __global__ void mmvq_mxfp4(const unsigned char* w, const unsigned char* xq, float* y, int n_out, int n_in, int n_tok) { mmvq<tmxfp4>(w, xq, y, n_out, n_in, n_tok); }
-extern "C" __global__ void mmvq_nvfp4(const unsigned char* w, const unsigned char* xq, float* y, int n_out, int n_in, int n_tok) { mmvq<tnvfp4>(w, xq, y, n_out, n_in, n_tok); }
-extern "C" __global__ void mmvq_q1_0(const unsigned char* w, const unsigned char* xq, float* y, int n_out, int n_in, int n_tok) { mmvq<tq1_0>(w, xq, y, n_out, n_in, n_tok); }
-extern "C" __global__ void mmvq_q2_0(const unsigned char* w, const unsigned char* xq, float* y, int n_out, int n_in, int n_tok) { mmvq<tq2_0>(w, xq, y, n_out, n_in, n_tok); }
+extern "C" __global__ void mmvq_q4_0(const unsigned char* w, const unsigned char* xq, float* y, int n_out, int n_in, int n_tok, int rows) { mmvq<tq4_0>(w, xq, y, n_out, n_in, n_tok, rows); }
+extern "C" __global__ void mmvq_q4_1(const unsigned char* w, const unsigned char* xq, float* y, int n_out, int n_in, int n_tok, int rows) { mmvq<tq4_1>(w, xq, y, n_out, n_in, n_tok, rows); }
+extern "C" __global__ void mmvq_q5_0(const unsigned char* w, const unsigned char* xq, float* y, int n_out, int n_in, int n_tok, int rows) { mmvq<tq5_0>(w, xq, y, n_out, n_in, n_tok, rows); }
+extern "C" __global__ void mmvq_q5_1(const unsigned char* w, const unsigned char* xq, float* y, int n_out, int n_in, int n_tok, int rows) { mmvq<tq5_1>(w, xq, y, n_out, n_in, n_tok, rows); }
+extern "C" __global__ void mmvq_q8_0(const unsigned char* w, const unsigned char* xq, float* y, int n_out, int n_in, int n_tok, int rows) { mmvq<tq8_0>(w, xq, y, n_out, n_in, n_tok, rows); }
+extern "C" __global__ void mmvq_q2_k(const unsigned char* w, const unsigned char* xq, float* y, int n_out, int n_in, int n_tok, int rows) { mmvq<tq2_k>(w, xq, y, n_out, n_in, n_tok, rows); }
+extern "C" __global__ void mmvq_q3_k(const unsigned char* w, const unsigned char* xq, float* y, int n_out, int n_in, int n_tok, int rows) { mmvq<tq3_k>(w, xq, y, n_out, n_in, n_tok, rows); }
+extern "C" __global__ void mmvq_q4_k(const unsigned char* w, const unsigned char* xq, float* y, int n_out, int n_in, int n_tok, int rows) { mmvq<tq4_k>(w, xq, y, n_out, n_in, n_tok, rows); }
+extern "C" __global__ void mmvq_q5_k(const unsigned char* w, const unsigned char* xq, float* y, int n_out, int n_in, int n_tok, int rows) { mmvq<tq5_k>(w, xq, y, n_out, n_in, n_tok, rows); }
+extern "C" __global__ void mmvq_q6_k(const unsigned char* w, const unsigned char* xq, float* y, int n_out, int n_in, int n_tok, int rows) { mmvq<tq6_k>(w, xq, y, n_out, n_in, n_tok, rows); }
+extern "C" __global__ void mmvq_iq2_xxs(const unsigned char* w, const unsigned char* xq, float* y, int n_out, int n_in, int n_tok, int rows) { mmvq<tiq2_xxs>(w, xq, y, n_out, n_in, n_tok, rows); }
+extern "C" __global__ void mmvq_iq2_xs(const unsigned char* w, const unsigned char* xq, float* y, int n_out, int n_in, int n_tok, int rows) { mmvq<tiq2_xs>(w, xq, y, n_out, n_in, n_tok, rows); }
+extern "C" __global__ void mmvq_iq2_s(const unsigned char* w, const unsigned char* xq, float* y, int n_out, int n_in, int n_tok, int rows) { mmvq<tiq2_s>(w, xq, y, n_out, n_in, n_tok, rows); }
+extern "C" __global__ void mmvq_iq3_xxs(const unsigned char* w, const unsigned char* xq, float* y, int n_out, int n_in, int n_tok, int rows) { mmvq<tiq3_xxs>(w, xq, y, n_out, n_in, n_tok, rows); }
+extern "C" __global__ void mmvq_iq3_s(const unsigned char* w, const unsigned char* xq, float* y, int n_out, int n_in, int n_tok, int rows) { mmvq<tiq3_s>(w, xq, y, n_out, n_in, n_tok, rows); }
+extern "C" __global__ void mmvq_iq1_s(const unsigned char* w, const unsigned char* xq, float* y, int n_out, int n_in, int n_tok, int rows) { mmvq<tiq1_s>(w, xq, y, n_out, n_in, n_tok, rows); }
+extern "C" __global__ void mmvq_iq1_m(const unsigned char* w, const unsigned char* xq, float* y, int n_out, int n_in, int n_tok, int rows) { mmvq<tiq1_m>(w, xq, y, n_out, n_in, n_tok, rows); }
+extern "C" __global__ void mmvq_iq4_nl(const unsigned char* w, const unsigned char* xq, float* y, int n_out, int n_in, int n_tok, int rows) { mmvq<tiq4_nl>(w, xq, y, n_out, n_in, n_tok, rows); }
+extern "C" __global__ void mmvq_iq4_xs(const unsigned char* w, const unsigned char* xq, float* y, int n_out, int n_in, int n_tok, int rows) { mmvq<tiq4_xs>(w, xq, y, n_out, n_in, n_tok, rows); }
+extern "C" __global__ void mmvq_tq1_0(const unsigned char* w, const unsigned char* xq, float* y, int n_out, int n_in, int n_tok, int rows) { mmvq<ttq1_0>(w, xq, y, n_out, n_in, n_tok, rows); }
+extern "C" __global__ void mmvq_tq2_0(const unsigned char* w, const unsigned char* xq, float* y, int n_out, int n_in, int n_tok, int rows) { mmvq<ttq2_0>(w, xq, y, n_out, n_in, n_tok, rows); }
+extern "C" __global__ void mmvq_mxfp4(const unsigned char* w, const unsigned char* xq, float* y, int n_out, int n_in, int n_tok, int rows) { mmvq<tmxfp4>(w, xq, y, n_out, n_in, n_tok, rows); }
+extern "C" __global__ void mmvq_nvfp4(const unsigned char* w, const unsigned char* xq, float* y, int n_out, int n_in, int n_tok, int rows) { mmvq<tnvfp4>(w, xq, y, n_out, n_in, n_tok, rows); }
+extern "C" __global__ void mmvq_q1_0(const unsigned char* w, const unsigned char* xq, float* y, int n_out, int n_in, int n_tok, int rows) { mmvq<tq1_0>(w, xq, y, n_out, n_in, n_tok, rows); }
+extern "C" __global__ void mmvq_q2_0(const unsigned char* w, const unsigned char* xq, float* y, int n_out, int n_in, int n_tok, int rows) { mmvq<tq2_0>(w, xq, y, n_out, n_in, n_tok, rows); }
 
 // ------------------------------------------------------------------ float weights
 
@@ -1736,58 +1754,72 @@ static __device__ __forceinline__ float qk_wload(const unsigned char* w, long lo
 
 template <int KIND>
 static __device__ __forceinline__ void mmv_float(const unsigned char* w, const float* x, float* y,
-                                                 int n_out, int n_in, int n_tok) {
-    const int row = blockIdx.x;
+                                                 int n_out, int n_in, int n_tok, int rows) {
+    const mmv_rows r = mmv_row(rows);
+    const int n = r.row < n_out ? n_in : 0;
     float acc[MMVQ_MAXT];
     for (int t = 0; t < MMVQ_MAXT; ++t) acc[t] = 0.0f;
-    for (int k = threadIdx.x; k < n_in; k += MMVQ_THREADS) {
-        const float wv = qk_wload<KIND>(w, (long long)row * n_in + k);
+    for (int k = r.local; k < n; k += r.tpr) {
+        const float wv = qk_wload<KIND>(w, (long long)r.row * n_in + k);
         for (int t = 0; t < MMVQ_MAXT; ++t)
             if (t < n_tok) acc[t] += wv * x[(long long)t * n_in + k];
     }
-    mmv_store(acc, y, row, n_out, n_tok);
+    mmv_store(acc, y, r, n_out, n_tok);
 }
 
-extern "C" __global__ void mmv_f32(const unsigned char* w, const float* x, float* y, int n_out, int n_in, int n_tok) {
-    mmv_float<0>(w, x, y, n_out, n_in, n_tok);
+extern "C" __global__ void mmv_f32(const unsigned char* w, const float* x, float* y, int n_out, int n_in, int n_tok,
+                                   int rows) {
+    mmv_float<0>(w, x, y, n_out, n_in, n_tok, rows);
 }
-extern "C" __global__ void mmv_f16(const unsigned char* w, const float* x, float* y, int n_out, int n_in, int n_tok) {
-    mmv_float<1>(w, x, y, n_out, n_in, n_tok);
+extern "C" __global__ void mmv_f16(const unsigned char* w, const float* x, float* y, int n_out, int n_in, int n_tok,
+                                   int rows) {
+    mmv_float<1>(w, x, y, n_out, n_in, n_tok, rows);
 }
-extern "C" __global__ void mmv_bf16(const unsigned char* w, const float* x, float* y, int n_out, int n_in, int n_tok) {
-    mmv_float<2>(w, x, y, n_out, n_in, n_tok);
+extern "C" __global__ void mmv_bf16(const unsigned char* w, const float* x, float* y, int n_out, int n_in, int n_tok,
+                                   int rows) {
+    mmv_float<2>(w, x, y, n_out, n_in, n_tok, rows);
 }
 
 // Dequantization of whole rows, for prefill tiles (f16, then cuBLAS) and get_rows (f32).
 //
 // out[i, :] = dequantize(W[src_i, :]), src_i = ids ? ids[i] : row0 + i.
-// Each thread unpacks one 32-weight chunk with the type's loader (quants.cuh) and writes
-// its 32 values; the float values are bit-equal to the numpy reference (quant/ref), and
-// the f16 output is that value rounded to nearest even.
+// Each thread unpacks one 32-weight chunk with the type's loader and puts its 32 values in
+// shared memory; the CTA then writes its 128 chunks out with consecutive threads on
+// consecutive addresses. The float values are bit-equal to the numpy reference
+// (quant/ref), and the f16 output is that value rounded to nearest even.
 //
 // Shapes: w u8[n_rows_total, row_bytes]; ids i32[n] or null; out f32|f16 [n, n_in].
 // Launch: grid (n, ceil(n_in/32 / 128)), block (128) for block types;
 //         grid (n, ceil(n_in / 128)), block (128) for F32/F16/BF16 (one value per thread).
 
+#define DEQ_THREADS 128
+
 template <class T>
 static __device__ __forceinline__ void dequant_rows(const unsigned char* w, const int* ids, int row0, int n_in,
                                                     void* out, int out_f16) {
+    __shared__ float tile[DEQ_THREADS * 33];               // 33: no bank conflicts on the stores
     const int i = blockIdx.x;
-    const int c = blockIdx.y * blockDim.x + threadIdx.x;
     const int nchunk = n_in / 32, cpb = T::QK / 32;
-    if (c >= nchunk) return;
-    const long long src = ids ? (long long)ids[i] : (long long)row0 + i;
-    const unsigned char* wr = w + src * (n_in / T::QK) * T::TS;
-    int q[8];
-    float sc[2], mn[2];
-    T::load(wr + (long long)(c / cpb) * T::TS, c % cpb, q, sc, mn);
-    const long long o = (long long)i * n_in + 32LL * c;
-    for (int k = 0; k < 32; ++k) {
-        const float lv = qk_lane(q[k >> 2], k & 3);
-        float v = __fmul_rn(sc[k >> 4], lv);
-        if (T::MIN) v = __fadd_rn(v, mn[k >> 4]);
-        if (out_f16) ((unsigned short*)out)[o + k] = f32_to_f16(v);
-        else ((float*)out)[o + k] = v;
+    const int c0 = blockIdx.y * DEQ_THREADS, c = c0 + threadIdx.x;
+    if (c < nchunk) {
+        const long long src = ids ? (long long)ids[i] : (long long)row0 + i;
+        const unsigned char* wr = w + src * (n_in / T::QK) * T::TS;
+        int q[8];
+        float sc[2], mn[2];
+        T::load(wr + (long long)(c / cpb) * T::TS, c % cpb, q, sc, mn);
+        for (int k = 0; k < 32; ++k) {
+            float v = __fmul_rn(sc[k >> 4], qk_lane(q[k >> 2], k & 3));
+            if (T::MIN) v = __fadd_rn(v, mn[k >> 4]);
+            tile[threadIdx.x * 33 + k] = v;
+        }
+    }
+    __syncthreads();
+    const int nv = 32 * min(DEQ_THREADS, nchunk - c0);
+    const long long o = (long long)i * n_in + 32LL * c0;
+    for (int j = threadIdx.x; j < nv; j += DEQ_THREADS) {
+        const float v = tile[(j >> 5) * 33 + (j & 31)];
+        if (out_f16) ((unsigned short*)out)[o + j] = f32_to_f16(v);
+        else ((float*)out)[o + j] = v;
     }
 }
 
