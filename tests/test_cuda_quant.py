@@ -8,11 +8,11 @@
   them, or x itself for F32/F16/BF16), for 1, 3 and 8 tokens, 9 tokens split in two launches.
 - prefill (tiles + GEMM): within 1e-5 of sum|w*x| of the product of the f16-rounded operands.
 
-Every kernel runs in the three emulation thread orders (forward, reverse, random) and with
+The arrays are numpy arrays, so the launchers run the emulated kernels. Every kernel runs in the three emulation thread orders (forward, reverse, random) and with
 guarded buffers (writes outside an argument fail). Shapes are odd: n_out = 5 or 7 rows (not a
 multiple of the 4 rows per CTA the launcher picks for rows of 16 chunks), two 256-blocks per
 row; test_matvec_rows_per_cta covers 2 and 1 rows per CTA. Random blocks are random bytes with sane fp16
-scales (scales_of below), so every bit of every layout is exercised.
+scales (F16_SCALES below), so every bit of every layout is exercised.
 """
 
 from __future__ import annotations
@@ -30,13 +30,6 @@ from runtime.cuda.module import emu_options
 
 ORDERS = [dict(order="forward"), dict(order="reverse"), dict(order="random", seed=7)]
 TOL = 1e-5
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _emulate():
-    module.set_emulation(True)
-    yield
-    module.set_emulation(None)
 
 
 def _f16_bits(rng, n, lo=1e-3, hi=5e-2):

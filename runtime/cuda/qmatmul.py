@@ -5,8 +5,9 @@
     e = get_rows(w, "Q6_K", n_in, ids)       # embedding rows -> f32[len(ids), n_in]
 
 ``w`` is the tensor's packed bytes on the device (u8[n_out, row_bytes] or flat), ``x`` and
-``ids`` device arrays: CuPy arrays on a GPU, numpy arrays under emulation
-(``GGUFKIT_CUDA_EMULATE=1``), where the cuBLAS product runs as a numpy matmul.
+``ids`` device arrays. As in runtime.cuda.ops, the side is the arrays': CuPy arrays run on
+the GPU, numpy arrays run the emulated kernels (g++, runtime.cuda.module), where the cuBLAS
+product is a numpy matmul.
 
 - Decode (n_tok <= MATVEC_MAX_TOKENS): quantize x to q8_1 blocks, then one fused
   dequantize-and-dot kernel per 8 tokens (``mmvq_<type>``: int8 lanes and __dp4a;
@@ -24,7 +25,7 @@ from __future__ import annotations
 import numpy as np
 
 from quant.types import TYPES, get_type
-from runtime.cuda.module import CudaError, emulating, load
+from runtime.cuda.module import CudaError, load
 
 SOURCE = "quants"
 THREADS = 128              # MMVQ_THREADS / DEQ_THREADS in quants.cu: CTAs of 4 warps
@@ -40,15 +41,19 @@ BLOCK_TYPES = ("Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "
 TYPES_SUPPORTED = FLOAT_TYPES + BLOCK_TYPES
 
 
-def _xp():
-    if emulating():
+def _is_host(a) -> bool:
+    return isinstance(a, np.ndarray)
+
+
+def _xp(like):
+    if _is_host(like):
         return np
     import cupy
     return cupy
 
 
-def _module():
-    return load(SOURCE)
+def _fn(kname: str, like):
+    return load(SOURCE, emulate=_is_host(like)).get_function(kname)
 
 
 def _check(qtype: str, n_in: int) -> str:
@@ -66,7 +71,7 @@ def _flat_u8(w):
 
 def quantize_q8_1(x):
     """x f32[n_tok, n_in] (n_in % 32 == 0) -> u8[n_tok, n_in / 32 * 36] q8_1 blocks."""
-    xp = _xp()
+    xp = _xp(x)
     x = xp.ascontiguousarray(x, dtype=np.float32)
     n_tok, n_in = x.shape
     if n_in % 32:
@@ -74,7 +79,7 @@ def quantize_q8_1(x):
     nb = n_tok * n_in // 32
     out = xp.empty((n_tok, n_in // 32 * Q8_1_BYTES), np.uint8)
     if nb:
-        _module().get_function("quantize_q8_1")(((nb + 3) // 4,), (THREADS,), (x, out, np.int32(nb)))
+        _fn("quantize_q8_1", x)(((nb + 3) // 4,), (THREADS,), (x, out, np.int32(nb)))
     return out
 
 
@@ -88,14 +93,13 @@ def rows_per_cta(n_in: int) -> int:
 def matvec(w, qtype: str, n_out: int, n_in: int, x):
     """Decode product: x f32[n_tok, n_in] -> f32[n_tok, n_out], fused dequantize-and-dot."""
     name = _check(qtype, n_in)
-    xp = _xp()
+    xp = _xp(w)
     x = xp.ascontiguousarray(x, dtype=np.float32).reshape(-1, n_in)
     n_tok = x.shape[0]
     y = xp.empty((n_tok, n_out), np.float32)
     if n_tok == 0 or n_out == 0:
         return y
     w = _flat_u8(w)
-    mod = _module()
     rows = rows_per_cta(n_in)
     grid = ((n_out + rows - 1) // rows,)
     for t0 in range(0, n_tok, MATVEC_MAX_TOKENS):
@@ -103,11 +107,11 @@ def matvec(w, qtype: str, n_out: int, n_in: int, x):
         nt = xt.shape[0]
         yt = y if nt == n_tok else xp.empty((nt, n_out), np.float32)
         if name in FLOAT_TYPES:
-            k = mod.get_function("mmv_" + name.lower())
+            k = _fn("mmv_" + name.lower(), w)
             k(grid, (THREADS,), (w, xt, yt, np.int32(n_out), np.int32(n_in), np.int32(nt), np.int32(rows)))
         else:
             xq = quantize_q8_1(xt)
-            k = mod.get_function("mmvq_" + name.lower())
+            k = _fn("mmvq_" + name.lower(), w)
             k(grid, (THREADS,), (w, xq, yt, np.int32(n_out), np.int32(n_in), np.int32(nt), np.int32(rows)))
         if yt is not y:
             y[t0:t0 + nt] = yt
@@ -118,7 +122,7 @@ def dequantize(w, qtype: str, n_in: int, ids=None, row0: int = 0, n_rows: int | 
                dtype=np.float16):
     """Rows ``ids`` (i32 device array) or ``row0 .. row0 + n_rows`` -> f16|f32[n, n_in]."""
     name = _check(qtype, n_in)
-    xp = _xp()
+    xp = _xp(w)
     n = int(ids.shape[0]) if ids is not None else int(n_rows)
     out = xp.empty((n, n_in), dtype)
     if n == 0 or n_in == 0:
@@ -127,7 +131,7 @@ def dequantize(w, qtype: str, n_in: int, ids=None, row0: int = 0, n_rows: int | 
         ids = xp.ascontiguousarray(ids, dtype=np.int32)
     per_thread = 1 if name in FLOAT_TYPES else 32
     ny = (n_in // per_thread + THREADS - 1) // THREADS
-    k = _module().get_function("dequant_" + name.lower())
+    k = _fn("dequant_" + name.lower(), w)
     k((n, ny), (THREADS,), (_flat_u8(w), ids, np.int32(row0), np.int32(n_in), out,
                             np.int32(1 if np.dtype(dtype) == np.float16 else 0)))
     return out
@@ -140,7 +144,7 @@ def get_rows(w, qtype: str, n_in: int, ids):
 
 def _gemm(x, wt):
     """x f16|f32[n_tok, n_in] @ wt[n_rows, n_in].T -> f32[n_tok, n_rows]; f32 accumulation."""
-    if emulating():
+    if _is_host(x):
         return x.astype(np.float32) @ wt.astype(np.float32).T
     import cupy
     if wt.dtype == np.float32:
@@ -164,7 +168,7 @@ def _gemm(x, wt):
 def matmul_tiled(w, qtype: str, n_out: int, n_in: int, x):
     """Prefill: f16 (F32/BF16: f32) tiles of dequantized rows times x with cuBLAS."""
     name = _check(qtype, n_in)
-    xp = _xp()
+    xp = _xp(w)
     x = xp.ascontiguousarray(x, dtype=np.float32).reshape(-1, n_in)
     wide = name in ("F32", "BF16")
     xa = x if wide else x.astype(np.float16)
