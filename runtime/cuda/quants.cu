@@ -1676,7 +1676,8 @@ static __device__ __forceinline__ void mmv_store(const float* acc, float* y, mmv
 // ------------------------------------------------------------------ quantized weights
 
 template <class T>
-static __device__ __forceinline__ void mmvq(const unsigned char* w, const unsigned char* xq, float* y,
+static __device__ __forceinline__ void mmvq(const unsigned char* __restrict__ w, const unsigned char* __restrict__ xq,
+                                            float* __restrict__ y,
                                             int n_out, int n_in, int n_tok, int rows) {
     const mmv_rows r = mmv_row(rows);
     const int nchunk = r.row < n_out ? n_in / 32 : 0;
@@ -1753,7 +1754,8 @@ static __device__ __forceinline__ float qk_wload(const unsigned char* w, long lo
 }
 
 template <int KIND>
-static __device__ __forceinline__ void mmv_float(const unsigned char* w, const float* x, float* y,
+static __device__ __forceinline__ void mmv_float(const unsigned char* __restrict__ w, const float* __restrict__ x,
+                                                 float* __restrict__ y,
                                                  int n_out, int n_in, int n_tok, int rows) {
     const mmv_rows r = mmv_row(rows);
     const int n = r.row < n_out ? n_in : 0;
