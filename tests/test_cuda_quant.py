@@ -25,6 +25,7 @@ import pytest
 
 import quant
 from quant.types import TYPES
+from runtime import reference
 from runtime.cuda import module
 from runtime.cuda import qmatmul as qm
 from runtime.cuda.module import emu_options
@@ -239,3 +240,51 @@ def test_errors_name_the_problem():
         qm.matvec(w, "Q4_0", 2, 48, np.zeros((1, 48), np.float32))
     with pytest.raises(module.CudaError, match="no CUDA kernel for weight type Q8_K"):
         qm.matvec(w, "Q8_K", 1, 256, np.zeros((1, 256), np.float32))
+
+
+# ---------------------------------------------------------------- act="cpu": the CPU backend's activations
+
+@pytest.mark.parametrize("vtype", ["Q8_0", "Q8_K"])
+def test_quantize_act_cpu_bit_exact(vtype, dev):
+    """quantize_q8_cpu == runtime.reference.quantize_activations (q and d), ties included."""
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((3, 512)).astype(np.float32)
+    x[0, 10], x[0, 200] = -4.5, 4.5                     # Q8_K: the first of equal |x| sets the sign
+    x[1, 256:] = 0.0                                    # an all-zero super-block
+    x[2, 0:32] = 0.0                                    # an all-zero block
+    x[2, 40] = 0.5 / 127 * 3                            # values on .5 after scaling
+    with emu_options(guard=True, order="reverse"):
+        blocks = dev.get(qm.quantize_act_cpu(dev.put(x), vtype))
+    q, d = reference.quantize_activations(x, vtype)
+    b = blocks.reshape(3, 16, 36)
+    np.testing.assert_array_equal(b[..., 4:].view(np.int8).reshape(3, 512), q)
+    per = 8 if vtype == "Q8_K" else 1
+    np.testing.assert_array_equal(b[..., 0:4].copy().view(np.float32).reshape(3, 16), np.repeat(d, per, axis=1))
+
+
+@pytest.mark.parametrize("qtype", qm.TYPES_SUPPORTED)
+def test_matvec_cpu_act_matches_cpu_reference(qtype, dev):
+    """act="cpu": the CPU backend's product (runtime.reference.matmul's math: x as ggml-cpu
+    converts it for the weight type, times the dequantized weight), up to summation order."""
+    rng = np.random.default_rng(abs(hash(qtype)) % 2**32 + 2)
+    n_out, n_in = 5, 512 if TYPES[qtype].block_size > 1 else 75
+    w = random_rows(qtype, n_out, n_in, rng)
+    wf = ref_dequant(w, qtype, n_in).astype(np.float64)
+    for n_tok, opts in zip((1, 8), ORDERS):
+        x = rng.standard_normal((n_tok, n_in)).astype(np.float32)
+        xs = reference.activations_as_seen(x, qtype)
+        with emu_options(guard=True, **opts):
+            y = dev.get(qm.matvec(dev.put(w), qtype, n_out, n_in, dev.put(x), act="cpu"))
+        assert_close(y, xs @ wf.T, np.abs(xs) @ np.abs(wf).T, f"{qtype} cpu act n_tok={n_tok}")
+
+
+@pytest.mark.parametrize("qtype", ["F32", "F16", "BF16", "Q5_1", "Q4_K", "IQ2_S", "Q2_0"])
+def test_matmul_prefill_cpu_act(qtype, dev):
+    rng = np.random.default_rng(13)
+    n_out, n_in, n_tok = 7, 256, 10
+    w = random_rows(qtype, n_out, n_in, rng)
+    x = rng.standard_normal((n_tok, n_in)).astype(np.float32)
+    wf = ref_dequant(w, qtype, n_in).astype(np.float64)
+    xs = reference.activations_as_seen(x, qtype)
+    y = dev.get(qm.matmul(dev.put(w), qtype, n_out, n_in, dev.put(x), act="cpu"))
+    assert_close(y, xs @ wf.T, np.abs(xs) @ np.abs(wf).T, f"{qtype} cpu act prefill")

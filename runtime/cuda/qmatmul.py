@@ -26,6 +26,7 @@ import numpy as np
 
 from quant.types import TYPES, get_type
 from runtime.cuda.module import CudaError, load
+from runtime.reference import vec_dot_type
 
 SOURCE = "quants"
 THREADS = 128              # MMVQ_THREADS / DEQ_THREADS in quants.cu: CTAs of 4 warps
@@ -39,6 +40,7 @@ BLOCK_TYPES = ("Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "
                "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ3_XXS", "IQ3_S", "IQ1_S", "IQ1_M", "IQ4_NL", "IQ4_XS",
                "TQ1_0", "TQ2_0", "MXFP4", "NVFP4", "Q1_0", "Q2_0")
 TYPES_SUPPORTED = FLOAT_TYPES + BLOCK_TYPES
+ACT_MODES = ("q8_1", "cpu")
 
 
 def _is_host(a) -> bool:
@@ -83,6 +85,47 @@ def quantize_q8_1(x):
     return out
 
 
+def quantize_act_cpu(x, vtype: str):
+    """x f32[n_tok, n_in] -> u8[n_tok, n_in / 32 * 36] blocks {d:4 (f32) qs:32}: the activations
+    exactly as ggml-cpu quantizes them for vec_dot_type ``vtype`` (Q8_0, Q8_1: per 32, AVX
+    rounding; Q8_K: per 256); runtime.reference.quantize_activations is the reference."""
+    xp = _xp(x)
+    x = xp.ascontiguousarray(x, dtype=np.float32)
+    n_tok, n_in = x.shape
+    per = 256 if vtype == "Q8_K" else 32
+    if vtype not in ("Q8_0", "Q8_1", "Q8_K"):
+        raise CudaError(f"no int8 activation format {vtype}")
+    if n_in % per:
+        raise CudaError(f"{vtype}: row length {n_in} is not a multiple of {per}")
+    out = xp.empty((n_tok, n_in // 32 * Q8_1_BYTES), np.uint8)
+    nu = n_tok * n_in // per
+    if nu:
+        _fn("quantize_q8_cpu", x)(((nu + 3) // 4,), (THREADS,), (x, out, np.int32(nu), np.int32(2 if per == 256 else 0)))
+    return out
+
+
+def act_blocks_to_float(xq, n_in: int, d_f32: bool):
+    """Activation blocks (q8_1, or quantize_act_cpu's) -> f32[n_tok, n_in] = q * d."""
+    xp = _xp(xq)
+    b = xq.reshape(-1, n_in // 32, Q8_1_BYTES)
+    d = xp.ascontiguousarray(b[..., 0:4]).view(np.float32) if d_f32 else \
+        xp.ascontiguousarray(b[..., 0:2]).view(np.float16).astype(np.float32)
+    q = xp.ascontiguousarray(b[..., 4:]).view(np.int8).astype(np.float32)
+    return (q * d).reshape(-1, n_in)
+
+
+def _cpu_float_act(x, name: str):
+    """x as ggml-cpu converts it for F16 / BF16 weights (rounded to that type), else x."""
+    xp = _xp(x)
+    if name == "F16":
+        return x.astype(np.float16).astype(np.float32)
+    if name == "BF16":
+        u = x.view(np.uint32)
+        r = ((u + np.uint32(0x7FFF) + ((u >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16)) << np.uint32(16)
+        return xp.where(xp.isnan(x), x, r.view(np.float32))
+    return x
+
+
 def rows_per_cta(n_in: int) -> int:
     """Output rows per 128-thread CTA: 4 (a warp per row) for rows of at most 32 chunks of 32
     weights, 2 up to 64 chunks, else 1 (the 128 threads of the CTA share the row)."""
@@ -90,9 +133,16 @@ def rows_per_cta(n_in: int) -> int:
     return 4 if n <= 32 else 2 if n <= 64 else 1
 
 
-def matvec(w, qtype: str, n_out: int, n_in: int, x):
-    """Decode product: x f32[n_tok, n_in] -> f32[n_tok, n_out], fused dequantize-and-dot."""
+def matvec(w, qtype: str, n_out: int, n_in: int, x, act: str = "q8_1"):
+    """Decode product: x f32[n_tok, n_in] -> f32[n_tok, n_out], fused dequantize-and-dot.
+
+    act "q8_1": activations as ggml-cuda quantizes them (q8_1 per 32; float weights use x as is).
+    act "cpu": as ggml-cpu (and this project's CPU backend) converts them for the weight type
+    (Q8_0/Q8_K int8 blocks, x rounded to f16/bf16 for F16/BF16 weights), so the result is the
+    CPU backend's up to float summation order."""
     name = _check(qtype, n_in)
+    if act not in ACT_MODES:
+        raise CudaError(f"unknown activation mode {act!r} ({', '.join(ACT_MODES)})")
     xp = _xp(w)
     x = xp.ascontiguousarray(x, dtype=np.float32).reshape(-1, n_in)
     n_tok = x.shape[0]
@@ -107,12 +157,16 @@ def matvec(w, qtype: str, n_out: int, n_in: int, x):
         nt = xt.shape[0]
         yt = y if nt == n_tok else xp.empty((nt, n_out), np.float32)
         if name in FLOAT_TYPES:
+            xround = {"F16": 1, "BF16": 2}.get(name, 0) if act == "cpu" else 0
             k = _fn("mmv_" + name.lower(), w)
-            k(grid, (THREADS,), (w, xt, yt, np.int32(n_out), np.int32(n_in), np.int32(nt), np.int32(rows)))
+            k(grid, (THREADS,), (w, xt, yt, np.int32(n_out), np.int32(n_in), np.int32(nt), np.int32(rows),
+                                 np.int32(xround)))
         else:
-            xq = quantize_q8_1(xt)
+            cpu = act == "cpu"
+            xq = quantize_act_cpu(xt, vec_dot_type(name)) if cpu else quantize_q8_1(xt)
             k = _fn("mmvq_" + name.lower(), w)
-            k(grid, (THREADS,), (w, xq, yt, np.int32(n_out), np.int32(n_in), np.int32(nt), np.int32(rows)))
+            k(grid, (THREADS,), (w, xq, yt, np.int32(n_out), np.int32(n_in), np.int32(nt), np.int32(rows),
+                                 np.int32(cpu)))
         if yt is not y:
             y[t0:t0 + nt] = yt
     return y
@@ -165,19 +219,33 @@ def _gemm(x, wt):
     return out
 
 
-def matmul_tiled(w, qtype: str, n_out: int, n_in: int, x):
-    """Prefill: f16 (F32/BF16: f32) tiles of dequantized rows times x with cuBLAS."""
+def matmul_tiled(w, qtype: str, n_out: int, n_in: int, x, act: str = "q8_1"):
+    """Prefill: tiles of dequantized rows times x with cuBLAS.
+
+    act "q8_1" (ggml-cuda's cuBLAS path): f16 tiles and x rounded to f16, f32 accumulation;
+    F32 and BF16 weights as f32 tiles with x as is. act "cpu" (the CPU backend's
+    matmul_tiled): f32 tiles times x as ggml-cpu converts it, f32 GEMM."""
     name = _check(qtype, n_in)
+    if act not in ACT_MODES:
+        raise CudaError(f"unknown activation mode {act!r} ({', '.join(ACT_MODES)})")
     xp = _xp(w)
     x = xp.ascontiguousarray(x, dtype=np.float32).reshape(-1, n_in)
-    wide = name in ("F32", "BF16")
-    xa = x if wide else x.astype(np.float16)
-    if name == "F16":
-        return _gemm(xa, _flat_u8(w).view(np.float16).reshape(n_out, n_in))
+    if act == "cpu":
+        wide = True
+        if name in FLOAT_TYPES:
+            xa = _cpu_float_act(x, name)
+        else:
+            vt = vec_dot_type(name)
+            xa = act_blocks_to_float(quantize_act_cpu(x, vt), n_in, True)
+    else:
+        wide = name in ("F32", "BF16")
+        xa = x if wide else x.astype(np.float16)
     if name == "F32":
         return _gemm(xa, _flat_u8(w).view(np.float32).reshape(n_out, n_in))
+    if name == "F16" and not wide:
+        return _gemm(xa, _flat_u8(w).view(np.float16).reshape(n_out, n_in))
     y = xp.empty((x.shape[0], n_out), np.float32)
-    tile = max(64, TILE_BYTES // (2 * max(1, n_in)))
+    tile = max(64, TILE_BYTES // ((4 if wide else 2) * max(1, n_in)))
     for r0 in range(0, n_out, tile):
         r1 = min(n_out, r0 + tile)
         wt = dequantize(w, name, n_in, row0=r0, n_rows=r1 - r0, dtype=np.float32 if wide else np.float16)
@@ -185,9 +253,10 @@ def matmul_tiled(w, qtype: str, n_out: int, n_in: int, x):
     return y
 
 
-def matmul(w, qtype: str, n_out: int, n_in: int, x):
-    """y = x @ W.T: matvec for n_tok <= 8, dequantized tiles and cuBLAS above."""
+def matmul(w, qtype: str, n_out: int, n_in: int, x, act: str = "q8_1"):
+    """y = x @ W.T: matvec for n_tok <= 8, dequantized tiles and cuBLAS above (see ``act``
+    in matvec / matmul_tiled)."""
     x2 = x.reshape(-1, n_in)
     if x2.shape[0] <= MATVEC_MAX_TOKENS:
-        return matvec(w, qtype, n_out, n_in, x2)
-    return matmul_tiled(w, qtype, n_out, n_in, x2)
+        return matvec(w, qtype, n_out, n_in, x2, act)
+    return matmul_tiled(w, qtype, n_out, n_in, x2, act)

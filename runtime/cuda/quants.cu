@@ -1636,6 +1636,50 @@ extern "C" __global__ void quantize_q8_1(const float* x, unsigned char* y, int n
     }
 }
 
+// The activations exactly as ggml-cpu (and runtime.kernels) quantize them for the weight
+// type's vec_dot_type (runtime.reference.quantize_activations), in blocks of 32 with an f32
+// scale: {d:4 (f32), qs:32}. With these the matvec computes what the CPU backend computes,
+// up to float summation order.
+//   mode 0 (Q8_0 / Q8_1, x86 AVX path): per 32, d = fp16(amax/127), q = rint(x * (127/amax));
+//   mode 2 (Q8_K): per 256, m = the first value of largest |x|, iscale = -127/m,
+//                  q = min(127, rint(iscale * x)), d = 1/iscale (the same d in its 8 blocks).
+// Launch: mode 0: one warp per 32 values; mode 2: one warp per 256 (lane l owns l + 32j).
+extern "C" __global__ void quantize_q8_cpu(const float* x, unsigned char* y, int n_units, int mode) {
+    const int iu = blockIdx.x * (blockDim.x / 32) + (threadIdx.x >> 5);
+    const int lane = threadIdx.x & 31;
+    if (iu >= n_units) return;                             // whole warps leave together
+    if (mode == 0) {
+        const float v = x[(long long)iu * 32 + lane];
+        float amax = fabsf(v);
+        for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+        const float iscale = amax != 0.0f ? 127.0f / amax : 0.0f;
+        unsigned char* b = y + (long long)iu * 36;
+        b[4 + lane] = (unsigned char)(signed char)__float2int_rn(v * iscale);
+        if (lane == 0) *(float*)b = f16_to_f32(f32_to_f16(amax / 127.0f));
+        return;
+    }
+    const float* xs = x + (long long)iu * 256;
+    float amax = -1.0f;
+    int imax = 0;
+    for (int j = 0; j < 8; ++j) {                          // increasing index: the first max wins
+        const float a = fabsf(xs[32 * j + lane]);
+        if (a > amax) { amax = a; imax = 32 * j + lane; }
+    }
+    for (int o = 16; o > 0; o >>= 1) {
+        const float a = __shfl_xor_sync(0xffffffffu, amax, o);
+        const int i = __shfl_xor_sync(0xffffffffu, imax, o);
+        if (a > amax || (a == amax && i < imax)) { amax = a; imax = i; }
+    }
+    const float m = xs[imax];
+    const float iscale = m != 0.0f ? -127.0f / m : 0.0f;
+    const float d = m != 0.0f ? 1.0f / iscale : 0.0f;
+    for (int j = 0; j < 8; ++j) {
+        unsigned char* b = y + ((long long)iu * 8 + j) * 36;
+        b[4 + lane] = (unsigned char)(signed char)min(127, __float2int_rn(iscale * xs[32 * j + lane]));
+        if (lane == 0) *(float*)b = d;
+    }
+}
+
 // ------------------------------------------------------------------ rows of a CTA
 
 struct mmv_rows {
@@ -1678,7 +1722,7 @@ static __device__ __forceinline__ void mmv_store(const float* acc, float* y, mmv
 template <class T>
 static __device__ __forceinline__ void mmvq(const unsigned char* __restrict__ w, const unsigned char* __restrict__ xq,
                                             float* __restrict__ y,
-                                            int n_out, int n_in, int n_tok, int rows) {
+                                            int n_out, int n_in, int n_tok, int rows, int xd_f32) {
     const mmv_rows r = mmv_row(rows);
     const int nchunk = r.row < n_out ? n_in / 32 : 0;
     const int cpb = T::QK / 32;
@@ -1692,7 +1736,7 @@ static __device__ __forceinline__ void mmvq(const unsigned char* __restrict__ w,
         for (int t = 0; t < MMVQ_MAXT; ++t) {
             if (t < n_tok) {
                 const unsigned char* xb = xq + ((long long)t * (n_in / 32) + c) * 36;
-                const float dx = f16_to_f32(qk_u16(xb));
+                const float dx = xd_f32 ? *(const float*)xb : f16_to_f32(qk_u16(xb));
                 int x[8];
                 for (int i = 0; i < 8; ++i) x[i] = (int)qk_u32a4(xb + 4 + 4 * i);
                 int s0 = 0, s1 = 0;
@@ -1717,31 +1761,31 @@ static __device__ __forceinline__ void mmvq(const unsigned char* __restrict__ w,
 }
 
 // one kernel per type, written out (module.py reads kernel signatures from the text)
-extern "C" __global__ void mmvq_q4_0(const unsigned char* w, const unsigned char* xq, float* y, int n_out, int n_in, int n_tok, int rows) { mmvq<tq4_0>(w, xq, y, n_out, n_in, n_tok, rows); }
-extern "C" __global__ void mmvq_q4_1(const unsigned char* w, const unsigned char* xq, float* y, int n_out, int n_in, int n_tok, int rows) { mmvq<tq4_1>(w, xq, y, n_out, n_in, n_tok, rows); }
-extern "C" __global__ void mmvq_q5_0(const unsigned char* w, const unsigned char* xq, float* y, int n_out, int n_in, int n_tok, int rows) { mmvq<tq5_0>(w, xq, y, n_out, n_in, n_tok, rows); }
-extern "C" __global__ void mmvq_q5_1(const unsigned char* w, const unsigned char* xq, float* y, int n_out, int n_in, int n_tok, int rows) { mmvq<tq5_1>(w, xq, y, n_out, n_in, n_tok, rows); }
-extern "C" __global__ void mmvq_q8_0(const unsigned char* w, const unsigned char* xq, float* y, int n_out, int n_in, int n_tok, int rows) { mmvq<tq8_0>(w, xq, y, n_out, n_in, n_tok, rows); }
-extern "C" __global__ void mmvq_q2_k(const unsigned char* w, const unsigned char* xq, float* y, int n_out, int n_in, int n_tok, int rows) { mmvq<tq2_k>(w, xq, y, n_out, n_in, n_tok, rows); }
-extern "C" __global__ void mmvq_q3_k(const unsigned char* w, const unsigned char* xq, float* y, int n_out, int n_in, int n_tok, int rows) { mmvq<tq3_k>(w, xq, y, n_out, n_in, n_tok, rows); }
-extern "C" __global__ void mmvq_q4_k(const unsigned char* w, const unsigned char* xq, float* y, int n_out, int n_in, int n_tok, int rows) { mmvq<tq4_k>(w, xq, y, n_out, n_in, n_tok, rows); }
-extern "C" __global__ void mmvq_q5_k(const unsigned char* w, const unsigned char* xq, float* y, int n_out, int n_in, int n_tok, int rows) { mmvq<tq5_k>(w, xq, y, n_out, n_in, n_tok, rows); }
-extern "C" __global__ void mmvq_q6_k(const unsigned char* w, const unsigned char* xq, float* y, int n_out, int n_in, int n_tok, int rows) { mmvq<tq6_k>(w, xq, y, n_out, n_in, n_tok, rows); }
-extern "C" __global__ void mmvq_iq2_xxs(const unsigned char* w, const unsigned char* xq, float* y, int n_out, int n_in, int n_tok, int rows) { mmvq<tiq2_xxs>(w, xq, y, n_out, n_in, n_tok, rows); }
-extern "C" __global__ void mmvq_iq2_xs(const unsigned char* w, const unsigned char* xq, float* y, int n_out, int n_in, int n_tok, int rows) { mmvq<tiq2_xs>(w, xq, y, n_out, n_in, n_tok, rows); }
-extern "C" __global__ void mmvq_iq2_s(const unsigned char* w, const unsigned char* xq, float* y, int n_out, int n_in, int n_tok, int rows) { mmvq<tiq2_s>(w, xq, y, n_out, n_in, n_tok, rows); }
-extern "C" __global__ void mmvq_iq3_xxs(const unsigned char* w, const unsigned char* xq, float* y, int n_out, int n_in, int n_tok, int rows) { mmvq<tiq3_xxs>(w, xq, y, n_out, n_in, n_tok, rows); }
-extern "C" __global__ void mmvq_iq3_s(const unsigned char* w, const unsigned char* xq, float* y, int n_out, int n_in, int n_tok, int rows) { mmvq<tiq3_s>(w, xq, y, n_out, n_in, n_tok, rows); }
-extern "C" __global__ void mmvq_iq1_s(const unsigned char* w, const unsigned char* xq, float* y, int n_out, int n_in, int n_tok, int rows) { mmvq<tiq1_s>(w, xq, y, n_out, n_in, n_tok, rows); }
-extern "C" __global__ void mmvq_iq1_m(const unsigned char* w, const unsigned char* xq, float* y, int n_out, int n_in, int n_tok, int rows) { mmvq<tiq1_m>(w, xq, y, n_out, n_in, n_tok, rows); }
-extern "C" __global__ void mmvq_iq4_nl(const unsigned char* w, const unsigned char* xq, float* y, int n_out, int n_in, int n_tok, int rows) { mmvq<tiq4_nl>(w, xq, y, n_out, n_in, n_tok, rows); }
-extern "C" __global__ void mmvq_iq4_xs(const unsigned char* w, const unsigned char* xq, float* y, int n_out, int n_in, int n_tok, int rows) { mmvq<tiq4_xs>(w, xq, y, n_out, n_in, n_tok, rows); }
-extern "C" __global__ void mmvq_tq1_0(const unsigned char* w, const unsigned char* xq, float* y, int n_out, int n_in, int n_tok, int rows) { mmvq<ttq1_0>(w, xq, y, n_out, n_in, n_tok, rows); }
-extern "C" __global__ void mmvq_tq2_0(const unsigned char* w, const unsigned char* xq, float* y, int n_out, int n_in, int n_tok, int rows) { mmvq<ttq2_0>(w, xq, y, n_out, n_in, n_tok, rows); }
-extern "C" __global__ void mmvq_mxfp4(const unsigned char* w, const unsigned char* xq, float* y, int n_out, int n_in, int n_tok, int rows) { mmvq<tmxfp4>(w, xq, y, n_out, n_in, n_tok, rows); }
-extern "C" __global__ void mmvq_nvfp4(const unsigned char* w, const unsigned char* xq, float* y, int n_out, int n_in, int n_tok, int rows) { mmvq<tnvfp4>(w, xq, y, n_out, n_in, n_tok, rows); }
-extern "C" __global__ void mmvq_q1_0(const unsigned char* w, const unsigned char* xq, float* y, int n_out, int n_in, int n_tok, int rows) { mmvq<tq1_0>(w, xq, y, n_out, n_in, n_tok, rows); }
-extern "C" __global__ void mmvq_q2_0(const unsigned char* w, const unsigned char* xq, float* y, int n_out, int n_in, int n_tok, int rows) { mmvq<tq2_0>(w, xq, y, n_out, n_in, n_tok, rows); }
+extern "C" __global__ void mmvq_q4_0(const unsigned char* w, const unsigned char* xq, float* y, int n_out, int n_in, int n_tok, int rows, int xd_f32) { mmvq<tq4_0>(w, xq, y, n_out, n_in, n_tok, rows, xd_f32); }
+extern "C" __global__ void mmvq_q4_1(const unsigned char* w, const unsigned char* xq, float* y, int n_out, int n_in, int n_tok, int rows, int xd_f32) { mmvq<tq4_1>(w, xq, y, n_out, n_in, n_tok, rows, xd_f32); }
+extern "C" __global__ void mmvq_q5_0(const unsigned char* w, const unsigned char* xq, float* y, int n_out, int n_in, int n_tok, int rows, int xd_f32) { mmvq<tq5_0>(w, xq, y, n_out, n_in, n_tok, rows, xd_f32); }
+extern "C" __global__ void mmvq_q5_1(const unsigned char* w, const unsigned char* xq, float* y, int n_out, int n_in, int n_tok, int rows, int xd_f32) { mmvq<tq5_1>(w, xq, y, n_out, n_in, n_tok, rows, xd_f32); }
+extern "C" __global__ void mmvq_q8_0(const unsigned char* w, const unsigned char* xq, float* y, int n_out, int n_in, int n_tok, int rows, int xd_f32) { mmvq<tq8_0>(w, xq, y, n_out, n_in, n_tok, rows, xd_f32); }
+extern "C" __global__ void mmvq_q2_k(const unsigned char* w, const unsigned char* xq, float* y, int n_out, int n_in, int n_tok, int rows, int xd_f32) { mmvq<tq2_k>(w, xq, y, n_out, n_in, n_tok, rows, xd_f32); }
+extern "C" __global__ void mmvq_q3_k(const unsigned char* w, const unsigned char* xq, float* y, int n_out, int n_in, int n_tok, int rows, int xd_f32) { mmvq<tq3_k>(w, xq, y, n_out, n_in, n_tok, rows, xd_f32); }
+extern "C" __global__ void mmvq_q4_k(const unsigned char* w, const unsigned char* xq, float* y, int n_out, int n_in, int n_tok, int rows, int xd_f32) { mmvq<tq4_k>(w, xq, y, n_out, n_in, n_tok, rows, xd_f32); }
+extern "C" __global__ void mmvq_q5_k(const unsigned char* w, const unsigned char* xq, float* y, int n_out, int n_in, int n_tok, int rows, int xd_f32) { mmvq<tq5_k>(w, xq, y, n_out, n_in, n_tok, rows, xd_f32); }
+extern "C" __global__ void mmvq_q6_k(const unsigned char* w, const unsigned char* xq, float* y, int n_out, int n_in, int n_tok, int rows, int xd_f32) { mmvq<tq6_k>(w, xq, y, n_out, n_in, n_tok, rows, xd_f32); }
+extern "C" __global__ void mmvq_iq2_xxs(const unsigned char* w, const unsigned char* xq, float* y, int n_out, int n_in, int n_tok, int rows, int xd_f32) { mmvq<tiq2_xxs>(w, xq, y, n_out, n_in, n_tok, rows, xd_f32); }
+extern "C" __global__ void mmvq_iq2_xs(const unsigned char* w, const unsigned char* xq, float* y, int n_out, int n_in, int n_tok, int rows, int xd_f32) { mmvq<tiq2_xs>(w, xq, y, n_out, n_in, n_tok, rows, xd_f32); }
+extern "C" __global__ void mmvq_iq2_s(const unsigned char* w, const unsigned char* xq, float* y, int n_out, int n_in, int n_tok, int rows, int xd_f32) { mmvq<tiq2_s>(w, xq, y, n_out, n_in, n_tok, rows, xd_f32); }
+extern "C" __global__ void mmvq_iq3_xxs(const unsigned char* w, const unsigned char* xq, float* y, int n_out, int n_in, int n_tok, int rows, int xd_f32) { mmvq<tiq3_xxs>(w, xq, y, n_out, n_in, n_tok, rows, xd_f32); }
+extern "C" __global__ void mmvq_iq3_s(const unsigned char* w, const unsigned char* xq, float* y, int n_out, int n_in, int n_tok, int rows, int xd_f32) { mmvq<tiq3_s>(w, xq, y, n_out, n_in, n_tok, rows, xd_f32); }
+extern "C" __global__ void mmvq_iq1_s(const unsigned char* w, const unsigned char* xq, float* y, int n_out, int n_in, int n_tok, int rows, int xd_f32) { mmvq<tiq1_s>(w, xq, y, n_out, n_in, n_tok, rows, xd_f32); }
+extern "C" __global__ void mmvq_iq1_m(const unsigned char* w, const unsigned char* xq, float* y, int n_out, int n_in, int n_tok, int rows, int xd_f32) { mmvq<tiq1_m>(w, xq, y, n_out, n_in, n_tok, rows, xd_f32); }
+extern "C" __global__ void mmvq_iq4_nl(const unsigned char* w, const unsigned char* xq, float* y, int n_out, int n_in, int n_tok, int rows, int xd_f32) { mmvq<tiq4_nl>(w, xq, y, n_out, n_in, n_tok, rows, xd_f32); }
+extern "C" __global__ void mmvq_iq4_xs(const unsigned char* w, const unsigned char* xq, float* y, int n_out, int n_in, int n_tok, int rows, int xd_f32) { mmvq<tiq4_xs>(w, xq, y, n_out, n_in, n_tok, rows, xd_f32); }
+extern "C" __global__ void mmvq_tq1_0(const unsigned char* w, const unsigned char* xq, float* y, int n_out, int n_in, int n_tok, int rows, int xd_f32) { mmvq<ttq1_0>(w, xq, y, n_out, n_in, n_tok, rows, xd_f32); }
+extern "C" __global__ void mmvq_tq2_0(const unsigned char* w, const unsigned char* xq, float* y, int n_out, int n_in, int n_tok, int rows, int xd_f32) { mmvq<ttq2_0>(w, xq, y, n_out, n_in, n_tok, rows, xd_f32); }
+extern "C" __global__ void mmvq_mxfp4(const unsigned char* w, const unsigned char* xq, float* y, int n_out, int n_in, int n_tok, int rows, int xd_f32) { mmvq<tmxfp4>(w, xq, y, n_out, n_in, n_tok, rows, xd_f32); }
+extern "C" __global__ void mmvq_nvfp4(const unsigned char* w, const unsigned char* xq, float* y, int n_out, int n_in, int n_tok, int rows, int xd_f32) { mmvq<tnvfp4>(w, xq, y, n_out, n_in, n_tok, rows, xd_f32); }
+extern "C" __global__ void mmvq_q1_0(const unsigned char* w, const unsigned char* xq, float* y, int n_out, int n_in, int n_tok, int rows, int xd_f32) { mmvq<tq1_0>(w, xq, y, n_out, n_in, n_tok, rows, xd_f32); }
+extern "C" __global__ void mmvq_q2_0(const unsigned char* w, const unsigned char* xq, float* y, int n_out, int n_in, int n_tok, int rows, int xd_f32) { mmvq<tq2_0>(w, xq, y, n_out, n_in, n_tok, rows, xd_f32); }
 
 // ------------------------------------------------------------------ float weights
 
@@ -1756,7 +1800,7 @@ static __device__ __forceinline__ float qk_wload(const unsigned char* w, long lo
 template <int KIND>
 static __device__ __forceinline__ void mmv_float(const unsigned char* __restrict__ w, const float* __restrict__ x,
                                                  float* __restrict__ y,
-                                                 int n_out, int n_in, int n_tok, int rows) {
+                                                 int n_out, int n_in, int n_tok, int rows, int xround) {
     const mmv_rows r = mmv_row(rows);
     const int n = r.row < n_out ? n_in : 0;
     float acc[MMVQ_MAXT];
@@ -1764,22 +1808,27 @@ static __device__ __forceinline__ void mmv_float(const unsigned char* __restrict
     for (int k = r.local; k < n; k += r.tpr) {
         const float wv = qk_wload<KIND>(w, (long long)r.row * n_in + k);
         for (int t = 0; t < MMVQ_MAXT; ++t)
-            if (t < n_tok) acc[t] += wv * x[(long long)t * n_in + k];
+            if (t < n_tok) {
+                float xv = x[(long long)t * n_in + k];
+                if (xround == 1) xv = f16_to_f32(f32_to_f16(xv));
+                else if (xround == 2) xv = bf16_to_f32(f32_to_bf16(xv));
+                acc[t] += wv * xv;
+            }
     }
     mmv_store(acc, y, r, n_out, n_tok);
 }
 
 extern "C" __global__ void mmv_f32(const unsigned char* w, const float* x, float* y, int n_out, int n_in, int n_tok,
-                                   int rows) {
-    mmv_float<0>(w, x, y, n_out, n_in, n_tok, rows);
+                                   int rows, int xround) {
+    mmv_float<0>(w, x, y, n_out, n_in, n_tok, rows, xround);
 }
 extern "C" __global__ void mmv_f16(const unsigned char* w, const float* x, float* y, int n_out, int n_in, int n_tok,
-                                   int rows) {
-    mmv_float<1>(w, x, y, n_out, n_in, n_tok, rows);
+                                   int rows, int xround) {
+    mmv_float<1>(w, x, y, n_out, n_in, n_tok, rows, xround);
 }
 extern "C" __global__ void mmv_bf16(const unsigned char* w, const float* x, float* y, int n_out, int n_in, int n_tok,
-                                   int rows) {
-    mmv_float<2>(w, x, y, n_out, n_in, n_tok, rows);
+                                   int rows, int xround) {
+    mmv_float<2>(w, x, y, n_out, n_in, n_tok, rows, xround);
 }
 
 // Dequantization of whole rows, for prefill tiles (f16, then cuBLAS) and get_rows (f32).
