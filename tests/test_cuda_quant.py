@@ -3,10 +3,14 @@
 - q8_1 activation blocks: bit-equal to quant's Q8_1 reference quantizer.
 - dequantization (get_rows f32, prefill tiles f16): bit-equal to quant's numpy dequantizer
   (f16 tiles: that value rounded to nearest even).
-- decode matvec: within 1e-5 of sum|w*x| per output (float32 summation; the exact value is
+- decode matvec (act="q8_1", ggml-cuda's activations): within 1e-5 of sum|w*x| per output (float32 summation; the exact value is
   the float64 product of the dequantized weight and the q8_1 activations as the kernel sees
   them, or x itself for F32/F16/BF16), for 1, 3 and 8 tokens, 9 tokens split in two launches.
-- prefill (tiles + GEMM): within 1e-5 of sum|w*x| of the product of the f16-rounded operands.
+- prefill (tiles + GEMM, act="q8_1"): within 1e-5 of sum|w*x| of the product of the
+  f16-rounded operands.
+- act="cpu" (the default): the int8 activation blocks are bit-equal to
+  runtime.reference.quantize_activations, and matvec / prefill are within 1e-5 of sum|w*x| of
+  the CPU backend's math (activations_as_seen times the dequantized weight).
 
 Each test runs on numpy arrays (the emulated kernels) and, where a GPU and CuPy are there
 (tools/gpu_check.py), again on CuPy arrays (the real kernels). Every kernel runs in the three emulation thread orders (forward, reverse, random) and with
@@ -177,7 +181,7 @@ def test_matvec_against_reference(qtype, dev):
         x = rng.standard_normal((n_tok, n_in)).astype(np.float32)
         xs = x.astype(np.float64) if qtype in qm.FLOAT_TYPES else q8_1_seen(x)
         with emu_options(guard=True, **opts):
-            y = dev.get(qm.matvec(dev.put(w), qtype, n_out, n_in, dev.put(x)))
+            y = dev.get(qm.matvec(dev.put(w), qtype, n_out, n_in, dev.put(x), act="q8_1"))
         assert y.shape == (n_tok, n_out)
         assert_close(y, xs @ wf.T, np.abs(xs) @ np.abs(wf).T, f"{qtype} n_tok={n_tok} {opts['order']}")
 
@@ -194,7 +198,7 @@ def test_matvec_rows_per_cta(qtype, n_in, dev):
     x = rng.standard_normal((2, n_in)).astype(np.float32)
     xs = x.astype(np.float64) if qtype in qm.FLOAT_TYPES else q8_1_seen(x)
     with emu_options(guard=True, order="random", seed=n_in):
-        y = dev.get(qm.matvec(dev.put(w), qtype, n_out, n_in, dev.put(x)))
+        y = dev.get(qm.matvec(dev.put(w), qtype, n_out, n_in, dev.put(x), act="q8_1"))
     assert_close(y, xs @ wf.T, np.abs(xs) @ np.abs(wf).T, f"{qtype} n_in={n_in}")
 
 
@@ -222,7 +226,7 @@ def test_matmul_prefill_tiles(qtype, monkeypatch, dev):
     else:
         xs = x.astype(np.float16).astype(np.float64)
         wr = wf.astype(np.float16).astype(np.float64)
-    y = dev.get(qm.matmul(dev.put(w), qtype, n_out, n_in, dev.put(x)))
+    y = dev.get(qm.matmul(dev.put(w), qtype, n_out, n_in, dev.put(x), act="q8_1"))
     assert y.shape == (n_tok, n_out) and y.dtype == np.float32
     assert_close(y, xs @ wr.T, np.abs(xs) @ np.abs(wr).T, f"{qtype} prefill")
 

@@ -9,12 +9,18 @@
 the GPU, numpy arrays run the emulated kernels (g++, runtime.cuda.module), where the cuBLAS
 product is a numpy matmul.
 
-- Decode (n_tok <= MATVEC_MAX_TOKENS): quantize x to q8_1 blocks, then one fused
+- Decode (n_tok <= MATVEC_MAX_TOKENS): quantize x to int8 blocks of 32, then one fused
   dequantize-and-dot kernel per 8 tokens (``mmvq_<type>``: int8 lanes and __dp4a;
-  ``mmv_<f32|f16|bf16>``: float dots with x as is).
-- Prefill: dequantize tiles of rows to f16 (``dequant_<type>``) and multiply with cuBLAS
-  (f16 inputs, f32 accumulation and output); F16 weights go to cuBLAS as they are; F32 and
-  BF16 weights as f32 tiles (f16 would round or overflow them).
+  ``mmv_<f32|f16|bf16>``: float dots).
+- Prefill: dequantize tiles of rows (``dequant_<type>``) and multiply with cuBLAS.
+
+``act`` says how x is converted, as in the two ggml backends:
+- "cpu" (default): as ggml-cpu and this project's CPU backend (runtime.reference.
+  activations_as_seen): Q8_0 blocks (AVX rounding) or Q8_K (per 256) for the weight type,
+  x rounded to f16/bf16 for F16/BF16 weights; prefill: f32 tiles times that x, f32 GEMM.
+  The result is the CPU backend's up to float summation order.
+- "q8_1": as ggml-cuda: ggml's block_q8_1 (quantize_q8_1) for every quantized type, x as is
+  for float weights; prefill: f16 tiles and f16 x, f32 accumulation (F32/BF16: f32 tiles).
 
 Numpy references: ``runtime.reference.matmul`` / ``get_rows`` and quant's Q8_1 quantizer
 (tests/test_cuda_quant.py states the tolerances).
@@ -41,6 +47,10 @@ BLOCK_TYPES = ("Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "
                "TQ1_0", "TQ2_0", "MXFP4", "NVFP4", "Q1_0", "Q2_0")
 TYPES_SUPPORTED = FLOAT_TYPES + BLOCK_TYPES
 ACT_MODES = ("q8_1", "cpu")
+# "cpu" by default: decode costs the same either way, and the results then equal the CPU
+# backend's up to float summation order (perplexity within 1e-4 of it); "q8_1" is ggml-cuda's
+# choice (finer activation scales, f16 prefill GEMM).
+DEFAULT_ACT = "cpu"
 
 
 def _is_host(a) -> bool:
@@ -133,7 +143,7 @@ def rows_per_cta(n_in: int) -> int:
     return 4 if n <= 32 else 2 if n <= 64 else 1
 
 
-def matvec(w, qtype: str, n_out: int, n_in: int, x, act: str = "q8_1"):
+def matvec(w, qtype: str, n_out: int, n_in: int, x, act: str = DEFAULT_ACT):
     """Decode product: x f32[n_tok, n_in] -> f32[n_tok, n_out], fused dequantize-and-dot.
 
     act "q8_1": activations as ggml-cuda quantizes them (q8_1 per 32; float weights use x as is).
@@ -219,7 +229,7 @@ def _gemm(x, wt):
     return out
 
 
-def matmul_tiled(w, qtype: str, n_out: int, n_in: int, x, act: str = "q8_1"):
+def matmul_tiled(w, qtype: str, n_out: int, n_in: int, x, act: str = DEFAULT_ACT):
     """Prefill: tiles of dequantized rows times x with cuBLAS.
 
     act "q8_1" (ggml-cuda's cuBLAS path): f16 tiles and x rounded to f16, f32 accumulation;
@@ -253,7 +263,7 @@ def matmul_tiled(w, qtype: str, n_out: int, n_in: int, x, act: str = "q8_1"):
     return y
 
 
-def matmul(w, qtype: str, n_out: int, n_in: int, x, act: str = "q8_1"):
+def matmul(w, qtype: str, n_out: int, n_in: int, x, act: str = DEFAULT_ACT):
     """y = x @ W.T: matvec for n_tok <= 8, dequantized tiles and cuBLAS above (see ``act``
     in matvec / matmul_tiled)."""
     x2 = x.reshape(-1, n_in)
