@@ -143,3 +143,73 @@ def test_attention_errors():
         ops.attention(rnd(2, 4, 16), k, v, 7, 0.25)
     with pytest.raises(CudaError, match="do not group"):
         ops.attention(rnd(1, 3, 16), k, v, 0, 0.25)
+
+
+def _logits(n, seed, ties=True):
+    x = rnd(n, seed=seed, scale=3.0)
+    if ties:   # equal values: the lower token id ranks first, as a stable argsort
+        x[np.random.default_rng(seed).integers(0, n, n // 10)] = x.max()
+        x[:3] = -np.inf
+    return x
+
+
+@pytest.mark.parametrize("n", [1, 31, 1000, 5003])
+def test_argmax(order, n):
+    for seed in range(3):
+        x = _logits(n, seed, ties=n > 3) if n > 1 else np.array([2.0], np.float32)
+        assert int(ops.argmax(x)[0]) == int(np.argmax(x))
+
+
+def test_repeat_penalty(order):
+    from runtime.generate import SamplingParams, sample
+    x = _logits(300, 1)
+    hist = [5, 7, 5, 100, 7, 7, 299, 0]
+    got = ops.repeat_penalty(x.copy(), np.array(hist, np.int32), 1.3)
+    want = x.copy()
+    last = np.unique(hist)
+    v = want[last]
+    want[last] = np.where(v <= 0, v * 1.3, v / 1.3)
+    np.testing.assert_array_equal(got, want)
+    p = SamplingParams(temp=0.0, repeat_penalty=1.3, repeat_last_n=64)
+    assert ops.sample(x.copy(), p, None, hist) == sample(x, p, None, hist)
+
+
+@pytest.mark.parametrize("n,top_k,top_p,min_p,temp", [
+    (1000, 40, 0.95, 0.05, 0.8),      # llama.cpp's defaults
+    (3000, 7, 1.0, 0.0, 1.5),         # several candidate chunks; no top-p / min-p
+    (300, 60, 0.5, 0.0, 0.3),
+    (50, 256, 0.99, 0.2, 1.0),        # top_k beyond the vocabulary
+])
+def test_sample_top_k_matches_generate(n, top_k, top_p, min_p, temp):
+    from runtime.generate import SamplingParams, sample
+    p = SamplingParams(temp=temp, top_k=top_k, top_p=top_p, min_p=min_p, repeat_penalty=1.1)
+    hist = list(range(0, min(n, 60), 3))
+    picks = set()
+    for seed in range(6):
+        x = _logits(n, seed + 10, ties=seed % 2 == 0)
+        with emu_options(order=ORDERS[seed % 3], seed=seed):
+            got = ops.sample(x.copy(), p, np.random.default_rng(seed), hist)
+        assert got == sample(x, p, np.random.default_rng(seed), hist), (seed, got)
+        picks.add(got)
+    assert len(picks) > 1 or top_p <= 0.5
+
+
+def test_sample_top_k_distribution():
+    # 6 tokens, top_k 4, no top-p/min-p: draws follow softmax(x[top4] / temp)
+    x = np.array([0.1, 2.0, 1.5, -1.0, 1.9, 0.3], np.float32)
+    counts = np.zeros(6)
+    us = (np.arange(400) + 0.5) / 400
+    for u in us:
+        counts[int(ops.sample_top_k(x, 4, 1.0, 0.0, 0.7, u)[0])] += 1
+    keep = [1, 4, 2, 5]
+    p = np.exp(x[keep] / 0.7 - (x[keep] / 0.7).max())
+    p /= p.sum()
+    np.testing.assert_allclose(counts[keep] / 400, p, atol=2.5 / 400)
+    assert counts[[0, 3]].sum() == 0
+
+
+def test_sample_errors():
+    with pytest.raises(CudaError, match="top_k 1..256"):
+        ops.sample_top_k(rnd(100), 0, 1.0, 0.0, 1.0, 0.5)
+    with pytest.raises(CudaError, match="temp > 0"):
+        ops.sample_top_k(rnd(100), 5, 1.0, 0.0, 0.0, 0.5)

@@ -1,7 +1,8 @@
 // CUDA emulation header: the same .cu source compiles as C++ with g++ and runs on the CPU.
 //
 // Model of execution (runtime/cuda/module.py generates one launch wrapper per kernel):
-//   * one ucontext fiber per CUDA thread (small mmap'ed stacks with a guard page);
+//   * one ucontext fiber per CUDA thread (small mmap'ed stacks with a guard page), started with
+//     makecontext/setcontext and switched with _setjmp/_longjmp;
 //   * the blocks of a grid run one after another; `__shared__` is `static`, so it is per block;
 //     `extern __shared__ T name[];` is rewritten by the loader to point at the launch's dynamic
 //     shared memory, which is poisoned (0xFF bytes: NaN for f32/f16, -1 for ints) per block;
@@ -16,6 +17,7 @@
 // Single OS thread per launch; state is thread_local so Python threads may launch concurrently.
 #pragma once
 #include <ucontext.h>
+#include <setjmp.h>
 #include <sys/mman.h>
 #include <unistd.h>
 #include <cmath>
@@ -74,7 +76,9 @@ enum WarpOp { OP_SYNCWARP = 1, OP_SHFL = 2, OP_SHFL_UP = 3, OP_SHFL_DOWN = 4, OP
 enum Order { FORWARD = 0, REVERSE = 1, RANDOM = 2 };
 
 struct Thread {
-    ucontext_t ctx;
+    ucontext_t ctx;      // only to start the fiber (makecontext); switches use _setjmp/_longjmp
+    jmp_buf env;
+    bool started = false;
     uint3 tid;
     int linear = 0;
     int state = READY;
@@ -91,7 +95,7 @@ struct Launch {
     dim3 grid, block;
     uint3 bid;
     std::vector<Thread> threads;
-    ucontext_t sched;
+    jmp_buf sched;
     std::function<void()> body;
     bool failed = false;
     std::string error;
@@ -126,15 +130,18 @@ static inline std::string where() {
         g->failed = true;
         g->error = msg;
     }
-    for (;;) swapcontext(&cur->ctx, &g->sched);
+    for (;;) _longjmp(g->sched, 1);
 }
 
-static inline void yield_to_scheduler() { swapcontext(&cur->ctx, &g->sched); }
+// A switch is _setjmp/_longjmp (no signal-mask system call, unlike swapcontext).
+static inline void yield_to_scheduler() {
+    if (!_setjmp(cur->env)) _longjmp(g->sched, 1);
+}
 
 static void fiber_entry() {
     g->body();
     cur->state = DONE;
-    // returning resumes uc_link (the scheduler)
+    _longjmp(g->sched, 1);
 }
 
 static char* get_stack(size_t i, size_t size) {
@@ -258,7 +265,7 @@ static int run_block(int order, std::mt19937_64& rng) {
         getcontext(&t.ctx);
         t.ctx.uc_stack.ss_sp = t.stack;
         t.ctx.uc_stack.ss_size = L.stack_size;
-        t.ctx.uc_link = &L.sched;
+        t.ctx.uc_link = nullptr;
         makecontext(&t.ctx, (void (*)())fiber_entry, 0);
     }
     for (;;) {
@@ -267,7 +274,13 @@ static int run_block(int order, std::mt19937_64& rng) {
             Thread& t = L.threads[i];
             if (t.state != READY) continue;
             cur = &t;
-            swapcontext(&L.sched, &t.ctx);
+            if (!_setjmp(L.sched)) {
+                if (!t.started) {
+                    t.started = true;
+                    setcontext(&t.ctx);
+                }
+                _longjmp(t.env, 1);
+            }
             cur = nullptr;
             ran = true;
             if (L.failed) return 1;
