@@ -198,3 +198,12 @@ def test_parse_kernels():
     assert list(ks) == ["k1"]
     assert [(p.name, p.base, p.pointer) for p in ks["k1"]] == [
         ("x", "float", True), ("n", "int", False), ("w", "block_q4_K", True), ("m", "unsigned long long", False)]
+
+
+def test_static_shared_is_poisoned_per_block_and_barrier_counts(mod):
+    y = np.zeros(2 * 64, np.float32)
+    c = np.zeros(3, np.int32)
+    mod.get_function("shared_poison")(1, 64, (y, c))
+    np.testing.assert_array_equal(y[:63], np.arange(1, 64))
+    assert np.isnan(y[63])              # s[64] was never written: 0xFF bytes read as NaN
+    np.testing.assert_array_equal(c, [22, 1, 1])

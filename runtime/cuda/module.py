@@ -305,7 +305,8 @@ class _EmuFunction:
             keep.append(c)
             ptrs[i] = ctypes.addressof(c)
         dims = (ctypes.c_uint * 6)(*g, *b)
-        rc = self._f(dims, int(shared_mem), _ORDERS[o.order], o.seed, o.stack_kib, ptrs)
+        with self.module.lock:
+            rc = self._f(dims, int(shared_mem), _ORDERS[o.order], o.seed, o.stack_kib, ptrs)
         if guards:
             guards.finish()
         if rc:
@@ -362,6 +363,7 @@ class _EmuModule:
         self.kernels = parse_kernels(source(name))
         self.lib = ctypes.CDLL(str(_build_emu(name, arch)))
         self.lib.emu_last_error.restype = ctypes.c_char_p
+        self.lock = threading.Lock()   # static __shared__ is per module: one launch at a time
         self._functions = {}
 
     def get_function(self, kname: str):
