@@ -75,6 +75,10 @@ def cache_dir() -> Path:
     return Path(base) / "ggufkit" / "cuda-emu"
 
 
+def _label(name: str) -> str:
+    return Path(name).name if str(name).endswith(".cu") else f"{name}.cu"
+
+
 def list_sources() -> list[str]:
     """Names of the kernel sources (runtime/cuda/NAME.cu)."""
     return sorted(p.stem for p in CUDA_DIR.glob("*.cu"))
@@ -274,7 +278,7 @@ def _build_emu(name: str, arch: int) -> Path:
         r = subprocess.run([gxx, *_GXX_FLAGS, "-o", str(so), str(cpp)], capture_output=True, text=True)
         if r.returncode:
             err = "\n".join(r.stderr.strip().splitlines()[:30])
-            raise CudaError(f"g++ could not compile {name}.cu for emulation:\n{err}")
+            raise CudaError(f"g++ could not compile {_label(name)} for emulation:\n{err}")
         os.replace(so, out)
     return out
 
@@ -369,7 +373,7 @@ class _EmuModule:
     def get_function(self, kname: str):
         if kname not in self._functions:
             if kname not in self.kernels:
-                raise CudaError(f"{self.name}.cu has no extern \"C\" __global__ kernel {kname}")
+                raise CudaError(f"{_label(self.name)} has no extern \"C\" __global__ kernel {kname}")
             self._functions[kname] = _EmuFunction(self, kname, self.kernels[kname])
         return self._functions[kname]
 
@@ -428,14 +432,14 @@ class _GpuModule:
             self.raw = cupy.RawModule(code=src, options=("-std=c++17",))
             self.raw.compile()
         except Exception as e:  # noqa: BLE001 - CompileException
-            raise CudaError(f"NVRTC could not compile {name}.cu: {e}") from None
+            raise CudaError(f"NVRTC could not compile {_label(name)}: {e}") from None
         self._cupy = cupy
         self._functions = {}
 
     def get_function(self, kname: str):
         if kname not in self._functions:
             if kname not in self.kernels:
-                raise CudaError(f"{self.name}.cu has no extern \"C\" __global__ kernel {kname}")
+                raise CudaError(f"{_label(self.name)} has no extern \"C\" __global__ kernel {kname}")
             self._functions[kname] = _GpuFunction(self.raw.get_function(kname), kname, self.kernels[kname], self._cupy)
         return self._functions[kname]
 

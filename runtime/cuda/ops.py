@@ -49,6 +49,22 @@ def _out(out, like, shape, dtype=np.float32):
     return out
 
 
+_WORKSPACE: dict = {}
+
+
+def _workspace(like, name: str, shape, dtype):
+    """A scratch array reused across calls (one growing buffer per name, array module and
+    device): kernels on one stream run in order, and the addresses stay put for CUDA graphs."""
+    xp = _xp(like)
+    dev = -1 if xp is np else xp.cuda.runtime.getDevice()
+    key = (xp.__name__, dev, name, np.dtype(dtype).str)
+    n = int(np.prod(shape))
+    buf = _WORKSPACE.get(key)
+    if buf is None or buf.size < n:
+        buf = _WORKSPACE[key] = xp.empty(max(n, 1), dtype)
+    return buf[:n].reshape(shape)
+
+
 def _blocks(n: int, threads: int = ELEM_THREADS) -> int:
     return max(1, -(-int(n) // threads))
 
@@ -200,9 +216,8 @@ def attention_decode(q, k_cache, v_cache, n_past: int, scale: float, window: int
     seen = n_past + n_tok if not window else min(window, n_past + n_tok)
     n_split = -(-seen // split_keys)
     rows = n_tok * n_head
-    xp = _xp(q)
-    part_o = xp.empty((rows, n_split, hd), np.float32)
-    part_ml = xp.empty((rows, n_split, 2), np.float32)
+    part_o = _workspace(q, "attn_part_o", (rows, n_split, hd), np.float32)
+    part_ml = _workspace(q, "attn_part_ml", (rows, n_split, 2), np.float32)
     w, cap = _attn_common(window, softcap)
     _fn("attention", "attn_decode_partial", q)(
         (rows, n_split), ATT_THREADS,
@@ -298,9 +313,8 @@ def sample_top_k(logits, top_k: int, top_p: float, min_p: float, temp: float, u:
     n = logits.size
     k = min(int(top_k), n)
     blocks, chunk = top_k_plan(n, k)
-    xp = _xp(logits)
-    cand_v = xp.empty(blocks * k, np.float32)
-    cand_i = xp.empty(blocks * k, np.int32)
+    cand_v = _workspace(logits, "topk_v", (blocks * k,), np.float32)
+    cand_i = _workspace(logits, "topk_i", (blocks * k,), np.int32)
     out = _out(out, logits, (1,), np.int32)
     _fn("sampling", "topk_chunks_f32", logits)(
         blocks, SAMPLE_THREADS, (logits, np.int32(n), np.int32(chunk), np.int32(k), cand_v, cand_i),
