@@ -198,3 +198,72 @@ def test_parse_kernels():
     assert list(ks) == ["k1"]
     assert [(p.name, p.base, p.pointer) for p in ks["k1"]] == [
         ("x", "float", True), ("n", "int", False), ("w", "block_q4_K", True), ("m", "unsigned long long", False)]
+
+
+def test_static_shared_is_poisoned_per_block_and_barrier_counts(mod):
+    y = np.zeros(2 * 64, np.float32)
+    c = np.zeros(3, np.int32)
+    mod.get_function("shared_poison")(1, 64, (y, c))
+    np.testing.assert_array_equal(y[:63], np.arange(1, 64))
+    assert np.isnan(y[63])              # s[64] was never written: 0xFF bytes read as NaN
+    np.testing.assert_array_equal(c, [22, 1, 1])
+
+
+class _FakeRuntime:
+    def __init__(self, drv=12080, rt=12080, n=1, raise_count=False):
+        self.drv, self.rt, self.n, self.raise_count = drv, rt, n, raise_count
+
+    def driverGetVersion(self):
+        return self.drv
+
+    def runtimeGetVersion(self):
+        return self.rt
+
+    def getDeviceCount(self):
+        if self.raise_count:
+            raise RuntimeError("cudaErrorNoDevice: no CUDA-capable device is detected")
+        return self.n
+
+
+def _fake_cupy(**kw):
+    import types
+    cp = types.ModuleType("cupy")
+    cp.cuda = types.SimpleNamespace(runtime=_FakeRuntime(**kw))
+    return cp
+
+
+@pytest.mark.parametrize("kw,msg", [
+    (None, r"needs CuPy: pip install 'ggufkit\[cuda\]'"),
+    ({"drv": 0}, "no NVIDIA driver found"),
+    ({"drv": 11040}, "driver supports CUDA 11.4, CuPy needs 12.x: update the driver"),
+    ({"raise_count": True}, "no usable CUDA GPU: cudaErrorNoDevice"),
+    ({"n": 0}, "no CUDA GPU found"),
+])
+def test_gpu_errors_are_one_line(monkeypatch, kw, msg):
+    import sys
+    monkeypatch.setitem(sys.modules, "cupy", None if kw is None else _fake_cupy(**kw))
+    with pytest.raises(CudaError, match=msg) as e:
+        M.require_gpu()
+    assert "\n" not in str(e.value)
+
+
+def test_emulation_without_gxx(monkeypatch):
+    monkeypatch.delenv("CXX", raising=False)
+    monkeypatch.setattr(M.shutil, "which", lambda name: None)
+    with pytest.raises(CudaError, match="CUDA emulation needs g\\+\\+"):
+        M._build_emu(SELFTEST, 800)
+
+
+def test_compile_error_names_the_source(tmp_path):
+    bad = tmp_path / "bad.cu"
+    bad.write_text('extern "C" __global__ void k(float* x) { x[0] = undefined_name; }\n')
+    with pytest.raises(CudaError, match=r"g\+\+ could not compile bad.cu(.|\n)*bad.cu:1"):
+        M.load(str(bad), emulate=True)
+
+
+def test_pascal_build(mod):
+    # __CUDA_ARCH__ as seen by the emulated build: the sm_61 paths can be run too
+    m = M.load(SELFTEST, emulate=True, arch=610)
+    out = np.zeros(32, np.int32)
+    m.get_function("bad_masks")(1, 32, (out, np.int32(0)))
+    np.testing.assert_array_equal(out[:16], np.arange(16) ^ 1)

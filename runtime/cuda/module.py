@@ -75,6 +75,10 @@ def cache_dir() -> Path:
     return Path(base) / "ggufkit" / "cuda-emu"
 
 
+def _label(name: str) -> str:
+    return Path(name).name if str(name).endswith(".cu") else f"{name}.cu"
+
+
 def list_sources() -> list[str]:
     """Names of the kernel sources (runtime/cuda/NAME.cu)."""
     return sorted(p.stem for p in CUDA_DIR.glob("*.cu"))
@@ -254,7 +258,8 @@ def _gxx() -> str:
     return gxx
 
 
-_GXX_FLAGS = ("-O1", "-std=c++17", "-shared", "-fPIC", "-ffp-contract=off", "-fno-strict-aliasing", "-w")
+_GXX_FLAGS = ("-O1", "-std=c++17", "-shared", "-fPIC", "-ffp-contract=off", "-fno-strict-aliasing", "-w",
+              "-U_FORTIFY_SOURCE")   # longjmp between fiber stacks: no __longjmp_chk
 
 
 def _build_emu(name: str, arch: int) -> Path:
@@ -273,7 +278,7 @@ def _build_emu(name: str, arch: int) -> Path:
         r = subprocess.run([gxx, *_GXX_FLAGS, "-o", str(so), str(cpp)], capture_output=True, text=True)
         if r.returncode:
             err = "\n".join(r.stderr.strip().splitlines()[:30])
-            raise CudaError(f"g++ could not compile {name}.cu for emulation:\n{err}")
+            raise CudaError(f"g++ could not compile {_label(name)} for emulation:\n{err}")
         os.replace(so, out)
     return out
 
@@ -304,7 +309,8 @@ class _EmuFunction:
             keep.append(c)
             ptrs[i] = ctypes.addressof(c)
         dims = (ctypes.c_uint * 6)(*g, *b)
-        rc = self._f(dims, int(shared_mem), _ORDERS[o.order], o.seed, o.stack_kib, ptrs)
+        with self.module.lock:
+            rc = self._f(dims, int(shared_mem), _ORDERS[o.order], o.seed, o.stack_kib, ptrs)
         if guards:
             guards.finish()
         if rc:
@@ -361,12 +367,13 @@ class _EmuModule:
         self.kernels = parse_kernels(source(name))
         self.lib = ctypes.CDLL(str(_build_emu(name, arch)))
         self.lib.emu_last_error.restype = ctypes.c_char_p
+        self.lock = threading.Lock()   # static __shared__ is per module: one launch at a time
         self._functions = {}
 
     def get_function(self, kname: str):
         if kname not in self._functions:
             if kname not in self.kernels:
-                raise CudaError(f"{self.name}.cu has no extern \"C\" __global__ kernel {kname}")
+                raise CudaError(f"{_label(self.name)} has no extern \"C\" __global__ kernel {kname}")
             self._functions[kname] = _EmuFunction(self, kname, self.kernels[kname])
         return self._functions[kname]
 
@@ -425,14 +432,14 @@ class _GpuModule:
             self.raw = cupy.RawModule(code=src, options=("-std=c++17",))
             self.raw.compile()
         except Exception as e:  # noqa: BLE001 - CompileException
-            raise CudaError(f"NVRTC could not compile {name}.cu: {e}") from None
+            raise CudaError(f"NVRTC could not compile {_label(name)}: {e}") from None
         self._cupy = cupy
         self._functions = {}
 
     def get_function(self, kname: str):
         if kname not in self._functions:
             if kname not in self.kernels:
-                raise CudaError(f"{self.name}.cu has no extern \"C\" __global__ kernel {kname}")
+                raise CudaError(f"{_label(self.name)} has no extern \"C\" __global__ kernel {kname}")
             self._functions[kname] = _GpuFunction(self.raw.get_function(kname), kname, self.kernels[kname], self._cupy)
         return self._functions[kname]
 

@@ -94,3 +94,20 @@ extern "C" __global__ void write_past(float* y, int n) {
 extern "C" __global__ void run_order(int* counter, int* out) {
     out[blockIdx.x * blockDim.x + threadIdx.x] = atomicAdd(counter, 1);
 }
+
+// Reads shared memory no thread wrote (mode 0: s[t + 1] unwritten by thread t + 1 for the last
+// thread), or counts a predicate at a barrier (mode 1).
+extern "C" __global__ void shared_poison(float* y, int* count) {
+    __shared__ float s[65];
+    const int t = threadIdx.x;
+    s[t] = (float)t;
+    __syncthreads();
+    y[t] = s[t + 1];
+    const int c = __syncthreads_count(t % 3 == 0);
+    const int any = __syncthreads_or(t == 5), all = __syncthreads_and(t < 64);
+    if (t == 0) {
+        count[0] = c;
+        count[1] = any;
+        count[2] = all;
+    }
+}

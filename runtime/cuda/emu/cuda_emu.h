@@ -1,10 +1,12 @@
 // CUDA emulation header: the same .cu source compiles as C++ with g++ and runs on the CPU.
 //
 // Model of execution (runtime/cuda/module.py generates one launch wrapper per kernel):
-//   * one ucontext fiber per CUDA thread (small mmap'ed stacks with a guard page);
-//   * the blocks of a grid run one after another; `__shared__` is `static`, so it is per block;
-//     `extern __shared__ T name[];` is rewritten by the loader to point at the launch's dynamic
-//     shared memory, which is poisoned (0xFF bytes: NaN for f32/f16, -1 for ints) per block;
+//   * one ucontext fiber per CUDA thread (small mmap'ed stacks with a guard page), started with
+//     makecontext/setcontext and switched with _setjmp/_longjmp;
+//   * the blocks of a grid run one after another; `__shared__` is `static` (in section
+//     emu_shared), so it is per block; `extern __shared__ T name[];` is rewritten by the loader
+//     to point at the launch's dynamic shared memory; both are poisoned before every block
+//     (0xFF bytes: NaN for f32/f16, -1 for ints), so reading what no thread wrote shows up;
 //   * a thread runs until it reaches a synchronisation point: `__syncthreads` (block barrier),
 //     `__syncwarp`, `__shfl_*_sync`, `__ballot_sync`/`__any_sync`/`__all_sync` (per-warp
 //     exchanges over 32 lanes); the scheduler then runs the next thread;
@@ -16,6 +18,7 @@
 // Single OS thread per launch; state is thread_local so Python threads may launch concurrently.
 #pragma once
 #include <ucontext.h>
+#include <setjmp.h>
 #include <sys/mman.h>
 #include <unistd.h>
 #include <cmath>
@@ -40,7 +43,8 @@
 #define __forceinline__ inline
 #define __noinline__
 #define __launch_bounds__(...)
-#define __shared__ static
+// Static shared memory lives in its own section, so it can be poisoned before every block.
+#define __shared__ static __attribute__((section("emu_shared")))
 #define __constant__ static
 #define __align__(n) __attribute__((aligned(n)))
 #define warpSize 32
@@ -74,7 +78,9 @@ enum WarpOp { OP_SYNCWARP = 1, OP_SHFL = 2, OP_SHFL_UP = 3, OP_SHFL_DOWN = 4, OP
 enum Order { FORWARD = 0, REVERSE = 1, RANDOM = 2 };
 
 struct Thread {
-    ucontext_t ctx;
+    ucontext_t ctx;      // only to start the fiber (makecontext); switches use _setjmp/_longjmp
+    jmp_buf env;
+    bool started = false;
     uint3 tid;
     int linear = 0;
     int state = READY;
@@ -91,12 +97,14 @@ struct Launch {
     dim3 grid, block;
     uint3 bid;
     std::vector<Thread> threads;
-    ucontext_t sched;
+    jmp_buf sched;
     std::function<void()> body;
     bool failed = false;
     std::string error;
     std::vector<unsigned char> dynsmem;
     size_t stack_size = 64 * 1024;
+    int bar_count = 0;      // __syncthreads_count/_or/_and: predicates counted at this barrier
+    int bar_result = 0;     // ... and the count of the barrier last released
 };
 
 static thread_local Launch* g = nullptr;
@@ -126,15 +134,18 @@ static inline std::string where() {
         g->failed = true;
         g->error = msg;
     }
-    for (;;) swapcontext(&cur->ctx, &g->sched);
+    for (;;) _longjmp(g->sched, 1);
 }
 
-static inline void yield_to_scheduler() { swapcontext(&cur->ctx, &g->sched); }
+// A switch is _setjmp/_longjmp (no signal-mask system call, unlike swapcontext).
+static inline void yield_to_scheduler() {
+    if (!_setjmp(cur->env)) _longjmp(g->sched, 1);
+}
 
 static void fiber_entry() {
     g->body();
     cur->state = DONE;
-    // returning resumes uc_link (the scheduler)
+    _longjmp(g->sched, 1);
 }
 
 static char* get_stack(size_t i, size_t size) {
@@ -244,11 +255,18 @@ static inline std::vector<int> order_of(int n, int order, std::mt19937_64& rng) 
     return o;
 }
 
+}  // namespace emu
+extern "C" char __start_emu_shared[] __attribute__((weak));
+extern "C" char __stop_emu_shared[] __attribute__((weak));
+namespace emu {
+
 static int run_block(int order, std::mt19937_64& rng) {
     Launch& L = *g;
     int n = (int)(L.block.x * L.block.y * L.block.z);
     L.threads.assign(n, Thread());
     if (!L.dynsmem.empty()) memset(L.dynsmem.data(), 0xFF, L.dynsmem.size());
+    if (__start_emu_shared && __stop_emu_shared > __start_emu_shared)
+        memset(__start_emu_shared, 0xFF, (size_t)(__stop_emu_shared - __start_emu_shared));
     for (int i = 0; i < n; i++) {
         Thread& t = L.threads[i];
         t.linear = i;
@@ -258,7 +276,7 @@ static int run_block(int order, std::mt19937_64& rng) {
         getcontext(&t.ctx);
         t.ctx.uc_stack.ss_sp = t.stack;
         t.ctx.uc_stack.ss_size = L.stack_size;
-        t.ctx.uc_link = &L.sched;
+        t.ctx.uc_link = nullptr;
         makecontext(&t.ctx, (void (*)())fiber_entry, 0);
     }
     for (;;) {
@@ -267,7 +285,13 @@ static int run_block(int order, std::mt19937_64& rng) {
             Thread& t = L.threads[i];
             if (t.state != READY) continue;
             cur = &t;
-            swapcontext(&L.sched, &t.ctx);
+            if (!_setjmp(L.sched)) {
+                if (!t.started) {
+                    t.started = true;
+                    setcontext(&t.ctx);
+                }
+                _longjmp(t.env, 1);
+            }
             cur = nullptr;
             ran = true;
             if (L.failed) return 1;
@@ -288,6 +312,8 @@ static int run_block(int order, std::mt19937_64& rng) {
         }
         if (n_bar && n_bar == n) {
             for (auto& t : L.threads) t.state = READY;
+            L.bar_result = L.bar_count;
+            L.bar_count = 0;
             continue;
         }
         if (n_bar && n_done) {
@@ -392,6 +418,15 @@ static inline float half_to_float(unsigned short h) {
 static inline void __syncthreads() {
     ::emu::cur->state = ::emu::AT_BARRIER;
     ::emu::yield_to_scheduler();
+}
+static inline int __syncthreads_count(int p) {
+    ::emu::g->bar_count += p != 0;
+    __syncthreads();
+    return ::emu::g->bar_result;
+}
+static inline int __syncthreads_or(int p) { return __syncthreads_count(p) != 0; }
+static inline int __syncthreads_and(int p) {
+    return __syncthreads_count(p) == (int)(blockDim.x * blockDim.y * blockDim.z);
 }
 static inline void __syncwarp(unsigned mask = 0xffffffffu) { ::emu::warp_op<int>(::emu::OP_SYNCWARP, mask, 0, 0, 32); }
 template <class T> static inline T __shfl_sync(unsigned mask, T v, int src, int width = 32) {
