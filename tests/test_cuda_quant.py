@@ -238,6 +238,22 @@ def test_matmul_small_batch_is_matvec(dev):
     np.testing.assert_array_equal(dev.get(qm.matmul(w, "Q5_K", 4, 256, x)), dev.get(qm.matvec(w, "Q5_K", 4, 256, x)))
 
 
+def test_out_and_reused_workspace(dev):
+    """out= is written in place; a second call with other activations reuses the workspace."""
+    rng = np.random.default_rng(4)
+    w = dev.put(random_rows("Q6_K", 3, 256, rng))
+    x1 = dev.put(rng.standard_normal((2, 256)).astype(np.float32))
+    x2 = dev.put(rng.standard_normal((2, 256)).astype(np.float32))
+    out = dev.xp.zeros((2, 3), np.float32)
+    assert qm.matmul(w, "Q6_K", 3, 256, x1, out=out) is out
+    first = dev.get(out).copy()
+    np.testing.assert_array_equal(dev.get(qm.matvec(w, "Q6_K", 3, 256, x2)),
+                                  dev.get(qm.matvec(w, "Q6_K", 3, 256, x2)))
+    np.testing.assert_array_equal(first, dev.get(qm.matvec(w, "Q6_K", 3, 256, x1)))
+    with pytest.raises(module.CudaError, match="out is"):
+        qm.matvec(w, "Q6_K", 3, 256, x1, out=dev.xp.zeros((3, 2), np.float32))
+
+
 def test_errors_name_the_problem():
     w = np.zeros((2, 18), np.uint8)
     with pytest.raises(module.CudaError, match="multiple of the block size"):

@@ -32,6 +32,7 @@ import numpy as np
 
 from quant.types import TYPES, get_type
 from runtime.cuda.module import CudaError, load
+from runtime.cuda.ops import _workspace
 from runtime.reference import vec_dot_type
 
 SOURCE = "quants"
@@ -81,7 +82,7 @@ def _flat_u8(w):
     return w.reshape(-1).view(np.uint8) if w.dtype != np.uint8 else w.reshape(-1)
 
 
-def quantize_q8_1(x):
+def quantize_q8_1(x, out=None):
     """x f32[n_tok, n_in] (n_in % 32 == 0) -> u8[n_tok, n_in / 32 * 36] q8_1 blocks."""
     xp = _xp(x)
     x = xp.ascontiguousarray(x, dtype=np.float32)
@@ -89,13 +90,14 @@ def quantize_q8_1(x):
     if n_in % 32:
         raise CudaError(f"q8_1: row length {n_in} is not a multiple of 32")
     nb = n_tok * n_in // 32
-    out = xp.empty((n_tok, n_in // 32 * Q8_1_BYTES), np.uint8)
+    if out is None:
+        out = xp.empty((n_tok, n_in // 32 * Q8_1_BYTES), np.uint8)
     if nb:
         _fn("quantize_q8_1", x)(((nb + 3) // 4,), (THREADS,), (x, out, np.int32(nb)))
     return out
 
 
-def quantize_act_cpu(x, vtype: str):
+def quantize_act_cpu(x, vtype: str, out=None):
     """x f32[n_tok, n_in] -> u8[n_tok, n_in / 32 * 36] blocks {d:4 (f32) qs:32}: the activations
     exactly as ggml-cpu quantizes them for vec_dot_type ``vtype`` (Q8_0, Q8_1: per 32, AVX
     rounding; Q8_K: per 256); runtime.reference.quantize_activations is the reference."""
@@ -107,7 +109,8 @@ def quantize_act_cpu(x, vtype: str):
         raise CudaError(f"no int8 activation format {vtype}")
     if n_in % per:
         raise CudaError(f"{vtype}: row length {n_in} is not a multiple of {per}")
-    out = xp.empty((n_tok, n_in // 32 * Q8_1_BYTES), np.uint8)
+    if out is None:
+        out = xp.empty((n_tok, n_in // 32 * Q8_1_BYTES), np.uint8)
     nu = n_tok * n_in // per
     if nu:
         _fn("quantize_q8_cpu", x)(((nu + 3) // 4,), (THREADS,), (x, out, np.int32(nu), np.int32(2 if per == 256 else 0)))
@@ -143,20 +146,25 @@ def rows_per_cta(n_in: int) -> int:
     return 4 if n <= 32 else 2 if n <= 64 else 1
 
 
-def matvec(w, qtype: str, n_out: int, n_in: int, x, act: str = DEFAULT_ACT):
+def matvec(w, qtype: str, n_out: int, n_in: int, x, act: str = DEFAULT_ACT, out=None):
     """Decode product: x f32[n_tok, n_in] -> f32[n_tok, n_out], fused dequantize-and-dot.
 
     act "q8_1": activations as ggml-cuda quantizes them (q8_1 per 32; float weights use x as is).
     act "cpu": as ggml-cpu (and this project's CPU backend) converts them for the weight type
     (Q8_0/Q8_K int8 blocks, x rounded to f16/bf16 for F16/BF16 weights), so the result is the
-    CPU backend's up to float summation order."""
+    CPU backend's up to float summation order. ``out``: an f32[n_tok, n_out] to write into;
+    the activation blocks live in a reused workspace, so a decode step allocates nothing
+    (CUDA-graph friendly)."""
     name = _check(qtype, n_in)
     if act not in ACT_MODES:
         raise CudaError(f"unknown activation mode {act!r} ({', '.join(ACT_MODES)})")
     xp = _xp(w)
     x = xp.ascontiguousarray(x, dtype=np.float32).reshape(-1, n_in)
     n_tok = x.shape[0]
-    y = xp.empty((n_tok, n_out), np.float32)
+    if out is not None and (tuple(out.shape) != (n_tok, n_out) or out.dtype != np.float32
+                            or not out.flags.c_contiguous):
+        raise CudaError(f"out is {out.dtype}{tuple(out.shape)}, expected contiguous float32{(n_tok, n_out)}")
+    y = xp.empty((n_tok, n_out), np.float32) if out is None else out
     if n_tok == 0 or n_out == 0:
         return y
     w = _flat_u8(w)
@@ -173,7 +181,8 @@ def matvec(w, qtype: str, n_out: int, n_in: int, x, act: str = DEFAULT_ACT):
                                  np.int32(xround)))
         else:
             cpu = act == "cpu"
-            xq = quantize_act_cpu(xt, vec_dot_type(name)) if cpu else quantize_q8_1(xt)
+            ws = _workspace(xt, "q8_act", (nt, n_in // 32 * Q8_1_BYTES), np.uint8)
+            xq = quantize_act_cpu(xt, vec_dot_type(name), ws) if cpu else quantize_q8_1(xt, ws)
             k = _fn("mmvq_" + name.lower(), w)
             k(grid, (THREADS,), (w, xq, yt, np.int32(n_out), np.int32(n_in), np.int32(nt), np.int32(rows),
                                  np.int32(cpu)))
@@ -263,10 +272,15 @@ def matmul_tiled(w, qtype: str, n_out: int, n_in: int, x, act: str = DEFAULT_ACT
     return y
 
 
-def matmul(w, qtype: str, n_out: int, n_in: int, x, act: str = DEFAULT_ACT):
+def matmul(w, qtype: str, n_out: int, n_in: int, x, act: str = DEFAULT_ACT, out=None):
     """y = x @ W.T: matvec for n_tok <= 8, dequantized tiles and cuBLAS above (see ``act``
-    in matvec / matmul_tiled)."""
+    in matvec / matmul_tiled). ``out``: f32[n_tok, n_out] to write into (decode only
+    avoids every allocation)."""
     x2 = x.reshape(-1, n_in)
     if x2.shape[0] <= MATVEC_MAX_TOKENS:
-        return matvec(w, qtype, n_out, n_in, x2, act)
-    return matmul_tiled(w, qtype, n_out, n_in, x2, act)
+        return matvec(w, qtype, n_out, n_in, x2, act, out)
+    y = matmul_tiled(w, qtype, n_out, n_in, x2, act)
+    if out is None:
+        return y
+    out[...] = y
+    return out
