@@ -2,12 +2,17 @@
 quantizers, per type, under emulation (or on a GPU with --gpu):
 
     python tools/cuda_quant_check.py [--types Q4_K,IQ2_XXS] [--n-out 16] [--n-in 1024] [--gpu]
+    python tools/cuda_quant_check.py --gpu --bench [--n-out 8192 --n-in 8192] [--tokens 1]
 
 For each type: N(0,1) weights [n_out, n_in] quantized with quant.quantize (IQ types with a flat
 imatrix), x N(0,1) [4, n_in]. Prints the largest |y - y_ref| / sum|w*x| of
   cpu:  act="cpu" vs the CPU backend's math (runtime.reference.activations_as_seen x dequant W);
   q8_1: act="q8_1" vs the float64 product of dequant W and q8_1-quantized x;
   diff: how far the two activation modes are apart, relative to |y| (RMS over outputs).
+
+--bench (GPU): decode matvec speed per type on random blocks (tests/test_cuda_quant.py's
+random_rows): median time of 50 launches after 5 warm-ups (CUDA events), and the weight
+bytes read per second. Compare with the card's memory bandwidth.
 """
 from __future__ import annotations
 
@@ -21,13 +26,48 @@ from runtime import reference
 from runtime.cuda import qmatmul as qm
 
 
+def bench(a) -> None:
+    import sys
+    from pathlib import Path
+
+    import cupy
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
+    from test_cuda_quant import random_rows
+
+    rng = np.random.default_rng(0)
+    x = cupy.asarray(rng.standard_normal((a.tokens, a.n_in)).astype(np.float32))
+    y = cupy.empty((a.tokens, a.n_out), np.float32)
+    print(f"{'type':8} {'act':5} {'us':>9} {'GB/s':>8}   (n_out {a.n_out}, n_in {a.n_in}, {a.tokens} token(s))")
+    for name in a.types.split(","):
+        w = cupy.asarray(random_rows(name, a.n_out, a.n_in, rng))
+        for act in ("cpu", "q8_1"):
+            for _ in range(5):
+                qm.matvec(w, name, a.n_out, a.n_in, x, act=act, out=y)
+            times = []
+            for _ in range(50):
+                e0, e1 = cupy.cuda.Event(), cupy.cuda.Event()
+                e0.record()
+                qm.matvec(w, name, a.n_out, a.n_in, x, act=act, out=y)
+                e1.record()
+                e1.synchronize()
+                times.append(cupy.cuda.get_elapsed_time(e0, e1) * 1e3)
+            us = float(np.median(times))
+            print(f"{name:8} {act:5} {us:9.1f} {w.nbytes / us / 1e3:8.1f}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--types", default=",".join(t for t in qm.TYPES_SUPPORTED))
     ap.add_argument("--n-out", type=int, default=16)
     ap.add_argument("--n-in", type=int, default=1024)
     ap.add_argument("--gpu", action="store_true", help="CuPy arrays (real kernels) instead of numpy (emulated)")
+    ap.add_argument("--bench", action="store_true", help="time matvec per type (needs --gpu)")
+    ap.add_argument("--tokens", type=int, default=1)
     a = ap.parse_args()
+    if a.bench:
+        if not a.gpu:
+            ap.error("--bench needs --gpu")
+        return bench(a)
     if a.gpu:
         import cupy
         put, get = cupy.asarray, cupy.asnumpy
