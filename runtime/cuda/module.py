@@ -160,7 +160,7 @@ def parse_kernels(src: str) -> dict[str, list[Param]]:
 
 
 def _dims(v, what) -> tuple[int, int, int]:
-    t = (int(v),) if np.isscalar(v) else tuple(int(x) for x in v)
+    t = (int(v),) if isinstance(v, (int, np.integer)) else tuple(int(x) for x in v)
     if not 1 <= len(t) <= 3 or any(x < 1 for x in t):
         raise CudaError(f"bad {what} {v!r}: 1 to 3 positive sizes")
     return t + (1,) * (3 - len(t))

@@ -1,8 +1,10 @@
 // CUDA emulation header: the same .cu source compiles as C++ with g++ and runs on the CPU.
 //
 // Model of execution (runtime/cuda/module.py generates one launch wrapper per kernel):
-//   * one ucontext fiber per CUDA thread (small mmap'ed stacks with a guard page), started with
-//     makecontext/setcontext and switched with _setjmp/_longjmp;
+//   * one fiber per CUDA thread, on small mmap'ed stacks with a guard page; switches are
+//     _setjmp/_longjmp (no system call). Fibers are kept per thread slot: one that finished its
+//     thread parks and runs the next block's thread on that slot, so a thread costs two jumps
+//     (makecontext/setcontext only make a slot's fiber the first time, or after a failed launch);
 //   * the blocks of a grid run one after another; `__shared__` is `static` (in section
 //     emu_shared), so it is per block; `extern __shared__ T name[];` is rewritten by the loader
 //     to point at the launch's dynamic shared memory; both are poisoned before every block
@@ -78,8 +80,7 @@ enum WarpOp { OP_SYNCWARP = 1, OP_SHFL = 2, OP_SHFL_UP = 3, OP_SHFL_DOWN = 4, OP
 enum Order { FORWARD = 0, REVERSE = 1, RANDOM = 2 };
 
 struct Thread {
-    ucontext_t ctx;      // only to start the fiber (makecontext); switches use _setjmp/_longjmp
-    jmp_buf env;
+    jmp_buf env;         // where the thread continues after a yield
     bool started = false;
     uint3 tid;
     int linear = 0;
@@ -90,7 +91,15 @@ struct Thread {
     int width = 32;
     uint64_t val = 0;    // value offered to the warp op
     uint64_t result = 0; // value handed back
-    char* stack = nullptr;
+};
+
+// A thread slot's fiber: its stack, how to make it, where it parks between threads.
+struct Slot {
+    char* mem = nullptr;     // guard page + stack
+    size_t size = 0;
+    ucontext_t start;
+    jmp_buf park;
+    bool parked = false;
 };
 
 struct Launch {
@@ -110,7 +119,7 @@ struct Launch {
 static thread_local Launch* g = nullptr;
 static thread_local Thread* cur = nullptr;
 static thread_local std::string last_error;
-static thread_local std::vector<std::pair<char*, size_t>> stack_pool;
+static thread_local std::vector<Slot*> slots;
 static thread_local unsigned long long clock_counter = 0;
 
 static inline std::string fmt(const char* f, ...) {
@@ -142,27 +151,48 @@ static inline void yield_to_scheduler() {
     if (!_setjmp(cur->env)) _longjmp(g->sched, 1);
 }
 
-static void fiber_entry() {
-    g->body();
-    cur->state = DONE;
-    _longjmp(g->sched, 1);
+// A slot's fiber: runs the thread the scheduler put in `cur`, parks, runs the next one.
+static void fiber_main() {
+    for (;;) {
+        g->body();
+        cur->state = DONE;
+        Slot* s = slots[cur->linear];
+        s->parked = true;
+        if (!_setjmp(s->park)) _longjmp(g->sched, 1);
+    }
 }
 
-static char* get_stack(size_t i, size_t size) {
-    while (stack_pool.size() <= i) stack_pool.push_back({nullptr, 0});
-    auto& s = stack_pool[i];
-    if (s.first && s.second != size) {
-        munmap(s.first, s.second + 4096);
-        s.first = nullptr;
+static Slot* get_slot(size_t i, size_t size) {
+    while (slots.size() <= i) slots.push_back(new Slot());
+    Slot* s = slots[i];
+    if (s->mem && s->size != size) {
+        munmap(s->mem, s->size + 4096);
+        s->mem = nullptr;
+        s->parked = false;
     }
-    if (!s.first) {
+    if (!s->mem) {
         void* p = mmap(nullptr, size + 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         if (p == MAP_FAILED) return nullptr;
         mprotect(p, 4096, PROT_NONE);  // guard page below the stack: overflow faults, not corrupts
-        s.first = (char*)p;
-        s.second = size;
+        s->mem = (char*)p;
+        s->size = size;
     }
-    return s.first + 4096;
+    return s;
+}
+
+// Start thread `cur` on its slot (called with the scheduler's state saved in g->sched).
+[[noreturn]] static void start_on_slot(Slot* s) {
+    if (s->parked) {
+        s->parked = false;
+        _longjmp(s->park, 1);
+    }
+    getcontext(&s->start);
+    s->start.uc_stack.ss_sp = s->mem + 4096;
+    s->start.uc_stack.ss_size = s->size;
+    s->start.uc_link = nullptr;
+    makecontext(&s->start, (void (*)())fiber_main, 0);
+    setcontext(&s->start);
+    abort();
 }
 
 static inline int lane_of(const Thread& t) { return t.linear & 31; }
@@ -271,13 +301,7 @@ static int run_block(int order, std::mt19937_64& rng) {
         Thread& t = L.threads[i];
         t.linear = i;
         t.tid = {i % L.block.x, (i / L.block.x) % L.block.y, i / (L.block.x * L.block.y)};
-        t.stack = get_stack(i, L.stack_size);
-        if (!t.stack) { L.error = "emulation: out of memory for fiber stacks"; return 1; }
-        getcontext(&t.ctx);
-        t.ctx.uc_stack.ss_sp = t.stack;
-        t.ctx.uc_stack.ss_size = L.stack_size;
-        t.ctx.uc_link = nullptr;
-        makecontext(&t.ctx, (void (*)())fiber_entry, 0);
+        if (!get_slot(i, L.stack_size)) { L.error = "emulation: out of memory for fiber stacks"; return 1; }
     }
     for (;;) {
         bool ran = false;
@@ -288,7 +312,7 @@ static int run_block(int order, std::mt19937_64& rng) {
             if (!_setjmp(L.sched)) {
                 if (!t.started) {
                     t.started = true;
-                    setcontext(&t.ctx);
+                    start_on_slot(slots[i]);
                 }
                 _longjmp(t.env, 1);
             }
@@ -346,7 +370,11 @@ static int launch(dim3 grid, dim3 block, size_t smem, int order, unsigned long l
     for (long b : blocks) {
         L.bid = {(unsigned)(b % grid.x), (unsigned)((b / grid.x) % grid.y), (unsigned)(b / ((long)grid.x * grid.y))};
         rc = run_block(order, rng);
-        if (rc) break;
+        if (rc) {
+            for (size_t i = 0; i < L.threads.size() && i < slots.size(); i++)
+                if (L.threads[i].state != DONE) slots[i]->parked = false;
+            break;
+        }
     }
     if (rc) last_error = L.error;
     g = saved;
