@@ -267,3 +267,9 @@ def test_pascal_build(mod):
     out = np.zeros(32, np.int32)
     m.get_function("bad_masks")(1, 32, (out, np.int32(0)))
     np.testing.assert_array_equal(out[:16], np.arange(16) ^ 1)
+
+
+def test_barriers_at_different_lines_are_an_error(mod):
+    with pytest.raises(CudaError, match=r"threads 0 and 1 wait at different __syncthreads \(emu_selftest.cu:\d+ and "
+                                        r"emu_selftest.cu:\d+\)"):
+        mod.get_function("split_barriers")(1, 64, (np.zeros(64, np.int32),))

@@ -111,3 +111,13 @@ extern "C" __global__ void shared_poison(float* y, int* count) {
         count[2] = all;
     }
 }
+
+// Even and odd threads wait at two different barriers (undefined behaviour on a GPU).
+extern "C" __global__ void split_barriers(int* out) {
+    if (threadIdx.x % 2) {
+        __syncthreads();
+    } else {
+        __syncthreads();
+    }
+    out[threadIdx.x] = 1;
+}

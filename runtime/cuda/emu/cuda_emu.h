@@ -14,7 +14,8 @@
 //     exchanges over 32 lanes); the scheduler then runs the next thread;
 //   * the order threads (and blocks) are run in is forward, reverse or a seeded random
 //     permutation per scheduling pass, chosen per launch, so a missing barrier changes results;
-//   * errors (a barrier reached by only part of a block, a warp op whose mask names an exited
+//   * errors (a barrier reached by only part of a block, threads of a block waiting at different
+//     __syncthreads (source lines), a warp op whose mask names an exited
 //     or absent lane or disagrees between lanes, a deadlock, __trap) stop the launch; the
 //     wrapper returns nonzero and emu_last_error() says what happened.
 // Single OS thread per launch; state is thread_local so Python threads may launch concurrently.
@@ -89,6 +90,8 @@ struct Thread {
     unsigned mask = 0;
     int arg = 0;         // src lane / delta / lane mask
     int width = 32;
+    const char* bar_file = nullptr;  // where the thread waits at __syncthreads
+    int bar_line = 0;
     uint64_t val = 0;    // value offered to the warp op
     uint64_t result = 0; // value handed back
 };
@@ -335,6 +338,15 @@ static int run_block(int order, std::mt19937_64& rng) {
             if (released) continue;
         }
         if (n_bar && n_bar == n) {
+            for (auto& t : L.threads) {
+                const Thread& t0 = L.threads[0];
+                if (t.bar_line != t0.bar_line || strcmp(t.bar_file, t0.bar_file)) {
+                    L.error = fmt("block (%u,%u,%u): threads 0 and %d wait at different __syncthreads "
+                                  "(%s:%d and %s:%d)", L.bid.x, L.bid.y, L.bid.z, t.linear, t0.bar_file,
+                                  t0.bar_line, t.bar_file, t.bar_line);
+                    return 1;
+                }
+            }
             for (auto& t : L.threads) t.state = READY;
             L.bar_result = L.bar_count;
             L.bar_count = 0;
@@ -443,19 +455,25 @@ static inline float half_to_float(unsigned short h) {
 #define gridDim (::emu::g->grid)
 
 // ---- synchronisation
-static inline void __syncthreads() {
-    ::emu::cur->state = ::emu::AT_BARRIER;
-    ::emu::yield_to_scheduler();
+namespace emu {
+// the barrier's source line is recorded: threads of a block must all wait at the same one
+static inline void barrier(const char* file, int line) {
+    cur->bar_file = file;
+    cur->bar_line = line;
+    cur->state = AT_BARRIER;
+    yield_to_scheduler();
 }
-static inline int __syncthreads_count(int p) {
-    ::emu::g->bar_count += p != 0;
-    __syncthreads();
-    return ::emu::g->bar_result;
+static inline int barrier_count(int p, const char* file, int line) {
+    g->bar_count += p != 0;
+    barrier(file, line);
+    return g->bar_result;
 }
-static inline int __syncthreads_or(int p) { return __syncthreads_count(p) != 0; }
-static inline int __syncthreads_and(int p) {
-    return __syncthreads_count(p) == (int)(blockDim.x * blockDim.y * blockDim.z);
-}
+}  // namespace emu
+#define __syncthreads() ::emu::barrier(__FILE__, __LINE__)
+#define __syncthreads_count(p) ::emu::barrier_count((p), __FILE__, __LINE__)
+#define __syncthreads_or(p) (::emu::barrier_count((p), __FILE__, __LINE__) != 0)
+#define __syncthreads_and(p) \
+    (::emu::barrier_count((p), __FILE__, __LINE__) == (int)(blockDim.x * blockDim.y * blockDim.z))
 static inline void __syncwarp(unsigned mask = 0xffffffffu) { ::emu::warp_op<int>(::emu::OP_SYNCWARP, mask, 0, 0, 32); }
 template <class T> static inline T __shfl_sync(unsigned mask, T v, int src, int width = 32) {
     return ::emu::warp_op<T>(::emu::OP_SHFL, mask, v, src, width);
