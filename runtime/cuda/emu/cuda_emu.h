@@ -23,6 +23,7 @@
 #include <ucontext.h>
 #include <setjmp.h>
 #include <sys/mman.h>
+#include <signal.h>
 #include <unistd.h>
 #include <cmath>
 #include <cstdint>
@@ -123,6 +124,7 @@ static thread_local Launch* g = nullptr;
 static thread_local Thread* cur = nullptr;
 static thread_local std::string last_error;
 static thread_local std::vector<Slot*> slots;
+static const size_t GUARD = 64 * 1024;   // inaccessible bytes below each fiber stack
 static thread_local unsigned long long clock_counter = 0;
 
 static inline std::string fmt(const char* f, ...) {
@@ -169,14 +171,14 @@ static Slot* get_slot(size_t i, size_t size) {
     while (slots.size() <= i) slots.push_back(new Slot());
     Slot* s = slots[i];
     if (s->mem && s->size != size) {
-        munmap(s->mem, s->size + 4096);
+        munmap(s->mem, s->size + GUARD);
         s->mem = nullptr;
         s->parked = false;
     }
     if (!s->mem) {
-        void* p = mmap(nullptr, size + 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        void* p = mmap(nullptr, size + GUARD, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         if (p == MAP_FAILED) return nullptr;
-        mprotect(p, 4096, PROT_NONE);  // guard page below the stack: overflow faults, not corrupts
+        mprotect(p, GUARD, PROT_NONE);  // guard below the stack: an overflow faults, never corrupts
         s->mem = (char*)p;
         s->size = size;
     }
@@ -190,7 +192,7 @@ static Slot* get_slot(size_t i, size_t size) {
         _longjmp(s->park, 1);
     }
     getcontext(&s->start);
-    s->start.uc_stack.ss_sp = s->mem + 4096;
+    s->start.uc_stack.ss_sp = s->mem + GUARD;
     s->start.uc_stack.ss_size = s->size;
     s->start.uc_link = nullptr;
     makecontext(&s->start, (void (*)())fiber_main, 0);
@@ -363,8 +365,55 @@ static int run_block(int order, std::mt19937_64& rng) {
     }
 }
 
+// SIGSEGV/SIGBUS inside a kernel (a wild pointer, a fiber stack overflow) ends the launch with an
+// error instead of the process. Faults elsewhere go to the handler that was there before.
+static struct sigaction old_segv, old_bus;
+static bool fault_handler_installed = false;
+static thread_local bool altstack_ready = false;
+
+static void on_fault(int sig, siginfo_t* si, void* uc) {
+    if (g && cur && !g->failed) {
+        char* a = (char*)si->si_addr;
+        bool overflow = false;
+        for (Slot* s : slots)
+            if (s->mem && a >= s->mem && a < s->mem + GUARD) overflow = true;
+        g->failed = true;
+        g->error = where() + (overflow ? ": fiber stack overflow (a larger emu_options(stack_kib=...) may help)"
+                                       : fmt(": invalid memory access at address %p (%s)", (void*)a,
+                                             sig == SIGSEGV ? "SIGSEGV" : "SIGBUS"));
+        sigset_t set;
+        sigemptyset(&set);
+        sigaddset(&set, sig);
+        sigprocmask(SIG_UNBLOCK, &set, nullptr);
+        _longjmp(g->sched, 1);
+    }
+    sigaction(sig, sig == SIGSEGV ? &old_segv : &old_bus, nullptr);   // not ours: re-fault into it
+    (void)uc;
+}
+
+static void install_fault_handler() {
+    if (!altstack_ready) {
+        stack_t ss;
+        ss.ss_sp = malloc(1 << 16);
+        ss.ss_size = 1 << 16;
+        ss.ss_flags = 0;
+        if (ss.ss_sp && sigaltstack(&ss, nullptr) == 0) altstack_ready = true;
+    }
+    if (!fault_handler_installed) {
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_sigaction = on_fault;
+        sa.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_NODEFER;
+        sigemptyset(&sa.sa_mask);
+        sigaction(SIGSEGV, &sa, &old_segv);
+        sigaction(SIGBUS, &sa, &old_bus);
+        fault_handler_installed = true;
+    }
+}
+
 static int launch(dim3 grid, dim3 block, size_t smem, int order, unsigned long long seed, size_t stack_kib,
                   std::function<void()> body) {
+    install_fault_handler();
     Launch L;
     L.grid = grid;
     L.block = block;
