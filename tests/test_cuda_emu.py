@@ -267,3 +267,20 @@ def test_pascal_build(mod):
     out = np.zeros(32, np.int32)
     m.get_function("bad_masks")(1, 32, (out, np.int32(0)))
     np.testing.assert_array_equal(out[:16], np.arange(16) ^ 1)
+
+
+def test_barriers_at_different_lines_are_an_error(mod):
+    with pytest.raises(CudaError, match=r"threads 0 and 1 wait at different __syncthreads \(emu_selftest.cu:\d+ and "
+                                        r"emu_selftest.cu:\d+\)"):
+        mod.get_function("split_barriers")(1, 64, (np.zeros(64, np.int32),))
+
+
+def test_faults_end_the_launch_not_the_process(mod):
+    k = mod.get_function("crash")
+    out = np.zeros(32, np.int32)
+    with pytest.raises(CudaError, match=r"thread \(3,0,0\): invalid memory access at address (0x0|\(nil\))"):
+        k(1, 32, (out, np.int32(0)))
+    with pytest.raises(CudaError, match=r"thread \(0,0,0\): fiber stack overflow"):
+        k(1, 32, (out, np.int32(1)))
+    k(1, 32, (out, np.int32(2)))          # the emulator is fine afterwards
+    assert out.sum() == 32

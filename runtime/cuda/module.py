@@ -101,6 +101,12 @@ class Param:
     base: str          # "float", "f16", "block_q4_K", ...
     pointer: bool
 
+    def __post_init__(self):
+        # what an argument for this parameter may be, precomputed for the per-launch check
+        want = _POINTEE.get(self.base) if self.pointer else None
+        object.__setattr__(self, "ok_dtypes", frozenset(np.dtype(d) for d in want) if want else None)
+        object.__setattr__(self, "scalar_type", None if self.pointer else _SCALAR[self.base])
+
     def scalar_dtype(self) -> np.dtype:
         return np.dtype(_SCALAR[self.base])
 
@@ -160,7 +166,9 @@ def parse_kernels(src: str) -> dict[str, list[Param]]:
 
 
 def _dims(v, what) -> tuple[int, int, int]:
-    t = (int(v),) if np.isscalar(v) else tuple(int(x) for x in v)
+    if type(v) is int and 0 < v:
+        return (v, 1, 1)
+    t = (int(v),) if isinstance(v, (int, np.integer)) else tuple(int(x) for x in v)
     if not 1 <= len(t) <= 3 or any(x < 1 for x in t):
         raise CudaError(f"bad {what} {v!r}: 1 to 3 positive sizes")
     return t + (1,) * (3 - len(t))
@@ -218,16 +226,15 @@ def _check_launch(name, params, grid, block, args, shared_mem, is_array):
                 continue
             if not is_array(a):
                 raise CudaError(f"kernel {name} argument {i} ({p.name}): expected a device array, got {type(a).__name__}")
-            want = _POINTEE.get(p.base)
-            if want and a.dtype.name not in want:
-                raise CudaError(f"kernel {name} argument {i} ({p.name}): {p.base}* needs {'/'.join(want)}, got {a.dtype}")
+            if p.ok_dtypes is not None and a.dtype not in p.ok_dtypes:
+                want = "/".join(sorted(d.name for d in p.ok_dtypes))
+                raise CudaError(f"kernel {name} argument {i} ({p.name}): {p.base}* needs {want}, got {a.dtype}")
             if not a.flags.c_contiguous:
                 raise CudaError(f"kernel {name} argument {i} ({p.name}): array is not C-contiguous")
-        else:
+        elif type(a) is not p.scalar_type:
             want = p.scalar_dtype()
-            if not isinstance(a, np.generic) or a.dtype != want:
-                got = a.dtype if isinstance(a, np.generic) else type(a).__name__
-                raise CudaError(f"kernel {name} argument {i} ({p.name}): {p.base} needs np.{want.name}, got {got}")
+            got = a.dtype if isinstance(a, np.generic) else type(a).__name__
+            raise CudaError(f"kernel {name} argument {i} ({p.name}): {p.base} needs np.{want.name}, got {got}")
     return g, b
 
 

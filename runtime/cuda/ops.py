@@ -65,6 +65,12 @@ def _workspace(like, name: str, shape, dtype):
     return buf[:n].reshape(shape)
 
 
+def _row_threads(n: int, per_thread: int = 8) -> int:
+    """Threads for a one-block-per-row kernel: about per_thread elements each, a multiple of
+    32, at most ELEM_THREADS (short rows get one warp instead of 256 mostly idle threads)."""
+    return min(ELEM_THREADS, max(32, -(-int(n) // per_thread + 31) // 32 * 32))
+
+
 def _blocks(n: int, threads: int = ELEM_THREADS) -> int:
     return max(1, -(-int(n) // threads))
 
@@ -80,7 +86,7 @@ def rms_norm(x, w, eps: float, out=None):
     y = _out(out, x, x.shape)
     rows = x.size // n if n else 0
     if rows:
-        _fn("elementwise", "rms_norm_f32", x)(rows, ELEM_THREADS, (x, w, y, np.int32(n), np.float32(eps)))
+        _fn("elementwise", "rms_norm_f32", x)(rows, _row_threads(n), (x, w, y, np.int32(n), np.float32(eps)))
     return y
 
 
@@ -167,7 +173,8 @@ def kv_write(src, cache, pos):
         raise CudaError(f"kv_write: pos must be int32 [{n_tok}], got {pos.dtype}{tuple(pos.shape)}")
     row = int(np.prod(src.shape[1:]))
     if n_tok and row:
-        _fn("elementwise", "kv_write_f16", src)((_blocks(row), n_tok), ELEM_THREADS, (src, cache, pos, np.int32(row)))
+        t = min(ELEM_THREADS, -(-row // 32) * 32)
+        _fn("elementwise", "kv_write_f16", src)((_blocks(row, t), n_tok), t, (src, cache, pos, np.int32(row)))
     return cache
 
 

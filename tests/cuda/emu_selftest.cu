@@ -111,3 +111,25 @@ extern "C" __global__ void shared_poison(float* y, int* count) {
         count[2] = all;
     }
 }
+
+// Even and odd threads wait at two different barriers (undefined behaviour on a GPU).
+extern "C" __global__ void split_barriers(int* out) {
+    if (threadIdx.x % 2) {
+        __syncthreads();
+    } else {
+        __syncthreads();
+    }
+    out[threadIdx.x] = 1;
+}
+
+// mode 0: thread 3 writes through a null pointer; mode 1: thread 0 overflows its stack.
+static __device__ int deep(volatile int* p, int n) {
+    volatile char pad[1024];
+    pad[0] = (char)n;
+    return n ? deep(p, n - 1) + pad[0] : *p;
+}
+extern "C" __global__ void crash(int* out, int mode) {
+    if (mode == 0 && threadIdx.x == 3) *(volatile int*)0 = 1;
+    if (mode == 1 && threadIdx.x == 0) out[0] = deep(out, 1000);
+    out[threadIdx.x] = 1;
+}

@@ -1,8 +1,10 @@
 // CUDA emulation header: the same .cu source compiles as C++ with g++ and runs on the CPU.
 //
 // Model of execution (runtime/cuda/module.py generates one launch wrapper per kernel):
-//   * one ucontext fiber per CUDA thread (small mmap'ed stacks with a guard page), started with
-//     makecontext/setcontext and switched with _setjmp/_longjmp;
+//   * one fiber per CUDA thread, on small mmap'ed stacks with a guard page; switches are
+//     _setjmp/_longjmp (no system call). Fibers are kept per thread slot: one that finished its
+//     thread parks and runs the next block's thread on that slot, so a thread costs two jumps
+//     (makecontext/setcontext only make a slot's fiber the first time, or after a failed launch);
 //   * the blocks of a grid run one after another; `__shared__` is `static` (in section
 //     emu_shared), so it is per block; `extern __shared__ T name[];` is rewritten by the loader
 //     to point at the launch's dynamic shared memory; both are poisoned before every block
@@ -12,7 +14,8 @@
 //     exchanges over 32 lanes); the scheduler then runs the next thread;
 //   * the order threads (and blocks) are run in is forward, reverse or a seeded random
 //     permutation per scheduling pass, chosen per launch, so a missing barrier changes results;
-//   * errors (a barrier reached by only part of a block, a warp op whose mask names an exited
+//   * errors (a barrier reached by only part of a block, threads of a block waiting at different
+//     __syncthreads (source lines), a warp op whose mask names an exited
 //     or absent lane or disagrees between lanes, a deadlock, __trap) stop the launch; the
 //     wrapper returns nonzero and emu_last_error() says what happened.
 // Single OS thread per launch; state is thread_local so Python threads may launch concurrently.
@@ -20,6 +23,7 @@
 #include <ucontext.h>
 #include <setjmp.h>
 #include <sys/mman.h>
+#include <signal.h>
 #include <unistd.h>
 #include <cmath>
 #include <cstdint>
@@ -78,8 +82,7 @@ enum WarpOp { OP_SYNCWARP = 1, OP_SHFL = 2, OP_SHFL_UP = 3, OP_SHFL_DOWN = 4, OP
 enum Order { FORWARD = 0, REVERSE = 1, RANDOM = 2 };
 
 struct Thread {
-    ucontext_t ctx;      // only to start the fiber (makecontext); switches use _setjmp/_longjmp
-    jmp_buf env;
+    jmp_buf env;         // where the thread continues after a yield
     bool started = false;
     uint3 tid;
     int linear = 0;
@@ -88,9 +91,19 @@ struct Thread {
     unsigned mask = 0;
     int arg = 0;         // src lane / delta / lane mask
     int width = 32;
+    const char* bar_file = nullptr;  // where the thread waits at __syncthreads
+    int bar_line = 0;
     uint64_t val = 0;    // value offered to the warp op
     uint64_t result = 0; // value handed back
-    char* stack = nullptr;
+};
+
+// A thread slot's fiber: its stack, how to make it, where it parks between threads.
+struct Slot {
+    char* mem = nullptr;     // guard page + stack
+    size_t size = 0;
+    ucontext_t start;
+    jmp_buf park;
+    bool parked = false;
 };
 
 struct Launch {
@@ -110,7 +123,8 @@ struct Launch {
 static thread_local Launch* g = nullptr;
 static thread_local Thread* cur = nullptr;
 static thread_local std::string last_error;
-static thread_local std::vector<std::pair<char*, size_t>> stack_pool;
+static thread_local std::vector<Slot*> slots;
+static const size_t GUARD = 64 * 1024;   // inaccessible bytes below each fiber stack
 static thread_local unsigned long long clock_counter = 0;
 
 static inline std::string fmt(const char* f, ...) {
@@ -142,27 +156,48 @@ static inline void yield_to_scheduler() {
     if (!_setjmp(cur->env)) _longjmp(g->sched, 1);
 }
 
-static void fiber_entry() {
-    g->body();
-    cur->state = DONE;
-    _longjmp(g->sched, 1);
+// A slot's fiber: runs the thread the scheduler put in `cur`, parks, runs the next one.
+static void fiber_main() {
+    for (;;) {
+        g->body();
+        cur->state = DONE;
+        Slot* s = slots[cur->linear];
+        s->parked = true;
+        if (!_setjmp(s->park)) _longjmp(g->sched, 1);
+    }
 }
 
-static char* get_stack(size_t i, size_t size) {
-    while (stack_pool.size() <= i) stack_pool.push_back({nullptr, 0});
-    auto& s = stack_pool[i];
-    if (s.first && s.second != size) {
-        munmap(s.first, s.second + 4096);
-        s.first = nullptr;
+static Slot* get_slot(size_t i, size_t size) {
+    while (slots.size() <= i) slots.push_back(new Slot());
+    Slot* s = slots[i];
+    if (s->mem && s->size != size) {
+        munmap(s->mem, s->size + GUARD);
+        s->mem = nullptr;
+        s->parked = false;
     }
-    if (!s.first) {
-        void* p = mmap(nullptr, size + 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (!s->mem) {
+        void* p = mmap(nullptr, size + GUARD, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         if (p == MAP_FAILED) return nullptr;
-        mprotect(p, 4096, PROT_NONE);  // guard page below the stack: overflow faults, not corrupts
-        s.first = (char*)p;
-        s.second = size;
+        mprotect(p, GUARD, PROT_NONE);  // guard below the stack: an overflow faults, never corrupts
+        s->mem = (char*)p;
+        s->size = size;
     }
-    return s.first + 4096;
+    return s;
+}
+
+// Start thread `cur` on its slot (called with the scheduler's state saved in g->sched).
+[[noreturn]] static void start_on_slot(Slot* s) {
+    if (s->parked) {
+        s->parked = false;
+        _longjmp(s->park, 1);
+    }
+    getcontext(&s->start);
+    s->start.uc_stack.ss_sp = s->mem + GUARD;
+    s->start.uc_stack.ss_size = s->size;
+    s->start.uc_link = nullptr;
+    makecontext(&s->start, (void (*)())fiber_main, 0);
+    setcontext(&s->start);
+    abort();
 }
 
 static inline int lane_of(const Thread& t) { return t.linear & 31; }
@@ -271,13 +306,7 @@ static int run_block(int order, std::mt19937_64& rng) {
         Thread& t = L.threads[i];
         t.linear = i;
         t.tid = {i % L.block.x, (i / L.block.x) % L.block.y, i / (L.block.x * L.block.y)};
-        t.stack = get_stack(i, L.stack_size);
-        if (!t.stack) { L.error = "emulation: out of memory for fiber stacks"; return 1; }
-        getcontext(&t.ctx);
-        t.ctx.uc_stack.ss_sp = t.stack;
-        t.ctx.uc_stack.ss_size = L.stack_size;
-        t.ctx.uc_link = nullptr;
-        makecontext(&t.ctx, (void (*)())fiber_entry, 0);
+        if (!get_slot(i, L.stack_size)) { L.error = "emulation: out of memory for fiber stacks"; return 1; }
     }
     for (;;) {
         bool ran = false;
@@ -288,7 +317,7 @@ static int run_block(int order, std::mt19937_64& rng) {
             if (!_setjmp(L.sched)) {
                 if (!t.started) {
                     t.started = true;
-                    setcontext(&t.ctx);
+                    start_on_slot(slots[i]);
                 }
                 _longjmp(t.env, 1);
             }
@@ -311,6 +340,15 @@ static int run_block(int order, std::mt19937_64& rng) {
             if (released) continue;
         }
         if (n_bar && n_bar == n) {
+            for (auto& t : L.threads) {
+                const Thread& t0 = L.threads[0];
+                if (t.bar_line != t0.bar_line || strcmp(t.bar_file, t0.bar_file)) {
+                    L.error = fmt("block (%u,%u,%u): threads 0 and %d wait at different __syncthreads "
+                                  "(%s:%d and %s:%d)", L.bid.x, L.bid.y, L.bid.z, t.linear, t0.bar_file,
+                                  t0.bar_line, t.bar_file, t.bar_line);
+                    return 1;
+                }
+            }
             for (auto& t : L.threads) t.state = READY;
             L.bar_result = L.bar_count;
             L.bar_count = 0;
@@ -327,8 +365,55 @@ static int run_block(int order, std::mt19937_64& rng) {
     }
 }
 
+// SIGSEGV/SIGBUS inside a kernel (a wild pointer, a fiber stack overflow) ends the launch with an
+// error instead of the process. Faults elsewhere go to the handler that was there before.
+static struct sigaction old_segv, old_bus;
+static bool fault_handler_installed = false;
+static thread_local bool altstack_ready = false;
+
+static void on_fault(int sig, siginfo_t* si, void* uc) {
+    if (g && cur && !g->failed) {
+        char* a = (char*)si->si_addr;
+        bool overflow = false;
+        for (Slot* s : slots)
+            if (s->mem && a >= s->mem && a < s->mem + GUARD) overflow = true;
+        g->failed = true;
+        g->error = where() + (overflow ? ": fiber stack overflow (a larger emu_options(stack_kib=...) may help)"
+                                       : fmt(": invalid memory access at address %p (%s)", (void*)a,
+                                             sig == SIGSEGV ? "SIGSEGV" : "SIGBUS"));
+        sigset_t set;
+        sigemptyset(&set);
+        sigaddset(&set, sig);
+        sigprocmask(SIG_UNBLOCK, &set, nullptr);
+        _longjmp(g->sched, 1);
+    }
+    sigaction(sig, sig == SIGSEGV ? &old_segv : &old_bus, nullptr);   // not ours: re-fault into it
+    (void)uc;
+}
+
+static void install_fault_handler() {
+    if (!altstack_ready) {
+        stack_t ss;
+        ss.ss_sp = malloc(1 << 16);
+        ss.ss_size = 1 << 16;
+        ss.ss_flags = 0;
+        if (ss.ss_sp && sigaltstack(&ss, nullptr) == 0) altstack_ready = true;
+    }
+    if (!fault_handler_installed) {
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_sigaction = on_fault;
+        sa.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_NODEFER;
+        sigemptyset(&sa.sa_mask);
+        sigaction(SIGSEGV, &sa, &old_segv);
+        sigaction(SIGBUS, &sa, &old_bus);
+        fault_handler_installed = true;
+    }
+}
+
 static int launch(dim3 grid, dim3 block, size_t smem, int order, unsigned long long seed, size_t stack_kib,
                   std::function<void()> body) {
+    install_fault_handler();
     Launch L;
     L.grid = grid;
     L.block = block;
@@ -346,7 +431,11 @@ static int launch(dim3 grid, dim3 block, size_t smem, int order, unsigned long l
     for (long b : blocks) {
         L.bid = {(unsigned)(b % grid.x), (unsigned)((b / grid.x) % grid.y), (unsigned)(b / ((long)grid.x * grid.y))};
         rc = run_block(order, rng);
-        if (rc) break;
+        if (rc) {
+            for (size_t i = 0; i < L.threads.size() && i < slots.size(); i++)
+                if (L.threads[i].state != DONE) slots[i]->parked = false;
+            break;
+        }
     }
     if (rc) last_error = L.error;
     g = saved;
@@ -415,19 +504,25 @@ static inline float half_to_float(unsigned short h) {
 #define gridDim (::emu::g->grid)
 
 // ---- synchronisation
-static inline void __syncthreads() {
-    ::emu::cur->state = ::emu::AT_BARRIER;
-    ::emu::yield_to_scheduler();
+namespace emu {
+// the barrier's source line is recorded: threads of a block must all wait at the same one
+static inline void barrier(const char* file, int line) {
+    cur->bar_file = file;
+    cur->bar_line = line;
+    cur->state = AT_BARRIER;
+    yield_to_scheduler();
 }
-static inline int __syncthreads_count(int p) {
-    ::emu::g->bar_count += p != 0;
-    __syncthreads();
-    return ::emu::g->bar_result;
+static inline int barrier_count(int p, const char* file, int line) {
+    g->bar_count += p != 0;
+    barrier(file, line);
+    return g->bar_result;
 }
-static inline int __syncthreads_or(int p) { return __syncthreads_count(p) != 0; }
-static inline int __syncthreads_and(int p) {
-    return __syncthreads_count(p) == (int)(blockDim.x * blockDim.y * blockDim.z);
-}
+}  // namespace emu
+#define __syncthreads() ::emu::barrier(__FILE__, __LINE__)
+#define __syncthreads_count(p) ::emu::barrier_count((p), __FILE__, __LINE__)
+#define __syncthreads_or(p) (::emu::barrier_count((p), __FILE__, __LINE__) != 0)
+#define __syncthreads_and(p) \
+    (::emu::barrier_count((p), __FILE__, __LINE__) == (int)(blockDim.x * blockDim.y * blockDim.z))
 static inline void __syncwarp(unsigned mask = 0xffffffffu) { ::emu::warp_op<int>(::emu::OP_SYNCWARP, mask, 0, 0, 32); }
 template <class T> static inline T __shfl_sync(unsigned mask, T v, int src, int width = 32) {
     return ::emu::warp_op<T>(::emu::OP_SHFL, mask, v, src, width);
