@@ -430,7 +430,7 @@ def run_case(case: dict, seeds: dict[str, Path], work: Path, verbose: bool = Fal
     so, se = io.StringIO(), io.StringIO()
     verdict, detail, code = "ok", "", 0
     _set_mem_limit(size)
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     try:
         with contextlib.redirect_stdout(so), contextlib.redirect_stderr(se):
             main(argv)
@@ -442,7 +442,7 @@ def run_case(case: dict, seeds: dict[str, Path], work: Path, verbose: bool = Fal
         verdict, detail = "traceback", f"{type(e).__name__}: {str(e)[:200]} @ {_where()}"
     finally:
         _set_mem_limit(None)
-    dt = time.perf_counter() - t0
+    dt, cpu = time.perf_counter() - t0, time.process_time() - c0
     err = se.getvalue()
     if verdict == "ok" and code != 0:
         last = err.strip().splitlines()[-1] if err.strip() else ""
@@ -459,7 +459,7 @@ def run_case(case: dict, seeds: dict[str, Path], work: Path, verbose: bool = Fal
         sys.__stderr__.write(f"argv: {argv}\nstdout: {so.getvalue()[-2000:]}\nstderr: {err[-3000:]}\n")
     shutil.rmtree(cdir, ignore_errors=True)
     return {"i": case["i"], "seed_file": case["seed_file"], "mutation": case["mutation"], "cmd": case["cmd"],
-            "verdict": verdict, "detail": detail, "s": round(dt, 3)}
+            "verdict": verdict, "detail": detail, "s": round(dt, 3), "cpu": round(cpu, 3)}
 
 
 def _where() -> str:
@@ -628,11 +628,12 @@ def campaign(args, cases: list[int], log=None) -> list[dict]:
 
 def summarize(results: list[dict]) -> dict:
     c = Counter(r["verdict"] for r in results)
-    by_cmd, secs = defaultdict(Counter), defaultdict(list)
+    by_cmd, secs, cpus = defaultdict(Counter), defaultdict(list), defaultdict(list)
     for r in results:
         by_cmd[r.get("cmd") or "?"][r["verdict"]] += 1
         if "s" in r:
             secs[r.get("cmd") or "?"].append(r["s"])
+            cpus[r.get("cmd") or "?"].append(r.get("cpu", 0.0))
     bad = defaultdict(list)
     for r in results:
         if r["verdict"] in BAD:
@@ -641,6 +642,7 @@ def summarize(results: list[dict]) -> dict:
     return {"cases": len(results), "verdicts": {v: c.get(v, 0) for v in VERDICTS},
             "by_command": {k: dict(v) for k, v in sorted(by_cmd.items())},
             "mean_seconds": {k: round(sum(v) / len(v), 3) for k, v in sorted(secs.items())},
+            "mean_cpu_seconds": {k: round(sum(v) / len(v), 3) for k, v in sorted(cpus.items())},
             "findings": {k: {"count": len(v), "cases": v[:10]} for k, v in sorted(bad.items(), key=lambda kv: -len(kv[1]))}}
 
 
