@@ -2,7 +2,10 @@
 
 500 mutated GGUF files and safetensors headers go through `ggufkit info / run / quantize /
 dequantize / convert` in a worker process: every case must end in success or a one-line
-`error:`, within 10 s, within the memory limit, leaving nothing in the output directory."""
+`error:`, within 10 s, within the memory limit, leaving nothing in the output directory.
+
+Named to run last: the worker loads every type's Numba kernels before the first case, and by then
+the kernel tests have filled Numba's on-disk cache, so this test pays only for its cases."""
 from __future__ import annotations
 
 import argparse
