@@ -269,6 +269,15 @@ TOPK_CHUNK_MAX = 8192
 TOPK_CAND_MAX = 4096
 
 
+# the most dynamic shared memory each launcher asks for (tests/test_cuda_compile.py adds the
+# kernel's static shared memory and checks the sum against the 48 KiB every arch allows)
+DYNAMIC_SHARED_MAX = {
+    "repeat_penalty_f32": M.MAX_SHARED_PER_BLOCK - 1024,
+    "topk_chunks_f32": TOPK_CHUNK_MAX * 4,
+    "topk_sample_f32": TOPK_CAND_MAX * 8,
+}
+
+
 def _logits(x):
     _f32(x, "logits")
     if x.ndim != 1 or not x.size:
