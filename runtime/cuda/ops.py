@@ -303,7 +303,8 @@ def argmax(logits, out=None):
     """Greedy: i32 device array [1] holding argmax(logits) (the first of equal maxima)."""
     _logits(logits)
     out = _out(out, logits, (1,), np.int32)
-    _fn("sampling", "argmax_f32", logits)(1, SAMPLE_THREADS, (logits, np.int32(logits.size), out))
+    threads = min(1024, -(-logits.size // 32) * 32)   # sampling.cu's ARGMAX_THREADS
+    _fn("sampling", "argmax_f32", logits)(1, threads, (logits, np.int32(logits.size), out))
     return out
 
 

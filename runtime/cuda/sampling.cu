@@ -5,6 +5,7 @@
 // stable argsort of -x); NaN logits are never chosen.
 
 #define SAMPLE_THREADS 256
+#define ARGMAX_THREADS 1024   // one block reads all the logits
 #define TOPK_MAX 256          // top_k the device supports
 #define TOPK_CHUNK_MAX 8192   // logits per top-k block (shared memory)
 #define TOPK_CAND_MAX 4096    // candidates the final block merges
@@ -51,8 +52,8 @@ repeat_penalty_f32(float* logits, const int* __restrict__ ids, int n_ids, float 
     }
 }
 
-// out[0] = argmax(x) (first of equal maxima). One block.
-extern "C" __global__ void __launch_bounds__(SAMPLE_THREADS)
+// out[0] = argmax(x) (first of equal maxima). One block of up to ARGMAX_THREADS.
+extern "C" __global__ void __launch_bounds__(ARGMAX_THREADS)
 argmax_f32(const float* __restrict__ x, int n, int* __restrict__ out) {
     __shared__ float sv[32];
     __shared__ int si[32];
