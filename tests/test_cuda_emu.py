@@ -330,3 +330,16 @@ def test_gpu_module_wrapper_with_a_fake_cupy(monkeypatch):
     assert args[1] == 0 and type(args[1]) is np.uint64 and args[0] is x
     with pytest.raises(CudaError, match="expected a device array, got ndarray"):
         k(2, 32, (np.zeros((2, 8), np.float32), None, x, np.int32(8), np.float32(1e-5)))
+
+
+def test_emulated_device_arrays():
+    from runtime.cuda import xp as X
+    dev = X.device(emulate=True)
+    assert dev.emulated and dev.xp is np and X.device(emulate=True) is dev
+    a = dev.asarray(np.arange(6, dtype=np.float64).reshape(2, 3)[:, ::-1], dtype=np.float32)
+    assert a.dtype == np.float32 and a.flags.c_contiguous
+    b = dev.zeros((3, 4))
+    b[:] = 1
+    np.testing.assert_array_equal(dev.asnumpy(dev.matmul(a, b)), np.full((2, 4), [[3], [12]], np.float32))
+    free, total = dev.free_memory()
+    assert 0 < free <= total
