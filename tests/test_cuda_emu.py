@@ -343,3 +343,14 @@ def test_emulated_device_arrays():
     np.testing.assert_array_equal(dev.asnumpy(dev.matmul(a, b)), np.full((2, 4), [[3], [12]], np.float32))
     free, total = dev.free_memory()
     assert 0 < free <= total
+
+
+def test_emulation_options_from_the_environment(mod, monkeypatch):
+    k = mod.get_function("run_order")
+    monkeypatch.setenv("GGUFKIT_CUDA_EMU_ORDER", "reverse")
+    c, out = np.zeros(1, np.int32), np.zeros(8, np.int32)
+    k(1, 8, (c, out))
+    np.testing.assert_array_equal(out, np.arange(8)[::-1])
+    monkeypatch.setenv("GGUFKIT_CUDA_EMU_ORDER", "sideways")
+    with pytest.raises(CudaError, match="unknown thread order 'sideways'"):
+        k(1, 8, (c, out))

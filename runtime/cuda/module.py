@@ -192,8 +192,21 @@ _ORDERS = {"forward": 0, "reverse": 1, "random": 2}
 _local = threading.local()
 
 
+def _env_opts() -> EmuOptions:
+    """Defaults from the environment, so whole runs can be repeated in another order or with the
+    guard: GGUFKIT_CUDA_EMU_ORDER=forward|reverse|random, GGUFKIT_CUDA_EMU_SEED=N,
+    GGUFKIT_CUDA_EMU_GUARD=1."""
+    env = os.environ
+    try:
+        return EmuOptions(order=env.get("GGUFKIT_CUDA_EMU_ORDER", "forward"),
+                          seed=int(env.get("GGUFKIT_CUDA_EMU_SEED", "0")),
+                          guard=env.get("GGUFKIT_CUDA_EMU_GUARD", "") not in ("", "0"))
+    except ValueError:
+        raise CudaError("GGUFKIT_CUDA_EMU_SEED must be an integer") from None
+
+
 def _emu_opts() -> EmuOptions:
-    return getattr(_local, "opts", None) or EmuOptions()
+    return getattr(_local, "opts", None) or _env_opts()
 
 
 @contextlib.contextmanager
