@@ -212,12 +212,12 @@ def _emu_opts() -> EmuOptions:
 @contextlib.contextmanager
 def emu_options(**kw):
     """``with emu_options(order="random", seed=3, guard=True): ...`` for emulated launches."""
-    old = _emu_opts()
-    _local.opts = EmuOptions(**{**old.__dict__, **kw})
+    saved = getattr(_local, "opts", None)
+    _local.opts = EmuOptions(**{**_emu_opts().__dict__, **kw})
     try:
         yield _local.opts
     finally:
-        _local.opts = old
+        _local.opts = saved
 
 
 # ---------------------------------------------------------------- launch checks (both sides)
