@@ -243,7 +243,8 @@ def attention_prefill(q, k_cache, v_cache, n_past: int, scale: float, window: in
     if not n_tok:
         return y
     w, cap = _attn_common(window, softcap)
-    _fn("attention", "attn_prefill", q)(
+    variant = next(v for v in (64, 128, 256) if hd <= v)   # shared memory sized for the head
+    _fn("attention", f"attn_prefill_{variant}", q)(
         (-(-n_tok // ATT_ROWS), n_head), 32 * ATT_ROWS,
         (q, k_cache, v_cache, y, np.int32(n_tok), np.int32(n_head), np.int32(n_kv), np.int32(hd), np.int32(n_past),
          w, np.float32(scale), cap))
