@@ -322,7 +322,7 @@ class _EmuFunction:
         guards = _Guards(self.name, self.params, args) if o.guard else None
         for i, (p, a) in enumerate(zip(self.params, args)):
             if p.pointer:
-                addr = 0 if a is None else (guards.address(i) if guards else a.ctypes.data)
+                addr = 0 if a is None else (guards.address(i, a) if guards else a.ctypes.data)
                 c = ctypes.c_void_p(addr)
             else:
                 c = (np.ctypeslib.as_ctypes_type(p.scalar_dtype()) * 1)(a.item())
@@ -331,11 +331,11 @@ class _EmuFunction:
         dims = (ctypes.c_uint * 6)(*g, *b)
         with self.module.lock:
             rc = self._f(dims, int(shared_mem), _ORDERS[o.order], o.seed, o.stack_kib, ptrs)
-        if guards:
-            guards.finish()
         if rc:
             msg = self.module.lib.emu_last_error().decode()
             raise CudaError(f"kernel {self.name} (emulated, grid {g}, block {b}): {msg}")
+        if guards:
+            guards.finish()
 
 
 class _Guards:
@@ -366,8 +366,8 @@ class _Guards:
                 self.copies[s] = (buf, a, i)
             self.addr[i] = self.copies[s][0].ctypes.data + self.PAD
 
-    def address(self, i):
-        return self.addr.get(i, 0)
+    def address(self, i, a):
+        return self.addr.get(i, a.ctypes.data)
 
     def finish(self):
         for buf, a, i in self.copies.values():
