@@ -354,3 +354,13 @@ def test_emulation_options_from_the_environment(mod, monkeypatch):
     monkeypatch.setenv("GGUFKIT_CUDA_EMU_ORDER", "sideways")
     with pytest.raises(CudaError, match="unknown thread order 'sideways'"):
         k(1, 8, (c, out))
+
+
+def test_misaligned_access_is_an_error(mod):
+    k = mod.get_function("misaligned")
+    x = np.arange(16, dtype=np.uint8)
+    out = np.zeros(1, np.int32)
+    k(1, 1, (x, out, np.int32(4)))
+    assert out[0] == int.from_bytes(bytes([4, 5, 6, 7]), "little")
+    with pytest.raises(CudaError, match=r"thread \(0,0,0\): misaligned memory access"):
+        k(1, 1, (x, out, np.int32(2)))

@@ -279,7 +279,9 @@ def _gxx() -> str:
 
 
 _GXX_FLAGS = ("-O1", "-std=c++17", "-shared", "-fPIC", "-ffp-contract=off", "-fno-strict-aliasing", "-w",
-              "-U_FORTIFY_SOURCE")   # longjmp between fiber stacks: no __longjmp_chk
+              "-U_FORTIFY_SOURCE",   # longjmp between fiber stacks: no __longjmp_chk
+              # a load or store misaligned for its type traps (the GPU faults on it; x86 does not)
+              "-fsanitize=alignment", "-fsanitize-undefined-trap-on-error")
 
 
 def _build_emu(name: str, arch: int) -> Path:
