@@ -170,6 +170,26 @@ def info_cmd(path) -> None:
     click.echo(format_info(gguf_info(path)))
 
 
+@cli.command("plan")
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--gpu-memory", help="GPU memory budget: bytes or 8GiB, 512MiB, 8G (default: the card's free memory).")
+@click.option("-c", "--ctx-size", default=4096, show_default=True, type=int)
+@click.option("--gpu-layers", "-ngl", default="auto", show_default=True, help="N (the last N, llama.cpp -ngl), all, auto.")
+@click.option("--card", help="Plan for this card (e.g. 'RTX 3060'): its memory and bandwidth.")
+@click.option("--cpu-bw", type=float, help="CPU memory bandwidth, GB/s.")
+@click.option("--gpu-bw", type=float, help="GPU memory bandwidth, GB/s.")
+@click.option("-b", "--batch-size", default=512, show_default=True, type=int)
+@click.option("-o", "--output", default="text", show_default=True, type=click.Choice(["text", "json"]))
+def plan_cmd(model, gpu_memory, ctx_size, gpu_layers, card, cpu_bw, gpu_bw, batch_size, output) -> None:
+    """Which layers of MODEL go on the GPU: per layer kind, bytes and device; predicted tok/s."""
+    from ggufkit.plan import format_plan
+    from runtime.plan import plan_for_file
+
+    p = plan_for_file(model, ctx_size, gpu_memory, gpu_layers, card=card, cpu_bw=cpu_bw, gpu_bw=gpu_bw,
+                      n_batch=batch_size)
+    click.echo(format_plan(p, output), nl=False)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: user errors become one line on stderr and exit status 1."""
     try:
