@@ -32,3 +32,21 @@ def format_plan(p: Plan, output: str = "text") -> str:
                 f"from CPU {p.cpu_bw / 1e9:.0f} GB/s, GPU {p.gpu_bw / 1e9:.0f} GB/s")
     rows.extend(f"note: {n}" for n in p.notes)
     return "\n".join(rows) + "\n"
+
+
+def device_options(f):
+    """--device, --gpu-layers, --gpu-memory on a command; it receives ``dev`` (DeviceOptions)."""
+    import functools
+
+    import click
+
+    from runtime.device import DeviceOptions
+
+    @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
+    @click.option("--gpu-layers", "-ngl", default="auto", show_default=True,
+                  help="Layers on the GPU: N (the last N, as llama.cpp's -ngl), all, or auto (fastest that fits).")
+    @click.option("--gpu-memory", help="GPU memory budget: bytes or 8GiB/512MiB/8G (default: free VRAM less 512 MiB).")
+    @functools.wraps(f)
+    def wrapper(*args, device, gpu_layers, gpu_memory, **kw):
+        return f(*args, dev=DeviceOptions(device, gpu_layers, gpu_memory), **kw)
+    return wrapper

@@ -15,6 +15,8 @@ consecutive layers sit on different devices (and before the output head).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 from runtime import backend as B
@@ -171,3 +173,13 @@ def parse_device(device: str | None) -> tuple[str, int]:
     if d.startswith("cuda:") and d[5:].isdigit():
         return "cuda", int(d[5:])
     raise ModelError(f"unknown device {device!r} (expected cpu, cuda or cuda:N)")
+
+
+@dataclass(frozen=True)
+class DeviceOptions:
+    """Where to run: ``device`` cpu | cuda | cuda:N; ``gpu_layers`` auto | all | N (llama.cpp's
+    -ngl: the last N layers, the output head too when N > n_layer); ``gpu_memory`` the budget in
+    bytes or as "8GiB" (None: the card's free memory less a safety margin)."""
+    device: str = "cpu"
+    gpu_layers: str = "auto"
+    gpu_memory: str | int | None = None

@@ -420,25 +420,25 @@ def _device_index(device: str) -> int:
     return index
 
 
-def place_model(model, device: str = "cpu", gpu_layers="auto", gpu_memory=None, n_ctx: int = 4096,
-                n_batch: int = 512) -> Plan | None:
-    """Put a loaded model's layers on ``device`` as planned (None for device cpu).
-
-    The budget is ``gpu_memory`` (bytes or "8GiB") or the card's free memory less a margin; the
-    plan is made from the model's GGUF header as ``ggufkit plan`` makes it."""
-    from runtime.device import CPU, parse_device
-    kind, index = parse_device(device)
+def place_model(model, dev=None, n_ctx: int = 4096, n_batch: int = 512) -> Plan | None:
+    """Put a loaded model's layers where ``dev`` (runtime.device.DeviceOptions) asks, as planned
+    from its GGUF header for a context of n_ctx (``ggufkit plan`` shows the same plan); None when
+    everything stays on the CPU."""
+    from runtime.device import CPU, DeviceOptions, parse_device
+    dev = dev or DeviceOptions()
+    kind, index = parse_device(dev.device)
     if kind == "cpu":
-        if str(gpu_layers).strip().lower() not in ("auto", "0"):
-            raise ModelError(f"GPU layers ({gpu_layers}) asked for with device cpu")
+        if str(dev.gpu_layers).strip().lower() not in ("auto", "0"):
+            raise ModelError(f"GPU layers ({dev.gpu_layers}) asked for with device cpu")
         return None
     from runtime.cuda.backend import CUDABackend, probe
     name, free, _total = probe(index)                 # one clear line if there is no usable GPU
-    budget = parse_size(gpu_memory) if gpu_memory is not None else max(0, free - SAFETY_MARGIN)
+    budget = parse_size(dev.gpu_memory) if dev.gpu_memory is not None else max(0, free - SAFETY_MARGIN)
     info = card_info(name)
-    p = plan_header(model.gguf.fields, model.gguf.tensors, n_ctx, budget, gpu_layers, n_batch=n_batch,
+    p = plan_header(model.gguf.fields, model.gguf.tensors, n_ctx, budget, dev.gpu_layers, n_batch=n_batch,
                     gpu_bw=info[1] if info else None, device=f"cuda:{index}")
     if p.uses_gpu:
         be = CUDABackend(index)
         model.place([be if g else CPU for g in p.on_gpu], be if p.output_on_gpu else CPU)
+    model.plan = p
     return p
