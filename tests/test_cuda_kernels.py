@@ -90,3 +90,56 @@ def test_launcher_errors():
         ops.rope(rnd(2, 1, 8), np.array([0, 1]), 8, 1e4)
     with pytest.raises(CudaError, match="shapes"):
         ops.add(rnd(3), rnd(4))
+
+
+def _cache(n_ctx, n_kv, hd, seed):
+    rng = np.random.default_rng(seed)
+    return (rng.standard_normal((n_ctx, n_kv, hd)).astype(np.float16),
+            rng.standard_normal((n_ctx, n_kv, hd)).astype(np.float16))
+
+
+ATT_CASES = [
+    # n_tok, n_head, n_kv, hd, n_past, window, softcap
+    (1, 4, 2, 64, 40, None, None),
+    (1, 6, 2, 80, 700, None, 50.0),     # several decode chunks, GQA 3
+    (3, 2, 1, 256, 300, 128, None),     # sliding window, head_dim 256
+    (1, 3, 3, 32, 0, None, None),       # first token
+]
+
+
+@pytest.mark.parametrize("case", ATT_CASES)
+def test_attention_decode(order, case):
+    n_tok, n_head, n_kv, hd, n_past, window, cap = case
+    k, v = _cache(n_past + n_tok + 5, n_kv, hd, seed=hd)
+    q = rnd(n_tok, n_head, hd, seed=n_past)
+    scale = 1.0 / np.sqrt(hd)
+    got = ops.attention_decode(q, k, v, n_past, scale, window, cap, split_keys=128)
+    np.testing.assert_allclose(got, ref.attention(q, k, v, n_past, scale, window, cap), rtol=1e-4, atol=2e-5)
+
+
+PREFILL_CASES = [
+    (9, 4, 2, 64, 0, None, None),
+    (6, 2, 2, 96, 37, None, 30.0),
+    (13, 3, 1, 40, 5, 7, None),         # window smaller than the batch
+]
+
+
+@pytest.mark.parametrize("case", PREFILL_CASES)
+def test_attention_prefill(order, case):
+    n_tok, n_head, n_kv, hd, n_past, window, cap = case
+    k, v = _cache(n_past + n_tok, n_kv, hd, seed=hd + 1)
+    q = rnd(n_tok, n_head, hd, seed=n_tok)
+    scale = 1.0 / np.sqrt(hd)
+    want = ref.attention(q, k, v, n_past, scale, window, cap)
+    np.testing.assert_allclose(ops.attention_prefill(q, k, v, n_past, scale, window, cap), want, rtol=1e-4, atol=2e-5)
+    if order == "forward":   # the decode kernels handle several query rows too
+        np.testing.assert_allclose(ops.attention_decode(q, k, v, n_past, scale, window, cap, split_keys=16),
+                                   want, rtol=1e-4, atol=2e-5)
+
+
+def test_attention_errors():
+    k, v = _cache(8, 2, 16, 0)
+    with pytest.raises(CudaError, match="context overflow"):
+        ops.attention(rnd(2, 4, 16), k, v, 7, 0.25)
+    with pytest.raises(CudaError, match="do not group"):
+        ops.attention(rnd(1, 3, 16), k, v, 0, 0.25)

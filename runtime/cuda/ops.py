@@ -153,3 +153,87 @@ def kv_write(src, cache, pos):
     if n_tok and row:
         _fn("elementwise", "kv_write_f16", src)((_blocks(row), n_tok), ELEM_THREADS, (src, cache, pos, np.int32(row)))
     return cache
+
+
+# ---------------------------------------------------------------- attention
+
+ATT_HD_MAX = 256
+ATT_THREADS = 128
+ATT_SPLIT_MAX = 512
+ATT_ROWS = 4
+DECODE_MAX_TOK = 8      # attention() uses flash-decoding up to this many query tokens
+
+
+def _attn_check(q, k_cache, v_cache, n_past):
+    _f32(q, "attention q")
+    n_tok, n_head, hd = q.shape
+    for c, what in ((k_cache, "k cache"), (v_cache, "v cache")):
+        if c.dtype != np.float16 or c.ndim != 3 or c.shape[2] != hd or not c.flags.c_contiguous:
+            raise CudaError(f"attention: {what} must be contiguous f16 [n_ctx, n_kv, {hd}], "
+                            f"got {c.dtype}{tuple(c.shape)}")
+    if k_cache.shape != v_cache.shape:
+        raise CudaError(f"attention: k cache {tuple(k_cache.shape)} and v cache {tuple(v_cache.shape)} differ")
+    n_kv = k_cache.shape[1]
+    if hd > ATT_HD_MAX:
+        raise CudaError(f"attention: head_dim {hd} > {ATT_HD_MAX}")
+    if n_head % n_kv:
+        raise CudaError(f"attention: {n_head} query heads do not group over {n_kv} kv heads")
+    if n_past < 0 or n_past + n_tok > k_cache.shape[0]:
+        raise CudaError(f"context overflow: {n_past + n_tok} tokens > cache size {k_cache.shape[0]}")
+    return n_tok, n_head, n_kv, hd
+
+
+def _attn_common(window, softcap):
+    return np.int32(window or 0), np.float32(softcap or 0.0)
+
+
+def attention_decode(q, k_cache, v_cache, n_past: int, scale: float, window: int | None = None,
+                     softcap: float | None = None, out=None, split_keys: int = 256):
+    """Flash-decoding: each query row's keys in chunks of split_keys (one block each), then a
+    combine kernel. Shapes as ``attention``."""
+    n_tok, n_head, n_kv, hd = _attn_check(q, k_cache, v_cache, n_past)
+    if not 0 < split_keys <= ATT_SPLIT_MAX:
+        raise CudaError(f"attention: split_keys {split_keys} not in 1..{ATT_SPLIT_MAX}")
+    y = _out(out, q, q.shape)
+    if not n_tok:
+        return y
+    seen = n_past + n_tok if not window else min(window, n_past + n_tok)
+    n_split = -(-seen // split_keys)
+    rows = n_tok * n_head
+    xp = _xp(q)
+    part_o = xp.empty((rows, n_split, hd), np.float32)
+    part_ml = xp.empty((rows, n_split, 2), np.float32)
+    w, cap = _attn_common(window, softcap)
+    _fn("attention", "attn_decode_partial", q)(
+        (rows, n_split), ATT_THREADS,
+        (q, k_cache, v_cache, part_o, part_ml, np.int32(n_head), np.int32(n_kv), np.int32(hd), np.int32(n_past),
+         w, np.int32(split_keys), np.float32(scale), cap))
+    _fn("attention", "attn_decode_combine", q)(rows, ATT_THREADS, (part_o, part_ml, y, np.int32(n_split), np.int32(hd)))
+    return y
+
+
+def attention_prefill(q, k_cache, v_cache, n_past: int, scale: float, window: int | None = None,
+                      softcap: float | None = None, out=None):
+    """Causal attention for a batch of query tokens (ATT_ROWS rows of a head per block, K/V
+    tiles in shared memory, online softmax). Shapes as ``attention``."""
+    n_tok, n_head, n_kv, hd = _attn_check(q, k_cache, v_cache, n_past)
+    y = _out(out, q, q.shape)
+    if not n_tok:
+        return y
+    w, cap = _attn_common(window, softcap)
+    _fn("attention", "attn_prefill", q)(
+        (-(-n_tok // ATT_ROWS), n_head), 32 * ATT_ROWS,
+        (q, k_cache, v_cache, y, np.int32(n_tok), np.int32(n_head), np.int32(n_kv), np.int32(hd), np.int32(n_past),
+         w, np.float32(scale), cap))
+    return y
+
+
+def attention(q, k_cache, v_cache, n_past: int, scale: float, window: int | None = None,
+              softcap: float | None = None, out=None):
+    """Causal GQA attention (runtime.reference.attention). q: f32 [n_tok, n_head, hd];
+    caches: f16 [n_ctx, n_kv, hd] already holding keys 0..n_past+n_tok-1; returns f32
+    [n_tok, n_head, hd]. Query t is at position n_past + t; window: sliding window (keys p with
+    qpos - p < window); softcap: cap * tanh(score / cap)."""
+    if q.shape[0] <= DECODE_MAX_TOK:
+        return attention_decode(q, k_cache, v_cache, n_past, scale, window, softcap, out)
+    return attention_prefill(q, k_cache, v_cache, n_past, scale, window, softcap, out)
