@@ -164,6 +164,8 @@ def test_cli_errors_one_line(models):
 def test_bench_reports_backend_and_ngl(models):
     from runtime.bench import bench
     m = load(str(models["llama-f16"]), with_tokenizer=False)
-    res = bench(m, n_prompt=9, n_gen=2, reps=1, dev=DeviceOptions("cuda", "2"))
-    assert [r.backend for r in res] == ["CUDA (emulated),CPU"] * 2 and res[0].n_gpu_layers == 2
+    res = bench(m, n_prompt=0, n_gen=1, reps=1, dev=DeviceOptions("cuda", "2"))
+    assert [r.backend for r in res] == ["CUDA (emulated),CPU"] and res[0].n_gpu_layers == 2
+    from runtime.bench import format_results
+    assert "| CUDA (emulated),CPU | 2 |" in format_results(res)
     assert m.backends[0] is CPU and m.backends[2].device == "cuda:0" and m.out_backend is CPU
