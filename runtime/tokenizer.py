@@ -81,7 +81,7 @@ class Tokenizer:
 
     @classmethod
     def from_gguf(cls, gguf_file) -> "Tokenizer":
-        """From a ``runtime.gguf_file.GGUFFile`` (or anything with a ``fields`` dict)."""
+        """From a ``quant.gguf.GGUFReader`` (or anything with a ``fields`` dict)."""
         return cls.from_metadata(gguf_file.fields)
 
     @classmethod

@@ -77,10 +77,10 @@ def llama_tokenize(model: Path, text: str, parse_special: bool = True) -> list[i
 
 
 def cmd_tokens(model: Path, name: str, write: bool) -> bool:
-    from runtime.gguf_file import GGUFFile
+    from quant.gguf import GGUFReader
     from runtime.tokenizer import Tokenizer
 
-    tok = Tokenizer.from_gguf(GGUFFile(model))
+    tok = Tokenizer.from_gguf(GGUFReader(model))
     cases, ok = [], True
     for text in TOKEN_TEXTS:
         for ps in (True, False):

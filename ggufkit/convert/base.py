@@ -33,6 +33,7 @@ from tqdm import tqdm
 from ggufkit.atomic import atomic_path
 from ggufkit.convert.checkpoint import Checkpoint, TensorRef, open_checkpoint
 from ggufkit.errors import GGUFKitError
+from quant.types import get_type
 
 QT = gguf.GGMLQuantizationType
 OUTTYPES = {  # --outtype -> (general.file_type, ggml type of the 2-D weights)
@@ -183,8 +184,8 @@ class Planned:
 
     @property
     def nbytes(self) -> int:
-        block, size = gguf.GGML_QUANT_SIZES[self.qtype]
-        return int(np.prod(self.shape[:-1], dtype=np.int64)) * (self.shape[-1] // block) * size
+        t = get_type(int(self.qtype))
+        return int(np.prod(self.shape[:-1], dtype=np.int64)) * t.row_size(self.shape[-1])
 
     def storage(self) -> tuple[tuple[int, ...], np.dtype]:
         """Shape and dtype to announce to GGUFWriter.add_tensor_info (bytes for block types)."""
@@ -192,15 +193,14 @@ class Planned:
             return self.shape, np.dtype(np.float32)
         if self.qtype == QT.F16:
             return self.shape, np.dtype(np.float16)
-        block, size = gguf.GGML_QUANT_SIZES[self.qtype]
-        return (*self.shape[:-1], self.shape[-1] // block * size), np.dtype(np.uint8)
+        return (*self.shape[:-1], get_type(int(self.qtype)).row_size(self.shape[-1])), np.dtype(np.uint8)
 
 
 def tensor_type(name: str, n_dims: int, weight_type: QT, n_cols: int) -> QT:
     """The oracle's type rule for these architectures (conversion/base.py prepare_tensors)."""
     if n_dims <= 1 or name.endswith("_norm.weight") or not name.endswith(".weight"):
         return QT.F32
-    if weight_type == QT.Q8_0 and n_cols % gguf.GGML_QUANT_SIZES[QT.Q8_0][0]:
+    if weight_type == QT.Q8_0 and n_cols % get_type("Q8_0").block_size:
         return QT.F16  # gguf.QuantError -> "falling back to F16"
     return weight_type
 
