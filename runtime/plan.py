@@ -96,7 +96,7 @@ def fmt_bytes(n: float) -> str:
 def tensor_nbytes(t) -> int:
     """Bytes of a tensor from its header info alone (shape in ne order and type)."""
     ne = [int(d) for d in t.shape]
-    return get_type(t.qtype).row_size(ne[0]) * int(np.prod(ne[1:], dtype=np.int64))
+    return get_type(t.qtype).row_size(ne[0]) * int(np.prod(ne[1:], dtype=np.int64))   # == t.n_bytes
 
 
 # ---------------------------------------------------------------- what each item costs
@@ -365,12 +365,7 @@ def read_header(path: str) -> tuple[dict, dict]:
     import os
     if not os.path.isfile(path):
         raise ModelError(f"{path}: no such file")
-    try:
-        from quant.gguf import GGUFReader
-    except ImportError:          # before the one reader lands: the runtime's (needs the data present)
-        from runtime.gguf_file import GGUFFile
-        g = GGUFFile(path)
-        return g.fields, g.tensors
+    from quant.gguf import GGUFReader
     g = GGUFReader(path, header_only=True)
     return g.fields, g.tensors
 
