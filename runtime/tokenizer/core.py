@@ -40,7 +40,7 @@ MODELS = {
     "gpt2": ("BPE", 11, 11, None, None, None, False, False, False, False),
     "whitespace": ("BPE", 11, 11, None, None, None, False, False, False, False),
     "gemma4": ("BPE", None, None, None, None, None, False, False, False, False),
-    "t5": ("UGM", None, 1, 2, None, 0, False, True, False, True),
+    "t5": ("UGM", None, 1, 2, None, 0, False, True, False, False),
     "rwkv": ("RWKV", None, None, None, None, None, False, False, False, False),
 }
 
