@@ -24,7 +24,7 @@ def cli() -> None:
 @cli.command()
 @click.argument("out_dir", type=click.Path(file_okay=False))
 @click.option("--preset", default="deci-tiny", show_default=True,
-              type=click.Choice(["deci-tiny", "llama-tiny", "super49b-4layer"]))
+              type=click.Choice(["deci-tiny", "llama-tiny", "qwen2-tiny", "qwen3-tiny", "super49b-4layer"]))
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--shards", default=2, show_default=True, type=int)
 def fixture(out_dir: str, preset: str, seed: int, shards: int) -> None:

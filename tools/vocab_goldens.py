@@ -6,7 +6,9 @@ For each ``tokenizer.ggml.pre`` in runtime/tokenizer/pretypes.py a vocab-only GG
 the bundled Llama-3 tokenizer with that pre type (tests/vocab_cases.py), plus a synthetic RWKV and
 UGM vocab and every models/ggml-vocab-*.gguf of the tree; llama-tokenize runs the hard texts of
 tests/vocab_cases.py on each, twice: default (parse special, BOS as the model wants) and with
---no-parse-special --no-bos. The ids are stored; tests/test_tokenizer_goldens.py compares.
+--no-parse-special --no-bos (pre types: once, default mode, on the texts joined by newlines; the
+first pre types of an earlier run have both modes per text). The ids are stored;
+tests/test_tokenizer_goldens.py compares.
 """
 from __future__ import annotations
 
@@ -44,6 +46,13 @@ def run_all(binary: Path, gguf: Path, tmp: Path) -> dict:
     return res
 
 
+def run_joined(binary: Path, gguf: Path, tmp: Path) -> dict:
+    """One llama-tokenize call (parse special, BOS as the model wants) on the texts joined by newlines."""
+    f = tmp / "joined.txt"
+    f.write_bytes("\n".join(HARD_TEXTS).encode("utf-8"))
+    return {"joined": tokenize(binary, gguf, f, [])}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("llama_cpp")
@@ -53,17 +62,26 @@ def main() -> None:
     root = Path(a.llama_cpp)
     binary = root / "build" / "bin" / "llama-tokenize"
     out = {"texts": HARD_TEXTS, "pretypes": {}, "files": {}, "synthetic": {}}
+    partial = Path(a.o + ".partial")
+    if partial.is_file():                      # resume an interrupted run
+        old = json.loads(partial.read_text(encoding="utf-8"))
+        if old.get("texts") == HARD_TEXTS:
+            out = old
+
+    def save():
+        partial.write_text(json.dumps(out, ensure_ascii=False), encoding="utf-8")
     with tempfile.TemporaryDirectory() as td:
         tmp = Path(td)
         for pre in NAMES:
-            if a.only and a.only != pre:
+            if (a.only and a.only != pre) or pre in out["pretypes"]:
                 continue
             g = write_vocab_gguf(tmp / "v.gguf", pretype_metadata(pre))
             try:
-                out["pretypes"][pre] = run_all(binary, g, tmp)
+                out["pretypes"][pre] = run_joined(binary, g, tmp)
             except RuntimeError as e:
                 out["pretypes"][pre] = {"error": str(e)[-300:]}
             print(pre, "ok" if "error" not in out["pretypes"][pre] else out["pretypes"][pre]["error"], flush=True)
+            save()
         for name, md in (("rwkv", rwkv_metadata()),
                          ("ugm", ugm_metadata(GGUFFile(str(root / "models" / "ggml-vocab-llama-spm.gguf")).fields))):
             g = write_vocab_gguf(tmp / f"{name}.gguf", md)
@@ -77,6 +95,7 @@ def main() -> None:
             print(g.name, "ok" if "error" not in out["files"][g.name] else "error", flush=True)
     Path(a.o).parent.mkdir(parents=True, exist_ok=True)
     Path(a.o).write_text(json.dumps(out, ensure_ascii=False), encoding="utf-8")
+    partial.unlink(missing_ok=True)
 
 
 if __name__ == "__main__":

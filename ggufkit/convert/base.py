@@ -53,6 +53,8 @@ TENSOR_NAMES = {
     "model.layers.{bid}.self_attn.k_proj": "blk.{bid}.attn_k",
     "model.layers.{bid}.self_attn.v_proj": "blk.{bid}.attn_v",
     "model.layers.{bid}.self_attn.o_proj": "blk.{bid}.attn_output",
+    "model.layers.{bid}.self_attn.q_norm": "blk.{bid}.attn_q_norm",          # qwen3
+    "model.layers.{bid}.self_attn.k_norm": "blk.{bid}.attn_k_norm",
     "model.layers.{bid}.self_attn.linear_attn": "blk.{bid}.attn_output",  # DeciLM replace_with_linear
     "model.layers.{bid}.post_attention_layernorm": "blk.{bid}.ffn_norm",
     "model.layers.{bid}.mlp.gate_proj": "blk.{bid}.ffn_gate",
@@ -86,6 +88,7 @@ class Model:
     head_dim: int
     vocab_size: int
     write_params: Callable[[gguf.GGUFWriter, "Model", gguf.LlamaFileType], None]
+    permute_qk: bool = True   # llama/deci: Q/K rows permuted for ggml's NORM RoPE; qwen: NEOX, as stored
 
     def expected_shape(self, hf_name: str) -> tuple[int, ...] | None:
         """The HF shape ([out, in]) config.json implies for a tensor, None if it has no place."""
@@ -105,6 +108,8 @@ class Model:
             "self_attn.k_proj": (L.n_head_kv * hd, d) if attn else None,
             "self_attn.v_proj": (L.n_head_kv * hd, d) if attn else None,
             "self_attn.o_proj": (d, L.n_head * hd) if attn else None,
+            "self_attn.q_norm": (hd,) if attn and self.arch == "qwen3" else None,
+            "self_attn.k_norm": (hd,) if attn and self.arch == "qwen3" else None,
             "self_attn.linear_attn": (d, d) if L.kind == "linear" else None,
             "post_attention_layernorm": (d,) if L.n_ff else None,
             "mlp.gate_proj": (L.n_ff, d) if L.n_ff else None,
@@ -132,7 +137,7 @@ class Model:
 
     def qk_heads(self, hf_name: str, bid: int | None) -> int | None:
         """Heads to permute a q_proj/k_proj by (llama.cpp's permute(w, n_head, n_head_kv)), else None."""
-        if bid is None:
+        if bid is None or not self.permute_qk:
             return None
         L = self.layers[bid]
         if hf_name.endswith(("q_proj.weight", "q_proj.bias")):
@@ -357,14 +362,15 @@ def _general_metadata(w: gguf.GGUFWriter, model_dir: Path, ftype: gguf.LlamaFile
 
 def load_model(ckpt: Checkpoint) -> Model:
     """Pick the architecture file from config.json's ``architectures`` (auto_map is ignored)."""
-    from ggufkit.convert import deci, llama
+    from ggufkit.convert import deci, llama, qwen2, qwen3
 
     archs = ckpt.config.get("architectures") or []
-    for module in (llama, deci):
+    modules = (llama, deci, qwen2, qwen3)
+    for module in modules:
         if any(a in module.HF_ARCHITECTURES for a in archs):
             return module.model_from_config(ckpt.config)
     raise GGUFKitError(f"unknown architecture {archs or '(none)'} in config.json "
-                       f"(supported: {', '.join(llama.HF_ARCHITECTURES + deci.HF_ARCHITECTURES)})")
+                       f"(supported: {', '.join(a for m in modules for a in m.HF_ARCHITECTURES)})")
 
 
 def convert(model_dir: str | os.PathLike, out_path: str | os.PathLike, outtype: str = "auto",

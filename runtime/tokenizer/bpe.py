@@ -37,15 +37,28 @@ def byte_encode(word: str) -> str:
     return word.encode("utf-8", errors="surrogatepass").decode("latin-1").translate(_LATIN1_TO_GPT2)
 
 
+_LAST_RANKS: list = [None, None]   # (merges object, ranks): one vocab re-used under several pre types
+
+
+def merge_ranks(merges) -> dict[tuple[str, str], int]:
+    """(left, right) -> rank, split at the first space after position 0, first occurrence wins
+    (std::unordered_map::emplace). The last result is kept for the same ``merges`` object."""
+    if _LAST_RANKS[0] is merges:
+        return _LAST_RANKS[1]
+    ranks: dict[tuple[str, str], int] = {}
+    for i, m in enumerate(merges):
+        pos = m.find(" ", 1)
+        key = (m[:pos], m[pos + 1:]) if pos != -1 else ("", "")
+        if key not in ranks:
+            ranks[key] = i
+    _LAST_RANKS[:] = [merges, ranks]
+    return ranks
+
+
 class BPE:
-    def __init__(self, vocab: dict[str, int], merges: list[str], pre_enum: str, ignore_merges: bool):
+    def __init__(self, vocab: dict[str, int], merges, pre_enum: str, ignore_merges: bool):
         self.vocab = vocab
-        self.ranks: dict[tuple[str, str], int] = {}
-        for i, m in enumerate(merges):
-            pos = m.find(" ", 1)
-            key = (m[:pos], m[pos + 1:]) if pos != -1 else ("", "")
-            if key not in self.ranks:        # std::unordered_map::emplace: the first one wins
-                self.ranks[key] = i
+        self.ranks = merge_ranks(merges)
         self.exprs = REGEXES[pre_enum]
         self.byte_encode = pre_enum not in BYTE_ENCODE_OFF
         self.ignore_merges = ignore_merges

@@ -106,7 +106,6 @@ class Tokenizer:
         self.scores = np.zeros(n, np.float32) if sc is None else np.asarray(sc, dtype=np.float32)[:n]
         self.attrs = [_TYPE_ATTR.get(int(t), 0) for t in self.types] if get("token_type") is not None else [A_NORMAL] * n
         self.vocab = {t: i for i, t in enumerate(self.tokens)}           # later duplicates win, as llama.cpp
-        self.max_token_len = max((len(t.encode("utf-8", errors="surrogateescape")) for t in self.tokens), default=0)
         self.ignore_merges = self.clean_spaces = False
         self.escape_whitespaces = kind != "BPE"
         self.remove_extra_whitespaces = False
@@ -229,13 +228,14 @@ class Tokenizer:
             merges = get("merges")
             if merges is None and self.pre != "kimi-k2":
                 raise ModelError("BPE tokenizer without tokenizer.ggml.merges")
-            self._impl = BPE(self.vocab, list(merges or []), self.pre_enum, self.ignore_merges)
+            self._impl = BPE(self.vocab, merges if merges is not None else [], self.pre_enum, self.ignore_merges)
         elif self.kind == "SPM":
             from runtime.tokenizer.spm import SPM
             self._impl = SPM(self.tokens, self.types, self.scores, self.vocab, self.attrs)
         elif self.kind == "WPM":
             from runtime.tokenizer.wpm import WPM
-            self._impl = WPM(self.vocab, self.max_token_len, self.unk, self.lowercase, self.strip_accents)
+            max_len = max((len(t.encode("utf-8", errors="surrogateescape")) for t in self.tokens), default=0)
+            self._impl = WPM(self.vocab, max_len, self.unk, self.lowercase, self.strip_accents)
         elif self.kind == "UGM":
             from runtime.tokenizer.ugm import UGM
             self._impl = UGM(self.tokens, [self._attr_type(i) for i in range(len(self.tokens))], self.scores,
