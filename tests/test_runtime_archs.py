@@ -37,3 +37,17 @@ def test_perplexity_matches_llama_perplexity(arch, wtype, tol, tmp_path):
 
 def test_archs_covered():
     assert {"qwen2", "qwen3", "phi3", "gemma2"} <= set(ARCHS)
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_greedy_text_equals_llama_simple(arch):
+    """llama-simple -n 24 PROMPT prints the prompt (with specials) and 24 greedy tokens."""
+    from runtime.generate import generate
+
+    g = json.loads((GOLDEN / f"{arch}-tiny.json").read_text())
+    m = load(str(MODELS / f"{arch}-tiny-f16.gguf"))
+    for case in g["greedy"]:
+        ids = m.tokenizer.encode(case["prompt"])
+        out = list(generate(m, ids, case["n_predict"]))
+        text = m.tokenizer.decode(ids, special=True) + m.tokenizer.decode(out)
+        assert text.strip() == case["llama_simple"].strip()

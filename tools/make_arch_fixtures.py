@@ -6,7 +6,7 @@ llama-quantize (Q8_0) and scored by llama-perplexity: the oracle for tests/test_
 
 Needs torch, transformers==4.57.6, sentencepiece (a separate venv; see docs/COMPATIBILITY.md).
 Writes tests/data/models/<arch>-tiny-f16.gguf and tests/golden/arch/<arch>-tiny.json
-(PPL at c=128 over 4 chunks of wikitext, and llama.cpp's greedy continuation ids).
+(PPL at c=128 over 4 chunks of wikitext, and llama-simple's greedy 24-token continuations).
 A 1000-token SentencePiece BPE vocab (byte fallback) is trained on the text so the files stay small.
 """
 from __future__ import annotations
@@ -21,6 +21,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 VOCAB = 1000
+PROMPTS = ["The history of the city", "In 1998, the band released"]
 COMMON = dict(vocab_size=VOCAB, hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
               num_key_value_heads=2, max_position_embeddings=512, rms_norm_eps=1e-6, initializer_range=0.08,
               tie_word_embeddings=False, bos_token_id=1, eos_token_id=2, torch_dtype="float32")
@@ -112,6 +113,8 @@ def main() -> None:
             run([str(bin_dir / "llama-quantize"), str(f16), str(q8), "Q8_0"])
             golden = {"arch": arch, "text": "tests/golden/arch/text.txt", "ctx": 128, "chunks": 4,
                       "ppl_f16": ppl(bin_dir, f16, text), "ppl_q8_0": ppl(bin_dir, q8, text)}
+            golden["greedy"] = [{"prompt": p, "n_predict": 24, "llama_simple": run(
+                [str(bin_dir / "llama-simple"), "-m", str(f16), "-n", "24", p]).split("\n")[0] + "\n"} for p in PROMPTS]
             print(arch, golden, flush=True)
             (REPO / "tests" / "golden" / "arch" / f"{arch}-tiny.json").write_text(json.dumps(golden, indent=1))
 

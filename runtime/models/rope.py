@@ -30,11 +30,13 @@ class RopeExt:
     longrope: bool = False
 
     def factors(self, w, n_ctx: int):
-        """llama_model::get_rope_factors: rope_freqs, else long/short by context size."""
+        """llama_model::get_rope_factors: rope_freqs, else long/short by context size (llama.cpp's
+        n_ctx_seq, which it pads to a multiple of 256)."""
         if "rope_freqs.weight" in w.vecs:
             return w.vecs["rope_freqs.weight"]
         if "rope_factors_long.weight" in w.vecs:
-            return w.vecs.get("rope_factors_long.weight" if n_ctx > self.n_ctx_orig else "rope_factors_short.weight")
+            n_ctx_seq = -(-int(n_ctx) // 256) * 256
+            return w.vecs.get("rope_factors_long.weight" if n_ctx_seq > self.n_ctx_orig else "rope_factors_short.weight")
         return None
 
 
