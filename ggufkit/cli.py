@@ -6,6 +6,7 @@ import sys
 import click
 
 from ggufkit.errors import GGUFKitError
+from ggufkit.plan import device_options
 from quant.errors import QuantError
 from runtime.errors import ModelError
 
@@ -89,12 +90,13 @@ def dequantize(inp, out, outtype, threads) -> None:
 @click.option("--repeat-penalty", default=1.0, show_default=True, type=float)
 @click.option("--seed", type=int, help="RNG seed (default: random).")
 @click.option("-t", "--threads", type=int, help="Threads (default: all).")
-def run_cmd(model, prompt, n_predict, ctx_size, temp, top_k, top_p, min_p, repeat_penalty, seed, threads) -> None:
+@device_options
+def run_cmd(model, prompt, n_predict, ctx_size, temp, top_k, top_p, min_p, repeat_penalty, seed, threads, dev) -> None:
     """Generate text from MODEL (GGUF: llama, deci, gemma3), streamed to stdout."""
     from runtime.generate import SamplingParams, run
 
     params = SamplingParams(temp=temp, top_k=top_k, top_p=top_p, min_p=min_p, repeat_penalty=repeat_penalty, seed=seed)
-    run(model, prompt, n_predict, params, threads, ctx_size, err=sys.stderr)
+    run(model, prompt, n_predict, params, threads, ctx_size, err=sys.stderr, dev=dev)
 
 
 @cli.command("chat")
@@ -109,13 +111,14 @@ def run_cmd(model, prompt, n_predict, ctx_size, temp, top_k, top_p, min_p, repea
 @click.option("-c", "--ctx-size", default=4096, show_default=True, type=int)
 @click.option("--seed", type=int)
 @click.option("-t", "--threads", type=int)
-def chat_cmd(model, system, reasoning, json_mode, tools_file, temp, top_p, max_tokens, ctx_size, seed, threads) -> None:
+@device_options
+def chat_cmd(model, system, reasoning, json_mode, tools_file, temp, top_p, max_tokens, ctx_size, seed, threads, dev) -> None:
     """Chat with MODEL using its chat template: one message per stdin line."""
     from runtime.chat import chat_loop
     from runtime.generate import SamplingParams
 
     chat_loop(model, system, reasoning, json_mode, threads, SamplingParams(temp=temp, top_p=top_p, seed=seed),
-              ctx_size, max_tokens, tools_file)
+              ctx_size, max_tokens, tools_file, dev=dev)
 
 
 @cli.command("perplexity")
@@ -128,11 +131,14 @@ def chat_cmd(model, system, reasoning, json_mode, tools_file, temp, top_p, max_t
 @click.option("--kl-divergence-base", type=click.Path(dir_okay=False),
               help="Logits file: written (with -f) or read (with --kl-divergence).")
 @click.option("--kl-divergence", is_flag=True, help="Compare against --kl-divergence-base.")
-def perplexity_cmd(model, text_file, ctx_size, chunks, batch_size, threads, kl_divergence_base, kl_divergence) -> None:
+@device_options
+def perplexity_cmd(model, text_file, ctx_size, chunks, batch_size, threads, kl_divergence_base, kl_divergence,
+                   dev) -> None:
     """Perplexity of MODEL on a text file, exactly as llama-perplexity computes it."""
     from runtime.perplexity import perplexity_file
 
-    perplexity_file(model, text_file, ctx_size, chunks, batch_size, threads, kl_divergence_base, kl_divergence)
+    perplexity_file(model, text_file, ctx_size, chunks, batch_size, threads, kl_divergence_base, kl_divergence,
+                    dev=dev)
 
 
 @cli.command("bench")
@@ -143,11 +149,12 @@ def perplexity_cmd(model, text_file, ctx_size, chunks, batch_size, threads, kl_d
 @click.option("-r", "--repetitions", default=5, show_default=True, type=int)
 @click.option("-t", "--threads", type=int)
 @click.option("-o", "--output", default="md", show_default=True, type=click.Choice(["md", "json"]))
-def bench_cmd(model, n_prompt, n_gen, batch_size, repetitions, threads, output) -> None:
+@device_options
+def bench_cmd(model, n_prompt, n_gen, batch_size, repetitions, threads, output, dev) -> None:
     """Prompt (pp) and generation (tg) tokens/s of MODEL, like llama-bench."""
     from runtime.bench import bench
 
-    bench(model, n_prompt, n_gen, repetitions, threads, batch_size, output, out=sys.stdout)
+    bench(model, n_prompt, n_gen, repetitions, threads, batch_size, output, out=sys.stdout, dev=dev)
 
 
 @cli.command("convert")
@@ -192,6 +199,26 @@ def tokenize_cmd(model, prompt, text_file, ids_only, no_bos, no_parse_special, n
     out = format_tokens(tok, ids, ids_only)
     sys.stdout.buffer.write(out)
     sys.stdout.flush()
+
+
+@cli.command("plan")
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--gpu-memory", help="GPU memory budget: bytes or 8GiB, 512MiB, 8G (default: the card's free memory).")
+@click.option("-c", "--ctx-size", default=4096, show_default=True, type=int)
+@click.option("--gpu-layers", "-ngl", default="auto", show_default=True, help="N (the last N, llama.cpp -ngl), all, auto.")
+@click.option("--card", help="Plan for this card (e.g. 'RTX 3060'): its memory and bandwidth.")
+@click.option("--cpu-bw", type=float, help="CPU memory bandwidth, GB/s.")
+@click.option("--gpu-bw", type=float, help="GPU memory bandwidth, GB/s.")
+@click.option("-b", "--batch-size", default=512, show_default=True, type=int)
+@click.option("-o", "--output", default="text", show_default=True, type=click.Choice(["text", "json"]))
+def plan_cmd(model, gpu_memory, ctx_size, gpu_layers, card, cpu_bw, gpu_bw, batch_size, output) -> None:
+    """Which layers of MODEL go on the GPU: per layer kind, bytes and device; predicted tok/s."""
+    from ggufkit.plan import format_plan
+    from runtime.plan import plan_for_file
+
+    p = plan_for_file(model, ctx_size, gpu_memory, gpu_layers, card=card, cpu_bw=cpu_bw, gpu_bw=gpu_bw,
+                      n_batch=batch_size)
+    click.echo(format_plan(p, output), nl=False)
 
 
 def main(argv: list[str] | None = None) -> None:

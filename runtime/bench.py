@@ -38,6 +38,7 @@ class BenchResult:
     samples_ns: list = field(default_factory=list)
     samples_ts: list = field(default_factory=list)
     backend: str = "CPU (Numba)"
+    n_gpu_layers: int = 0
 
     @property
     def test(self) -> str:
@@ -82,27 +83,44 @@ def bench_one(model, n_prompt: int, n_gen: int, reps: int = 5, n_threads: int | 
 
 
 def bench(model, n_prompt: int = 512, n_gen: int = 128, reps: int = 5, n_threads: int | None = None,
-          n_batch: int = 512, output: str = "md", out=None) -> list[BenchResult]:
-    """Run the pp and tg tests (a size of 0 skips one); print a llama-bench style table or JSON."""
+          n_batch: int = 512, output: str = "md", out=None, dev=None) -> list[BenchResult]:
+    """Run the pp and tg tests (a size of 0 skips one); print a llama-bench style table or JSON.
+    ``dev`` (runtime.device.DeviceOptions) places the layers; the backend and n_gpu_layers are
+    reported as llama-bench does."""
     if isinstance(model, str):
         from runtime.loader import load
         model = load(model, with_tokenizer=False)
+    if dev is not None:
+        from runtime.plan import place_model
+        place_model(model, dev, max(n_prompt, n_gen, 1), n_batch)
     results = []
     for np_, ng in ((n_prompt, 0), (0, n_gen)):
         if np_ or ng:
-            results.append(bench_one(model, np_, ng, reps, n_threads, n_batch))
+            r = bench_one(model, np_, ng, reps, n_threads, n_batch)
+            r.backend, r.n_gpu_layers = _backend_name(model)
+            results.append(r)
     if out is not None:
         out.write(format_results(results, output))
         out.flush()
     return results
 
 
+def _backend_name(model) -> tuple[str, int]:
+    """llama-bench's backend column ("CPU", "CUDA", "CUDA,CPU" when split) and n_gpu_layers."""
+    plan = getattr(model, "plan", None)
+    if plan is None or not plan.uses_gpu:
+        return "CPU (Numba)", 0
+    gpu = "CUDA (emulated)" if getattr(model.out_backend, "emulated", False) or any(
+        getattr(b, "emulated", False) for b in model.backends) else "CUDA"
+    return (gpu if all(plan.on_gpu) and plan.output_on_gpu else f"{gpu},CPU"), plan.n_gpu_layers
+
+
 def format_results(results: list[BenchResult], output: str = "md") -> str:
     if output == "json":
         return json.dumps([asdict(r) for r in results], indent=2) + "\n"
-    lines = ["| model | size | params | backend | threads | test | t/s |",
-             "| ----- | ---: | -----: | ------- | ------: | ---: | --: |"]
+    lines = ["| model | size | params | backend | ngl | threads | test | t/s |",
+             "| ----- | ---: | -----: | ------- | --: | ------: | ---: | --: |"]
     for r in results:
         lines.append(f"| {r.model_type} | {r.model_size / 2**20:.2f} MiB | {r.model_n_params / 1e6:.2f} M | {r.backend} "
-                     f"| {r.n_threads} | {r.test} | {r.avg_ts:.2f} ± {r.stddev_ts:.2f} |")
+                     f"| {r.n_gpu_layers} | {r.n_threads} | {r.test} | {r.avg_ts:.2f} ± {r.stddev_ts:.2f} |")
     return "\n".join(lines) + "\n"

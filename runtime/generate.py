@@ -127,13 +127,14 @@ def generate_text(model, prompt: str, n_predict: int, params: SamplingParams = G
 
 
 def run(model_path: str, prompt: str, n_predict: int, params: SamplingParams = GREEDY, n_threads: int | None = None,
-        n_ctx: int | None = None, out=None, err=None) -> str:
+        n_ctx: int | None = None, out=None, err=None, dev=None) -> str:
     """``ggufkit run``: load, stream the continuation to ``out``; Ctrl-C stops after the current
     token and returns what was generated. Speed goes to ``err``."""
     import sys
     import time
 
     from runtime.loader import load
+    from runtime.plan import place_model
 
     out = out or sys.stdout
     model = load(model_path)
@@ -143,6 +144,7 @@ def run(model_path: str, prompt: str, n_predict: int, params: SamplingParams = G
     n_ctx = n_ctx or min(model.hp.n_ctx_train, len(ids) + n_predict)
     if len(ids) + n_predict > n_ctx:
         raise ModelError(f"context overflow: prompt {len(ids)} + {n_predict} tokens > context {n_ctx} (-c)")
+    place_model(model, dev, n_ctx)
     step = model.tokenizer.stream_decoder()
     text, n = [], 0
     out.write(prompt)

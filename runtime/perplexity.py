@@ -167,18 +167,23 @@ def perplexity(model, text: str, n_ctx: int = 512, n_chunks: int = -1, n_batch: 
 
 def perplexity_file(model_path: str, text_file: str | None, n_ctx: int = 512, n_chunks: int = -1,
                     n_batch: int = 2048, n_threads: int | None = None, kl_base_file: str | None = None,
-                    kl_divergence_mode: bool = False, out=sys.stdout):
+                    kl_divergence_mode: bool = False, out=sys.stdout, dev=None):
     """``ggufkit perplexity``: PPL of a text file (optionally saving base logits), or with
     ``kl_divergence_mode`` the KL-divergence statistics against ``kl_base_file``."""
     from runtime.loader import load
+    from runtime.plan import place_model
 
     model = load(model_path)
     if kl_divergence_mode:
         if not kl_base_file:
             raise ModelError("--kl-divergence needs --kl-divergence-base FILE (the base logits)")
+        f, base_ctx, *_ = read_logits_header(kl_base_file)     # its n_ctx sizes the KV cache
+        f.close()
+        place_model(model, dev, base_ctx, min(n_batch, base_ctx) if n_batch else base_ctx)
         return kl_divergence(model, kl_base_file, n_batch, n_threads, out)
     if not text_file:
         raise ModelError("perplexity needs a text file (-f)")
+    place_model(model, dev, n_ctx, min(n_batch, n_ctx) if n_batch else n_ctx)
     return perplexity(model, read_text_file(text_file), n_ctx, n_chunks, n_batch, n_threads, kl_base_file, out)
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 
-from runtime import backend as B
 from runtime.models import gemma3
 from runtime.models.base import BaseModel, Hparams, LayerSpec, common
 
@@ -48,7 +47,7 @@ class Model(BaseModel):
             self.w.vec(p + t + ".weight")
 
     def block(self, il, x, pos, cache):
-        p, eps, w = f"blk.{il}.", self.hp.eps, self.w
-        a = self.attention(il, B.rms_norm(x, w.vec(p + "attn_norm.weight"), eps), pos, cache)
-        x = B.add(x, B.rms_norm(a, w.vec(p + "post_attention_norm.weight"), eps))
-        return B.add(x, gemma3.ffn_post_normed(self, il, x))
+        p, eps, w, be = f"blk.{il}.", self.hp.eps, self.w, self.backend(il)
+        a = self.attention(il, be.rms_norm(x, w.vec(p + "attn_norm.weight"), eps), pos, cache)
+        x = be.add(x, be.rms_norm(a, w.vec(p + "post_attention_norm.weight"), eps))
+        return be.add(x, gemma3.ffn_post_normed(self, il, x))

@@ -11,7 +11,6 @@ ffn_down [n_embd, n_ff].
 """
 from __future__ import annotations
 
-from runtime import backend as B
 from runtime.models import rope
 from runtime.models.base import BaseModel, Hparams, LayerSpec, common, default_attn_scale, per_layer
 
@@ -32,10 +31,9 @@ def read_hparams(fields: dict, tensors: dict, arch: str = "llama", rope_mode: st
 
 
 def ffn_silu(model: BaseModel, il: int, m):
-    p = f"blk.{il}."
-    w = model.w
-    return B.matmul(w.mat(p + "ffn_down.weight"),
-                    B.swiglu(B.matmul(w.mat(p + "ffn_gate.weight"), m), B.matmul(w.mat(p + "ffn_up.weight"), m)))
+    p, w, be = f"blk.{il}.", model.w, model.backend(il)
+    return be.matmul(w.mat(p + "ffn_down.weight"),
+                     be.swiglu(be.matmul(w.mat(p + "ffn_gate.weight"), m), be.matmul(w.mat(p + "ffn_up.weight"), m)))
 
 
 class Model(BaseModel):
@@ -46,6 +44,6 @@ class Model(BaseModel):
         self.w.vec(p + "attn_norm.weight"), self.w.vec(p + "ffn_norm.weight")
 
     def block(self, il, x, pos, cache):
-        p, eps = f"blk.{il}.", self.hp.eps
-        x = B.add(x, self.attention(il, B.rms_norm(x, self.w.vec(p + "attn_norm.weight"), eps), pos, cache))
-        return B.add(x, ffn_silu(self, il, B.rms_norm(x, self.w.vec(p + "ffn_norm.weight"), eps)))
+        p, eps, be = f"blk.{il}.", self.hp.eps, self.backend(il)
+        x = be.add(x, self.attention(il, be.rms_norm(x, self.w.vec(p + "attn_norm.weight"), eps), pos, cache))
+        return be.add(x, ffn_silu(self, il, be.rms_norm(x, self.w.vec(p + "ffn_norm.weight"), eps)))

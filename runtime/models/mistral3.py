@@ -42,5 +42,6 @@ class Model(llama.Model):
         hp = self.hp
         if hp.temp_scale:
             s = np.log(np.floor(pos.astype(np.float32) / np.float32(hp.temp_floor)) + 1.0) * hp.temp_scale + 1.0
-            q = (q * s.astype(np.float32)[:, None, None]).astype(np.float32)
+            be = self.backend(il)
+            q = be.from_host((be.to_host(q) * s.astype(np.float32)[:, None, None]).astype(np.float32))
         return q, k

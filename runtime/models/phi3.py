@@ -12,7 +12,6 @@ rope.scaling.attn_factor (rope.py). Sliding window: llama.cpp disables it for ph
 """
 from __future__ import annotations
 
-from runtime import backend as B
 from runtime.models import llama
 from runtime.models.base import BaseModel, Hparams
 
@@ -32,8 +31,8 @@ class Model(BaseModel):
         self.w.vec(p + "attn_norm.weight"), self.w.vec(p + "ffn_norm.weight")
 
     def block(self, il, x, pos, cache):
-        p, eps, w = f"blk.{il}.", self.hp.eps, self.w
-        x = B.add(x, self.attention(il, B.rms_norm(x, w.vec(p + "attn_norm.weight"), eps), pos, cache))
-        gu = B.matmul(w.mat(p + "ffn_up.weight"), B.rms_norm(x, w.vec(p + "ffn_norm.weight"), eps))
+        p, eps, w, be = f"blk.{il}.", self.hp.eps, self.w, self.backend(il)
+        x = be.add(x, self.attention(il, be.rms_norm(x, w.vec(p + "attn_norm.weight"), eps), pos, cache))
+        gu = be.matmul(w.mat(p + "ffn_up.weight"), be.rms_norm(x, w.vec(p + "ffn_norm.weight"), eps))
         n_ff = gu.shape[1] // 2
-        return B.add(x, B.matmul(w.mat(p + "ffn_down.weight"), B.swiglu(gu[:, :n_ff], gu[:, n_ff:])))
+        return be.add(x, be.matmul(w.mat(p + "ffn_down.weight"), be.swiglu(gu[:, :n_ff], gu[:, n_ff:])))

@@ -6,7 +6,6 @@ RoPE), NEOX RoPE, no biases; head_dim from attention.key_length (may differ from
 """
 from __future__ import annotations
 
-from runtime import backend as B
 from runtime.models import llama
 from runtime.models.base import Hparams
 
@@ -21,8 +20,8 @@ class Model(llama.Model):
         self.w.vec(f"blk.{il}.attn_q_norm.weight"), self.w.vec(f"blk.{il}.attn_k_norm.weight")
 
     def block(self, il, x, pos, cache):
-        p, eps, w = f"blk.{il}.", self.hp.eps, self.w
-        a = self.attention(il, B.rms_norm(x, w.vec(p + "attn_norm.weight"), eps), pos, cache,
+        p, eps, w, be = f"blk.{il}.", self.hp.eps, self.w, self.backend(il)
+        a = self.attention(il, be.rms_norm(x, w.vec(p + "attn_norm.weight"), eps), pos, cache,
                            q_norm=w.vec(p + "attn_q_norm.weight"), k_norm=w.vec(p + "attn_k_norm.weight"))
-        x = B.add(x, a)
-        return B.add(x, llama.ffn_silu(self, il, B.rms_norm(x, w.vec(p + "ffn_norm.weight"), eps)))
+        x = be.add(x, a)
+        return be.add(x, llama.ffn_silu(self, il, be.rms_norm(x, w.vec(p + "ffn_norm.weight"), eps)))
