@@ -35,12 +35,21 @@ def process_escapes(data: bytes) -> bytes:
     return bytes(out)
 
 
+def open_gguf(path):
+    """The GGUF's metadata (quant/gguf.py's reader, header only; runtime/gguf_file.py before it)."""
+    try:
+        from quant.gguf import GGUFReader
+    except ImportError:
+        from runtime.gguf_file import GGUFFile
+        return GGUFFile(str(path))
+    return GGUFReader(str(path), header_only=True)
+
+
 def load_vocab(path: str):
     """The Tokenizer of a GGUF (a vocab-only file is fine: no tensors are read)."""
-    from runtime.gguf_file import GGUFFile
     from runtime.tokenizer import Tokenizer
 
-    return Tokenizer.from_gguf(GGUFFile(str(path)))
+    return Tokenizer.from_gguf(open_gguf(path))
 
 
 def tokenize_prompt(tok, prompt: bytes, no_bos: bool = False, parse_special: bool = True,

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from runtime.gguf_file import GGUFFile
+from ggufkit.tokenize import open_gguf
 from runtime.tokenizer import PRE_TYPES, Tokenizer
 from tests.vocab_cases import VOCAB_DIR, llama3_metadata, pretype_metadata, rwkv_metadata, ugm_metadata
 
@@ -62,7 +62,7 @@ def test_synthetic_rwkv_ids_equal_llama_tokenize():
 
 def test_synthetic_ugm_ids_equal_llama_tokenize():
     spm = _vocab_file("ggml-vocab-llama-spm.gguf")
-    _check(Tokenizer.from_metadata(ugm_metadata(GGUFFile(str(spm)).fields)), HARD["synthetic"]["ugm"])
+    _check(Tokenizer.from_metadata(ugm_metadata(open_gguf(spm).fields)), HARD["synthetic"]["ugm"])
 
 
 def _vocab_file(name: str) -> Path:
@@ -78,7 +78,7 @@ def _vocab_file(name: str) -> Path:
 @pytest.mark.parametrize("name", sorted(HARD["files"]))
 def test_suite_vocab_file(name):
     """llama.cpp's test-tokenizer-0 cases (where the tree has .inp/.out) and the hard texts."""
-    tok = Tokenizer.from_gguf(GGUFFile(str(_vocab_file(name))))
+    tok = Tokenizer.from_gguf(open_gguf(_vocab_file(name)))
     bad = [(c["text"], c["ids"]) for c in SUITE.get(name, [])
            if tok.encode(c["text"], add_special=False, parse_special=False) != c["ids"]]
     assert not bad, bad[:2]

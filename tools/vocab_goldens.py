@@ -21,7 +21,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from runtime.gguf_file import GGUFFile  # noqa: E402
+from ggufkit.tokenize import open_gguf  # noqa: E402
 from runtime.tokenizer.pretypes import NAMES  # noqa: E402
 from tests.vocab_cases import (HARD_TEXTS, pretype_metadata, rwkv_metadata, ugm_metadata,  # noqa: E402
                                write_vocab_gguf)
@@ -83,7 +83,7 @@ def main() -> None:
             print(pre, "ok" if "error" not in out["pretypes"][pre] else out["pretypes"][pre]["error"], flush=True)
             save()
         for name, md in (("rwkv", rwkv_metadata()),
-                         ("ugm", ugm_metadata(GGUFFile(str(root / "models" / "ggml-vocab-llama-spm.gguf")).fields))):
+                         ("ugm", ugm_metadata(open_gguf(root / "models" / "ggml-vocab-llama-spm.gguf").fields))):
             g = write_vocab_gguf(tmp / f"{name}.gguf", md)
             out["synthetic"][name] = run_all(binary, g, tmp)
             print(name, "ok", flush=True)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from runtime.gguf_file import GGUFFile  # noqa: E402
+from ggufkit.tokenize import open_gguf  # noqa: E402
 from runtime.tokenizer import Tokenizer  # noqa: E402
 
 SEP = "\n__ggml_vocab_test__\n"
@@ -57,7 +57,7 @@ def main() -> int:
         cases = load_cases(g)
         t0 = time.time()
         try:
-            tok = Tokenizer.from_gguf(GGUFFile(str(g)))
+            tok = Tokenizer.from_gguf(open_gguf(g))
         except Exception as e:  # noqa: BLE001
             print(f"{g.name}: LOAD FAIL {e}")
             bad_total += len(cases)
