@@ -46,9 +46,17 @@ def test_every_pre_type_has_a_golden():
     assert len(PRE_TYPES) >= 90
 
 
+# llama.cpp itself aborts on these with the Llama-3 vocab (a GGML_ASSERT in find_bpe_rank: the
+# "whitespace" pre type runs on raw UTF-8 and expects a vocab built for it), so no golden exists
+LLAMA_CPP_FAILS = {"whitespace"}
+
+
 @pytest.mark.parametrize("pre", sorted(HARD["pretypes"]))
 def test_pretype_ids_equal_llama_tokenize(pre):
     want = HARD["pretypes"][pre]
+    if pre in LLAMA_CPP_FAILS:
+        assert "error" in want
+        pytest.skip(f"llama-tokenize aborts on pre type {pre!r} with this vocab")
     assert "error" not in want, want
     md = dict(_llama3_base())
     md["tokenizer.ggml.pre"] = pre
