@@ -38,6 +38,10 @@ ARCHS = {
                dict(head_dim=32, sliding_window=48, attn_logit_softcapping=20.0, final_logit_softcapping=15.0,
                     query_pre_attn_scalar=32, hidden_activation="gelu_pytorch_tanh", tie_word_embeddings=True,
                     num_hidden_layers=3, pad_token_id=0)),
+    # Ministral3ForCausalLM (llama.cpp arch mistral3): transformers 4.57.6 has no class for it, so a
+    # LlamaForCausalLM is saved and its config.json rewritten (same tensor names): yarn rope with
+    # mscale_all_dim and llama4-style attention temperature (llama_4_scaling_beta)
+    "mistral3": ("LlamaForCausalLM", "LlamaConfig", dict(rope_theta=1000000.0)),
     "llama": ("LlamaForCausalLM", "LlamaConfig",
               dict(rope_theta=500000.0, rope_scaling={"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0,
                                                       "high_freq_factor": 4.0, "original_max_position_embeddings": 64})),
@@ -69,13 +73,21 @@ def make_checkpoint(arch: str, spm_dir: Path, out: Path) -> Path:
     model.save_pretrained(out, safe_serialization=True)
     for f in ("tokenizer.model",):
         (out / f).write_bytes((spm_dir / f).read_bytes())
+    if arch == "mistral3":
+        cfg = json.loads((out / "config.json").read_text())
+        cfg.update(architectures=["Ministral3ForCausalLM"], model_type="ministral3", rope_parameters={
+            "rope_type": "yarn", "factor": 4.0, "original_max_position_embeddings": 64, "beta_fast": 32.0,
+            "beta_slow": 1.0, "mscale": 1.0, "mscale_all_dim": 0.5, "llama_4_scaling_beta": 0.1,
+            "rope_theta": 1000000.0})
+        cfg.pop("rope_scaling", None)
+        (out / "config.json").write_text(json.dumps(cfg, indent=1))
     (out / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "LlamaTokenizer", "add_bos_token": True,
                                                            "add_eos_token": False}))
     return out
 
 
 def run(cmd: list[str], **kw) -> str:
-    r = subprocess.run(cmd, capture_output=True, text=True, **kw)
+    r = subprocess.run(cmd, capture_output=True, text=True, errors="replace", **kw)
     if r.returncode:
         raise RuntimeError(f"{cmd[0]} failed:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
     return r.stdout + r.stderr
