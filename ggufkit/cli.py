@@ -27,7 +27,7 @@ def cli() -> None:
 @cli.command()
 @click.argument("out_dir", type=click.Path(file_okay=False))
 @click.option("--preset", default="deci-tiny", show_default=True,
-              type=click.Choice(["deci-tiny", "llama-tiny", "super49b-4layer"]))
+              type=click.Choice(["deci-tiny", "llama-tiny", "qwen2-tiny", "qwen3-tiny", "super49b-4layer"]))
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--shards", default=2, show_default=True, type=int)
 def fixture(out_dir: str, preset: str, seed: int, shards: int) -> None:
@@ -183,6 +183,30 @@ def info_cmd(path) -> None:
     from ggufkit.info import format_info, gguf_info
 
     click.echo(format_info(gguf_info(path)))
+
+
+@cli.command("tokenize")
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("-p", "--prompt", help="Text to tokenize (escapes like \\n processed, as llama-tokenize).")
+@click.option("-f", "--file", "text_file", type=click.Path(dir_okay=False), help="Read the text from a file.")
+@click.option("--ids", "ids_only", is_flag=True, help="Print only the ids, as a Python-style list.")
+@click.option("--no-bos", is_flag=True, help="Add no special tokens (llama.cpp's add_special=false).")
+@click.option("--no-parse-special", is_flag=True, help="Tokenize special-token texts as plain text.")
+@click.option("--no-escape", is_flag=True, help="Do not process escapes in the prompt.")
+def tokenize_cmd(model, prompt, text_file, ids_only, no_bos, no_parse_special, no_escape) -> None:
+    """Print MODEL's token ids (and pieces) for a text, exactly as llama-tokenize does."""
+    from pathlib import Path
+
+    from ggufkit.tokenize import format_tokens, load_vocab, tokenize_prompt
+
+    if (prompt is None) == (text_file is None):
+        raise click.UsageError("give exactly one of -p/--prompt or -f/--file")
+    data = Path(text_file).read_bytes() if text_file else prompt.encode("utf-8", errors="surrogateescape")
+    tok = load_vocab(model)
+    ids = tokenize_prompt(tok, data, no_bos=no_bos, parse_special=not no_parse_special, escape=not no_escape)
+    out = format_tokens(tok, ids, ids_only)
+    sys.stdout.buffer.write(out)
+    sys.stdout.flush()
 
 
 @cli.command("plan")

@@ -55,6 +55,8 @@ class Hparams:
     attn_scale: float                  # kq scale applied to Q
     emb_scale: float = 1.0             # gemma3: sqrt(n_embd)
     final_softcap: float = 0.0         # gemma3 final_logit_softcapping (0: none)
+    attn_softcap: float = 0.0          # gemma2 attn_logit_softcapping on KQ (0: none)
+    rope_ext: object = None            # rope.RopeExt (yarn / longrope attn factor), None: plain RoPE
 
     @property
     def n_layer(self) -> int:
@@ -251,24 +253,49 @@ class BaseModel(ABC):
                   q_norm: np.ndarray | None = None, k_norm: np.ndarray | None = None) -> np.ndarray:
         """GQA self-attention of layer il on normed input h [n, n_embd] -> [n, n_embd] (after W_o).
 
-        Q/K/V projections, optional per-head RMS norms (gemma3), RoPE, Q scaled, K/V appended to
-        the f16 cache, causal (and sliding-window) attention over the cache, output projection."""
+        Q/K/V projections (separate, or one fused attn_qkv [(n_head + 2 n_head_kv) hd, n_embd] as
+        phi3; optional biases as qwen2), optional per-head RMS norms (gemma3, qwen3), RoPE
+        (``rope_qk``), Q scaled, K/V appended to the f16 cache, causal (and sliding-window)
+        attention over the cache with optional KQ softcapping (gemma2), output projection."""
         hp, spec, p, be = self.hp, self.hp.layers[il], f"blk.{il}.", self.backend(il)
         n, hd = h.shape[0], hp.head_dim
-        q = be.matmul(self.w.mat(p + "attn_q.weight"), h).reshape(n, spec.n_head, hd)
-        k = be.matmul(self.w.mat(p + "attn_k.weight"), h).reshape(n, spec.n_head_kv, hd)
-        v = be.matmul(self.w.mat(p + "attn_v.weight"), h).reshape(n, spec.n_head_kv, hd)
+        nq, nk = spec.n_head * hd, spec.n_head_kv * hd
+        if p + "attn_qkv.weight" in self.w.mats:
+            qkv = self._proj(il, p + "attn_qkv", h)
+            q, k, v = qkv[:, :nq], qkv[:, nq:nq + nk], qkv[:, nq + nk:]
+        else:
+            q, k, v = (self._proj(il, p + "attn_q", h), self._proj(il, p + "attn_k", h),
+                       self._proj(il, p + "attn_v", h))
+        q, k, v = q.reshape(n, spec.n_head, hd), k.reshape(n, spec.n_head_kv, hd), v.reshape(n, spec.n_head_kv, hd)
         if q_norm is not None:
             q = be.rms_norm(q.reshape(-1, hd), q_norm, hp.eps).reshape(n, spec.n_head, hd)
         if k_norm is not None:
             k = be.rms_norm(k.reshape(-1, hd), k_norm, hp.eps).reshape(n, spec.n_head_kv, hd)
-        q = be.rope(q, pos, hp.n_rot, spec.rope_base, spec.rope_scale, self.rope_freqs, hp.rope_mode)
-        k = be.rope(k, pos, hp.n_rot, spec.rope_base, spec.rope_scale, self.rope_freqs, hp.rope_mode)
+        q, k = self.rope_qk(il, q, k, pos, cache)
         q = be.scale(q, hp.attn_scale)
         s = cache.n_past
         be.kv_write(cache.k[il], cache.v[il], s, k, v)
-        o = be.attention(q, cache.k[il], cache.v[il], s, 1.0, window=spec.window)
-        return be.matmul(self.w.mat(p + "attn_output.weight"), o.reshape(n, spec.n_head * hd))
+        o = be.attention(q, cache.k[il], cache.v[il], s, 1.0, window=spec.window, softcap=hp.attn_softcap or None)
+        return self._proj(il, p + "attn_output", o.reshape(n, spec.n_head * hd))
+
+    def _proj(self, il: int, name: str, x):
+        """W x (+ b when the GGUF has ``name.bias``) on layer il's backend."""
+        be = self.backend(il)
+        y = be.matmul(self.w.mat(name + ".weight"), x)
+        b = self.w.vecs.get(name + ".bias")
+        return y if b is None else be.add(y, b)
+
+    def rope_qk(self, il: int, q, k, pos: np.ndarray, cache: KVCache):
+        """RoPE on Q [n, n_head, hd] and K [n, n_head_kv, hd]: the backend's (llama3 ``rope_freqs``
+        divisors), or rope.rope_ext for YaRN / longrope (hp.rope_ext; numpy, through the host)."""
+        hp, spec, be = self.hp, self.hp.layers[il], self.backend(il)
+        if hp.rope_ext is not None:
+            from runtime.models.rope import rope_ext
+            ff = hp.rope_ext.factors(self.w, cache.n_ctx)
+            return tuple(be.from_host(rope_ext(be.to_host(t), pos, hp.n_rot, spec.rope_base, spec.rope_scale, ff,
+                                               hp.rope_mode, hp.rope_ext)) for t in (q, k))
+        return (be.rope(q, pos, hp.n_rot, spec.rope_base, spec.rope_scale, self.rope_freqs, hp.rope_mode),
+                be.rope(k, pos, hp.n_rot, spec.rope_base, spec.rope_scale, self.rope_freqs, hp.rope_mode))
 
 
 def default_attn_scale(head_dim: int) -> float:
