@@ -170,6 +170,36 @@ def info_cmd(path) -> None:
     click.echo(format_info(gguf_info(path)))
 
 
+@cli.command("imatrix")
+@click.argument("model", required=False, type=click.Path(dir_okay=False))
+@click.option("-f", "--file", "text_file", type=click.Path(dir_okay=False), help="Calibration text.")
+@click.option("-o", "--output", "out", default="imatrix.gguf", show_default=True, type=click.Path(dir_okay=False))
+@click.option("-c", "--ctx-size", default=512, show_default=True, type=int)
+@click.option("--chunks", default=-1, show_default=True, type=int, help="Max chunks (-1: all).")
+@click.option("--output-format", default="gguf", show_default=True, type=click.Choice(["gguf", "dat"]))
+@click.option("--in-file", "in_files", multiple=True, type=click.Path(dir_okay=False), help="Imatrix to merge (repeatable).")
+@click.option("--process-output", is_flag=True, help="Also collect output.weight.")
+@click.option("--no-ppl", is_flag=True, help="Do not compute perplexity.")
+@click.option("--show-statistics", is_flag=True, help="Print statistics of the single --in-file.")
+@click.option("-t", "--threads", type=int)
+def imatrix_cmd(model, text_file, out, ctx_size, chunks, output_format, in_files, process_output, no_ppl,
+                show_statistics, threads) -> None:
+    """Importance matrix of MODEL on a text, like llama-imatrix (or merge / inspect --in-file)."""
+    from ggufkit.imatrix import make_imatrix, show_statistics as stats
+
+    if show_statistics:
+        click.echo(stats(in_files, ctx_size))
+        return
+    if threads:
+        from runtime.backend import set_num_threads
+        set_num_threads(threads)
+    raw, ppl = make_imatrix(model, text_file, out, ctx_size, chunks, output_format, in_files, process_output,
+                            not no_ppl, progress=True)
+    if ppl is not None:
+        click.echo(f"Final estimate: PPL = {ppl:.4f}")
+    click.echo(f"{out}: {len(raw.sums)} entries, {raw.last_chunk} chunks")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: user errors become one line on stderr and exit status 1."""
     try:
