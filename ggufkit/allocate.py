@@ -153,7 +153,7 @@ def header_bytes(s, plans, ftype: str, im, imatrix_path) -> int:
 
 
 def measure(src: str, imatrix: str | None, calib_text: str | None, *, candidates: Sequence[str] = DEFAULT_CANDIDATES,
-            n_seq: int = 1, seq_len: int = 256, sample_rows: int = 256, cache: str | None = None,
+            n_seq: int = 1, seq_len: int = 128, sample_rows: int = 256, cache: str | None = None,
             progress: bool = True) -> Measurement:
     """Per-tensor errors for every candidate type and per-tensor sensitivities (cached in ``cache``)."""
     import time
@@ -167,18 +167,33 @@ def measure(src: str, imatrix: str | None, calib_text: str | None, *, candidates
             raise GGUFKitError(f"candidate type {c} is not one stock llama.cpp runs "
                                f"(allowed: {', '.join(sorted(STOCK_TYPES))})")
     st = os.stat(src)
-    key = dict(src=os.path.abspath(src), size=st.st_size, mtime=int(st.st_mtime),
-               imatrix=_digest(imatrix), text=_digest(calib_text), candidates=list(candidates), n_seq=n_seq,
-               seq_len=seq_len, sample_rows=sample_rows, version=CACHE_VERSION)
+    key_err = dict(src=os.path.abspath(src), size=st.st_size, mtime=int(st.st_mtime), imatrix=_digest(imatrix),
+                   candidates=list(candidates), sample_rows=sample_rows, version=CACHE_VERSION)
+    key_sens = dict(text=_digest(calib_text), n_seq=n_seq, seq_len=seq_len)
+    cached = None
     if cache and Path(cache).is_file():
         try:
             d = json.loads(Path(cache).read_text())
-            if d.get("key") == key:
-                return Measurement.from_json(d["measurement"])
+            if d.get("key_err") == key_err:
+                cached = Measurement.from_json(d["measurement"])
+                if d.get("key_sens") == key_sens or not calib_text:
+                    return cached
         except (ValueError, KeyError, TypeError):
-            pass
+            cached = None
+
+    def save(m, with_sens):
+        if cache:
+            tmp = f"{cache}.tmp{os.getpid()}"
+            Path(tmp).write_text(json.dumps({"key_err": key_err, "key_sens": key_sens if with_sens else None,
+                                             "measurement": m.to_json()}))
+            os.replace(tmp, cache)
+
     im = load_imatrix(imatrix) if imatrix else None
     s = _source(src)
+    if cached is not None:
+        _sensitivities(cached, s, src, im, calib_text, n_seq, seq_len, progress)
+        save(cached, True)
+        return cached
     plans = _plans(s)
     hdr = header_bytes(s, plans, "Q8_0", im, imatrix)
     fixed = 0
@@ -208,12 +223,10 @@ def measure(src: str, imatrix: str | None, calib_text: str | None, *, candidates
             nb[typ] = _pad(n_rows * quant.row_size(typ, ne0))
         meas.tensors.append(TensorMeasure(p.name, list(p.shape), n_rows, p.src_type, errs, nb))
     meas.seconds["errors"] = time.time() - t0
+    save(meas, False)
     if calib_text:
         _sensitivities(meas, s, src, im, calib_text, n_seq, seq_len, progress)
-    if cache:
-        tmp = f"{cache}.tmp{os.getpid()}"
-        Path(tmp).write_text(json.dumps({"key": key, "measurement": meas.to_json()}))
-        os.replace(tmp, cache)
+        save(meas, True)
     return meas
 
 
@@ -358,7 +371,7 @@ class BudgetResult:
 def quantize_budget(src: str, dst: str, *, target_bpw: float | None = None, target_size=None,
                     imatrix: str | None = None, calib_text: str | None = None,
                     candidates: Sequence[str] = DEFAULT_CANDIDATES, ftype: str = "Q4_K_M", check: bool = True,
-                    n_seq: int = 1, seq_len: int = 256, cache: str | None = None, progress: bool = True,
+                    n_seq: int = 1, seq_len: int = 128, cache: str | None = None, progress: bool = True,
                     nthreads: int | None = None) -> BudgetResult:
     from ggufkit.quantize import quantize_file
     from quant.imatrix import load_imatrix

@@ -18,13 +18,14 @@ _BLK = re.compile(r"^blk\.(\d+)\.")
 
 
 def _log_softmax(lg: np.ndarray) -> np.ndarray:
-    lg = lg.astype(np.float64)
+    lg = np.asarray(lg, np.float32)
     m = lg.max(axis=1, keepdims=True)
-    return lg - m - np.log(np.exp(lg - m).sum(axis=1, keepdims=True))
+    s = np.exp(lg - m).sum(axis=1, keepdims=True, dtype=np.float64)
+    return lg - m - np.log(s).astype(np.float32)
 
 
 class Probe:
-    def __init__(self, model, seqs: list[np.ndarray], score_from: int = 32, score_step: int = 2,
+    def __init__(self, model, seqs: list[np.ndarray], score_from: int = 16, score_step: int = 2,
                  cache_dtype=np.float32):
         self.m, self.seqs, self.cache_dtype = model, [np.asarray(s, np.int32) for s in seqs], cache_dtype
         self.rows = [np.arange(score_from, len(s), score_step) for s in self.seqs]
@@ -79,8 +80,7 @@ class Probe:
                 if x is None:   # only the output changed
                     x = m.block(m.hp.n_layer - 1, xs[-1], pos, cache)
                 lp = self._out(x, rows)
-                p = np.exp(base.astype(np.float64))
-                tot += float((p * (base - lp)).sum())
+                tot += float((np.exp(base) * (base - lp)).sum(dtype=np.float64))
                 n += len(rows)
             return tot / n
         finally:
