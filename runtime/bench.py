@@ -37,7 +37,7 @@ class BenchResult:
     stddev_ts: float
     samples_ns: list = field(default_factory=list)
     samples_ts: list = field(default_factory=list)
-    backend: str = "CPU (Numba)"
+    backend: str = field(default_factory=B.backend_name)   # the backend that actually ran
 
     @property
     def test(self) -> str:
