@@ -1,7 +1,9 @@
 """The ``ggufkit`` command line: each command parses options and calls one library function."""
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 
 import click
 
@@ -80,7 +82,8 @@ def dequantize(inp, out, outtype, threads) -> None:
 @cli.command("run")
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("-p", "--prompt", required=True, help="Prompt text.")
-@click.option("-n", "--n-predict", default=128, show_default=True, type=int, help="Tokens to generate.")
+@click.option("-n", "--n-predict", default=128, show_default=True, type=int,
+              help="Tokens to generate; -1: until end of text or the context is full.")
 @click.option("-c", "--ctx-size", type=int, help="Context size (default: prompt + n).")
 @click.option("--temp", default=0.8, show_default=True, type=float, help="Temperature; 0 is greedy.")
 @click.option("--top-k", default=40, show_default=True, type=int)
@@ -91,8 +94,10 @@ def dequantize(inp, out, outtype, threads) -> None:
 @click.option("-t", "--threads", type=int, help="Threads (default: all).")
 def run_cmd(model, prompt, n_predict, ctx_size, temp, top_k, top_p, min_p, repeat_penalty, seed, threads) -> None:
     """Generate text from MODEL (GGUF: llama, deci, gemma3), streamed to stdout."""
-    from runtime.generate import SamplingParams, run
+    from ggufkit.commands.run import check_n_predict, run
+    from runtime.generate import SamplingParams
 
+    check_n_predict(n_predict)
     params = SamplingParams(temp=temp, top_k=top_k, top_p=top_p, min_p=min_p, repeat_penalty=repeat_penalty, seed=seed)
     run(model, prompt, n_predict, params, threads, ctx_size, err=sys.stderr)
 
@@ -111,7 +116,7 @@ def run_cmd(model, prompt, n_predict, ctx_size, temp, top_k, top_p, min_p, repea
 @click.option("-t", "--threads", type=int)
 def chat_cmd(model, system, reasoning, json_mode, tools_file, temp, top_p, max_tokens, ctx_size, seed, threads) -> None:
     """Chat with MODEL using its chat template: one message per stdin line."""
-    from runtime.chat import chat_loop
+    from ggufkit.commands.chat import chat_loop
     from runtime.generate import SamplingParams
 
     chat_loop(model, system, reasoning, json_mode, threads, SamplingParams(temp=temp, top_p=top_p, seed=seed),
@@ -130,7 +135,7 @@ def chat_cmd(model, system, reasoning, json_mode, tools_file, temp, top_p, max_t
 @click.option("--kl-divergence", is_flag=True, help="Compare against --kl-divergence-base.")
 def perplexity_cmd(model, text_file, ctx_size, chunks, batch_size, threads, kl_divergence_base, kl_divergence) -> None:
     """Perplexity of MODEL on a text file, exactly as llama-perplexity computes it."""
-    from runtime.perplexity import perplexity_file
+    from ggufkit.commands.perplexity import perplexity_file
 
     perplexity_file(model, text_file, ctx_size, chunks, batch_size, threads, kl_divergence_base, kl_divergence)
 
@@ -145,9 +150,12 @@ def perplexity_cmd(model, text_file, ctx_size, chunks, batch_size, threads, kl_d
 @click.option("-o", "--output", default="md", show_default=True, type=click.Choice(["md", "json"]))
 def bench_cmd(model, n_prompt, n_gen, batch_size, repetitions, threads, output) -> None:
     """Prompt (pp) and generation (tg) tokens/s of MODEL, like llama-bench."""
+    from ggufkit.commands.bench import format_results
     from runtime.bench import bench
 
-    bench(model, n_prompt, n_gen, repetitions, threads, batch_size, output, out=sys.stdout)
+    if repetitions < 1:
+        raise GGUFKitError(f"-r {repetitions}: at least 1 repetition is needed")
+    click.echo(format_results(bench(model, n_prompt, n_gen, repetitions, threads, batch_size), output), nl=False)
 
 
 @cli.command("convert")
@@ -170,23 +178,41 @@ def info_cmd(path) -> None:
     click.echo(format_info(gguf_info(path)))
 
 
+class Terminated(BaseException):
+    """Raised in the main thread on SIGTERM, so writers clean up as on Ctrl-C (atomic_path)."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point: user errors become one line on stderr and exit status 1."""
+    """Console entry point: user errors become one line on stderr and exit status 1;
+    Ctrl-C exits 130 and SIGTERM 143, both after removing any partial output."""
+    old = signal.signal(signal.SIGTERM, _on_sigterm) if threading.current_thread() is threading.main_thread() else None
     try:
         cli.main(args=argv, standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("interrupted", err=True)
         sys.exit(130)
-    except click.exceptions.ClickException as e:
-        e.show()
+    except click.exceptions.ClickException as e:        # usage errors: one line too, exit 2
+        msg = " ".join(e.format_message().split())
+        hint = f" (see: ggufkit {e.ctx.info_name} --help)" if getattr(e, "ctx", None) is not None else ""
+        click.echo(f"error: {msg}{hint}", err=True)
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)
+    except Terminated:
+        click.echo("terminated", err=True)
+        sys.exit(143)
     except USER_ERRORS as e:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         click.echo(f"error: {msg}", err=True)
         sys.exit(1)
+    finally:
+        if old is not None:
+            signal.signal(signal.SIGTERM, old)
 
 
 if __name__ == "__main__":

@@ -32,7 +32,7 @@ import numpy as np
 from tqdm import tqdm
 
 import quant
-from ggufkit.atomic import atomic_path
+from ggufkit.atomic import atomic_path, check_output
 from ggufkit.errors import GGUFKitError
 from quant.errors import QuantError
 from quant.gguf import DEFAULT_ALIGNMENT, STRING, UINT32, GGUFReader, TensorInfo
@@ -132,6 +132,8 @@ def _open(path: str | os.PathLike) -> _Source:
     path = Path(path)
     if not path.is_file():
         raise GGUFKitError(f"input file not found: {path}")
+    if path.stat().st_size == 0:
+        raise GGUFKitError(f"{path}: empty file (0 bytes), not a GGUF")
     return _scan(path)
 
 
@@ -193,9 +195,10 @@ def quantize_file(src: str | os.PathLike, dst: str | os.PathLike | None, ftype: 
     ft = ftype if isinstance(ftype, FileType) else parse_ftype(ftype)
     if not dry_run:
         if dst is None:
-            raise GGUFKitError("an output file is required (or use --dry-run)")
+            raise GGUFKitError("an output file is required (or a dry run)")
         if Path(dst).exists() and Path(src).exists() and os.path.samefile(src, dst):
             raise GGUFKitError(f"input and output files are the same: '{src}'")
+        check_output(dst)
     opts = QuantOptions(
         pure=pure,
         output_tensor_type=parse_type(output_tensor_type) if output_tensor_type else None,
@@ -214,7 +217,7 @@ def quantize_file(src: str | os.PathLike, dst: str | os.PathLike | None, ftype: 
             imatrix_path = str(imatrix)
             im = load_imatrix(imatrix)
     elif include_weights or exclude_weights:
-        raise GGUFKitError("--include-weights/--exclude-weights need --imatrix")
+        raise GGUFKitError("include/exclude weight lists need an importance matrix")
     if im is not None:
         im = select_weights(im, include_weights, exclude_weights)
         if not im.entries:
@@ -254,7 +257,7 @@ def quantize_file(src: str | os.PathLike, dst: str | os.PathLike | None, ftype: 
                              f"quantization")
         if is_quantized(p.src_type) and not allow_requantize:
             raise QuantError(f"requantizing from type {p.src_type} is disabled "
-                             f"(use --allow-requantize)")
+                             f"(allow_requantize is off)")
         weights[p.name] = w
 
     for t, p in zip(s.tensors, plans):
@@ -405,6 +408,6 @@ def dequantize_file(src: str | os.PathLike, dst: str | os.PathLike, outtype: str
     """
     o = str(outtype).upper()
     if o not in ("F32", "F16", "BF16"):
-        raise GGUFKitError(f"--outtype must be f32, f16 or bf16, not '{outtype}'")
+        raise GGUFKitError(f"output type must be f32, f16 or bf16, not '{outtype}'")
     return quantize_file(src, dst, o, nthreads, allow_requantize=True, backend=backend,
                          progress=progress)

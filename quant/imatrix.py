@@ -151,7 +151,7 @@ def select_weights(im: Imatrix, include: Iterable[str] = (), exclude: Iterable[s
     any of the given substrings (the two cannot be combined, as in llama-quantize)."""
     include, exclude = list(include), list(exclude)
     if include and exclude:
-        raise QuantError("--include-weights and --exclude-weights cannot be used together")
+        raise QuantError("include and exclude weight lists cannot be used together")
     entries = dict(im.entries)
     if exclude:
         entries = {k: v for k, v in entries.items() if not any(s in k for s in exclude)}

@@ -521,7 +521,7 @@ def _compile(pattern: str) -> re.Pattern:
     try:
         return re.compile(pattern)
     except re.error as e:
-        raise QuantError(f"bad --tensor-type pattern '{pattern}': {e}") from None
+        raise QuantError(f"bad tensor type pattern '{pattern}': {e}") from None
 
 
 def fallback_type(name: str, ncols: int, target: str) -> tuple[str, str | None]:
@@ -578,7 +578,7 @@ def plan_types(tensors: Sequence[TensorIn], model: ModelInfo, ftype: FileType,
         if opts.recipe not in RECIPES:
             raise QuantError(f"unknown recipe '{opts.recipe}' (known: {', '.join(RECIPES)})")
         if opts.pure:
-            raise QuantError("--pure and --recipe cannot be used together")
+            raise QuantError("a pure quantization and a recipe cannot be used together")
         mix = RECIPES[opts.recipe]
     else:
         mix = llama_mix(name, default, output_tensor_type=opts.output_tensor_type,

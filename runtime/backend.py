@@ -14,7 +14,6 @@ call raises ``ModelError`` naming the cause. The numpy references in
 
 from __future__ import annotations
 
-import os
 import warnings
 from dataclasses import dataclass
 
@@ -107,28 +106,16 @@ class QTensor:
 
 # ---------------------------------------------------------------- threads
 
-def _blas_setter():
-    """OpenBLAS's set_num_threads from the library numpy loaded (numpy wheels bundle
-    scipy-openblas), found with ctypes; None if there is no such library."""
-    import ctypes
-    import glob
-    libdirs = [os.path.join(os.path.dirname(os.path.dirname(np.__file__)), "numpy.libs"),
-               os.path.join(os.path.dirname(np.__file__), ".libs")]
-    for path in (p for d in libdirs for p in glob.glob(os.path.join(d, "*openblas*"))):
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError:
-            continue
-        for sym in ("scipy_openblas_set_num_threads64_", "openblas_set_num_threads64_",
-                    "openblas_set_num_threads"):
-            fn = getattr(lib, sym, None)
-            if fn is not None:
-                fn.argtypes = [ctypes.c_int]
-                return fn
-    return None
+def _blas_limit(n: int) -> None:
+    """Limit numpy's BLAS (OpenBLAS, MKL, BLIS) to n threads with threadpoolctl."""
+    global _BLAS
+    if _BLAS is None:
+        from threadpoolctl import ThreadpoolController
+        _BLAS = ThreadpoolController()
+    _BLAS.limit(limits=n, user_api="blas")
 
 
-_BLAS_SET = None
+_BLAS = None
 
 
 def set_num_threads(n: int | None) -> int:
@@ -138,15 +125,12 @@ def set_num_threads(n: int | None) -> int:
     oversubscribes the cores (a 64-token GEMM went from 1.6 ms to 64 ms on a busy
     2-core box with 2 BLAS threads). Returns the count in use.
     """
-    global _BLAS_SET
     if _k is None:
         return 1
     import numba
     n = numba.config.NUMBA_NUM_THREADS if n is None else max(1, min(int(n), numba.config.NUMBA_NUM_THREADS))
     numba.set_num_threads(n)
-    if _BLAS_SET is None:
-        _BLAS_SET = _blas_setter() or (lambda _n: None)
-    _BLAS_SET(n)
+    _blas_limit(n)
     return n
 
 
