@@ -247,10 +247,12 @@ def _deq_q3_k(row, o, buf, lut):
 
 
 @njit(inline="always")
-def _deq_q4_k(row, o, buf, lut):
-    # Q4_K: d:2 dmin:2 scales:12 qs:128; 8 sub-blocks of 32 with 6-bit scale/min
+def _deq_q45_k(row, o, buf, lut, q5):
+    # Q4_K: d:2 dmin:2 scales:12 qs:128; Q5_K: d:2 dmin:2 scales:12 qh:32 qs:128
+    # 8 sub-blocks of 32 with 6-bit scale/min; Q5_K adds bit j of qh as bit 4
     d = _h(row, o, lut)
     dmin = _h(row, o + 2, lut)
+    qs = o + 48 if q5 else o + 16
     for j in range(4):
         sc1, m1 = _scale_min_k4(2 * j, row, o + 4)
         sc2, m2 = _scale_min_k4(2 * j + 1, row, o + 4)
@@ -258,31 +260,16 @@ def _deq_q4_k(row, o, buf, lut):
         mm1 = dmin * np.float32(m1)
         d2 = d * np.float32(sc2)
         mm2 = dmin * np.float32(m2)
-        q = o + 16 + 32 * j
         for l in range(32):
-            v = np.int32(row[q + l])
-            buf[64 * j + l] = d1 * np.float32(v & 0xF) - mm1
-            buf[64 * j + 32 + l] = d2 * np.float32(v >> 4) - mm2
-
-
-@njit(inline="always")
-def _deq_q5_k(row, o, buf, lut):
-    # Q5_K: d:2 dmin:2 scales:12 qh:32 qs:128
-    d = _h(row, o, lut)
-    dmin = _h(row, o + 2, lut)
-    for j in range(4):
-        sc1, m1 = _scale_min_k4(2 * j, row, o + 4)
-        sc2, m2 = _scale_min_k4(2 * j + 1, row, o + 4)
-        d1 = d * np.float32(sc1)
-        mm1 = dmin * np.float32(m1)
-        d2 = d * np.float32(sc2)
-        mm2 = dmin * np.float32(m2)
-        q = o + 48 + 32 * j
-        for l in range(32):
-            v = np.int32(row[q + l])
-            h = np.int32(row[o + 16 + l]) >> (2 * j)
-            buf[64 * j + l] = d1 * np.float32((v & 0xF) | ((h & 1) << 4)) - mm1
-            buf[64 * j + 32 + l] = d2 * np.float32((v >> 4) | ((h & 2) << 3)) - mm2
+            v = np.int32(row[qs + 32 * j + l])
+            lo = v & 0xF
+            hi = v >> 4
+            if q5:
+                h = np.int32(row[o + 16 + l]) >> (2 * j)
+                lo |= (h & 1) << 4
+                hi |= (h & 2) << 3
+            buf[64 * j + l] = d1 * np.float32(lo) - mm1
+            buf[64 * j + 32 + l] = d2 * np.float32(hi) - mm2
 
 
 @njit(inline="always")
@@ -488,13 +475,13 @@ def _deq_iq1_m(row, o, buf, lut):
 def deq_block(qt, row, b, buf, lut):
     """Dequantize block b of a packed row (type id qt) into buf."""
     if qt == Q4_K:
-        _deq_q4_k(row, b * 144, buf, lut)
+        _deq_q45_k(row, b * 144, buf, lut, False)
     elif qt == Q6_K:
         _deq_q6_k(row, b * 210, buf, lut)
     elif qt == Q8_0:
         _deq_q8_0(row, b * 34, buf, lut)
     elif qt == Q5_K:
-        _deq_q5_k(row, b * 176, buf, lut)
+        _deq_q45_k(row, b * 176, buf, lut, True)
     elif qt == Q4_0:
         _deq_q4_0(row, b * 18, buf, lut)
     elif qt == Q4_1:
