@@ -132,8 +132,6 @@ def _open(path: str | os.PathLike) -> _Source:
     path = Path(path)
     if not path.is_file():
         raise GGUFKitError(f"input file not found: {path}")
-    if path.stat().st_size == 0:
-        raise GGUFKitError(f"{path}: empty file (0 bytes), not a GGUF")
     return _scan(path)
 
 

@@ -180,7 +180,7 @@ def test_errors(files, tmp_path):
     with pytest.raises(GGUFError, match="truncated"):     # the one reader's error (quant.gguf)
         load(str(bad), with_tokenizer=False)
     bad.write_bytes(data[:200])
-    with pytest.raises(GGUFError, match="truncated"):
+    with pytest.raises(GGUFError, match="truncated|more than the"):
         load(str(bad), with_tokenizer=False)
     bad.write_bytes(b"NOPE" + data[4:])
     with pytest.raises(GGUFError, match="not a GGUF"):
