@@ -37,7 +37,7 @@ class BenchResult:
     stddev_ts: float
     samples_ns: list = field(default_factory=list)
     samples_ts: list = field(default_factory=list)
-    backend: str = "CPU (Numba)"
+    backend: str = field(default_factory=B.backend_name)   # the backend that actually ran
     n_gpu_layers: int = 0
 
     @property
@@ -114,7 +114,7 @@ def backend_name(model) -> tuple[str, int]:
     """llama-bench's backend column ("CUDA", or "CUDA,CPU" when split) and n_gpu_layers."""
     plan = getattr(model, "plan", None)
     if plan is None or not plan.uses_gpu:
-        return "CPU (Numba)", 0
+        return B.backend_name(), 0
     gpu = "CUDA (emulated)" if any(getattr(b, "emulated", False) for b in (*model.backends, model.out_backend)) \
         else "CUDA"
     return (gpu if all(plan.on_gpu) and plan.output_on_gpu else f"{gpu},CPU"), plan.n_gpu_layers
