@@ -113,9 +113,3 @@ def table(archs=ARCHS, names=None) -> str:
             rows.append(f"| {name}.cu | {k} | " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
-
-if __name__ == "__main__":
-    nv = nvrtc()
-    print(f"NVRTC {'.'.join(map(str, nv.getVersion()))}; registers (r), static shared memory, stack frame "
-          f"per kernel (spills in bold; none allowed)\n")
-    print(table())

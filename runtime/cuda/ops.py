@@ -43,6 +43,9 @@ def _f32(a, what):
 
 def _out(out, like, shape, dtype=np.float32):
     if out is None:
+        if _is_host(like) and M._emu_opts().guard:
+            # emulated with the guard: an output element the kernel never writes stays NaN / -1
+            return np.full(shape, np.nan if np.dtype(dtype).kind == "f" else -1, dtype=dtype)
         return _xp(like).empty(shape, dtype=dtype)
     if tuple(out.shape) != tuple(shape) or out.dtype != dtype:
         raise CudaError(f"out is {out.dtype}{tuple(out.shape)}, expected {np.dtype(dtype)}{tuple(shape)}")
@@ -62,6 +65,8 @@ def _workspace(like, name: str, shape, dtype):
     buf = _WORKSPACE.get(key)
     if buf is None or buf.size < n:
         buf = _WORKSPACE[key] = xp.empty(max(n, 1), dtype)
+    if xp is np and M._emu_opts().guard:
+        buf.fill(np.nan if np.dtype(dtype).kind == "f" else -1)   # no stale values from a previous call
     return buf[:n].reshape(shape)
 
 
