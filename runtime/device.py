@@ -86,7 +86,9 @@ class Backend:
         raise NotImplementedError
 
     # -- sampling: None means "not on this device" (the caller samples on the host)
-    def sample(self, logits, params, rng) -> int | None:
+    def sample(self, logits, params, rng, history=()) -> int | None:
+        """The next token id from logits [n_vocab] of this device (runtime.generate.sample's
+        chain), or None to sample on the host."""
         return None
 
     def synchronize(self) -> None:

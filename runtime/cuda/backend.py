@@ -17,6 +17,7 @@ what was being allocated, never a hang or a CuPy traceback.
 from __future__ import annotations
 
 import functools
+import os
 
 import numpy as np
 
@@ -26,13 +27,19 @@ from runtime.cuda.module import CudaError
 from runtime.device import Backend
 
 MIN_CC = (6, 1)          # Pascal with __dp4a (sm_61)
+EMULATED_MEMORY = "8GiB"
 
 
 def probe(index: int = 0) -> tuple[str, int, int]:
     """(name, free bytes, total bytes) of CUDA device ``index``; one-line CudaError when there is
     no CuPy, no driver or one too old, no GPU, or a GPU older than sm_61. Under emulation the
-    device is the CPU and its memory the host's available memory."""
+    device has $GGUFKIT_CUDA_EMULATE_MEMORY (default 8GiB) free, so plans do not depend on the
+    host's load."""
     dev = X.device(index=index)
+    if dev.emulated:
+        from runtime.plan import parse_size
+        mem = parse_size(os.environ.get("GGUFKIT_CUDA_EMULATE_MEMORY", "") or EMULATED_MEMORY)
+        return dev.name, mem, mem
     if not dev.emulated:
         props = dev.xp.cuda.runtime.getDeviceProperties(index)
         cc = (int(props["major"]), int(props["minor"]))
@@ -206,6 +213,19 @@ class CUDABackend(Backend):
     @_guard("softcap")
     def softcap(self, x, c):
         return ops.softcap(self._act(x), c)
+
+    def sample(self, logits, params, rng, history=()):
+        """Greedy / top-k, top-p, min-p, temperature and the repetition penalty on the device;
+        only the token id crosses back. None when the chain needs the host (top_k 0 = the whole
+        vocabulary, or more than the kernel's limit)."""
+        if params.temp > 0 and not 1 <= params.top_k <= ops.TOPK_MAX:
+            return None
+        try:
+            return ops.sample(self._act(logits), params, rng, history)
+        except CudaError as e:
+            if "device sampling" in str(e):
+                return None
+            raise
 
     def synchronize(self) -> None:
         self.dev.synchronize()
