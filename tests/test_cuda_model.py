@@ -3,9 +3,9 @@ device arrays as host arrays) against the CPU backend: logits of a prefill and d
 perplexity fully offloaded and with a budget that offloads only some layers, ``ggufkit
 perplexity --device cuda`` end to end, and the one-line errors.
 
-Models (tests/tiny_models.py): deci with every block kind (GQA 4/2, no-op attention, linear
-attention, GQA 4/1, a whole no-op layer, MHA), llama, gemma3 (sliding window, softcap); F16,
-llama.cpp's Q4_K_M mixture, and an IQ2_XXS/IQ3_S/IQ4_XS mix. Perplexity: n_ctx 32, 2 chunks.
+Models (tests/tiny_models.py, ggufkit.synthetic): deci with every block kind (GQA 4/2, no-op
+attention, linear attention, GQA 4/1, a whole no-op layer, MHA), llama, gemma3 (sliding window,
+softcap); F16, llama.cpp's Q4_K_M mixture (quant.recipes), and an IQ2_XXS/IQ3_S/IQ4_XS mix. Perplexity: n_ctx 32, 2 chunks.
 
 The CUDA matmuls convert activations as the CPU backend does (qmatmul's act="cpu": q8_0/q8_K
 blocks per weight type, f16 rounding for F16), so both backends compute the same math up to
@@ -48,16 +48,14 @@ def emulate():
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    from ggufkit.quantize import quantize_file
     d = tmp_path_factory.mktemp("cuda-models")
     out = {
         "deci-f16": T.write_tiny(d / "deci-f16.gguf", "deci", T.DECI_BLOCKS),
         "deci-iq": T.write_tiny(d / "deci-iq.gguf", "deci", T.DECI_BLOCKS, T.iq_mix),
+        "deci-q4km": T.write_tiny(d / "deci-q4km.gguf", "deci", T.DECI_BLOCKS, "Q4_K_M"),
         "llama-f16": T.write_tiny(d / "llama-f16.gguf", "llama", T.LLAMA_BLOCKS),
         "gemma3-f16": T.write_tiny(d / "gemma3-f16.gguf", "gemma3", T.GEMMA3_BLOCKS),
     }
-    quantize_file(out["deci-f16"], d / "deci-q4km.gguf", "Q4_K_M", progress=False)
-    out["deci-q4km"] = d / "deci-q4km.gguf"
     return out
 
 
