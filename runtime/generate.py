@@ -48,8 +48,13 @@ def prefill(model, cache, ids, n_batch: int = 512, host: bool = True) -> np.ndar
 
 
 def decode_one(model, cache, tid: int, host: bool = True) -> np.ndarray:
-    """Evaluate one token at the next position; its logits f32 [n_vocab] (host as in prefill)."""
-    return model.logits(model.forward([tid], cache, out_rows=-1), host)[0]
+    """Evaluate one token at the next position; its logits f32 [n_vocab] (host as in prefill).
+    A model placed wholly on a GPU may replay a captured CUDA graph (runtime.cuda.graph)."""
+    graph = getattr(model, "decode_graph", None)
+    y = graph(cache, tid) if graph is not None else None
+    if y is None:
+        y = model.logits(model.forward([tid], cache, out_rows=-1), host=False)
+    return (model.out_backend.to_host(y) if host else y)[0]
 
 
 def sample_on(backend, logits, p: SamplingParams = GREEDY, rng: np.random.Generator | None = None,

@@ -444,9 +444,12 @@ def apply_plan(model, p: Plan, cpu=None) -> Plan:
     CPU = cpu or CPU  # noqa: N806
     if p.uses_gpu:
         from runtime.cuda.backend import CUDABackend
+        from runtime.cuda.graph import attach
         be = CUDABackend(parse_device(p.device)[1])
         model.place([be if g else CPU for g in p.on_gpu], be if p.output_on_gpu else CPU)
+        attach(model, be)                     # decode-step CUDA graphs when enabled
     else:
         model.place([CPU] * len(p.on_gpu), CPU)
+        model.decode_graph = None
     model.plan = p
     return p

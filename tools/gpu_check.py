@@ -14,7 +14,9 @@ Steps (each timed; a step that fails is recorded with its error and the next one
               16 layers, GQA 32/8) and ~0.8B parameters (2048/8192, 13 layers, GQA 16/4)
   4 ppl       perplexity GPU vs CPU on the two 0.8B files (n_ctx 128, 2 chunks of the fixture
               text): fully offloaded and half offloaded; target |PPL_gpu/PPL_cpu - 1| <= 1e-3
-  5 speed     pp512 and tg128 fully offloaded (runtime.bench, like llama-bench); effective GB/s =
+  5 graphs    decode with CUDA graphs (GGUFKIT_CUDA_GRAPHS=1) on the 0.8B Q4_K_M file: the same
+              greedy tokens as without, and tg128 with and without
+  6 speed     pp512 and tg128 fully offloaded (runtime.bench, like llama-bench); effective GB/s =
               weight bytes read per token (every GPU-resident tensor) x tg tok/s, against the
               card's bandwidth; targets 60% (files >= 2 GB) and 40% (0.8B)
 
@@ -168,12 +170,42 @@ def speed(files: dict, bandwidth: float | None, quick: bool) -> dict:
     return {"results": rows}
 
 
+def graphs(files: dict, quick: bool) -> dict:
+    from runtime.bench import bench
+    from runtime.device import DeviceOptions
+    from runtime.generate import generate
+    from runtime.loader import load
+    from runtime.plan import place_model
+    n = 4 if quick else 128
+    out = {}
+    for on in ("0", "1"):
+        os.environ["GGUFKIT_CUDA_GRAPHS"] = on
+        m = load(files["0.8B-Q4_K_M"])
+        place_model(m, DeviceOptions("cuda", "all"), 64)
+        toks = list(generate(m, [256, 72, 101, 108], 24, n_ctx=64))
+        g = getattr(m, "decode_graph", None)
+        tg = bench(m, 0, n, 1 if quick else 2)[0].avg_ts
+        out[on] = {"tokens": toks, "tg_tok_s": tg, "graph": g is not None, "error": g.error if g else None}
+        print(f"   graphs={on}: tg{n} {tg:.1f} tok/s, graph {'on' if g else 'off'}"
+              + (f", capture failed: {g.error}" if g is not None and g.error else ""), flush=True)
+    os.environ.pop("GGUFKIT_CUDA_GRAPHS", None)
+    if out["0"]["tokens"] != out["1"]["tokens"]:
+        raise AssertionError(f"graph tokens {out['1']['tokens']} differ from eager {out['0']['tokens']}")
+    return {"results": out, "speedup": out["1"]["tg_tok_s"] / out["0"]["tg_tok_s"]}
+
+
 def summary(results: dict) -> str:
     dev = results.get("device", {})
     lines = [f"GPU check on {dev.get('name', '?')} (`python tools/gpu_check.py`, "
              f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})", ""]
     for name, r in results.items():
         lines.append(f"- {name}: {'ok' if r.get('ok') else 'FAILED ' + r.get('error', '')} ({r.get('seconds', 0)} s)")
+    gr = results.get("graphs", {})
+    if gr.get("ok"):
+        r = gr["results"]
+        lines.append(f"- CUDA graphs: tg {r['0']['tg_tok_s']:.1f} -> {r['1']['tg_tok_s']:.1f} tok/s "
+                     f"(x{gr['speedup']:.2f}), same greedy tokens" + (f"; capture failed: {r['1']['error']}"
+                                                                       if r['1']['error'] else ""))
     ppl = results.get("ppl", {}).get("results", {})
     if ppl:
         lines += ["", "| file | PPL CPU | PPL GPU (all) | rel | PPL GPU (half) | rel |", "|---|---:|---:|---:|---:|---:|"]
@@ -210,6 +242,7 @@ def main(argv=None) -> int:
     models = step(results, "models")(make_models, Path(a.dir), a.quick)
     if models["ok"]:
         step(results, "ppl")(ppl_check, models["files"], a.quick)
+        step(results, "graphs")(graphs, models["files"], a.quick)
         step(results, "speed")(speed, models["files"], dev.get("bandwidth"), a.quick)
     text = summary(results)
     print("\n" + text)

@@ -88,6 +88,22 @@ class CUDABackend(Backend):
         self._pos: dict = {}         # (first position, n) -> device i32 positions
         self.resident = 0            # bytes of weights and KV caches this backend allocated
         self._oom = _oom_types()
+        self.recording = None        # a runtime.cuda.graph._Recording while a step is captured
+        self._stream = self._graph_pool = None
+
+    @property
+    def stream(self):
+        """The stream decode graphs are captured and replayed on (real GPU only)."""
+        if self._stream is None:
+            self._stream = self.xp.cuda.Stream(non_blocking=True)
+        return self._stream
+
+    @property
+    def graph_pool(self):
+        """A private memory pool for graph capture and replay (see runtime.cuda.graph)."""
+        if self._graph_pool is None:
+            self._graph_pool = self.xp.cuda.MemoryPool()
+        return self._graph_pool
 
     @property
     def _q(self):
@@ -97,6 +113,10 @@ class CUDABackend(Backend):
     # ------------------------------------------------------------ data
     @_guard("a host-to-device copy")
     def from_host(self, x):
+        if self.recording is not None:           # graph capture: the step's input buffer
+            if tuple(np.shape(x)) != tuple(self.recording.inp.shape):
+                raise CudaError(f"graph capture: input {np.shape(x)} is not one token")
+            return self.recording.inp
         return self.dev.asarray(np.asarray(x, dtype=np.float32))
 
     def to_host(self, x) -> np.ndarray:
@@ -137,6 +157,8 @@ class CUDABackend(Backend):
 
     def _positions(self, pos):
         pos = np.asarray(pos, dtype=np.int32)
+        if self.recording is not None:           # graph capture: written before each replay
+            return self.recording.pos
         key = (int(pos[0]), len(pos)) if len(pos) and np.array_equal(pos, np.arange(pos[0], pos[0] + len(pos))) \
             else None
         if key is None:
@@ -192,7 +214,14 @@ class CUDABackend(Backend):
 
     @_guard("attention")
     def attention(self, q, k_cache, v_cache, n_past, scale, window=None, softcap=None):
-        return ops.attention(self._act(q), k_cache, v_cache, n_past, scale, window, softcap)
+        q = self._act(q)
+        rec = self.recording
+        if rec is not None:      # graph capture: run eagerly between segments (n_past varies)
+            out = self.xp.empty_like(q)
+            rec.items.append(("attn", q, k_cache, v_cache, scale, window, softcap, out))
+            rec.cut()
+            return out
+        return ops.attention(q, k_cache, v_cache, n_past, scale, window, softcap)
 
     @_guard("swiglu")
     def swiglu(self, gate, up):
