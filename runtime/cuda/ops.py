@@ -41,11 +41,17 @@ def _f32(a, what):
     return a
 
 
+def _poisoned(a: np.ndarray) -> np.ndarray:
+    a.reshape(-1).view(np.uint8)[:] = 0xFF
+    return a
+
+
 def _out(out, like, shape, dtype=np.float32):
     if out is None:
         if _is_host(like) and M._emu_opts().guard:
-            # emulated with the guard: an output element the kernel never writes stays NaN / -1
-            return np.full(shape, np.nan if np.dtype(dtype).kind == "f" else -1, dtype=dtype)
+            # emulated with the guard: an output element the kernel never writes stays 0xFF bytes
+            # (NaN as floats, -1 / the maximum as integers)
+            return _poisoned(np.empty(shape, dtype=dtype))
         return _xp(like).empty(shape, dtype=dtype)
     if tuple(out.shape) != tuple(shape) or out.dtype != dtype:
         raise CudaError(f"out is {out.dtype}{tuple(out.shape)}, expected {np.dtype(dtype)}{tuple(shape)}")
@@ -66,7 +72,7 @@ def _workspace(like, name: str, shape, dtype):
     if buf is None or buf.size < n:
         buf = _WORKSPACE[key] = xp.empty(max(n, 1), dtype)
     if xp is np and M._emu_opts().guard:
-        buf.fill(np.nan if np.dtype(dtype).kind == "f" else -1)   # no stale values from a previous call
+        _poisoned(buf)   # no stale values from a previous call
     return buf[:n].reshape(shape)
 
 
