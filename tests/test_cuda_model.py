@@ -169,3 +169,22 @@ def test_generation_samples_on_the_device(models, monkeypatch):
     monkeypatch.setattr(G, "sample", lambda *a, **k: pytest.fail("host sampler used"))
     got = [list(generate(m, prompt, 3, p, n_ctx=16)) for p in params]
     assert got == want
+
+
+def test_out_of_memory_is_a_clear_error(models, monkeypatch):
+    """Device OOM while allocating the KV cache or inside an op: CudaError naming what, no hang."""
+    from runtime.cuda import ops
+    from runtime.cuda.module import CudaError
+    m = load(str(models["llama-f16"]), with_tokenizer=False)
+    place_model(m, DeviceOptions("cuda", "all"), 16)
+    be = m.out_backend
+
+    def oom(*a, **k):
+        raise MemoryError("out of memory allocating 1048576 bytes")
+    monkeypatch.setattr(be.dev, "zeros", oom)
+    with pytest.raises(CudaError, match="out of GPU memory in allocating the KV cache"):
+        m.new_cache(16)
+    monkeypatch.undo()
+    monkeypatch.setattr(ops, "add", oom)
+    with pytest.raises(CudaError, match="out of GPU memory in add .*smaller GPU memory budget"):
+        m.forward([1, 2], m.new_cache(16))
