@@ -171,10 +171,13 @@ FSIZE_SCRIPT = textwrap.dedent("""
 """)
 
 
-@pytest.mark.parametrize("cmd", [["quantize", "{inp}", "{out}", "Q8_0"], ["dequantize", "{inp}", "{out}", "--outtype", "f32"]])
-def test_full_disk_is_one_line_error_and_no_partial_output(tiny, tmp_path, cmd):
+@pytest.mark.parametrize("cmd", [["quantize", "{inp}", "{out}", "Q8_0"], ["dequantize", "{inp}", "{out}", "--outtype", "f32"],
+                                 ["convert", "{ckpt}", "-o", "{out}"]])
+def test_full_disk_is_one_line_error_and_no_partial_output(tiny, llama_ckpt, tmp_path, cmd):
+    """RLIMIT_FSIZE stands in for a full disk (write() fails with EFBIG instead of ENOSPC)."""
     out = tmp_path / "out.gguf"
-    r = subprocess.run([sys.executable, "-c", FSIZE_SCRIPT, str(64 * 1024)] + [a.format(inp=tiny, out=out) for a in cmd],
+    argv = [a.format(inp=tiny, out=out, ckpt=llama_ckpt) for a in cmd]
+    r = subprocess.run([sys.executable, "-c", FSIZE_SCRIPT, str(64 * 1024)] + argv,
                        capture_output=True, text=True, timeout=300, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
     assert r.returncode == 1, r.stderr[-2000:]
     lines = r.stderr.strip().splitlines()

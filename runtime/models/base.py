@@ -55,6 +55,8 @@ class Hparams:
     attn_scale: float                  # kq scale applied to Q
     emb_scale: float = 1.0             # gemma3: sqrt(n_embd)
     final_softcap: float = 0.0         # gemma3 final_logit_softcapping (0: none)
+    attn_softcap: float = 0.0          # gemma2 attn_logit_softcapping on KQ (0: none)
+    rope_ext: object = None            # rope.RopeExt (yarn / longrope attn factor), None: plain RoPE
 
     @property
     def n_layer(self) -> int:
@@ -150,9 +152,50 @@ class BaseModel(ABC):
                 raise ModelError(f"{name}: unsupported tensor type {t.qtype}")
         for il in range(hp.n_layer):
             self.check_layer(il)
+        self.check_shapes()
 
     def check_layer(self, il: int) -> None:
         pass
+
+    def check_shapes(self) -> None:
+        """The hparams are sane and every standard tensor present has the shape they imply
+        (a file whose header disagrees with itself is refused at load, not mid-forward)."""
+        hp, w, hd, E = self.hp, self.w, self.hp.head_dim, self.hp.n_embd
+        if min(E, hd, hp.n_vocab, hp.n_layer) <= 0 or hp.n_rot <= 0 or hp.n_rot > hd or hp.n_rot % 2:
+            raise ModelError(f"bad hyperparameters: n_embd {E}, head_dim {hd}, n_rot {hp.n_rot}, "
+                             f"n_vocab {hp.n_vocab}, n_layer {hp.n_layer}")
+        if not (math.isfinite(hp.eps) and hp.eps >= 0):
+            raise ModelError(f"bad rms norm epsilon {hp.eps}")
+        want = {"output.weight": (hp.n_vocab, E), "output_norm.weight": (E,)}
+        if self.rope_freqs is not None:
+            want["rope_freqs.weight"] = (hp.n_rot // 2,)
+        for il, spec in enumerate(hp.layers):
+            p = f"blk.{il}."
+            if spec.n_head < 0 or spec.n_head_kv < 0 or spec.n_ff < 0 or (spec.has_kv and spec.n_head % spec.n_head_kv):
+                raise ModelError(f"layer {il}: bad head counts {spec.n_head}/{spec.n_head_kv} or FFN size {spec.n_ff}")
+            if spec.window is not None and spec.window <= 0:
+                raise ModelError(f"layer {il}: bad sliding window {spec.window}")
+            if spec.has_kv:
+                want.update({p + "attn_q.weight": (spec.n_head * hd, E), p + "attn_k.weight": (spec.n_head_kv * hd, E),
+                             p + "attn_v.weight": (spec.n_head_kv * hd, E),
+                             p + "attn_output.weight": (E, spec.n_head * hd),
+                             p + "attn_q_norm.weight": (hd,), p + "attn_k_norm.weight": (hd,)})
+            elif spec.n_head:
+                want[p + "attn_output.weight"] = (E, E)
+            if spec.n_ff:
+                want.update({p + "ffn_gate.weight": (spec.n_ff, E), p + "ffn_up.weight": (spec.n_ff, E),
+                             p + "ffn_down.weight": (E, spec.n_ff)})
+            for n in ("attn_norm", "ffn_norm", "post_attention_norm", "post_ffw_norm"):
+                want[p + n + ".weight"] = (E,)
+        for name, shape in want.items():
+            t = w.mats.get(name) if len(shape) == 2 else w.vecs.get(name)
+            got = None if t is None else tuple(t.shape)
+            if t is None and len(shape) == 1 and name in w.mats:
+                got = tuple(w.mats[name].shape)
+            if t is None and len(shape) == 2 and name in w.vecs:
+                got = tuple(w.vecs[name].shape)
+            if got is not None and got != shape:
+                raise ModelError(f"{name} is {list(got)}, the hyperparameters imply {list(shape)}")
 
     def new_cache(self, n_ctx: int, dtype=np.float16) -> KVCache:
         """A KV cache for n_ctx positions; f16 like llama.cpp's default, f32 for exact checks."""
@@ -212,24 +255,49 @@ class BaseModel(ABC):
                   q_norm: np.ndarray | None = None, k_norm: np.ndarray | None = None) -> np.ndarray:
         """GQA self-attention of layer il on normed input h [n, n_embd] -> [n, n_embd] (after W_o).
 
-        Q/K/V projections, optional per-head RMS norms (gemma3), RoPE, Q scaled, K/V appended to
-        the f16 cache, causal (and sliding-window) attention over the cache, output projection."""
+        Q/K/V projections (separate, or one fused attn_qkv [(n_head + 2 n_head_kv) hd, n_embd] as
+        phi3; optional biases as qwen2), optional per-head RMS norms (gemma3, qwen3), RoPE
+        (``rope_qk``), Q scaled, K/V appended to the f16 cache, causal (and sliding-window)
+        attention over the cache with optional KQ softcapping (gemma2), output projection."""
         hp, spec, p, be = self.hp, self.hp.layers[il], f"blk.{il}.", self.backend(il)
         n, hd = h.shape[0], hp.head_dim
-        q = be.matmul(self.w.mat(p + "attn_q.weight"), h).reshape(n, spec.n_head, hd)
-        k = be.matmul(self.w.mat(p + "attn_k.weight"), h).reshape(n, spec.n_head_kv, hd)
-        v = be.matmul(self.w.mat(p + "attn_v.weight"), h).reshape(n, spec.n_head_kv, hd)
+        nq, nk = spec.n_head * hd, spec.n_head_kv * hd
+        if p + "attn_qkv.weight" in self.w.mats:
+            qkv = self._proj(il, p + "attn_qkv", h)
+            q, k, v = qkv[:, :nq], qkv[:, nq:nq + nk], qkv[:, nq + nk:]
+        else:
+            q, k, v = (self._proj(il, p + "attn_q", h), self._proj(il, p + "attn_k", h),
+                       self._proj(il, p + "attn_v", h))
+        q, k, v = q.reshape(n, spec.n_head, hd), k.reshape(n, spec.n_head_kv, hd), v.reshape(n, spec.n_head_kv, hd)
         if q_norm is not None:
             q = be.rms_norm(q.reshape(-1, hd), q_norm, hp.eps).reshape(n, spec.n_head, hd)
         if k_norm is not None:
             k = be.rms_norm(k.reshape(-1, hd), k_norm, hp.eps).reshape(n, spec.n_head_kv, hd)
-        q = be.rope(q, pos, hp.n_rot, spec.rope_base, spec.rope_scale, self.rope_freqs, hp.rope_mode)
-        k = be.rope(k, pos, hp.n_rot, spec.rope_base, spec.rope_scale, self.rope_freqs, hp.rope_mode)
+        q, k = self.rope_qk(il, q, k, pos, cache)
         q = be.scale(q, hp.attn_scale)
         s = cache.n_past
         be.kv_write(cache.k[il], cache.v[il], s, k, v)
-        o = be.attention(q, cache.k[il], cache.v[il], s, 1.0, window=spec.window)
-        return be.matmul(self.w.mat(p + "attn_output.weight"), o.reshape(n, spec.n_head * hd))
+        o = be.attention(q, cache.k[il], cache.v[il], s, 1.0, window=spec.window, softcap=hp.attn_softcap or None)
+        return self._proj(il, p + "attn_output", o.reshape(n, spec.n_head * hd))
+
+    def _proj(self, il: int, name: str, x):
+        """W x (+ b when the GGUF has ``name.bias``) on layer il's backend."""
+        be = self.backend(il)
+        y = be.matmul(self.w.mat(name + ".weight"), x)
+        b = self.w.vecs.get(name + ".bias")
+        return y if b is None else be.add(y, b)
+
+    def rope_qk(self, il: int, q, k, pos: np.ndarray, cache: KVCache):
+        """RoPE on Q [n, n_head, hd] and K [n, n_head_kv, hd]: the backend's (llama3 ``rope_freqs``
+        divisors), or rope.rope_ext for YaRN / longrope (hp.rope_ext; numpy, through the host)."""
+        hp, spec, be = self.hp, self.hp.layers[il], self.backend(il)
+        if hp.rope_ext is not None:
+            from runtime.models.rope import rope_ext
+            ff = hp.rope_ext.factors(self.w, cache.n_ctx)
+            return tuple(be.from_host(rope_ext(be.to_host(t), pos, hp.n_rot, spec.rope_base, spec.rope_scale, ff,
+                                               hp.rope_mode, hp.rope_ext)) for t in (q, k))
+        return (be.rope(q, pos, hp.n_rot, spec.rope_base, spec.rope_scale, self.rope_freqs, hp.rope_mode),
+                be.rope(k, pos, hp.n_rot, spec.rope_base, spec.rope_scale, self.rope_freqs, hp.rope_mode))
 
 
 def default_attn_scale(head_dim: int) -> float:
