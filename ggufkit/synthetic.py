@@ -4,7 +4,8 @@ emulated CUDA tests): every weight already in its target type, no conversion ste
     write_model(path, "llama", [(32, 8, 14336)] * 16, n_embd=4096, head_dim=128, types=q4_k_m)
 
 ``blocks`` gives (n_head, n_head_kv, n_ff) per layer (deci: 0 heads = no-op attention, 0 kv
-heads = linear attention, 0 n_ff = no FFN; llama/gemma3 take the first entry for all layers).
+heads = linear attention, 0 n_ff = no FFN; llama/qwen2/gemma3 take the first entry for all
+layers; qwen2 adds Q/K/V biases).
 ``types`` maps a tensor name to a ggml type ("F16", "Q4_K", "IQ2_XXS", ...) or is a llama.cpp
 file type name ("Q4_K_M": its mixture, quant.recipes.plan_types). With ``tile_rows`` only that
 many rows of each tensor are drawn and quantized, then repeated to the full height: valid
@@ -60,6 +61,8 @@ def _shapes(arch: str, blocks, n_embd: int, hd: int) -> dict[str, tuple[int, ...
                 t[p + "attn_q.weight"] = (nh * hd, n_embd)
                 t[p + "attn_k.weight"] = (nkv * hd, n_embd)
                 t[p + "attn_v.weight"] = (nkv * hd, n_embd)
+                if arch == "qwen2":                         # Q/K/V biases
+                    t[p + "attn_q.bias"], t[p + "attn_k.bias"], t[p + "attn_v.bias"] = (nh * hd,), (nkv * hd,), (nkv * hd,)
                 t[p + "attn_output.weight"] = (n_embd, nh * hd)
             else:
                 t[p + "attn_output.weight"] = (n_embd, n_embd)

@@ -76,6 +76,7 @@ class Backend:
         raise NotImplementedError
 
     def add(self, a, b):
+        """a + b; b of a's shape, or a host f32 vector [n] added to every row (a bias)."""
         raise NotImplementedError
 
     def scale(self, x, s: float):

@@ -55,6 +55,7 @@ def models(tmp_path_factory):
         "deci-q4km": T.write_tiny(d / "deci-q4km.gguf", "deci", T.DECI_BLOCKS, "Q4_K_M"),
         "llama-f16": T.write_tiny(d / "llama-f16.gguf", "llama", T.LLAMA_BLOCKS),
         "gemma3-f16": T.write_tiny(d / "gemma3-f16.gguf", "gemma3", T.GEMMA3_BLOCKS),
+        "qwen2-q4km": T.write_tiny(d / "qwen2-q4km.gguf", "qwen2", T.LLAMA_BLOCKS, "Q4_K_M"),
     }
     return out
 
@@ -84,7 +85,7 @@ def _logits(m):
 
 
 @pytest.mark.parametrize("name,tol", [("deci-f16", 2e-3), ("llama-f16", 2e-3), ("gemma3-f16", 2e-3),
-                                      ("deci-iq", 5e-2)])
+                                      ("deci-iq", 5e-2), ("qwen2-q4km", 5e-2)])
 def test_logits_equal_cpu(models, name, tol):
     m = load(str(models[name]))
     cpu = _logits(m)

@@ -233,7 +233,10 @@ class CUDABackend(Backend):
 
     @_guard("add")
     def add(self, a, b):
-        return ops.add(self._act(a), self._act(b))
+        a = self._act(a)
+        if isinstance(b, np.ndarray) and b.ndim == 1 and a.shape[-1] == b.shape[0]:   # a host bias
+            return self.xp.add(a, self._vec(b), dtype=np.float32)
+        return ops.add(a, self._act(b))
 
     @_guard("scale")
     def scale(self, x, s):
