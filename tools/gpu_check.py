@@ -44,6 +44,25 @@ QUICK = {"2.2GB": (512, 64, (8, 2, 1024), 2, 0.60), "0.8B": (256, 64, (4, 1, 512
 MIXES = ("Q4_K_M", "IQ")
 
 
+WARM = r"""
+import numpy as np
+from quant.api import quantize
+from runtime import backend as B
+x = np.random.default_rng(0).standard_normal((4, 256)).astype(np.float32)
+for t in ("Q4_K", "Q5_K", "Q6_K", "IQ2_XXS", "IQ3_S", "IQ4_XS", "Q8_0"):
+    q = quantize(x, t, np.ones(256, np.float32))
+    w = B.QTensor(q, t, (4, 256))
+    B.matmul(w, x[:1]), B.matmul(w, x), B.get_rows(w, np.array([1]))
+"""
+
+
+def warm_cpu_kernels():
+    """Compile the CPU (Numba) quantizers and matmuls the later steps use, in a background
+    process while the GPU kernel tests run (Numba caches them on disk for this process)."""
+    return subprocess.Popen([sys.executable, "-c", WARM], cwd=REPO, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+
+
 def step(results: dict, name: str):
     """step(results, name)(fn, *args): run fn, record its result (or its error) and time in results[name]."""
     def run(fn, *a, **kw):
@@ -237,8 +256,13 @@ def main(argv=None) -> int:
         print(summary(results))
         Path(a.out).write_text(json.dumps(results, indent=2, default=str))
         return 1
+    warm = warm_cpu_kernels()
     if not a.skip_tests:
         step(results, "kernels")(kernel_tests, a.test_timeout)
+    try:
+        warm.wait(timeout=240)
+    except subprocess.TimeoutExpired:
+        warm.kill()
     models = step(results, "models")(make_models, Path(a.dir), a.quick)
     if models["ok"]:
         step(results, "ppl")(ppl_check, models["files"], a.quick)
