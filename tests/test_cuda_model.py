@@ -189,3 +189,23 @@ def test_out_of_memory_is_a_clear_error(models, monkeypatch):
     monkeypatch.setattr(ops, "add", oom)
     with pytest.raises(CudaError, match="out of GPU memory in add .*smaller GPU memory budget"):
         m.forward([1, 2], m.new_cache(16))
+
+
+@pytest.mark.parametrize("name", ["deci-f16", "llama-f16"])
+def test_decode_graph_replays_give_eager_tokens(models, name, monkeypatch):
+    """GGUFKIT_CUDA_GRAPHS=1 under emulation: kernel launches of the decode step are recorded in
+    segments around eager attention and replayed with the new token and position."""
+    from runtime.generate import generate
+    m = load(str(models[name]))
+    prompt = [256, 5, 17, 42]
+    place_model(m, DeviceOptions("cuda", "all"), 16)
+    assert m.decode_graph is None
+    want = list(generate(m, prompt, 6, n_ctx=16))
+    monkeypatch.setenv("GGUFKIT_CUDA_GRAPHS", "1")
+    place_model(m, DeviceOptions("cuda", "all"), 16)
+    g = m.decode_graph
+    got = list(generate(m, prompt, 6, n_ctx=16))
+    assert g.error is None and g.replays == 4            # step 1 eager (warm-up), steps 2-5 replayed
+    assert got == want
+    n_attn = sum(s.has_kv for s in m.hp.layers)
+    assert sum(isinstance(it, tuple) for it in g._rec.items) == n_attn and len(g._rec.items) == 2 * n_attn + 1

@@ -93,9 +93,13 @@ class CUDABackend(Backend):
 
     @property
     def stream(self):
-        """The stream decode graphs are captured and replayed on (real GPU only)."""
+        """The stream decode graphs are captured and replayed on (emulated: runtime.cuda.graph.EmuStream)."""
         if self._stream is None:
-            self._stream = self.xp.cuda.Stream(non_blocking=True)
+            if self.emulated:
+                from runtime.cuda.graph import EmuStream
+                self._stream = EmuStream()
+            else:
+                self._stream = self.xp.cuda.Stream(non_blocking=True)
         return self._stream
 
     @property
@@ -218,8 +222,7 @@ class CUDABackend(Backend):
         rec = self.recording
         if rec is not None:      # graph capture: run eagerly between segments (n_past varies)
             out = self.xp.empty_like(q)
-            rec.items.append(("attn", q, k_cache, v_cache, scale, window, softcap, out))
-            rec.cut()
+            rec.cut(("attn", q, k_cache, v_cache, scale, window, softcap, out))
             return out
         return ops.attention(q, k_cache, v_cache, n_past, scale, window, softcap)
 

@@ -1,4 +1,4 @@
-"""CUDA graphs of the one-token decode step (opt-in: GGUFKIT_CUDA_GRAPHS=1; never under emulation).
+"""CUDA graphs of the one-token decode step (opt-in: GGUFKIT_CUDA_GRAPHS=1).
 
 A decode step of a small model is hundreds of kernel launches, each costing Python and driver
 time; replaying captured graphs costs one launch per segment. What changes from step to step
@@ -19,12 +19,63 @@ to one KV cache and is captured again if a reused workspace moved (a bigger pref
 Any failure while capturing turns graphs off for the model (``DecodeGraph.error``) and the step
 runs eagerly: never a wrong result, at worst no speed-up. Unproven until tools/gpu_check.py has
 run on a GPU (it compares graph and eager tokens and speeds).
+
+Under emulation ``EmuStream`` stands in for the stream: while capturing, emulated kernel
+launches are recorded instead of run (their array arguments by reference, as a graph holds
+device pointers) and a "graph" replays them; host-side numpy work done during the capture is
+not recorded, so the emulation is stricter than a GPU (where such work is CuPy kernels and is
+captured). tests/test_cuda_model.py checks graph and eager tokens are equal this way.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 
 import numpy as np
+
+
+class EmuGraph:
+    def __init__(self, calls):
+        self.calls = calls
+
+    def launch(self, stream=None):
+        for fn, a, kw in self.calls:
+            fn(*a, **kw)
+
+
+class EmuStream:
+    """begin_capture / end_capture / synchronize for emulated kernels (see the module docstring)."""
+
+    def __init__(self):
+        self._calls = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def begin_capture(self):
+        from runtime.cuda import module as M
+        if self._calls is not None:
+            raise RuntimeError("capture already running")
+        calls, real = [], M._EmuFunction.__call__
+        self._calls, self._real = calls, real
+
+        def record(fn, grid, block, args, shared_mem=0, **opts):
+            calls.append((lambda *a, **k: real(fn, *a, **k), (grid, block, tuple(args), shared_mem), opts))
+        M._EmuFunction.__call__ = record
+
+    def end_capture(self):
+        from runtime.cuda import module as M
+        if self._calls is None:
+            raise RuntimeError("no capture running")
+        M._EmuFunction.__call__ = self._real
+        calls, self._calls = self._calls, None
+        return EmuGraph(calls)
+
+    def synchronize(self):
+        pass
 
 
 def enabled() -> bool:
@@ -40,9 +91,10 @@ class _Recording:
         self.pos = be.xp.zeros((1,), np.int32)
         self.items: list = []          # cupy Graph | ("attn", q, k, v, scale, window, softcap, out)
 
-    def cut(self):
-        """End the capture running now (a segment), start the next one."""
+    def cut(self, eager: tuple):
+        """End the segment being captured, then the eager call, then start the next segment."""
         self.items.append(self.be.stream.end_capture())
+        self.items.append(eager)
         self.be.stream.begin_capture()
 
 
@@ -58,17 +110,22 @@ class DecodeGraph:
         self._logits = None
         self._steps = 0
         self._ws = None
+        self.replays = 0
+
+    def _pool(self):
+        if self.be.emulated:
+            return contextlib.nullcontext()
+        return self.be.xp.cuda.using_allocator(self.be.graph_pool.malloc)
 
     def _workspaces(self):
         from runtime.cuda import ops
-        return {k: int(v.data.ptr) for k, v in ops._WORKSPACE.items() if hasattr(v, "data")}
+        return {k: int(v.ctypes.data if isinstance(v, np.ndarray) else v.data.ptr) for k, v in ops._WORKSPACE.items()}
 
     def __call__(self, cache, tid: int):
         if self.error is not None:
             return None
-        cp = self.be.xp
         try:
-            with self.be.stream, cp.cuda.using_allocator(self.be.graph_pool.malloc):
+            with self.be.stream, self._pool():
                 if self._cache_id != id(cache) or (self._rec is not None and self._ws != self._workspaces()):
                     self._cache_id, self._rec, self._steps = id(cache), None, 0
                 if self._rec is None and self._steps == 0:        # warm-up: eager, on the graph stream/pool
@@ -109,8 +166,13 @@ class DecodeGraph:
         if cache.n_past + 1 > cache.n_ctx:
             from runtime.errors import ModelError
             raise ModelError(f"context overflow: {cache.n_past} + 1 tokens > context size {cache.n_ctx}")
-        rec.inp.set(np.ascontiguousarray(m.embed(np.array([tid], np.int32)), np.float32))
-        rec.pos.set(np.array([cache.n_past], np.int32))
+        x = np.ascontiguousarray(m.embed(np.array([tid], np.int32)), np.float32)
+        p = np.array([cache.n_past], np.int32)
+        if be.emulated:
+            rec.inp[...], rec.pos[...] = x, p
+        else:
+            rec.inp.set(x)
+            rec.pos.set(p)
         for it in rec.items:
             if isinstance(it, tuple):
                 _, q, k, v, scale, window, softcap, out = it
@@ -119,12 +181,13 @@ class DecodeGraph:
                 it.launch(be.stream)
         cache.n_past += 1
         be.stream.synchronize()
+        self.replays += 1
         return self._logits
 
 
 def attach(model, be) -> None:
-    """Give a model placed wholly on ``be`` (a real GPU) its decode graph, when enabled."""
-    if enabled() and not be.emulated and all(b is be for b in model.backends) and model.out_backend is be:
+    """Give a model placed wholly on ``be`` its decode graph, when enabled."""
+    if enabled() and all(b is be for b in model.backends) and model.out_backend is be:
         model.decode_graph = DecodeGraph(model, be)
     else:
         model.decode_graph = None
