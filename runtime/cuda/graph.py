@@ -105,7 +105,7 @@ class DecodeGraph:
     def __init__(self, model, be):
         self.model, self.be = model, be
         self.error: str | None = None
-        self._cache_id = None
+        self._cache = None            # the KV cache the graph writes (held: an id could be reused)
         self._rec: _Recording | None = None
         self._logits = None
         self._steps = 0
@@ -126,8 +126,8 @@ class DecodeGraph:
             return None
         try:
             with self.be.stream, self._pool():
-                if self._cache_id != id(cache) or (self._rec is not None and self._ws != self._workspaces()):
-                    self._cache_id, self._rec, self._steps = id(cache), None, 0
+                if self._cache is not cache or (self._rec is not None and self._ws != self._workspaces()):
+                    self._cache, self._rec, self._steps = cache, None, 0
                 if self._rec is None and self._steps == 0:        # warm-up: eager, on the graph stream/pool
                     self._steps = 1
                     y = self.model.logits(self.model.forward([tid], cache, out_rows=-1), host=False)
