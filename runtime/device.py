@@ -76,6 +76,7 @@ class Backend:
         raise NotImplementedError
 
     def add(self, a, b):
+        """a + b; b of a's shape, or a host f32 vector [n] added to every row (a bias)."""
         raise NotImplementedError
 
     def scale(self, x, s: float):
@@ -86,7 +87,9 @@ class Backend:
         raise NotImplementedError
 
     # -- sampling: None means "not on this device" (the caller samples on the host)
-    def sample(self, logits, params, rng) -> int | None:
+    def sample(self, logits, params, rng, history=()) -> int | None:
+        """The next token id from logits [n_vocab] of this device (runtime.generate.sample's
+        chain), or None to sample on the host."""
         return None
 
     def synchronize(self) -> None:

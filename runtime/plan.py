@@ -252,7 +252,7 @@ def plan_header(fields: dict, tensors: dict, n_ctx: int, gpu_memory: int | None,
                 t_cross: float = T_CROSS_DEFAULT, device: str = "cuda:0") -> Plan:
     """The placement for a model given by its GGUF header (``fields``; ``tensors``: name -> info with
     ``shape`` in ne order and ``qtype``) at context n_ctx within gpu_memory bytes of the card
-    (None or 0: CPU only). gpu_layers: "auto" (fastest that fits), "all", or N (llama.cpp -ngl)."""
+    (None: CPU only; 0 or less: an error). gpu_layers: "auto" (fastest that fits), "all", or N (llama.cpp -ngl)."""
     if n_ctx <= 0:
         raise ModelError(f"context size must be positive, got {n_ctx}")
     hp = read_hparams(fields, tensors)
@@ -275,6 +275,8 @@ def plan_header(fields: dict, tensors: dict, n_ctx: int, gpu_memory: int | None,
                         2 * n_ctx * s.n_head_kv * hp.head_dim * 2 if s.has_kv else 0)
               for il, s in enumerate(hp.layers)]
     out_gpu_bytes = out + (embd if tied else 0)          # the head's resident bytes on the GPU
+    if gpu_memory is not None and int(gpu_memory) <= 0 and str(gpu_layers).strip().lower() != "0":
+        raise ModelError(f"no GPU memory to place layers in (budget {int(gpu_memory)} bytes)")
     budget = int(gpu_memory or 0)
     p = Plan(arch=hp.arch, n_ctx=n_ctx, layers=layers, on_gpu=[False] * n, output_on_gpu=False,
              embd_bytes=embd, output_bytes=out, other_bytes=other, tied_output=tied, budget=budget,
@@ -442,9 +444,12 @@ def apply_plan(model, p: Plan, cpu=None) -> Plan:
     CPU = cpu or CPU  # noqa: N806
     if p.uses_gpu:
         from runtime.cuda.backend import CUDABackend
+        from runtime.cuda.graph import attach
         be = CUDABackend(parse_device(p.device)[1])
         model.place([be if g else CPU for g in p.on_gpu], be if p.output_on_gpu else CPU)
+        attach(model, be)                     # decode-step CUDA graphs when enabled
     else:
         model.place([CPU] * len(p.on_gpu), CPU)
+        model.decode_graph = None
     model.plan = p
     return p

@@ -17,6 +17,7 @@ what was being allocated, never a hang or a CuPy traceback.
 from __future__ import annotations
 
 import functools
+import os
 
 import numpy as np
 
@@ -26,13 +27,19 @@ from runtime.cuda.module import CudaError
 from runtime.device import Backend
 
 MIN_CC = (6, 1)          # Pascal with __dp4a (sm_61)
+EMULATED_MEMORY = "8GiB"
 
 
 def probe(index: int = 0) -> tuple[str, int, int]:
     """(name, free bytes, total bytes) of CUDA device ``index``; one-line CudaError when there is
     no CuPy, no driver or one too old, no GPU, or a GPU older than sm_61. Under emulation the
-    device is the CPU and its memory the host's available memory."""
+    device has $GGUFKIT_CUDA_EMULATE_MEMORY (default 8GiB) free, so plans do not depend on the
+    host's load."""
     dev = X.device(index=index)
+    if dev.emulated:
+        from runtime.plan import parse_size
+        mem = parse_size(os.environ.get("GGUFKIT_CUDA_EMULATE_MEMORY", "") or EMULATED_MEMORY)
+        return dev.name, mem, mem
     if not dev.emulated:
         props = dev.xp.cuda.runtime.getDeviceProperties(index)
         cc = (int(props["major"]), int(props["minor"]))
@@ -81,6 +88,26 @@ class CUDABackend(Backend):
         self._pos: dict = {}         # (first position, n) -> device i32 positions
         self.resident = 0            # bytes of weights and KV caches this backend allocated
         self._oom = _oom_types()
+        self.recording = None        # a runtime.cuda.graph._Recording while a step is captured
+        self._stream = self._graph_pool = None
+
+    @property
+    def stream(self):
+        """The stream decode graphs are captured and replayed on (emulated: runtime.cuda.graph.EmuStream)."""
+        if self._stream is None:
+            if self.emulated:
+                from runtime.cuda.graph import EmuStream
+                self._stream = EmuStream()
+            else:
+                self._stream = self.xp.cuda.Stream(non_blocking=True)
+        return self._stream
+
+    @property
+    def graph_pool(self):
+        """A private memory pool for graph capture and replay (see runtime.cuda.graph)."""
+        if self._graph_pool is None:
+            self._graph_pool = self.xp.cuda.MemoryPool()
+        return self._graph_pool
 
     @property
     def _q(self):
@@ -90,6 +117,10 @@ class CUDABackend(Backend):
     # ------------------------------------------------------------ data
     @_guard("a host-to-device copy")
     def from_host(self, x):
+        if self.recording is not None:           # graph capture: the step's input buffer
+            if tuple(np.shape(x)) != tuple(self.recording.inp.shape):
+                raise CudaError(f"graph capture: input {np.shape(x)} is not one token")
+            return self.recording.inp
         return self.dev.asarray(np.asarray(x, dtype=np.float32))
 
     def to_host(self, x) -> np.ndarray:
@@ -130,6 +161,8 @@ class CUDABackend(Backend):
 
     def _positions(self, pos):
         pos = np.asarray(pos, dtype=np.int32)
+        if self.recording is not None:           # graph capture: written before each replay
+            return self.recording.pos
         key = (int(pos[0]), len(pos)) if len(pos) and np.array_equal(pos, np.arange(pos[0], pos[0] + len(pos))) \
             else None
         if key is None:
@@ -185,7 +218,13 @@ class CUDABackend(Backend):
 
     @_guard("attention")
     def attention(self, q, k_cache, v_cache, n_past, scale, window=None, softcap=None):
-        return ops.attention(self._act(q), k_cache, v_cache, n_past, scale, window, softcap)
+        q = self._act(q)
+        rec = self.recording
+        if rec is not None:      # graph capture: run eagerly between segments (n_past varies)
+            out = self.xp.empty_like(q)
+            rec.cut(("attn", q, k_cache, v_cache, scale, window, softcap, out))
+            return out
+        return ops.attention(q, k_cache, v_cache, n_past, scale, window, softcap)
 
     @_guard("swiglu")
     def swiglu(self, gate, up):
@@ -197,7 +236,10 @@ class CUDABackend(Backend):
 
     @_guard("add")
     def add(self, a, b):
-        return ops.add(self._act(a), self._act(b))
+        a = self._act(a)
+        if isinstance(b, np.ndarray) and b.ndim == 1 and a.shape[-1] == b.shape[0]:   # a host bias
+            return self.xp.add(a, self._vec(b), dtype=np.float32)
+        return ops.add(a, self._act(b))
 
     @_guard("scale")
     def scale(self, x, s):
@@ -206,6 +248,19 @@ class CUDABackend(Backend):
     @_guard("softcap")
     def softcap(self, x, c):
         return ops.softcap(self._act(x), c)
+
+    def sample(self, logits, params, rng, history=()):
+        """Greedy / top-k, top-p, min-p, temperature and the repetition penalty on the device;
+        only the token id crosses back. None when the chain needs the host (top_k 0 = the whole
+        vocabulary, or more than the kernel's limit)."""
+        if params.temp > 0 and not 1 <= params.top_k <= ops.TOPK_MAX:
+            return None
+        try:
+            return ops.sample(self._act(logits), params, rng, history)
+        except CudaError as e:
+            if "device sampling" in str(e):
+                return None
+            raise
 
     def synchronize(self) -> None:
         self.dev.synchronize()

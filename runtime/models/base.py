@@ -116,6 +116,7 @@ class BaseModel(ABC):
         # output head run on their own backend (runtime.plan chooses; all CPU by default)
         self.backends: list[Backend] = [CPU] * hp.n_layer
         self.out_backend: Backend = CPU
+        self.decode_graph = None       # runtime.cuda.graph.DecodeGraph when fully on a GPU
 
     def backend(self, il: int) -> Backend:
         """The backend that runs layer il."""
@@ -130,6 +131,7 @@ class BaseModel(ABC):
         out_vecs = {"output_norm.weight": self.w.vec("output_norm.weight")}
         out_backend.load_weights({"output": self.output}, out_vecs)
         self.backends, self.out_backend = list(backends), out_backend
+        self.decode_graph = None
 
     def layer_weights(self, il: int) -> tuple[dict, dict]:
         """(2-D QTensors, 1-D vectors) of layer il, by GGUF name (``blk.{il}.``)."""
