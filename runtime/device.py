@@ -97,10 +97,16 @@ class Backend:
 
 
 class CPUBackend(Backend):
-    """Today's runtime.backend functions (Numba kernels, numpy references) as an object."""
+    """Today's runtime.backend functions (Numba kernels, numpy references) as an object.
+
+    ggml_act (default): matmul converts activations as ggml-cpu does for each weight type
+    (q8_0/q8_1/q8_K blocks, f16 rounding); False multiplies with the f32 activations exactly."""
 
     name = "CPU"
     device = "cpu"
+
+    def __init__(self, ggml_act: bool = True):
+        self.ggml_act = ggml_act
 
     def from_host(self, x):
         return np.asarray(x, dtype=np.float32)
@@ -123,7 +129,7 @@ class CPUBackend(Backend):
         v_cache[pos:pos + n] = v
 
     def matmul(self, w, x):
-        return B.matmul(w, x)
+        return B.matmul(w, x, ggml_act=self.ggml_act)
 
     def get_rows(self, w, ids):
         return B.get_rows(w, ids)

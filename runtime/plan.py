@@ -40,7 +40,7 @@ CUDA_CONTEXT_BYTES = 384 * MIB       # context + cuBLAS handle/workspace (CUDA 1
 SAFETY_MARGIN = 512 * MIB            # default budget = free VRAM - this
 CPU_BW_DEFAULT = 50e9                # bytes/s: dual-channel DDR5 desktop, measured STREAM-copy class
 GPU_BW_DEFAULT = 448e9               # bytes/s: a mid-range card (RTX 3070 / 4060 Ti 16GB class: 288-448)
-T_CROSS_DEFAULT = 30e-6              # s per device crossing (sync + a small PCIe copy)
+T_CROSS_DEFAULT = 10e-6              # s per device crossing (a sync and a small PCIe copy)
 DP_UNITS = 16384
 
 # card name (lower case, as CuPy reports it, substring match) -> (memory GiB, bandwidth GB/s)
@@ -96,7 +96,7 @@ def fmt_bytes(n: float) -> str:
 def tensor_nbytes(t) -> int:
     """Bytes of a tensor from its header info alone (shape in ne order and type)."""
     ne = [int(d) for d in t.shape]
-    return get_type(t.qtype).row_size(ne[0]) * int(np.prod(ne[1:], dtype=np.int64))
+    return get_type(t.qtype).row_size(ne[0]) * int(np.prod(ne[1:], dtype=np.int64))   # == t.n_bytes
 
 
 # ---------------------------------------------------------------- what each item costs
@@ -365,12 +365,7 @@ def read_header(path: str) -> tuple[dict, dict]:
     import os
     if not os.path.isfile(path):
         raise ModelError(f"{path}: no such file")
-    try:
-        from quant.gguf import GGUFReader
-    except ImportError:          # before the one reader lands: the runtime's (needs the data present)
-        from runtime.gguf_file import GGUFFile
-        g = GGUFFile(path)
-        return g.fields, g.tensors
+    from quant.gguf import GGUFReader
     g = GGUFReader(path, header_only=True)
     return g.fields, g.tensors
 
@@ -431,14 +426,25 @@ def place_model(model, dev=None, n_ctx: int = 4096, n_batch: int = 512) -> Plan 
         if str(dev.gpu_layers).strip().lower() not in ("auto", "0"):
             raise ModelError(f"GPU layers ({dev.gpu_layers}) asked for with device cpu")
         return None
-    from runtime.cuda.backend import CUDABackend, probe
+    from runtime.cuda.backend import probe
     name, free, _total = probe(index)                 # one clear line if there is no usable GPU
     budget = parse_size(dev.gpu_memory) if dev.gpu_memory is not None else max(0, free - SAFETY_MARGIN)
     info = card_info(name)
     p = plan_header(model.gguf.fields, model.gguf.tensors, n_ctx, budget, dev.gpu_layers, n_batch=n_batch,
                     gpu_bw=info[1] if info else None, device=f"cuda:{index}")
+    return apply_plan(model, p)
+
+
+def apply_plan(model, p: Plan, cpu=None) -> Plan:
+    """Place a loaded model's layers as plan ``p`` says: one CUDABackend for its device, and
+    ``cpu`` (default: runtime.device.CPU) for the rest."""
+    from runtime.device import CPU, parse_device
+    CPU = cpu or CPU  # noqa: N806
     if p.uses_gpu:
-        be = CUDABackend(index)
+        from runtime.cuda.backend import CUDABackend
+        be = CUDABackend(parse_device(p.device)[1])
         model.place([be if g else CPU for g in p.on_gpu], be if p.output_on_gpu else CPU)
+    else:
+        model.place([CPU] * len(p.on_gpu), CPU)
     model.plan = p
     return p

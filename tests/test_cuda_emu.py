@@ -198,3 +198,169 @@ def test_parse_kernels():
     assert list(ks) == ["k1"]
     assert [(p.name, p.base, p.pointer) for p in ks["k1"]] == [
         ("x", "float", True), ("n", "int", False), ("w", "block_q4_K", True), ("m", "unsigned long long", False)]
+
+
+def test_static_shared_is_poisoned_per_block_and_barrier_counts(mod):
+    y = np.zeros(2 * 64, np.float32)
+    c = np.zeros(3, np.int32)
+    mod.get_function("shared_poison")(1, 64, (y, c))
+    np.testing.assert_array_equal(y[:63], np.arange(1, 64))
+    assert np.isnan(y[63])              # s[64] was never written: 0xFF bytes read as NaN
+    np.testing.assert_array_equal(c, [22, 1, 1])
+
+
+class _FakeRuntime:
+    def __init__(self, drv=12080, rt=12080, n=1, raise_count=False):
+        self.drv, self.rt, self.n, self.raise_count = drv, rt, n, raise_count
+
+    def driverGetVersion(self):
+        return self.drv
+
+    def runtimeGetVersion(self):
+        return self.rt
+
+    def getDeviceCount(self):
+        if self.raise_count:
+            raise RuntimeError("cudaErrorNoDevice: no CUDA-capable device is detected")
+        return self.n
+
+
+def _fake_cupy(**kw):
+    import types
+    cp = types.ModuleType("cupy")
+    cp.cuda = types.SimpleNamespace(runtime=_FakeRuntime(**kw))
+    return cp
+
+
+@pytest.mark.parametrize("kw,msg", [
+    (None, r"needs CuPy: pip install 'ggufkit\[cuda\]'"),
+    ({"drv": 0}, "no NVIDIA driver found"),
+    ({"drv": 11040}, "driver supports CUDA 11.4, CuPy needs 12.x: update the driver"),
+    ({"raise_count": True}, "no usable CUDA GPU: cudaErrorNoDevice"),
+    ({"n": 0}, "no CUDA GPU found"),
+])
+def test_gpu_errors_are_one_line(monkeypatch, kw, msg):
+    import sys
+    monkeypatch.setitem(sys.modules, "cupy", None if kw is None else _fake_cupy(**kw))
+    with pytest.raises(CudaError, match=msg) as e:
+        M.require_gpu()
+    assert "\n" not in str(e.value)
+
+
+def test_emulation_without_gxx(monkeypatch):
+    monkeypatch.delenv("CXX", raising=False)
+    monkeypatch.setattr(M.shutil, "which", lambda name: None)
+    with pytest.raises(CudaError, match="CUDA emulation needs g\\+\\+"):
+        M._build_emu(SELFTEST, 800)
+
+
+def test_compile_error_names_the_source(tmp_path):
+    bad = tmp_path / "bad.cu"
+    bad.write_text('extern "C" __global__ void k(float* x) { x[0] = undefined_name; }\n')
+    with pytest.raises(CudaError, match=r"g\+\+ could not compile bad.cu(.|\n)*bad.cu:1"):
+        M.load(str(bad), emulate=True)
+
+
+def test_pascal_build(mod):
+    # __CUDA_ARCH__ as seen by the emulated build: the sm_61 paths can be run too
+    m = M.load(SELFTEST, emulate=True, arch=610)
+    out = np.zeros(32, np.int32)
+    m.get_function("bad_masks")(1, 32, (out, np.int32(0)))
+    np.testing.assert_array_equal(out[:16], np.arange(16) ^ 1)
+
+
+def test_barriers_at_different_lines_are_an_error(mod):
+    with pytest.raises(CudaError, match=r"threads 0 and 1 wait at different __syncthreads \(emu_selftest.cu:\d+ and "
+                                        r"emu_selftest.cu:\d+\)"):
+        mod.get_function("split_barriers")(1, 64, (np.zeros(64, np.int32),))
+
+
+def test_faults_end_the_launch_not_the_process(mod):
+    k = mod.get_function("crash")
+    out = np.zeros(32, np.int32)
+    with pytest.raises(CudaError, match=r"thread \(3,0,0\): invalid memory access at address (0x0|\(nil\))"):
+        k(1, 32, (out, np.int32(0)))
+    with pytest.raises(CudaError, match=r"thread \(0,0,0\): fiber stack overflow"):
+        k(1, 32, (out, np.int32(1)))
+    k(1, 32, (out, np.int32(2)))          # the emulator is fine afterwards
+    assert out.sum() == 32
+
+
+def test_gpu_module_wrapper_with_a_fake_cupy(monkeypatch):
+    """The GPU side of module.load, with CuPy replaced by a recorder: source, options, and the
+    launch arguments CuPy's RawKernel would get (null pointers as 8-byte zeros)."""
+    import sys
+    import types
+
+    class FakeArray:
+        def __init__(self, a):
+            self.a, self.dtype, self.flags = a, a.dtype, a.flags
+
+    seen = {}
+
+    class FakeKernel:
+        def __init__(self, name):
+            self.name = name
+
+        def __call__(self, grid, block, args, shared_mem=0):
+            seen["launch"] = (self.name, grid, block, args, shared_mem)
+
+    class FakeRawModule:
+        def __init__(self, code, options):
+            seen["code"], seen["options"] = code, options
+
+        def compile(self):
+            pass
+
+        def get_function(self, name):
+            return FakeKernel(name)
+
+    cp = _fake_cupy()
+    cp.ndarray = FakeArray
+    cp.RawModule = FakeRawModule
+    monkeypatch.setitem(sys.modules, "cupy", cp)
+    monkeypatch.setattr(M, "_MODULES", {})
+    k = M.load("elementwise", emulate=False).get_function("rms_norm_f32")
+    assert seen["options"] == ("-std=c++17",)
+    assert seen["code"].startswith('#line 1 "common.cuh"') and "rms_norm_f32" in seen["code"]
+    x = FakeArray(np.zeros((2, 8), np.float32))
+    k(2, 32, (x, None, x, np.int32(8), np.float32(1e-5)))
+    name, grid, block, args, smem = seen["launch"]
+    assert (name, grid, block, smem) == ("rms_norm_f32", (2, 1, 1), (32, 1, 1), 0)
+    assert args[1] == 0 and type(args[1]) is np.uint64 and args[0] is x
+    with pytest.raises(CudaError, match="expected a device array, got ndarray"):
+        k(2, 32, (np.zeros((2, 8), np.float32), None, x, np.int32(8), np.float32(1e-5)))
+
+
+def test_emulated_device_arrays():
+    from runtime.cuda import xp as X
+    dev = X.device(emulate=True)
+    assert dev.emulated and dev.xp is np and X.device(emulate=True) is dev
+    a = dev.asarray(np.arange(6, dtype=np.float64).reshape(2, 3)[:, ::-1], dtype=np.float32)
+    assert a.dtype == np.float32 and a.flags.c_contiguous
+    b = dev.zeros((3, 4))
+    b[:] = 1
+    np.testing.assert_array_equal(dev.asnumpy(dev.matmul(a, b)), np.full((2, 4), [[3], [12]], np.float32))
+    free, total = dev.free_memory()
+    assert 0 < free <= total
+
+
+def test_emulation_options_from_the_environment(mod, monkeypatch):
+    k = mod.get_function("run_order")
+    monkeypatch.setenv("GGUFKIT_CUDA_EMU_ORDER", "reverse")
+    c, out = np.zeros(1, np.int32), np.zeros(8, np.int32)
+    k(1, 8, (c, out))
+    np.testing.assert_array_equal(out, np.arange(8)[::-1])
+    monkeypatch.setenv("GGUFKIT_CUDA_EMU_ORDER", "sideways")
+    with pytest.raises(CudaError, match="unknown thread order 'sideways'"):
+        k(1, 8, (c, out))
+
+
+def test_misaligned_access_is_an_error(mod):
+    k = mod.get_function("misaligned")
+    x = np.arange(16, dtype=np.uint8)
+    out = np.zeros(1, np.int32)
+    k(1, 1, (x, out, np.int32(4)))
+    assert out[0] == int.from_bytes(bytes([4, 5, 6, 7]), "little")
+    with pytest.raises(CudaError, match=r"thread \(0,0,0\): misaligned memory access"):
+        k(1, 1, (x, out, np.int32(2)))

@@ -24,6 +24,7 @@ class FakeDevice(CPUBackend):
     name, device = "FAKE", "fake:0"
 
     def __init__(self):
+        super().__init__()
         self.crossings = 0
         self.loaded = set()
 

@@ -14,6 +14,7 @@ import numpy as np
 from gguf import GGMLQuantizationType, GGUFWriter
 
 N_EMBD, HD = 256, 64
+OUT_STD = 0.04                # logits of a few units: a perplexity near the vocabulary size
 # deci: (n_head, n_head_kv, n_ff) per layer: GQA 4/2, no-op attention + FFN, linear attention,
 # GQA 4/1, a whole no-op layer, MHA 4/4
 DECI_BLOCKS = [(4, 2, 512), (0, 0, 256), (4, 0, 256), (4, 1, 512), (0, 0, 0), (4, 4, 256)]
@@ -109,7 +110,7 @@ def write_tiny(path, arch: str, blocks, types=f16, seed: int = 0, window: int = 
 
     add("token_embd.weight", mat(N_VOCAB, N_EMBD, 1.0))
     add("output_norm.weight", norm(N_EMBD))
-    add("output.weight", mat(N_VOCAB, N_EMBD, 0.15))
+    add("output.weight", mat(N_VOCAB, N_EMBD, OUT_STD))
     for il, (nh, nkv, nff) in enumerate(blocks):
         p = f"blk.{il}."
         if nh:

@@ -12,7 +12,7 @@
 // keys into chunks of split_keys, one block per (query row, chunk), and writes the chunk's max
 // score m, sum of exp l and unnormalised output o; attn_decode_combine merges the chunks.
 // Prefill: attn_prefill, one warp per query row, ATT_ROWS rows of one head per block, key/value
-// tiles of ATT_TILE keys staged in shared memory, online softmax.
+// tiles of ATT_TILE keys staged in shared memory, online softmax one tile at a time.
 
 #define ATT_HD_MAX 256          // head_dim <= 256
 #define ATT_DPL (ATT_HD_MAX / 32)  // head dims per lane
@@ -119,12 +119,21 @@ attn_decode_combine(const float* __restrict__ part_o, const float* __restrict__ 
 }
 
 // grid (ceil(n_tok / ATT_ROWS), n_head), block (32 * ATT_ROWS).
-extern "C" __global__ void __launch_bounds__(32 * ATT_ROWS)
-attn_prefill(const float* __restrict__ q, const f16* __restrict__ k, const f16* __restrict__ v,
-             float* __restrict__ out, int n_tok, int n_head, int n_kv, int hd, int n_past, int window,
-             float scale, float softcap) {
-    __shared__ f16 ks[ATT_TILE * ATT_HD_MAX];
-    __shared__ f16 vs[ATT_TILE * ATT_HD_MAX];
+// Per tile and warp (query row): lane kk scores key k0 + kk against the row's query (K rows in
+// shared memory padded to hd + 2 halves, so the 32 lanes read 32 different banks), one warp max
+// and one warp sum update the online softmax, and the lanes then accumulate p · V over their
+// head dims. HD: the largest head_dim of the variant (shared memory is sized for it):
+// attn_prefill_64 / _128 / _256 below.
+template <int HD>
+static __device__ __forceinline__ void
+attn_prefill_impl(const float* __restrict__ q, const f16* __restrict__ k, const f16* __restrict__ v,
+                  float* __restrict__ out, int n_tok, int n_head, int n_kv, int hd, int n_past, int window,
+                  float scale, float softcap) {
+    constexpr int DPL = HD / 32;
+    __shared__ f16 ks[ATT_TILE * (HD + 2)];
+    __shared__ f16 vs[ATT_TILE * HD];
+    __shared__ float qs[ATT_ROWS][HD];
+    __shared__ float pw[ATT_ROWS][ATT_TILE];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int h = blockIdx.y, kvh = h / (n_head / n_kv);
     const int t_first = blockIdx.x * ATT_ROWS;
@@ -136,52 +145,78 @@ attn_prefill(const float* __restrict__ q, const f16* __restrict__ k, const f16* 
     const int block_lo = window > 0 ? max(0, n_past + t_first - window + 1) : 0;
     const int block_hi = n_past + t_last;  // last key any row of the block sees
     const long long kv_stride = (long long)n_kv * hd;
+    const int ks_stride = hd + 2;
 
-    float qr[ATT_DPL], acc[ATT_DPL];
+    for (int d = lane; d < hd; d += 32) qs[warp][d] = active ? q[((long long)t * n_head + h) * hd + d] : 0.0f;
+    float acc[DPL];
 #pragma unroll
-    for (int j = 0; j < ATT_DPL; j++) {
-        const int d = lane + 32 * j;
-        qr[j] = active && d < hd ? q[((long long)t * n_head + h) * hd + d] : 0.0f;
-        acc[j] = 0.0f;
-    }
+    for (int j = 0; j < DPL; j++) acc[j] = 0.0f;
     float m = F32_NEG_INF, l = 0.0f;
 
     for (int k0 = block_lo; k0 <= block_hi; k0 += ATT_TILE) {
         const int nk = min(ATT_TILE, block_hi + 1 - k0);
-        __syncthreads();   // the previous tile has been used by every warp
+        __syncthreads();   // the previous tile has been used by every warp (and qs is written)
         for (int e = threadIdx.x; e < nk * hd; e += blockDim.x) {
             const int kk = e / hd, d = e - kk * hd;
             const long long g = (k0 + kk) * kv_stride + (long long)kvh * hd + d;
-            ks[kk * hd + d] = k[g];
+            ks[kk * ks_stride + d] = k[g];
             vs[kk * hd + d] = v[g];
         }
         __syncthreads();
         if (!active) continue;
-        const int kend = min(nk, qpos + 1 - k0);
-        for (int kk = max(0, lo - k0); kk < kend; kk++) {
+        const int key = k0 + lane;
+        const bool valid = lane < nk && key <= qpos && key >= lo;
+        float s = F32_NEG_INF;
+        if (valid) {
             float dot = 0.0f;
-#pragma unroll
-            for (int j = 0; j < ATT_DPL; j++) {
-                const int d = lane + 32 * j;
-                if (d < hd) dot += qr[j] * f16_to_f32(ks[kk * hd + d]);
-            }
-            const float s = attn_score(warp_sum(dot), scale, softcap);
-            const float m_new = fmaxf(m, s);
-            const float corr = expf(m - m_new);
-            const float pk = expf(s - m_new);
-            l = l * corr + pk;
-#pragma unroll
-            for (int j = 0; j < ATT_DPL; j++) {
-                const int d = lane + 32 * j;
-                acc[j] = acc[j] * corr + (d < hd ? pk * f16_to_f32(vs[kk * hd + d]) : 0.0f);
-            }
-            m = m_new;
+            for (int d = 0; d < hd; d++) dot += qs[warp][d] * f16_to_f32(ks[lane * ks_stride + d]);
+            s = attn_score(dot, scale, softcap);
         }
+        const float m_new = fmaxf(m, warp_max(s));
+        if (m_new == F32_NEG_INF) continue;   // no key of this tile is visible to the row (warp-uniform)
+        const float p = valid ? expf(s - m_new) : 0.0f;
+        const float corr = expf(m - m_new);
+        l = l * corr + warp_sum(p);
+        m = m_new;
+        pw[warp][lane] = p;
+        __syncwarp();
+#pragma unroll
+        for (int j = 0; j < DPL; j++) {
+            const int d = lane + 32 * j;
+            if (d < hd) {
+                float a = acc[j] * corr;
+                for (int kk = 0; kk < nk; kk++) a += pw[warp][kk] * f16_to_f32(vs[kk * hd + d]);
+                acc[j] = a;
+            }
+        }
+        // pw is next written after the next tile's two __syncthreads
     }
     if (!active) return;
 #pragma unroll
-    for (int j = 0; j < ATT_DPL; j++) {
+    for (int j = 0; j < DPL; j++) {
         const int d = lane + 32 * j;
         if (d < hd) out[((long long)t * n_head + h) * hd + d] = acc[j] / l;
     }
+}
+
+// the variants (written out: the loader reads kernel signatures from the text)
+extern "C" __global__ void __launch_bounds__(32 * ATT_ROWS)
+attn_prefill_64(const float* __restrict__ q, const f16* __restrict__ k, const f16* __restrict__ v,
+                float* __restrict__ out, int n_tok, int n_head, int n_kv, int hd, int n_past, int window,
+                float scale, float softcap) {
+    attn_prefill_impl<64>(q, k, v, out, n_tok, n_head, n_kv, hd, n_past, window, scale, softcap);
+}
+
+extern "C" __global__ void __launch_bounds__(32 * ATT_ROWS)
+attn_prefill_128(const float* __restrict__ q, const f16* __restrict__ k, const f16* __restrict__ v,
+                 float* __restrict__ out, int n_tok, int n_head, int n_kv, int hd, int n_past, int window,
+                 float scale, float softcap) {
+    attn_prefill_impl<128>(q, k, v, out, n_tok, n_head, n_kv, hd, n_past, window, scale, softcap);
+}
+
+extern "C" __global__ void __launch_bounds__(32 * ATT_ROWS)
+attn_prefill_256(const float* __restrict__ q, const f16* __restrict__ k, const f16* __restrict__ v,
+                 float* __restrict__ out, int n_tok, int n_head, int n_kv, int hd, int n_past, int window,
+                 float scale, float softcap) {
+    attn_prefill_impl<256>(q, k, v, out, n_tok, n_head, n_kv, hd, n_past, window, scale, softcap);
 }

@@ -7,7 +7,7 @@
 #define ROPE_MAX_PAIRS 256   // head_dim <= 512
 
 // y[r, :] = x[r, :] * (1 / sqrt(mean(x[r, :]^2) + eps)) * w   (w may be null)
-// x, y: f32 [n_rows, n]; w: f32 [n]. grid (n_rows), block (ELEM_THREADS)
+// x, y: f32 [n_rows, n]; w: f32 [n]. grid (n_rows), block (a multiple of 32, <= ELEM_THREADS)
 extern "C" __global__ void __launch_bounds__(ELEM_THREADS)
 rms_norm_f32(const float* __restrict__ x, const float* __restrict__ w, float* __restrict__ y, int n, float eps) {
     __shared__ float scratch[32];
@@ -119,7 +119,7 @@ softcap_f32(const float* x, float* y, float cap, long long n) {
 
 // KV cache write: cache[pos[t], :] = fp16(src[t, :]) (round to nearest even).
 // src: f32 [n_tok, row]; cache: f16 [n_ctx, row] (row = n_kv * head_dim); pos: i32 [n_tok].
-// grid (ceil(row / ELEM_THREADS), n_tok)
+// grid (ceil(row / threads), n_tok), block (threads <= ELEM_THREADS)
 extern "C" __global__ void __launch_bounds__(ELEM_THREADS)
 kv_write_f16(const float* __restrict__ src, f16* __restrict__ cache, const int* __restrict__ pos, int row) {
     const int j = blockIdx.x * blockDim.x + threadIdx.x;

@@ -75,6 +75,10 @@ def cache_dir() -> Path:
     return Path(base) / "ggufkit" / "cuda-emu"
 
 
+def _label(name: str) -> str:
+    return Path(name).name if str(name).endswith(".cu") else f"{name}.cu"
+
+
 def list_sources() -> list[str]:
     """Names of the kernel sources (runtime/cuda/NAME.cu)."""
     return sorted(p.stem for p in CUDA_DIR.glob("*.cu"))
@@ -96,6 +100,12 @@ class Param:
     name: str
     base: str          # "float", "f16", "block_q4_K", ...
     pointer: bool
+
+    def __post_init__(self):
+        # what an argument for this parameter may be, precomputed for the per-launch check
+        want = _POINTEE.get(self.base) if self.pointer else None
+        object.__setattr__(self, "ok_dtypes", frozenset(np.dtype(d) for d in want) if want else None)
+        object.__setattr__(self, "scalar_type", None if self.pointer else _SCALAR[self.base])
 
     def scalar_dtype(self) -> np.dtype:
         return np.dtype(_SCALAR[self.base])
@@ -156,7 +166,9 @@ def parse_kernels(src: str) -> dict[str, list[Param]]:
 
 
 def _dims(v, what) -> tuple[int, int, int]:
-    t = (int(v),) if np.isscalar(v) else tuple(int(x) for x in v)
+    if type(v) is int and 0 < v:
+        return (v, 1, 1)
+    t = (int(v),) if isinstance(v, (int, np.integer)) else tuple(int(x) for x in v)
     if not 1 <= len(t) <= 3 or any(x < 1 for x in t):
         raise CudaError(f"bad {what} {v!r}: 1 to 3 positive sizes")
     return t + (1,) * (3 - len(t))
@@ -180,19 +192,32 @@ _ORDERS = {"forward": 0, "reverse": 1, "random": 2}
 _local = threading.local()
 
 
+def _env_opts() -> EmuOptions:
+    """Defaults from the environment, so whole runs can be repeated in another order or with the
+    guard: GGUFKIT_CUDA_EMU_ORDER=forward|reverse|random, GGUFKIT_CUDA_EMU_SEED=N,
+    GGUFKIT_CUDA_EMU_GUARD=1."""
+    env = os.environ
+    try:
+        return EmuOptions(order=env.get("GGUFKIT_CUDA_EMU_ORDER", "forward"),
+                          seed=int(env.get("GGUFKIT_CUDA_EMU_SEED", "0")),
+                          guard=env.get("GGUFKIT_CUDA_EMU_GUARD", "") not in ("", "0"))
+    except ValueError:
+        raise CudaError("GGUFKIT_CUDA_EMU_SEED must be an integer") from None
+
+
 def _emu_opts() -> EmuOptions:
-    return getattr(_local, "opts", None) or EmuOptions()
+    return getattr(_local, "opts", None) or _env_opts()
 
 
 @contextlib.contextmanager
 def emu_options(**kw):
     """``with emu_options(order="random", seed=3, guard=True): ...`` for emulated launches."""
-    old = _emu_opts()
-    _local.opts = EmuOptions(**{**old.__dict__, **kw})
+    saved = getattr(_local, "opts", None)
+    _local.opts = EmuOptions(**{**_emu_opts().__dict__, **kw})
     try:
         yield _local.opts
     finally:
-        _local.opts = old
+        _local.opts = saved
 
 
 # ---------------------------------------------------------------- launch checks (both sides)
@@ -214,16 +239,15 @@ def _check_launch(name, params, grid, block, args, shared_mem, is_array):
                 continue
             if not is_array(a):
                 raise CudaError(f"kernel {name} argument {i} ({p.name}): expected a device array, got {type(a).__name__}")
-            want = _POINTEE.get(p.base)
-            if want and a.dtype.name not in want:
-                raise CudaError(f"kernel {name} argument {i} ({p.name}): {p.base}* needs {'/'.join(want)}, got {a.dtype}")
+            if p.ok_dtypes is not None and a.dtype not in p.ok_dtypes:
+                want = "/".join(sorted(d.name for d in p.ok_dtypes))
+                raise CudaError(f"kernel {name} argument {i} ({p.name}): {p.base}* needs {want}, got {a.dtype}")
             if not a.flags.c_contiguous:
                 raise CudaError(f"kernel {name} argument {i} ({p.name}): array is not C-contiguous")
-        else:
+        elif type(a) is not p.scalar_type:
             want = p.scalar_dtype()
-            if not isinstance(a, np.generic) or a.dtype != want:
-                got = a.dtype if isinstance(a, np.generic) else type(a).__name__
-                raise CudaError(f"kernel {name} argument {i} ({p.name}): {p.base} needs np.{want.name}, got {got}")
+            got = a.dtype if isinstance(a, np.generic) else type(a).__name__
+            raise CudaError(f"kernel {name} argument {i} ({p.name}): {p.base} needs np.{want.name}, got {got}")
     return g, b
 
 
@@ -254,7 +278,10 @@ def _gxx() -> str:
     return gxx
 
 
-_GXX_FLAGS = ("-O1", "-std=c++17", "-shared", "-fPIC", "-ffp-contract=off", "-fno-strict-aliasing", "-w")
+_GXX_FLAGS = ("-O1", "-std=c++17", "-shared", "-fPIC", "-ffp-contract=off", "-fno-strict-aliasing", "-w",
+              "-U_FORTIFY_SOURCE",   # longjmp between fiber stacks: no __longjmp_chk
+              # a load or store misaligned for its type traps (the GPU faults on it; x86 does not)
+              "-fsanitize=alignment", "-fsanitize-undefined-trap-on-error")
 
 
 def _build_emu(name: str, arch: int) -> Path:
@@ -273,7 +300,7 @@ def _build_emu(name: str, arch: int) -> Path:
         r = subprocess.run([gxx, *_GXX_FLAGS, "-o", str(so), str(cpp)], capture_output=True, text=True)
         if r.returncode:
             err = "\n".join(r.stderr.strip().splitlines()[:30])
-            raise CudaError(f"g++ could not compile {name}.cu for emulation:\n{err}")
+            raise CudaError(f"g++ could not compile {_label(name)} for emulation:\n{err}")
         os.replace(so, out)
     return out
 
@@ -297,19 +324,20 @@ class _EmuFunction:
         guards = _Guards(self.name, self.params, args) if o.guard else None
         for i, (p, a) in enumerate(zip(self.params, args)):
             if p.pointer:
-                addr = 0 if a is None else (guards.address(i) if guards else a.ctypes.data)
+                addr = 0 if a is None else (guards.address(i, a) if guards else a.ctypes.data)
                 c = ctypes.c_void_p(addr)
             else:
                 c = (np.ctypeslib.as_ctypes_type(p.scalar_dtype()) * 1)(a.item())
             keep.append(c)
             ptrs[i] = ctypes.addressof(c)
         dims = (ctypes.c_uint * 6)(*g, *b)
-        rc = self._f(dims, int(shared_mem), _ORDERS[o.order], o.seed, o.stack_kib, ptrs)
-        if guards:
-            guards.finish()
+        with self.module.lock:
+            rc = self._f(dims, int(shared_mem), _ORDERS[o.order], o.seed, o.stack_kib, ptrs)
         if rc:
             msg = self.module.lib.emu_last_error().decode()
             raise CudaError(f"kernel {self.name} (emulated, grid {g}, block {b}): {msg}")
+        if guards:
+            guards.finish()
 
 
 class _Guards:
@@ -340,8 +368,8 @@ class _Guards:
                 self.copies[s] = (buf, a, i)
             self.addr[i] = self.copies[s][0].ctypes.data + self.PAD
 
-    def address(self, i):
-        return self.addr.get(i, 0)
+    def address(self, i, a):
+        return self.addr.get(i, a.ctypes.data)
 
     def finish(self):
         for buf, a, i in self.copies.values():
@@ -361,12 +389,13 @@ class _EmuModule:
         self.kernels = parse_kernels(source(name))
         self.lib = ctypes.CDLL(str(_build_emu(name, arch)))
         self.lib.emu_last_error.restype = ctypes.c_char_p
+        self.lock = threading.Lock()   # static __shared__ is per module: one launch at a time
         self._functions = {}
 
     def get_function(self, kname: str):
         if kname not in self._functions:
             if kname not in self.kernels:
-                raise CudaError(f"{self.name}.cu has no extern \"C\" __global__ kernel {kname}")
+                raise CudaError(f"{_label(self.name)} has no extern \"C\" __global__ kernel {kname}")
             self._functions[kname] = _EmuFunction(self, kname, self.kernels[kname])
         return self._functions[kname]
 
@@ -425,14 +454,14 @@ class _GpuModule:
             self.raw = cupy.RawModule(code=src, options=("-std=c++17",))
             self.raw.compile()
         except Exception as e:  # noqa: BLE001 - CompileException
-            raise CudaError(f"NVRTC could not compile {name}.cu: {e}") from None
+            raise CudaError(f"NVRTC could not compile {_label(name)}: {e}") from None
         self._cupy = cupy
         self._functions = {}
 
     def get_function(self, kname: str):
         if kname not in self._functions:
             if kname not in self.kernels:
-                raise CudaError(f"{self.name}.cu has no extern \"C\" __global__ kernel {kname}")
+                raise CudaError(f"{_label(self.name)} has no extern \"C\" __global__ kernel {kname}")
             self._functions[kname] = _GpuFunction(self.raw.get_function(kname), kname, self.kernels[kname], self._cupy)
         return self._functions[kname]
 

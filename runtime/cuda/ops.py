@@ -43,10 +43,37 @@ def _f32(a, what):
 
 def _out(out, like, shape, dtype=np.float32):
     if out is None:
+        if _is_host(like) and M._emu_opts().guard:
+            # emulated with the guard: an output element the kernel never writes stays NaN / -1
+            return np.full(shape, np.nan if np.dtype(dtype).kind == "f" else -1, dtype=dtype)
         return _xp(like).empty(shape, dtype=dtype)
     if tuple(out.shape) != tuple(shape) or out.dtype != dtype:
         raise CudaError(f"out is {out.dtype}{tuple(out.shape)}, expected {np.dtype(dtype)}{tuple(shape)}")
     return out
+
+
+_WORKSPACE: dict = {}
+
+
+def _workspace(like, name: str, shape, dtype):
+    """A scratch array reused across calls (one growing buffer per name, array module and
+    device): kernels on one stream run in order, and the addresses stay put for CUDA graphs."""
+    xp = _xp(like)
+    dev = -1 if xp is np else xp.cuda.runtime.getDevice()
+    key = (xp.__name__, dev, name, np.dtype(dtype).str)
+    n = int(np.prod(shape))
+    buf = _WORKSPACE.get(key)
+    if buf is None or buf.size < n:
+        buf = _WORKSPACE[key] = xp.empty(max(n, 1), dtype)
+    if xp is np and M._emu_opts().guard:
+        buf.fill(np.nan if np.dtype(dtype).kind == "f" else -1)   # no stale values from a previous call
+    return buf[:n].reshape(shape)
+
+
+def _row_threads(n: int, per_thread: int = 8) -> int:
+    """Threads for a one-block-per-row kernel: about per_thread elements each, a multiple of
+    32, at most ELEM_THREADS (short rows get one warp instead of 256 mostly idle threads)."""
+    return min(ELEM_THREADS, max(32, -(-int(n) // per_thread + 31) // 32 * 32))
 
 
 def _blocks(n: int, threads: int = ELEM_THREADS) -> int:
@@ -64,7 +91,7 @@ def rms_norm(x, w, eps: float, out=None):
     y = _out(out, x, x.shape)
     rows = x.size // n if n else 0
     if rows:
-        _fn("elementwise", "rms_norm_f32", x)(rows, ELEM_THREADS, (x, w, y, np.int32(n), np.float32(eps)))
+        _fn("elementwise", "rms_norm_f32", x)(rows, _row_threads(n), (x, w, y, np.int32(n), np.float32(eps)))
     return y
 
 
@@ -151,7 +178,8 @@ def kv_write(src, cache, pos):
         raise CudaError(f"kv_write: pos must be int32 [{n_tok}], got {pos.dtype}{tuple(pos.shape)}")
     row = int(np.prod(src.shape[1:]))
     if n_tok and row:
-        _fn("elementwise", "kv_write_f16", src)((_blocks(row), n_tok), ELEM_THREADS, (src, cache, pos, np.int32(row)))
+        t = min(ELEM_THREADS, -(-row // 32) * 32)
+        _fn("elementwise", "kv_write_f16", src)((_blocks(row, t), n_tok), t, (src, cache, pos, np.int32(row)))
     return cache
 
 
@@ -200,9 +228,8 @@ def attention_decode(q, k_cache, v_cache, n_past: int, scale: float, window: int
     seen = n_past + n_tok if not window else min(window, n_past + n_tok)
     n_split = -(-seen // split_keys)
     rows = n_tok * n_head
-    xp = _xp(q)
-    part_o = xp.empty((rows, n_split, hd), np.float32)
-    part_ml = xp.empty((rows, n_split, 2), np.float32)
+    part_o = _workspace(q, "attn_part_o", (rows, n_split, hd), np.float32)
+    part_ml = _workspace(q, "attn_part_ml", (rows, n_split, 2), np.float32)
     w, cap = _attn_common(window, softcap)
     _fn("attention", "attn_decode_partial", q)(
         (rows, n_split), ATT_THREADS,
@@ -221,7 +248,8 @@ def attention_prefill(q, k_cache, v_cache, n_past: int, scale: float, window: in
     if not n_tok:
         return y
     w, cap = _attn_common(window, softcap)
-    _fn("attention", "attn_prefill", q)(
+    variant = next(v for v in (64, 128, 256) if hd <= v)   # shared memory sized for the head
+    _fn("attention", f"attn_prefill_{variant}", q)(
         (-(-n_tok // ATT_ROWS), n_head), 32 * ATT_ROWS,
         (q, k_cache, v_cache, y, np.int32(n_tok), np.int32(n_head), np.int32(n_kv), np.int32(hd), np.int32(n_past),
          w, np.float32(scale), cap))
@@ -237,3 +265,101 @@ def attention(q, k_cache, v_cache, n_past: int, scale: float, window: int | None
     if q.shape[0] <= DECODE_MAX_TOK:
         return attention_decode(q, k_cache, v_cache, n_past, scale, window, softcap, out)
     return attention_prefill(q, k_cache, v_cache, n_past, scale, window, softcap, out)
+
+
+# ---------------------------------------------------------------- sampling
+
+SAMPLE_THREADS = 256
+TOPK_MAX = 256
+TOPK_CHUNK_MAX = 8192
+TOPK_CAND_MAX = 4096
+
+
+# the most dynamic shared memory each launcher asks for (tests/test_cuda_compile.py adds the
+# kernel's static shared memory and checks the sum against the 48 KiB every arch allows)
+DYNAMIC_SHARED_MAX = {
+    "repeat_penalty_f32": M.MAX_SHARED_PER_BLOCK - 1024,
+    "topk_chunks_f32": TOPK_CHUNK_MAX * 4,
+    "topk_sample_f32": TOPK_CAND_MAX * 8,
+}
+
+
+def _logits(x):
+    _f32(x, "logits")
+    if x.ndim != 1 or not x.size:
+        raise CudaError(f"logits must be f32 [n_vocab], got {tuple(x.shape)}")
+    return x
+
+
+def repeat_penalty(logits, ids, penalty: float):
+    """In place: logits[t] = v * penalty if v <= 0 else v / penalty, once for each distinct id
+    in ids (i32 device array, e.g. the last repeat_last_n tokens; repeats allowed)."""
+    _logits(logits)
+    if ids.dtype != np.int32 or ids.ndim != 1:
+        raise CudaError(f"repeat_penalty: ids must be int32 [n], got {ids.dtype}{tuple(ids.shape)}")
+    if ids.size * 4 > M.MAX_SHARED_PER_BLOCK - 1024:
+        raise CudaError(f"repeat_penalty: {ids.size} ids is too many for one block")
+    if ids.size:
+        _fn("sampling", "repeat_penalty_f32", logits)(
+            1, SAMPLE_THREADS, (logits, ids, np.int32(ids.size), np.float32(penalty)), shared_mem=ids.size * 4)
+    return logits
+
+
+def argmax(logits, out=None):
+    """Greedy: i32 device array [1] holding argmax(logits) (the first of equal maxima)."""
+    _logits(logits)
+    out = _out(out, logits, (1,), np.int32)
+    threads = min(1024, -(-logits.size // 32) * 32)   # sampling.cu's ARGMAX_THREADS
+    _fn("sampling", "argmax_f32", logits)(1, threads, (logits, np.int32(logits.size), out))
+    return out
+
+
+def top_k_plan(n: int, k: int) -> tuple[int, int]:
+    """(blocks, chunk) for the first top-k stage; CudaError when the device cannot do k of n."""
+    if not 1 <= k <= TOPK_MAX:
+        raise CudaError(f"device sampling supports top_k 1..{TOPK_MAX}, got {k}")
+    blocks = max(1, min(-(-n // 1024), TOPK_CAND_MAX // k))
+    chunk = -(-n // blocks)
+    if chunk > TOPK_CHUNK_MAX:
+        raise CudaError(f"device sampling: top_k {k} is too large for a vocabulary of {n}")
+    return -(-n // chunk), chunk
+
+
+def sample_top_k(logits, top_k: int, top_p: float, min_p: float, temp: float, u: float, out=None):
+    """runtime.generate.sample's chain after the penalty, on the device: top-k, softmax,
+    top-p, min-p, softmax(x / temp), then the token whose cdf first exceeds u (u from the
+    host's rng.random(), as numpy's Generator.choice draws). Returns i32 device array [1].
+    top_k must be 1..TOPK_MAX (callers fall back to the host otherwise); temp > 0."""
+    _logits(logits)
+    if not temp > 0:
+        raise CudaError("sample_top_k needs temp > 0 (use argmax for greedy)")
+    n = logits.size
+    k = min(int(top_k), n)
+    blocks, chunk = top_k_plan(n, k)
+    cand_v = _workspace(logits, "topk_v", (blocks * k,), np.float32)
+    cand_i = _workspace(logits, "topk_i", (blocks * k,), np.int32)
+    out = _out(out, logits, (1,), np.int32)
+    _fn("sampling", "topk_chunks_f32", logits)(
+        blocks, SAMPLE_THREADS, (logits, np.int32(n), np.int32(chunk), np.int32(k), cand_v, cand_i),
+        shared_mem=chunk * 4)
+    _fn("sampling", "topk_sample_f32", logits)(
+        1, SAMPLE_THREADS, (cand_v, cand_i, np.int32(blocks * k), np.int32(k), np.float64(top_p), np.float64(min_p),
+                            np.float32(temp), np.float64(u), out), shared_mem=blocks * k * 8)
+    return out
+
+
+def sample(logits, params, rng: np.random.Generator, history=()):
+    """One token id as runtime.generate.sample(logits, params, rng, history) picks it, computed
+    on the device (logits is modified in place by the repetition penalty). Only the id comes
+    back. Raises CudaError for top_k outside 1..TOPK_MAX: sample on the host then."""
+    xp = _xp(logits)
+    if params.repeat_penalty != 1.0 and params.repeat_last_n != 0 and len(history):
+        h = list(history)[-params.repeat_last_n:] if params.repeat_last_n > 0 else list(history)
+        if min(h) < 0 or max(h) >= logits.size:
+            raise CudaError(f"repeat penalty: token id out of range 0..{logits.size - 1}")
+        repeat_penalty(logits, xp.asarray(np.asarray(h, np.int32)), params.repeat_penalty)
+    if params.temp <= 0:
+        tid = argmax(logits)
+    else:
+        tid = sample_top_k(logits, params.top_k, params.top_p, params.min_p, params.temp, rng.random())
+    return int(tid[0]) if xp is np else int(tid.get()[0])

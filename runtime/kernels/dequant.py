@@ -12,27 +12,19 @@ The numpy reference for all of them is ``runtime.reference.dequantize_rows``.
 import numpy as np
 from numba import njit, prange
 
-# ggml type ids (GGMLQuantizationType values)
-F32, F16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 = 0, 1, 2, 3, 6, 7, 8
-Q2_K, Q3_K, Q4_K, Q5_K, Q6_K = 10, 11, 12, 13, 14
-IQ4_NL, IQ4_XS, BF16, TQ2_0, MXFP4 = 20, 23, 30, 35, 39
-IQ2_XXS, IQ2_XS, IQ3_XXS, IQ3_S, IQ2_S = 16, 17, 18, 21, 22
-TQ1_0, NVFP4, Q1_0, Q2_0 = 34, 40, 41, 42
+from quant.types import TYPES
 
-# type id -> (block size, bytes per block); the same numbers as gguf.GGML_QUANT_SIZES
-BLOCKS = {
-    F32: (1, 4), F16: (1, 2), BF16: (1, 2),
-    Q4_0: (32, 18), Q4_1: (32, 20), Q5_0: (32, 22), Q5_1: (32, 24), Q8_0: (32, 34),
-    Q2_K: (256, 84), Q3_K: (256, 110), Q4_K: (256, 144), Q5_K: (256, 176), Q6_K: (256, 210),
-    IQ4_NL: (32, 18), IQ4_XS: (256, 136), TQ2_0: (256, 66), MXFP4: (32, 17),
-    IQ2_XXS: (256, 66), IQ2_XS: (256, 74), IQ2_S: (256, 82), IQ3_XXS: (256, 98), IQ3_S: (256, 110),
-    TQ1_0: (256, 54), NVFP4: (64, 36), Q1_0: (128, 18),
-}
-# Q2_0 (ggml type 42) only where the installed gguf-py knows it (QTensor and the type names
-# come from gguf's GGMLQuantizationType); its block dequantizer is in deq_block either way.
-Q2_0_BLOCK = (64, 18)
-if "Q2_0" in __import__("gguf").GGMLQuantizationType.__members__:
-    BLOCKS[Q2_0] = Q2_0_BLOCK
+# ggml type ids, from the one type table
+F32, F16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 = (TYPES[n].id for n in ("F32", "F16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0"))
+Q2_K, Q3_K, Q4_K, Q5_K, Q6_K = (TYPES[n].id for n in ("Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"))
+IQ4_NL, IQ4_XS, BF16, TQ2_0, MXFP4 = (TYPES[n].id for n in ("IQ4_NL", "IQ4_XS", "BF16", "TQ2_0", "MXFP4"))
+IQ2_XXS, IQ2_XS, IQ3_XXS, IQ3_S, IQ2_S = (TYPES[n].id for n in ("IQ2_XXS", "IQ2_XS", "IQ3_XXS", "IQ3_S", "IQ2_S"))
+TQ1_0, NVFP4, Q1_0, Q2_0 = (TYPES[n].id for n in ("TQ1_0", "NVFP4", "Q1_0", "Q2_0"))
+
+# type id -> (block size, bytes per block) of the types deq_block (or the f16/bf16 paths) handles
+BLOCKS = {t: (q.block_size, q.type_size) for q in TYPES.values() for t in (q.id,)
+          if t in (F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ4_NL,
+                   IQ4_XS, TQ2_0, MXFP4, IQ2_XXS, IQ2_XS, IQ2_S, IQ3_XXS, IQ3_S, TQ1_0, NVFP4, Q1_0, Q2_0)}
 
 # kvalues_iq4nl and kvalues_mxfp4 (ggml-common.h; mxfp4 values are doubled e2m1)
 KVALUES_IQ4NL = np.array([-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113],

@@ -146,17 +146,54 @@ class BaseModel(ABC):
         if emb.shape != (hp.n_vocab, hp.n_embd):
             raise ModelError(f"token_embd.weight is {emb.shape}, expected {(hp.n_vocab, hp.n_embd)}")
         for name, t in w.mats.items():
-            if t.qtype not in B.KERNEL_TYPES and t.qtype not in ("F32", "F16", "BF16"):
-                try:
-                    from runtime import reference as ref
-                    ref.dequantize_rows(t.data[:1], t.qtype, t.shape[1])
-                except Exception:  # noqa: BLE001
-                    raise ModelError(f"{name}: unsupported tensor type {t.qtype}") from None
+            if t.qtype not in B.KERNEL_TYPES:
+                raise ModelError(f"{name}: unsupported tensor type {t.qtype}")
         for il in range(hp.n_layer):
             self.check_layer(il)
+        self.check_shapes()
 
     def check_layer(self, il: int) -> None:
         pass
+
+    def check_shapes(self) -> None:
+        """The hparams are sane and every standard tensor present has the shape they imply
+        (a file whose header disagrees with itself is refused at load, not mid-forward)."""
+        hp, w, hd, E = self.hp, self.w, self.hp.head_dim, self.hp.n_embd
+        if min(E, hd, hp.n_vocab, hp.n_layer) <= 0 or hp.n_rot <= 0 or hp.n_rot > hd or hp.n_rot % 2:
+            raise ModelError(f"bad hyperparameters: n_embd {E}, head_dim {hd}, n_rot {hp.n_rot}, "
+                             f"n_vocab {hp.n_vocab}, n_layer {hp.n_layer}")
+        if not (math.isfinite(hp.eps) and hp.eps >= 0):
+            raise ModelError(f"bad rms norm epsilon {hp.eps}")
+        want = {"output.weight": (hp.n_vocab, E), "output_norm.weight": (E,)}
+        if self.rope_freqs is not None:
+            want["rope_freqs.weight"] = (hp.n_rot // 2,)
+        for il, spec in enumerate(hp.layers):
+            p = f"blk.{il}."
+            if spec.n_head < 0 or spec.n_head_kv < 0 or spec.n_ff < 0 or (spec.has_kv and spec.n_head % spec.n_head_kv):
+                raise ModelError(f"layer {il}: bad head counts {spec.n_head}/{spec.n_head_kv} or FFN size {spec.n_ff}")
+            if spec.window is not None and spec.window <= 0:
+                raise ModelError(f"layer {il}: bad sliding window {spec.window}")
+            if spec.has_kv:
+                want.update({p + "attn_q.weight": (spec.n_head * hd, E), p + "attn_k.weight": (spec.n_head_kv * hd, E),
+                             p + "attn_v.weight": (spec.n_head_kv * hd, E),
+                             p + "attn_output.weight": (E, spec.n_head * hd),
+                             p + "attn_q_norm.weight": (hd,), p + "attn_k_norm.weight": (hd,)})
+            elif spec.n_head:
+                want[p + "attn_output.weight"] = (E, E)
+            if spec.n_ff:
+                want.update({p + "ffn_gate.weight": (spec.n_ff, E), p + "ffn_up.weight": (spec.n_ff, E),
+                             p + "ffn_down.weight": (E, spec.n_ff)})
+            for n in ("attn_norm", "ffn_norm", "post_attention_norm", "post_ffw_norm"):
+                want[p + n + ".weight"] = (E,)
+        for name, shape in want.items():
+            t = w.mats.get(name) if len(shape) == 2 else w.vecs.get(name)
+            got = None if t is None else tuple(t.shape)
+            if t is None and len(shape) == 1 and name in w.mats:
+                got = tuple(w.mats[name].shape)
+            if t is None and len(shape) == 2 and name in w.vecs:
+                got = tuple(w.vecs[name].shape)
+            if got is not None and got != shape:
+                raise ModelError(f"{name} is {list(got)}, the hyperparameters imply {list(shape)}")
 
     def new_cache(self, n_ctx: int, dtype=np.float16) -> KVCache:
         """A KV cache for n_ctx positions; f16 like llama.cpp's default, f32 for exact checks."""

@@ -94,3 +94,47 @@ extern "C" __global__ void write_past(float* y, int n) {
 extern "C" __global__ void run_order(int* counter, int* out) {
     out[blockIdx.x * blockDim.x + threadIdx.x] = atomicAdd(counter, 1);
 }
+
+// Reads shared memory no thread wrote (mode 0: s[t + 1] unwritten by thread t + 1 for the last
+// thread), or counts a predicate at a barrier (mode 1).
+extern "C" __global__ void shared_poison(float* y, int* count) {
+    __shared__ float s[65];
+    const int t = threadIdx.x;
+    s[t] = (float)t;
+    __syncthreads();
+    y[t] = s[t + 1];
+    const int c = __syncthreads_count(t % 3 == 0);
+    const int any = __syncthreads_or(t == 5), all = __syncthreads_and(t < 64);
+    if (t == 0) {
+        count[0] = c;
+        count[1] = any;
+        count[2] = all;
+    }
+}
+
+// Even and odd threads wait at two different barriers (undefined behaviour on a GPU).
+extern "C" __global__ void split_barriers(int* out) {
+    if (threadIdx.x % 2) {
+        __syncthreads();
+    } else {
+        __syncthreads();
+    }
+    out[threadIdx.x] = 1;
+}
+
+// mode 0: thread 3 writes through a null pointer; mode 1: thread 0 overflows its stack.
+static __device__ int deep(volatile int* p, int n) {
+    volatile char pad[1024];
+    pad[0] = (char)n;
+    return n ? deep(p, n - 1) + pad[0] : *p;
+}
+extern "C" __global__ void crash(int* out, int mode) {
+    if (mode == 0 && threadIdx.x == 3) *(volatile int*)0 = 1;
+    if (mode == 1 && threadIdx.x == 0) out[0] = deep(out, 1000);
+    out[threadIdx.x] = 1;
+}
+
+// Reads an int at byte offset `offset` of x (the GPU faults unless offset % 4 == 0).
+extern "C" __global__ void misaligned(const unsigned char* x, int* out, int offset) {
+    out[0] = *(const int*)(x + offset);
+}

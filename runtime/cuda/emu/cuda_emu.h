@@ -1,22 +1,29 @@
 // CUDA emulation header: the same .cu source compiles as C++ with g++ and runs on the CPU.
 //
 // Model of execution (runtime/cuda/module.py generates one launch wrapper per kernel):
-//   * one ucontext fiber per CUDA thread (small mmap'ed stacks with a guard page);
-//   * the blocks of a grid run one after another; `__shared__` is `static`, so it is per block;
-//     `extern __shared__ T name[];` is rewritten by the loader to point at the launch's dynamic
-//     shared memory, which is poisoned (0xFF bytes: NaN for f32/f16, -1 for ints) per block;
+//   * one fiber per CUDA thread, on small mmap'ed stacks with a guard page; switches are
+//     _setjmp/_longjmp (no system call). Fibers are kept per thread slot: one that finished its
+//     thread parks and runs the next block's thread on that slot, so a thread costs two jumps
+//     (makecontext/setcontext only make a slot's fiber the first time, or after a failed launch);
+//   * the blocks of a grid run one after another; `__shared__` is `static` (in section
+//     emu_shared), so it is per block; `extern __shared__ T name[];` is rewritten by the loader
+//     to point at the launch's dynamic shared memory; both are poisoned before every block
+//     (0xFF bytes: NaN for f32/f16, -1 for ints), so reading what no thread wrote shows up;
 //   * a thread runs until it reaches a synchronisation point: `__syncthreads` (block barrier),
 //     `__syncwarp`, `__shfl_*_sync`, `__ballot_sync`/`__any_sync`/`__all_sync` (per-warp
 //     exchanges over 32 lanes); the scheduler then runs the next thread;
 //   * the order threads (and blocks) are run in is forward, reverse or a seeded random
 //     permutation per scheduling pass, chosen per launch, so a missing barrier changes results;
-//   * errors (a barrier reached by only part of a block, a warp op whose mask names an exited
+//   * errors (a barrier reached by only part of a block, threads of a block waiting at different
+//     __syncthreads (source lines), a warp op whose mask names an exited
 //     or absent lane or disagrees between lanes, a deadlock, __trap) stop the launch; the
 //     wrapper returns nonzero and emu_last_error() says what happened.
 // Single OS thread per launch; state is thread_local so Python threads may launch concurrently.
 #pragma once
 #include <ucontext.h>
+#include <setjmp.h>
 #include <sys/mman.h>
+#include <signal.h>
 #include <unistd.h>
 #include <cmath>
 #include <cstdint>
@@ -40,7 +47,8 @@
 #define __forceinline__ inline
 #define __noinline__
 #define __launch_bounds__(...)
-#define __shared__ static
+// Static shared memory lives in its own section, so it can be poisoned before every block.
+#define __shared__ static __attribute__((section("emu_shared")))
 #define __constant__ static
 #define __align__(n) __attribute__((aligned(n)))
 #define warpSize 32
@@ -74,7 +82,8 @@ enum WarpOp { OP_SYNCWARP = 1, OP_SHFL = 2, OP_SHFL_UP = 3, OP_SHFL_DOWN = 4, OP
 enum Order { FORWARD = 0, REVERSE = 1, RANDOM = 2 };
 
 struct Thread {
-    ucontext_t ctx;
+    jmp_buf env;         // where the thread continues after a yield
+    bool started = false;
     uint3 tid;
     int linear = 0;
     int state = READY;
@@ -82,27 +91,40 @@ struct Thread {
     unsigned mask = 0;
     int arg = 0;         // src lane / delta / lane mask
     int width = 32;
+    const char* bar_file = nullptr;  // where the thread waits at __syncthreads
+    int bar_line = 0;
     uint64_t val = 0;    // value offered to the warp op
     uint64_t result = 0; // value handed back
-    char* stack = nullptr;
+};
+
+// A thread slot's fiber: its stack, how to make it, where it parks between threads.
+struct Slot {
+    char* mem = nullptr;     // guard page + stack
+    size_t size = 0;
+    ucontext_t start;
+    jmp_buf park;
+    bool parked = false;
 };
 
 struct Launch {
     dim3 grid, block;
     uint3 bid;
     std::vector<Thread> threads;
-    ucontext_t sched;
+    jmp_buf sched;
     std::function<void()> body;
     bool failed = false;
     std::string error;
     std::vector<unsigned char> dynsmem;
     size_t stack_size = 64 * 1024;
+    int bar_count = 0;      // __syncthreads_count/_or/_and: predicates counted at this barrier
+    int bar_result = 0;     // ... and the count of the barrier last released
 };
 
 static thread_local Launch* g = nullptr;
 static thread_local Thread* cur = nullptr;
 static thread_local std::string last_error;
-static thread_local std::vector<std::pair<char*, size_t>> stack_pool;
+static thread_local std::vector<Slot*> slots;
+static const size_t GUARD = 64 * 1024;   // inaccessible bytes below each fiber stack
 static thread_local unsigned long long clock_counter = 0;
 
 static inline std::string fmt(const char* f, ...) {
@@ -126,32 +148,56 @@ static inline std::string where() {
         g->failed = true;
         g->error = msg;
     }
-    for (;;) swapcontext(&cur->ctx, &g->sched);
+    for (;;) _longjmp(g->sched, 1);
 }
 
-static inline void yield_to_scheduler() { swapcontext(&cur->ctx, &g->sched); }
-
-static void fiber_entry() {
-    g->body();
-    cur->state = DONE;
-    // returning resumes uc_link (the scheduler)
+// A switch is _setjmp/_longjmp (no signal-mask system call, unlike swapcontext).
+static inline void yield_to_scheduler() {
+    if (!_setjmp(cur->env)) _longjmp(g->sched, 1);
 }
 
-static char* get_stack(size_t i, size_t size) {
-    while (stack_pool.size() <= i) stack_pool.push_back({nullptr, 0});
-    auto& s = stack_pool[i];
-    if (s.first && s.second != size) {
-        munmap(s.first, s.second + 4096);
-        s.first = nullptr;
+// A slot's fiber: runs the thread the scheduler put in `cur`, parks, runs the next one.
+static void fiber_main() {
+    for (;;) {
+        g->body();
+        cur->state = DONE;
+        Slot* s = slots[cur->linear];
+        s->parked = true;
+        if (!_setjmp(s->park)) _longjmp(g->sched, 1);
     }
-    if (!s.first) {
-        void* p = mmap(nullptr, size + 4096, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+}
+
+static Slot* get_slot(size_t i, size_t size) {
+    while (slots.size() <= i) slots.push_back(new Slot());
+    Slot* s = slots[i];
+    if (s->mem && s->size != size) {
+        munmap(s->mem, s->size + GUARD);
+        s->mem = nullptr;
+        s->parked = false;
+    }
+    if (!s->mem) {
+        void* p = mmap(nullptr, size + GUARD, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
         if (p == MAP_FAILED) return nullptr;
-        mprotect(p, 4096, PROT_NONE);  // guard page below the stack: overflow faults, not corrupts
-        s.first = (char*)p;
-        s.second = size;
+        mprotect(p, GUARD, PROT_NONE);  // guard below the stack: an overflow faults, never corrupts
+        s->mem = (char*)p;
+        s->size = size;
     }
-    return s.first + 4096;
+    return s;
+}
+
+// Start thread `cur` on its slot (called with the scheduler's state saved in g->sched).
+[[noreturn]] static void start_on_slot(Slot* s) {
+    if (s->parked) {
+        s->parked = false;
+        _longjmp(s->park, 1);
+    }
+    getcontext(&s->start);
+    s->start.uc_stack.ss_sp = s->mem + GUARD;
+    s->start.uc_stack.ss_size = s->size;
+    s->start.uc_link = nullptr;
+    makecontext(&s->start, (void (*)())fiber_main, 0);
+    setcontext(&s->start);
+    abort();
 }
 
 static inline int lane_of(const Thread& t) { return t.linear & 31; }
@@ -244,22 +290,23 @@ static inline std::vector<int> order_of(int n, int order, std::mt19937_64& rng) 
     return o;
 }
 
+}  // namespace emu
+extern "C" char __start_emu_shared[] __attribute__((weak));
+extern "C" char __stop_emu_shared[] __attribute__((weak));
+namespace emu {
+
 static int run_block(int order, std::mt19937_64& rng) {
     Launch& L = *g;
     int n = (int)(L.block.x * L.block.y * L.block.z);
     L.threads.assign(n, Thread());
     if (!L.dynsmem.empty()) memset(L.dynsmem.data(), 0xFF, L.dynsmem.size());
+    if (__start_emu_shared && __stop_emu_shared > __start_emu_shared)
+        memset(__start_emu_shared, 0xFF, (size_t)(__stop_emu_shared - __start_emu_shared));
     for (int i = 0; i < n; i++) {
         Thread& t = L.threads[i];
         t.linear = i;
         t.tid = {i % L.block.x, (i / L.block.x) % L.block.y, i / (L.block.x * L.block.y)};
-        t.stack = get_stack(i, L.stack_size);
-        if (!t.stack) { L.error = "emulation: out of memory for fiber stacks"; return 1; }
-        getcontext(&t.ctx);
-        t.ctx.uc_stack.ss_sp = t.stack;
-        t.ctx.uc_stack.ss_size = L.stack_size;
-        t.ctx.uc_link = &L.sched;
-        makecontext(&t.ctx, (void (*)())fiber_entry, 0);
+        if (!get_slot(i, L.stack_size)) { L.error = "emulation: out of memory for fiber stacks"; return 1; }
     }
     for (;;) {
         bool ran = false;
@@ -267,7 +314,13 @@ static int run_block(int order, std::mt19937_64& rng) {
             Thread& t = L.threads[i];
             if (t.state != READY) continue;
             cur = &t;
-            swapcontext(&L.sched, &t.ctx);
+            if (!_setjmp(L.sched)) {
+                if (!t.started) {
+                    t.started = true;
+                    start_on_slot(slots[i]);
+                }
+                _longjmp(t.env, 1);
+            }
             cur = nullptr;
             ran = true;
             if (L.failed) return 1;
@@ -287,7 +340,18 @@ static int run_block(int order, std::mt19937_64& rng) {
             if (released) continue;
         }
         if (n_bar && n_bar == n) {
+            for (auto& t : L.threads) {
+                const Thread& t0 = L.threads[0];
+                if (t.bar_line != t0.bar_line || strcmp(t.bar_file, t0.bar_file)) {
+                    L.error = fmt("block (%u,%u,%u): threads 0 and %d wait at different __syncthreads "
+                                  "(%s:%d and %s:%d)", L.bid.x, L.bid.y, L.bid.z, t.linear, t0.bar_file,
+                                  t0.bar_line, t.bar_file, t.bar_line);
+                    return 1;
+                }
+            }
             for (auto& t : L.threads) t.state = READY;
+            L.bar_result = L.bar_count;
+            L.bar_count = 0;
             continue;
         }
         if (n_bar && n_done) {
@@ -301,8 +365,60 @@ static int run_block(int order, std::mt19937_64& rng) {
     }
 }
 
+// SIGSEGV/SIGBUS inside a kernel (a wild pointer, a fiber stack overflow) and SIGILL (a misaligned
+// access trapped by -fsanitize=alignment) end the launch with an error instead of the process. Faults elsewhere go to the handler that was there before.
+static struct sigaction old_segv, old_bus, old_ill;
+static bool fault_handler_installed = false;
+static thread_local bool altstack_ready = false;
+
+static void on_fault(int sig, siginfo_t* si, void* uc) {
+    if (g && cur && !g->failed) {
+        char* a = (char*)si->si_addr;
+        bool overflow = false;
+        for (Slot* s : slots)
+            if (s->mem && a >= s->mem && a < s->mem + GUARD) overflow = true;
+        g->failed = true;
+        if (sig == SIGILL)   // -fsanitize=alignment traps
+            g->error = where() + ": misaligned memory access (a load or store not aligned to its type's size; "
+                                 "the GPU faults on it)";
+        else
+            g->error = where() + (overflow ? ": fiber stack overflow (a larger emu_options(stack_kib=...) may help)"
+                                           : fmt(": invalid memory access at address %p (%s)", (void*)a,
+                                                 sig == SIGSEGV ? "SIGSEGV" : "SIGBUS"));
+        sigset_t set;
+        sigemptyset(&set);
+        sigaddset(&set, sig);
+        sigprocmask(SIG_UNBLOCK, &set, nullptr);
+        _longjmp(g->sched, 1);
+    }
+    sigaction(sig, sig == SIGSEGV ? &old_segv : sig == SIGBUS ? &old_bus : &old_ill, nullptr);   // not ours
+    (void)uc;
+}
+
+static void install_fault_handler() {
+    if (!altstack_ready) {
+        stack_t ss;
+        ss.ss_sp = malloc(1 << 16);
+        ss.ss_size = 1 << 16;
+        ss.ss_flags = 0;
+        if (ss.ss_sp && sigaltstack(&ss, nullptr) == 0) altstack_ready = true;
+    }
+    if (!fault_handler_installed) {
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_sigaction = on_fault;
+        sa.sa_flags = SA_SIGINFO | SA_ONSTACK | SA_NODEFER;
+        sigemptyset(&sa.sa_mask);
+        sigaction(SIGSEGV, &sa, &old_segv);
+        sigaction(SIGBUS, &sa, &old_bus);
+        sigaction(SIGILL, &sa, &old_ill);
+        fault_handler_installed = true;
+    }
+}
+
 static int launch(dim3 grid, dim3 block, size_t smem, int order, unsigned long long seed, size_t stack_kib,
                   std::function<void()> body) {
+    install_fault_handler();
     Launch L;
     L.grid = grid;
     L.block = block;
@@ -320,7 +436,11 @@ static int launch(dim3 grid, dim3 block, size_t smem, int order, unsigned long l
     for (long b : blocks) {
         L.bid = {(unsigned)(b % grid.x), (unsigned)((b / grid.x) % grid.y), (unsigned)(b / ((long)grid.x * grid.y))};
         rc = run_block(order, rng);
-        if (rc) break;
+        if (rc) {
+            for (size_t i = 0; i < L.threads.size() && i < slots.size(); i++)
+                if (L.threads[i].state != DONE) slots[i]->parked = false;
+            break;
+        }
     }
     if (rc) last_error = L.error;
     g = saved;
@@ -389,10 +509,25 @@ static inline float half_to_float(unsigned short h) {
 #define gridDim (::emu::g->grid)
 
 // ---- synchronisation
-static inline void __syncthreads() {
-    ::emu::cur->state = ::emu::AT_BARRIER;
-    ::emu::yield_to_scheduler();
+namespace emu {
+// the barrier's source line is recorded: threads of a block must all wait at the same one
+static inline void barrier(const char* file, int line) {
+    cur->bar_file = file;
+    cur->bar_line = line;
+    cur->state = AT_BARRIER;
+    yield_to_scheduler();
 }
+static inline int barrier_count(int p, const char* file, int line) {
+    g->bar_count += p != 0;
+    barrier(file, line);
+    return g->bar_result;
+}
+}  // namespace emu
+#define __syncthreads() ::emu::barrier(__FILE__, __LINE__)
+#define __syncthreads_count(p) ::emu::barrier_count((p), __FILE__, __LINE__)
+#define __syncthreads_or(p) (::emu::barrier_count((p), __FILE__, __LINE__) != 0)
+#define __syncthreads_and(p) \
+    (::emu::barrier_count((p), __FILE__, __LINE__) == (int)(blockDim.x * blockDim.y * blockDim.z))
 static inline void __syncwarp(unsigned mask = 0xffffffffu) { ::emu::warp_op<int>(::emu::OP_SYNCWARP, mask, 0, 0, 32); }
 template <class T> static inline T __shfl_sync(unsigned mask, T v, int src, int width = 32) {
     return ::emu::warp_op<T>(::emu::OP_SHFL, mask, v, src, width);
