@@ -36,12 +36,9 @@ def process_escapes(data: bytes) -> bytes:
 
 
 def open_gguf(path):
-    """The GGUF's metadata (quant/gguf.py's reader, header only; runtime/gguf_file.py before it)."""
-    try:
-        from quant.gguf import GGUFReader
-    except ImportError:
-        from runtime.gguf_file import GGUFFile
-        return GGUFFile(str(path))
+    """The GGUF's metadata (quant/gguf.py's reader, header only: tensors are not mapped)."""
+    from quant.gguf import GGUFReader
+
     return GGUFReader(str(path), header_only=True)
 
 

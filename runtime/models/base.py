@@ -157,6 +157,8 @@ class BaseModel(ABC):
     def check_layer(self, il: int) -> None:
         pass
 
+    ffn_up_rows = 1    # ffn_up is [ffn_up_rows * n_ff, n_embd]: 2 where gate and up are fused (phi3)
+
     def check_shapes(self) -> None:
         """The hparams are sane and every standard tensor present has the shape they imply
         (a file whose header disagrees with itself is refused at load, not mid-forward)."""
@@ -183,7 +185,7 @@ class BaseModel(ABC):
             elif spec.n_head:
                 want[p + "attn_output.weight"] = (E, E)
             if spec.n_ff:
-                want.update({p + "ffn_gate.weight": (spec.n_ff, E), p + "ffn_up.weight": (spec.n_ff, E),
+                want.update({p + "ffn_gate.weight": (spec.n_ff, E), p + "ffn_up.weight": (self.ffn_up_rows * spec.n_ff, E),
                              p + "ffn_down.weight": (E, spec.n_ff)})
             for n in ("attn_norm", "ffn_norm", "post_attention_norm", "post_ffw_norm"):
                 want[p + n + ".weight"] = (E,)

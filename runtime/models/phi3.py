@@ -21,6 +21,8 @@ def read_hparams(fields: dict, tensors: dict) -> Hparams:
 
 
 class Model(BaseModel):
+    ffn_up_rows = 2        # gate | up fused
+
     def check_layer(self, il: int) -> None:
         p = f"blk.{il}."
         for t in ("attn_output", "ffn_up", "ffn_down"):
