@@ -154,7 +154,7 @@ def header_bytes(s, plans, ftype: str, im, imatrix_path) -> int:
 
 def measure(src: str, imatrix: str | None, calib_text: str | None, *, candidates: Sequence[str] = DEFAULT_CANDIDATES,
             n_seq: int = 1, seq_len: int = 128, sample_rows: int = 256, cache: str | None = None,
-            progress: bool = True) -> Measurement:
+            progress: bool = True, workers: int = 2) -> Measurement:
     """Per-tensor errors for every candidate type and per-tensor sensitivities (cached in ``cache``)."""
     import time
 
@@ -169,7 +169,7 @@ def measure(src: str, imatrix: str | None, calib_text: str | None, *, candidates
     st = os.stat(src)
     key_err = dict(src=os.path.abspath(src), size=st.st_size, mtime=int(st.st_mtime), imatrix=_digest(imatrix),
                    candidates=list(candidates), sample_rows=sample_rows, version=CACHE_VERSION)
-    key_sens = dict(text=_digest(calib_text), n_seq=n_seq, seq_len=seq_len)
+    key_sens = dict(text=_digest(calib_text), n_seq=n_seq, seq_len=seq_len, groups="block")
     cached = None
     if cache and Path(cache).is_file():
         try:
@@ -191,7 +191,7 @@ def measure(src: str, imatrix: str | None, calib_text: str | None, *, candidates
     im = load_imatrix(imatrix) if imatrix else None
     s = _source(src)
     if cached is not None:
-        _sensitivities(cached, s, src, im, calib_text, n_seq, seq_len, progress)
+        _sensitivities(cached, s, src, im, calib_text, n_seq, seq_len, progress, workers=workers)
         save(cached, True)
         return cached
     plans = _plans(s)
@@ -225,7 +225,7 @@ def measure(src: str, imatrix: str | None, calib_text: str | None, *, candidates
     meas.seconds["errors"] = time.time() - t0
     save(meas, False)
     if calib_text:
-        _sensitivities(meas, s, src, im, calib_text, n_seq, seq_len, progress)
+        _sensitivities(meas, s, src, im, calib_text, n_seq, seq_len, progress, workers=workers)
         save(meas, True)
     return meas
 
@@ -263,31 +263,92 @@ def probe_tokens(model, text: str, n_seq: int, seq_len: int) -> list[np.ndarray]
     return seqs
 
 
-def _sensitivities(meas, s, src, im, text_path, n_seq, seq_len, progress):
-    import time
+_ATTN = ("attn_q", "attn_k", "attn_v", "attn_qkv", "attn_output", "attn_q_a", "attn_q_b", "attn_kv_a_mqa",
+         "attn_kv_b")
 
-    from tqdm import tqdm
 
+def sensitivity_groups(names: Sequence[str], per: str = "block") -> list[list[str]]:
+    """Tensors measured together: one per tensor (``per="tensor"``), or per block and kind
+    (``"block"``: a block's attention weights, its FFN weights; every tensor outside blocks alone).
+    Works for any layer structure (DeciLM blocks without attention or FFN simply have fewer groups)."""
+    if per == "tensor":
+        return [[n] for n in names]
+    groups: dict[tuple, list[str]] = {}
+    for n in names:
+        m = re.match(r"^blk\.(\d+)\.([^.]+)", n)
+        if not m:
+            key = (n,)
+        else:
+            key = (int(m.group(1)), "attn" if m.group(2) in _ATTN or m.group(2).startswith("attn") else "ffn")
+        groups.setdefault(key, []).append(n)
+    return list(groups.values())
+
+
+def _measure_groups(src, im, text_path, n_seq, seq_len, groups, refs, shapes, queue=None):
+    """KLD of the model with each group of tensors quantized to its reference types."""
     from runtime.loader import load
     from runtime.perplexity import read_text_file
     from runtime.sensitivity import Probe
 
-    t0 = time.time()
+    s = _source(src)
     model = load(src)
     probe = Probe(model, probe_tokens(model, read_text_file(text_path), n_seq, seq_len))
     by = {t.name: t for t in s.tensors}
-    for tm in tqdm(meas.tensors, desc="sensitivity", unit="tensor", disable=not progress):
-        t = by[tm.name]
-        ne0 = tm.shape[0]
-        imrow = _imatrix_row(im, tm.name, ne0)
+    out = []
+    for g in groups:
+        rep = {}
+        for n in g:
+            w = _rows(s, by[n])
+            rep[n] = _quant_dequant(w, refs[n], _imatrix_row(im, n, shapes[n][0])).reshape(-1, shapes[n][0])
+        out.append(probe.kld(rep))
+        if queue is not None:
+            queue.put(1)
+    return out, probe.n_rows
+
+
+def _sensitivities(meas, s, src, im, text_path, n_seq, seq_len, progress, per: str = "block", workers: int = 2):
+    import multiprocessing as mp
+    import time
+    from concurrent.futures import ProcessPoolExecutor
+
+    from tqdm import tqdm
+
+    t0 = time.time()
+    by = {tm.name: tm for tm in meas.tensors}
+    for tm in meas.tensors:
         tm.ref_type = _ref_type(tm)
-        w = _rows(s, t)
-        q = _quant_dequant(w, tm.ref_type, imrow)
-        tm.ref_kld = probe.kld({tm.name: q.reshape(tm.n_rows, ne0)})
-        e = tm.errors[tm.ref_type]
-        tm.alpha = max(tm.ref_kld, 0.0) / e if e > 0 else 0.0
+    refs = {n: tm.ref_type for n, tm in by.items()}
+    shapes = {n: tm.shape for n, tm in by.items()}
+    groups = sensitivity_groups(list(by), per)
+    parts = [groups[i::workers] for i in range(workers)] if workers > 1 else [groups]
+    bar = tqdm(total=len(groups), desc="sensitivity", unit="group", disable=not progress)
+    if workers > 1:
+        ctx = mp.get_context("spawn")
+        with ctx.Manager() as man, ProcessPoolExecutor(workers, mp_context=ctx) as ex:
+            q = man.Queue()
+            futs = [ex.submit(_measure_groups, src, im, text_path, n_seq, seq_len, p, refs, shapes, q) for p in parts]
+            done = 0
+            while done < len(groups):
+                q.get()
+                done += 1
+                bar.update(1)
+            res = [f.result() for f in futs]
+    else:
+        res = [_measure_groups(src, im, text_path, n_seq, seq_len, groups, refs, shapes)]
+        bar.update(len(groups))
+    bar.close()
+    klds = {}
+    for part, (vals, n_rows) in zip(parts, res):
+        for g, v in zip(part, vals):
+            klds[tuple(g)] = v
+        meas.probe["rows"] = n_rows
+    for g, v in klds.items():
+        e = sum(by[n].errors[by[n].ref_type] for n in g)
+        for n in g:
+            by[n].ref_kld = v
+            by[n].alpha = max(v, 0.0) / e if e > 0 else 0.0
     meas.seconds["sensitivity"] = time.time() - t0
-    meas.probe["rows"] = probe.n_rows
+    meas.probe["groups"] = per
 
 
 # ---------------------------------------------------------------- allocation
@@ -372,15 +433,15 @@ def quantize_budget(src: str, dst: str, *, target_bpw: float | None = None, targ
                     imatrix: str | None = None, calib_text: str | None = None,
                     candidates: Sequence[str] = DEFAULT_CANDIDATES, ftype: str = "Q4_K_M", check: bool = True,
                     n_seq: int = 1, seq_len: int = 128, cache: str | None = None, progress: bool = True,
-                    nthreads: int | None = None) -> BudgetResult:
+                    nthreads: int | None = None, sample_rows: int = 256, workers: int = 2) -> BudgetResult:
     from ggufkit.quantize import quantize_file
     from quant.imatrix import load_imatrix
 
     if calib_text is None:
         raise GGUFKitError("budgeted allocation needs calibration text (--calib-file) to measure sensitivities")
-    cache = cache or f"{dst}.measure.json"
+    cache = cache or f"{src}.alloc-measure.json"      # one measurement per input serves every budget
     meas = measure(src, imatrix, calib_text, candidates=candidates, n_seq=n_seq, seq_len=seq_len, cache=cache,
-                   progress=progress)
+                   progress=progress, sample_rows=sample_rows, workers=workers)
     im = load_imatrix(imatrix) if imatrix else None
     s = _source(src)
     meas.header_bytes = header_bytes(s, _plans(s), ftype, im, imatrix)   # the imatrix path is in the header

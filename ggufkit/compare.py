@@ -7,7 +7,8 @@ its uncertainty, 99.9% KLD, RMS Δp and same-top-p %, all with llama-perplexity'
 
 The base logits are computed once (``runtime.perplexity.perplexity`` with a logits file, the format
 of llama-perplexity's ``--kl-divergence-base``) and cached beside the base model, keyed by text,
-context and chunk count; a later compare with the same base and text reuses them.
+context and chunk count; a later compare with the same base and text reuses them, and each
+compared file's row is cached beside them too (keyed by the file's size and mtime).
 """
 from __future__ import annotations
 
@@ -131,7 +132,16 @@ def compare(base: str, files: Sequence[str], text_file: str, n_ctx: int = 512, n
     rows.append(Row(base, "base", size / 2**30, size * 8 / n_params, ppl_base, 0.0, 0.0, 0.0, 0.0, 0.0, 100.0,
                     decode_speed(bm, decode_tokens) if decode_tokens else None, 0, 0))
     del bm
+    lkey = Path(logits).stem
     for f, lab in zip(files, labels):
+        st = os.stat(f)
+        rc = Path(logits).parent / f"{lkey}-{Path(f).name}-{st.st_size}-{int(st.st_mtime)}-d{decode_tokens}.row.json"
+        if rc.is_file():                     # this file was already measured against these base logits
+            row = Row(**json.loads(rc.read_text()))
+            row.file, row.label = f, lab
+            rows.append(row)
+            rows[0].tokens = row.tokens
+            continue
         m = load(f)
         out = _Progress(f"KLD {lab}", -1) if progress else None
         r = kl_divergence(m, logits, out=out)
@@ -142,6 +152,7 @@ def compare(base: str, files: Sequence[str], text_file: str, n_ctx: int = 512, n
                         r.kld_mean, r.kld_err, _percentile(r.kld_values, 0.999), 100 * r.rms_dp, 100 * r.same_top,
                         decode_speed(m, decode_tokens) if decode_tokens else None, 0, r.count))
         rows[0].tokens = r.count
+        rc.write_text(json.dumps(asdict(rows[-1])))
     return rows
 
 

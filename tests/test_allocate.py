@@ -120,3 +120,37 @@ def test_header_size_is_exact(tmp_path, monkeypatch):
     rep = quantize_file(src, tmp_path / "o.gguf", "Q4_K_M", imatrix=IMATRIX_GGUF, tensor_types=tensor_type_lines(mix))
     planned = header_bytes(s, _plans(s), "Q4_K_M", im, IMATRIX_GGUF) + sum(_pad(t.dst_bytes) for t in rep.tensors)
     assert planned == (tmp_path / "o.gguf").stat().st_size
+
+
+def test_budget_end_to_end_llama_tiny(llama_ckpt, tmp_path, monkeypatch):
+    """Measure (errors + sensitivities), allocate under an exact budget, check against the standard
+    mix, write file + tensor-type file + report; the type file rebuilds the same bytes."""
+    from quantize_cases import GOLDEN_DIR
+
+    from ggufkit.allocate import quantize_budget
+    from ggufkit.convert import convert
+    from ggufkit.quantize import quantize_file, read_tensor_type_file
+
+    base = convert(llama_ckpt, tmp_path / "llama-tiny-f16.gguf", "f16")
+    imx = str(REPO / "tests" / "golden" / "imatrix" / "llama-tiny-c128x4.gguf")
+    text = str(REPO / "tests" / "golden" / "runtime" / "fixture-text.txt")
+    std = quantize_file(base, tmp_path / "q4km.gguf", "Q4_K_M", imatrix=imx)
+    budget = (tmp_path / "q4km.gguf").stat().st_size
+    out = tmp_path / "alloc.gguf"
+    res = quantize_budget(str(base), str(out), target_size=str(budget), imatrix=imx, calib_text=text,
+                          n_seq=1, seq_len=64, sample_rows=32, workers=1, progress=False)
+    assert std.tensors
+    assert out.stat().st_size == res.file_bytes <= budget
+    assert res.standard is not None and res.probe_kld is not None and res.standard_probe_kld is not None
+    assert res.fell_back == (res.standard_probe_kld < res.probe_kld)
+    rep = json.loads(Path(f"{out}.alloc.json").read_text())
+    assert {r["name"] for r in rep["report"]} == set(res.types) and len(res.types) == 30
+    again = tmp_path / "again.gguf"
+    quantize_file(base, again, res.standard or "Q4_K_M", imatrix=imx,
+                  tensor_types=read_tensor_type_file(f"{out}.tensor-types.txt"))
+    assert again.read_bytes() == out.read_bytes()
+    # the cached measurement makes a second budget cheap and consistent
+    res2 = quantize_budget(str(base), str(tmp_path / "b.gguf"), target_bpw=5.0, imatrix=imx, calib_text=text,
+                           n_seq=1, seq_len=64, sample_rows=32, workers=1, progress=False, check=False,
+                           cache=f"{base}.alloc-measure.json")
+    assert (tmp_path / "b.gguf").stat().st_size <= res2.budget
