@@ -103,7 +103,7 @@ def dequantize(inp, out, outtype, threads) -> None:
 @click.option("-t", "--threads", type=int, help="Threads (default: all).")
 @device_options
 def run_cmd(model, prompt, n_predict, ctx_size, temp, top_k, top_p, min_p, repeat_penalty, seed, threads, dev) -> None:
-    """Generate text from MODEL (GGUF: llama, deci, gemma3), streamed to stdout."""
+    """Generate text from MODEL (a GGUF of any architecture in docs/COMPATIBILITY.md), streamed to stdout."""
     from ggufkit.commands.run import check_n_predict, run
     from runtime.generate import SamplingParams
 
