@@ -36,18 +36,17 @@ from ggufkit.atomic import atomic_path, check_output
 from ggufkit.errors import GGUFKitError
 from quant.errors import QuantError
 from quant.gguf import DEFAULT_ALIGNMENT, STRING, UINT32, GGUFReader, TensorInfo
-from quant.types import FTYPE_GUESSED, GUESSED_FTYPE
 from quant.imatrix import Imatrix, load_imatrix, select_weights
 from quant.recipes import (
     FileType, QuantOptions, TensorIn, TensorPlan, TOKEN_EMBD_NAMES, ggml_n_dims, is_quantized,
     model_info, parse_ftype, parse_tensor_type, parse_type, plan_types, tensor_order,
 )
+from quant.types import FTYPE_GUESSED, GUESSED_FTYPE
 
 ALIGNMENT = DEFAULT_ALIGNMENT  # llama-quantize always pads to GGUF_DEFAULT_ALIGNMENT
 GGML_QNT_VERSION = 2
 CHUNK_BYTES = 64 << 20       # float32 bytes converted per chunk (bounded memory)
 SPLIT_KEYS = ("split.no", "split.count", "split.tensors.count")
-
 
 
 @dataclass
@@ -133,8 +132,6 @@ def _open(path: str | os.PathLike) -> _Source:
     path = Path(path)
     if not path.is_file():
         raise GGUFKitError(f"input file not found: {path}")
-    if path.stat().st_size == 0:
-        raise GGUFKitError(f"{path}: empty file (0 bytes), not a GGUF")
     return _scan(path)
 
 

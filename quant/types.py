@@ -89,7 +89,7 @@ _TABLE = [
     ("I32",     26, 1,    4,   None,   ""),
     ("I64",     27, 1,    8,   None,   ""),
     ("F64",     28, 1,    8,   None,   ""),
-    ("IQ1_M",   29, QK_K, 56,  "Q8_K", K + IM),            # qs:32 qh:16 scales:8
+    ("IQ1_M",   29, QK_K, 56,  "Q8_K", K),                 # qs:32 qh:16 scales:8
     ("BF16",    30, 1,    2,   "BF16", K),                 # bf16
     ("TQ1_0",   34, QK_K, 54,  "Q8_K", K),                 # qs:48 qh:4 d:2
     ("TQ2_0",   35, QK_K, 66,  "Q8_K", K),                 # qs:64 d:2
@@ -191,5 +191,11 @@ def register_fast(name: str, quantize: Callable | None = None, dequantize: Calla
     quantize(x: f32[nrows, n_per_row], qw: f32[n_per_row] or f32[0] (no imatrix),
              out: u8[nrows, row_bytes]) -> None
     dequantize(b: u8[nb, type_size], out: f32[nb, block_size]) -> None
+    A second call for the same type adds what it gives (quantize and dequantize may live in
+    different modules: block dequantizers are all in quant/fast/blocks.py).
     """
-    FAST[name] = {"quantize": quantize, "dequantize": dequantize}
+    entry = FAST.setdefault(name, {"quantize": None, "dequantize": None})
+    if quantize is not None:
+        entry["quantize"] = quantize
+    if dequantize is not None:
+        entry["dequantize"] = dequantize

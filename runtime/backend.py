@@ -153,6 +153,9 @@ def _as_act(x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(x)
 
 
+MATMUL_OBSERVERS: list = []   # callables (weight QTensor, x f32 [n_tok, n_in]) run before each matmul (imatrix)
+
+
 def matmul(w: QTensor, x: np.ndarray, nthreads: int | None = None, ggml_act: bool = True) -> np.ndarray:
     """y = x @ W.T: x f32 [n_tok, n_in] -> f32 [n_tok, n_out].
 
@@ -167,6 +170,8 @@ def matmul(w: QTensor, x: np.ndarray, nthreads: int | None = None, ggml_act: boo
     x = _as_act(x)
     if x.shape[1] != w.shape[1]:
         raise ModelError(f"matmul {w.name}: x has {x.shape[1]} columns, weight expects {w.shape[1]}")
+    for obs in MATMUL_OBSERVERS:
+        obs(w, x)
     _threads(nthreads)
     _supported(w)
     return _kernels().matmul(w.data, w.qtype, w.shape[1], x, ggml_act)

@@ -37,7 +37,8 @@ class BenchResult:
     stddev_ts: float
     samples_ns: list = field(default_factory=list)
     samples_ts: list = field(default_factory=list)
-    backend: str = "CPU (Numba)"
+    backend: str = field(default_factory=B.backend_name)   # the backend that actually ran
+    n_gpu_layers: int = 0
 
     @property
     def test(self) -> str:
@@ -84,8 +85,10 @@ def bench_one(model, n_prompt: int, n_gen: int, reps: int = 5, n_threads: int | 
 
 
 def bench(model, n_prompt: int = 512, n_gen: int = 128, reps: int = 5, n_threads: int | None = None,
-          n_batch: int = 512) -> list[BenchResult]:
-    """Run the pp and tg tests (a size of 0 skips one); ``ggufkit bench`` prints the results."""
+          n_batch: int = 512, dev=None) -> list[BenchResult]:
+    """Run the pp and tg tests (a size of 0 skips one); ``ggufkit bench`` prints the results.
+    ``dev`` (runtime.device.DeviceOptions) places the layers; each result names the backend and
+    n_gpu_layers as llama-bench does."""
     if reps < 1:
         raise ModelError(f"bench needs at least 1 repetition, got {reps}")
     if n_prompt < 0 or n_gen < 0:
@@ -95,8 +98,23 @@ def bench(model, n_prompt: int = 512, n_gen: int = 128, reps: int = 5, n_threads
     if isinstance(model, str):
         from runtime.loader import load
         model = load(model, with_tokenizer=False)
+    if dev is not None:
+        from runtime.plan import place_model
+        place_model(model, dev, max(n_prompt, n_gen, 1), n_batch)
     results = []
     for np_, ng in ((n_prompt, 0), (0, n_gen)):
         if np_ or ng:
-            results.append(bench_one(model, np_, ng, reps, n_threads, n_batch))
+            r = bench_one(model, np_, ng, reps, n_threads, n_batch)
+            r.backend, r.n_gpu_layers = backend_name(model)
+            results.append(r)
     return results
+
+
+def backend_name(model) -> tuple[str, int]:
+    """llama-bench's backend column ("CUDA", or "CUDA,CPU" when split) and n_gpu_layers."""
+    plan = getattr(model, "plan", None)
+    if plan is None or not plan.uses_gpu:
+        return B.backend_name(), 0
+    gpu = "CUDA (emulated)" if any(getattr(b, "emulated", False) for b in (*model.backends, model.out_backend)) \
+        else "CUDA"
+    return (gpu if all(plan.on_gpu) and plan.output_on_gpu else f"{gpu},CPU"), plan.n_gpu_layers

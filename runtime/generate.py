@@ -35,20 +35,36 @@ GREEDY = SamplingParams(temp=0.0)
 DEFAULT_CTX = 4096       # context when generating until end of text (llama.cpp's default n_ctx)
 
 
-def prefill(model, cache, ids, n_batch: int = 512) -> np.ndarray:
-    """Evaluate the prompt in batches of n_batch; logits of its last token, f32 [n_vocab]."""
+def prefill(model, cache, ids, n_batch: int = 512, host: bool = True) -> np.ndarray:
+    """Evaluate the prompt in batches of n_batch; logits of its last token, f32 [n_vocab]
+    (host=False: an array of the output head's device, for ``sample_on``)."""
     ids = list(ids)
     if not ids:
         raise ModelError("empty prompt")
     h = None
     for s in range(0, len(ids), n_batch):
         h = model.forward(ids[s:s + n_batch], cache, out_rows=-1)
-    return model.logits(h)[0]
+    return model.logits(h, host)[0]
 
 
-def decode_one(model, cache, tid: int) -> np.ndarray:
-    """Evaluate one token at the next position; its logits f32 [n_vocab]."""
-    return model.logits(model.forward([tid], cache, out_rows=-1))[0]
+def decode_one(model, cache, tid: int, host: bool = True) -> np.ndarray:
+    """Evaluate one token at the next position; its logits f32 [n_vocab] (host as in prefill).
+    A model placed wholly on a GPU may replay a captured CUDA graph (runtime.cuda.graph)."""
+    graph = getattr(model, "decode_graph", None)
+    y = graph(cache, tid) if graph is not None else None
+    if y is None:
+        y = model.logits(model.forward([tid], cache, out_rows=-1), host=False)
+    return (model.out_backend.to_host(y) if host else y)[0]
+
+
+def sample_on(backend, logits, p: SamplingParams = GREEDY, rng: np.random.Generator | None = None,
+              history=()) -> int:
+    """``sample`` where the logits are: on a GPU only the token id crosses back (greedy, top-k,
+    top-p, min-p, penalty on the device); on the CPU, or for a chain the device cannot run
+    (top_k 0 or above its limit), on the host."""
+    rng = rng or np.random.default_rng(p.seed)
+    tid = backend.sample(logits, p, rng, history)
+    return tid if tid is not None else sample(backend.to_host(logits), p, rng, history)
 
 
 def sample(logits: np.ndarray, p: SamplingParams = GREEDY, rng: np.random.Generator | None = None,
@@ -92,16 +108,17 @@ def generate(model, prompt_ids, n_predict: int, params: SamplingParams = GREEDY,
     n_predict = room if n_predict < 0 else n_predict
     rng = np.random.default_rng(params.seed)
     history = list(prompt_ids)
-    logits = prefill(model, cache, prompt_ids, n_batch)
+    out = model.out_backend                 # logits stay where the output head ran
+    logits = prefill(model, cache, prompt_ids, n_batch, host=False)
     tok = model.tokenizer
     for i in range(n_predict):
-        tid = sample(logits, params, rng, history)
+        tid = sample_on(out, logits, params, rng, history)
         history.append(tid)
         yield tid
         if stop_at_eog and tok is not None and tok.is_eog(tid):
             return
         if i + 1 < n_predict:
-            logits = decode_one(model, cache, tid)
+            logits = decode_one(model, cache, tid, host=False)
 
 
 def check_context(n_prompt: int, n_predict: int, n_ctx: int) -> int:

@@ -284,3 +284,83 @@ def test_faults_end_the_launch_not_the_process(mod):
         k(1, 32, (out, np.int32(1)))
     k(1, 32, (out, np.int32(2)))          # the emulator is fine afterwards
     assert out.sum() == 32
+
+
+def test_gpu_module_wrapper_with_a_fake_cupy(monkeypatch):
+    """The GPU side of module.load, with CuPy replaced by a recorder: source, options, and the
+    launch arguments CuPy's RawKernel would get (null pointers as 8-byte zeros)."""
+    import sys
+    import types
+
+    class FakeArray:
+        def __init__(self, a):
+            self.a, self.dtype, self.flags = a, a.dtype, a.flags
+
+    seen = {}
+
+    class FakeKernel:
+        def __init__(self, name):
+            self.name = name
+
+        def __call__(self, grid, block, args, shared_mem=0):
+            seen["launch"] = (self.name, grid, block, args, shared_mem)
+
+    class FakeRawModule:
+        def __init__(self, code, options):
+            seen["code"], seen["options"] = code, options
+
+        def compile(self):
+            pass
+
+        def get_function(self, name):
+            return FakeKernel(name)
+
+    cp = _fake_cupy()
+    cp.ndarray = FakeArray
+    cp.RawModule = FakeRawModule
+    monkeypatch.setitem(sys.modules, "cupy", cp)
+    monkeypatch.setattr(M, "_MODULES", {})
+    k = M.load("elementwise", emulate=False).get_function("rms_norm_f32")
+    assert seen["options"] == ("-std=c++17",)
+    assert seen["code"].startswith('#line 1 "common.cuh"') and "rms_norm_f32" in seen["code"]
+    x = FakeArray(np.zeros((2, 8), np.float32))
+    k(2, 32, (x, None, x, np.int32(8), np.float32(1e-5)))
+    name, grid, block, args, smem = seen["launch"]
+    assert (name, grid, block, smem) == ("rms_norm_f32", (2, 1, 1), (32, 1, 1), 0)
+    assert args[1] == 0 and type(args[1]) is np.uint64 and args[0] is x
+    with pytest.raises(CudaError, match="expected a device array, got ndarray"):
+        k(2, 32, (np.zeros((2, 8), np.float32), None, x, np.int32(8), np.float32(1e-5)))
+
+
+def test_emulated_device_arrays():
+    from runtime.cuda import xp as X
+    dev = X.device(emulate=True)
+    assert dev.emulated and dev.xp is np and X.device(emulate=True) is dev
+    a = dev.asarray(np.arange(6, dtype=np.float64).reshape(2, 3)[:, ::-1], dtype=np.float32)
+    assert a.dtype == np.float32 and a.flags.c_contiguous
+    b = dev.zeros((3, 4))
+    b[:] = 1
+    np.testing.assert_array_equal(dev.asnumpy(dev.matmul(a, b)), np.full((2, 4), [[3], [12]], np.float32))
+    free, total = dev.free_memory()
+    assert 0 < free <= total
+
+
+def test_emulation_options_from_the_environment(mod, monkeypatch):
+    k = mod.get_function("run_order")
+    monkeypatch.setenv("GGUFKIT_CUDA_EMU_ORDER", "reverse")
+    c, out = np.zeros(1, np.int32), np.zeros(8, np.int32)
+    k(1, 8, (c, out))
+    np.testing.assert_array_equal(out, np.arange(8)[::-1])
+    monkeypatch.setenv("GGUFKIT_CUDA_EMU_ORDER", "sideways")
+    with pytest.raises(CudaError, match="unknown thread order 'sideways'"):
+        k(1, 8, (c, out))
+
+
+def test_misaligned_access_is_an_error(mod):
+    k = mod.get_function("misaligned")
+    x = np.arange(16, dtype=np.uint8)
+    out = np.zeros(1, np.int32)
+    k(1, 1, (x, out, np.int32(4)))
+    assert out[0] == int.from_bytes(bytes([4, 5, 6, 7]), "little")
+    with pytest.raises(CudaError, match=r"thread \(0,0,0\): misaligned memory access"):
+        k(1, 1, (x, out, np.int32(2)))

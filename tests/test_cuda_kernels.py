@@ -159,6 +159,8 @@ PREFILL_CASES = [
     (9, 4, 2, 64, 0, None, None),
     (6, 2, 2, 96, 37, None, 30.0),
     (13, 3, 1, 40, 5, 7, None),         # window smaller than the batch
+    (5, 2, 1, 256, 3, None, None),      # the head_dim 256 variant
+    (7, 4, 4, 128, 0, 4, 20.0),         # the 128 variant, MHA, window and softcap
 ]
 
 

@@ -284,3 +284,15 @@ def test_cli_bad_file_is_one_line(tmp_path, capsys, cmd, blob):
     err = capsys.readouterr().err
     assert e.value.code == 1 and err == f"error: {p}: not a GGUF file (only {len(blob)} bytes)\n"
     assert not o.exists()
+
+
+@pytest.mark.parametrize("cmd", [["info", "{p}"], ["quantize", "{p}", "{o}", "Q4_0"], ["run", "{p}", "-p", "hi"]])
+def test_cli_truncated_file_is_one_line(tmp_path, capsys, cmd):
+    """``info`` on a truncated file once said ``cannot reshape array of size ...``."""
+    p = write(tmp_path, build()[:-10], "cut.gguf")
+    o = tmp_path / "out.gguf"
+    with pytest.raises(SystemExit) as e:
+        main([a.format(p=p, o=o) for a in cmd])
+    err = capsys.readouterr().err
+    assert e.value.code == 1 and err.startswith(f"error: {p}: truncated: tensor 'b.weight' ends at byte")
+    assert err.count("\n") == 1 and not o.exists()

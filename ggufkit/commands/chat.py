@@ -51,14 +51,16 @@ def read_tools(tools_file: str | None):
 
 def chat_loop(model_path: str, system: str | None = None, reasoning: str | None = None, json_mode: bool = False,
               n_threads: int | None = None, params: SamplingParams = GREEDY, n_ctx: int = 4096,
-              max_tokens: int = 1024, tools_file: str | None = None, stdin=None, stdout=None) -> list[dict]:
+              max_tokens: int = 1024, tools_file: str | None = None, stdin=None, stdout=None, dev=None) -> list[dict]:
     """One user message per stdin line; replies streamed (or one JSON object per line with
     json_mode). Returns the conversation. Ctrl-C / EOF ends it."""
     from runtime.loader import load
+    from runtime.plan import place_model
 
     stdin, stdout = stdin or sys.stdin, stdout or sys.stdout
     tools = read_tools(tools_file)
     model = load(model_path)
+    place_model(model, dev, n_ctx)
     if n_threads:
         B.set_num_threads(n_threads)
     session = ChatSession(model, system, reasoning, tools, params, n_ctx, max_tokens)

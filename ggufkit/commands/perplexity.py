@@ -10,10 +10,12 @@ from runtime.perplexity import KLDResult, PPLResult, kl_divergence, median, perc
 
 def perplexity_file(model_path: str, text_file: str | None, n_ctx: int = 512, n_chunks: int = -1,
                     n_batch: int = 2048, n_threads: int | None = None, kl_base_file: str | None = None,
-                    kl_divergence_mode: bool = False, out=None):
+                    kl_divergence_mode: bool = False, out=None, dev=None):
     """PPL of a text file (with ``kl_base_file``: also saving the base logits there), or with
     ``kl_divergence_mode`` the KL-divergence statistics against ``kl_base_file``."""
     from runtime.loader import load
+    from runtime.perplexity import read_logits_header
+    from runtime.plan import place_model
 
     out = out or sys.stdout
     say = lambda s: (out.write(s), out.flush())  # noqa: E731
@@ -21,6 +23,9 @@ def perplexity_file(model_path: str, text_file: str | None, n_ctx: int = 512, n_
         if not kl_base_file:
             raise GGUFKitError("--kl-divergence needs --kl-divergence-base FILE (the base logits)")
         model = load(model_path)
+        f, base_ctx, *_ = read_logits_header(kl_base_file)      # its n_ctx sizes the KV cache
+        f.close()
+        place_model(model, dev, base_ctx, min(n_batch, base_ctx) if n_batch else base_ctx)
         say(KLD_HEADER)
         r = kl_divergence(model, kl_base_file, n_batch, n_threads, on_chunk=lambda i, r: say(kld_line(i, r)))
         say(kld_summary(r))
@@ -30,6 +35,7 @@ def perplexity_file(model_path: str, text_file: str | None, n_ctx: int = 512, n_
     if kl_base_file:
         check_output(kl_base_file)
     model = load(model_path)
+    place_model(model, dev, n_ctx, min(n_batch, n_ctx) if n_batch else n_ctx)
     text = read_text_file(text_file)
     if not kl_base_file:
         r = perplexity(model, text, n_ctx, n_chunks, n_batch, n_threads, on_chunk=_printer(say))

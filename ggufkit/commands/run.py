@@ -16,10 +16,11 @@ def check_n_predict(n_predict: int) -> None:
 
 
 def run(model_path: str, prompt: str, n_predict: int, params: SamplingParams = GREEDY,
-        n_threads: int | None = None, n_ctx: int | None = None, out=None, err=None) -> str:
+        n_threads: int | None = None, n_ctx: int | None = None, out=None, err=None, dev=None) -> str:
     """Load, stream the continuation to ``out``; Ctrl-C stops after the current token and keeps
     what was generated. n_predict -1: until end of text or the context (default 4096) is full."""
     from runtime.loader import load
+    from runtime.plan import place_model
 
     check_n_predict(n_predict)
     if n_ctx is not None and n_ctx < 1:
@@ -36,6 +37,7 @@ def run(model_path: str, prompt: str, n_predict: int, params: SamplingParams = G
         check_context(len(ids), n_predict, n_ctx)
     except ModelError as e:
         raise GGUFKitError(f"{e} (raise -c or lower -n)") from None
+    place_model(model, dev, n_ctx)
     step = model.tokenizer.stream_decoder()
     text, n = [], 0
     out.write(prompt)

@@ -52,6 +52,8 @@ TENSOR_NAMES = {
     "model.layers.{bid}.self_attn.k_proj": "blk.{bid}.attn_k",
     "model.layers.{bid}.self_attn.v_proj": "blk.{bid}.attn_v",
     "model.layers.{bid}.self_attn.o_proj": "blk.{bid}.attn_output",
+    "model.layers.{bid}.self_attn.q_norm": "blk.{bid}.attn_q_norm",          # qwen3
+    "model.layers.{bid}.self_attn.k_norm": "blk.{bid}.attn_k_norm",
     "model.layers.{bid}.self_attn.linear_attn": "blk.{bid}.attn_output",  # DeciLM replace_with_linear
     "model.layers.{bid}.post_attention_layernorm": "blk.{bid}.ffn_norm",
     "model.layers.{bid}.mlp.gate_proj": "blk.{bid}.ffn_gate",
@@ -85,6 +87,7 @@ class Model:
     head_dim: int
     vocab_size: int
     write_params: Callable[[gguf.GGUFWriter, "Model", gguf.LlamaFileType], None]
+    permute_qk: bool = True   # llama/deci: Q/K rows permuted for ggml's NORM RoPE; qwen: NEOX, as stored
 
     def expected_shape(self, hf_name: str) -> tuple[int, ...] | None:
         """The HF shape ([out, in]) config.json implies for a tensor, None if it has no place."""
@@ -104,6 +107,8 @@ class Model:
             "self_attn.k_proj": (L.n_head_kv * hd, d) if attn else None,
             "self_attn.v_proj": (L.n_head_kv * hd, d) if attn else None,
             "self_attn.o_proj": (d, L.n_head * hd) if attn else None,
+            "self_attn.q_norm": (hd,) if attn and self.arch == "qwen3" else None,
+            "self_attn.k_norm": (hd,) if attn and self.arch == "qwen3" else None,
             "self_attn.linear_attn": (d, d) if L.kind == "linear" else None,
             "post_attention_layernorm": (d,) if L.n_ff else None,
             "mlp.gate_proj": (L.n_ff, d) if L.n_ff else None,
@@ -131,7 +136,7 @@ class Model:
 
     def qk_heads(self, hf_name: str, bid: int | None) -> int | None:
         """Heads to permute a q_proj/k_proj by (llama.cpp's permute(w, n_head, n_head_kv)), else None."""
-        if bid is None:
+        if bid is None or not self.permute_qk:
             return None
         L = self.layers[bid]
         if hf_name.endswith(("q_proj.weight", "q_proj.bias")):

@@ -122,14 +122,17 @@ attn_decode_combine(const float* __restrict__ part_o, const float* __restrict__ 
 // Per tile and warp (query row): lane kk scores key k0 + kk against the row's query (K rows in
 // shared memory padded to hd + 2 halves, so the 32 lanes read 32 different banks), one warp max
 // and one warp sum update the online softmax, and the lanes then accumulate p · V over their
-// head dims.
-extern "C" __global__ void __launch_bounds__(32 * ATT_ROWS)
-attn_prefill(const float* __restrict__ q, const f16* __restrict__ k, const f16* __restrict__ v,
-             float* __restrict__ out, int n_tok, int n_head, int n_kv, int hd, int n_past, int window,
-             float scale, float softcap) {
-    __shared__ f16 ks[ATT_TILE * (ATT_HD_MAX + 2)];
-    __shared__ f16 vs[ATT_TILE * ATT_HD_MAX];
-    __shared__ float qs[ATT_ROWS][ATT_HD_MAX];
+// head dims. HD: the largest head_dim of the variant (shared memory is sized for it):
+// attn_prefill_64 / _128 / _256 below.
+template <int HD>
+static __device__ __forceinline__ void
+attn_prefill_impl(const float* __restrict__ q, const f16* __restrict__ k, const f16* __restrict__ v,
+                  float* __restrict__ out, int n_tok, int n_head, int n_kv, int hd, int n_past, int window,
+                  float scale, float softcap) {
+    constexpr int DPL = HD / 32;
+    __shared__ f16 ks[ATT_TILE * (HD + 2)];
+    __shared__ f16 vs[ATT_TILE * HD];
+    __shared__ float qs[ATT_ROWS][HD];
     __shared__ float pw[ATT_ROWS][ATT_TILE];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int h = blockIdx.y, kvh = h / (n_head / n_kv);
@@ -145,9 +148,9 @@ attn_prefill(const float* __restrict__ q, const f16* __restrict__ k, const f16* 
     const int ks_stride = hd + 2;
 
     for (int d = lane; d < hd; d += 32) qs[warp][d] = active ? q[((long long)t * n_head + h) * hd + d] : 0.0f;
-    float acc[ATT_DPL];
+    float acc[DPL];
 #pragma unroll
-    for (int j = 0; j < ATT_DPL; j++) acc[j] = 0.0f;
+    for (int j = 0; j < DPL; j++) acc[j] = 0.0f;
     float m = F32_NEG_INF, l = 0.0f;
 
     for (int k0 = block_lo; k0 <= block_hi; k0 += ATT_TILE) {
@@ -178,7 +181,7 @@ attn_prefill(const float* __restrict__ q, const f16* __restrict__ k, const f16* 
         pw[warp][lane] = p;
         __syncwarp();
 #pragma unroll
-        for (int j = 0; j < ATT_DPL; j++) {
+        for (int j = 0; j < DPL; j++) {
             const int d = lane + 32 * j;
             if (d < hd) {
                 float a = acc[j] * corr;
@@ -190,8 +193,30 @@ attn_prefill(const float* __restrict__ q, const f16* __restrict__ k, const f16* 
     }
     if (!active) return;
 #pragma unroll
-    for (int j = 0; j < ATT_DPL; j++) {
+    for (int j = 0; j < DPL; j++) {
         const int d = lane + 32 * j;
         if (d < hd) out[((long long)t * n_head + h) * hd + d] = acc[j] / l;
     }
+}
+
+// the variants (written out: the loader reads kernel signatures from the text)
+extern "C" __global__ void __launch_bounds__(32 * ATT_ROWS)
+attn_prefill_64(const float* __restrict__ q, const f16* __restrict__ k, const f16* __restrict__ v,
+                float* __restrict__ out, int n_tok, int n_head, int n_kv, int hd, int n_past, int window,
+                float scale, float softcap) {
+    attn_prefill_impl<64>(q, k, v, out, n_tok, n_head, n_kv, hd, n_past, window, scale, softcap);
+}
+
+extern "C" __global__ void __launch_bounds__(32 * ATT_ROWS)
+attn_prefill_128(const float* __restrict__ q, const f16* __restrict__ k, const f16* __restrict__ v,
+                 float* __restrict__ out, int n_tok, int n_head, int n_kv, int hd, int n_past, int window,
+                 float scale, float softcap) {
+    attn_prefill_impl<128>(q, k, v, out, n_tok, n_head, n_kv, hd, n_past, window, scale, softcap);
+}
+
+extern "C" __global__ void __launch_bounds__(32 * ATT_ROWS)
+attn_prefill_256(const float* __restrict__ q, const f16* __restrict__ k, const f16* __restrict__ v,
+                 float* __restrict__ out, int n_tok, int n_head, int n_kv, int hd, int n_past, int window,
+                 float scale, float softcap) {
+    attn_prefill_impl<256>(q, k, v, out, n_tok, n_head, n_kv, hd, n_past, window, scale, softcap);
 }

@@ -192,19 +192,32 @@ _ORDERS = {"forward": 0, "reverse": 1, "random": 2}
 _local = threading.local()
 
 
+def _env_opts() -> EmuOptions:
+    """Defaults from the environment, so whole runs can be repeated in another order or with the
+    guard: GGUFKIT_CUDA_EMU_ORDER=forward|reverse|random, GGUFKIT_CUDA_EMU_SEED=N,
+    GGUFKIT_CUDA_EMU_GUARD=1."""
+    env = os.environ
+    try:
+        return EmuOptions(order=env.get("GGUFKIT_CUDA_EMU_ORDER", "forward"),
+                          seed=int(env.get("GGUFKIT_CUDA_EMU_SEED", "0")),
+                          guard=env.get("GGUFKIT_CUDA_EMU_GUARD", "") not in ("", "0"))
+    except ValueError:
+        raise CudaError("GGUFKIT_CUDA_EMU_SEED must be an integer") from None
+
+
 def _emu_opts() -> EmuOptions:
-    return getattr(_local, "opts", None) or EmuOptions()
+    return getattr(_local, "opts", None) or _env_opts()
 
 
 @contextlib.contextmanager
 def emu_options(**kw):
     """``with emu_options(order="random", seed=3, guard=True): ...`` for emulated launches."""
-    old = _emu_opts()
-    _local.opts = EmuOptions(**{**old.__dict__, **kw})
+    saved = getattr(_local, "opts", None)
+    _local.opts = EmuOptions(**{**_emu_opts().__dict__, **kw})
     try:
         yield _local.opts
     finally:
-        _local.opts = old
+        _local.opts = saved
 
 
 # ---------------------------------------------------------------- launch checks (both sides)
@@ -266,7 +279,9 @@ def _gxx() -> str:
 
 
 _GXX_FLAGS = ("-O1", "-std=c++17", "-shared", "-fPIC", "-ffp-contract=off", "-fno-strict-aliasing", "-w",
-              "-U_FORTIFY_SOURCE")   # longjmp between fiber stacks: no __longjmp_chk
+              "-U_FORTIFY_SOURCE",   # longjmp between fiber stacks: no __longjmp_chk
+              # a load or store misaligned for its type traps (the GPU faults on it; x86 does not)
+              "-fsanitize=alignment", "-fsanitize-undefined-trap-on-error")
 
 
 def _build_emu(name: str, arch: int) -> Path:
@@ -309,7 +324,7 @@ class _EmuFunction:
         guards = _Guards(self.name, self.params, args) if o.guard else None
         for i, (p, a) in enumerate(zip(self.params, args)):
             if p.pointer:
-                addr = 0 if a is None else (guards.address(i) if guards else a.ctypes.data)
+                addr = 0 if a is None else (guards.address(i, a) if guards else a.ctypes.data)
                 c = ctypes.c_void_p(addr)
             else:
                 c = (np.ctypeslib.as_ctypes_type(p.scalar_dtype()) * 1)(a.item())
@@ -318,11 +333,11 @@ class _EmuFunction:
         dims = (ctypes.c_uint * 6)(*g, *b)
         with self.module.lock:
             rc = self._f(dims, int(shared_mem), _ORDERS[o.order], o.seed, o.stack_kib, ptrs)
-        if guards:
-            guards.finish()
         if rc:
             msg = self.module.lib.emu_last_error().decode()
             raise CudaError(f"kernel {self.name} (emulated, grid {g}, block {b}): {msg}")
+        if guards:
+            guards.finish()
 
 
 class _Guards:
@@ -353,8 +368,8 @@ class _Guards:
                 self.copies[s] = (buf, a, i)
             self.addr[i] = self.copies[s][0].ctypes.data + self.PAD
 
-    def address(self, i):
-        return self.addr.get(i, 0)
+    def address(self, i, a):
+        return self.addr.get(i, a.ctypes.data)
 
     def finish(self):
         for buf, a, i in self.copies.values():

@@ -3,7 +3,7 @@ ptxas's resource usage (registers, spills, shared memory, stack) per kernel.
 
 CuPy's own compile helper asks the device for its arch, so this calls NVRTC directly
 (``cupy.cuda.nvrtc``, with libnvrtc from the ``nvidia-cuda-nvrtc-cu12`` wheel), to a cubin,
-with ``-Xptxas -v``. ``python -m runtime.cuda.nvrtc`` prints the table kept in docs/CUDA.md.
+with ``-Xptxas -v``. ``python tools/cuda_compile_table.py`` prints the table kept in docs/CUDA.md.
 """
 
 from __future__ import annotations
@@ -16,7 +16,11 @@ from runtime.cuda import module as M
 ARCHS = (61, 75, 80, 86, 89, 90)   # Pascal (dp4a) .. Hopper
 # most shared memory one block may use (with the cudaFuncSetAttribute opt-in above 48 KiB)
 SMEM_LIMIT = {61: 48 * 1024, 75: 64 * 1024, 80: 163 * 1024, 86: 99 * 1024, 89: 99 * 1024, 90: 227 * 1024}
-OPTIONS = ("-std=c++17",)
+# what cupy.RawModule(options=("-std=c++17",)) hands NVRTC besides the arch (CuPy 13/14 add
+# -ftz=true and --device-as-default-execution-space), so the check compiles what a GPU run will.
+# -ftz=true: f32 denormals flush to zero on the GPU (the emulator keeps them; no kernel here
+# depends on them: f16 subnormals are far above the f32 denormal range)
+OPTIONS = ("-std=c++17", "-ftz=true", "--device-as-default-execution-space")
 
 
 @dataclass

@@ -41,8 +41,17 @@ def _f32(a, what):
     return a
 
 
+def _poisoned(a: np.ndarray) -> np.ndarray:
+    a.reshape(-1).view(np.uint8)[:] = 0xFF
+    return a
+
+
 def _out(out, like, shape, dtype=np.float32):
     if out is None:
+        if _is_host(like) and M._emu_opts().guard:
+            # emulated with the guard: an output element the kernel never writes stays 0xFF bytes
+            # (NaN as floats, -1 / the maximum as integers)
+            return _poisoned(np.empty(shape, dtype=dtype))
         return _xp(like).empty(shape, dtype=dtype)
     if tuple(out.shape) != tuple(shape) or out.dtype != dtype:
         raise CudaError(f"out is {out.dtype}{tuple(out.shape)}, expected {np.dtype(dtype)}{tuple(shape)}")
@@ -62,6 +71,8 @@ def _workspace(like, name: str, shape, dtype):
     buf = _WORKSPACE.get(key)
     if buf is None or buf.size < n:
         buf = _WORKSPACE[key] = xp.empty(max(n, 1), dtype)
+    if xp is np and M._emu_opts().guard:
+        _poisoned(buf)   # no stale values from a previous call
     return buf[:n].reshape(shape)
 
 
@@ -243,7 +254,8 @@ def attention_prefill(q, k_cache, v_cache, n_past: int, scale: float, window: in
     if not n_tok:
         return y
     w, cap = _attn_common(window, softcap)
-    _fn("attention", "attn_prefill", q)(
+    variant = next(v for v in (64, 128, 256) if hd <= v)   # shared memory sized for the head
+    _fn("attention", f"attn_prefill_{variant}", q)(
         (-(-n_tok // ATT_ROWS), n_head), 32 * ATT_ROWS,
         (q, k_cache, v_cache, y, np.int32(n_tok), np.int32(n_head), np.int32(n_kv), np.int32(hd), np.int32(n_past),
          w, np.float32(scale), cap))
@@ -267,6 +279,15 @@ SAMPLE_THREADS = 256
 TOPK_MAX = 256
 TOPK_CHUNK_MAX = 8192
 TOPK_CAND_MAX = 4096
+
+
+# the most dynamic shared memory each launcher asks for (tests/test_cuda_compile.py adds the
+# kernel's static shared memory and checks the sum against the 48 KiB every arch allows)
+DYNAMIC_SHARED_MAX = {
+    "repeat_penalty_f32": M.MAX_SHARED_PER_BLOCK - 1024,
+    "topk_chunks_f32": TOPK_CHUNK_MAX * 4,
+    "topk_sample_f32": TOPK_CAND_MAX * 8,
+}
 
 
 def _logits(x):
@@ -294,7 +315,8 @@ def argmax(logits, out=None):
     """Greedy: i32 device array [1] holding argmax(logits) (the first of equal maxima)."""
     _logits(logits)
     out = _out(out, logits, (1,), np.int32)
-    _fn("sampling", "argmax_f32", logits)(1, SAMPLE_THREADS, (logits, np.int32(logits.size), out))
+    threads = min(1024, -(-logits.size // 32) * 32)   # sampling.cu's ARGMAX_THREADS
+    _fn("sampling", "argmax_f32", logits)(1, threads, (logits, np.int32(logits.size), out))
     return out
 
 

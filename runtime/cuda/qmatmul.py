@@ -30,10 +30,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from quant.types import TYPES, get_type
+from quant.types import TYPES, get_type, vec_dot_type
 from runtime.cuda.module import CudaError, load
 from runtime.cuda.ops import _workspace
-from runtime.reference import vec_dot_type
 
 SOURCE = "quants"
 THREADS = 128              # MMVQ_THREADS / DEQ_THREADS in quants.cu: CTAs of 4 warps

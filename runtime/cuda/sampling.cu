@@ -5,6 +5,7 @@
 // stable argsort of -x); NaN logits are never chosen.
 
 #define SAMPLE_THREADS 256
+#define ARGMAX_THREADS 1024   // one block reads all the logits
 #define TOPK_MAX 256          // top_k the device supports
 #define TOPK_CHUNK_MAX 8192   // logits per top-k block (shared memory)
 #define TOPK_CAND_MAX 4096    // candidates the final block merges
@@ -51,8 +52,8 @@ repeat_penalty_f32(float* logits, const int* __restrict__ ids, int n_ids, float 
     }
 }
 
-// out[0] = argmax(x) (first of equal maxima). One block.
-extern "C" __global__ void __launch_bounds__(SAMPLE_THREADS)
+// out[0] = argmax(x) (first of equal maxima). One block of up to ARGMAX_THREADS.
+extern "C" __global__ void __launch_bounds__(ARGMAX_THREADS)
 argmax_f32(const float* __restrict__ x, int n, int* __restrict__ out) {
     __shared__ float sv[32];
     __shared__ int si[32];
@@ -101,45 +102,53 @@ topk_sample_f32(const float* __restrict__ cand_v, const int* __restrict__ cand_i
     int* ci = (int*)(cv + n_cand);
     __shared__ float top_v[TOPK_MAX];
     __shared__ int top_i[TOPK_MAX];
+    __shared__ double e1[TOPK_MAX], e2[TOPK_MAX];   // exp(x - max), exp(x / temp - max / temp)
     __shared__ float sv[32];
     __shared__ int si[32];
-    __shared__ int n_top;
     for (int j = threadIdx.x; j < n_cand; j += blockDim.x) {
         const int id = cand_i[j];
         cv[j] = id >= 0 ? cand_v[j] : __int_as_float(0x7fffffff);
         ci[j] = id;
     }
-    if (threadIdx.x == 0) n_top = 0;
     __syncthreads();
+    int n = 0;   // the same in every thread: v below is the block's result
     for (int r = 0; r < k; r++) {
         float v = __int_as_float(0x7fffffff);
-        int i = 0x7fffffff, at = -1;
+        int i = 0x7fffffff;
         for (int j = threadIdx.x; j < n_cand; j += blockDim.x)
             if (ranks_before(cv[j], ci[j], v, i)) { v = cv[j]; i = ci[j]; }
         block_argmax(v, i, sv, si);
-        if (threadIdx.x == 0 && v == v) {
-            for (int j = 0; j < n_cand; j++)
-                if (ci[j] == i) at = j;
-            cv[at] = __int_as_float(0x7fffffff);
+        if (v != v) break;                    // no candidates left (uniform across the block)
+        for (int j = threadIdx.x; j < n_cand; j += blockDim.x)
+            if (ci[j] == i) cv[j] = __int_as_float(0x7fffffff);   // its owner marks it taken
+        if (threadIdx.x == 0) {
             top_v[r] = v;
             top_i[r] = i;
-            n_top = r + 1;
         }
+        n = r + 1;
         __syncthreads();   // the mark is seen by the next pass
+    }
+    if (n == 0) {
+        if (threadIdx.x == 0) out[0] = -1;
+        return;
+    }
+    // the exponentials in parallel; the sums below stay sequential (numpy's cumsum order)
+    const double mx = top_v[0], mt = (double)__fdiv_rn(top_v[0], temp);
+    for (int j = threadIdx.x; j < n; j += blockDim.x) {
+        e1[j] = exp((double)top_v[j] - mx);
+        e2[j] = exp((double)__fdiv_rn(top_v[j], temp) - mt);
     }
     __syncthreads();
     if (threadIdx.x != 0) return;
-    int n = n_top;
-    if (n == 0) { out[0] = -1; return; }
     // softmax of the top k (double math, float result, as runtime.reference.softmax)
-    double mx = top_v[0], sum = 0.0;
-    for (int j = 0; j < n; j++) sum += exp((double)top_v[j] - mx);
-    const double p0 = (double)(float)(1.0 / sum);
+    double sum = 0.0;
+    for (int j = 0; j < n; j++) sum += e1[j];
+    const double p0 = (double)(float)(e1[0] / sum);
     if (top_p < 1.0) {
         double cum = 0.0;
         int keep = n;
         for (int j = 0; j < n; j++) {
-            cum += (double)(float)(exp((double)top_v[j] - mx) / sum);
+            cum += (double)(float)(e1[j] / sum);
             if (cum >= top_p) { keep = j + 1; break; }
         }
         n = keep;
@@ -147,21 +156,20 @@ topk_sample_f32(const float* __restrict__ cand_v, const int* __restrict__ cand_i
     if (min_p > 0.0) {
         int keep = 0;
         for (int j = 0; j < n; j++)
-            if ((double)(float)(exp((double)top_v[j] - mx) / sum) >= min_p * p0) keep = j + 1;
+            if ((double)(float)(e1[j] / sum) >= min_p * p0) keep = j + 1;
         n = keep;
     }
     // draw from softmax(x / temp) over the kept tokens: first j with cdf[j] > u
-    const double mt = (double)__fdiv_rn(top_v[0], temp);
     double st = 0.0;
-    for (int j = 0; j < n; j++) st += exp((double)__fdiv_rn(top_v[j], temp) - mt);
+    for (int j = 0; j < n; j++) st += e2[j];
     double tot = 0.0;
-    for (int j = 0; j < n; j++) tot += (double)(float)(exp((double)__fdiv_rn(top_v[j], temp) - mt) / st);
+    for (int j = 0; j < n; j++) tot += (double)(float)(e2[j] / st);
     double last = 0.0;
-    for (int j = 0; j < n; j++) last += (double)(float)(exp((double)__fdiv_rn(top_v[j], temp) - mt) / st) / tot;
+    for (int j = 0; j < n; j++) last += (double)(float)(e2[j] / st) / tot;
     double cdf = 0.0;
     int pick = n - 1;
     for (int j = 0; j < n; j++) {
-        cdf += (double)(float)(exp((double)__fdiv_rn(top_v[j], temp) - mt) / st) / tot;
+        cdf += (double)(float)(e2[j] / st) / tot;
         if (cdf / last > u) { pick = j; break; }
     }
     out[0] = top_i[pick];

@@ -21,11 +21,13 @@ from quant.types import BY_ID, TYPES
 
 def _drop_stale_numba_cache() -> None:
     """Numba's on-disk cache checks only the timestamp of the file defining each @njit
-    function, not the helpers it inlines from other files (simd.py, dequant.py, act.py).
+    function, not the helpers it inlines from other files (simd.py, act.py, quant/fast/blocks.py).
     Key this package's cache on a hash of all its sources: when any changed, delete the
     cached kernels in ``__pycache__`` so they are recompiled."""
     here = Path(__file__).parent
-    digest = hashlib.sha1(b"".join(p.read_bytes() for p in sorted(here.glob("*.py")))).hexdigest()
+    blocks = Path(__file__).resolve().parents[2] / "quant" / "fast"   # the block dequantizers
+    sources = sorted(here.glob("*.py")) + sorted(blocks.glob("*.py"))
+    digest = hashlib.sha1(b"".join(p.read_bytes() for p in sources)).hexdigest()
     cache = here / "__pycache__"
     stamp = cache / "kernels-src.sha1"
     try:

@@ -116,7 +116,6 @@ def dequantize(data: np.ndarray, qt: int, n_in: int, rows: np.ndarray) -> np.nda
 def _quant_fast_types() -> frozenset:
     """ggml type ids that the ``quant`` package dequantizes with Numba (IQ1/IQ2/IQ3, ...)."""
     try:
-        import quant
         from quant import api
     except ImportError:
         return frozenset()

@@ -133,3 +133,8 @@ extern "C" __global__ void crash(int* out, int mode) {
     if (mode == 1 && threadIdx.x == 0) out[0] = deep(out, 1000);
     out[threadIdx.x] = 1;
 }
+
+// Reads an int at byte offset `offset` of x (the GPU faults unless offset % 4 == 0).
+extern "C" __global__ void misaligned(const unsigned char* x, int* out, int offset) {
+    out[0] = *(const int*)(x + offset);
+}

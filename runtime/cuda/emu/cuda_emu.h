@@ -365,9 +365,9 @@ static int run_block(int order, std::mt19937_64& rng) {
     }
 }
 
-// SIGSEGV/SIGBUS inside a kernel (a wild pointer, a fiber stack overflow) ends the launch with an
-// error instead of the process. Faults elsewhere go to the handler that was there before.
-static struct sigaction old_segv, old_bus;
+// SIGSEGV/SIGBUS inside a kernel (a wild pointer, a fiber stack overflow) and SIGILL (a misaligned
+// access trapped by -fsanitize=alignment) end the launch with an error instead of the process. Faults elsewhere go to the handler that was there before.
+static struct sigaction old_segv, old_bus, old_ill;
 static bool fault_handler_installed = false;
 static thread_local bool altstack_ready = false;
 
@@ -378,16 +378,20 @@ static void on_fault(int sig, siginfo_t* si, void* uc) {
         for (Slot* s : slots)
             if (s->mem && a >= s->mem && a < s->mem + GUARD) overflow = true;
         g->failed = true;
-        g->error = where() + (overflow ? ": fiber stack overflow (a larger emu_options(stack_kib=...) may help)"
-                                       : fmt(": invalid memory access at address %p (%s)", (void*)a,
-                                             sig == SIGSEGV ? "SIGSEGV" : "SIGBUS"));
+        if (sig == SIGILL)   // -fsanitize=alignment traps
+            g->error = where() + ": misaligned memory access (a load or store not aligned to its type's size; "
+                                 "the GPU faults on it)";
+        else
+            g->error = where() + (overflow ? ": fiber stack overflow (a larger emu_options(stack_kib=...) may help)"
+                                           : fmt(": invalid memory access at address %p (%s)", (void*)a,
+                                                 sig == SIGSEGV ? "SIGSEGV" : "SIGBUS"));
         sigset_t set;
         sigemptyset(&set);
         sigaddset(&set, sig);
         sigprocmask(SIG_UNBLOCK, &set, nullptr);
         _longjmp(g->sched, 1);
     }
-    sigaction(sig, sig == SIGSEGV ? &old_segv : &old_bus, nullptr);   // not ours: re-fault into it
+    sigaction(sig, sig == SIGSEGV ? &old_segv : sig == SIGBUS ? &old_bus : &old_ill, nullptr);   // not ours
     (void)uc;
 }
 
@@ -407,6 +411,7 @@ static void install_fault_handler() {
         sigemptyset(&sa.sa_mask);
         sigaction(SIGSEGV, &sa, &old_segv);
         sigaction(SIGBUS, &sa, &old_bus);
+        sigaction(SIGILL, &sa, &old_ill);
         fault_handler_installed = true;
     }
 }
