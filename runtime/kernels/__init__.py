@@ -24,13 +24,14 @@ def _drop_stale_numba_cache() -> None:
     Key this package's cache on a hash of all its sources: when any changed, delete the
     cached kernels in ``__pycache__`` so they are recompiled."""
     here = Path(__file__).parent
-    digest = hashlib.sha1(b"".join(p.read_bytes() for p in sorted(here.glob("*.py")))).hexdigest()
+    files = sorted(here.glob("*.py")) + sorted((here.parent.parent / "quant" / "fast").glob("*.py"))
+    digest = hashlib.sha1(b"".join(p.read_bytes() for p in files)).hexdigest()
     cache = here / "__pycache__"
     stamp = cache / "kernels-src.sha1"
     try:
         if stamp.exists() and stamp.read_text() == digest:
             return
-        for f in list(cache.glob("*.nbi")) + list(cache.glob("*.nbc")):
+        for f in list(cache.glob("*.nbi")) + list(cache.glob("*.nbc")) + list(cache.glob("warm-*")):
             f.unlink()
         cache.mkdir(exist_ok=True)
         stamp.write_text(digest)
@@ -88,3 +89,10 @@ def swiglu(gate, up):
 
 def rms_norm(x, w, eps):
     return _norm.rms_norm(x, w, eps)
+
+
+def prepare(qtypes, notify=None):
+    """Compile (or load from cache) only the kernels weight types ``qtypes`` need; notify(msg)
+    once beforehand if something has to be compiled (see ``runtime.kernels.warm``)."""
+    from runtime.kernels import warm
+    return warm.prepare(qtypes, notify)

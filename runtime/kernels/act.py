@@ -66,3 +66,15 @@ def quantize_q8_k(x, q, d):
             for j in range(256):
                 q[t, 256 * b + j] = np.int8(min(127.0, np.rint(iscale * x[t, 256 * b + j])))
             d[t, b] = np.float32(1.0) / iscale
+
+
+@njit(cache=True)
+def bsums16(q, s):
+    """s[t, i] = sum_{j<16} q[t, 16 i + j] (int8 -> int16; ggml's bsums)."""
+    n_tok, n_in = q.shape
+    for t in range(n_tok):
+        for i in range(n_in // 16):
+            a = 0
+            for j in range(16):
+                a += q[t, 16 * i + j]
+            s[t, i] = a

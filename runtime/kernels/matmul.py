@@ -16,10 +16,10 @@ from numba import njit, prange
 
 from runtime.kernels import qdot
 from runtime.kernels.simd import rowdot_bf16, rowdot_f16
-from runtime.kernels.act import quantize_q8_0, quantize_q8_k
-from runtime.kernels.dequant import (BF16, BLOCKS, F16, F16_LUT, F32, Q2_K, Q3_K, Q4_0, Q4_1, Q4_K, Q5_0, Q5_1,
+from runtime.kernels.act import bsums16, quantize_q8_0, quantize_q8_k
+from runtime.kernels.dequant import (BF16, BLOCKS, F16, F16_LUT, F32, IQ2_XXS, IQ3_S, IQ4_NL, IQ4_XS, Q2_K, Q3_K, Q4_0, Q4_1, Q4_K, Q5_0, Q5_1,
                                      Q5_K, Q6_K, Q8_0,
-                                     deq_block, dequant_rows, dequant_rows_bf16, dequant_rows_f16)
+                                     deq_block, dequant_rows_bf16, dequant_rows_f16)
 from runtime.reference import activations_as_seen, vec_dot_type
 from gguf import GGMLQuantizationType
 
@@ -31,32 +31,73 @@ PREFILL_MIN_TOKENS = 8  # from this many tokens on, dequantize tiles and use BLA
 TILE_BYTES = 1 << 24    # f32 bytes of one dequantized tile (16 MiB)
 
 
-@njit(parallel=True, cache=True, fastmath=FASTMATH)
-def matvec_blocks(data, qt, qk, x, out, lut):
-    """out[t, r] = sum_k deq(data[r])[k] * x[t, k] for block-quantized types.
+# ---------------------------------------------------------------- per-type kernels, built lazily
+#
+# ``deq_block`` dispatches on the type id; a kernel taking the id as an argument compiles every
+# type's dequantizer (29 s cold for ``dequant_rows``). Built as a closure over one constant type id,
+# Numba and LLVM keep only that type's branch (7 s), and a model compiles only its own types.
+# Numba caches closures on disk keyed by the captured constants (ints only here).
 
-    data: uint8 [n_out, row_bytes]; x: f32 [n_tok, n_in]; out: f32 [n_tok, n_out]
-    """
-    n_out = data.shape[0]
-    n_tok, n_in = x.shape
-    nb = n_in // qk
-    n_chunks = (n_out + ROW_CHUNK - 1) // ROW_CHUNK
-    for c in prange(n_chunks):
-        buf = np.empty(qk, np.float32)
-        acc = np.empty(n_tok, np.float32)
-        for r in range(c * ROW_CHUNK, min(n_out, (c + 1) * ROW_CHUNK)):
-            row = data[r]
-            acc[:] = 0.0
+_KERNELS: dict = {}
+
+
+def _make_matvec(qt, qk):
+    @njit(parallel=True, cache=True, fastmath=FASTMATH)
+    def matvec_blocks(data, x, out, lut):
+        """out[t, r] = sum_k deq(data[r])[k] * x[t, k] (one block type; float).
+
+        data: uint8 [n_out, row_bytes]; x: f32 [n_tok, n_in]; out: f32 [n_tok, n_out]
+        """
+        n_out = data.shape[0]
+        n_tok, n_in = x.shape
+        nb = n_in // qk
+        n_chunks = (n_out + ROW_CHUNK - 1) // ROW_CHUNK
+        for c in prange(n_chunks):
+            buf = np.empty(qk, np.float32)
+            acc = np.empty(n_tok, np.float32)
+            for r in range(c * ROW_CHUNK, min(n_out, (c + 1) * ROW_CHUNK)):
+                row = data[r]
+                acc[:] = 0.0
+                for b in range(nb):
+                    deq_block(qt, row, b, buf, lut)
+                    off = b * qk
+                    for t in range(n_tok):
+                        s = np.float32(0.0)
+                        for j in range(qk):
+                            s += buf[j] * x[t, off + j]
+                        acc[t] += s
+                for t in range(n_tok):
+                    out[t, r] = acc[t]
+    return matvec_blocks
+
+
+def _make_rows(qt, qk):
+    @njit(parallel=True, cache=True)
+    def dequant_rows_t(data, rows, out, lut):
+        """out[i] = dequantized data[rows[i]] (one block type). rows: int64 [n]; out f32 [n, n_in]."""
+        nb = out.shape[1] // qk
+        for i in prange(rows.shape[0]):
+            row = data[rows[i]]
+            buf = np.empty(qk, np.float32)
             for b in range(nb):
                 deq_block(qt, row, b, buf, lut)
-                off = b * qk
-                for t in range(n_tok):
-                    s = np.float32(0.0)
-                    for j in range(qk):
-                        s += buf[j] * x[t, off + j]
-                    acc[t] += s
-            for t in range(n_tok):
-                out[t, r] = acc[t]
+                for j in range(qk):
+                    out[i, b * qk + j] = buf[j]
+    return dequant_rows_t
+
+
+def kernel(kind: str, qt: int):
+    """The per-type Numba kernel ``kind`` ("matvec" | "rows") for block type id qt (built once)."""
+    key = (kind, qt)
+    k = _KERNELS.get(key)
+    if k is None:
+        k = _KERNELS[key] = (_make_matvec if kind == "matvec" else _make_rows)(qt, BLOCKS[qt][0])
+    return k
+
+
+def matvec_blocks(data, qt, qk, x, out, lut):
+    """out[t, r] = sum_k deq(data[r])[k] * x[t, k] for block-quantized types (per-type kernel)."""
+    kernel("matvec", qt)(data, x, out, lut)
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
@@ -110,7 +151,7 @@ def dequantize(data: np.ndarray, qt: int, n_in: int, rows: np.ndarray) -> np.nda
     if qt not in BLOCKS:
         return quant_dequantize(data[rows], GGMLQuantizationType(qt).name, n_in)
     out = np.empty((len(rows), n_in), np.float32)
-    dequant_rows(data, rows, qt, BLOCKS[qt][0], out, F16_LUT)
+    kernel("rows", qt)(data, rows, out, F16_LUT)
     return out
 
 
@@ -145,7 +186,9 @@ def quant_dequantize(rows_data: np.ndarray, qtype: str, n_in: int) -> np.ndarray
 INT_KERNELS = {Q8_0: (qdot.dot_q8_0, "Q8_0"), Q4_0: (qdot.dot_q4_0, "Q8_0"), Q5_0: (qdot.dot_q5_0, "Q8_0"),
                Q4_1: (qdot.dot_q4_1, "Q8_1"), Q5_1: (qdot.dot_q5_1, "Q8_1"),
                Q2_K: (qdot.dot_q2_k, "Q8_K"), Q3_K: (qdot.dot_q3_k, "Q8_K"), Q4_K: (qdot.dot_q4_k, "Q8_K"),
-               Q5_K: (qdot.dot_q5_k, "Q8_K"), Q6_K: (qdot.dot_q6_k, "Q8_K")}
+               Q5_K: (qdot.dot_q5_k, "Q8_K"), Q6_K: (qdot.dot_q6_k, "Q8_K"),
+               IQ4_NL: (qdot.dot_iq4_nl, "Q8_0"), IQ4_XS: (qdot.dot_iq4_xs, "Q8_K"),
+               IQ2_XXS: (qdot.dot_iq2_xxs, "Q8_K"), IQ3_S: (qdot.dot_iq3_s, "Q8_K")}
 
 
 def quantize_act(x: np.ndarray, vtype: str):
@@ -189,7 +232,8 @@ def matmul(data: np.ndarray, qt: int, n_in: int, x: np.ndarray, ggml_act: bool =
     if ggml_act and qt in INT_KERNELS:
         kernel, vtype = INT_KERNELS[qt]
         xq, xd = quantize_act(x, vtype)
-        xs = xq.reshape(n_tok, n_in // 16, 16).sum(axis=-1, dtype=np.int64)   # 16-sums (bsums)
+        xs = np.empty((n_tok, n_in // 16), np.int16)     # 16-sums (ggml's bsums)
+        bsums16(xq, xs)
         kernel(data, xq, xd, xs, out, F16_LUT)
         return out
     xa = np.ascontiguousarray(act_float(x, qt) if ggml_act else x)
