@@ -78,3 +78,17 @@ def bsums16(q, s):
             for j in range(16):
                 a += q[t, 16 * i + j]
             s[t, i] = a
+
+
+@njit(cache=True)
+def quantize_q8_k_bs(x, q, d, s):
+    """quantize_q8_k and its 16-sums in one call (decode: one Numba call per activation)."""
+    quantize_q8_k(x, q, d)
+    bsums16(q, s)
+
+
+@njit(cache=True)
+def quantize_q8_0_bs(x, q, d, s):
+    """quantize_q8_0 and its 16-sums in one call."""
+    quantize_q8_0(x, q, d)
+    bsums16(q, s)

@@ -16,7 +16,7 @@ from numba import njit, prange
 
 from runtime.kernels import qdot
 from runtime.kernels.simd import rowdot_bf16, rowdot_f16
-from runtime.kernels.act import bsums16, quantize_q8_0, quantize_q8_k
+from runtime.kernels.act import quantize_q8_0, quantize_q8_0_bs, quantize_q8_k, quantize_q8_k_bs
 from runtime.kernels.dequant import (BF16, BLOCKS, F16, F16_LUT, F32, IQ2_XXS, IQ3_S, IQ4_NL, IQ4_XS, Q2_K, Q3_K, Q4_0, Q4_1, Q4_K, Q5_0, Q5_1,
                                      Q5_K, Q6_K, Q8_0,
                                      deq_block, dequant_rows_bf16, dequant_rows_f16)
@@ -231,9 +231,14 @@ def matmul(data: np.ndarray, qt: int, n_in: int, x: np.ndarray, ggml_act: bool =
     out = np.empty((n_tok, n_out), np.float32)
     if ggml_act and qt in INT_KERNELS:
         kernel, vtype = INT_KERNELS[qt]
-        xq, xd = quantize_act(x, vtype)
+        xq = np.empty((n_tok, n_in), np.int8)
         xs = np.empty((n_tok, n_in // 16), np.int16)     # 16-sums (ggml's bsums)
-        bsums16(xq, xs)
+        if vtype == "Q8_K":
+            xd = np.empty((n_tok, n_in // 256), np.float32)
+            quantize_q8_k_bs(x, xq, xd, xs)
+        else:
+            xd = np.empty((n_tok, n_in // 32), np.float32)
+            quantize_q8_0_bs(x, xq, xd, xs)
         kernel(data, xq, xd, xs, out, F16_LUT)
         return out
     xa = np.ascontiguousarray(act_float(x, qt) if ggml_act else x)

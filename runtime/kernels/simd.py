@@ -303,7 +303,9 @@ def _host_has(feature: str) -> bool:
         return False
 
 
-HAS_AVX2 = _host_has("avx2")
+# GGUFKIT_GENERIC_SIMD=1 forces the generic IR (tests use it, with their own Numba cache directory:
+# the on-disk cache does not know about this switch)
+HAS_AVX2 = _host_has("avx2") and not __import__("os").environ.get("GGUFKIT_GENERIC_SIMD")
 _I16 = ir.IntType(16)
 
 

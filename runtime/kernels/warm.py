@@ -59,7 +59,8 @@ def _key() -> str:
     if _KEY is None:
         import llvmlite.binding as llvm
         import numba
-        raw = f"{sources_digest()}|{numba.__version__}|{llvm.get_host_cpu_name()}|{llvm.get_host_cpu_features()}"
+        raw = (f"{sources_digest()}|{numba.__version__}|{llvm.get_host_cpu_name()}|{llvm.get_host_cpu_features()}"
+               f"|{os.environ.get('GGUFKIT_GENERIC_SIMD', '')}")
         _KEY = hashlib.sha1(raw.encode()).hexdigest()[:16]
     return _KEY
 
@@ -116,10 +117,39 @@ def _warm_common() -> None:
     K.geglu(x, x)
 
 
-def warm(names, on_each=None) -> float:
+def compile_jobs(n: int) -> int:
+    """Processes to compile n kernel sets with: $GGUFKIT_COMPILE_JOBS, else one per core (<= n)."""
+    env = os.environ.get("GGUFKIT_COMPILE_JOBS")
+    jobs = int(env) if env and env.isdigit() else (os.cpu_count() or 1)
+    return max(1, min(jobs, n))
+
+
+def _compile_in_subprocesses(names, jobs: int) -> None:
+    """Numba compiles single-threaded: compile the sets in parallel child processes (they write
+    Numba's on-disk cache); the parent then only loads. Failures are left to the parent's own pass."""
+    import subprocess
+    import sys
+    root = str(HERE.parent.parent)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join([root] + [p for p in [os.environ.get("PYTHONPATH")] if p]))
+    todo, running = list(names), []
+    while todo or running:
+        while todo and len(running) < jobs:
+            code = f"from runtime.kernels import warm; warm.warm([{todo.pop(0)!r}], parallel=False)"
+            running.append(subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.DEVNULL,
+                                            stderr=subprocess.DEVNULL))
+        running[0].wait()
+        running.pop(0)
+
+
+def warm(names, on_each=None, parallel: bool = True) -> float:
     """Compile (or load) the kernels of ``names`` (type names and/or "common"), write their
-    stamps; seconds taken. on_each(name, seconds) after each."""
+    stamps; seconds taken. on_each(name, seconds) after each. With several sets and several
+    cores (``compile_jobs``) they are compiled in parallel child processes first."""
     t0 = time.perf_counter()
+    names = list(names)
+    jobs = compile_jobs(len(names)) if parallel else 1
+    if jobs > 1:
+        _compile_in_subprocesses(names, jobs)
     for n in names:
         t = time.perf_counter()
         _warm_common() if n == COMMON else _warm_type(n)
