@@ -20,16 +20,18 @@ byte is read once per call.
 import numpy as np
 from numba import njit, prange
 
-from runtime.kernels.dequant import IQ2XXS_GRID, IQ3S_GRID, KSIGNS_IQ2XS, _h, _scale_min_k4, _u32
+from runtime.kernels.dequant import IQ2XS_GRID, IQ2XXS_GRID, IQ3S_GRID, IQ3XXS_GRID, KSIGNS_IQ2XS, _h, _scale_min_k4, _u32
 from runtime.kernels.simd import (dot_k4_64, dot_k5_64, dot_q2_32, dot_q3_32, dot_q4_0_block, dot_q5_0_block,
                                   dot_q4k_256, dot_q6_32, dot_q6k_256, dot_s8_32, q4k_block, q5k_block, row_q4_0, row_q5_0, row_q8_0,
-                                  iq2xxs_block, iq3s_block, iq4xs_block, row_iq4_nl)
+                                  iq2xs_block, iq2xxs_block, iq3s_block, iq3xxs_block, iq4xs_block, row_iq4_nl)
 
 ROW_CHUNK = 16
 
 # IQ grids as packed bytes (one uint64 / uint32 load per grid entry), sign table as bytes
 GRID_IQ2XXS = np.ascontiguousarray(IQ2XXS_GRID.astype(np.uint8)).view(np.uint64).reshape(-1)     # [256]
 GRID_IQ3S = np.ascontiguousarray(IQ3S_GRID.astype(np.uint8)).view(np.uint32).reshape(-1)         # [512]
+GRID_IQ2XS = np.ascontiguousarray(IQ2XS_GRID.astype(np.uint8)).view(np.uint64).reshape(-1)       # [512]
+GRID_IQ3XXS = np.ascontiguousarray(IQ3XXS_GRID.astype(np.uint8)).view(np.uint32).reshape(-1)     # [256]
 KSIGNS_U8 = KSIGNS_IQ2XS.astype(np.uint8)                                                        # [128]
 FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
 
@@ -281,3 +283,37 @@ def dot_iq3_s(data, xq, xd, xs, out, lut):
                     o = 110 * b
                     acc += (_h(row, o, lut) * xd[t, b]) * np.float32(iq3s_block(row, o, x, 256 * b, grid))
                 out[t, r] = acc
+
+
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
+def dot_iq2_xs(data, xq, xd, xs, out, lut):
+    n_out = data.shape[0]
+    n_tok, n_in = xq.shape
+    grid, ks = GRID_IQ2XS, KSIGNS_U8
+    for c in prange((n_out + ROW_CHUNK - 1) // ROW_CHUNK):
+        for r in range(c * ROW_CHUNK, min(n_out, (c + 1) * ROW_CHUNK)):
+            row = data[r]
+            for t in range(n_tok):
+                x = xq[t]
+                acc = np.float32(0.0)
+                for b in range(n_in // 256):
+                    o = 74 * b
+                    acc += (_h(row, o, lut) * xd[t, b]) * np.float32(iq2xs_block(row, o, x, 256 * b, grid, ks))
+                out[t, r] = acc * np.float32(0.125)
+
+
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
+def dot_iq3_xxs(data, xq, xd, xs, out, lut):
+    n_out = data.shape[0]
+    n_tok, n_in = xq.shape
+    grid, ks = GRID_IQ3XXS, KSIGNS_U8
+    for c in prange((n_out + ROW_CHUNK - 1) // ROW_CHUNK):
+        for r in range(c * ROW_CHUNK, min(n_out, (c + 1) * ROW_CHUNK)):
+            row = data[r]
+            for t in range(n_tok):
+                x = xq[t]
+                acc = np.float32(0.0)
+                for b in range(n_in // 256):
+                    o = 98 * b
+                    acc += (_h(row, o, lut) * xd[t, b]) * np.float32(iq3xxs_block(row, o, x, 256 * b, grid, ks))
+                out[t, r] = acc * np.float32(0.25)

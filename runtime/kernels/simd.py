@@ -720,3 +720,77 @@ def _blk_iq4_nl(builder, wb, xv):
 
 
 row_iq4_nl = intrinsic(_row32(_blk_iq4_nl, 18))
+
+
+@intrinsic
+def iq3xxs_block(typingctx, w, o, x, xo, grid, ksigns):
+    """IQ3_XXS block (d:2 qs:64 grid indices, 8 x u32 signs/scale at w[o]) against int8
+    x[xo:xo+256]: sum_ib (2 ls_ib + 1) sum grid * sign * x (int32; times d/4 gives the dot).
+    grid: uint32 [256] (iq3xxs_grid), ksigns: uint8 [128]."""
+    sig = types.int32(w, o, x, xo, grid, ksigns)
+
+    def codegen(context, builder, signature, args):
+        wb = _bytes(context, builder, signature.args[0], args[0], args[1])
+        xp = _bytes(context, builder, signature.args[2], args[2], args[3])
+        zero = ir.Constant(args[1].type, 0)
+        gp = _ptr(context, builder, signature.args[4], args[4], zero)
+        kp = _bytes(context, builder, signature.args[5], args[5], zero)
+        v8 = ir.VectorType(_I32, 8)
+        acc = None
+        for ib in range(8):
+            a1 = _i32_at(builder, wb, 66 + 4 * ib)
+            gv = ir.Constant(v8, ir.Undefined)
+            signs = ir.Constant(_I32, 0)
+            for k in range(8):
+                g = builder.load(builder.gep(gp, [_u8_at(builder, wb, 2 + 8 * ib + k)]))
+                gv = builder.insert_element(gv, g, ir.Constant(_I32, k))
+            for l in range(4):
+                si = builder.and_(builder.lshr(a1, ir.Constant(_I32, 7 * l)), ir.Constant(_I32, 127))
+                signs = builder.or_(signs, builder.shl(_u8_at(builder, kp, si), ir.Constant(_I32, 8 * l)))
+            gb = builder.bitcast(gv, ir.VectorType(_I8, 32))
+            sx = _signed_by_bits(builder, _xload(builder, xp, 32 * ib), signs)
+            ls = builder.add(builder.shl(builder.lshr(a1, ir.Constant(_I32, 28)), ir.Constant(_I32, 1)),
+                             ir.Constant(_I32, 1))
+            p = _maddwd(builder, _maddubs(builder, gb, sx), _splat16(builder, builder.trunc(ls, _I16)))
+            acc = p if acc is None else builder.add(acc, p)
+        return _finish(builder, acc)
+    return sig, codegen
+
+
+@intrinsic
+def iq2xs_block(typingctx, w, o, x, xo, grid, ksigns):
+    """IQ2_XS block (d:2 qs:32 x u16 [9-bit grid | 7-bit signs] scales:8 at w[o]) against int8
+    x[xo:xo+256]: sum over 16-groups of (2 s + 1) sum grid * sign * x (int32; times d/8 gives
+    the dot). grid: uint64 [512] (iq2xs_grid), ksigns: uint8 [128]."""
+    sig = types.int32(w, o, x, xo, grid, ksigns)
+
+    def codegen(context, builder, signature, args):
+        wb = _bytes(context, builder, signature.args[0], args[0], args[1])
+        xp = _bytes(context, builder, signature.args[2], args[2], args[3])
+        zero = ir.Constant(args[1].type, 0)
+        gp = _ptr(context, builder, signature.args[4], args[4], zero)
+        kp = _bytes(context, builder, signature.args[5], args[5], zero)
+        v4 = ir.VectorType(ir.IntType(64), 4)
+        acc = None
+        for ib in range(8):
+            gv = ir.Constant(v4, ir.Undefined)
+            signs = ir.Constant(_I32, 0)
+            for l in range(4):
+                q = builder.or_(_u8_at(builder, wb, 2 + 8 * ib + 2 * l),
+                                builder.shl(_u8_at(builder, wb, 3 + 8 * ib + 2 * l), ir.Constant(_I32, 8)))
+                g = builder.load(builder.gep(gp, [builder.and_(q, ir.Constant(_I32, 511))]))
+                gv = builder.insert_element(gv, g, ir.Constant(_I32, l))
+                s = _u8_at(builder, kp, builder.lshr(q, ir.Constant(_I32, 9)))
+                signs = builder.or_(signs, builder.shl(s, ir.Constant(_I32, 8 * l)))
+            gb = builder.bitcast(gv, ir.VectorType(_I8, 32))
+            sx = _signed_by_bits(builder, _xload(builder, xp, 32 * ib), signs)
+            sc = _u8_at(builder, wb, 66 + ib)
+            lo = builder.trunc(builder.add(builder.shl(builder.and_(sc, ir.Constant(_I32, 15)), ir.Constant(_I32, 1)),
+                                           ir.Constant(_I32, 1)), _I16)
+            hi = builder.trunc(builder.add(builder.shl(builder.lshr(sc, ir.Constant(_I32, 4)), ir.Constant(_I32, 1)),
+                                           ir.Constant(_I32, 1)), _I16)
+            sv = builder.shuffle_vector(_splat16(builder, lo, 8), _splat16(builder, hi, 8), _cvec(range(16)))
+            p = _maddwd(builder, _maddubs(builder, gb, sx), sv)
+            acc = p if acc is None else builder.add(acc, p)
+        return _finish(builder, acc)
+    return sig, codegen
