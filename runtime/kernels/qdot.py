@@ -13,6 +13,11 @@ Layouts (bytes per block):
   Q2_K scales:16 qs:64 d:2 dmin:2                    Q3_K hmask:32 qs:64 scales:12 d:2
   Q4_K d:2 dmin:2 scales:12 qs:128                   Q5_K d:2 dmin:2 scales:12 qh:32 qs:128
   Q6_K ql:128 qh:64 scales:16 d:2
+  IQ4_NL d:2 qs:16   IQ4_XS d:2 scales_h:2 scales_l:4 qs:128   IQ2_XXS d:2 qs:64
+  IQ2_XS d:2 qs:64 scales:8   IQ3_XXS d:2 qs:64 signs+scales:32   IQ3_S d:2 qs:64 qh:8 signs:32 scales:4
+Q8_0/Q4_0/Q5_0/IQ4_NL run a whole row per call (``row_*``: float accumulator over blocks);
+K-quants and IQ types one 256-block per call (one horizontal sum per block). The IQ kernels
+look their grids/sign tables up per 8 (or 4) values and dot them as u8 x s8 like ggml's AVX2 code.
 Parallel over chunks of output rows; the token loop is inside so each packed
 byte is read once per call.
 """
