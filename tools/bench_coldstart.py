@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -23,14 +24,20 @@ import tempfile
 import time
 
 
-def run_once(model: str, threads: int, env: dict) -> tuple[float, str]:
+def _child_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def run_once(model: str, threads: int, env: dict) -> tuple[float, str, float]:
+    """(wall seconds, stderr, CPU seconds of the command and its children)."""
     cmd = [sys.executable, "-m", "ggufkit", "run", model, "-p", "Hello", "-n", "1", "--temp", "0", "-t", str(threads)]
-    t0 = time.perf_counter()
+    c0, t0 = _child_cpu(), time.perf_counter()
     p = subprocess.run(cmd, env=env, capture_output=True, text=True)
     dt = time.perf_counter() - t0
     if p.returncode:
         raise SystemExit(f"error: {' '.join(cmd)} failed:\n{p.stderr}")
-    return dt, p.stderr
+    return dt, p.stderr, _child_cpu() - c0
 
 
 def main() -> None:
@@ -44,14 +51,17 @@ def main() -> None:
         env = dict(os.environ, NUMBA_CACHE_DIR=cache)
         if a.jobs:
             env["GGUFKIT_COMPILE_JOBS"] = str(a.jobs)
-        cold, err = run_once(a.model, a.threads, env)
+        load0 = os.getloadavg()[0]
+        cold, err, cold_cpu = run_once(a.model, a.threads, env)
         notices = [ln for ln in err.splitlines() if "compiling" in ln]
-        warm = [run_once(a.model, a.threads, env)[0] for _ in range(a.runs)]
-    print(f"model: {a.model}  threads: {a.threads}  load: {os.getloadavg()[0]:.1f}")
+        warm = [run_once(a.model, a.threads, env) for _ in range(a.runs)]
+    wall = [w[0] for w in warm]
+    print(f"model: {a.model}  threads: {a.threads}  load average: {load0:.1f} -> {os.getloadavg()[0]:.1f}")
     print(f"stderr notice (cold): {notices[0] if notices else '(none)'}")
-    print(f"cold start (empty Numba cache): first token after {cold:.1f} s")
-    print(f"warm start: first token after {statistics.median(warm):.2f} s (median of {a.runs}: "
-          f"{', '.join(f'{w:.2f}' for w in warm)})")
+    print(f"cold start (empty Numba cache): first token after {cold:.1f} s wall, {cold_cpu:.1f} s CPU "
+          f"(with the compiling child processes)")
+    print(f"warm start: first token after {statistics.median(wall):.2f} s wall (median of {a.runs}: "
+          f"{', '.join(f'{w:.2f}' for w in wall)}), {statistics.median(w[2] for w in warm):.2f} s CPU")
 
 
 if __name__ == "__main__":
