@@ -124,11 +124,12 @@ _BLAS_SET = None
 
 
 def set_num_threads(n: int | None) -> int:
-    """Threads for the Numba kernels and for BLAS (prefill GEMMs); None: all cores.
+    """Threads for the Numba kernels and for the prefill GEMMs; None: all cores.
 
-    BLAS gets the same count: OpenBLAS's own thread pool on top of Numba's
-    oversubscribes the cores (a 64-token GEMM went from 1.6 ms to 64 ms on a busy
-    2-core box with 2 BLAS threads). Returns the count in use.
+    OpenBLAS itself is kept single-threaded: its pool oversubscribes the cores on top of Numba's
+    and spins while idle (a 64-token GEMM went from 1.6 ms to 64 ms on a busy 2-core box with 2
+    BLAS threads); ``kernels.matmul.gemm_nt`` splits large GEMMs over n Python threads instead.
+    Returns the count in use.
     """
     global _BLAS_SET
     if _k is None:
@@ -138,7 +139,7 @@ def set_num_threads(n: int | None) -> int:
     numba.set_num_threads(n)
     if _BLAS_SET is None:
         _BLAS_SET = _blas_setter() or (lambda _n: None)
-    _BLAS_SET(n)
+    _BLAS_SET(1)
     return n
 
 

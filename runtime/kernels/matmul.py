@@ -11,6 +11,7 @@ weight is dequantized once per call and reused by every token.
 Numpy reference: ``runtime.reference.matmul`` (dequantize whole, float64 matmul).
 """
 
+import numba
 import numpy as np
 from numba import njit, prange
 
@@ -226,7 +227,7 @@ def matmul(data: np.ndarray, qt: int, n_in: int, x: np.ndarray, ggml_act: bool =
     n_out = data.shape[0]
     n_tok = x.shape[0]
     if qt == F32:
-        return x @ data.view(np.float32).T
+        return gemm_nt(x, data.view(np.float32)) if n_tok >= PREFILL_MIN_TOKENS else x @ data.view(np.float32).T
     if n_tok >= PREFILL_MIN_TOKENS or qt not in BLOCKS:
         return matmul_tiled(data, qt, n_in, act_float(x, qt) if ggml_act else x)
     out = np.empty((n_tok, n_out), np.float32)
@@ -252,16 +253,42 @@ def matmul(data: np.ndarray, qt: int, n_in: int, x: np.ndarray, ggml_act: bool =
     return out
 
 
+PARALLEL_GEMM_FLOPS = 1 << 24   # below this a GEMM stays on the calling thread
+_POOL = None
+
+
+def _pool(n: int):
+    """Python threads for the GEMMs (numpy releases the GIL inside BLAS)."""
+    global _POOL
+    if _POOL is None or _POOL._max_workers < n:
+        from concurrent.futures import ThreadPoolExecutor
+        _POOL = ThreadPoolExecutor(max_workers=n, thread_name_prefix="ggufkit-gemm")
+    return _POOL
+
+
+def gemm_nt(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """x @ w.T (f32) on Numba's thread count: OpenBLAS runs single-threaded (backend.set_num_threads)
+    and the rows of w are split over Python threads. OpenBLAS's own pool spins while idle, which on
+    shared cores cost 5x the wall time of a prefill (deci-tiny pp512 at 2 threads: 5-7 s vs 1.3 s)."""
+    n = numba.get_num_threads()
+    n_out = w.shape[0]
+    if n == 1 or 2.0 * x.shape[0] * x.shape[1] * n_out < PARALLEL_GEMM_FLOPS or n_out < 2 * n:
+        return x @ w.T
+    step = (n_out + n - 1) // n
+    parts = list(_pool(n).map(lambda r0: x @ w[r0:r0 + step].T, range(0, n_out, step)))
+    return np.concatenate(parts, axis=1)
+
+
 def matmul_tiled(data: np.ndarray, qt: int, n_in: int, x: np.ndarray) -> np.ndarray:
     """Prefill: dequantize tiles of rows once, multiply each with BLAS."""
     n_out = data.shape[0]
     x = np.ascontiguousarray(x, dtype=np.float32)
-    out = np.empty((x.shape[0], n_out), np.float32)
     tile = max(64, TILE_BYTES // (4 * n_in))
     if tile >= n_out:
-        return x @ dequantize(data, qt, n_in, np.arange(n_out)).T
+        return gemm_nt(x, dequantize(data, qt, n_in, np.arange(n_out)))
+    out = np.empty((x.shape[0], n_out), np.float32)
     for r0 in range(0, n_out, tile):
         r1 = min(n_out, r0 + tile)
         w = dequantize(data, qt, n_in, np.arange(r0, r1))
-        out[:, r0:r1] = x @ w.T       # (np.matmul into a strided out= would skip BLAS)
+        out[:, r0:r1] = gemm_nt(x, w)       # (np.matmul into a strided out= would skip BLAS)
     return out
