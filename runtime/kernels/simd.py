@@ -527,6 +527,13 @@ def _blk_q5_0(builder, wb, xv):
     return _maddwd(builder, p, _ones16(builder))
 
 
+def _hsum_float_8(builder, a):
+    """ggml's hsum_float_8 order: r_i = a_{i+4} + a_i, then (r_0 + r_2) + (r_1 + r_3)."""
+    e = [builder.extract_element(a, ir.Constant(_I32, k)) for k in range(8)]
+    r = [builder.fadd(e[k + 4], e[k]) for k in range(4)]
+    return builder.fadd(builder.fadd(r[0], r[2]), builder.fadd(r[1], r[3]))
+
+
 def _row32(blk, bsize):
     def impl(typingctx, w, wo, x, xo, xd, xdo, lut, nb):
         sig = types.float32(w, wo, x, xo, xd, xdo, lut, nb)
@@ -548,12 +555,10 @@ def _row32(blk, bsize):
                 fv = builder.shuffle_vector(builder.insert_element(ir.Constant(_F8, ir.Undefined), f,
                                                                    ir.Constant(_I32, 0)),
                                             ir.Constant(_F8, ir.Undefined), _cvec([0] * 8))
-                builder.store(builder.fadd(builder.load(acc), builder.fmul(s, fv)), acc)
-            a = builder.load(acc)
-            r = builder.extract_element(a, ir.Constant(_I32, 0))
-            for k in range(1, 8):
-                r = builder.fadd(r, builder.extract_element(a, ir.Constant(_I32, k)))
-            return r
+                fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_F8, [_F8, _F8, _F8]),
+                                                     "llvm.fma.v8f32")
+                builder.store(builder.call(fma, [fv, s, builder.load(acc)]), acc)    # ggml: fmadd(d, q, acc)
+            return _hsum_float_8(builder, builder.load(acc))
         return sig, codegen
     return impl
 
