@@ -24,6 +24,7 @@ from typing import Iterable
 import numpy as np
 
 from quant.errors import QuantError
+from quant.gguf import GGUFReader
 
 KEY_DATASETS = "imatrix.datasets"
 KEY_CHUNK_COUNT = "imatrix.chunk_count"
@@ -61,30 +62,25 @@ def load_imatrix(path: str | Path) -> Imatrix:
 
 
 def _load_gguf(path: Path) -> Imatrix:
-    from gguf import GGUFReader, GGMLQuantizationType
-
-    try:
-        r = GGUFReader(path, "r")
-    except Exception as e:  # noqa: BLE001 - any parse failure is a bad file
-        raise QuantError(f"failed to load imatrix from '{path}': {e}") from None
+    r = GGUFReader(path)          # a bad file raises GGUFError naming it
     if not r.tensors:
         raise QuantError(f"no data in imatrix file {path}")
     fields = r.fields
     if not all(k in fields for k in (KEY_DATASETS, KEY_CHUNK_COUNT, KEY_CHUNK_SIZE)):
         raise QuantError(f"missing imatrix metadata in file {path}")
     ds = fields[KEY_DATASETS]
-    datasets = [bytes(ds.parts[i]).decode("utf-8", "replace") for i in ds.data]
-    chunk_count = int(fields[KEY_CHUNK_COUNT].parts[-1][0])
-    chunk_size = int(fields[KEY_CHUNK_SIZE].parts[-1][0])
+    datasets = [ds] if isinstance(ds, str) else [str(d) for d in ds]
+    chunk_count = int(fields[KEY_CHUNK_COUNT])
+    chunk_size = int(fields[KEY_CHUNK_SIZE])
 
     sums: dict[str, np.ndarray] = {}
     counts: dict[str, np.ndarray] = {}
-    for t in r.tensors:
+    for t in r.tensors.values():
         for suffix, into in ((".in_sum2", sums), (".counts", counts)):
             if t.name.endswith(suffix) and len(t.name) > len(suffix):
-                if t.tensor_type != GGMLQuantizationType.F32:
+                if t.qtype != "F32":
                     raise QuantError(f"sums and counts for {t.name[:-len(suffix)]} must be F32")
-                into[t.name[: -len(suffix)]] = np.asarray(t.data, dtype=np.float32).reshape(-1)
+                into[t.name[: -len(suffix)]] = t.data.view(np.float32)
     entries = {}
     for name in sorted(set(sums) | set(counts)):
         if name not in sums or name not in counts:
@@ -155,13 +151,165 @@ def select_weights(im: Imatrix, include: Iterable[str] = (), exclude: Iterable[s
     any of the given substrings (the two cannot be combined, as in llama-quantize)."""
     include, exclude = list(include), list(exclude)
     if include and exclude:
-        raise QuantError("--include-weights and --exclude-weights cannot be used together")
+        raise QuantError("include and exclude weight lists cannot be used together")
     entries = dict(im.entries)
     if exclude:
         entries = {k: v for k, v in entries.items() if not any(s in k for s in exclude)}
     if include:
         entries = {k: v for k, v in entries.items() if any(s in k for s in include)}
     return Imatrix(entries, im.datasets, im.chunk_count, im.chunk_size, im.is_legacy)
+
+
+@dataclass
+class RawImatrix:
+    """llama-imatrix's collector state: per weight the raw sums of squared activations
+    (float32 [n_mat * ne0]) and token counts (int64 [n_mat]); what its GGUF file stores."""
+    sums: dict[str, np.ndarray] = field(default_factory=dict)
+    counts: dict[str, np.ndarray] = field(default_factory=dict)
+    datasets: list[str] = field(default_factory=list)
+    chunk_size: int = 512
+    last_chunk: int = 0
+
+    def add(self, name: str, x: np.ndarray, n_mat: int = 1) -> None:
+        """Accumulate the activations x f32 [n_tok, ne0] seen by dense weight ``name``."""
+        x = np.asarray(x, dtype=np.float32)
+        ne0 = x.shape[1]
+        v = self.sums.get(name)
+        if v is None:
+            v = self.sums[name] = np.zeros(ne0 * n_mat, np.float32)
+            self.counts[name] = np.zeros(1, np.int64)
+        elif v.size != ne0 * n_mat:
+            raise QuantError(f"inconsistent size for {name} ({v.size} vs {ne0 * n_mat})")
+        c = self.counts[name]
+        if c.size > 1 and np.all(c == c[0]):
+            c = self.counts[name] = c[:1].copy()
+        sq = np.einsum("ij,ij->j", x, x, dtype=np.float32)
+        for m in range(n_mat):        # a 2-D weight: every matrix slice sees the same activations
+            v[m * ne0:(m + 1) * ne0] += sq
+        if not np.all(np.isfinite(v)):
+            raise QuantError(f"non-finite values detected in {name}")
+        c += x.shape[0] // 1
+        self.last_chunk = max(self.last_chunk, int(c.max()) // self.chunk_size)
+
+    def merge_file(self, path: str | Path) -> None:
+        """Add a GGUF or legacy .dat imatrix as llama-imatrix's ``--in-file`` does (legacy values
+        are ``mean * ncall``: they count as ``ncall * chunk_size`` tokens)."""
+        sums, counts, datasets, legacy = read_raw(path)
+        cs = self.chunk_size
+        for name, s in sums.items():
+            c = counts[name]
+            if legacy:
+                if name not in self.sums:
+                    self.sums[name] = np.zeros(s.size, np.float32)
+                    self.counts[name] = np.zeros(1, np.int64)
+                self.sums[name] += (s * np.float32(cs)).astype(np.float32)
+                self.counts[name] += int(c[0]) * cs
+                continue
+            if name not in self.sums:
+                self.sums[name] = np.zeros(s.size, np.float32)
+            elif self.sums[name].size != s.size:
+                raise QuantError(f"mismatched sums size for {name}: {s.size} != {self.sums[name].size}")
+            if name not in self.counts:
+                self.counts[name] = np.zeros(c.size, np.int64)
+            elif self.counts[name].size == 1 and c.size > 1:
+                self.counts[name] = np.full(c.size, self.counts[name][0], np.int64)
+            elif self.counts[name].size != c.size:
+                raise QuantError(f"mismatched counts size for {name}: {c.size} != {self.counts[name].size}")
+            self.sums[name] += s
+            self.counts[name] += c
+        self.datasets.extend(datasets)
+        mx = max((int(c.max()) for c in self.counts.values() if c.size), default=0)
+        self.last_chunk = mx // cs
+
+    def normalised(self) -> Imatrix:
+        """The importance vectors llama-quantize would read from this data's GGUF file."""
+        e = {}
+        for name, s in self.sums.items():
+            c = self.counts[name].astype(np.float32)
+            n_mat = c.size
+            ne0 = s.size // n_mat
+            v = np.empty(s.size, np.float32)
+            for j in range(n_mat):
+                sl = slice(j * ne0, (j + 1) * ne0)
+                v[sl] = s[sl] / c[j] if c[j] > 0 else np.float32(1.0)
+            e[name] = v
+        return Imatrix(e, list(self.datasets), self.last_chunk, self.chunk_size)
+
+    def save(self, path: str | Path, fmt: str = "gguf", prompt_file: str = "") -> None:
+        datasets = list(self.datasets) + ([prompt_file] if prompt_file else [])
+        if fmt == "dat":
+            save_imatrix_dat(path, self, prompt_file)
+        else:
+            save_imatrix_gguf(path, self.sums, self.counts, datasets=datasets,
+                              chunk_count=self.last_chunk, chunk_size=self.chunk_size)
+
+
+def read_raw(path: str | Path):
+    """A file's raw contents: (sums, counts, datasets, is_legacy); legacy counts are [ncall]."""
+    path = Path(path)
+    if not path.is_file():
+        raise QuantError(f"imatrix file not found: {path}")
+    if not _is_gguf(path):
+        data = path.read_bytes()
+        pos = 0
+        sums, counts = {}, {}
+        try:
+            (n,) = struct.unpack_from("<i", data, pos); pos += 4
+            for _ in range(n):
+                (ln,) = struct.unpack_from("<i", data, pos); pos += 4
+                name = data[pos:pos + ln].decode("utf-8", "replace"); pos += ln
+                ncall, nval = struct.unpack_from("<ii", data, pos); pos += 8
+                sums[name] = np.frombuffer(data, "<f4", nval, pos).astype(np.float32); pos += 4 * nval
+                counts[name] = np.array([ncall], np.int64)
+        except (struct.error, ValueError):
+            raise QuantError(f"failed to load imatrix from '{path}': truncated file") from None
+        ds = []
+        if pos + 8 <= len(data):
+            (ln,) = struct.unpack_from("<i", data, pos + 4)
+            if ln > 0:
+                ds.append(data[pos + 8:pos + 8 + ln].decode("utf-8", "replace"))
+        return sums, counts, ds, True
+    from gguf import GGUFReader
+    try:
+        r = GGUFReader(path, "r")
+    except Exception as e:  # noqa: BLE001
+        raise QuantError(f"failed to load imatrix from '{path}': {e}") from None
+    if KEY_DATASETS not in r.fields:
+        raise QuantError(f"missing imatrix metadata in file {path}")
+    ds = r.fields[KEY_DATASETS]
+    datasets = [bytes(ds.parts[i]).decode("utf-8", "replace") for i in ds.data]
+    sums, counts = {}, {}
+    for t in r.tensors:
+        if t.name.endswith(".in_sum2"):
+            sums[t.name[:-8]] = np.asarray(t.data, np.float32).reshape(-1).copy()
+        elif t.name.endswith(".counts"):
+            counts[t.name[:-7]] = np.array([_lround(x) for x in np.asarray(t.data).reshape(-1)], np.int64)
+    for n in set(sums) ^ set(counts):
+        raise QuantError(f"mismatched sums and counts for {n}")
+    return sums, counts, datasets, False
+
+
+def save_imatrix_dat(path: str | Path, raw: RawImatrix, prompt_file: str = "") -> None:
+    """llama-imatrix ``--output-format dat``: per entry ncall = ceil(max count / chunk_size) and
+    values (sum / count) * ncall; entries without data skipped; trailer last chunk + dataset."""
+    cs = raw.chunk_size
+    names = sorted(n for n in raw.sums if raw.counts[n].size and np.any(raw.counts[n] != 0))
+    out = [struct.pack("<i", len(names))]
+    for name in names:
+        s, c = raw.sums[name], raw.counts[name]
+        nb = name.encode()
+        ncall = (int(c.max()) + cs - 1) // cs
+        nmat = c.size
+        per = s.size // nmat
+        cnt = np.repeat(c.astype(np.float32), per)
+        val = s.copy()
+        zero = cnt == 0
+        val[zero], cnt[zero] = 1.0, 1.0
+        tmp = (val / cnt * np.float32(ncall)).astype("<f4")
+        out += [struct.pack("<i", len(nb)), nb, struct.pack("<ii", ncall, s.size), tmp.tobytes()]
+    ds = prompt_file if prompt_file else (raw.datasets[-1] if raw.datasets else "")
+    out += [struct.pack("<i", raw.last_chunk), struct.pack("<i", len(ds.encode())), ds.encode()]
+    Path(path).write_bytes(b"".join(out))
 
 
 def save_imatrix_gguf(path: str | Path, sums: dict[str, np.ndarray], counts: dict[str, np.ndarray],
@@ -171,7 +319,7 @@ def save_imatrix_gguf(path: str | Path, sums: dict[str, np.ndarray], counts: dic
     from gguf import GGUFWriter
 
     w = GGUFWriter(str(path), arch="")
-    # GGUFWriter always adds general.architecture; llama-imatrix does not write one, harmless
+    w.kv_data[0].pop("general.architecture", None)     # llama-imatrix writes none
     w.add_string("general.type", "imatrix")
     w.add_array(KEY_DATASETS, list(datasets))
     w.add_uint32(KEY_CHUNK_COUNT, chunk_count)

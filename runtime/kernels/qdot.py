@@ -25,7 +25,8 @@ byte is read once per call.
 import numpy as np
 from numba import njit, prange
 
-from runtime.kernels.dequant import IQ2XS_GRID, IQ2XXS_GRID, IQ3S_GRID, IQ3XXS_GRID, KSIGNS_IQ2XS, _h, _scale_min_k4, _u32
+from quant.fast.blocks import IQ2XS_GRID, IQ2XXS_GRID, IQ3S_GRID, IQ3XXS_GRID, KSIGNS_IQ2XS
+from runtime.kernels.dequant import _h, _scale_min_k4, _u32
 from runtime.kernels.simd import (dot_k4_64, dot_k5_64, dot_q2_32, dot_q3_32, dot_q4_0_block, dot_q5_0_block,
                                   dot_q4k_256, dot_q6_32, dot_q6k_256, dot_s8_32, q4k_block, q5k_block, row_q4_0, row_q5_0, row_q8_0,
                                   iq2xs_block, iq2xxs_block, iq3s_block, iq3xxs_block, iq4xs_block, row_iq4_nl)

@@ -24,7 +24,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-from gguf import GGMLQuantizationType
 
 HERE = Path(__file__).resolve().parent
 COMMON = "common"
@@ -85,19 +84,15 @@ def _warm_type(name: str) -> None:
     import importlib
     mm = importlib.import_module("runtime.kernels.matmul")   # the module (kernels.matmul is a function)
     from runtime.kernels.dequant import BLOCKS
-    qt = int(GGMLQuantizationType[name])
-    qk, nbytes = BLOCKS.get(qt, (256, 0)) if qt in BLOCKS else _quant_block(name)
+    from quant.types import TYPES
+    qt = TYPES[name].id
+    qk, nbytes = BLOCKS[qt] if qt in BLOCKS else (TYPES[name].block_size, TYPES[name].type_size)
     n_in, n_out = 256, 16
     data = np.zeros((n_out, n_in // qk * nbytes), np.uint8)
     data.flags.writeable = False                       # the GGUF memmap is read-only
     for n_tok in (1, 2, mm.PREFILL_MIN_TOKENS):
         mm.matmul(data, qt, n_in, np.ones((n_tok, n_in), np.float32))
     mm.dequantize(data, qt, n_in, np.array([0, 3]))
-
-
-def _quant_block(name: str) -> tuple[int, int]:
-    from gguf import GGML_QUANT_SIZES   # types only quant's dequantizers handle (IQ1_S, IQ1_M)
-    return GGML_QUANT_SIZES[GGMLQuantizationType[name]]
 
 
 def _warm_common() -> None:
