@@ -1,23 +1,54 @@
-"""Write outputs to a temporary file beside the target and rename on success."""
+"""Outputs: checked before the work starts, written to a temporary file beside the target and
+renamed on success. The one atomic writer of the project (every command that writes uses it)."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from pathlib import Path
 from typing import Iterator
+
+from ggufkit.errors import GGUFKitError
+
+# errors of the output side (disk full, file too large, read-only, no permission): reported with
+# the user's path, never the hidden temp file's
+_WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+def check_output(target: str | os.PathLike) -> Path:
+    """Refuse an output path that cannot be written, before any work is done.
+
+    An existing directory, a parent that is a file, or a parent directory without write
+    permission is a GGUFKitError naming ``target``. Missing parent directories are fine
+    (``atomic_path`` creates them)."""
+    target = Path(target)
+    if target.is_dir():
+        raise GGUFKitError(f"output {target} is a directory")
+    parent = target.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise GGUFKitError(f"cannot write {target}: {parent} is not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise GGUFKitError(f"cannot write {target}: permission denied")
+    return target
 
 
 @contextlib.contextmanager
 def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     """Yield a temp path in the target's directory; rename it to ``target`` on success.
 
-    On any exception (KeyboardInterrupt included) the temp file is removed and the
-    target is left untouched, so a crash never leaves a half-written file.
+    On any exception (KeyboardInterrupt and SIGTERM included, see ``ggufkit.cli.main``) the temp
+    file is removed and the target is left untouched, so a crash never leaves a half-written file.
+    A failure to write (disk full, no permission) is a GGUFKitError naming ``target``.
     """
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+    target = check_output(target)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+    except OSError as e:
+        raise GGUFKitError(f"cannot write {target}: {e.strerror or e}") from None
     os.close(fd)
     tmp_path = Path(tmp)
     umask = os.umask(0)
@@ -26,7 +57,9 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     try:
         yield tmp_path
         os.replace(tmp_path, target)
-    except BaseException:
+    except BaseException as e:
         with contextlib.suppress(FileNotFoundError):
             tmp_path.unlink()
+        if isinstance(e, OSError) and (e.errno in _WRITE_ERRNOS or e.filename == str(tmp_path)):
+            raise GGUFKitError(f"cannot write {target}: {e.strerror or e}") from None
         raise

@@ -1,11 +1,14 @@
 """The ``ggufkit`` command line: each command parses options and calls one library function."""
 from __future__ import annotations
 
+import signal
 import sys
+import threading
 
 import click
 
 from ggufkit.errors import GGUFKitError
+from ggufkit.plan import device_options
 from quant.errors import QuantError
 from runtime.errors import ModelError
 
@@ -24,7 +27,7 @@ def cli() -> None:
 @cli.command()
 @click.argument("out_dir", type=click.Path(file_okay=False))
 @click.option("--preset", default="deci-tiny", show_default=True,
-              type=click.Choice(["deci-tiny", "llama-tiny", "super49b-4layer"]))
+              type=click.Choice(["deci-tiny", "llama-tiny", "qwen2-tiny", "qwen3-tiny", "super49b-4layer"]))
 @click.option("--seed", default=0, show_default=True, type=int)
 @click.option("--shards", default=2, show_default=True, type=int)
 def fixture(out_dir: str, preset: str, seed: int, shards: int) -> None:
@@ -88,7 +91,8 @@ def dequantize(inp, out, outtype, threads) -> None:
 @cli.command("run")
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("-p", "--prompt", required=True, help="Prompt text.")
-@click.option("-n", "--n-predict", default=128, show_default=True, type=int, help="Tokens to generate.")
+@click.option("-n", "--n-predict", default=128, show_default=True, type=int,
+              help="Tokens to generate; -1: until end of text or the context is full.")
 @click.option("-c", "--ctx-size", type=int, help="Context size (default: prompt + n).")
 @click.option("--temp", default=0.8, show_default=True, type=float, help="Temperature; 0 is greedy.")
 @click.option("--top-k", default=40, show_default=True, type=int)
@@ -97,12 +101,15 @@ def dequantize(inp, out, outtype, threads) -> None:
 @click.option("--repeat-penalty", default=1.0, show_default=True, type=float)
 @click.option("--seed", type=int, help="RNG seed (default: random).")
 @click.option("-t", "--threads", type=int, help="Threads (default: all).")
-def run_cmd(model, prompt, n_predict, ctx_size, temp, top_k, top_p, min_p, repeat_penalty, seed, threads) -> None:
-    """Generate text from MODEL (GGUF: llama, deci, gemma3), streamed to stdout."""
-    from runtime.generate import SamplingParams, run
+@device_options
+def run_cmd(model, prompt, n_predict, ctx_size, temp, top_k, top_p, min_p, repeat_penalty, seed, threads, dev) -> None:
+    """Generate text from MODEL (a GGUF of any architecture in docs/COMPATIBILITY.md), streamed to stdout."""
+    from ggufkit.commands.run import check_n_predict, run
+    from runtime.generate import SamplingParams
 
+    check_n_predict(n_predict)
     params = SamplingParams(temp=temp, top_k=top_k, top_p=top_p, min_p=min_p, repeat_penalty=repeat_penalty, seed=seed)
-    run(model, prompt, n_predict, params, threads, ctx_size, err=sys.stderr)
+    run(model, prompt, n_predict, params, threads, ctx_size, err=sys.stderr, dev=dev)
 
 
 @cli.command("chat")
@@ -117,13 +124,14 @@ def run_cmd(model, prompt, n_predict, ctx_size, temp, top_k, top_p, min_p, repea
 @click.option("-c", "--ctx-size", default=4096, show_default=True, type=int)
 @click.option("--seed", type=int)
 @click.option("-t", "--threads", type=int)
-def chat_cmd(model, system, reasoning, json_mode, tools_file, temp, top_p, max_tokens, ctx_size, seed, threads) -> None:
+@device_options
+def chat_cmd(model, system, reasoning, json_mode, tools_file, temp, top_p, max_tokens, ctx_size, seed, threads, dev) -> None:
     """Chat with MODEL using its chat template: one message per stdin line."""
-    from runtime.chat import chat_loop
+    from ggufkit.commands.chat import chat_loop
     from runtime.generate import SamplingParams
 
     chat_loop(model, system, reasoning, json_mode, threads, SamplingParams(temp=temp, top_p=top_p, seed=seed),
-              ctx_size, max_tokens, tools_file)
+              ctx_size, max_tokens, tools_file, dev=dev)
 
 
 @cli.command("perplexity")
@@ -136,11 +144,14 @@ def chat_cmd(model, system, reasoning, json_mode, tools_file, temp, top_p, max_t
 @click.option("--kl-divergence-base", type=click.Path(dir_okay=False),
               help="Logits file: written (with -f) or read (with --kl-divergence).")
 @click.option("--kl-divergence", is_flag=True, help="Compare against --kl-divergence-base.")
-def perplexity_cmd(model, text_file, ctx_size, chunks, batch_size, threads, kl_divergence_base, kl_divergence) -> None:
+@device_options
+def perplexity_cmd(model, text_file, ctx_size, chunks, batch_size, threads, kl_divergence_base, kl_divergence,
+                   dev) -> None:
     """Perplexity of MODEL on a text file, exactly as llama-perplexity computes it."""
-    from runtime.perplexity import perplexity_file
+    from ggufkit.commands.perplexity import perplexity_file
 
-    perplexity_file(model, text_file, ctx_size, chunks, batch_size, threads, kl_divergence_base, kl_divergence)
+    perplexity_file(model, text_file, ctx_size, chunks, batch_size, threads, kl_divergence_base, kl_divergence,
+                    dev=dev)
 
 
 @cli.command("bench")
@@ -151,11 +162,15 @@ def perplexity_cmd(model, text_file, ctx_size, chunks, batch_size, threads, kl_d
 @click.option("-r", "--repetitions", default=5, show_default=True, type=int)
 @click.option("-t", "--threads", type=int)
 @click.option("-o", "--output", default="md", show_default=True, type=click.Choice(["md", "json"]))
-def bench_cmd(model, n_prompt, n_gen, batch_size, repetitions, threads, output) -> None:
+@device_options
+def bench_cmd(model, n_prompt, n_gen, batch_size, repetitions, threads, output, dev) -> None:
     """Prompt (pp) and generation (tg) tokens/s of MODEL, like llama-bench."""
+    from ggufkit.commands.bench import format_results
     from runtime.bench import bench
 
-    bench(model, n_prompt, n_gen, repetitions, threads, batch_size, output, out=sys.stdout)
+    if repetitions < 1:
+        raise GGUFKitError(f"-r {repetitions}: at least 1 repetition is needed")
+    click.echo(format_results(bench(model, n_prompt, n_gen, repetitions, threads, batch_size, dev=dev), output), nl=False)
 
 
 @cli.command("convert")
@@ -176,6 +191,50 @@ def info_cmd(path) -> None:
     from ggufkit.info import format_info, gguf_info
 
     click.echo(format_info(gguf_info(path)))
+
+
+@cli.command("tokenize")
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("-p", "--prompt", help="Text to tokenize (escapes like \\n processed, as llama-tokenize).")
+@click.option("-f", "--file", "text_file", type=click.Path(dir_okay=False), help="Read the text from a file.")
+@click.option("--ids", "ids_only", is_flag=True, help="Print only the ids, as a Python-style list.")
+@click.option("--no-bos", is_flag=True, help="Add no special tokens (llama.cpp's add_special=false).")
+@click.option("--no-parse-special", is_flag=True, help="Tokenize special-token texts as plain text.")
+@click.option("--no-escape", is_flag=True, help="Do not process escapes in the prompt.")
+def tokenize_cmd(model, prompt, text_file, ids_only, no_bos, no_parse_special, no_escape) -> None:
+    """Print MODEL's token ids (and pieces) for a text, exactly as llama-tokenize does."""
+    from pathlib import Path
+
+    from ggufkit.tokenize import format_tokens, load_vocab, tokenize_prompt
+
+    if (prompt is None) == (text_file is None):
+        raise click.UsageError("give exactly one of -p/--prompt or -f/--file")
+    data = Path(text_file).read_bytes() if text_file else prompt.encode("utf-8", errors="surrogateescape")
+    tok = load_vocab(model)
+    ids = tokenize_prompt(tok, data, no_bos=no_bos, parse_special=not no_parse_special, escape=not no_escape)
+    out = format_tokens(tok, ids, ids_only)
+    sys.stdout.buffer.write(out)
+    sys.stdout.flush()
+
+
+@cli.command("plan")
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--gpu-memory", help="GPU memory budget: bytes or 8GiB, 512MiB, 8G (default: the card's free memory).")
+@click.option("-c", "--ctx-size", default=4096, show_default=True, type=int)
+@click.option("--gpu-layers", "-ngl", default="auto", show_default=True, help="N (the last N, llama.cpp -ngl), all, auto.")
+@click.option("--card", help="Plan for this card (e.g. 'RTX 3060'): its memory and bandwidth.")
+@click.option("--cpu-bw", type=float, help="CPU memory bandwidth, GB/s.")
+@click.option("--gpu-bw", type=float, help="GPU memory bandwidth, GB/s.")
+@click.option("-b", "--batch-size", default=512, show_default=True, type=int)
+@click.option("-o", "--output", default="text", show_default=True, type=click.Choice(["text", "json"]))
+def plan_cmd(model, gpu_memory, ctx_size, gpu_layers, card, cpu_bw, gpu_bw, batch_size, output) -> None:
+    """Which layers of MODEL go on the GPU: per layer kind, bytes and device; predicted tok/s."""
+    from ggufkit.plan import format_plan
+    from runtime.plan import plan_for_file
+
+    p = plan_for_file(model, ctx_size, gpu_memory, gpu_layers, card=card, cpu_bw=cpu_bw, gpu_bw=gpu_bw,
+                      n_batch=batch_size)
+    click.echo(format_plan(p, output), nl=False)
 
 
 @cli.command("imatrix")
@@ -234,23 +293,41 @@ def compare_cmd(base, files, text_file, ctx_size, chunks, fmt, plot_path, labels
         plot(rows, plot_path)
 
 
+class Terminated(BaseException):
+    """Raised in the main thread on SIGTERM, so writers clean up as on Ctrl-C (atomic_path)."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> None:
-    """Console entry point: user errors become one line on stderr and exit status 1."""
+    """Console entry point: user errors become one line on stderr and exit status 1;
+    Ctrl-C exits 130 and SIGTERM 143, both after removing any partial output."""
+    old = signal.signal(signal.SIGTERM, _on_sigterm) if threading.current_thread() is threading.main_thread() else None
     try:
         cli.main(args=argv, standalone_mode=False)
     except click.exceptions.Abort:
         click.echo("interrupted", err=True)
         sys.exit(130)
-    except click.exceptions.ClickException as e:
-        e.show()
+    except click.exceptions.ClickException as e:        # usage errors: one line too, exit 2
+        msg = " ".join(e.format_message().split())
+        hint = f" (see: ggufkit {e.ctx.info_name} --help)" if getattr(e, "ctx", None) is not None else ""
+        click.echo(f"error: {msg}{hint}", err=True)
         sys.exit(e.exit_code)
     except KeyboardInterrupt:
         click.echo("interrupted", err=True)
         sys.exit(130)
+    except Terminated:
+        click.echo("terminated", err=True)
+        sys.exit(143)
     except USER_ERRORS as e:
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         click.echo(f"error: {msg}", err=True)
         sys.exit(1)
+    finally:
+        if old is not None:
+            signal.signal(signal.SIGTERM, old)
 
 
 if __name__ == "__main__":

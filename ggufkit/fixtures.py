@@ -166,9 +166,26 @@ def _llama_config(hidden: int, n_layers: int, n_heads: int, n_kv: int, ffn: int)
     }
 
 
+def _qwen_config(arch: str) -> dict:
+    """Qwen2ForCausalLM (Q/K/V biases, yarn rope scaling) or Qwen3ForCausalLM (head_dim 64 with
+    hidden 256 / 8 heads, q_norm / k_norm), on the llama-tiny shape and the bundled tokenizer."""
+    c = _llama_config(256, 2, 8 if arch == "qwen3" else 4, 2, 512)
+    c.update(architectures=["Qwen2ForCausalLM" if arch == "qwen2" else "Qwen3ForCausalLM"], model_type=arch,
+             rope_theta=1000000.0, max_position_embeddings=32768, use_sliding_window=False, sliding_window=None)
+    for k in ("mlp_bias", "pretraining_tp", "head_dim"):
+        c.pop(k)
+    if arch == "qwen2":
+        c["rope_scaling"] = {"type": "yarn", "factor": 4.0, "original_max_position_embeddings": 8192}
+    else:
+        c.update(rope_scaling=None, head_dim=64)
+    return c
+
+
 PRESETS = {
     "deci-tiny": lambda: _deci_config(256, 4, DECI_TINY_BLOCKS, 4096),
     "llama-tiny": lambda: _llama_config(256, 4, 4, 2, 768),
+    "qwen2-tiny": lambda: _qwen_config("qwen2"),
+    "qwen3-tiny": lambda: _qwen_config("qwen3"),
     "super49b-4layer": lambda: _deci_config(8192, 64, [("gqa", 8, 5.25)] * 4, 131072),
 }
 
@@ -215,6 +232,12 @@ def tensor_plan(config: dict) -> list[tuple[str, tuple[int, ...]]]:
                 (p + "self_attn.v_proj.weight", (n_kv * head_dim, d)),
                 (p + "self_attn.o_proj.weight", (d, n_head * head_dim)),
             ]
+            if config.get("model_type") == "qwen2":          # Q/K/V biases
+                plan += [(p + "self_attn.q_proj.bias", (n_head * head_dim,)),
+                         (p + "self_attn.k_proj.bias", (n_kv * head_dim,)),
+                         (p + "self_attn.v_proj.bias", (n_kv * head_dim,))]
+            if config.get("model_type") == "qwen3":          # per-head RMS norms on Q and K
+                plan += [(p + "self_attn.q_norm.weight", (head_dim,)), (p + "self_attn.k_norm.weight", (head_dim,))]
         if n_ff is not None:
             plan += [
                 (p + "post_attention_layernorm.weight", (d,)),

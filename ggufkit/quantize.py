@@ -32,22 +32,21 @@ import numpy as np
 from tqdm import tqdm
 
 import quant
-from ggufkit.atomic import atomic_path
+from ggufkit.atomic import atomic_path, check_output
 from ggufkit.errors import GGUFKitError
 from quant.errors import QuantError
+from quant.gguf import DEFAULT_ALIGNMENT, STRING, UINT32, GGUFReader, TensorInfo
 from quant.imatrix import Imatrix, load_imatrix, select_weights
 from quant.recipes import (
     FileType, QuantOptions, TensorIn, TensorPlan, TOKEN_EMBD_NAMES, ggml_n_dims, is_quantized,
     model_info, parse_ftype, parse_tensor_type, parse_type, plan_types, tensor_order,
 )
+from quant.types import FTYPE_GUESSED, GUESSED_FTYPE
 
-ALIGNMENT = 32               # GGUF_DEFAULT_ALIGNMENT; llama-quantize always pads to it
+ALIGNMENT = DEFAULT_ALIGNMENT  # llama-quantize always pads to GGUF_DEFAULT_ALIGNMENT
 GGML_QNT_VERSION = 2
 CHUNK_BYTES = 64 << 20       # float32 bytes converted per chunk (bounded memory)
 SPLIT_KEYS = ("split.no", "split.count", "split.tensors.count")
-
-# GGUF value types (gguf.h)
-GGUF_UINT32, GGUF_STRING = 4, 8
 
 
 @dataclass
@@ -96,138 +95,37 @@ def _gguf_str(s: str | bytes) -> bytes:
 
 
 def _kv_u32(key: str, v: int) -> bytes:
-    return _gguf_str(key) + struct.pack("<II", GGUF_UINT32, v & 0xFFFFFFFF)
+    return _gguf_str(key) + struct.pack("<II", UINT32, v & 0xFFFFFFFF)
 
 
 def _kv_str(key: str, v: str | bytes) -> bytes:
-    return _gguf_str(key) + struct.pack("<I", GGUF_STRING) + _gguf_str(v)
+    return _gguf_str(key) + struct.pack("<I", STRING) + _gguf_str(v)
 
 
 def _pad(n: int) -> int:
     return (n + ALIGNMENT - 1) // ALIGNMENT * ALIGNMENT
 
 
-# --- reading the input (a fast header scan: gguf's GGUFReader decodes every vocabulary string,
-# which takes ~10 s on a Llama-3 vocabulary) -------------------------------------------------------
-
-# value type -> (struct format, size) for fixed-size GGUF values
-_SCALAR = {0: ("<B", 1), 1: ("<b", 1), 2: ("<H", 2), 3: ("<h", 2), 4: ("<I", 4), 5: ("<i", 4),
-           6: ("<f", 4), 7: ("<?", 1), 10: ("<Q", 8), 11: ("<q", 8), 12: ("<d", 8)}
-_ARRAY, _KEEP_ARRAY_VALUES = 9, 4096   # arrays longer than this are only skipped, not decoded
-
-
-@dataclass
-class _Tensor:
-    name: str
-    shape: tuple[int, ...]   # ne order
-    type_id: int
-    offset: int              # from the start of the data section
-    n_bytes: int = 0
-
+# --- reading the input (quant.gguf: the one reader) ---------------------------------------------
 
 @dataclass
 class _Source:
     path: Path
-    data: np.memmap                    # the whole file, memory-mapped
+    gguf: GGUFReader
     kv_raw: list[tuple[str, bytes]]    # every key/value's bytes as stored, in file order
-    kv: dict                           # decoded values (long arrays: None)
-    tensors: list[_Tensor]             # in llama.cpp's order
+    kv: dict                           # decoded values
+    tensors: list[TensorInfo]          # in llama.cpp's order
     infos: list[TensorIn]
-    data_offset: int
 
 
 def _scan(path: Path) -> _Source:
-    """Parse a GGUF (v2/v3) header; long arrays (the vocabulary) are skipped, not decoded."""
-    buf = np.memmap(path, dtype=np.uint8, mode="r")
-    mv = memoryview(buf)
-    pos = 0
-
-    def need(n):
-        if pos + n > len(buf):
-            raise GGUFKitError(f"{path}: truncated GGUF header")
-
-    def u(fmt, size):
-        nonlocal pos
-        need(size)
-        v = struct.unpack_from(fmt, mv, pos)[0]
-        pos += size
-        return v
-
-    def string():
-        nonlocal pos
-        n = u("<Q", 8)
-        need(n)
-        v = bytes(mv[pos:pos + n]).decode("utf-8", "replace")
-        pos += n
-        return v
-
-    def value(vt):
-        nonlocal pos
-        if vt in _SCALAR:
-            return u(*_SCALAR[vt])
-        if vt == GGUF_STRING:
-            return string()
-        if vt != _ARRAY:
-            raise GGUFKitError(f"{path}: unsupported GGUF value type {vt}")
-        at = u("<I", 4)
-        n = u("<Q", 8)
-        if at in _SCALAR:
-            fmt, size = _SCALAR[at]
-            need(n * size)
-            vals = None
-            if n <= _KEEP_ARRAY_VALUES:
-                vals = [struct.unpack_from(fmt, mv, pos + i * size)[0] for i in range(n)]
-            pos += n * size
-            return vals
-        if at == GGUF_STRING:
-            if n <= _KEEP_ARRAY_VALUES:
-                return [string() for _ in range(n)]
-            unpack, p = struct.Struct("<Q").unpack_from, pos   # skip: the hot loop of the scan
-            try:
-                for _ in range(n):
-                    p += 8 + unpack(mv, p)[0]
-            except struct.error:
-                raise GGUFKitError(f"{path}: truncated GGUF header") from None
-            pos = p
-            need(0)
-            return None
-        raise GGUFKitError(f"{path}: unsupported GGUF array type {at}")
-
-    if len(buf) < 24 or bytes(mv[:4]) != b"GGUF":
-        raise GGUFKitError(f"{path} is not a GGUF file")
-    pos = 4
-    version = u("<I", 4)
-    if version not in (2, 3):
-        raise GGUFKitError(f"{path}: unsupported GGUF version {version}")
-    n_tensors, n_kv = u("<Q", 8), u("<Q", 8)
-    kv_raw, kv = [], {}
-    for _ in range(n_kv):
-        start = pos
-        key = string()
-        kv[key] = value(u("<I", 4))
-        kv_raw.append((key, bytes(mv[start:pos])))
-    tensors = []
-    for _ in range(n_tensors):
-        name = string()
-        nd = u("<I", 4)
-        shape = tuple(u("<q", 8) for _ in range(nd))
-        tensors.append(_Tensor(name, shape, u("<I", 4), u("<Q", 8)))
-    align = int(kv.get("general.alignment") or ALIGNMENT)
-    data_offset = (pos + align - 1) // align * align
-    infos = []
-    for t in tensors:
-        try:
-            qt = quant.get_type(t.type_id)
-            nrows = int(np.prod(t.shape[1:])) if len(t.shape) > 1 else 1
-            t.n_bytes = nrows * qt.row_size(t.shape[0])
-        except QuantError as e:
-            raise GGUFKitError(f"tensor {t.name}: {e}") from None
-        if data_offset + t.offset + t.n_bytes > len(buf):
-            raise GGUFKitError(f"{path}: tensor {t.name} lies beyond the end of the file")
-        infos.append(TensorIn(t.name, t.shape, qt.name))
+    """Read and check a GGUF's header; tensors in llama.cpp's loader order."""
+    g = GGUFReader(path)
+    tensors = list(g.tensors.values())
     order = tensor_order([t.name for t in tensors])
-    return _Source(path, buf, kv_raw, kv, [tensors[i] for i in order], [infos[i] for i in order],
-                   data_offset)
+    return _Source(Path(path), g, [(k, g.raw_kv(k)) for k in g.fields], g.fields,
+                   [tensors[i] for i in order], [TensorIn(tensors[i].name, tensors[i].shape, tensors[i].qtype)
+                                                 for i in order])
 
 
 def _open(path: str | os.PathLike) -> _Source:
@@ -295,9 +193,10 @@ def quantize_file(src: str | os.PathLike, dst: str | os.PathLike | None, ftype: 
     ft = ftype if isinstance(ftype, FileType) else parse_ftype(ftype)
     if not dry_run:
         if dst is None:
-            raise GGUFKitError("an output file is required (or use --dry-run)")
+            raise GGUFKitError("an output file is required (or a dry run)")
         if Path(dst).exists() and Path(src).exists() and os.path.samefile(src, dst):
             raise GGUFKitError(f"input and output files are the same: '{src}'")
+        check_output(dst)
     opts = QuantOptions(
         pure=pure,
         output_tensor_type=parse_type(output_tensor_type) if output_tensor_type else None,
@@ -316,7 +215,7 @@ def quantize_file(src: str | os.PathLike, dst: str | os.PathLike | None, ftype: 
             imatrix_path = str(imatrix)
             im = load_imatrix(imatrix)
     elif include_weights or exclude_weights:
-        raise GGUFKitError("--include-weights/--exclude-weights need --imatrix")
+        raise GGUFKitError("include/exclude weight lists need an importance matrix")
     if im is not None:
         im = select_weights(im, include_weights, exclude_weights)
         if not im.entries:
@@ -356,7 +255,7 @@ def quantize_file(src: str | os.PathLike, dst: str | os.PathLike | None, ftype: 
                              f"quantization")
         if is_quantized(p.src_type) and not allow_requantize:
             raise QuantError(f"requantizing from type {p.src_type} is disabled "
-                             f"(use --allow-requantize)")
+                             f"(allow_requantize is off)")
         weights[p.name] = w
 
     for t, p in zip(s.tensors, plans):
@@ -412,12 +311,6 @@ def _metadata(s: _Source, plans: list[TensorPlan], ft: FileType, im: Imatrix | N
     return meta + b"\0" * (_pad(len(meta)) - len(meta))
 
 
-_GUESS = {"F32": 0, "F16": 1, "BF16": 32, "Q4_0": 2, "Q4_1": 3, "Q5_0": 8, "Q5_1": 9, "Q8_0": 7,
-          "Q2_K": 10, "Q3_K": 12, "Q4_K": 15, "Q5_K": 17, "Q6_K": 18, "TQ1_0": 36, "TQ2_0": 37,
-          "IQ2_XXS": 19, "IQ2_XS": 20, "IQ2_S": 28, "IQ3_XXS": 23, "IQ1_S": 24, "IQ1_M": 31,
-          "IQ4_NL": 25, "IQ4_XS": 30, "IQ3_S": 26, "NVFP4": 39, "Q1_0": 40, "Q2_0": 41}
-
-
 def _input_ftype(s: _Source) -> int:
     """llama_model_loader's ftype: general.file_type, else guessed from the commonest type."""
     v = s.kv.get("general.file_type")
@@ -429,12 +322,11 @@ def _input_ftype(s: _Source) -> int:
         counts[t.type] = counts.get(t.type, 0) + 1
         if counts[t.type] > best_n:
             best, best_n = t.type, counts[t.type]
-    return _GUESS.get(best, 0) | 1024   # LLAMA_FTYPE_GUESSED
+    return GUESSED_FTYPE.get(best, 0) | FTYPE_GUESSED
 
 
-def _write_tensor(out, s: _Source, t: _Tensor, p: TensorPlan, weight, backend: str, nthreads, bar) -> int:
-    start = s.data_offset + t.offset
-    raw = s.data[start:start + t.n_bytes]                 # memory-mapped input bytes
+def _write_tensor(out, s: _Source, t: TensorInfo, p: TensorPlan, weight, backend: str, nthreads, bar) -> int:
+    raw = t.data                                          # memory-mapped input bytes
     if p.src_type == p.dst_type:
         step = CHUNK_BYTES
         for i in range(0, raw.size, step):
@@ -514,6 +406,6 @@ def dequantize_file(src: str | os.PathLike, dst: str | os.PathLike, outtype: str
     """
     o = str(outtype).upper()
     if o not in ("F32", "F16", "BF16"):
-        raise GGUFKitError(f"--outtype must be f32, f16 or bf16, not '{outtype}'")
+        raise GGUFKitError(f"output type must be f32, f16 or bf16, not '{outtype}'")
     return quantize_file(src, dst, o, nthreads, allow_requantize=True, backend=backend,
                          progress=progress)

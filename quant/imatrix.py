@@ -24,6 +24,7 @@ from typing import Iterable
 import numpy as np
 
 from quant.errors import QuantError
+from quant.gguf import GGUFReader
 
 KEY_DATASETS = "imatrix.datasets"
 KEY_CHUNK_COUNT = "imatrix.chunk_count"
@@ -61,30 +62,25 @@ def load_imatrix(path: str | Path) -> Imatrix:
 
 
 def _load_gguf(path: Path) -> Imatrix:
-    from gguf import GGUFReader, GGMLQuantizationType
-
-    try:
-        r = GGUFReader(path, "r")
-    except Exception as e:  # noqa: BLE001 - any parse failure is a bad file
-        raise QuantError(f"failed to load imatrix from '{path}': {e}") from None
+    r = GGUFReader(path)          # a bad file raises GGUFError naming it
     if not r.tensors:
         raise QuantError(f"no data in imatrix file {path}")
     fields = r.fields
     if not all(k in fields for k in (KEY_DATASETS, KEY_CHUNK_COUNT, KEY_CHUNK_SIZE)):
         raise QuantError(f"missing imatrix metadata in file {path}")
     ds = fields[KEY_DATASETS]
-    datasets = [bytes(ds.parts[i]).decode("utf-8", "replace") for i in ds.data]
-    chunk_count = int(fields[KEY_CHUNK_COUNT].parts[-1][0])
-    chunk_size = int(fields[KEY_CHUNK_SIZE].parts[-1][0])
+    datasets = [ds] if isinstance(ds, str) else [str(d) for d in ds]
+    chunk_count = int(fields[KEY_CHUNK_COUNT])
+    chunk_size = int(fields[KEY_CHUNK_SIZE])
 
     sums: dict[str, np.ndarray] = {}
     counts: dict[str, np.ndarray] = {}
-    for t in r.tensors:
+    for t in r.tensors.values():
         for suffix, into in ((".in_sum2", sums), (".counts", counts)):
             if t.name.endswith(suffix) and len(t.name) > len(suffix):
-                if t.tensor_type != GGMLQuantizationType.F32:
+                if t.qtype != "F32":
                     raise QuantError(f"sums and counts for {t.name[:-len(suffix)]} must be F32")
-                into[t.name[: -len(suffix)]] = np.asarray(t.data, dtype=np.float32).reshape(-1)
+                into[t.name[: -len(suffix)]] = t.data.view(np.float32)
     entries = {}
     for name in sorted(set(sums) | set(counts)):
         if name not in sums or name not in counts:
@@ -155,7 +151,7 @@ def select_weights(im: Imatrix, include: Iterable[str] = (), exclude: Iterable[s
     any of the given substrings (the two cannot be combined, as in llama-quantize)."""
     include, exclude = list(include), list(exclude)
     if include and exclude:
-        raise QuantError("--include-weights and --exclude-weights cannot be used together")
+        raise QuantError("include and exclude weight lists cannot be used together")
     entries = dict(im.entries)
     if exclude:
         entries = {k: v for k, v in entries.items() if not any(s in k for s in exclude)}

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from typing import Callable, Sequence
 
 from quant.errors import QuantError
+from quant.types import FTYPE_IDS, FTYPE_NAMES, TYPES, get_type  # noqa: F401 (re-exported)
 
 # --- file types: llama-quantize's QUANT_OPTIONS, in its order -----------------------------------
 # (name, llama_ftype id, default tensor type). Aliases share an id; a number given on the command
@@ -65,27 +66,8 @@ QUANT_OPTIONS: tuple[tuple[str, int, str], ...] = (
     ("COPY", 0, "F32"),        # after F32 so that "0" means F32; COPY keeps every tensor as is
 )
 
-# llama_ftype id -> canonical name (the one the mixing rules below are written against)
-FTYPE_NAMES: dict[int, str] = {
-    0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 7: "Q8_0", 8: "Q5_0", 9: "Q5_1", 10: "Q2_K",
-    11: "Q3_K_S", 12: "Q3_K_M", 13: "Q3_K_L", 14: "Q4_K_S", 15: "Q4_K_M", 16: "Q5_K_S",
-    17: "Q5_K_M", 18: "Q6_K", 19: "IQ2_XXS", 20: "IQ2_XS", 21: "Q2_K_S", 22: "IQ3_XS",
-    23: "IQ3_XXS", 24: "IQ1_S", 25: "IQ4_NL", 26: "IQ3_S", 27: "IQ3_M", 28: "IQ2_S", 29: "IQ2_M",
-    30: "IQ4_XS", 31: "IQ1_M", 32: "BF16", 36: "TQ1_0", 37: "TQ2_0", 38: "MXFP4_MOE",
-    39: "NVFP4", 40: "Q1_0", 41: "Q2_0",
-}
-FTYPE_IDS: dict[str, int] = {name: i for i, name in FTYPE_NAMES.items()}
-
-# ggml types by id; "type" arguments (--tensor-type, --output-tensor-type) may name any of these
-GGML_TYPE_IDS: dict[str, int] = {
-    "F32": 0, "F16": 1, "Q4_0": 2, "Q4_1": 3, "Q5_0": 6, "Q5_1": 7, "Q8_0": 8, "Q8_1": 9,
-    "Q2_K": 10, "Q3_K": 11, "Q4_K": 12, "Q5_K": 13, "Q6_K": 14, "Q8_K": 15, "IQ2_XXS": 16,
-    "IQ2_XS": 17, "IQ3_XXS": 18, "IQ1_S": 19, "IQ4_NL": 20, "IQ3_S": 21, "IQ2_S": 22,
-    "IQ4_XS": 23, "I8": 24, "I16": 25, "I32": 26, "I64": 27, "F64": 28, "IQ1_M": 29, "BF16": 30,
-    "TQ1_0": 34, "TQ2_0": 35, "MXFP4": 39, "NVFP4": 40, "Q1_0": 41, "Q2_0": 42,
-}
-GGML_TYPE_NAMES: dict[int, str] = {i: n for n, i in GGML_TYPE_IDS.items()}
-NOT_QUANTIZED = frozenset({"F32", "F16", "BF16", "F64", "I8", "I16", "I32", "I64"})
+# llama_ftype names/ids (FTYPE_NAMES, FTYPE_IDS) and ggml types (TYPES): the one table, quant.types
+NOT_QUANTIZED = frozenset(name for name, t in TYPES.items() if not t.is_quantized)
 
 
 @dataclass(frozen=True)
@@ -118,7 +100,7 @@ def parse_ftype(text: str) -> FileType:
 
 def parse_type(text: str) -> str:
     """A ggml type name, case-insensitive, as llama-quantize's ``parse_ggml_type``."""
-    for name in GGML_TYPE_IDS:
+    for name in TYPES:
         if name.lower() == str(text).strip().lower():
             return name
     raise QuantError(f"invalid ggml_type '{text}'")
@@ -130,7 +112,6 @@ def is_quantized(type_name: str) -> bool:
 
 def block_size(type_name: str) -> int:
     """Elements per block, from the type table (F16/F32/BF16: 1)."""
-    from quant.types import get_type  # the one table; imported late so recipes load without Numba
     return int(get_type(type_name).block_size)
 
 
@@ -540,7 +521,7 @@ def _compile(pattern: str) -> re.Pattern:
     try:
         return re.compile(pattern)
     except re.error as e:
-        raise QuantError(f"bad --tensor-type pattern '{pattern}': {e}") from None
+        raise QuantError(f"bad tensor type pattern '{pattern}': {e}") from None
 
 
 def fallback_type(name: str, ncols: int, target: str) -> tuple[str, str | None]:
@@ -597,7 +578,7 @@ def plan_types(tensors: Sequence[TensorIn], model: ModelInfo, ftype: FileType,
         if opts.recipe not in RECIPES:
             raise QuantError(f"unknown recipe '{opts.recipe}' (known: {', '.join(RECIPES)})")
         if opts.pure:
-            raise QuantError("--pure and --recipe cannot be used together")
+            raise QuantError("a pure quantization and a recipe cannot be used together")
         mix = RECIPES[opts.recipe]
     else:
         mix = llama_mix(name, default, output_tensor_type=opts.output_tensor_type,
@@ -652,13 +633,13 @@ def plan_types(tensors: Sequence[TensorIn], model: ModelInfo, ftype: FileType,
 def _first(v, default=0) -> int:
     if v is None:
         return default
-    if isinstance(v, (list, tuple)):
+    if isinstance(v, (list, tuple)) or getattr(v, "ndim", 0):   # arrays: lists or numpy
         return int(v[0]) if len(v) else default
     return int(v)
 
 
 def model_info(kv: dict, *, has_imatrix: bool = False) -> ModelInfo:
-    """ModelInfo from a GGUF's key/values (plain Python values; arrays as lists)."""
+    """ModelInfo from a GGUF's key/values (``quant.gguf.GGUFReader.fields``)."""
     arch = str(kv.get("general.architecture", "llama"))
     n_layer = _first(kv.get(f"{arch}.block_count"), 0)
     n_head = _first(kv.get(f"{arch}.attention.head_count"), 0)

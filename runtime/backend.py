@@ -4,27 +4,47 @@ Everything here takes arrays and sizes; nothing knows about models. Activations
 are float32 [n_tok, n]. Weights are ``QTensor``s: the packed GGUF bytes kept
 memory-mapped, dequantized inside the kernels.
 
-Each function uses a Numba kernel from ``runtime.kernels`` where one exists for
-the case, and the numpy reference from ``runtime.reference`` otherwise (still
-correct, just slow). ``KERNEL_TYPES`` lists the weight types with a fused
-Numba matmul.
+Every function runs a Numba kernel from ``runtime.kernels``; ``KERNEL_TYPES``
+(from the type table, ``quant.types``) are the weight types they take. There is
+no silent fallback: if the kernels cannot load, a warning says so once on stderr
+when this module is imported, ``BACKEND_NAME`` says what runs, and every kernel
+call raises ``ModelError`` naming the cause. The numpy references in
+``runtime.reference`` are test oracles only; nothing here imports them.
 """
 
 from __future__ import annotations
 
-import os
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
-from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
 
-from runtime import reference as ref
+import quant
+from quant.types import KERNEL_TYPES as _TABLE_KERNEL_TYPES
+from quant.types import TYPES
 from runtime.errors import ModelError
 
 try:
     from runtime import kernels as _k
-except ImportError:  # pragma: no cover - numba missing: references only
+    KERNEL_ERROR = None
+    BACKEND_NAME = "CPU (Numba)"
+except Exception as e:  # noqa: BLE001 - numba missing or broken: say so, once
     _k = None
+    KERNEL_ERROR = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
+    BACKEND_NAME = "none (the Numba CPU kernels did not load)"
+    warnings.warn(f"ggufkit: the Numba CPU kernels did not load ({KERNEL_ERROR}); "
+                  f"models cannot run", RuntimeWarning, stacklevel=2)
+
+
+def backend_name() -> str:
+    """The backend that runs the kernels ("CPU (Numba)"), for ``bench`` and logs."""
+    return BACKEND_NAME
+
+
+def _kernels():
+    if _k is None:
+        raise ModelError(f"the Numba CPU kernels did not load ({KERNEL_ERROR})")
+    return _k
 
 
 # ---------------------------------------------------------------- weights
@@ -34,7 +54,7 @@ class QTensor:
     """A GGUF weight kept quantized.
 
     data:  uint8 [n_rows, row_bytes], a view of the file (memory-mapped, no copy)
-    qtype: ggml type name ("Q4_K", "F16", ...), as ``GGMLQuantizationType[...]``
+    qtype: ggml type name ("Q4_K", "F16", ...) from ``quant.types.TYPES``
     shape: (n_out, n_in) in math order; GGUF's ne = [n_in, n_out, ...]
            (tensors with more than 2 dims are flattened to n_out = prod(ne[1:]))
     """
@@ -46,15 +66,16 @@ class QTensor:
 
     def __post_init__(self):
         n_out, n_in = self.shape
-        if self.qtype not in GGMLQuantizationType.__members__:
+        t = TYPES.get(self.qtype)
+        if t is None:
             raise ModelError(f"{self.name or 'tensor'}: unknown ggml type {self.qtype}")
-        block, size = GGML_QUANT_SIZES[GGMLQuantizationType[self.qtype]]
-        if n_in % block:
+        if n_in % t.block_size:
             raise ModelError(f"{self.name or 'tensor'}: row length {n_in} is not a multiple of "
-                             f"{self.qtype}'s block size {block}")
-        if self.data.dtype != np.uint8 or self.data.shape != (n_out, n_in // block * size):
+                             f"{self.qtype}'s block size {t.block_size}")
+        row = n_in // t.block_size * t.type_size
+        if self.data.dtype != np.uint8 or self.data.shape != (n_out, row):
             raise ModelError(f"{self.name or 'tensor'}: data is {self.data.dtype}{self.data.shape}, "
-                             f"expected uint8({n_out}, {n_in // block * size}) for {self.qtype}{self.shape}")
+                             f"expected uint8({n_out}, {row}) for {self.qtype}{self.shape}")
         if self.data.flags.writeable:
             # always a read-only view (as the GGUF memmap is): Numba compiles, and caches, one
             # specialization per array flavour, so tests and models share the same kernels
@@ -64,63 +85,37 @@ class QTensor:
 
     @classmethod
     def from_reader_tensor(cls, t) -> "QTensor":
-        """Wrap a ``gguf.ReaderTensor`` (any type, F32/F16/BF16 included) without copying."""
-        ne = [int(d) for d in t.shape]
-        n_in = ne[0]
-        n_out = int(np.prod(ne[1:])) if len(ne) > 1 else 1
-        qtype = GGMLQuantizationType(int(t.tensor_type)).name
-        raw = t.data
-        if raw.dtype != np.uint8:
-            raw = raw.view(np.uint8)
-        block, size = GGML_QUANT_SIZES[GGMLQuantizationType[qtype]]
-        expect = n_out * (n_in // block) * size
-        if raw.size != expect:
-            raise ModelError(f"{t.name}: has {raw.size} bytes, expected {expect} (truncated file?)")
-        return cls(raw.reshape(n_out, n_in // block * size), qtype, (n_out, n_in), t.name)
+        """Wrap a ``quant.gguf.TensorInfo`` (any type) without copying."""
+        n_in = t.shape[0]
+        n_out = t.n_elements // n_in
+        return cls(t.data.reshape(n_out, -1), t.qtype, (n_out, n_in), t.name)
 
     @classmethod
     def from_float(cls, w: np.ndarray, qtype: str = "F32", name: str = "") -> "QTensor":
-        """Quantize a float [n_out, n_in] array with gguf-py (tests and small tools)."""
-        from gguf import quants
+        """Quantize a float [n_out, n_in] array with ``quant.quantize`` (tests and small tools)."""
         w = np.ascontiguousarray(w, dtype=np.float32)
-        t = GGMLQuantizationType[qtype]
-        if t == GGMLQuantizationType.F32:
-            data = w.view(np.uint8)
-        elif t == GGMLQuantizationType.F16:
-            data = w.astype(np.float16).view(np.uint8)
-        else:
-            data = quants.quantize(w, t)
+        data = quant.quantize(w, qtype)
         return cls(np.ascontiguousarray(data).reshape(w.shape[0], -1), qtype, w.shape, name)
 
     def dequantize(self) -> np.ndarray:
-        """The whole tensor as f32 [n_out, n_in] (numpy reference path)."""
-        return ref.dequantize_rows(self.data, self.qtype, self.shape[1])
+        """The whole tensor as f32 [n_out, n_in]."""
+        if self.qtype in KERNEL_TYPES:
+            return get_rows(self, np.arange(self.shape[0]))
+        return np.asarray(quant.dequantize(self.data, self.qtype), np.float32).reshape(self.shape)
 
 
 # ---------------------------------------------------------------- threads
 
-def _blas_setter():
-    """OpenBLAS's set_num_threads from the library numpy loaded (numpy wheels bundle
-    scipy-openblas), found with ctypes; None if there is no such library."""
-    import ctypes
-    import glob
-    libdirs = [os.path.join(os.path.dirname(os.path.dirname(np.__file__)), "numpy.libs"),
-               os.path.join(os.path.dirname(np.__file__), ".libs")]
-    for path in (p for d in libdirs for p in glob.glob(os.path.join(d, "*openblas*"))):
-        try:
-            lib = ctypes.CDLL(path)
-        except OSError:
-            continue
-        for sym in ("scipy_openblas_set_num_threads64_", "openblas_set_num_threads64_",
-                    "openblas_set_num_threads"):
-            fn = getattr(lib, sym, None)
-            if fn is not None:
-                fn.argtypes = [ctypes.c_int]
-                return fn
-    return None
+def _blas_limit(n: int) -> None:
+    """Limit numpy's BLAS (OpenBLAS, MKL, BLIS) to n threads with threadpoolctl."""
+    global _BLAS
+    if _BLAS is None:
+        from threadpoolctl import ThreadpoolController
+        _BLAS = ThreadpoolController()
+    _BLAS.limit(limits=n, user_api="blas")
 
 
-_BLAS_SET = None
+_BLAS = None
 
 
 def set_num_threads(n: int | None) -> int:
@@ -130,15 +125,12 @@ def set_num_threads(n: int | None) -> int:
     oversubscribes the cores (a 64-token GEMM went from 1.6 ms to 64 ms on a busy
     2-core box with 2 BLAS threads). Returns the count in use.
     """
-    global _BLAS_SET
     if _k is None:
         return 1
     import numba
     n = numba.config.NUMBA_NUM_THREADS if n is None else max(1, min(int(n), numba.config.NUMBA_NUM_THREADS))
     numba.set_num_threads(n)
-    if _BLAS_SET is None:
-        _BLAS_SET = _blas_setter() or (lambda _n: None)
-    _BLAS_SET(n)
+    _blas_limit(n)
     return n
 
 
@@ -149,11 +141,9 @@ def _threads(nthreads):
 
 # ---------------------------------------------------------------- matmul
 
-def _kernel_types() -> frozenset:
-    return frozenset(_k.MATMUL_TYPES) if _k is not None else frozenset()
-
-
-KERNEL_TYPES = _kernel_types()
+# weight types the runtime runs (quant.types marks them; tests/test_kernels_matmul.py checks
+# runtime.kernels has each one)
+KERNEL_TYPES = frozenset(_TABLE_KERNEL_TYPES)
 
 
 def _as_act(x: np.ndarray) -> np.ndarray:
@@ -183,9 +173,13 @@ def matmul(w: QTensor, x: np.ndarray, nthreads: int | None = None, ggml_act: boo
     for obs in MATMUL_OBSERVERS:
         obs(w, x)
     _threads(nthreads)
-    if _k is not None and w.qtype in KERNEL_TYPES:
-        return _k.matmul(w.data, w.qtype, w.shape[1], x, ggml_act)
-    return ref.matmul(w.data, w.qtype, w.shape[1], x, ggml_act)
+    _supported(w)
+    return _kernels().matmul(w.data, w.qtype, w.shape[1], x, ggml_act)
+
+
+def _supported(w: QTensor) -> None:
+    if w.qtype not in KERNEL_TYPES:
+        raise ModelError(f"{w.name or 'tensor'}: no runtime kernel for type {w.qtype}")
 
 
 def get_rows(w: QTensor, ids: np.ndarray) -> np.ndarray:
@@ -193,9 +187,8 @@ def get_rows(w: QTensor, ids: np.ndarray) -> np.ndarray:
     ids = np.asarray(ids, dtype=np.int64).reshape(-1)
     if ids.size and (ids.min() < 0 or ids.max() >= w.shape[0]):
         raise ModelError(f"get_rows {w.name}: token id out of range 0..{w.shape[0] - 1}")
-    if _k is not None and w.qtype in KERNEL_TYPES:
-        return _k.get_rows(w.data, w.qtype, w.shape[1], ids)
-    return ref.get_rows(w.data, w.qtype, w.shape[1], ids)
+    _supported(w)
+    return _kernels().get_rows(w.data, w.qtype, w.shape[1], ids)
 
 
 # ---------------------------------------------------------------- elementwise
@@ -203,9 +196,7 @@ def get_rows(w: QTensor, ids: np.ndarray) -> np.ndarray:
 def rms_norm(x: np.ndarray, w: np.ndarray | None, eps: float) -> np.ndarray:
     """ggml rms_norm (double sum of squares) then * w. x: f32 [n_tok, n]."""
     x = np.ascontiguousarray(x, dtype=np.float32)
-    if _k is not None:
-        return _k.rms_norm(x, w, eps)
-    return ref.rms_norm(x, w, eps)
+    return _kernels().rms_norm(x, w, eps)
 
 
 def rope(x: np.ndarray, pos: np.ndarray, n_rot: int, freq_base: float, freq_scale: float = 1.0,
@@ -219,9 +210,7 @@ def rope(x: np.ndarray, pos: np.ndarray, n_rot: int, freq_base: float, freq_scal
     if mode not in ("norm", "neox"):
         raise ModelError(f"unknown rope mode {mode!r}")
     x = np.ascontiguousarray(x, dtype=np.float32)
-    if _k is not None:
-        return _k.rope(x, pos, n_rot, freq_base, freq_scale, freq_factors, mode)
-    return ref.rope(x, pos, n_rot, freq_base, freq_scale, freq_factors, mode)
+    return _kernels().rope(x, pos, n_rot, freq_base, freq_scale, freq_factors, mode)
 
 
 def attention(q: np.ndarray, k_cache: np.ndarray, v_cache: np.ndarray, n_past: int, scale: float,
@@ -238,37 +227,35 @@ def attention(q: np.ndarray, k_cache: np.ndarray, v_cache: np.ndarray, n_past: i
     if q.shape[1] % k_cache.shape[1]:
         raise ModelError(f"{q.shape[1]} query heads do not group over {k_cache.shape[1]} kv heads")
     q = np.ascontiguousarray(q, dtype=np.float32)
-    if _k is not None:
-        return _k.attention(q, k_cache, v_cache, n_past, scale, window, softcap)
-    return ref.attention(q, k_cache, v_cache, n_past, scale, window, softcap)
+    return _kernels().attention(q, k_cache, v_cache, n_past, scale, window, softcap)
 
 
 def swiglu(gate: np.ndarray, up: np.ndarray) -> np.ndarray:
     """silu(gate) * up."""
-    if _k is not None:
-        return _k.swiglu(np.ascontiguousarray(gate, np.float32), np.ascontiguousarray(up, np.float32))
-    return ref.swiglu(gate, up)
+    return _kernels().swiglu(np.ascontiguousarray(gate, np.float32), np.ascontiguousarray(up, np.float32))
 
 
 def geglu(gate: np.ndarray, up: np.ndarray) -> np.ndarray:
     """gelu(gate) * up with ggml's fp16-table GELU."""
-    if _k is not None:
-        return _k.geglu(np.ascontiguousarray(gate, np.float32), np.ascontiguousarray(up, np.float32))
-    return ref.geglu(gate, up)
+    return _kernels().geglu(np.ascontiguousarray(gate, np.float32), np.ascontiguousarray(up, np.float32))
 
 
 def gelu(x: np.ndarray) -> np.ndarray:
     """ggml's GELU (tanh approximation through the fp16 table)."""
-    return ref.gelu(x)
+    x = np.ascontiguousarray(x, np.float32)
+    return geglu(x, np.ones_like(x))
 
 
 def silu(x: np.ndarray) -> np.ndarray:
-    return ref.silu(x)
+    x = np.ascontiguousarray(x, np.float32)
+    return swiglu(x, np.ones_like(x))
 
 
 def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
     """Softmax along ``axis`` (float64 math, f32 result); used for sampling."""
-    return ref.softmax(x, axis)
+    x64 = np.asarray(x, dtype=np.float64)
+    e = np.exp(x64 - x64.max(axis=axis, keepdims=True))
+    return (e / e.sum(axis=axis, keepdims=True)).astype(np.float32)
 
 
 def add(a: np.ndarray, b: np.ndarray) -> np.ndarray:

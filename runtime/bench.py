@@ -9,14 +9,14 @@ as llama-bench reports them. Built on the same verbs as generation (prefill, dec
 """
 from __future__ import annotations
 
-import json
 import statistics
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from runtime import backend as B
+from runtime.errors import ModelError
 from runtime.generate import decode_one, prefill
 
 
@@ -37,7 +37,8 @@ class BenchResult:
     stddev_ts: float
     samples_ns: list = field(default_factory=list)
     samples_ts: list = field(default_factory=list)
-    backend: str = "CPU (Numba)"
+    backend: str = field(default_factory=B.backend_name)   # the backend that actually ran
+    n_gpu_layers: int = 0
 
     @property
     def test(self) -> str:
@@ -66,6 +67,8 @@ def _run_once(model, n_prompt: int, n_gen: int, rng, n_batch: int) -> float:
 
 def bench_one(model, n_prompt: int, n_gen: int, reps: int = 5, n_threads: int | None = None,
               n_batch: int = 512, seed: int = 0) -> BenchResult:
+    if reps < 1:
+        raise ModelError(f"bench needs at least 1 repetition, got {reps}")
     n_threads = B.set_num_threads(n_threads)
     rng = np.random.default_rng(seed)
     _run_once(model, n_prompt, n_gen, rng, n_batch)                 # warm-up
@@ -82,27 +85,36 @@ def bench_one(model, n_prompt: int, n_gen: int, reps: int = 5, n_threads: int | 
 
 
 def bench(model, n_prompt: int = 512, n_gen: int = 128, reps: int = 5, n_threads: int | None = None,
-          n_batch: int = 512, output: str = "md", out=None) -> list[BenchResult]:
-    """Run the pp and tg tests (a size of 0 skips one); print a llama-bench style table or JSON."""
+          n_batch: int = 512, dev=None) -> list[BenchResult]:
+    """Run the pp and tg tests (a size of 0 skips one); ``ggufkit bench`` prints the results.
+    ``dev`` (runtime.device.DeviceOptions) places the layers; each result names the backend and
+    n_gpu_layers as llama-bench does."""
+    if reps < 1:
+        raise ModelError(f"bench needs at least 1 repetition, got {reps}")
+    if n_prompt < 0 or n_gen < 0:
+        raise ModelError(f"token counts must be >= 0 (prompt {n_prompt}, generation {n_gen})")
+    if n_batch < 1:
+        raise ModelError(f"batch size must be positive, got {n_batch}")
     if isinstance(model, str):
         from runtime.loader import load
         model = load(model, with_tokenizer=False)
+    if dev is not None:
+        from runtime.plan import place_model
+        place_model(model, dev, max(n_prompt, n_gen, 1), n_batch)
     results = []
     for np_, ng in ((n_prompt, 0), (0, n_gen)):
         if np_ or ng:
-            results.append(bench_one(model, np_, ng, reps, n_threads, n_batch))
-    if out is not None:
-        out.write(format_results(results, output))
-        out.flush()
+            r = bench_one(model, np_, ng, reps, n_threads, n_batch)
+            r.backend, r.n_gpu_layers = backend_name(model)
+            results.append(r)
     return results
 
 
-def format_results(results: list[BenchResult], output: str = "md") -> str:
-    if output == "json":
-        return json.dumps([asdict(r) for r in results], indent=2) + "\n"
-    lines = ["| model | size | params | backend | threads | test | t/s |",
-             "| ----- | ---: | -----: | ------- | ------: | ---: | --: |"]
-    for r in results:
-        lines.append(f"| {r.model_type} | {r.model_size / 2**20:.2f} MiB | {r.model_n_params / 1e6:.2f} M | {r.backend} "
-                     f"| {r.n_threads} | {r.test} | {r.avg_ts:.2f} ± {r.stddev_ts:.2f} |")
-    return "\n".join(lines) + "\n"
+def backend_name(model) -> tuple[str, int]:
+    """llama-bench's backend column ("CUDA", or "CUDA,CPU" when split) and n_gpu_layers."""
+    plan = getattr(model, "plan", None)
+    if plan is None or not plan.uses_gpu:
+        return B.backend_name(), 0
+    gpu = "CUDA (emulated)" if any(getattr(b, "emulated", False) for b in (*model.backends, model.out_backend)) \
+        else "CUDA"
+    return (gpu if all(plan.on_gpu) and plan.output_on_gpu else f"{gpu},CPU"), plan.n_gpu_layers

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 from dataclasses import dataclass, field
 
 from runtime.errors import ModelError
@@ -79,7 +78,7 @@ def template_style(template: str) -> str:
 def system_prompt(template: str, system: str | None, reasoning: str | None) -> str | None:
     """The system prompt with the reasoning switch the template understands (None: leave as is)."""
     if reasoning not in (None, "on", "off"):
-        raise ModelError(f"--reasoning must be on or off, got {reasoning!r}")
+        raise ModelError(f"reasoning must be 'on' or 'off', got {reasoning!r}")
     style = template_style(template)
     sys_text = system or ""
     if reasoning is None or style == "plain":
@@ -181,70 +180,3 @@ class ChatSession:
                    "tool_calls": reply.tool_calls}
         self.messages.append(msg)
         return reply
-
-
-class ThinkPrinter:
-    """Streams text, showing <think> sections distinctly (dim on a terminal, else bracketed)."""
-
-    def __init__(self, out, tty: bool):
-        self.out, self.buf, self.inside = out, "", False
-        self.on, self.off = ("\x1b[2m", "\x1b[0m") if tty else ("[thinking] ", " [/thinking]")
-
-    def __call__(self, s: str) -> None:
-        self.buf += s
-        while True:
-            tag = THINK_CLOSE if self.inside else THINK_OPEN
-            i = self.buf.find(tag)
-            if i >= 0:
-                self.out.write(self.buf[:i] + (self.off if self.inside else self.on))
-                self.buf, self.inside = self.buf[i + len(tag):], not self.inside
-                continue
-            keep = next((n for n in range(len(tag) - 1, 0, -1) if self.buf.endswith(tag[:n])), 0)
-            self.out.write(self.buf[:len(self.buf) - keep])
-            self.buf = self.buf[len(self.buf) - keep:]
-            break
-        self.out.flush()
-
-    def end(self) -> None:
-        self.out.write(self.buf + (self.off if self.inside else "") + "\n")
-        self.buf, self.inside = "", False
-        self.out.flush()
-
-
-def chat_loop(model_path: str, system: str | None = None, reasoning: str | None = None, json_mode: bool = False,
-              n_threads: int | None = None, params: SamplingParams = GREEDY, n_ctx: int = 4096,
-              max_tokens: int = 1024, tools_file: str | None = None, stdin=None, stdout=None) -> list[dict]:
-    """``ggufkit chat``: one user message per stdin line; replies streamed (or one JSON object
-    per line with --json). Returns the conversation. Ctrl-C / EOF ends it."""
-    from runtime import backend as B
-    from runtime.loader import load
-
-    stdin, stdout = stdin or sys.stdin, stdout or sys.stdout
-    tools = None
-    if tools_file:
-        try:
-            with open(tools_file, encoding="utf-8") as f:
-                tools = json.load(f)
-        except (OSError, json.JSONDecodeError) as e:
-            raise ModelError(f"{tools_file}: cannot read tools JSON ({e})") from None
-    model = load(model_path)
-    if n_threads:
-        B.set_num_threads(n_threads)
-    session = ChatSession(model, system, reasoning, tools, params, n_ctx, max_tokens)
-    tty = hasattr(stdout, "isatty") and stdout.isatty()
-    try:
-        for line in stdin:
-            line = line.rstrip("\n")
-            if not line.strip():
-                continue
-            if json_mode:
-                reply = session.send(line)
-                stdout.write(json.dumps(reply.to_json(), ensure_ascii=False) + "\n")
-                stdout.flush()
-            else:
-                printer = ThinkPrinter(stdout, tty)
-                session.send(line, on_text=printer)
-                printer.end()
-    except KeyboardInterrupt:
-        stdout.write("\n")
-    return session.messages

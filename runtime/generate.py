@@ -32,22 +32,39 @@ class SamplingParams:
 
 
 GREEDY = SamplingParams(temp=0.0)
+DEFAULT_CTX = 4096       # context when generating until end of text (llama.cpp's default n_ctx)
 
 
-def prefill(model, cache, ids, n_batch: int = 512) -> np.ndarray:
-    """Evaluate the prompt in batches of n_batch; logits of its last token, f32 [n_vocab]."""
+def prefill(model, cache, ids, n_batch: int = 512, host: bool = True) -> np.ndarray:
+    """Evaluate the prompt in batches of n_batch; logits of its last token, f32 [n_vocab]
+    (host=False: an array of the output head's device, for ``sample_on``)."""
     ids = list(ids)
     if not ids:
         raise ModelError("empty prompt")
     h = None
     for s in range(0, len(ids), n_batch):
         h = model.forward(ids[s:s + n_batch], cache, out_rows=-1)
-    return model.logits(h)[0]
+    return model.logits(h, host)[0]
 
 
-def decode_one(model, cache, tid: int) -> np.ndarray:
-    """Evaluate one token at the next position; its logits f32 [n_vocab]."""
-    return model.logits(model.forward([tid], cache, out_rows=-1))[0]
+def decode_one(model, cache, tid: int, host: bool = True) -> np.ndarray:
+    """Evaluate one token at the next position; its logits f32 [n_vocab] (host as in prefill).
+    A model placed wholly on a GPU may replay a captured CUDA graph (runtime.cuda.graph)."""
+    graph = getattr(model, "decode_graph", None)
+    y = graph(cache, tid) if graph is not None else None
+    if y is None:
+        y = model.logits(model.forward([tid], cache, out_rows=-1), host=False)
+    return (model.out_backend.to_host(y) if host else y)[0]
+
+
+def sample_on(backend, logits, p: SamplingParams = GREEDY, rng: np.random.Generator | None = None,
+              history=()) -> int:
+    """``sample`` where the logits are: on a GPU only the token id crosses back (greedy, top-k,
+    top-p, min-p, penalty on the device); on the CPU, or for a chain the device cannot run
+    (top_k 0 or above its limit), on the host."""
+    rng = rng or np.random.default_rng(p.seed)
+    tid = backend.sample(logits, p, rng, history)
+    return tid if tid is not None else sample(backend.to_host(logits), p, rng, history)
 
 
 def sample(logits: np.ndarray, p: SamplingParams = GREEDY, rng: np.random.Generator | None = None,
@@ -79,26 +96,39 @@ def generate(model, prompt_ids, n_predict: int, params: SamplingParams = GREEDY,
              stop_at_eog: bool = True, cache=None, n_batch: int = 512) -> Iterator[int]:
     """Yield up to n_predict new token ids (stops after an end-of-generation token if asked).
 
-    n_ctx defaults to prompt + n_predict (capped by the model's training context)."""
+    n_predict < 0 (llama.cpp's -1) generates until end of text or until the context is full.
+    n_ctx defaults to prompt + n_predict (with n_predict < 0: DEFAULT_CTX, capped by the model's
+    training context)."""
     prompt_ids = list(prompt_ids)
-    need = len(prompt_ids) + max(n_predict, 0)
     if cache is None:
-        n_ctx = n_ctx or need
-        if need > n_ctx:
-            raise ModelError(f"context overflow: prompt {len(prompt_ids)} + {n_predict} tokens > context {n_ctx}")
-        cache = model.new_cache(n_ctx)
+        if not n_ctx:
+            n_ctx = len(prompt_ids) + n_predict if n_predict >= 0 else min(model.hp.n_ctx_train, DEFAULT_CTX)
+        cache = model.new_cache(check_context(len(prompt_ids), n_predict, n_ctx))
+    room = cache.n_ctx - cache.n_past - len(prompt_ids)
+    n_predict = room if n_predict < 0 else n_predict
     rng = np.random.default_rng(params.seed)
     history = list(prompt_ids)
-    logits = prefill(model, cache, prompt_ids, n_batch)
+    out = model.out_backend                 # logits stay where the output head ran
+    logits = prefill(model, cache, prompt_ids, n_batch, host=False)
     tok = model.tokenizer
     for i in range(n_predict):
-        tid = sample(logits, params, rng, history)
+        tid = sample_on(out, logits, params, rng, history)
         history.append(tid)
         yield tid
         if stop_at_eog and tok is not None and tok.is_eog(tid):
             return
         if i + 1 < n_predict:
-            logits = decode_one(model, cache, tid)
+            logits = decode_one(model, cache, tid, host=False)
+
+
+def check_context(n_prompt: int, n_predict: int, n_ctx: int) -> int:
+    """n_ctx if a prompt of n_prompt tokens and n_predict new ones (< 0: at least one) fit in it;
+    ModelError otherwise."""
+    need = n_prompt + (n_predict if n_predict >= 0 else 1)
+    if need > n_ctx:
+        what = f"{n_predict} tokens" if n_predict >= 0 else "1 token"
+        raise ModelError(f"context overflow: prompt {n_prompt} + {what} > context {n_ctx}")
+    return n_ctx
 
 
 def generate_ids(model, prompt_ids, n_predict: int, temp: float = 0.0, n_threads: int | None = None,
@@ -124,42 +154,3 @@ def generate_text(model, prompt: str, n_predict: int, params: SamplingParams = G
         if on_text and s:
             on_text(s)
     return "".join(out)
-
-
-def run(model_path: str, prompt: str, n_predict: int, params: SamplingParams = GREEDY, n_threads: int | None = None,
-        n_ctx: int | None = None, out=None, err=None) -> str:
-    """``ggufkit run``: load, stream the continuation to ``out``; Ctrl-C stops after the current
-    token and returns what was generated. Speed goes to ``err``."""
-    import sys
-    import time
-
-    from runtime.loader import load
-
-    out = out or sys.stdout
-    model = load(model_path)
-    if n_threads:
-        B.set_num_threads(n_threads)
-    ids = model.tokenizer.encode(prompt)
-    n_ctx = n_ctx or min(model.hp.n_ctx_train, len(ids) + n_predict)
-    if len(ids) + n_predict > n_ctx:
-        raise ModelError(f"context overflow: prompt {len(ids)} + {n_predict} tokens > context {n_ctx} (-c)")
-    step = model.tokenizer.stream_decoder()
-    text, n = [], 0
-    out.write(prompt)
-    out.flush()
-    t0 = time.perf_counter()
-    try:
-        for tid in generate(model, ids, n_predict, params, n_ctx=n_ctx):
-            s = step(tid)
-            n += 1
-            text.append(s)
-            out.write(s)
-            out.flush()
-    except KeyboardInterrupt:
-        if err is not None:
-            err.write("\n[interrupted]")
-    dt = time.perf_counter() - t0
-    out.write("\n")
-    if err is not None:
-        err.write(f"[{len(ids)} prompt tokens, {n} generated in {dt:.2f} s: {n / dt if dt else 0:.2f} tokens/s]\n")
-    return "".join(text)

@@ -16,33 +16,31 @@ import os
 # loaded 2-core machine vs 32-49 ms passive. Set before Numba's OpenMP pool starts; overridable.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import numpy as np
-
+from quant.gguf import GGUFReader
 from runtime import backend as B
 from runtime.errors import ModelError
-from runtime.gguf_file import GGUFFile
 from runtime.models import ARCHS
 from runtime.models.base import Weights
 from runtime.tokenizer import Tokenizer
 
 
-def read_weights(g: GGUFFile) -> Weights:
+def read_weights(g: GGUFReader) -> Weights:
     w = Weights()
     for name, t in g.tensors.items():
-        n_in = t.shape[0]
+        q = B.QTensor.from_reader_tensor(t)
         if len(t.shape) == 1:
-            w.vecs[name] = B.QTensor(t.data.reshape(1, -1), t.qtype, (1, n_in), name).dequantize().reshape(-1)
+            w.vecs[name] = q.dequantize().reshape(-1)
         else:
-            n_out = int(np.prod(t.shape[1:]))
-            w.mats[name] = B.QTensor(t.data.reshape(n_out, -1), t.qtype, (n_out, n_in), name)
+            w.mats[name] = q
     return w
 
 
 def load(path: str, with_tokenizer: bool = True):
-    """Load a GGUF of arch llama, deci or gemma3 (ModelError for anything else or a bad file)."""
+    """Load a GGUF of arch llama, deci or gemma3 (ModelError for anything else, GGUFError for a
+    bad file)."""
     if not os.path.isfile(path):
         raise ModelError(f"{path}: no such file")
-    g = GGUFFile(path)
+    g = GGUFReader(path)
     arch = g.get("general.architecture")
     if arch not in ARCHS:
         raise ModelError(f"{path}: unsupported architecture {arch!r} (supported: {', '.join(ARCHS)})")

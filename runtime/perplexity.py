@@ -4,21 +4,22 @@ Method: tokenize the whole text once (BOS per the GGUF's add_bos rule); cut it i
 ``n_chunk = min(--chunks, n_tokens // n_ctx)`` chunks of n_ctx tokens; evaluate each chunk from
 an empty KV cache with its first token replaced by BOS (when add_bos); score only the second
 half: the logits at positions first .. n_ctx-2 (first = n_ctx/2) against the next token.
-Per token nll = max + log(sum exp(l - max)) - l[tok] (expf terms, double sum). The running
-output is ``[i]ppl,`` per chunk and then
+Per token nll = max + log(sum exp(l - max)) - l[tok] (expf terms, double sum). The result:
 
-    Final estimate: PPL = exp(mean nll) +/- ppl * sqrt((mean nll^2 - mean nll^2) / (count - 1))
+    PPL = exp(mean nll) +/- ppl * sqrt((mean nll^2 - mean nll^2) / (count - 1))
 
-KL divergence: ``kl_base_file`` writes llama.cpp's logits file (``_logits_``, i32 n_ctx,
+Nothing here prints: ``on_chunk`` callbacks get the running results, and ``ggufkit perplexity``
+(ggufkit/commands/perplexity.py) prints llama-perplexity's lines from them.
+
+KL divergence: ``logits_out`` (a binary file) receives llama.cpp's logits file (``_logits_``, i32 n_ctx,
 i32 n_vocab, i32 n_chunk, i32 tokens[n_chunk*n_ctx], then per chunk (n_ctx-1-first) rows of
 nv = 2*((n_vocab+1)/2)+4 uint16: f32 scale, f32 min_log_prob, then log-probs quantized to 16
-bits); ``kl_divergence`` reads such a file (from llama-perplexity or from here) and reports
+bits; ``write_logits_header`` then one block per chunk); ``kl_divergence`` reads such a file (from llama-perplexity or from here) and reports
 llama.cpp's statistics.
 """
 from __future__ import annotations
 
 import math
-import sys
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -36,6 +37,9 @@ class PPLResult:
     chunk_ppl: list = field(default_factory=list)   # running PPL after each chunk
     n_tokens: int = 0                               # tokens in the text
     count: int = 0                                  # scored tokens
+    n_chunk: int = 0                                # chunks that will be (or were) evaluated
+    n_ctx: int = 0
+    n_batch: int = 0
 
 
 def read_text_file(path: str) -> str:
@@ -107,9 +111,11 @@ def _quantized_log_probs(logits: np.ndarray) -> np.ndarray:
 
 
 def perplexity(model, text: str, n_ctx: int = 512, n_chunks: int = -1, n_batch: int = 2048,
-               n_threads: int | None = None, kl_base_file: str | None = None, out=sys.stdout,
+               n_threads: int | None = None, logits_out=None, on_chunk=None,
                cache_dtype=np.float16) -> PPLResult:
-    """llama-perplexity on ``text`` (a path's content); prints its lines to ``out`` (None: silent)."""
+    """llama-perplexity on ``text``. ``on_chunk(i, res)`` is called with i = 0 before the first
+    chunk (res.n_chunk, n_ctx, n_batch set) and with i = 1..n_chunk after each (res.chunk_ppl
+    grows). ``logits_out``: a binary file that receives llama.cpp's base logits file."""
     model = _load(model)
     if n_threads:
         B.set_num_threads(n_threads)
@@ -124,88 +130,49 @@ def perplexity(model, text: str, n_ctx: int = 512, n_chunks: int = -1, n_batch: 
                          f"{n_ctx}; the text tokenizes to only {len(tokens)} tokens")
     n_chunk_max = len(tokens) // n_ctx
     n_chunk = n_chunk_max if n_chunks is None or n_chunks < 0 else min(n_chunks, n_chunk_max)
-    n_batch = min(n_batch, n_ctx) if n_batch else n_ctx
+    if n_chunk < 1:
+        raise ModelError("no chunks to evaluate (the chunk count is 0)")
+    n_batch = min(n_batch, n_ctx) if n_batch and n_batch > 0 else n_ctx
     first = n_ctx // 2
-    say = (lambda s: (out.write(s), out.flush())) if out is not None else (lambda s: None)
-    say(f"perplexity: calculating perplexity over {n_chunk} chunks, n_ctx={n_ctx}, batch_size={n_batch}\n")
-    kl = None
-    if kl_base_file:
-        kl = _LogitsWriter(kl_base_file, n_ctx, tok.n_vocab, n_chunk, tokens[:n_chunk * n_ctx])
+    res = PPLResult(0.0, 0.0, n_tokens=len(tokens), n_chunk=n_chunk, n_ctx=n_ctx, n_batch=n_batch)
+    if on_chunk:
+        on_chunk(0, res)
+    if logits_out is not None:
+        write_logits_header(logits_out, n_ctx, tok.n_vocab, n_chunk, tokens[:n_chunk * n_ctx])
     nll = nll2 = 0.0
     count = 0
-    res = PPLResult(0.0, 0.0, n_tokens=len(tokens))
-    ok = False
-    try:
-        for i in range(n_chunk):
-            chunk = tokens[i * n_ctx:(i + 1) * n_ctx].copy()
-            if tok.add_bos:
-                chunk[0] = tok.bos
-            h = _chunk_hidden(model, chunk, first, n_batch, cache_dtype)
-            targets = chunk[first + 1:]
-            for r, lg in _rows_logits(model, h):
-                v = _nll(lg, targets[r:r + len(lg)])
-                nll += float(v.sum())
-                nll2 += float((v * v).sum())
-                if kl is not None:
-                    kl.write(_quantized_log_probs(lg).tobytes())
-            count += n_ctx - first - 1
-            res.chunk_ppl.append(math.exp(nll / count))
-            say(f"[{i + 1}]{res.chunk_ppl[-1]:.4f},")
-        ok = True
-    finally:
-        if kl is not None:
-            kl.close(keep=ok)
-    say("\n")
+    for i in range(n_chunk):
+        chunk = tokens[i * n_ctx:(i + 1) * n_ctx].copy()
+        if tok.add_bos:
+            chunk[0] = tok.bos
+        h = _chunk_hidden(model, chunk, first, n_batch, cache_dtype)
+        targets = chunk[first + 1:]
+        for r, lg in _rows_logits(model, h):
+            v = _nll(lg, targets[r:r + len(lg)])
+            nll += float(v.sum())
+            nll2 += float((v * v).sum())
+            if logits_out is not None:
+                logits_out.write(_quantized_log_probs(lg).tobytes())
+        count += n_ctx - first - 1
+        res.chunk_ppl.append(math.exp(nll / count))
+        if on_chunk:
+            on_chunk(i + 1, res)
     mean, mean2 = nll / count, nll2 / count
     res.ppl = math.exp(mean)
     var = mean2 - mean * mean
     res.err = math.sqrt(var / (count - 1)) * res.ppl if var > 0 else 0.0
     res.count = count
-    say(f"Final estimate: PPL = {res.ppl:.4f} +/- {res.err:.5f}\n")
     return res
 
 
-def perplexity_file(model_path: str, text_file: str | None, n_ctx: int = 512, n_chunks: int = -1,
-                    n_batch: int = 2048, n_threads: int | None = None, kl_base_file: str | None = None,
-                    kl_divergence_mode: bool = False, out=sys.stdout):
-    """``ggufkit perplexity``: PPL of a text file (optionally saving base logits), or with
-    ``kl_divergence_mode`` the KL-divergence statistics against ``kl_base_file``."""
-    from runtime.loader import load
-
-    model = load(model_path)
-    if kl_divergence_mode:
-        if not kl_base_file:
-            raise ModelError("--kl-divergence needs --kl-divergence-base FILE (the base logits)")
-        return kl_divergence(model, kl_base_file, n_batch, n_threads, out)
-    if not text_file:
-        raise ModelError("perplexity needs a text file (-f)")
-    return perplexity(model, read_text_file(text_file), n_ctx, n_chunks, n_batch, n_threads, kl_base_file, out)
+def write_logits_header(f, n_ctx: int, n_vocab: int, n_chunk: int, tokens: np.ndarray) -> None:
+    """llama.cpp's logits file header: ``_logits_``, i32 n_ctx, n_vocab, n_chunk, i32 tokens."""
+    f.write(b"_logits_")
+    f.write(np.array([n_ctx, n_vocab, n_chunk], dtype="<i4").tobytes())
+    f.write(np.asarray(tokens, dtype="<i4").tobytes())
 
 
 # ---------------------------------------------------------------- KL divergence
-
-class _LogitsWriter:
-    """llama.cpp's logits file, written to PATH.tmp and renamed on success (never half-written)."""
-
-    def __init__(self, path: str, n_ctx: int, n_vocab: int, n_chunk: int, tokens: np.ndarray):
-        import os
-        self.path, self.tmp = path, f"{path}.tmp{os.getpid()}"
-        self.f = open(self.tmp, "wb")
-        self.f.write(b"_logits_")
-        self.f.write(np.array([n_ctx, n_vocab, n_chunk], dtype="<i4").tobytes())
-        self.f.write(np.asarray(tokens, dtype="<i4").tobytes())
-
-    def write(self, b: bytes) -> None:
-        self.f.write(b)
-
-    def close(self, keep: bool = True) -> None:
-        import os
-        self.f.close()
-        if keep:
-            os.replace(self.tmp, self.path)
-        else:
-            os.unlink(self.tmp)
-
 
 def read_logits_header(path: str):
     """Open a llama.cpp logits file: (file positioned at the first chunk, n_ctx, n_vocab, n_chunk, tokens)."""
@@ -230,20 +197,41 @@ def read_logits_header(path: str):
 
 @dataclass
 class KLDResult:
+    """llama-perplexity --kl-divergence's statistics (``*_err``: the +/- uncertainties)."""
     ppl: float
+    ppl_err: float
     ppl_base: float
-    ppl_ratio: float
+    ppl_base_err: float
+    ppl_cor: float              # correlation of ln PPL(Q) and ln PPL(base)
     ln_ppl_ratio: float
+    ln_ppl_ratio_err: float
+    ppl_ratio: float
+    ppl_diff_err: float         # of PPL(Q) - PPL(base)
     kld_mean: float
     kld_err: float
-    kld_median: float
-    kld_max: float
-    same_top: float
-    rms_dp: float
     dp_mean: float
+    dp_err: float
+    rms_dp: float
+    rms_dp_err: float
+    same_top: float
+    same_top_err: float
     count: int
-    kld_values: np.ndarray = None
-    dp_values: np.ndarray = None
+    kld_values: np.ndarray = None    # sorted, f32 (final result only)
+    dp_values: np.ndarray = None     # sorted, f32 (final result only)
+
+    @property
+    def kld_median(self) -> float:
+        return median(self.kld_values)
+
+    @property
+    def kld_max(self) -> float:
+        return float(self.kld_values[-1])
+
+
+def median(v: np.ndarray) -> float:
+    """perplexity.cpp's median of a sorted vector."""
+    n = len(v)
+    return float(0.5 * (v[n // 2] + v[n // 2 - 1]) if n % 2 == 0 else v[n // 2])
 
 
 def _mean_unc(s: float, s2: float, n: int) -> tuple[float, float]:
@@ -254,7 +242,8 @@ def _mean_unc(s: float, s2: float, n: int) -> tuple[float, float]:
     return f, (math.sqrt(df / (n - 1)) if df > 0 and n > 10 else 0.0)
 
 
-def _percentile(v: np.ndarray, frac: float) -> float:
+def percentile(v: np.ndarray, frac: float) -> float:
+    """perplexity.cpp's percentile of a sorted vector (linear interpolation, float32 position)."""
     if frac <= 0:
         return float(v[0])
     if frac >= 1:
@@ -293,26 +282,26 @@ def _kld_rows(logits: np.ndarray, base: np.ndarray, targets: np.ndarray, acc: di
     return kld.astype(np.float32), p_diff
 
 
-def kl_divergence(model, base_file: str, n_batch: int = 2048, n_threads: int | None = None, out=sys.stdout,
+def kl_divergence(model, base_file: str, n_batch: int = 2048, n_threads: int | None = None, on_chunk=None,
                   cache_dtype=np.float16) -> KLDResult:
-    """Compare this model's logits with a base logits file (llama.cpp format) on its tokens."""
+    """Compare this model's logits with a base logits file (llama.cpp format) on its tokens.
+
+    ``on_chunk(i, res)`` gets the running statistics after chunk i (1-based; no value arrays)."""
     model = _load(model)
     if n_threads:
         B.set_num_threads(n_threads)
     tok = model.tokenizer
     f, n_ctx, n_vocab, n_chunk, tokens = read_logits_header(base_file)
     if n_vocab != tok.n_vocab:
+        f.close()
         raise ModelError(f"{base_file}: n_vocab {n_vocab} differs from the model's {tok.n_vocab}")
     first = n_ctx // 2
     nv = 2 * ((n_vocab + 1) // 2) + 4
     n_rows = n_ctx - 1 - first
-    n_batch = min(n_batch, n_ctx) if n_batch else n_ctx
+    n_batch = min(n_batch, n_ctx) if n_batch and n_batch > 0 else n_ctx
     acc = dict.fromkeys(["nll", "nll2", "nllb", "nllb2", "nn", "kld", "kld2", "pd", "pd2", "pd4"], 0.0)
     acc["same"] = acc["n"] = 0
     klds, pds = [], []
-    say = (lambda s: (out.write(s), out.flush())) if out is not None else (lambda s: None)
-    say("chunk             PPL               ln(PPL(Q)/PPL(base))          KL Divergence              "
-        "\u0394p RMS            Same top p\n")
     try:
         for i in range(n_chunk):
             base = np.frombuffer(f.read(n_rows * nv * 2), dtype=np.uint16)
@@ -327,32 +316,21 @@ def kl_divergence(model, base_file: str, n_batch: int = 2048, n_threads: int | N
             for r, lg in _rows_logits(model, h):
                 k, d = _kld_rows(lg, base[r:r + len(lg)], targets[r:r + len(lg)], acc)
                 klds.append(k), pds.append(d)
-            say(_kld_line(i + 1, acc))
+            if on_chunk:
+                on_chunk(i + 1, _kld_result(acc))
     finally:
         f.close()
-    return _kld_summary(acc, np.sort(np.concatenate(klds)), np.sort(np.concatenate(pds)), say)
+    if not acc["n"]:
+        raise ModelError(f"{base_file}: no chunks to compare")
+    return _kld_result(acc, np.sort(np.concatenate(klds)), np.sort(np.concatenate(pds)))
 
 
 def _cov(a, b, ab, n):
     return 0.0 if n < 10 else (ab / n - (a / n) * (b / n)) / (n - 1)
 
 
-def _kld_line(i: int, a: dict) -> str:
-    n = a["n"]
-    lp, lpu = _mean_unc(a["nll"], a["nll2"], n)
-    lb, lbu = _mean_unc(a["nllb"], a["nllb2"], n)
-    ratio_unc = math.sqrt(max(lpu * lpu + lbu * lbu - 2.0 * _cov(a["nll"], a["nllb"], a["nn"], n), 0.0))
-    kd, kdu = _mean_unc(a["kld"], a["kld2"], n)
-    mse, mseu = _mean_unc(a["pd2"], a["pd4"], n)
-    rms = math.sqrt(mse)
-    top = a["same"] / n
-    topu = math.sqrt(top * (1 - top) / (n - 1)) if n > 1 else 0.0
-    return (f"{i:4d}    {math.exp(lp):9.4f} \u00b1 {math.exp(lp) * lpu:9.4f}    {lp - lb:10.5f} \u00b1 {ratio_unc:10.5f}"
-            f"    {kd:10.5f} \u00b1 {kdu:10.5f}    {100 * rms:6.3f} \u00b1 {100 * 0.5 / rms * mseu if rms else 0:6.3f} %"
-            f"    {100 * top:6.3f} \u00b1 {100 * topu:6.3f} %\n")
-
-
-def _kld_summary(a: dict, kv: np.ndarray, pv: np.ndarray, say) -> KLDResult:
+def _kld_result(a: dict, kv: np.ndarray | None = None, pv: np.ndarray | None = None) -> KLDResult:
+    """perplexity.cpp's statistics from the accumulated sums."""
     n = a["n"]
     lp, lpu = _mean_unc(a["nll"], a["nll2"], n)
     lb, lbu = _mean_unc(a["nllb"], a["nllb2"], n)
@@ -361,42 +339,15 @@ def _kld_summary(a: dict, kv: np.ndarray, pv: np.ndarray, say) -> KLDResult:
     dp, dpu = _mean_unc(a["pd"], a["pd2"], n)
     mse, mseu = _mean_unc(a["pd2"], a["pd4"], n)
     rms = math.sqrt(mse)
-    top = a["same"] / n
-    med = lambda v: float(0.5 * (v[len(v) // 2] + v[len(v) // 2 - 1]) if len(v) % 2 == 0 else v[len(v) // 2])  # noqa: E731
-    r = KLDResult(ppl=math.exp(lp), ppl_base=math.exp(lb), ppl_ratio=math.exp(lp - lb), ln_ppl_ratio=lp - lb,
-                  kld_mean=kd, kld_err=kdu, kld_median=med(kv), kld_max=float(kv[-1]), same_top=top, rms_dp=rms,
-                  dp_mean=dp, count=n, kld_values=kv, dp_values=pv)
-    say("\n")
-    if n < 100:
-        return r
-    ratio_unc = math.sqrt(max(lpu * lpu + lbu * lbu - 2.0 * cov, 0.0))
+    top = a["same"] / n if n else 0.0
     ppl, pplb = math.exp(lp), math.exp(lb)
-    say("====== Perplexity statistics ======\n")
-    say(f"Mean PPL(Q)                   : {ppl:10.6f} \u00b1 {ppl * lpu:10.6f}\n")
-    say(f"Mean PPL(base)                : {pplb:10.6f} \u00b1 {pplb * lbu:10.6f}\n")
-    say(f"Cor(ln(PPL(Q)), ln(PPL(base))): {100.0 * cov / (lpu * lbu) if lpu * lbu else 0:6.2f}%\n")
-    say(f"Mean ln(PPL(Q)/PPL(base))     : {lp - lb:10.6f} \u00b1 {ratio_unc:10.6f}\n")
-    say(f"Mean PPL(Q)/PPL(base)         : {r.ppl_ratio:10.6f} \u00b1 {r.ppl_ratio * ratio_unc:10.6f}\n")
-    diff_unc = math.sqrt(max((ppl * lpu) ** 2 + (pplb * lbu) ** 2 - 2.0 * ppl * pplb * cov, 0.0))
-    say(f"Mean PPL(Q)-PPL(base)         : {ppl - pplb:10.6f} \u00b1 {diff_unc:10.6f}\n\n")
-    say("====== KL divergence statistics ======\n")
-    say(f"Mean    KLD: {kd:10.6f} \u00b1 {kdu:10.6f}\n")
-    say(f"Maximum KLD: {kv[-1]:10.6f}\n")
-    for frac, lab in ((0.999, "99.9%"), (0.99, "99.0%"), (0.95, "95.0%"), (0.90, "90.0%")):
-        say(f"{lab}   KLD: {_percentile(kv, frac):10.6f}\n")
-    say(f"Median  KLD: {med(kv):10.6f}\n")
-    for frac, lab in ((0.1, "10.0%"), (0.05, " 5.0%"), (0.01, " 1.0%"), (0.001, " 0.1%")):
-        say(f"{lab}   KLD: {_percentile(kv, frac):10.6f}\n")
-    say(f"Minimum KLD: {kv[0]:10.6f}\n\n")
-    say("====== Token probability statistics ======\n")
-    say(f"Mean    \u0394p: {100 * dp:6.3f} \u00b1 {100 * dpu:5.3f} %\n")
-    say(f"Maximum \u0394p: {100 * pv[-1]:6.3f}%\n")
-    for frac, lab in ((0.999, "99.9%"), (0.99, "99.0%"), (0.95, "95.0%"), (0.90, "90.0%"), (0.75, "75.0%")):
-        say(f"{lab}   \u0394p: {100 * _percentile(pv, frac):6.3f}%\n")
-    say(f"Median  \u0394p: {100 * med(pv):6.3f}%\n")
-    for frac, lab in ((0.25, "25.0%"), (0.1, "10.0%"), (0.05, " 5.0%"), (0.01, " 1.0%"), (0.001, " 0.1%")):
-        say(f"{lab}   \u0394p: {100 * _percentile(pv, frac):6.3f}%\n")
-    say(f"Minimum \u0394p: {100 * pv[0]:6.3f}%\n")
-    say(f"RMS \u0394p    : {100 * rms:6.3f} \u00b1 {100 * 0.5 / rms * mseu if rms else 0:5.3f} %\n")
-    say(f"Same top p: {100 * top:6.3f} \u00b1 {100 * math.sqrt(top * (1 - top) / (n - 1)):5.3f} %\n")
-    return r
+    return KLDResult(
+        ppl=ppl, ppl_err=ppl * lpu, ppl_base=pplb, ppl_base_err=pplb * lbu,
+        ppl_cor=cov / (lpu * lbu) if lpu * lbu else 0.0,
+        ln_ppl_ratio=lp - lb, ln_ppl_ratio_err=math.sqrt(max(lpu * lpu + lbu * lbu - 2.0 * cov, 0.0)),
+        ppl_ratio=math.exp(lp - lb),
+        ppl_diff_err=math.sqrt(max((ppl * lpu) ** 2 + (pplb * lbu) ** 2 - 2.0 * ppl * pplb * cov, 0.0)),
+        kld_mean=kd, kld_err=kdu, dp_mean=dp, dp_err=dpu, rms_dp=rms,
+        rms_dp_err=0.5 / rms * mseu if rms else 0.0,
+        same_top=top, same_top_err=math.sqrt(top * (1 - top) / (n - 1)) if n > 1 else 0.0,
+        count=n, kld_values=kv, dp_values=pv)

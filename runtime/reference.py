@@ -13,13 +13,9 @@ activations are [n_tok, n].
 from __future__ import annotations
 
 import numpy as np
-from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
-from gguf import quants as _gguf_quants
-
-try:  # the project's own type table, once it has landed
-    from quant import dequantize as _quant_dequantize  # type: ignore[attr-defined]
-except Exception:  # noqa: BLE001 - any import problem means: use gguf-py's
-    _quant_dequantize = None
+from quant import dequantize as _quant_dequantize
+from quant.types import get_type
+from quant.types import vec_dot_type as _table_vec_dot_type
 
 
 # ---------------------------------------------------------------- dequantize
@@ -30,44 +26,27 @@ def dequantize_rows(data: np.ndarray, qtype: str, n_in: int) -> np.ndarray:
     data: uint8 [n_rows, row_bytes] (row_bytes = n_in / block_size * type_size)
     returns f32 [n_rows, n_in]
     """
-    t = GGMLQuantizationType[qtype]
     data = np.ascontiguousarray(data)
-    if t == GGMLQuantizationType.F32:
+    if qtype == "F32":
         out = data.view(np.float32)
-    elif t == GGMLQuantizationType.F16:
+    elif qtype == "F16":
         out = data.view(np.float16).astype(np.float32)
-    elif t == GGMLQuantizationType.BF16:
+    elif qtype == "BF16":
         out = (data.view(np.uint16).astype(np.uint32) << 16).view(np.float32)
     else:
-        out = None
-        if _quant_dequantize is not None:
-            try:
-                out = _quant_dequantize(data, qtype, backend="numpy")
-            except Exception:  # noqa: BLE001 - API not (yet) what we expect
-                out = None
-        if out is None:
-            out = _gguf_quants.dequantize(data, t)
+        out = _quant_dequantize(data, qtype, backend="numpy")   # quant/ref: numpy, block by block
     return np.asarray(out, dtype=np.float32).reshape(data.shape[0], n_in)
 
 
 def row_bytes(qtype: str, n_in: int) -> int:
-    block, size = GGML_QUANT_SIZES[GGMLQuantizationType[qtype]]
-    return n_in // block * size
+    return get_type(qtype).row_size(n_in)
 
 
 # ---------------------------------------------------------------- activations as ggml's vec_dot sees them
 
-# weight type -> ggml-cpu vec_dot_type (type_traits_cpu in ggml-cpu.c): the type the
-# activations are converted to before every dot product with that weight type.
-VEC_DOT_TYPE = {
-    "F32": "F32", "F16": "F16", "BF16": "BF16",
-    "Q4_0": "Q8_0", "Q5_0": "Q8_0", "Q8_0": "Q8_0", "IQ4_NL": "Q8_0", "MXFP4": "Q8_0", "NVFP4": "Q8_0",
-    "Q1_0": "Q8_0", "Q2_0": "Q8_0", "Q4_1": "Q8_1", "Q5_1": "Q8_1", "Q8_1": "Q8_1",
-}
-
-
 def vec_dot_type(qtype: str) -> str:
-    return VEC_DOT_TYPE.get(qtype, "Q8_K")   # all K-quants, IQ*, TQ*
+    """ggml-cpu's vec_dot_type (from the type table, quant.types)."""
+    return _table_vec_dot_type(qtype)
 
 
 def _fp16(v: np.ndarray) -> np.ndarray:

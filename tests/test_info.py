@@ -5,8 +5,8 @@ import pytest
 
 from ggufkit.cli import main
 from ggufkit.convert import convert
-from ggufkit.errors import GGUFKitError
 from ggufkit.info import format_info, gguf_info
+from quant.errors import GGUFError
 
 
 @pytest.fixture(scope="module")
@@ -58,8 +58,9 @@ def test_info_cli(deci_q8, capsys):
 def test_info_rejects_non_gguf(tmp_path, capsys):
     bad = tmp_path / "bad.gguf"
     bad.write_bytes(b"not a gguf file at all" * 10)
-    with pytest.raises(GGUFKitError, match="not a readable GGUF"):
+    with pytest.raises(GGUFError, match="not a GGUF file"):
         gguf_info(bad)
     with pytest.raises(SystemExit) as e:
         main(["info", str(bad)])
-    assert e.value.code == 1 and capsys.readouterr().err.startswith("error: not a readable GGUF")
+    err = capsys.readouterr().err
+    assert e.value.code == 1 and err.startswith(f"error: {bad}: not a GGUF file") and err.count("\n") == 1

@@ -9,7 +9,7 @@ import importlib
 
 import numpy as np
 import pytest
-from gguf import GGML_QUANT_SIZES, GGMLQuantizationType
+from quant.types import get_type
 
 from runtime import backend, reference
 from runtime.backend import QTensor
@@ -26,11 +26,10 @@ F16_FIELDS = {
 
 def random_qtensor(qtype: str, n_out: int, n_in: int, seed: int = 0) -> QTensor:
     rng = np.random.default_rng(seed)
-    t = GGMLQuantizationType[qtype]
     if qtype in ("F32", "F16", "BF16"):
         return QTensor.from_float(rng.standard_normal((n_out, n_in)).astype(np.float32), qtype) \
             if qtype != "BF16" else _bf16(rng.standard_normal((n_out, n_in)).astype(np.float32))
-    block, size = GGML_QUANT_SIZES[t]
+    block, size = get_type(qtype).block_size, get_type(qtype).type_size
     nb = n_in // block
     raw = rng.integers(0, 256, size=(n_out, nb, size), dtype=np.uint8)
     if qtype == "MXFP4":
@@ -51,7 +50,7 @@ def _bf16(w):
 
 
 def _block(qtype):
-    return GGML_QUANT_SIZES[GGMLQuantizationType[qtype]][0]
+    return get_type(qtype).block_size
 
 
 KERNEL_TYPES = sorted(backend.KERNEL_TYPES)
@@ -63,23 +62,15 @@ def test_priority_types_have_kernels():
         assert t in backend.KERNEL_TYPES
 
 
-def test_q2_0_block_dequantizer_matches_quant_reference():
-    """Q2_0 (type 42) is not in every gguf-py's GGMLQuantizationType, so QTensor may not
-    accept it: check the Numba block dequantizer directly against quant's numpy reference."""
-    import quant
-    from runtime.kernels.dequant import F16_LUT, Q2_0, Q2_0_BLOCK, dequant_rows
-    block, size = Q2_0_BLOCK
-    rng = np.random.default_rng(4)
-    n_out, nb = 7, 5
-    raw = rng.integers(0, 256, size=(n_out, nb, size), dtype=np.uint8)
-    d = (rng.random((n_out, nb)) * 0.02 + 0.001).astype(np.float16)
-    raw[:, :, 0:2] = d.view(np.uint8).reshape(n_out, nb, 2)
-    data = raw.reshape(n_out, nb * size)
-    rows = np.array([6, 0, 3, 3], np.int64)
-    got = np.empty((len(rows), nb * block), np.float32)
-    dequant_rows(data, rows, Q2_0, block, got, F16_LUT)
-    want = np.asarray(quant.dequantize(data, "Q2_0", backend="numpy"), np.float32).reshape(n_out, -1)
-    np.testing.assert_array_equal(got, want[rows])
+def test_every_table_kernel_type_has_a_kernel():
+    """quant.types marks the types the runtime runs; runtime.kernels has each (IQ types too)."""
+    from quant.types import TYPES
+    from runtime import kernels
+    marked = {n for n, t in TYPES.items() if t.kernel}
+    assert {"IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ3_XXS", "IQ3_S", "IQ4_NL", "IQ4_XS",
+            "Q2_0"} <= marked
+    assert marked == set(backend.KERNEL_TYPES)
+    assert marked <= set(kernels.MATMUL_TYPES)
 
 
 @pytest.mark.parametrize("qtype", KERNEL_TYPES)

@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import gguf
+from quant.gguf import GGUFReader
 
 from runtime import reference as ref
 from runtime.backend import QTensor
@@ -85,9 +86,9 @@ def test_qtensor_from_reader_is_a_view(tmp_path):
     w.add_tensor("a", a)
     w.add_tensor("q", q, raw_dtype=gguf.GGMLQuantizationType.Q4_0)
     w.write_header_to_file(); w.write_kv_data_to_file(); w.write_tensors_to_file(); w.close()
-    r = gguf.GGUFReader(str(path))
-    ta, tq = (QTensor.from_reader_tensor(t) for t in r.tensors)
-    assert ta.qtype == "F32" and ta.shape == (5, 32) and np.shares_memory(ta.data, r.data)
+    r = GGUFReader(path)
+    ta, tq = (QTensor.from_reader_tensor(t) for t in r.tensors.values())
+    assert ta.qtype == "F32" and ta.shape == (5, 32) and np.shares_memory(ta.data, r._mm)
     np.testing.assert_array_equal(ta.dequantize(), a)
     assert tq.qtype == "Q4_0" and tq.shape == (4, 64) and tq.data.shape == (4, 36)
-    assert np.shares_memory(tq.data, r.data)
+    assert np.shares_memory(tq.data, r._mm)

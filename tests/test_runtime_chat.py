@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from runtime.chat import ChatSession, ThinkPrinter, parse_reply, render, system_prompt, template_style
+from ggufkit.commands.chat import ThinkPrinter
+from runtime.chat import ChatSession, parse_reply, render, system_prompt, template_style
 from runtime.generate import GREEDY, generate_ids
 
 TEMPLATE = json.loads((Path(__file__).resolve().parent.parent / "ggufkit" / "data" / "llama3-tokenizer"

@@ -54,7 +54,7 @@ def test_f16_perplexity_within_0p1pct_of_llama_perplexity(ggufs, name):
 
     g = json.loads((GOLDEN / f"ppl-{name}-f16.json").read_text())
     r = perplexity(str(ggufs[f"{name}-f16"]), read_text_file(str(GOLDEN / "fixture-text.txt")),
-                   n_ctx=g["n_ctx"], n_chunks=g["n_chunks"], out=None)
+                   n_ctx=g["n_ctx"], n_chunks=g["n_chunks"])
     assert len(r.chunk_ppl) == len(g["chunks"])
     for ours, ref in zip(r.chunk_ppl, g["chunks"]):
         assert abs(ours - ref) / ref < 1e-3
@@ -72,18 +72,19 @@ def test_kl_divergence_q4km_vs_f16_matches_llama_perplexity(ggufs, tmp_path):
     q = tmp_path / "q4km.gguf"
     quantize_file(ggufs["llama-tiny-f16"], q, "Q4_K_M")
     base = tmp_path / "base.logits"
-    perplexity(str(ggufs["llama-tiny-f16"]), read_text_file(str(GOLDEN / "fixture-text.txt")), g["n_ctx"],
-               g["n_chunks"], kl_base_file=str(base), out=None)
+    with open(base, "wb") as f:
+        perplexity(str(ggufs["llama-tiny-f16"]), read_text_file(str(GOLDEN / "fixture-text.txt")), g["n_ctx"],
+                   g["n_chunks"], logits_out=f)
     f, n_ctx, n_vocab, n_chunk, tokens = read_logits_header(str(base))
     f.close()
     assert (n_ctx, n_vocab, n_chunk) == (g["n_ctx"], 128256, g["n_chunks"])
     assert base.stat().st_size == 20 + 4 * n_ctx * n_chunk + n_chunk * (n_ctx - 1 - n_ctx // 2) * (n_vocab + 4) * 2
-    k = kl_divergence(str(q), str(base), out=None)
+    k = kl_divergence(str(q), str(base))
     assert abs(k.kld_mean - g["kld_mean"]) / g["kld_mean"] < 0.02
     assert abs(k.kld_median - g["kld_median"]) / g["kld_median"] < 0.02
     assert abs(100 * k.same_top - g["same_top_pct"]) < 2.0
     assert abs(k.ppl - g["ppl_q"]) / g["ppl_q"] < 1e-2
     assert abs(k.ppl_base - g["ppl_base"]) / g["ppl_base"] < 1e-3
     # against itself: zero divergence, same top token everywhere
-    same = kl_divergence(str(ggufs["llama-tiny-f16"]), str(base), out=None)
+    same = kl_divergence(str(ggufs["llama-tiny-f16"]), str(base))
     assert abs(same.kld_mean) < 1e-5 and same.same_top == 1.0

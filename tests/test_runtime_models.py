@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from gguf import GGUFWriter
 
+from quant.errors import GGUFError
 from runtime.errors import ModelError
 from runtime.loader import load
 
@@ -176,13 +177,13 @@ def test_errors(files, tmp_path):
     data = files["llama"].read_bytes()
     bad = tmp_path / "trunc.gguf"
     bad.write_bytes(data[: len(data) - 1000])
-    with pytest.raises(ModelError, match="truncated"):
+    with pytest.raises(GGUFError, match="truncated"):     # the one reader's error (quant.gguf)
         load(str(bad), with_tokenizer=False)
     bad.write_bytes(data[:200])
-    with pytest.raises(ModelError, match="truncated|corrupt"):
+    with pytest.raises(GGUFError, match="truncated|more than the"):
         load(str(bad), with_tokenizer=False)
     bad.write_bytes(b"NOPE" + data[4:])
-    with pytest.raises(ModelError, match="not a GGUF"):
+    with pytest.raises(GGUFError, match="not a GGUF"):
         load(str(bad), with_tokenizer=False)
     other = write_gguf(tmp_path / "x.gguf", "falcon", [(4, 2, 128)])
     with pytest.raises(ModelError, match="unsupported architecture"):

@@ -85,5 +85,5 @@ def test_missing_tokenizer_is_model_error():
 
 
 def test_gemma3_ids_equal_llama_tokenize(gemma3_path):
-    from runtime.gguf_file import GGUFFile
-    _check(Tokenizer.from_gguf(GGUFFile(gemma3_path)), "tokens-gemma3.json")
+    from quant.gguf import GGUFReader
+    _check(Tokenizer.from_gguf(GGUFReader(gemma3_path)), "tokens-gemma3.json")

@@ -77,10 +77,10 @@ def llama_tokenize(model: Path, text: str, parse_special: bool = True) -> list[i
 
 
 def cmd_tokens(model: Path, name: str, write: bool) -> bool:
-    from runtime.gguf_file import GGUFFile
+    from quant.gguf import GGUFReader
     from runtime.tokenizer import Tokenizer
 
-    tok = Tokenizer.from_gguf(GGUFFile(model))
+    tok = Tokenizer.from_gguf(GGUFReader(model))
     cases, ok = [], True
     for text in TOKEN_TEXTS:
         for ps in (True, False):
@@ -135,7 +135,7 @@ def cmd_ppl(model: Path, name: str, ctx: int, chunks: int, threads: int, write: 
     ref = llama_perplexity(model, text_path, ctx, chunks, threads)
     ref_fa_off = llama_perplexity(model, text_path, ctx, chunks, threads, extra=("-fa", "off"))
     res = perplexity(str(model), read_text_file(str(text_path)), n_ctx=ctx, n_chunks=chunks,
-                     n_threads=threads, out=None)
+                     n_threads=threads)
     rel = abs(res.ppl - ref["ppl"]) / ref["ppl"]
     print(f"ppl {name}: llama.cpp {ref['ppl']:.4f} +/- {ref['err']:.5f}   ggufkit {res.ppl:.4f} +/- {res.err:.5f}"
           f"   rel diff {rel:.2e}\n  llama.cpp -fa off {ref_fa_off['ppl']:.4f}: rel diff "
@@ -164,8 +164,9 @@ def cmd_kld_fixture(base: Path, quant: Path, name: str, ctx: int, chunks: int, t
                "same_top_pct": num(r"Same top p"), "ppl_q": num(r"Mean PPL\(Q\)\s"),
                "ppl_base": num(r"Mean PPL\(base\)\s")}
         ob = Path(d) / "ours.logits"
-        perplexity(str(base), read_text_file(str(text)), ctx, chunks, n_threads=threads, kl_base_file=str(ob), out=None)
-        k = kl_divergence(str(quant), str(ob), n_threads=threads, out=None)
+        with open(ob, "wb") as f:
+            perplexity(str(base), read_text_file(str(text)), ctx, chunks, n_threads=threads, logits_out=f)
+        k = kl_divergence(str(quant), str(ob), n_threads=threads)
     print(f"kld {name}: llama.cpp {ref}\n  ggufkit mean KLD {k.kld_mean:.6f} median {k.kld_median:.6f} "
           f"max {k.kld_max:.6f} same top {100 * k.same_top:.3f}% PPL(Q) {k.ppl:.6f} PPL(base) {k.ppl_base:.6f}")
     if write:

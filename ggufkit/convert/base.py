@@ -20,7 +20,6 @@ is then produced in row chunks from a memmap and written straight out. Peak memo
 from __future__ import annotations
 
 import math
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,9 +29,9 @@ import gguf
 import numpy as np
 from tqdm import tqdm
 
-from ggufkit.atomic import atomic_path
-from ggufkit.convert.checkpoint import Checkpoint, TensorRef, open_checkpoint
+from ggufkit.convert.checkpoint import Checkpoint, TensorRef
 from ggufkit.errors import GGUFKitError
+from quant.types import get_type
 
 QT = gguf.GGMLQuantizationType
 OUTTYPES = {  # --outtype -> (general.file_type, ggml type of the 2-D weights)
@@ -53,6 +52,8 @@ TENSOR_NAMES = {
     "model.layers.{bid}.self_attn.k_proj": "blk.{bid}.attn_k",
     "model.layers.{bid}.self_attn.v_proj": "blk.{bid}.attn_v",
     "model.layers.{bid}.self_attn.o_proj": "blk.{bid}.attn_output",
+    "model.layers.{bid}.self_attn.q_norm": "blk.{bid}.attn_q_norm",          # qwen3
+    "model.layers.{bid}.self_attn.k_norm": "blk.{bid}.attn_k_norm",
     "model.layers.{bid}.self_attn.linear_attn": "blk.{bid}.attn_output",  # DeciLM replace_with_linear
     "model.layers.{bid}.post_attention_layernorm": "blk.{bid}.ffn_norm",
     "model.layers.{bid}.mlp.gate_proj": "blk.{bid}.ffn_gate",
@@ -86,6 +87,7 @@ class Model:
     head_dim: int
     vocab_size: int
     write_params: Callable[[gguf.GGUFWriter, "Model", gguf.LlamaFileType], None]
+    permute_qk: bool = True   # llama/deci: Q/K rows permuted for ggml's NORM RoPE; qwen: NEOX, as stored
 
     def expected_shape(self, hf_name: str) -> tuple[int, ...] | None:
         """The HF shape ([out, in]) config.json implies for a tensor, None if it has no place."""
@@ -105,6 +107,8 @@ class Model:
             "self_attn.k_proj": (L.n_head_kv * hd, d) if attn else None,
             "self_attn.v_proj": (L.n_head_kv * hd, d) if attn else None,
             "self_attn.o_proj": (d, L.n_head * hd) if attn else None,
+            "self_attn.q_norm": (hd,) if attn and self.arch == "qwen3" else None,
+            "self_attn.k_norm": (hd,) if attn and self.arch == "qwen3" else None,
             "self_attn.linear_attn": (d, d) if L.kind == "linear" else None,
             "post_attention_layernorm": (d,) if L.n_ff else None,
             "mlp.gate_proj": (L.n_ff, d) if L.n_ff else None,
@@ -132,7 +136,7 @@ class Model:
 
     def qk_heads(self, hf_name: str, bid: int | None) -> int | None:
         """Heads to permute a q_proj/k_proj by (llama.cpp's permute(w, n_head, n_head_kv)), else None."""
-        if bid is None:
+        if bid is None or not self.permute_qk:
             return None
         L = self.layers[bid]
         if hf_name.endswith(("q_proj.weight", "q_proj.bias")):
@@ -183,8 +187,8 @@ class Planned:
 
     @property
     def nbytes(self) -> int:
-        block, size = gguf.GGML_QUANT_SIZES[self.qtype]
-        return int(np.prod(self.shape[:-1], dtype=np.int64)) * (self.shape[-1] // block) * size
+        t = get_type(int(self.qtype))
+        return int(np.prod(self.shape[:-1], dtype=np.int64)) * t.row_size(self.shape[-1])
 
     def storage(self) -> tuple[tuple[int, ...], np.dtype]:
         """Shape and dtype to announce to GGUFWriter.add_tensor_info (bytes for block types)."""
@@ -192,15 +196,14 @@ class Planned:
             return self.shape, np.dtype(np.float32)
         if self.qtype == QT.F16:
             return self.shape, np.dtype(np.float16)
-        block, size = gguf.GGML_QUANT_SIZES[self.qtype]
-        return (*self.shape[:-1], self.shape[-1] // block * size), np.dtype(np.uint8)
+        return (*self.shape[:-1], get_type(int(self.qtype)).row_size(self.shape[-1])), np.dtype(np.uint8)
 
 
 def tensor_type(name: str, n_dims: int, weight_type: QT, n_cols: int) -> QT:
     """The oracle's type rule for these architectures (conversion/base.py prepare_tensors)."""
     if n_dims <= 1 or name.endswith("_norm.weight") or not name.endswith(".weight"):
         return QT.F32
-    if weight_type == QT.Q8_0 and n_cols % gguf.GGML_QUANT_SIZES[QT.Q8_0][0]:
+    if weight_type == QT.Q8_0 and n_cols % get_type("Q8_0").block_size:
         return QT.F16  # gguf.QuantError -> "falling back to F16"
     return weight_type
 
@@ -353,75 +356,3 @@ def _general_metadata(w: gguf.GGUFWriter, model_dir: Path, ftype: gguf.LlamaFile
         meta.size_label = gguf.size_label(total, shared, expert, n_expert)
     w.add_type(gguf.GGUFType.MODEL)
     meta.set_gguf_meta_model(w)
-
-
-def load_model(ckpt: Checkpoint) -> Model:
-    """Pick the architecture file from config.json's ``architectures`` (auto_map is ignored)."""
-    from ggufkit.convert import deci, llama
-
-    archs = ckpt.config.get("architectures") or []
-    for module in (llama, deci):
-        if any(a in module.HF_ARCHITECTURES for a in archs):
-            return module.model_from_config(ckpt.config)
-    raise GGUFKitError(f"unknown architecture {archs or '(none)'} in config.json "
-                       f"(supported: {', '.join(llama.HF_ARCHITECTURES + deci.HF_ARCHITECTURES)})")
-
-
-def convert(model_dir: str | os.PathLike, out_path: str | os.PathLike, outtype: str = "auto",
-            progress: bool = False) -> Path:
-    """Convert an HF checkpoint directory to a GGUF file at ``out_path``; return the path.
-
-    Byte-identical to llama.cpp's ``convert_hf_to_gguf.py --outtype OUTTYPE`` for Llama and DeciLM
-    (docs/CONVERT.md). Raises GGUFKitError for bad input; never leaves a partial output file.
-    """
-    if outtype not in (*OUTTYPES, "auto"):
-        raise GGUFKitError(f"unknown outtype {outtype!r} (choose from {', '.join([*OUTTYPES, 'auto'])})")
-    model_dir = Path(model_dir)
-    ckpt = open_checkpoint(model_dir)
-    model = load_model(ckpt)
-    ftype, weight_type = OUTTYPES[resolve_outtype(outtype, ckpt)]
-    plan = plan_tensors(model, ckpt, weight_type)
-
-    from ggufkit.convert.vocab import write_gpt2_vocab
-
-    w = gguf.GGUFWriter(path=None, arch=model.arch)
-    for t in plan:
-        shape, dtype = t.storage()
-        w.add_tensor_info(t.name, shape, dtype, t.nbytes, raw_dtype=t.qtype)
-    _general_metadata(w, model_dir, ftype)
-    model.write_params(w, model, ftype)
-    w.add_quantization_version(gguf.GGML_QUANT_VERSION)
-    model_vocab(w, model, model_dir, write_gpt2_vocab)
-
-    with atomic_path(out_path) as tmp:
-        try:
-            w.write_header_to_file(path=tmp)
-            w.write_kv_data_to_file()
-            w.write_ti_data_to_file()
-            _write_stream(w, plan, progress)
-        finally:
-            w.close()
-        os.chmod(tmp, 0o666 & ~_umask())
-    return Path(out_path)
-
-
-def model_vocab(w: gguf.GGUFWriter, model: Model, model_dir: Path, write_gpt2_vocab) -> None:
-    """Tokenizer keys: only GPT-2 style BPE (Llama 3, Nemotron) is supported."""
-    if (model_dir / "tokenizer.model").is_file() and model.arch == "llama":
-        raise GGUFKitError("SentencePiece tokenizers (tokenizer.model) are not supported; "
-                           "only tokenizer.json BPE (Llama 3 style)")
-    if model.arch == "llama":
-        cfg = model_dir / "tokenizer_config.json"
-        if cfg.is_file():
-            import json
-
-            add_prefix_space = json.loads(cfg.read_text(encoding="utf-8")).get("add_prefix_space")
-            if add_prefix_space is not None:
-                w.add_add_space_prefix(add_prefix_space)
-    write_gpt2_vocab(w, model_dir, model.vocab_size)
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask

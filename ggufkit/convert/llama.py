@@ -10,7 +10,7 @@ import gguf
 from ggufkit.convert.base import Layer, Model, rope_parameters
 from ggufkit.errors import GGUFKitError
 
-HF_ARCHITECTURES = ("LlamaForCausalLM", "LLaMAForCausalLM")
+HF_ARCHITECTURES = ("LlamaForCausalLM", "LLaMAForCausalLM", "MistralForCausalLM")
 
 
 def model_from_config(c: dict) -> Model:

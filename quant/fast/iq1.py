@@ -12,9 +12,9 @@ import numpy as np
 from numba import njit, prange
 
 from ..ref.iq_common import require_weights
-from ..ref.iq_tables import search_grid, table
+from ..ref.iq_tables import search_grid
 from ..types import register_fast
-from .iq_common import F32, FLT_MAX, as_blocks, get_f16, nearest_int, put_f16
+from .iq_common import F32, FLT_MAX, as_blocks, nearest_int, put_f16
 
 DELTA = F32(0.125)
 EPS_S = F32(1e-12)
@@ -360,31 +360,6 @@ def _quantize_iq1(x, qw, grid, kmap, nbrs, is_m, out, d):
                                 sumw, vals, idx, L, index)
 
 
-@njit(parallel=True, cache=True)
-def _dequantize_iq1(b, d, grid_deq, is_m, out):
-    for i in prange(b.shape[0]):
-        for ib in range(8):
-            if is_m:
-                sc = int(b[i, 48 + 2 * (ib // 2)]) | (int(b[i, 49 + 2 * (ib // 2)]) << 8)
-                dl1 = d[i] * F32(2 * ((sc >> (6 * (ib % 2))) & 7) + 1)
-                dl2 = d[i] * F32(2 * ((sc >> (6 * (ib % 2) + 3)) & 7) + 1)
-            else:
-                qh = int(b[i, 34 + 2 * ib]) | (int(b[i, 35 + 2 * ib]) << 8)
-                dl1 = d[i] * F32(2 * ((qh >> 12) & 7) + 1)
-                dl2 = dl1
-                delta = -DELTA if qh & 0x8000 else DELTA
-            for l in range(4):
-                if is_m:
-                    h = int(b[i, 32 + 2 * ib + l // 2])
-                    g = int(b[i, 4 * ib + l]) | (((h >> (4 * (l % 2))) & 7) << 8)
-                    delta = -DELTA if (h >> (4 * (l % 2))) & 8 else DELTA
-                else:
-                    g = int(b[i, 2 + 4 * ib + l]) | (((qh >> (3 * l)) & 7) << 8)
-                dl = dl1 if l < 2 else dl2
-                for j in range(8):
-                    out[i, 32 * ib + 8 * l + j] = dl * (F32(grid_deq[g, j]) + delta)
-
-
 def quantize_iq1_s(x, qw, out):
     xb, wb, ob = as_blocks(x, qw, out, 256, 50)
     require_weights(wb, "IQ1_S")
@@ -411,26 +386,5 @@ def set_iq1m_scale(ob, d):
         ob[:, 49 + 2 * k] |= np.where(ok, nib, 0).astype(np.uint8)
 
 
-def _dequantize(b, out, is_m):
-    ts = 56 if is_m else 50
-    b = np.ascontiguousarray(b).reshape(-1, ts)
-    if is_m:
-        sc = b[:, 48:56].view(np.uint16).astype(np.int64)
-        u = ((sc[:, 0] >> 12) | ((sc[:, 1] >> 8) & 0xF0) | ((sc[:, 2] >> 4) & 0xF00) | (sc[:, 3] & 0xF000))
-        d = u.astype(np.uint16).view(np.float16).astype(np.float32)
-    else:
-        d = get_f16(b, 0)
-    g = table("iq1s_grid").view(np.int8).reshape(-1, 8)
-    _dequantize_iq1(b, d, g, is_m, out.reshape(-1, 256))
-
-
-def dequantize_iq1_s(b, out):
-    _dequantize(b, out, False)
-
-
-def dequantize_iq1_m(b, out):
-    _dequantize(b, out, True)
-
-
-register_fast("IQ1_S", quantize=quantize_iq1_s, dequantize=dequantize_iq1_s)
-register_fast("IQ1_M", quantize=quantize_iq1_m, dequantize=dequantize_iq1_m)
+register_fast("IQ1_S", quantize=quantize_iq1_s)
+register_fast("IQ1_M", quantize=quantize_iq1_m)

@@ -13,10 +13,10 @@ import numpy as np
 from numba import njit, prange
 
 from ..ref.iq_common import require_weights
-from ..ref.iq_tables import search_grid, table
+from ..ref.iq_tables import search_grid
 from ..types import register_fast
 from .kmath import make_qp_quants
-from .iq_common import F32, FLT_MAX, as_blocks, get_f16, nearest_int, put_f16
+from .iq_common import F32, FLT_MAX, as_blocks, nearest_int, put_f16
 
 XXS, XS, S = 0, 1, 2
 GROUP_MAX_EPS = F32(1e-15)
@@ -243,37 +243,6 @@ def _quantize_iq2(x, qw, grid, kmap, nbrs, kind, out, d):
                            waux, L, Laux, Lqp, on_grid, on_grid_aux, signs)
 
 
-@njit(parallel=True, cache=True)
-def _dequantize_iq2(b, d, grid_deq, ksigns, kind, out):
-    for i in prange(b.shape[0]):
-        for ib in range(8):
-            if kind == XXS:
-                aux = np.uint32(0)
-                for t in range(4):
-                    aux |= np.uint32(b[i, 2 + 8 * ib + 4 + t]) << np.uint32(8 * t)
-                db0 = d[i] * (F32(0.5) + F32(aux >> np.uint32(28))) * F32(0.25)
-                db1 = db0
-            else:
-                sc = b[i, (66 if kind == XS else 74) + ib]
-                db0 = d[i] * (F32(0.5) + F32(sc & 0xF)) * F32(0.25)
-                db1 = d[i] * (F32(0.5) + F32(sc >> 4)) * F32(0.25)
-            for l in range(4):
-                if kind == XXS:
-                    g = int(b[i, 2 + 8 * ib + l])
-                    sg = int(ksigns[(aux >> np.uint32(7 * l)) & np.uint32(127)])
-                elif kind == XS:
-                    v = int(b[i, 2 + 2 * (4 * ib + l)]) | (int(b[i, 3 + 2 * (4 * ib + l)]) << 8)
-                    g = v & 511
-                    sg = int(ksigns[v >> 9])
-                else:
-                    g = int(b[i, 2 + 4 * ib + l]) | (((int(b[i, 66 + ib]) >> (2 * l)) & 3) << 8)
-                    sg = int(b[i, 34 + 4 * ib + l])
-                db = db0 if l < 2 else db1
-                for j in range(8):
-                    s = F32(-1.0) if (sg >> j) & 1 else F32(1.0)
-                    out[i, 32 * ib + 8 * l + j] = db * F32(grid_deq[g, j]) * s
-
-
 _NAMES = {XXS: ("iq2xxs", "iq2xxs_grid", 66), XS: ("iq2xs", "iq2xs_grid", 74), S: ("iq2s", "iq2s_grid", 82)}
 
 
@@ -288,13 +257,6 @@ def _quantize(x, qw, out, kind):
     put_f16(ob, 0, d)
 
 
-def _dequantize(b, out, kind):
-    _, gname, ts = _NAMES[kind]
-    b = np.ascontiguousarray(b).reshape(-1, ts)
-    g = table(gname).view(np.uint8).reshape(-1, 8)
-    _dequantize_iq2(b, get_f16(b, 0), g, table("ksigns_iq2xs"), kind, out.reshape(-1, 256))
-
-
 def quantize_iq2_xxs(x, qw, out):
     _quantize(x, qw, out, XXS)
 
@@ -307,18 +269,6 @@ def quantize_iq2_s(x, qw, out):
     _quantize(x, qw, out, S)
 
 
-def dequantize_iq2_xxs(b, out):
-    _dequantize(b, out, XXS)
-
-
-def dequantize_iq2_xs(b, out):
-    _dequantize(b, out, XS)
-
-
-def dequantize_iq2_s(b, out):
-    _dequantize(b, out, S)
-
-
-register_fast("IQ2_XXS", quantize=quantize_iq2_xxs, dequantize=dequantize_iq2_xxs)
-register_fast("IQ2_XS", quantize=quantize_iq2_xs, dequantize=dequantize_iq2_xs)
-register_fast("IQ2_S", quantize=quantize_iq2_s, dequantize=dequantize_iq2_s)
+register_fast("IQ2_XXS", quantize=quantize_iq2_xxs)
+register_fast("IQ2_XS", quantize=quantize_iq2_xs)
+register_fast("IQ2_S", quantize=quantize_iq2_s)

@@ -216,35 +216,6 @@ def _quantize_iq3(x, qw, grid, kmap, nbrs, is_xxs, out, d):
                            waux, L, Laux, on_grid, on_grid_aux, signs)
 
 
-@njit(parallel=True, cache=True)
-def _dequantize_iq3(b, d, grid_deq, ksigns, is_xxs, out):
-    for i in prange(b.shape[0]):
-        for ib in range(8):
-            if is_xxs:
-                aux = np.uint32(0)
-                for t in range(4):
-                    aux |= np.uint32(b[i, 66 + 4 * ib + t]) << np.uint32(8 * t)
-                db = d[i] * (F32(0.5) + F32(aux >> np.uint32(28))) * F32(0.5)
-                for l in range(4):
-                    sg = ksigns[(aux >> np.uint32(7 * l)) & np.uint32(127)]
-                    for h in range(2):
-                        g = b[i, 2 + 8 * ib + 2 * l + h]
-                        for j in range(4):
-                            s = F32(-1.0) if (sg >> (4 * h + j)) & 1 else F32(1.0)
-                            out[i, 32 * ib + 8 * l + 4 * h + j] = db * F32(grid_deq[g, j]) * s
-            else:
-                sc = b[i, 106 + ib // 2]
-                db = d[i] * F32(1 + 2 * ((sc >> (4 * (ib % 2))) & 0xF))
-                qh = b[i, 66 + ib]
-                for l in range(4):
-                    sg = b[i, 74 + 4 * ib + l]
-                    for h in range(2):
-                        g = int(b[i, 2 + 8 * ib + 2 * l + h]) | (((int(qh) >> (2 * l + h)) & 1) << 8)
-                        for j in range(4):
-                            s = F32(-1.0) if (sg >> (4 * h + j)) & 1 else F32(1.0)
-                            out[i, 32 * ib + 8 * l + 4 * h + j] = db * F32(grid_deq[g, j]) * s
-
-
 def _quantize(x, qw, out, is_xxs):
     ts = 98 if is_xxs else 110
     xb, wb, ob = as_blocks(x, qw, out, 256, ts)
@@ -252,15 +223,6 @@ def _quantize(x, qw, out, is_xxs):
     d = np.empty(xb.shape[0], np.float32)
     _quantize_iq3(xb, wb, sg.grid, sg.kmap, sg.neighbours, is_xxs, ob, d)
     put_f16(ob, 0, d)
-
-
-def _dequantize(b, out, is_xxs):
-    from ..ref.iq_tables import table
-    from .iq_common import get_f16
-    ts = 98 if is_xxs else 110
-    b = np.ascontiguousarray(b).reshape(-1, ts)
-    g = table("iq3xxs_grid" if is_xxs else "iq3s_grid").view(np.uint8).reshape(-1, 4)
-    _dequantize_iq3(b, get_f16(b, 0), g, table("ksigns_iq2xs"), is_xxs, out.reshape(-1, 256))
 
 
 def quantize_iq3_xxs(x, qw, out):
@@ -271,13 +233,5 @@ def quantize_iq3_s(x, qw, out):
     _quantize(x, qw, out, False)
 
 
-def dequantize_iq3_xxs(b, out):
-    _dequantize(b, out, True)
-
-
-def dequantize_iq3_s(b, out):
-    _dequantize(b, out, False)
-
-
-register_fast("IQ3_XXS", quantize=quantize_iq3_xxs, dequantize=dequantize_iq3_xxs)
-register_fast("IQ3_S", quantize=quantize_iq3_s, dequantize=dequantize_iq3_s)
+register_fast("IQ3_XXS", quantize=quantize_iq3_xxs)
+register_fast("IQ3_S", quantize=quantize_iq3_s)

@@ -11,7 +11,7 @@ from numba import njit, prange
 
 from ..ref.iq_tables import kvalues_iq4nl
 from ..types import register_fast
-from .iq_common import F32, as_blocks, best_index_int8, get_f16, nearest_int, put_f16
+from .iq_common import F32, as_blocks, best_index_int8, nearest_int, put_f16
 
 GROUP_MAX_EPS = F32(1e-15)
 NTRY = 7
@@ -133,24 +133,6 @@ def _quantize_iq4(x, qw, values, nsub, out, d):
                 out[i, 2 + k] = sc[k]
 
 
-@njit(parallel=True, cache=True)
-def _dequantize_iq4(b, d, values, nsub, out):
-    nb = b.shape[0]
-    qoff = 2 if nsub == 1 else 8
-    for i in prange(nb):
-        sh = int(b[i, 2]) | (int(b[i, 3]) << 8)
-        for ib in range(nsub):
-            if nsub > 1:
-                ls = ((int(b[i, 4 + ib // 2]) >> (4 * (ib % 2))) & 0xF) | (((sh >> (2 * ib)) & 3) << 4)
-                dl = d[i] * F32(ls - 32)
-            else:
-                dl = d[i]
-            for j in range(16):
-                q = b[i, qoff + 16 * ib + j]
-                out[i, 32 * ib + j] = dl * F32(values[q & 0xF])
-                out[i, 32 * ib + j + 16] = dl * F32(values[q >> 4])
-
-
 def _quantize(x, qw, out, nsub):
     bs, ts = nsub * 32, 18 if nsub == 1 else 136
     xb, wb, ob = as_blocks(x, qw, out, bs, ts)
@@ -168,19 +150,5 @@ def quantize_iq4_xs(x, qw, out):
     _quantize(x, qw, out, 8)
 
 
-def _dequantize(b, out, nsub):
-    bs, ts = nsub * 32, 18 if nsub == 1 else 136
-    b = np.ascontiguousarray(b).reshape(-1, ts)
-    _dequantize_iq4(b, get_f16(b, 0), kvalues_iq4nl(), nsub, out.reshape(-1, bs))
-
-
-def dequantize_iq4_nl(b, out):
-    _dequantize(b, out, 1)
-
-
-def dequantize_iq4_xs(b, out):
-    _dequantize(b, out, 8)
-
-
-register_fast("IQ4_NL", quantize=quantize_iq4_nl, dequantize=dequantize_iq4_nl)
-register_fast("IQ4_XS", quantize=quantize_iq4_xs, dequantize=dequantize_iq4_xs)
+register_fast("IQ4_NL", quantize=quantize_iq4_nl)
+register_fast("IQ4_XS", quantize=quantize_iq4_xs)

@@ -8,7 +8,7 @@ import numpy as np
 from numba import njit, prange
 
 from ..types import register_fast
-from ._common import F32, JIT, get_f16, nearest_int, put_f16
+from ._common import F32, JIT, nearest_int, put_f16
 from .kmath import GROUP_MAX_EPS, make_q3_quants, make_qkx, make_qp_quants, make_qx_quants
 
 PJIT = dict(JIT, parallel=True)
@@ -327,25 +327,6 @@ def q5_k_quantize(x, qw, out):
     _qk45_quantize(x, qw, out, 31, 176)
 
 
-@njit(**PJIT)
-def q4_k_dequantize(b, out):
-    for i in prange(b.shape[0]):
-        y = b[i]
-        d = get_f16(y, 0)
-        dmin = get_f16(y, 2)
-        for j in range(4):
-            s1, m1 = scale_min_k4(2 * j, y[4:16])
-            s2, m2 = scale_min_k4(2 * j + 1, y[4:16])
-            d1 = d * F32(s1)
-            mm1 = dmin * F32(m1)
-            d2 = d * F32(s2)
-            mm2 = dmin * F32(m2)
-            for l in range(32):
-                q = y[16 + 32 * j + l]
-                out[i, 64 * j + l] = d1 * F32(q & 0xF) - mm1
-                out[i, 64 * j + 32 + l] = d2 * F32(q >> 4) - mm2
-
-
 # ---------------------------------------------------------------------------------- Q6_K
 # ql:128 qh:64 scales:16 d:2
 
@@ -406,28 +387,6 @@ def q6_k_quantize(x, qw, out):
                        has_w, out[r, 210 * i:210 * i + 210], L, w, scales)
 
 
-@njit(**PJIT)
-def q6_k_dequantize(b, out):
-    for i in prange(b.shape[0]):
-        y = b[i]
-        d = get_f16(y, 208)
-        for h in range(2):
-            for l in range(32):
-                is_ = l // 16
-                qh = y[128 + 32 * h + l]
-                a = y[64 * h + l]
-                c = y[64 * h + l + 32]
-                q1 = np.int32((a & 0xF) | (((qh >> 0) & 3) << 4)) - 32
-                q2 = np.int32((c & 0xF) | (((qh >> 2) & 3) << 4)) - 32
-                q3 = np.int32((a >> 4) | (((qh >> 4) & 3) << 4)) - 32
-                q4 = np.int32((c >> 4) | (((qh >> 6) & 3) << 4)) - 32
-                sc = 192 + 8 * h + is_
-                out[i, 128 * h + l] = d * F32(np.int8(y[sc])) * F32(q1)
-                out[i, 128 * h + l + 32] = d * F32(np.int8(y[sc + 2])) * F32(q2)
-                out[i, 128 * h + l + 64] = d * F32(np.int8(y[sc + 4])) * F32(q3)
-                out[i, 128 * h + l + 96] = d * F32(np.int8(y[sc + 6])) * F32(q4)
-
-
 # ---------------------------------------------------------------------------------- Q8_K
 # d:4 (f32) qs:256 bsums:32
 
@@ -468,7 +427,7 @@ def q8_k_quantize(x, qw, out):
 
 register_fast("Q2_K", quantize=q2_k_quantize)
 register_fast("Q3_K", quantize=q3_k_quantize)
-register_fast("Q4_K", quantize=q4_k_quantize, dequantize=q4_k_dequantize)
+register_fast("Q4_K", quantize=q4_k_quantize)
 register_fast("Q5_K", quantize=q5_k_quantize)
-register_fast("Q6_K", quantize=q6_k_quantize, dequantize=q6_k_dequantize)
+register_fast("Q6_K", quantize=q6_k_quantize)
 register_fast("Q8_K", quantize=q8_k_quantize)

@@ -15,16 +15,19 @@ import hashlib
 from pathlib import Path
 
 import numpy as np
-from gguf import GGMLQuantizationType
+
+from quant.types import BY_ID, TYPES
 
 
 def _drop_stale_numba_cache() -> None:
     """Numba's on-disk cache checks only the timestamp of the file defining each @njit
-    function, not the helpers it inlines from other files (simd.py, dequant.py, act.py).
+    function, not the helpers it inlines from other files (simd.py, act.py, quant/fast/blocks.py).
     Key this package's cache on a hash of all its sources: when any changed, delete the
     cached kernels in ``__pycache__`` so they are recompiled."""
     here = Path(__file__).parent
-    digest = hashlib.sha1(b"".join(p.read_bytes() for p in sorted(here.glob("*.py")))).hexdigest()
+    blocks = Path(__file__).resolve().parents[2] / "quant" / "fast"   # the block dequantizers
+    sources = sorted(here.glob("*.py")) + sorted(blocks.glob("*.py"))
+    digest = hashlib.sha1(b"".join(p.read_bytes() for p in sources)).hexdigest()
     cache = here / "__pycache__"
     stamp = cache / "kernels-src.sha1"
     try:
@@ -40,7 +43,6 @@ def _drop_stale_numba_cache() -> None:
 
 _drop_stale_numba_cache()
 
-from runtime import reference as _ref
 from runtime.kernels import matmul as _mm
 from runtime.kernels.attention import attention  # noqa: F401
 from runtime.kernels.dequant import BLOCKS
@@ -49,18 +51,26 @@ from runtime.kernels.rope import rope  # noqa: F401
 
 # ggml type names with a Numba matmul / get_rows path; others use the numpy reference.
 # BLOCKS: this package's kernels; QUANT_TILED: row tiles dequantized by quant's Numba code.
-MATMUL_TYPES = tuple(GGMLQuantizationType(t).name for t in sorted(set(BLOCKS) | _mm.QUANT_TILED))
+MATMUL_TYPES = tuple(BY_ID[t].name for t in sorted(set(BLOCKS) | _mm.QUANT_TILED))
 
 
 def matmul(data, qtype, n_in, x, ggml_act=True):
-    return _mm.matmul(data, int(GGMLQuantizationType[qtype]), n_in, x, ggml_act)
+    return _mm.matmul(data, TYPES[qtype].id, n_in, x, ggml_act)
 
 
 def get_rows(data, qtype, n_in, ids):
-    return _mm.dequantize(data, int(GGMLQuantizationType[qtype]), n_in, ids)
+    return _mm.dequantize(data, TYPES[qtype].id, n_in, ids)
 
 
 _GELU_TABLE = None
+GELU_COEF_A = np.float32(0.044715)
+SQRT_2_OVER_PI = np.float32(0.79788456080286535587989211986876)
+
+
+def _gelu_f32(x):
+    """ggml_gelu_f32: 0.5x(1 + tanh(sqrt(2/pi) x (1 + 0.044715 x^2))), float32 math."""
+    inner = SQRT_2_OVER_PI * x * (np.float32(1.0) + GELU_COEF_A * x * x)
+    return np.float32(0.5) * x * (np.float32(1.0) + np.tanh(inner.astype(np.float64)).astype(np.float32))
 
 
 def _gelu_table():
@@ -69,7 +79,7 @@ def _gelu_table():
     if _GELU_TABLE is None:
         xs = np.arange(65536, dtype=np.uint32).astype(np.uint16).view(np.float16).astype(np.float32)
         with np.errstate(all="ignore"):
-            _GELU_TABLE = _ref.gelu_f32(xs).astype(np.float16).astype(np.float32)
+            _GELU_TABLE = _gelu_f32(xs).astype(np.float16).astype(np.float32)
     return _GELU_TABLE
 
 

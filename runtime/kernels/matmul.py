@@ -20,8 +20,7 @@ from runtime.kernels.act import quantize_q8_0, quantize_q8_k
 from runtime.kernels.dequant import (BF16, BLOCKS, F16, F16_LUT, F32, Q2_K, Q3_K, Q4_0, Q4_1, Q4_K, Q5_0, Q5_1,
                                      Q5_K, Q6_K, Q8_0,
                                      deq_block, dequant_rows, dequant_rows_bf16, dequant_rows_f16)
-from runtime.reference import activations_as_seen, vec_dot_type
-from gguf import GGMLQuantizationType
+from quant.types import BY_ID, TYPES, vec_dot_type
 
 # reassociation lets LLVM vectorize the float reductions; no nnan/ninf, so NaN/inf propagate
 FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
@@ -108,7 +107,7 @@ def dequantize(data: np.ndarray, qt: int, n_in: int, rows: np.ndarray) -> np.nda
         dequant_rows_bf16(data.view(np.uint16), rows, out)
         return out.view(np.float32)
     if qt not in BLOCKS:
-        return quant_dequantize(data[rows], GGMLQuantizationType(qt).name, n_in)
+        return quant_dequantize(data[rows], BY_ID[qt].name, n_in)
     out = np.empty((len(rows), n_in), np.float32)
     dequant_rows(data, rows, qt, BLOCKS[qt][0], out, F16_LUT)
     return out
@@ -117,18 +116,10 @@ def dequantize(data: np.ndarray, qt: int, n_in: int, rows: np.ndarray) -> np.nda
 def _quant_fast_types() -> frozenset:
     """ggml type ids that the ``quant`` package dequantizes with Numba (IQ1/IQ2/IQ3, ...)."""
     try:
-        import quant
         from quant import api
     except ImportError:
         return frozenset()
-    ids = set()
-    for t in GGMLQuantizationType:
-        try:
-            if api._fast(quant.get_type(t.name), "dequantize") is not None:
-                ids.add(int(t))
-        except Exception:  # noqa: BLE001 - type unknown to quant: not covered
-            pass
-    return frozenset(ids)
+    return frozenset(t.id for t in TYPES.values() if api._fast(t, "dequantize") is not None)
 
 
 # types without a kernel here whose rows quant's Numba dequantizers handle: tiled path only
@@ -162,12 +153,13 @@ def quantize_act(x: np.ndarray, vtype: str):
 
 
 def act_float(x: np.ndarray, qt: int) -> np.ndarray:
-    """f32 [n_tok, n_in]: x as ggml converts it for weight type qt (see reference.activations_as_seen)."""
-    vtype = vec_dot_type(GGMLQuantizationType(qt).name)
+    """f32 [n_tok, n_in]: x as ggml converts it for weight type qt (reference.activations_as_seen)."""
+    vtype = vec_dot_type(BY_ID[qt].name)
     if vtype == "F32":
         return x
-    if vtype in ("F16", "BF16"):
-        return activations_as_seen(x, GGMLQuantizationType(qt).name).astype(np.float32)
+    if vtype in ("F16", "BF16"):     # rounded as ggml's fp32 -> fp16/bf16 conversion
+        import quant
+        return quant.dequantize(quant.quantize(x, vtype), vtype)
     xq, xd = quantize_act(x, vtype)
     n_tok, n_in = x.shape
     return (xq.reshape(n_tok, xd.shape[1], -1) * xd[..., None]).reshape(n_tok, n_in)

@@ -5,6 +5,10 @@ An architecture file (llama.py, deci.py, gemma3.py) supplies
     class Model(BaseModel) with block(il, x, pos, cache) -> x    one transformer layer
 and may override ``embed`` (gemma3 scales) and ``logits`` (softcapping).
 
+Layers call ``self.backend(il)`` (a ``runtime.device.Backend``: CPU, or CUDA for offloaded
+layers) for every op; ``forward`` moves the activations only where two consecutive layers (or
+the last layer and the output head) sit on different devices. ``place`` sets the placement.
+
 Shapes: x is f32 [n_tok, n_embd]; a weight QTensor is [n_out, n_in]; the KV cache of an
 attention layer is f16 [n_ctx, n_head_kv, head_dim] (llama.cpp's default cache type).
 """
@@ -17,6 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from runtime import backend as B
+from runtime.device import CPU, Backend, move
 from runtime.errors import ModelError
 
 
@@ -50,6 +55,8 @@ class Hparams:
     attn_scale: float                  # kq scale applied to Q
     emb_scale: float = 1.0             # gemma3: sqrt(n_embd)
     final_softcap: float = 0.0         # gemma3 final_logit_softcapping (0: none)
+    attn_softcap: float = 0.0          # gemma2 attn_logit_softcapping on KQ (0: none)
+    rope_ext: object = None            # rope.RopeExt (yarn / longrope attn factor), None: plain RoPE
 
     @property
     def n_layer(self) -> int:
@@ -57,17 +64,19 @@ class Hparams:
 
 
 class KVCache:
-    """Per-layer K/V, f16 [n_ctx, n_head_kv, head_dim]; None for layers without attention KV."""
+    """Per-layer K/V, f16 [n_ctx, n_head_kv, head_dim]; None for layers without attention KV.
+    Each layer's pair lives on the device of the backend that runs the layer."""
 
-    def __init__(self, hp: Hparams, n_ctx: int, dtype=np.float16):
+    def __init__(self, hp: Hparams, n_ctx: int, dtype=np.float16, backends=None):
         self.n_ctx = int(n_ctx)
         self.n_past = 0
-        self.k: list[np.ndarray | None] = []
-        self.v: list[np.ndarray | None] = []
-        for spec in hp.layers:
-            shape = (self.n_ctx, spec.n_head_kv, hp.head_dim)
-            self.k.append(np.zeros(shape, dtype) if spec.has_kv else None)
-            self.v.append(np.zeros(shape, dtype) if spec.has_kv else None)
+        self.k: list = []
+        self.v: list = []
+        for il, spec in enumerate(hp.layers):
+            be = backends[il] if backends is not None else CPU
+            k, v = be.new_kv(self.n_ctx, spec.n_head_kv, hp.head_dim, dtype) if spec.has_kv else (None, None)
+            self.k.append(k)
+            self.v.append(v)
 
     def clear(self) -> None:
         self.n_past = 0
@@ -103,6 +112,32 @@ class BaseModel(ABC):
         self.output = w.mats.get("output.weight") or w.mat("token_embd.weight")   # tied if absent
         self.rope_freqs = w.vecs.get("rope_freqs.weight")
         self.check()
+        # placement: token_embd is looked up on the CPU (as llama.cpp does); each layer and the
+        # output head run on their own backend (runtime.plan chooses; all CPU by default)
+        self.backends: list[Backend] = [CPU] * hp.n_layer
+        self.out_backend: Backend = CPU
+        self.decode_graph = None       # runtime.cuda.graph.DecodeGraph when fully on a GPU
+
+    def backend(self, il: int) -> Backend:
+        """The backend that runs layer il."""
+        return self.backends[il]
+
+    def place(self, backends: list[Backend], out_backend: Backend) -> None:
+        """Run layer il on backends[il] and the output head on out_backend (weights uploaded now)."""
+        if len(backends) != self.hp.n_layer:
+            raise ModelError(f"placement has {len(backends)} layers for a model of {self.hp.n_layer} layers")
+        for il, be in enumerate(backends):
+            be.load_weights(*self.layer_weights(il))
+        out_vecs = {"output_norm.weight": self.w.vec("output_norm.weight")}
+        out_backend.load_weights({"output": self.output}, out_vecs)
+        self.backends, self.out_backend = list(backends), out_backend
+        self.decode_graph = None
+
+    def layer_weights(self, il: int) -> tuple[dict, dict]:
+        """(2-D QTensors, 1-D vectors) of layer il, by GGUF name (``blk.{il}.``)."""
+        p = f"blk.{il}."
+        return ({k: v for k, v in self.w.mats.items() if k.startswith(p)},
+                {k: v for k, v in self.w.vecs.items() if k.startswith(p)})
 
     # -------------------------------------------------------------- checks
 
@@ -113,30 +148,70 @@ class BaseModel(ABC):
         if emb.shape != (hp.n_vocab, hp.n_embd):
             raise ModelError(f"token_embd.weight is {emb.shape}, expected {(hp.n_vocab, hp.n_embd)}")
         for name, t in w.mats.items():
-            if t.qtype not in B.KERNEL_TYPES and t.qtype not in ("F32", "F16", "BF16"):
-                try:
-                    from runtime import reference as ref
-                    ref.dequantize_rows(t.data[:1], t.qtype, t.shape[1])
-                except Exception:  # noqa: BLE001
-                    raise ModelError(f"{name}: unsupported tensor type {t.qtype}") from None
+            if t.qtype not in B.KERNEL_TYPES:
+                raise ModelError(f"{name}: unsupported tensor type {t.qtype}")
         for il in range(hp.n_layer):
             self.check_layer(il)
+        self.check_shapes()
 
     def check_layer(self, il: int) -> None:
         pass
+
+    ffn_up_rows = 1    # ffn_up is [ffn_up_rows * n_ff, n_embd]: 2 where gate and up are fused (phi3)
+
+    def check_shapes(self) -> None:
+        """The hparams are sane and every standard tensor present has the shape they imply
+        (a file whose header disagrees with itself is refused at load, not mid-forward)."""
+        hp, w, hd, E = self.hp, self.w, self.hp.head_dim, self.hp.n_embd
+        if min(E, hd, hp.n_vocab, hp.n_layer) <= 0 or hp.n_rot <= 0 or hp.n_rot > hd or hp.n_rot % 2:
+            raise ModelError(f"bad hyperparameters: n_embd {E}, head_dim {hd}, n_rot {hp.n_rot}, "
+                             f"n_vocab {hp.n_vocab}, n_layer {hp.n_layer}")
+        if not (math.isfinite(hp.eps) and hp.eps >= 0):
+            raise ModelError(f"bad rms norm epsilon {hp.eps}")
+        want = {"output.weight": (hp.n_vocab, E), "output_norm.weight": (E,)}
+        if self.rope_freqs is not None:
+            want["rope_freqs.weight"] = (hp.n_rot // 2,)
+        for il, spec in enumerate(hp.layers):
+            p = f"blk.{il}."
+            if spec.n_head < 0 or spec.n_head_kv < 0 or spec.n_ff < 0 or (spec.has_kv and spec.n_head % spec.n_head_kv):
+                raise ModelError(f"layer {il}: bad head counts {spec.n_head}/{spec.n_head_kv} or FFN size {spec.n_ff}")
+            if spec.window is not None and spec.window <= 0:
+                raise ModelError(f"layer {il}: bad sliding window {spec.window}")
+            if spec.has_kv:
+                want.update({p + "attn_q.weight": (spec.n_head * hd, E), p + "attn_k.weight": (spec.n_head_kv * hd, E),
+                             p + "attn_v.weight": (spec.n_head_kv * hd, E),
+                             p + "attn_output.weight": (E, spec.n_head * hd),
+                             p + "attn_q_norm.weight": (hd,), p + "attn_k_norm.weight": (hd,)})
+            elif spec.n_head:
+                want[p + "attn_output.weight"] = (E, E)
+            if spec.n_ff:
+                want.update({p + "ffn_gate.weight": (spec.n_ff, E), p + "ffn_up.weight": (self.ffn_up_rows * spec.n_ff, E),
+                             p + "ffn_down.weight": (E, spec.n_ff)})
+            for n in ("attn_norm", "ffn_norm", "post_attention_norm", "post_ffw_norm"):
+                want[p + n + ".weight"] = (E,)
+        for name, shape in want.items():
+            t = w.mats.get(name) if len(shape) == 2 else w.vecs.get(name)
+            got = None if t is None else tuple(t.shape)
+            if t is None and len(shape) == 1 and name in w.mats:
+                got = tuple(w.mats[name].shape)
+            if t is None and len(shape) == 2 and name in w.vecs:
+                got = tuple(w.vecs[name].shape)
+            if got is not None and got != shape:
+                raise ModelError(f"{name} is {list(got)}, the hyperparameters imply {list(shape)}")
 
     def new_cache(self, n_ctx: int, dtype=np.float16) -> KVCache:
         """A KV cache for n_ctx positions; f16 like llama.cpp's default, f32 for exact checks."""
         if n_ctx <= 0:
             raise ModelError(f"context size must be positive, got {n_ctx}")
-        return KVCache(self.hp, n_ctx, dtype)
+        return KVCache(self.hp, n_ctx, dtype, self.backends)
 
     # -------------------------------------------------------------- forward
 
     def embed(self, tokens: np.ndarray) -> np.ndarray:
-        x = B.get_rows(self.w.mat("token_embd.weight"), tokens)
+        """Token embeddings on the CPU (llama.cpp keeps token_embd in host memory), f32 [n, n_embd]."""
+        x = CPU.get_rows(self.w.mat("token_embd.weight"), tokens)
         if self.hp.emb_scale != 1.0:
-            x = B.scale(x, self.hp.emb_scale)
+            x = CPU.scale(x, self.hp.emb_scale)
         return x
 
     def forward(self, tokens, cache: KVCache, out_rows=None) -> np.ndarray:
@@ -151,21 +226,26 @@ class BaseModel(ABC):
         if tokens.min() < 0 or tokens.max() >= self.hp.n_vocab:
             raise ModelError(f"token id out of range 0..{self.hp.n_vocab - 1}")
         pos = np.arange(cache.n_past, cache.n_past + n, dtype=np.int32)
-        x = self.embed(tokens)
+        x, on = self.embed(tokens), CPU
         for il in range(self.hp.n_layer):
+            be = self.backends[il]
+            x, on = move(x, on, be), be             # activations cross only between devices
             x = self.block(il, x, pos, cache)
         cache.n_past += n
+        out = self.out_backend
+        x = move(x, on, out)
         if out_rows is not None:
-            x = x[[-1]] if isinstance(out_rows, int) and out_rows == -1 else x[out_rows]
-        return B.rms_norm(x, self.w.vec("output_norm.weight"), self.hp.eps)
+            x = out.take_rows(x, out_rows)
+        return out.rms_norm(x, self.w.vec("output_norm.weight"), self.hp.eps)
 
-    def logits(self, h: np.ndarray) -> np.ndarray:
-        """Hidden [n, n_embd] -> logits f32 [n, n_vocab] (with final softcapping if set)."""
-        y = B.matmul(self.output, h)
-        c = self.hp.final_softcap
-        if c:
-            y = (np.tanh(y * np.float32(1.0 / c)) * np.float32(c)).astype(np.float32)
-        return y
+    def logits(self, h, host: bool = True):
+        """Hidden [n, n_embd] (from ``forward``) -> logits f32 [n, n_vocab] (with final
+        softcapping if set); a host array, or with host=False an array of the output backend."""
+        out = self.out_backend
+        y = out.matmul(self.output, h)
+        if self.hp.final_softcap:
+            y = out.softcap(y, self.hp.final_softcap)
+        return out.to_host(y) if host else y
 
     @abstractmethod
     def block(self, il: int, x: np.ndarray, pos: np.ndarray, cache: KVCache) -> np.ndarray:
@@ -177,25 +257,49 @@ class BaseModel(ABC):
                   q_norm: np.ndarray | None = None, k_norm: np.ndarray | None = None) -> np.ndarray:
         """GQA self-attention of layer il on normed input h [n, n_embd] -> [n, n_embd] (after W_o).
 
-        Q/K/V projections, optional per-head RMS norms (gemma3), RoPE, Q scaled, K/V appended to
-        the f16 cache, causal (and sliding-window) attention over the cache, output projection."""
-        hp, spec, p = self.hp, self.hp.layers[il], f"blk.{il}."
+        Q/K/V projections (separate, or one fused attn_qkv [(n_head + 2 n_head_kv) hd, n_embd] as
+        phi3; optional biases as qwen2), optional per-head RMS norms (gemma3, qwen3), RoPE
+        (``rope_qk``), Q scaled, K/V appended to the f16 cache, causal (and sliding-window)
+        attention over the cache with optional KQ softcapping (gemma2), output projection."""
+        hp, spec, p, be = self.hp, self.hp.layers[il], f"blk.{il}.", self.backend(il)
         n, hd = h.shape[0], hp.head_dim
-        q = B.matmul(self.w.mat(p + "attn_q.weight"), h).reshape(n, spec.n_head, hd)
-        k = B.matmul(self.w.mat(p + "attn_k.weight"), h).reshape(n, spec.n_head_kv, hd)
-        v = B.matmul(self.w.mat(p + "attn_v.weight"), h).reshape(n, spec.n_head_kv, hd)
+        nq, nk = spec.n_head * hd, spec.n_head_kv * hd
+        if p + "attn_qkv.weight" in self.w.mats:
+            qkv = self._proj(il, p + "attn_qkv", h)
+            q, k, v = qkv[:, :nq], qkv[:, nq:nq + nk], qkv[:, nq + nk:]
+        else:
+            q, k, v = (self._proj(il, p + "attn_q", h), self._proj(il, p + "attn_k", h),
+                       self._proj(il, p + "attn_v", h))
+        q, k, v = q.reshape(n, spec.n_head, hd), k.reshape(n, spec.n_head_kv, hd), v.reshape(n, spec.n_head_kv, hd)
         if q_norm is not None:
-            q = B.rms_norm(q.reshape(-1, hd), q_norm, hp.eps).reshape(n, spec.n_head, hd)
+            q = be.rms_norm(q.reshape(-1, hd), q_norm, hp.eps).reshape(n, spec.n_head, hd)
         if k_norm is not None:
-            k = B.rms_norm(k.reshape(-1, hd), k_norm, hp.eps).reshape(n, spec.n_head_kv, hd)
-        q = B.rope(q, pos, hp.n_rot, spec.rope_base, spec.rope_scale, self.rope_freqs, hp.rope_mode)
-        k = B.rope(k, pos, hp.n_rot, spec.rope_base, spec.rope_scale, self.rope_freqs, hp.rope_mode)
-        q = B.scale(q, hp.attn_scale)
+            k = be.rms_norm(k.reshape(-1, hd), k_norm, hp.eps).reshape(n, spec.n_head_kv, hd)
+        q, k = self.rope_qk(il, q, k, pos, cache)
+        q = be.scale(q, hp.attn_scale)
         s = cache.n_past
-        cache.k[il][s:s + n] = k
-        cache.v[il][s:s + n] = v
-        o = B.attention(q, cache.k[il], cache.v[il], s, 1.0, window=spec.window)
-        return B.matmul(self.w.mat(p + "attn_output.weight"), o.reshape(n, spec.n_head * hd))
+        be.kv_write(cache.k[il], cache.v[il], s, k, v)
+        o = be.attention(q, cache.k[il], cache.v[il], s, 1.0, window=spec.window, softcap=hp.attn_softcap or None)
+        return self._proj(il, p + "attn_output", o.reshape(n, spec.n_head * hd))
+
+    def _proj(self, il: int, name: str, x):
+        """W x (+ b when the GGUF has ``name.bias``) on layer il's backend."""
+        be = self.backend(il)
+        y = be.matmul(self.w.mat(name + ".weight"), x)
+        b = self.w.vecs.get(name + ".bias")
+        return y if b is None else be.add(y, b)
+
+    def rope_qk(self, il: int, q, k, pos: np.ndarray, cache: KVCache):
+        """RoPE on Q [n, n_head, hd] and K [n, n_head_kv, hd]: the backend's (llama3 ``rope_freqs``
+        divisors), or rope.rope_ext for YaRN / longrope (hp.rope_ext; numpy, through the host)."""
+        hp, spec, be = self.hp, self.hp.layers[il], self.backend(il)
+        if hp.rope_ext is not None:
+            from runtime.models.rope import rope_ext
+            ff = hp.rope_ext.factors(self.w, cache.n_ctx)
+            return tuple(be.from_host(rope_ext(be.to_host(t), pos, hp.n_rot, spec.rope_base, spec.rope_scale, ff,
+                                               hp.rope_mode, hp.rope_ext)) for t in (q, k))
+        return (be.rope(q, pos, hp.n_rot, spec.rope_base, spec.rope_scale, self.rope_freqs, hp.rope_mode),
+                be.rope(k, pos, hp.n_rot, spec.rope_base, spec.rope_scale, self.rope_freqs, hp.rope_mode))
 
 
 def default_attn_scale(head_dim: int) -> float:

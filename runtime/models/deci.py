@@ -12,7 +12,6 @@ Heterogeneity is data: ``deci.attention.head_count``, ``deci.attention.head_coun
 """
 from __future__ import annotations
 
-from runtime import backend as B
 from runtime.models import llama
 from runtime.models.base import BaseModel, Hparams
 
@@ -35,14 +34,14 @@ class Model(BaseModel):
             self.w.mat(p + t + ".weight")
 
     def block(self, il, x, pos, cache):
-        spec, p, eps = self.hp.layers[il], f"blk.{il}.", self.hp.eps
+        spec, p, eps, be = self.hp.layers[il], f"blk.{il}.", self.hp.eps, self.backend(il)
         if spec.n_ff == 0:
             return x          # llama.cpp `continue`s here: the layer's output is dropped
         if spec.n_head > 0:
-            h = B.rms_norm(x, self.w.vec(p + "attn_norm.weight"), eps)
+            h = be.rms_norm(x, self.w.vec(p + "attn_norm.weight"), eps)
             if spec.n_head_kv == 0:
-                a = B.matmul(self.w.mat(p + "attn_output.weight"), h)
+                a = be.matmul(self.w.mat(p + "attn_output.weight"), h)
             else:
                 a = self.attention(il, h, pos, cache)
-            x = B.add(x, a)
-        return B.add(x, llama.ffn_silu(self, il, B.rms_norm(x, self.w.vec(p + "ffn_norm.weight"), eps)))
+            x = be.add(x, a)
+        return be.add(x, llama.ffn_silu(self, il, be.rms_norm(x, self.w.vec(p + "ffn_norm.weight"), eps)))

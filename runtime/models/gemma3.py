@@ -19,7 +19,6 @@ import math
 
 import numpy as np
 
-from runtime import backend as B
 from runtime.models.base import BaseModel, Hparams, LayerSpec, common
 
 SWA_PERIOD = 6
@@ -62,11 +61,17 @@ class Model(BaseModel):
             self.w.vec(p + t + ".weight")
 
     def block(self, il, x, pos, cache):
-        p, eps, w = f"blk.{il}.", self.hp.eps, self.w
-        a = self.attention(il, B.rms_norm(x, w.vec(p + "attn_norm.weight"), eps), pos, cache,
+        p, eps, w, be = f"blk.{il}.", self.hp.eps, self.w, self.backend(il)
+        a = self.attention(il, be.rms_norm(x, w.vec(p + "attn_norm.weight"), eps), pos, cache,
                            q_norm=w.vec(p + "attn_q_norm.weight"), k_norm=w.vec(p + "attn_k_norm.weight"))
-        x = B.add(x, B.rms_norm(a, w.vec(p + "post_attention_norm.weight"), eps))
-        m = B.rms_norm(x, w.vec(p + "ffn_norm.weight"), eps)
-        f = B.matmul(w.mat(p + "ffn_down.weight"),
-                     B.geglu(B.matmul(w.mat(p + "ffn_gate.weight"), m), B.matmul(w.mat(p + "ffn_up.weight"), m)))
-        return B.add(x, B.rms_norm(f, w.vec(p + "post_ffw_norm.weight"), eps))
+        x = be.add(x, be.rms_norm(a, w.vec(p + "post_attention_norm.weight"), eps))
+        return be.add(x, ffn_post_normed(self, il, x))
+
+
+def ffn_post_normed(model: BaseModel, il: int, x):
+    """rmsnorm(W_down(gelu(W_gate m) * W_up m)) * post_ffw_norm, m = rmsnorm(x) * ffn_norm (gemma2/3)."""
+    p, eps, w, be = f"blk.{il}.", model.hp.eps, model.w, model.backend(il)
+    m = be.rms_norm(x, w.vec(p + "ffn_norm.weight"), eps)
+    f = be.matmul(w.mat(p + "ffn_down.weight"),
+                  be.geglu(be.matmul(w.mat(p + "ffn_gate.weight"), m), be.matmul(w.mat(p + "ffn_up.weight"), m)))
+    return be.rms_norm(f, w.vec(p + "post_ffw_norm.weight"), eps)

@@ -11,11 +11,13 @@ ffn_down [n_embd, n_ff].
 """
 from __future__ import annotations
 
-from runtime import backend as B
+from runtime.models import rope
 from runtime.models.base import BaseModel, Hparams, LayerSpec, common, default_attn_scale, per_layer
 
 
-def read_hparams(fields: dict, tensors: dict, arch: str = "llama") -> Hparams:
+def read_hparams(fields: dict, tensors: dict, arch: str = "llama", rope_mode: str = "norm", **extra) -> Hparams:
+    """Per-layer head counts / FFN sizes (scalars broadcast), RoPE (with yarn / longrope data);
+    ``extra`` sets further Hparams fields (qwen2, qwen3, phi3, mistral3 reuse this)."""
     c = common(fields, tensors, arch)
     n = c["n_layer"]
     heads = per_layer(fields, f"{arch}.attention.head_count", n)
@@ -23,15 +25,15 @@ def read_hparams(fields: dict, tensors: dict, arch: str = "llama") -> Hparams:
     ff = per_layer(fields, f"{arch}.feed_forward_length", n)
     layers = tuple(LayerSpec(h, k, f, c["rope_base"], c["rope_scale"]) for h, k, f in zip(heads, kv, ff))
     return Hparams(arch=arch, n_embd=c["n_embd"], n_vocab=c["n_vocab"], n_ctx_train=c["n_ctx_train"],
-                   head_dim=c["head_dim"], n_rot=c["n_rot"], eps=c["eps"], rope_mode="norm",
-                   layers=layers, attn_scale=default_attn_scale(c["head_dim"]))
+                   head_dim=c["head_dim"], n_rot=c["n_rot"], eps=c["eps"], rope_mode=rope_mode,
+                   layers=layers, attn_scale=extra.pop("attn_scale", default_attn_scale(c["head_dim"])),
+                   rope_ext=rope.from_gguf(fields, arch, c["n_ctx_train"], tensors), **extra)
 
 
 def ffn_silu(model: BaseModel, il: int, m):
-    p = f"blk.{il}."
-    w = model.w
-    return B.matmul(w.mat(p + "ffn_down.weight"),
-                    B.swiglu(B.matmul(w.mat(p + "ffn_gate.weight"), m), B.matmul(w.mat(p + "ffn_up.weight"), m)))
+    p, w, be = f"blk.{il}.", model.w, model.backend(il)
+    return be.matmul(w.mat(p + "ffn_down.weight"),
+                     be.swiglu(be.matmul(w.mat(p + "ffn_gate.weight"), m), be.matmul(w.mat(p + "ffn_up.weight"), m)))
 
 
 class Model(BaseModel):
@@ -42,6 +44,6 @@ class Model(BaseModel):
         self.w.vec(p + "attn_norm.weight"), self.w.vec(p + "ffn_norm.weight")
 
     def block(self, il, x, pos, cache):
-        p, eps = f"blk.{il}.", self.hp.eps
-        x = B.add(x, self.attention(il, B.rms_norm(x, self.w.vec(p + "attn_norm.weight"), eps), pos, cache))
-        return B.add(x, ffn_silu(self, il, B.rms_norm(x, self.w.vec(p + "ffn_norm.weight"), eps)))
+        p, eps, be = f"blk.{il}.", self.hp.eps, self.backend(il)
+        x = be.add(x, self.attention(il, be.rms_norm(x, self.w.vec(p + "attn_norm.weight"), eps), pos, cache))
+        return be.add(x, ffn_silu(self, il, be.rms_norm(x, self.w.vec(p + "ffn_norm.weight"), eps)))

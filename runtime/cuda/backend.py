@@ -1,0 +1,274 @@
+"""The CUDA backend: the layer verbs of ``runtime.device.Backend`` as CUDA kernels.
+
+    be = CUDABackend(0)                   # a GPU through CuPy, or emulated (GGUFKIT_CUDA_EMULATE=1)
+    be.load_weights(mats, vecs)           # a layer's packed QTensor bytes uploaded once
+    y = be.matmul(w, be.from_host(x))     # q8_1 + mmvq for decode, f16 tiles + cuBLAS for prefill
+
+Activations are f32 device arrays (CuPy; numpy arrays under emulation, where every kernel runs
+through the g++-compiled emulator). Weights stay packed exactly as in the GGUF (u8 [n_out,
+row_bytes]) and are dequantized inside the kernels. Norm vectors and rope factors are small f32
+device copies. The KV cache is f16 device memory, one [n_ctx, n_head_kv, head_dim] pair per
+attention layer sized by that layer's own KV heads (``new_kv``). Kernels: ``runtime.cuda.ops``
+(norms, rope, elementwise, KV write, attention) and ``runtime.cuda.qmatmul`` (quantized matmul).
+
+Out of memory on the device (an upload, a cache, an activation) raises ``CudaError`` naming
+what was being allocated, never a hang or a CuPy traceback.
+"""
+from __future__ import annotations
+
+import functools
+import os
+
+import numpy as np
+
+from runtime.cuda import ops
+from runtime.cuda import xp as X
+from runtime.cuda.module import CudaError
+from runtime.device import Backend
+
+MIN_CC = (6, 1)          # Pascal with __dp4a (sm_61)
+EMULATED_MEMORY = "8GiB"
+
+
+def probe(index: int = 0) -> tuple[str, int, int]:
+    """(name, free bytes, total bytes) of CUDA device ``index``; one-line CudaError when there is
+    no CuPy, no driver or one too old, no GPU, or a GPU older than sm_61. Under emulation the
+    device has $GGUFKIT_CUDA_EMULATE_MEMORY (default 8GiB) free, so plans do not depend on the
+    host's load."""
+    dev = X.device(index=index)
+    if dev.emulated:
+        from runtime.plan import parse_size
+        mem = parse_size(os.environ.get("GGUFKIT_CUDA_EMULATE_MEMORY", "") or EMULATED_MEMORY)
+        return dev.name, mem, mem
+    if not dev.emulated:
+        props = dev.xp.cuda.runtime.getDeviceProperties(index)
+        cc = (int(props["major"]), int(props["minor"]))
+        if cc < MIN_CC:
+            raise CudaError(f"{dev.name} has compute capability {cc[0]}.{cc[1]}; the CUDA kernels need "
+                            f"{MIN_CC[0]}.{MIN_CC[1]} (Pascal) or newer")
+    free, total = dev.free_memory()
+    return dev.name, int(free), int(total)
+
+
+def _oom_types():
+    types = [MemoryError]
+    try:
+        import cupy
+        types.append(cupy.cuda.memory.OutOfMemoryError)
+    except Exception:  # noqa: BLE001 - no CuPy: only emulation, whose arrays are numpy
+        pass
+    return tuple(types)
+
+
+def _guard(what):
+    """Turn a device out-of-memory error inside ``fn`` into a CudaError naming ``what``."""
+    def deco(fn):
+        @functools.wraps(fn)
+        def f(self, *a, **kw):
+            try:
+                return fn(self, *a, **kw)
+            except self._oom as e:
+                raise CudaError(f"out of GPU memory in {what} on {self.name} ({self.resident / 2**20:.0f} MiB "
+                                f"of weights and caches resident): use a smaller GPU memory budget or "
+                                f"context ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+        return f
+    return deco
+
+
+class CUDABackend(Backend):
+    def __init__(self, index: int = 0):
+        self.dev = X.device(index=index)
+        self.xp = self.dev.xp
+        self.emulated = self.dev.emulated
+        self.index = index
+        self.device = f"cuda:{index}"
+        self.name = f"CUDA{index}" + (" (emulated)" if self.emulated else "")
+        self._mats: dict = {}        # id(QTensor) -> (QTensor, device u8 [n_out, row_bytes])
+        self._vecs: dict = {}        # id(host f32 vector) -> (vector, device f32 copy)
+        self._pos: dict = {}         # (first position, n) -> device i32 positions
+        self.resident = 0            # bytes of weights and KV caches this backend allocated
+        self._oom = _oom_types()
+        self.recording = None        # a runtime.cuda.graph._Recording while a step is captured
+        self._stream = self._graph_pool = None
+
+    @property
+    def stream(self):
+        """The stream decode graphs are captured and replayed on (emulated: runtime.cuda.graph.EmuStream)."""
+        if self._stream is None:
+            if self.emulated:
+                from runtime.cuda.graph import EmuStream
+                self._stream = EmuStream()
+            else:
+                self._stream = self.xp.cuda.Stream(non_blocking=True)
+        return self._stream
+
+    @property
+    def graph_pool(self):
+        """A private memory pool for graph capture and replay (see runtime.cuda.graph)."""
+        if self._graph_pool is None:
+            self._graph_pool = self.xp.cuda.MemoryPool()
+        return self._graph_pool
+
+    @property
+    def _q(self):
+        from runtime.cuda import qmatmul      # cudaq's quantized matmul launchers
+        return qmatmul
+
+    # ------------------------------------------------------------ data
+    @_guard("a host-to-device copy")
+    def from_host(self, x):
+        if self.recording is not None:           # graph capture: the step's input buffer
+            if tuple(np.shape(x)) != tuple(self.recording.inp.shape):
+                raise CudaError(f"graph capture: input {np.shape(x)} is not one token")
+            return self.recording.inp
+        return self.dev.asarray(np.asarray(x, dtype=np.float32))
+
+    def to_host(self, x) -> np.ndarray:
+        return np.asarray(self.dev.asnumpy(x))
+
+    def take_rows(self, x, rows):
+        if isinstance(rows, int) and rows == -1:
+            return x[-1:]
+        rows = np.asarray(rows, dtype=np.int64)
+        return self.xp.ascontiguousarray(x[self.xp.asarray(rows)])
+
+    @_guard("uploading weights")
+    def load_weights(self, mats: dict, vecs: dict) -> int:
+        before = self.resident
+        for w in mats.values():
+            self._mat(w)
+        for v in vecs.values():
+            self._vec(v)
+        return self.resident - before
+
+    def _mat(self, w):
+        hit = self._mats.get(id(w))
+        if hit is None:
+            if w.qtype not in self._q.TYPES_SUPPORTED:
+                raise CudaError(f"{w.name}: no CUDA kernel for weight type {w.qtype}")
+            hit = self._mats[id(w)] = (w, self.dev.asarray(np.ascontiguousarray(w.data)))
+            self.resident += w.data.nbytes
+        return hit[1]
+
+    def _vec(self, v):
+        if v is None:
+            return None
+        hit = self._vecs.get(id(v))
+        if hit is None:
+            hit = self._vecs[id(v)] = (v, self.dev.asarray(np.asarray(v, dtype=np.float32)))
+            self.resident += hit[1].nbytes
+        return hit[1]
+
+    def _positions(self, pos):
+        pos = np.asarray(pos, dtype=np.int32)
+        if self.recording is not None:           # graph capture: written before each replay
+            return self.recording.pos
+        key = (int(pos[0]), len(pos)) if len(pos) and np.array_equal(pos, np.arange(pos[0], pos[0] + len(pos))) \
+            else None
+        if key is None:
+            return self.dev.asarray(pos)
+        d = self._pos.get(key)
+        if d is None:
+            if len(self._pos) > 64:
+                self._pos.clear()
+            d = self._pos[key] = self.dev.asarray(pos)
+        return d
+
+    # ------------------------------------------------------------ KV cache
+    @_guard("allocating the KV cache")
+    def new_kv(self, n_ctx, n_head_kv, head_dim, dtype=np.float16):
+        if np.dtype(dtype) != np.float16:
+            raise CudaError(f"the CUDA KV cache is f16 (asked for {np.dtype(dtype)})")
+        shape = (int(n_ctx), int(n_head_kv), int(head_dim))
+        k, v = self.dev.zeros(shape, np.float16), self.dev.zeros(shape, np.float16)
+        self.resident += k.nbytes + v.nbytes
+        return k, v
+
+    def kv_write(self, k_cache, v_cache, pos, k, v):
+        n = k.shape[0]
+        if pos + n > k_cache.shape[0]:
+            raise CudaError(f"context overflow: {pos + n} tokens > cache size {k_cache.shape[0]}")
+        p = self._positions(np.arange(pos, pos + n, dtype=np.int32))
+        ops.kv_write(self.xp.ascontiguousarray(k), k_cache, p)
+        ops.kv_write(self.xp.ascontiguousarray(v), v_cache, p)
+
+    # ------------------------------------------------------------ compute
+    @_guard("a matmul")
+    def matmul(self, w, x):
+        x = self._act(x)
+        if x.shape[1] != w.shape[1]:
+            raise CudaError(f"matmul {w.name}: x has {x.shape[1]} columns, weight expects {w.shape[1]}")
+        return self._q.matmul(self._mat(w), w.qtype, w.shape[0], w.shape[1], x)
+
+    @_guard("get_rows")
+    def get_rows(self, w, ids):
+        ids = np.asarray(ids, dtype=np.int32).reshape(-1)
+        if ids.size and (ids.min() < 0 or ids.max() >= w.shape[0]):
+            raise CudaError(f"get_rows {w.name}: token id out of range 0..{w.shape[0] - 1}")
+        return self._q.get_rows(self._mat(w), w.qtype, w.shape[1], self.dev.asarray(ids))
+
+    @_guard("rms_norm")
+    def rms_norm(self, x, w, eps):
+        return ops.rms_norm(self._act(x), self._vec(w), eps)
+
+    @_guard("rope")
+    def rope(self, x, pos, n_rot, freq_base, freq_scale=1.0, freq_factors=None, mode="norm"):
+        return ops.rope(self._act(x), self._positions(pos), n_rot, freq_base, freq_scale,
+                        self._vec(freq_factors), mode)
+
+    @_guard("attention")
+    def attention(self, q, k_cache, v_cache, n_past, scale, window=None, softcap=None):
+        q = self._act(q)
+        rec = self.recording
+        if rec is not None:      # graph capture: run eagerly between segments (n_past varies)
+            out = self.xp.empty_like(q)
+            rec.cut(("attn", q, k_cache, v_cache, scale, window, softcap, out))
+            return out
+        return ops.attention(q, k_cache, v_cache, n_past, scale, window, softcap)
+
+    @_guard("swiglu")
+    def swiglu(self, gate, up):
+        return ops.swiglu(self._act(gate), self._act(up))
+
+    @_guard("geglu")
+    def geglu(self, gate, up):
+        return ops.geglu(self._act(gate), self._act(up))
+
+    @_guard("add")
+    def add(self, a, b):
+        a = self._act(a)
+        if isinstance(b, np.ndarray) and b.ndim == 1 and a.shape[-1] == b.shape[0]:   # a host bias
+            return self.xp.add(a, self._vec(b), dtype=np.float32)
+        return ops.add(a, self._act(b))
+
+    @_guard("scale")
+    def scale(self, x, s):
+        return ops.scale(self._act(x), s)
+
+    @_guard("softcap")
+    def softcap(self, x, c):
+        return ops.softcap(self._act(x), c)
+
+    def sample(self, logits, params, rng, history=()):
+        """Greedy / top-k, top-p, min-p, temperature and the repetition penalty on the device;
+        only the token id crosses back. None when the chain needs the host (top_k 0 = the whole
+        vocabulary, or more than the kernel's limit)."""
+        if params.temp > 0 and not 1 <= params.top_k <= ops.TOPK_MAX:
+            return None
+        try:
+            return ops.sample(self._act(logits), params, rng, history)
+        except CudaError as e:
+            if "device sampling" in str(e):
+                return None
+            raise
+
+    def synchronize(self) -> None:
+        self.dev.synchronize()
+
+    def _act(self, x):
+        """A C-contiguous f32 device array (reshapes of contiguous arrays stay views)."""
+        if isinstance(x, np.ndarray) and not self.emulated:
+            raise CudaError("a host array was passed to the CUDA backend (missing device move)")
+        if x.dtype != np.float32 or not x.flags.c_contiguous:
+            x = self.xp.ascontiguousarray(x, dtype=np.float32)
+        return x

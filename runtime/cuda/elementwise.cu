@@ -1,0 +1,129 @@
+// Elementwise and per-row kernels: rms_norm, rope, swiglu, geglu, add, scale, softcap, KV write.
+// Shapes in math order, rows contiguous. Numpy references: runtime/reference.py (same names).
+// Where ggml's CPU code fixes the order of float operations (rope's theta recurrence, the fp16
+// GELU table) the kernels follow it with __f*_rn intrinsics, so no FMA contraction changes it.
+
+#define ELEM_THREADS 256
+#define ROPE_MAX_PAIRS 256   // head_dim <= 512
+
+// y[r, :] = x[r, :] * (1 / sqrt(mean(x[r, :]^2) + eps)) * w   (w may be null)
+// x, y: f32 [n_rows, n]; w: f32 [n]. grid (n_rows), block (a multiple of 32, <= ELEM_THREADS)
+extern "C" __global__ void __launch_bounds__(ELEM_THREADS)
+rms_norm_f32(const float* __restrict__ x, const float* __restrict__ w, float* __restrict__ y, int n, float eps) {
+    __shared__ float scratch[32];
+    const long long row = (long long)blockIdx.x * n;
+    float s = 0.0f;
+    for (int i = threadIdx.x; i < n; i += blockDim.x) {
+        const float v = x[row + i];
+        s += v * v;
+    }
+    s = block_sum(s, scratch);
+    const float mean = s / (float)n;
+    const float scale = 1.0f / sqrtf(mean + eps);
+    for (int i = threadIdx.x; i < n; i += blockDim.x) {
+        const float v = __fmul_rn(x[row + i], scale);
+        y[row + i] = w ? __fmul_rn(v, w[i]) : v;
+    }
+}
+
+// ggml RoPE (ext_factor 0), one block per token, all heads.
+// x, y: f32 [n_tok, n_head, head_dim] (y may be x); pos: i32 [n_tok]; freq_factors: f32 [n_rot/2] or null.
+// theta_i = pos * theta_scale^i as a running float product (ggml_rope_cache_init), theta_scale =
+// base^(-2/n_rot) computed by the caller; t = freq_scale * (theta_i / ff_i); cos/sin in double.
+// neox = 0: rotate (2i, 2i+1); neox = 1: rotate (i, i + n_rot/2). Dims >= n_rot are copied.
+// grid (n_tok), block (ELEM_THREADS)
+extern "C" __global__ void __launch_bounds__(ELEM_THREADS)
+rope_f32(const float* __restrict__ x, float* y, const int* __restrict__ pos,
+         const float* __restrict__ freq_factors, int n_head, int head_dim, int n_rot, float theta_scale,
+         float freq_scale, int neox) {
+    __shared__ float cs[ROPE_MAX_PAIRS], sn[ROPE_MAX_PAIRS];
+    const int half = n_rot / 2;
+    const long long base = (long long)blockIdx.x * n_head * head_dim;
+    for (int i = threadIdx.x; i < half; i += blockDim.x) {
+        float theta = (float)pos[blockIdx.x];
+        for (int j = 0; j < i; j++) theta = __fmul_rn(theta, theta_scale);
+        const float ff = freq_factors ? freq_factors[i] : 1.0f;
+        const float t = __fmul_rn(freq_scale, __fdiv_rn(theta, ff));
+        cs[i] = (float)cos((double)t);
+        sn[i] = (float)sin((double)t);
+    }
+    __syncthreads();
+    const int n_pairs = n_head * half;
+    for (int k = threadIdx.x; k < n_pairs; k += blockDim.x) {
+        const int h = k / half, i = k - h * half;
+        const long long i0 = base + (long long)h * head_dim + (neox ? i : 2 * i);
+        const long long i1 = i0 + (neox ? half : 1);
+        const float x0 = x[i0], x1 = x[i1], c = cs[i], s = sn[i];
+        y[i0] = __fsub_rn(__fmul_rn(x0, c), __fmul_rn(x1, s));
+        y[i1] = __fadd_rn(__fmul_rn(x0, s), __fmul_rn(x1, c));
+    }
+    if (y != x) {
+        const int rest = head_dim - n_rot;
+        for (int k = threadIdx.x; k < n_head * rest; k += blockDim.x) {
+            const int h = k / rest;
+            const long long i = base + (long long)h * head_dim + n_rot + (k - h * rest);
+            y[i] = x[i];
+        }
+    }
+}
+
+// y = silu(g) * u = g / (1 + exp(-g)) * u. g, u, y: f32 [n]. grid (ceil(n / ELEM_THREADS))
+extern "C" __global__ void __launch_bounds__(ELEM_THREADS)
+swiglu_f32(const float* __restrict__ g, const float* __restrict__ u, float* __restrict__ y, long long n) {
+    const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    const float v = g[i];
+    y[i] = __fmul_rn(v / (1.0f + expf(-v)), u[i]);
+}
+
+// ggml's GELU as ggml-cpu computes it (GGML_GELU_FP16): x <= -10: 0; x >= 10: x; otherwise
+// fp16(gelu_tanh(fp32(fp16(x)))) with 0.5 x (1 + tanh(sqrt(2/pi) x (1 + 0.044715 x^2))).
+static __device__ __forceinline__ float gelu_ggml(float x) {
+    if (x <= -10.0f) return 0.0f;
+    if (x >= 10.0f) return x;
+    const float xh = f16_to_f32(f32_to_f16(x));
+    const float inner = __fmul_rn(__fmul_rn(0.79788456080286535587989211986876f, xh),
+                                  __fadd_rn(1.0f, __fmul_rn(__fmul_rn(0.044715f, xh), xh)));
+    const float v = __fmul_rn(__fmul_rn(0.5f, xh), __fadd_rn(1.0f, tanhf(inner)));
+    return f16_to_f32(f32_to_f16(v));
+}
+
+// y = gelu(g) * u. grid (ceil(n / ELEM_THREADS))
+extern "C" __global__ void __launch_bounds__(ELEM_THREADS)
+geglu_f32(const float* __restrict__ g, const float* __restrict__ u, float* __restrict__ y, long long n) {
+    const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    y[i] = __fmul_rn(gelu_ggml(g[i]), u[i]);
+}
+
+// y = a + b (y may alias a or b). grid (ceil(n / ELEM_THREADS))
+extern "C" __global__ void __launch_bounds__(ELEM_THREADS)
+add_f32(const float* a, const float* b, float* y, long long n) {
+    const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) y[i] = a[i] + b[i];
+}
+
+// y = x * s (y may alias x). grid (ceil(n / ELEM_THREADS))
+extern "C" __global__ void __launch_bounds__(ELEM_THREADS)
+scale_f32(const float* x, float* y, float s, long long n) {
+    const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) y[i] = __fmul_rn(x[i], s);
+}
+
+// y = cap * tanh(x / cap) (y may alias x). grid (ceil(n / ELEM_THREADS))
+extern "C" __global__ void __launch_bounds__(ELEM_THREADS)
+softcap_f32(const float* x, float* y, float cap, long long n) {
+    const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i < n) y[i] = __fmul_rn(cap, tanhf(__fdiv_rn(x[i], cap)));
+}
+
+// KV cache write: cache[pos[t], :] = fp16(src[t, :]) (round to nearest even).
+// src: f32 [n_tok, row]; cache: f16 [n_ctx, row] (row = n_kv * head_dim); pos: i32 [n_tok].
+// grid (ceil(row / threads), n_tok), block (threads <= ELEM_THREADS)
+extern "C" __global__ void __launch_bounds__(ELEM_THREADS)
+kv_write_f16(const float* __restrict__ src, f16* __restrict__ cache, const int* __restrict__ pos, int row) {
+    const int j = blockIdx.x * blockDim.x + threadIdx.x;
+    if (j >= row) return;
+    const int t = blockIdx.y;
+    cache[(long long)pos[t] * row + j] = f32_to_f16(src[(long long)t * row + j]);
+}

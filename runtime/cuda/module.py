@@ -1,0 +1,485 @@
+"""Load the CUDA kernel sources under runtime/cuda/ for a GPU (CuPy) or for CPU emulation (g++).
+
+    mod = load("elementwise")                    # once per source; cached in-process
+    k = mod.get_function("rms_norm_f32")
+    k((n_rows,), (256,), (x, w, y, np.int32(n), np.float32(eps)), shared_mem=0)
+
+The same call works on both sides, like ``cupy.RawKernel``: ``grid``/``block`` are ints or
+tuples, ``args`` are device arrays (numpy arrays under emulation, CuPy arrays on a GPU; None
+for a null pointer) and numpy scalars whose dtype matches the kernel's parameter exactly
+(``np.int32`` for ``int``, ``np.float32`` for ``float``...). Python ints and floats are refused:
+CuPy would pass them as 64-bit values and the kernel would read garbage.
+
+Every ``.cu`` source gets ``common.cuh`` prepended (no include paths needed). Kernels callable
+from Python are declared ``extern "C" __global__ void name(...)``.
+
+GPU: ``cupy.RawModule(code=..., options=("-std=c++17",))``; CuPy compiles with NVRTC for the
+device's arch and caches the cubin on disk; we keep one RawModule per source in-process.
+
+Emulation (``GGUFKIT_CUDA_EMULATE=1`` or ``set_emulation(True)``): the source is compiled with
+g++ against ``emu/cuda_emu.h`` into ``~/.cache/ggufkit/cuda-emu/<hash>.so`` with one generated
+launch wrapper per kernel (args as ``void**``, as for cuLaunchKernel), called through ctypes.
+Each CUDA thread is a fiber; see ``emu/cuda_emu.h`` for what is checked. ``emu_options`` picks the
+thread order (forward, reverse, random with a seed) and the out-of-bounds guard for the launches
+inside it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import hashlib
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from runtime.errors import ModelError
+
+CUDA_DIR = Path(__file__).resolve().parent
+EMU_HEADER = CUDA_DIR / "emu" / "cuda_emu.h"
+COMMON_HEADER = CUDA_DIR / "common.cuh"
+MAX_THREADS_PER_BLOCK = 1024
+MAX_SHARED_PER_BLOCK = 48 * 1024   # without cudaFuncSetAttribute opt-in, on every arch we build for
+
+
+class CudaError(ModelError):
+    """No CuPy / no GPU / driver too old / no g++, a bad launch, or an error seen by the emulator."""
+
+
+# ---------------------------------------------------------------- mode
+
+_EMULATE: bool | None = None
+
+
+def set_emulation(on: bool | None) -> None:
+    """Force emulation on or off for this process; None: follow GGUFKIT_CUDA_EMULATE."""
+    global _EMULATE
+    _EMULATE = on
+
+
+def emulating() -> bool:
+    if _EMULATE is not None:
+        return _EMULATE
+    return os.environ.get("GGUFKIT_CUDA_EMULATE", "") not in ("", "0")
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "ggufkit" / "cuda-emu"
+
+
+def _label(name: str) -> str:
+    return Path(name).name if str(name).endswith(".cu") else f"{name}.cu"
+
+
+def list_sources() -> list[str]:
+    """Names of the kernel sources (runtime/cuda/NAME.cu)."""
+    return sorted(p.stem for p in CUDA_DIR.glob("*.cu"))
+
+
+def source(name: str) -> str:
+    """The text compiled for ``name``: common.cuh, then NAME.cu (with #line so errors point at it)."""
+    path = Path(name) if str(name).endswith(".cu") else CUDA_DIR / f"{name}.cu"
+    if not path.is_file():
+        raise CudaError(f"no CUDA source {path.name} in {path.parent}")
+    return (f'#line 1 "common.cuh"\n{COMMON_HEADER.read_text()}\n'
+            f'#line 1 "{path.name}"\n{path.read_text()}')
+
+
+# ---------------------------------------------------------------- kernel signatures
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    base: str          # "float", "f16", "block_q4_K", ...
+    pointer: bool
+
+    def __post_init__(self):
+        # what an argument for this parameter may be, precomputed for the per-launch check
+        want = _POINTEE.get(self.base) if self.pointer else None
+        object.__setattr__(self, "ok_dtypes", frozenset(np.dtype(d) for d in want) if want else None)
+        object.__setattr__(self, "scalar_type", None if self.pointer else _SCALAR[self.base])
+
+    def scalar_dtype(self) -> np.dtype:
+        return np.dtype(_SCALAR[self.base])
+
+
+_SCALAR = {
+    "int": np.int32, "i32": np.int32, "int32_t": np.int32, "signed": np.int32, "signed int": np.int32,
+    "unsigned": np.uint32, "unsigned int": np.uint32, "u32": np.uint32, "uint32_t": np.uint32,
+    "float": np.float32, "double": np.float64,
+    "long long": np.int64, "long long int": np.int64, "i64": np.int64, "int64_t": np.int64,
+    "unsigned long long": np.uint64, "u64": np.uint64, "uint64_t": np.uint64, "size_t": np.uint64,
+    "short": np.int16, "unsigned short": np.uint16, "f16": np.uint16, "bf16": np.uint16,
+    "char": np.int8, "signed char": np.int8, "i8": np.int8, "unsigned char": np.uint8, "u8": np.uint8,
+    "uint8_t": np.uint8, "int8_t": np.int8, "bool": np.bool_,
+}
+# pointer base type -> dtypes an array passed for it may have (absent: any dtype, e.g. block structs)
+_POINTEE = {
+    "float": ("float32",), "double": ("float64",),
+    "int": ("int32",), "i32": ("int32",), "int32_t": ("int32",),
+    "unsigned": ("uint32",), "unsigned int": ("uint32",), "u32": ("uint32",), "uint32_t": ("uint32",),
+    "f16": ("float16", "uint16"), "bf16": ("uint16",), "unsigned short": ("uint16", "float16"),
+    "short": ("int16",), "long long": ("int64",), "i64": ("int64",), "int64_t": ("int64",),
+    "unsigned long long": ("uint64",), "u64": ("uint64",), "uint64_t": ("uint64",),
+    "signed char": ("int8",), "i8": ("int8",), "int8_t": ("int8",),
+}
+
+_KERNEL_RE = re.compile(
+    r'extern\s+"C"\s+__global__\s+(?:__launch_bounds__\s*\([^)]*\)\s*)?void\s+'
+    r'(?:__launch_bounds__\s*\([^)]*\)\s*)?(\w+)\s*\(([^)]*)\)')
+_QUALIFIERS = {"const", "volatile", "__restrict__", "__restrict", "struct"}
+
+
+def _strip_comments(src: str) -> str:
+    src = re.sub(r"/\*.*?\*/", lambda m: "\n" * m.group(0).count("\n"), src, flags=re.S)
+    return re.sub(r"//[^\n]*", "", src)
+
+
+def parse_kernels(src: str) -> dict[str, list[Param]]:
+    """extern "C" __global__ kernels in a source -> their parameters, in order."""
+    out = {}
+    for m in _KERNEL_RE.finditer(_strip_comments(src)):
+        params = []
+        for raw in filter(None, (p.strip() for p in m.group(2).split(","))):
+            if raw == "void":
+                continue
+            text = raw.replace("*", " * ")
+            toks = [t for t in text.split() if t not in _QUALIFIERS]
+            ptr = toks.count("*")
+            toks = [t for t in toks if t != "*"]
+            if len(toks) < 2 or ptr > 1:
+                raise CudaError(f"kernel {m.group(1)}: cannot read parameter {raw!r}")
+            p = Param(toks[-1], " ".join(toks[:-1]), ptr == 1)
+            if not p.pointer and p.base not in _SCALAR:
+                raise CudaError(f"kernel {m.group(1)}: parameter {raw!r}: pass structs by pointer")
+            params.append(p)
+        out[m.group(1)] = params
+    return out
+
+
+def _dims(v, what) -> tuple[int, int, int]:
+    if type(v) is int and 0 < v:
+        return (v, 1, 1)
+    t = (int(v),) if isinstance(v, (int, np.integer)) else tuple(int(x) for x in v)
+    if not 1 <= len(t) <= 3 or any(x < 1 for x in t):
+        raise CudaError(f"bad {what} {v!r}: 1 to 3 positive sizes")
+    return t + (1,) * (3 - len(t))
+
+
+# ---------------------------------------------------------------- emulation options
+
+@dataclass(frozen=True)
+class EmuOptions:
+    order: str = "forward"    # forward | reverse | random
+    seed: int = 0
+    guard: bool = False       # copy arrays between 0xFF pads; fail on writes outside them
+    stack_kib: int = 64
+
+    def __post_init__(self):
+        if self.order not in _ORDERS:
+            raise CudaError(f"unknown thread order {self.order!r} (forward, reverse, random)")
+
+
+_ORDERS = {"forward": 0, "reverse": 1, "random": 2}
+_local = threading.local()
+
+
+def _env_opts() -> EmuOptions:
+    """Defaults from the environment, so whole runs can be repeated in another order or with the
+    guard: GGUFKIT_CUDA_EMU_ORDER=forward|reverse|random, GGUFKIT_CUDA_EMU_SEED=N,
+    GGUFKIT_CUDA_EMU_GUARD=1."""
+    env = os.environ
+    try:
+        return EmuOptions(order=env.get("GGUFKIT_CUDA_EMU_ORDER", "forward"),
+                          seed=int(env.get("GGUFKIT_CUDA_EMU_SEED", "0")),
+                          guard=env.get("GGUFKIT_CUDA_EMU_GUARD", "") not in ("", "0"))
+    except ValueError:
+        raise CudaError("GGUFKIT_CUDA_EMU_SEED must be an integer") from None
+
+
+def _emu_opts() -> EmuOptions:
+    return getattr(_local, "opts", None) or _env_opts()
+
+
+@contextlib.contextmanager
+def emu_options(**kw):
+    """``with emu_options(order="random", seed=3, guard=True): ...`` for emulated launches."""
+    saved = getattr(_local, "opts", None)
+    _local.opts = EmuOptions(**{**_emu_opts().__dict__, **kw})
+    try:
+        yield _local.opts
+    finally:
+        _local.opts = saved
+
+
+# ---------------------------------------------------------------- launch checks (both sides)
+
+def _check_launch(name, params, grid, block, args, shared_mem, is_array):
+    g, b = _dims(grid, "grid"), _dims(block, "block")
+    if b[0] * b[1] * b[2] > MAX_THREADS_PER_BLOCK:
+        raise CudaError(f"kernel {name}: block {b} has more than {MAX_THREADS_PER_BLOCK} threads")
+    if g[1] > 65535 or g[2] > 65535 or g[0] > 2**31 - 1:
+        raise CudaError(f"kernel {name}: grid {g} too large")
+    if not 0 <= int(shared_mem) <= MAX_SHARED_PER_BLOCK:
+        raise CudaError(f"kernel {name}: {shared_mem} bytes of dynamic shared memory (max {MAX_SHARED_PER_BLOCK})")
+    if len(args) != len(params):
+        raise CudaError(f"kernel {name}: {len(args)} arguments for {len(params)} parameters "
+                        f"({', '.join(p.name for p in params)})")
+    for i, (p, a) in enumerate(zip(params, args)):
+        if p.pointer:
+            if a is None:
+                continue
+            if not is_array(a):
+                raise CudaError(f"kernel {name} argument {i} ({p.name}): expected a device array, got {type(a).__name__}")
+            if p.ok_dtypes is not None and a.dtype not in p.ok_dtypes:
+                want = "/".join(sorted(d.name for d in p.ok_dtypes))
+                raise CudaError(f"kernel {name} argument {i} ({p.name}): {p.base}* needs {want}, got {a.dtype}")
+            if not a.flags.c_contiguous:
+                raise CudaError(f"kernel {name} argument {i} ({p.name}): array is not C-contiguous")
+        elif type(a) is not p.scalar_type:
+            want = p.scalar_dtype()
+            got = a.dtype if isinstance(a, np.generic) else type(a).__name__
+            raise CudaError(f"kernel {name} argument {i} ({p.name}): {p.base} needs np.{want.name}, got {got}")
+    return g, b
+
+
+# ---------------------------------------------------------------- emulated modules
+
+_EXTERN_SHARED = re.compile(r"extern\s+__shared__\s+(?:__align__\s*\(\s*\d+\s*\)\s*)?([\w\s]+?)\s*"
+                            r"(?:__align__\s*\(\s*\d+\s*\)\s*)?(\w+)\s*\[\s*\]\s*;")
+
+
+def emu_source(name: str, arch: int = 800) -> str:
+    """The C++ translation unit g++ compiles for ``name`` (kernels plus launch wrappers)."""
+    src = source(name)
+    kernels = parse_kernels(src)
+    src = _EXTERN_SHARED.sub(lambda m: f"{m.group(1)}* {m.group(2)} = ({m.group(1)}*)::emu::dyn_smem();", src)
+    wrappers = "".join(
+        f'extern "C" int emu_launch_{k}(const unsigned* dims, size_t smem, int order, unsigned long long seed, '
+        f"size_t stack_kib, void** args) {{\n"
+        f"    return ::emu::launch_kernel(&{k}, dims, smem, order, seed, stack_kib, args);\n}}\n"
+        for k in kernels)
+    return (f"#define __CUDA_ARCH__ {arch}\n#include \"{EMU_HEADER}\"\n{src}\n"
+            f"#line 1 \"<emu wrappers>\"\n{wrappers}")
+
+
+def _gxx() -> str:
+    gxx = os.environ.get("CXX") or shutil.which("g++")
+    if not gxx:
+        raise CudaError("CUDA emulation needs g++ (apt install g++), and none was found on PATH")
+    return gxx
+
+
+_GXX_FLAGS = ("-O1", "-std=c++17", "-shared", "-fPIC", "-ffp-contract=off", "-fno-strict-aliasing", "-w",
+              "-U_FORTIFY_SOURCE",   # longjmp between fiber stacks: no __longjmp_chk
+              # a load or store misaligned for its type traps (the GPU faults on it; x86 does not)
+              "-fsanitize=alignment", "-fsanitize-undefined-trap-on-error")
+
+
+def _build_emu(name: str, arch: int) -> Path:
+    text = emu_source(name, arch)
+    gxx = _gxx()
+    ver = subprocess.run([gxx, "--version"], capture_output=True, text=True).stdout.split("\n")[0]
+    key = hashlib.sha256("\0".join([text, EMU_HEADER.read_text(), ver, *_GXX_FLAGS]).encode()).hexdigest()[:24]
+    out = cache_dir() / f"{Path(name).stem}-{key}.so"
+    if out.is_file():
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+        cpp = Path(tmp) / f"{Path(name).stem}.cpp"
+        cpp.write_text(text)
+        so = Path(tmp) / "k.so"
+        r = subprocess.run([gxx, *_GXX_FLAGS, "-o", str(so), str(cpp)], capture_output=True, text=True)
+        if r.returncode:
+            err = "\n".join(r.stderr.strip().splitlines()[:30])
+            raise CudaError(f"g++ could not compile {_label(name)} for emulation:\n{err}")
+        os.replace(so, out)
+    return out
+
+
+class _EmuFunction:
+    def __init__(self, module, name, params):
+        self.module, self.name, self.params = module, name, params
+        f = getattr(module.lib, f"emu_launch_{name}")
+        f.argtypes = [ctypes.POINTER(ctypes.c_uint), ctypes.c_size_t, ctypes.c_int, ctypes.c_ulonglong,
+                      ctypes.c_size_t, ctypes.POINTER(ctypes.c_void_p)]
+        f.restype = ctypes.c_int
+        self._f = f
+
+    def __call__(self, grid, block, args, shared_mem=0, **opts):
+        args = tuple(args)
+        g, b = _check_launch(self.name, self.params, grid, block, args, shared_mem,
+                             lambda a: isinstance(a, np.ndarray))
+        o = EmuOptions(**{**_emu_opts().__dict__, **opts})
+        keep = []
+        ptrs = (ctypes.c_void_p * max(1, len(args)))()
+        guards = _Guards(self.name, self.params, args) if o.guard else None
+        for i, (p, a) in enumerate(zip(self.params, args)):
+            if p.pointer:
+                addr = 0 if a is None else (guards.address(i, a) if guards else a.ctypes.data)
+                c = ctypes.c_void_p(addr)
+            else:
+                c = (np.ctypeslib.as_ctypes_type(p.scalar_dtype()) * 1)(a.item())
+            keep.append(c)
+            ptrs[i] = ctypes.addressof(c)
+        dims = (ctypes.c_uint * 6)(*g, *b)
+        with self.module.lock:
+            rc = self._f(dims, int(shared_mem), _ORDERS[o.order], o.seed, o.stack_kib, ptrs)
+        if rc:
+            msg = self.module.lib.emu_last_error().decode()
+            raise CudaError(f"kernel {self.name} (emulated, grid {g}, block {b}): {msg}")
+        if guards:
+            guards.finish()
+
+
+class _Guards:
+    """Copies of the array arguments between 4 KiB pads of 0xFF bytes (NaN as f32/f16, -1 as ints):
+    a kernel that reads past an array reads NaN; one that writes past it is caught afterwards.
+    Arguments that alias (the same array twice) share one copy; partial overlaps are not guarded."""
+
+    PAD = 4096
+
+    def __init__(self, kname, params, args):
+        self.kname = kname
+        self.params = params
+        spans = {}
+        for i, (p, a) in enumerate(zip(params, args)):
+            if p.pointer and a is not None and a.nbytes:
+                spans[i] = (a.ctypes.data, a.ctypes.data + a.nbytes, a)
+        self.copies = {}      # start address -> (buffer, array)
+        self.addr = {}
+        for i, (s, e, a) in spans.items():
+            clash = any(j != i and s2 < e and s < e2 and (s2, e2) != (s, e) for j, (s2, e2, _) in spans.items())
+            if clash:
+                self.addr[i] = s
+                continue
+            if s not in self.copies:
+                buf = np.full(a.nbytes + 2 * self.PAD, 0xFF, np.uint8)
+                buf[self.PAD:self.PAD + a.nbytes] = np.frombuffer(a.data, np.uint8) if a.flags.c_contiguous \
+                    else a.view(np.uint8).reshape(-1)
+                self.copies[s] = (buf, a, i)
+            self.addr[i] = self.copies[s][0].ctypes.data + self.PAD
+
+    def address(self, i, a):
+        return self.addr.get(i, a.ctypes.data)
+
+    def finish(self):
+        for buf, a, i in self.copies.values():
+            pad = self.PAD
+            lo, hi = buf[:pad], buf[pad + a.nbytes:]
+            if (lo != 0xFF).any() or (hi != 0xFF).any():
+                n_lo, n_hi = int((lo != 0xFF).sum()), int((hi != 0xFF).sum())
+                raise CudaError(f"kernel {self.kname} wrote outside argument {i} ({self.params[i].name}): "
+                                f"{n_lo} bytes before it, {n_hi} bytes after it")
+            if a.flags.writeable:
+                a.reshape(-1).view(np.uint8)[:] = buf[pad:pad + a.nbytes]
+
+
+class _EmuModule:
+    def __init__(self, name: str, arch: int = 800):
+        self.name = name
+        self.kernels = parse_kernels(source(name))
+        self.lib = ctypes.CDLL(str(_build_emu(name, arch)))
+        self.lib.emu_last_error.restype = ctypes.c_char_p
+        self.lock = threading.Lock()   # static __shared__ is per module: one launch at a time
+        self._functions = {}
+
+    def get_function(self, kname: str):
+        if kname not in self._functions:
+            if kname not in self.kernels:
+                raise CudaError(f"{_label(self.name)} has no extern \"C\" __global__ kernel {kname}")
+            self._functions[kname] = _EmuFunction(self, kname, self.kernels[kname])
+        return self._functions[kname]
+
+
+# ---------------------------------------------------------------- GPU modules
+
+def require_gpu():
+    """Import CuPy and check a usable GPU is there; one-line CudaError otherwise. Returns cupy."""
+    try:
+        import cupy
+    except ImportError:
+        raise CudaError("the CUDA backend needs CuPy: pip install 'ggufkit[cuda]' (cupy-cuda12x)") from None
+    except Exception as e:  # noqa: BLE001 - a broken CuPy install
+        raise CudaError(f"CuPy failed to import: {str(e).splitlines()[0]}") from None
+    rt = cupy.cuda.runtime
+    try:
+        drv = rt.driverGetVersion()
+    except Exception:  # noqa: BLE001 - libcuda missing
+        raise CudaError("no NVIDIA driver found (libcuda is missing); set GGUFKIT_CUDA_EMULATE=1 "
+                        "to run the CUDA code on the CPU") from None
+    need = rt.runtimeGetVersion()
+    if drv == 0:
+        raise CudaError("no NVIDIA driver found; set GGUFKIT_CUDA_EMULATE=1 to run the CUDA code on the CPU")
+    if drv // 1000 < need // 1000:
+        raise CudaError(f"the NVIDIA driver supports CUDA {drv // 1000}.{drv % 1000 // 10}, CuPy needs "
+                        f"{need // 1000}.x: update the driver")
+    try:
+        n = rt.getDeviceCount()
+    except Exception as e:  # noqa: BLE001 - CUDARuntimeError
+        raise CudaError(f"no usable CUDA GPU: {str(e).splitlines()[0]}") from None
+    if n == 0:
+        raise CudaError("no CUDA GPU found")
+    return cupy
+
+
+class _GpuFunction:
+    def __init__(self, raw, name, params, cupy):
+        self._k, self.name, self.params, self._cupy = raw, name, params, cupy
+
+    def __call__(self, grid, block, args, shared_mem=0, **_emu_only):
+        args = tuple(args)
+        g, b = _check_launch(self.name, self.params, grid, block, args, shared_mem,
+                             lambda a: isinstance(a, self._cupy.ndarray))
+        # a null pointer goes as an 8-byte zero
+        args = tuple(np.uint64(0) if (p.pointer and a is None) else a for p, a in zip(self.params, args))
+        self._k(g, b, args, shared_mem=int(shared_mem))
+
+
+class _GpuModule:
+    def __init__(self, name: str):
+        cupy = require_gpu()
+        self.name = name
+        src = source(name)
+        self.kernels = parse_kernels(src)
+        try:
+            self.raw = cupy.RawModule(code=src, options=("-std=c++17",))
+            self.raw.compile()
+        except Exception as e:  # noqa: BLE001 - CompileException
+            raise CudaError(f"NVRTC could not compile {_label(name)}: {e}") from None
+        self._cupy = cupy
+        self._functions = {}
+
+    def get_function(self, kname: str):
+        if kname not in self._functions:
+            if kname not in self.kernels:
+                raise CudaError(f"{_label(self.name)} has no extern \"C\" __global__ kernel {kname}")
+            self._functions[kname] = _GpuFunction(self.raw.get_function(kname), kname, self.kernels[kname], self._cupy)
+        return self._functions[kname]
+
+
+# ---------------------------------------------------------------- load
+
+_MODULES: dict = {}
+_LOCK = threading.Lock()
+
+
+def load(name: str, emulate: bool | None = None, arch: int = 800):
+    """The module for runtime/cuda/NAME.cu (or a path ending in .cu), compiled once per process (and cached on disk).
+
+    emulate: None follows ``emulating()``. arch: __CUDA_ARCH__ seen by the emulated build
+    (e.g. 610 to run a kernel's Pascal path)."""
+    emulate = emulating() if emulate is None else emulate
+    key = (name, emulate, arch if emulate else None)
+    with _LOCK:
+        if key not in _MODULES:
+            _MODULES[key] = _EmuModule(name, arch) if emulate else _GpuModule(name)
+        return _MODULES[key]

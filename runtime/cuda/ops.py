@@ -1,0 +1,371 @@
+"""Python launchers for the non-quantized CUDA kernels (elementwise.cu, attention.cu, sampling.cu).
+
+Each takes device arrays and sizes and knows nothing about models. The side is the arrays':
+numpy arrays run the emulated kernels (runtime.cuda.module, g++), CuPy arrays the real ones.
+Outputs are allocated with the input's array module unless ``out`` is given. Shapes are in math
+order and match the numpy references in runtime/reference.py, which each kernel is tested
+against (tests/test_cuda_kernels.py).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from runtime.cuda import module as M
+from runtime.cuda.module import CudaError
+
+ELEM_THREADS = 256    # elementwise.cu's ELEM_THREADS
+ROPE_MAX_PAIRS = 256
+
+
+def _is_host(a) -> bool:
+    return isinstance(a, np.ndarray)
+
+
+def _xp(a):
+    if _is_host(a):
+        return np
+    import cupy
+    return cupy
+
+
+def _fn(src: str, kname: str, like):
+    return M.load(src, emulate=_is_host(like)).get_function(kname)
+
+
+def _f32(a, what):
+    if a.dtype != np.float32:
+        raise CudaError(f"{what}: expected float32, got {a.dtype}")
+    if not a.flags.c_contiguous:
+        raise CudaError(f"{what}: array is not C-contiguous")
+    return a
+
+
+def _poisoned(a: np.ndarray) -> np.ndarray:
+    a.reshape(-1).view(np.uint8)[:] = 0xFF
+    return a
+
+
+def _out(out, like, shape, dtype=np.float32):
+    if out is None:
+        if _is_host(like) and M._emu_opts().guard:
+            # emulated with the guard: an output element the kernel never writes stays 0xFF bytes
+            # (NaN as floats, -1 / the maximum as integers)
+            return _poisoned(np.empty(shape, dtype=dtype))
+        return _xp(like).empty(shape, dtype=dtype)
+    if tuple(out.shape) != tuple(shape) or out.dtype != dtype:
+        raise CudaError(f"out is {out.dtype}{tuple(out.shape)}, expected {np.dtype(dtype)}{tuple(shape)}")
+    return out
+
+
+_WORKSPACE: dict = {}
+
+
+def _workspace(like, name: str, shape, dtype):
+    """A scratch array reused across calls (one growing buffer per name, array module and
+    device): kernels on one stream run in order, and the addresses stay put for CUDA graphs."""
+    xp = _xp(like)
+    dev = -1 if xp is np else xp.cuda.runtime.getDevice()
+    key = (xp.__name__, dev, name, np.dtype(dtype).str)
+    n = int(np.prod(shape))
+    buf = _WORKSPACE.get(key)
+    if buf is None or buf.size < n:
+        buf = _WORKSPACE[key] = xp.empty(max(n, 1), dtype)
+    if xp is np and M._emu_opts().guard:
+        _poisoned(buf)   # no stale values from a previous call
+    return buf[:n].reshape(shape)
+
+
+def _row_threads(n: int, per_thread: int = 8) -> int:
+    """Threads for a one-block-per-row kernel: about per_thread elements each, a multiple of
+    32, at most ELEM_THREADS (short rows get one warp instead of 256 mostly idle threads)."""
+    return min(ELEM_THREADS, max(32, -(-int(n) // per_thread + 31) // 32 * 32))
+
+
+def _blocks(n: int, threads: int = ELEM_THREADS) -> int:
+    return max(1, -(-int(n) // threads))
+
+
+# ---------------------------------------------------------------- norms and elementwise
+
+def rms_norm(x, w, eps: float, out=None):
+    """ggml rms_norm over the last axis, times w (f32 [n] or None). x: f32 [..., n]."""
+    _f32(x, "rms_norm x")
+    n = x.shape[-1]
+    if w is not None and (_f32(w, "rms_norm w").size != n):
+        raise CudaError(f"rms_norm: weight has {w.size} elements, rows have {n}")
+    y = _out(out, x, x.shape)
+    rows = x.size // n if n else 0
+    if rows:
+        _fn("elementwise", "rms_norm_f32", x)(rows, _row_threads(n), (x, w, y, np.int32(n), np.float32(eps)))
+    return y
+
+
+def rope_theta_scale(freq_base: float, n_rot: int) -> np.float32:
+    """base^(-2/n_rot) as ggml computes it (powf), the ratio of the running theta product."""
+    return np.float32(np.float64(np.float32(freq_base)) ** np.float64(np.float32(-2.0) / np.float32(n_rot)))
+
+
+def rope(x, pos, n_rot: int, freq_base: float, freq_scale: float = 1.0, freq_factors=None,
+         mode: str = "norm", out=None):
+    """ggml RoPE (ext_factor 0). x: f32 [n_tok, n_head, head_dim]; pos: i32 [n_tok];
+    freq_factors: f32 [>= n_rot/2] or None. out may be x (in place)."""
+    _f32(x, "rope x")
+    if mode not in ("norm", "neox"):
+        raise CudaError(f"unknown rope mode {mode!r}")
+    n_tok, n_head, hd = x.shape
+    if n_rot % 2 or not 0 < n_rot <= hd or n_rot // 2 > ROPE_MAX_PAIRS:
+        raise CudaError(f"rope: n_rot {n_rot} must be even, <= head_dim {hd} and <= {2 * ROPE_MAX_PAIRS}")
+    if pos.dtype != np.int32 or pos.shape != (n_tok,):
+        raise CudaError(f"rope: pos must be int32 [{n_tok}], got {pos.dtype}{tuple(pos.shape)}")
+    if freq_factors is not None and _f32(freq_factors, "rope freq_factors").size < n_rot // 2:
+        raise CudaError(f"rope: {freq_factors.size} freq factors for {n_rot // 2} pairs")
+    y = _out(out, x, x.shape)
+    if n_tok:
+        _fn("elementwise", "rope_f32", x)(
+            n_tok, ELEM_THREADS,
+            (x, y, pos, freq_factors, np.int32(n_head), np.int32(hd), np.int32(n_rot),
+             rope_theta_scale(freq_base, n_rot), np.float32(freq_scale), np.int32(mode == "neox")))
+    return y
+
+
+def _binary(kname, a, b, out, what):
+    _f32(a, what)
+    _f32(b, what)
+    if a.shape != b.shape:
+        raise CudaError(f"{what}: shapes {tuple(a.shape)} and {tuple(b.shape)} differ")
+    y = _out(out, a, a.shape)
+    if a.size:
+        _fn("elementwise", kname, a)(_blocks(a.size), ELEM_THREADS, (a, b, y, np.int64(a.size)))
+    return y
+
+
+def swiglu(gate, up, out=None):
+    """silu(gate) * up, f32, same shapes."""
+    return _binary("swiglu_f32", gate, up, out, "swiglu")
+
+
+def geglu(gate, up, out=None):
+    """gelu(gate) * up with ggml-cpu's fp16-table GELU (runtime.reference.gelu)."""
+    return _binary("geglu_f32", gate, up, out, "geglu")
+
+
+def add(a, b, out=None):
+    """a + b, f32, same shapes (out may be a or b)."""
+    return _binary("add_f32", a, b, out, "add")
+
+
+def scale(x, s: float, out=None):
+    """x * s, f32 (out may be x)."""
+    _f32(x, "scale")
+    y = _out(out, x, x.shape)
+    if x.size:
+        _fn("elementwise", "scale_f32", x)(_blocks(x.size), ELEM_THREADS, (x, y, np.float32(s), np.int64(x.size)))
+    return y
+
+
+def softcap(x, cap: float, out=None):
+    """cap * tanh(x / cap), f32 (out may be x)."""
+    _f32(x, "softcap")
+    y = _out(out, x, x.shape)
+    if x.size:
+        _fn("elementwise", "softcap_f32", x)(_blocks(x.size), ELEM_THREADS, (x, y, np.float32(cap), np.int64(x.size)))
+    return y
+
+
+def kv_write(src, cache, pos):
+    """cache[pos[t]] = fp16(src[t]). src: f32 [n_tok, n_kv, hd]; cache: f16 [n_ctx, n_kv, hd];
+    pos: i32 [n_tok] (each < n_ctx: checked by the caller, who knows the positions)."""
+    _f32(src, "kv_write src")
+    n_tok = src.shape[0]
+    if cache.dtype != np.float16 or tuple(cache.shape[1:]) != tuple(src.shape[1:]):
+        raise CudaError(f"kv_write: cache {cache.dtype}{tuple(cache.shape)} does not hold f16 rows of {tuple(src.shape[1:])}")
+    if pos.dtype != np.int32 or pos.shape != (n_tok,):
+        raise CudaError(f"kv_write: pos must be int32 [{n_tok}], got {pos.dtype}{tuple(pos.shape)}")
+    row = int(np.prod(src.shape[1:]))
+    if n_tok and row:
+        t = min(ELEM_THREADS, -(-row // 32) * 32)
+        _fn("elementwise", "kv_write_f16", src)((_blocks(row, t), n_tok), t, (src, cache, pos, np.int32(row)))
+    return cache
+
+
+# ---------------------------------------------------------------- attention
+
+ATT_HD_MAX = 256
+ATT_THREADS = 128
+ATT_SPLIT_MAX = 512
+ATT_ROWS = 4
+DECODE_MAX_TOK = 8      # attention() uses flash-decoding up to this many query tokens
+
+
+def _attn_check(q, k_cache, v_cache, n_past):
+    _f32(q, "attention q")
+    n_tok, n_head, hd = q.shape
+    for c, what in ((k_cache, "k cache"), (v_cache, "v cache")):
+        if c.dtype != np.float16 or c.ndim != 3 or c.shape[2] != hd or not c.flags.c_contiguous:
+            raise CudaError(f"attention: {what} must be contiguous f16 [n_ctx, n_kv, {hd}], "
+                            f"got {c.dtype}{tuple(c.shape)}")
+    if k_cache.shape != v_cache.shape:
+        raise CudaError(f"attention: k cache {tuple(k_cache.shape)} and v cache {tuple(v_cache.shape)} differ")
+    n_kv = k_cache.shape[1]
+    if hd > ATT_HD_MAX:
+        raise CudaError(f"attention: head_dim {hd} > {ATT_HD_MAX}")
+    if n_head % n_kv:
+        raise CudaError(f"attention: {n_head} query heads do not group over {n_kv} kv heads")
+    if n_past < 0 or n_past + n_tok > k_cache.shape[0]:
+        raise CudaError(f"context overflow: {n_past + n_tok} tokens > cache size {k_cache.shape[0]}")
+    return n_tok, n_head, n_kv, hd
+
+
+def _attn_common(window, softcap):
+    return np.int32(window or 0), np.float32(softcap or 0.0)
+
+
+def attention_decode(q, k_cache, v_cache, n_past: int, scale: float, window: int | None = None,
+                     softcap: float | None = None, out=None, split_keys: int = 256):
+    """Flash-decoding: each query row's keys in chunks of split_keys (one block each), then a
+    combine kernel. Shapes as ``attention``."""
+    n_tok, n_head, n_kv, hd = _attn_check(q, k_cache, v_cache, n_past)
+    if not 0 < split_keys <= ATT_SPLIT_MAX:
+        raise CudaError(f"attention: split_keys {split_keys} not in 1..{ATT_SPLIT_MAX}")
+    y = _out(out, q, q.shape)
+    if not n_tok:
+        return y
+    seen = n_past + n_tok if not window else min(window, n_past + n_tok)
+    n_split = -(-seen // split_keys)
+    rows = n_tok * n_head
+    part_o = _workspace(q, "attn_part_o", (rows, n_split, hd), np.float32)
+    part_ml = _workspace(q, "attn_part_ml", (rows, n_split, 2), np.float32)
+    w, cap = _attn_common(window, softcap)
+    _fn("attention", "attn_decode_partial", q)(
+        (rows, n_split), ATT_THREADS,
+        (q, k_cache, v_cache, part_o, part_ml, np.int32(n_head), np.int32(n_kv), np.int32(hd), np.int32(n_past),
+         w, np.int32(split_keys), np.float32(scale), cap))
+    _fn("attention", "attn_decode_combine", q)(rows, ATT_THREADS, (part_o, part_ml, y, np.int32(n_split), np.int32(hd)))
+    return y
+
+
+def attention_prefill(q, k_cache, v_cache, n_past: int, scale: float, window: int | None = None,
+                      softcap: float | None = None, out=None):
+    """Causal attention for a batch of query tokens (ATT_ROWS rows of a head per block, K/V
+    tiles in shared memory, online softmax). Shapes as ``attention``."""
+    n_tok, n_head, n_kv, hd = _attn_check(q, k_cache, v_cache, n_past)
+    y = _out(out, q, q.shape)
+    if not n_tok:
+        return y
+    w, cap = _attn_common(window, softcap)
+    variant = next(v for v in (64, 128, 256) if hd <= v)   # shared memory sized for the head
+    _fn("attention", f"attn_prefill_{variant}", q)(
+        (-(-n_tok // ATT_ROWS), n_head), 32 * ATT_ROWS,
+        (q, k_cache, v_cache, y, np.int32(n_tok), np.int32(n_head), np.int32(n_kv), np.int32(hd), np.int32(n_past),
+         w, np.float32(scale), cap))
+    return y
+
+
+def attention(q, k_cache, v_cache, n_past: int, scale: float, window: int | None = None,
+              softcap: float | None = None, out=None):
+    """Causal GQA attention (runtime.reference.attention). q: f32 [n_tok, n_head, hd];
+    caches: f16 [n_ctx, n_kv, hd] already holding keys 0..n_past+n_tok-1; returns f32
+    [n_tok, n_head, hd]. Query t is at position n_past + t; window: sliding window (keys p with
+    qpos - p < window); softcap: cap * tanh(score / cap)."""
+    if q.shape[0] <= DECODE_MAX_TOK:
+        return attention_decode(q, k_cache, v_cache, n_past, scale, window, softcap, out)
+    return attention_prefill(q, k_cache, v_cache, n_past, scale, window, softcap, out)
+
+
+# ---------------------------------------------------------------- sampling
+
+SAMPLE_THREADS = 256
+TOPK_MAX = 256
+TOPK_CHUNK_MAX = 8192
+TOPK_CAND_MAX = 4096
+
+
+# the most dynamic shared memory each launcher asks for (tests/test_cuda_compile.py adds the
+# kernel's static shared memory and checks the sum against the 48 KiB every arch allows)
+DYNAMIC_SHARED_MAX = {
+    "repeat_penalty_f32": M.MAX_SHARED_PER_BLOCK - 1024,
+    "topk_chunks_f32": TOPK_CHUNK_MAX * 4,
+    "topk_sample_f32": TOPK_CAND_MAX * 8,
+}
+
+
+def _logits(x):
+    _f32(x, "logits")
+    if x.ndim != 1 or not x.size:
+        raise CudaError(f"logits must be f32 [n_vocab], got {tuple(x.shape)}")
+    return x
+
+
+def repeat_penalty(logits, ids, penalty: float):
+    """In place: logits[t] = v * penalty if v <= 0 else v / penalty, once for each distinct id
+    in ids (i32 device array, e.g. the last repeat_last_n tokens; repeats allowed)."""
+    _logits(logits)
+    if ids.dtype != np.int32 or ids.ndim != 1:
+        raise CudaError(f"repeat_penalty: ids must be int32 [n], got {ids.dtype}{tuple(ids.shape)}")
+    if ids.size * 4 > M.MAX_SHARED_PER_BLOCK - 1024:
+        raise CudaError(f"repeat_penalty: {ids.size} ids is too many for one block")
+    if ids.size:
+        _fn("sampling", "repeat_penalty_f32", logits)(
+            1, SAMPLE_THREADS, (logits, ids, np.int32(ids.size), np.float32(penalty)), shared_mem=ids.size * 4)
+    return logits
+
+
+def argmax(logits, out=None):
+    """Greedy: i32 device array [1] holding argmax(logits) (the first of equal maxima)."""
+    _logits(logits)
+    out = _out(out, logits, (1,), np.int32)
+    threads = min(1024, -(-logits.size // 32) * 32)   # sampling.cu's ARGMAX_THREADS
+    _fn("sampling", "argmax_f32", logits)(1, threads, (logits, np.int32(logits.size), out))
+    return out
+
+
+def top_k_plan(n: int, k: int) -> tuple[int, int]:
+    """(blocks, chunk) for the first top-k stage; CudaError when the device cannot do k of n."""
+    if not 1 <= k <= TOPK_MAX:
+        raise CudaError(f"device sampling supports top_k 1..{TOPK_MAX}, got {k}")
+    blocks = max(1, min(-(-n // 1024), TOPK_CAND_MAX // k))
+    chunk = -(-n // blocks)
+    if chunk > TOPK_CHUNK_MAX:
+        raise CudaError(f"device sampling: top_k {k} is too large for a vocabulary of {n}")
+    return -(-n // chunk), chunk
+
+
+def sample_top_k(logits, top_k: int, top_p: float, min_p: float, temp: float, u: float, out=None):
+    """runtime.generate.sample's chain after the penalty, on the device: top-k, softmax,
+    top-p, min-p, softmax(x / temp), then the token whose cdf first exceeds u (u from the
+    host's rng.random(), as numpy's Generator.choice draws). Returns i32 device array [1].
+    top_k must be 1..TOPK_MAX (callers fall back to the host otherwise); temp > 0."""
+    _logits(logits)
+    if not temp > 0:
+        raise CudaError("sample_top_k needs temp > 0 (use argmax for greedy)")
+    n = logits.size
+    k = min(int(top_k), n)
+    blocks, chunk = top_k_plan(n, k)
+    cand_v = _workspace(logits, "topk_v", (blocks * k,), np.float32)
+    cand_i = _workspace(logits, "topk_i", (blocks * k,), np.int32)
+    out = _out(out, logits, (1,), np.int32)
+    _fn("sampling", "topk_chunks_f32", logits)(
+        blocks, SAMPLE_THREADS, (logits, np.int32(n), np.int32(chunk), np.int32(k), cand_v, cand_i),
+        shared_mem=chunk * 4)
+    _fn("sampling", "topk_sample_f32", logits)(
+        1, SAMPLE_THREADS, (cand_v, cand_i, np.int32(blocks * k), np.int32(k), np.float64(top_p), np.float64(min_p),
+                            np.float32(temp), np.float64(u), out), shared_mem=blocks * k * 8)
+    return out
+
+
+def sample(logits, params, rng: np.random.Generator, history=()):
+    """One token id as runtime.generate.sample(logits, params, rng, history) picks it, computed
+    on the device (logits is modified in place by the repetition penalty). Only the id comes
+    back. Raises CudaError for top_k outside 1..TOPK_MAX: sample on the host then."""
+    xp = _xp(logits)
+    if params.repeat_penalty != 1.0 and params.repeat_last_n != 0 and len(history):
+        h = list(history)[-params.repeat_last_n:] if params.repeat_last_n > 0 else list(history)
+        if min(h) < 0 or max(h) >= logits.size:
+            raise CudaError(f"repeat penalty: token id out of range 0..{logits.size - 1}")
+        repeat_penalty(logits, xp.asarray(np.asarray(h, np.int32)), params.repeat_penalty)
+    if params.temp <= 0:
+        tid = argmax(logits)
+    else:
+        tid = sample_top_k(logits, params.top_k, params.top_p, params.min_p, params.temp, rng.random())
+    return int(tid[0]) if xp is np else int(tid.get()[0])
