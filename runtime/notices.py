@@ -1,7 +1,7 @@
 """One-line notices from the library to whoever owns the terminal (no printing here).
 
     from runtime import notices
-    notices.set_handler(lambda msg: print(msg, file=sys.stderr))   # the CLI does this
+    notices.set_handler(show)      # the CLI passes a function that shows msg on its terminal
     notices.notify("compiling kernels for Q4_K, Q6_K (first run only)")
 
 Without a handler a notice is a ``warnings.warn(..., CompileNotice)`` (shown once per message by
