@@ -65,7 +65,8 @@ def quantize_q8_k(x, q, d):
             iscale = np.float32(-127.0) / mx
             for j in range(256):
                 q[t, 256 * b + j] = np.int8(min(127.0, np.rint(iscale * x[t, 256 * b + j])))
-            d[t, b] = np.float32(1.0) / iscale
+            # max |x| = inf makes iscale +-0: ggml's 1/iscale is then -+inf (Numba would raise)
+            d[t, b] = np.float32(1.0) / iscale if iscale != 0 else (np.float32(-np.inf) if mx > 0 else np.float32(np.inf))
 
 
 @njit(cache=True)
