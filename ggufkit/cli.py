@@ -301,6 +301,43 @@ def _on_sigterm(signum, frame):
     raise Terminated()
 
 
+@cli.command("warmup")
+@click.argument("what", metavar="[TYPES|MODEL]", required=False)
+@click.option("--force", is_flag=True, help="Compile again even if the kernels are cached.")
+def warmup_cmd(what, force) -> None:
+    """Compile the CPU kernels ahead of time (for container images): for a GGUF's weight types,
+    a comma-separated list of ggml types (Q4_K,Q6_K), or every type when none is given."""
+    import os
+    import time
+
+    from runtime.kernels import warm
+
+    t0 = time.perf_counter()
+    if what and os.path.isfile(what):
+        from runtime.loader import load   # loading compiles what the model needs (with the notice)
+        types = sorted({t.qtype for t in load(what, with_tokenizer=False).w.mats.values()})
+    else:
+        types = [t.strip().upper() for t in what.split(",")] if what else list(warm.kernel_types())
+        bad = [t for t in types if t not in warm.kernel_types() and t != "F32"]
+        if bad:
+            raise GGUFKitError(f"no CPU kernels for type(s) {', '.join(bad)} (known: {', '.join(warm.kernel_types())})")
+    names = [warm.COMMON] + [t for t in types if t in warm.kernel_types()] if force else warm.needs_compile(types)
+    warm.warm(names, on_each=lambda n, s: click.echo(f"compiled {n} in {s:.1f} s", err=True))
+    click.echo(f"kernels ready for {', '.join(types)} ({time.perf_counter() - t0:.1f} s)")
+
+
+def _print_notice(msg: str) -> None:
+    click.echo(msg, err=True)
+
+
+def _route_notices() -> None:
+    from runtime import notices   # cheap: no numpy/Numba
+    notices.set_handler(_print_notice)
+
+
+_route_notices()
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: user errors become one line on stderr and exit status 1;
     Ctrl-C exits 130 and SIGTERM 143, both after removing any partial output."""

@@ -119,18 +119,19 @@ _BLAS = None
 
 
 def set_num_threads(n: int | None) -> int:
-    """Threads for the Numba kernels and for BLAS (prefill GEMMs); None: all cores.
+    """Threads for the Numba kernels and for the prefill GEMMs; None: all cores.
 
-    BLAS gets the same count: OpenBLAS's own thread pool on top of Numba's
-    oversubscribes the cores (a 64-token GEMM went from 1.6 ms to 64 ms on a busy
-    2-core box with 2 BLAS threads). Returns the count in use.
+    OpenBLAS itself is kept single-threaded: its pool oversubscribes the cores on top of Numba's
+    and spins while idle (a 64-token GEMM went from 1.6 ms to 64 ms on a busy 2-core box with 2
+    BLAS threads); ``kernels.matmul.gemm_nt`` splits large GEMMs over n Python threads instead.
+    Returns the count in use.
     """
     if _k is None:
         return 1
     import numba
     n = numba.config.NUMBA_NUM_THREADS if n is None else max(1, min(int(n), numba.config.NUMBA_NUM_THREADS))
     numba.set_num_threads(n)
-    _blas_limit(n)
+    _blas_limit(1)
     return n
 
 

@@ -35,6 +35,14 @@ def read_weights(g: GGUFReader) -> Weights:
     return w
 
 
+def prepare_kernels(qtypes) -> list[str]:
+    """Compile only the kernels these weight types need (first run: one notice, see runtime.notices)."""
+    if B._k is None:
+        return []
+    from runtime import notices
+    return B._k.prepare(qtypes, notices.notify)
+
+
 def load(path: str, with_tokenizer: bool = True):
     """Load a GGUF of arch llama, deci or gemma3 (ModelError for anything else, GGUFError for a
     bad file)."""
@@ -47,6 +55,8 @@ def load(path: str, with_tokenizer: bool = True):
     mod = ARCHS[arch]
     hp = mod.read_hparams(g.fields, g.tensors)
     tok = Tokenizer.from_gguf(g) if with_tokenizer else None
-    model = mod.Model(hp, read_weights(g), tok, path)
+    weights = read_weights(g)
+    prepare_kernels({t.qtype for t in weights.mats.values()})
+    model = mod.Model(hp, weights, tok, path)
     model.gguf = g
     return model

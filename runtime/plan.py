@@ -198,12 +198,17 @@ class Plan:
         gpu["total"] = sum(gpu.values())
         return {"cpu": cpu, self.device: gpu}
 
+    @property
+    def head_read_bytes(self) -> int:
+        """What the output head reads per token: output.weight, or token_embd when tied."""
+        return self.output_bytes + (self.embd_bytes if self.tied_output else 0)
+
     def crossings(self) -> int:
         devs = [False] + list(self.on_gpu) + [self.output_on_gpu]
         return sum(a != b for a, b in zip(devs, devs[1:]))
 
     def seconds_per_token(self) -> float:
-        return _time(self.layers, self.on_gpu, self.output_on_gpu, self.output_bytes, self.cpu_bw, self.gpu_bw,
+        return _time(self.layers, self.on_gpu, self.output_on_gpu, self.head_read_bytes, self.cpu_bw, self.gpu_bw,
                      self.t_cross)
 
     @property
@@ -213,7 +218,8 @@ class Plan:
     @property
     def cpu_only_tok_s(self) -> float:
         n = len(self.layers)
-        return 1.0 / _time(self.layers, [False] * n, False, self.output_bytes, self.cpu_bw, self.gpu_bw, self.t_cross)
+        return 1.0 / _time(self.layers, [False] * n, False, self.head_read_bytes, self.cpu_bw, self.gpu_bw,
+                           self.t_cross)
 
     def to_dict(self) -> dict:
         return {
@@ -293,7 +299,7 @@ def plan_header(fields: dict, tensors: dict, n_ctx: int, gpu_memory: int | None,
                          f"context and scratch")
     g = str(gpu_layers).strip().lower()
     if g == "auto":
-        p.on_gpu, p.output_on_gpu = _best(layers, out_gpu_bytes, out, avail, p.cpu_bw, p.gpu_bw, t_cross)
+        p.on_gpu, p.output_on_gpu = _best(layers, out_gpu_bytes, p.head_read_bytes, avail, p.cpu_bw, p.gpu_bw, t_cross)
         return p
     if g == "all":
         k = n + 1

@@ -255,3 +255,43 @@ def test_set_num_threads_limits_blas():
         assert blas and all(n == 1 for n in blas)
     finally:
         B.set_num_threads(n0)
+
+
+# ---------------------------------------------------------------- regressions found by tools/fuzz_inputs.py
+
+def _fuzz_tool():
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("fuzz_inputs", REPO / "tools" / "fuzz_inputs.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.parametrize("key, value, must", [("llama.block_count", 12648449, "block_count"),
+                                              ("llama.attention.head_count", 5, "hyperparameters")])
+def test_run_refuses_inconsistent_hparams_at_load(tmp_path, key, value, must, capsys):
+    """A huge block_count allocated per-layer lists before anything was checked (fuzz seed 1 case
+    6775); a head count that disagrees with the tensors failed mid-forward (seed 7 case 1036)."""
+    import struct as st
+    fz = _fuzz_tool()
+    p = fz.write_small_llama(tmp_path / "m.gguf")
+    data = bytearray(p.read_bytes())
+    off = next(f[1] for f in fz.walk_gguf(bytes(data))["fields"] if f[0] == "scalar" and f[3][1] == key)
+    data[off:off + 4] = st.pack("<I", value)
+    p.write_bytes(bytes(data))
+    code, out, err = run_main(["run", p, "-p", "hi", "-n", "1"], capsys)
+    assert_one_line_error(code, err, must)
+    assert out == ""
+
+
+def test_q8_k_activation_of_inf_does_not_raise():
+    """Garbage weights (a mutated type id) gave inf activations; 1/iscale raised ZeroDivisionError
+    in Numba (fuzz seed 1 case 9881). ggml gives d = -inf there."""
+    import numpy as np
+
+    from runtime.kernels.act import quantize_q8_k
+    x = np.ones((1, 256), np.float32)
+    x[0, 3] = np.inf
+    q, d = np.empty((1, 256), np.int8), np.empty((1, 1), np.float32)
+    quantize_q8_k(x, q, d)
+    assert d[0, 0] == -np.inf

@@ -178,7 +178,7 @@ def test_dynamic_gate_direct_call_and_conflicts():
     layer = LayerInfo(shape=(256, 256))
     assert [dynamic_gate(f"blk.{i}.ffn_gate.weight", layer, m) for i in range(4)] == \
         ["IQ4_XS", "IQ2_XXS", "IQ2_XXS", "IQ4_XS"]
-    with pytest.raises(QuantError, match="--pure"):
+    with pytest.raises(QuantError, match="a pure quantization and a recipe"):
         plan_types([], m, parse_ftype("IQ2_XXS"), QuantOptions(recipe="dynamic-gate", pure=True))
     with pytest.raises(QuantError, match="unknown recipe"):
         plan_types([], m, parse_ftype("IQ2_XXS"), QuantOptions(recipe="nope"))

@@ -1,9 +1,12 @@
 """Microbenchmark of the runtime matmul kernels, per weight type.
 
 For each type: decode (n_tok = 1) matvec time, the packed-weight bandwidth it
-reaches (GB/s = weight bytes / time) and the tokens/s a model of --model-bytes
-packed weights would get if every weight ran at that speed; and prefill
-(n_tok = --prefill) GFLOP/s of the dequantize-tile + BLAS path.
+reaches (GB/s = weight bytes / time), that as a share of the measured DRAM read
+bandwidth (printed first: a Numba loop summing a 512 MiB array with the same
+threads), and the tokens/s a model of --model-bytes packed weights would get if
+every weight ran at that speed; and prefill (n_tok = --prefill) GFLOP/s of the
+dequantize-tile + BLAS path. Use matrices bigger than the L3 cache for the DRAM
+comparison (e.g. --rows 32768 --cols 4096).
 
     python tools/bench_kernels.py [-t THREADS] [--rows 4096] [--cols 4096] [--types Q4_K,Q8_0]
                                   [--prefill 128] [--model-bytes 250e6] [--json]
@@ -30,14 +33,32 @@ from runtime import backend  # noqa: E402
 from test_kernels_matmul import random_qtensor  # noqa: E402
 
 
+CLOCK = time.perf_counter
+
+
 def best_time(fn, reps: int) -> float:
     fn()                                  # compile / warm caches
     ts = []
     for _ in range(reps):
-        t0 = time.perf_counter()
+        t0 = CLOCK()
         fn()
-        ts.append(time.perf_counter() - t0)
+        ts.append(CLOCK() - t0)
     return min(ts)
+
+
+def dram_read_gbs(threads_note: str = "", reps: int = 5) -> float:
+    """Best-of-reps read bandwidth of a plain parallel Numba sum over 512 MiB (GB/s)."""
+    from numba import njit, prange
+
+    @njit(parallel=True, fastmath=True)
+    def _sum(a):
+        s = 0
+        for i in prange(a.size):
+            s += a[i]
+        return s
+
+    a = np.ones(64 << 20, np.uint64)
+    return a.nbytes / best_time(lambda: _sum(a), reps) / 1e9
 
 
 def main(argv=None):
@@ -45,21 +66,33 @@ def main(argv=None):
     ap.add_argument("-t", "--threads", type=int, default=None)
     ap.add_argument("--rows", type=int, default=4096)
     ap.add_argument("--cols", type=int, default=4096)
-    ap.add_argument("--types", default="F32,F16,BF16,Q8_0,Q6_K,Q5_K,Q4_K,Q5_0,Q5_1,Q4_0,Q4_1,Q3_K,Q2_K,IQ4_NL,IQ4_XS,TQ2_0,MXFP4")
+    ap.add_argument("--types", default="F32,F16,BF16,Q8_0,Q6_K,Q5_K,Q4_K,Q5_0,Q5_1,Q4_0,Q4_1,Q3_K,Q2_K,"
+                    "IQ4_NL,IQ4_XS,IQ3_S,IQ3_XXS,IQ2_XXS,IQ2_XS,IQ2_S,TQ2_0,MXFP4")
     ap.add_argument("--prefill", type=int, default=128, help="tokens for the prefill measurement (0: skip)")
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--model-bytes", type=float, default=250e6, help="packed weight bytes read per token")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--cpu-time", action="store_true",
+                    help="time with the process CPU clock instead of the wall clock (with -t 1 on a shared, "
+                         "overloaded machine this counts the work done, not the time spent descheduled)")
     ap.add_argument("--model", help="GGUF file: time prefill and decode of the whole model instead")
     ap.add_argument("--gen", type=int, default=16, help="decoded tokens for --model")
     ap.add_argument("--compile-time", action="store_true",
                     help="only time the first call of every kernel (cold or warm Numba cache)")
     a = ap.parse_args(argv)
+    global CLOCK
+    if a.cpu_time:
+        CLOCK = time.process_time
     if a.compile_time:
         return compile_time(a.types.split(","))
     if a.model:
         return bench_model(a.model, a.threads, a.prefill or 128, a.gen)
     nthreads = backend.set_num_threads(a.threads)
+    dram = dram_read_gbs()
+    if not a.json:
+        print(f"DRAM read bandwidth (Numba sum of 512 MiB, {nthreads} thread(s)): {dram:.1f} GB/s; "
+              f"matrices {a.rows} x {a.cols}; {'CPU' if a.cpu_time else 'wall'} clock, best of {a.reps}; "
+              f"load average {__import__('os').getloadavg()[0]:.1f}", flush=True)
     rows = []
     for qtype in a.types.split(","):
         w = random_qtensor(qtype, a.rows, a.cols)
@@ -68,7 +101,7 @@ def main(argv=None):
         gbs = w.data.nbytes / t / 1e9
         r = {"type": qtype, "kernel": qtype in backend.KERNEL_TYPES, "rows": a.rows, "cols": a.cols,
              "threads": nthreads, "bytes": int(w.data.nbytes), "decode_ms": t * 1e3, "decode_GBps": gbs,
-             "model_tok_s": gbs * 1e9 / a.model_bytes}
+             "model_tok_s": gbs * 1e9 / a.model_bytes, "dram_GBps": dram, "of_dram": gbs / dram}
         if a.prefill:
             xp = np.random.default_rng(0).standard_normal((a.prefill, a.cols)).astype(np.float32)
             tp = best_time(lambda: backend.matmul(w, xp), max(2, a.reps // 2))
@@ -77,7 +110,8 @@ def main(argv=None):
         rows.append(r)
         if not a.json:
             line = (f"{qtype:7s} {'numba' if r['kernel'] else 'numpy':5s} decode {r['decode_ms']:8.3f} ms "
-                    f"{gbs:6.2f} GB/s  ~{r['model_tok_s']:6.1f} tok/s@{a.model_bytes / 1e6:.0f}MB")
+                    f"{gbs:6.2f} GB/s ({100 * gbs / dram:4.0f}% of DRAM {dram:.1f})  "
+                    f"~{r['model_tok_s']:6.1f} tok/s@{a.model_bytes / 1e6:.0f}MB")
             if a.prefill:
                 line += f"  prefill{a.prefill} {r['prefill_ms']:8.1f} ms {r['prefill_GFLOPs']:6.1f} GFLOP/s"
             print(line, flush=True)

@@ -348,6 +348,14 @@ def _deq_tq1_0(row, o, buf, lut):
 # ---------------------------------------------------------------- IQ grid types
 
 @njit(inline="always")
+def _put_signed(buf, k, db, grid, g, signs, n):
+    """buf[k + j] = db * grid[g, j] for j < n, negated where bit j of signs is set."""
+    for j in range(n):
+        v = db * grid[g, j]
+        buf[k + j] = -v if (signs >> j) & 1 else v
+
+
+@njit(inline="always")
 def _deq_iq2_xxs(row, o, buf, lut):
     # IQ2_XXS: d:2 qs:64 (8 x [4 grid indices:4][signs 4x7 bits | scale 4 bits]:4)
     d = _h(row, o, lut)
@@ -358,9 +366,7 @@ def _deq_iq2_xxs(row, o, buf, lut):
         for l in range(4):
             g = np.int64(row[q + l])
             signs = KSIGNS_IQ2XS[np.int64((a1 >> np.uint32(7 * l)) & np.uint32(127))]
-            for j in range(8):
-                v = db * IQ2XXS_GRID[g, j]
-                buf[32 * ib + 8 * l + j] = -v if (signs >> j) & 1 else v
+            _put_signed(buf, 32 * ib + 8 * l, db, IQ2XXS_GRID, g, signs, 8)
 
 
 @njit(inline="always")
@@ -376,11 +382,8 @@ def _deq_iq3_s(row, o, buf, lut):
             g1 = np.int32(row[o + 2 + 8 * ib + 2 * l]) | ((qh << (8 - 2 * l)) & 256)
             g2 = np.int32(row[o + 2 + 8 * ib + 2 * l + 1]) | ((qh << (7 - 2 * l)) & 256)
             sg = np.int32(row[o + 74 + 4 * ib + l])
-            for j in range(4):
-                v1 = db * IQ3S_GRID[g1, j]
-                v2 = db * IQ3S_GRID[g2, j]
-                buf[k + j] = -v1 if (sg >> j) & 1 else v1
-                buf[k + 4 + j] = -v2 if (sg >> (j + 4)) & 1 else v2
+            _put_signed(buf, k, db, IQ3S_GRID, g1, sg, 4)
+            _put_signed(buf, k + 4, db, IQ3S_GRID, g2, sg >> 4, 4)
             k += 8
 
 
@@ -393,10 +396,7 @@ def _deq_iq2_xs(row, o, buf, lut):
         for l in range(4):
             db = d * (np.float32(0.5) + np.float32((sc >> (4 * (l // 2))) & 0xF)) * np.float32(0.25)
             q = np.int64(row[o + 2 + 8 * ib + 2 * l]) | (np.int64(row[o + 3 + 8 * ib + 2 * l]) << 8)
-            signs = KSIGNS_IQ2XS[q >> 9]
-            for j in range(8):
-                v = db * IQ2XS_GRID[q & 511, j]
-                buf[32 * ib + 8 * l + j] = -v if (signs >> j) & 1 else v
+            _put_signed(buf, 32 * ib + 8 * l, db, IQ2XS_GRID, q & 511, KSIGNS_IQ2XS[q >> 9], 8)
 
 
 @njit(inline="always")
@@ -409,10 +409,7 @@ def _deq_iq2_s(row, o, buf, lut):
         for l in range(4):
             db = d * (np.float32(0.5) + np.float32((sc >> (4 * (l // 2))) & 0xF)) * np.float32(0.25)
             g = np.int64(row[o + 2 + 4 * ib + l]) | ((qh << (8 - 2 * l)) & 0x300)
-            sg = np.int32(row[o + 34 + 4 * ib + l])
-            for j in range(8):
-                v = db * IQ2S_GRID[g, j]
-                buf[32 * ib + 8 * l + j] = -v if (sg >> j) & 1 else v
+            _put_signed(buf, 32 * ib + 8 * l, db, IQ2S_GRID, g, np.int32(row[o + 34 + 4 * ib + l]), 8)
 
 
 @njit(inline="always")
@@ -426,11 +423,8 @@ def _deq_iq3_xxs(row, o, buf, lut):
             signs = KSIGNS_IQ2XS[np.int64((a >> np.uint32(7 * l)) & np.uint32(127))]
             g1 = np.int64(row[o + 2 + 8 * ib + 2 * l])
             g2 = np.int64(row[o + 2 + 8 * ib + 2 * l + 1])
-            for j in range(4):
-                v1 = db * IQ3XXS_GRID[g1, j]
-                v2 = db * IQ3XXS_GRID[g2, j]
-                buf[32 * ib + 8 * l + j] = -v1 if (signs >> j) & 1 else v1
-                buf[32 * ib + 8 * l + 4 + j] = -v2 if (signs >> (j + 4)) & 1 else v2
+            _put_signed(buf, 32 * ib + 8 * l, db, IQ3XXS_GRID, g1, signs, 4)
+            _put_signed(buf, 32 * ib + 8 * l + 4, db, IQ3XXS_GRID, g2, signs >> 4, 4)
 
 
 @njit(inline="always")

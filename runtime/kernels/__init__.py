@@ -2,8 +2,11 @@
 
 - ``dequant``:   per-type block dequantizers (Numba), row dequantization
 - ``act``:       activation quantizers (Q8_0 / Q8_K, as ggml-cpu converts x)
-- ``qdot``:      integer dot-product decode kernels for Q8_0, Q4_0, Q5_0, Q4_K, Q5_K, Q6_K
-- ``matmul``:    fused dequantize-times-vector (decode), tiled dequantize + BLAS (prefill)
+- ``qdot``:      integer dot-product decode kernels (legacy, K-quants, IQ4_NL/IQ4_XS/IQ2_XXS/
+                 IQ2_XS/IQ3_XXS/IQ3_S)
+- ``matmul``:    dispatch; per-type fused dequantize-times-vector (decode), tiled dequantize +
+                 BLAS (prefill); per-type kernels are built on first use
+- ``warm``:      compile only what a model needs, the first-run notice, ``ggufkit warmup``
 - ``norm``:      RMS norm (double accumulation like ggml)
 - ``rope``:      RoPE with ggml's float32 theta recurrence
 - ``attention``: causal GQA attention, float32 BLAS
@@ -33,7 +36,7 @@ def _drop_stale_numba_cache() -> None:
     try:
         if stamp.exists() and stamp.read_text() == digest:
             return
-        for f in list(cache.glob("*.nbi")) + list(cache.glob("*.nbc")):
+        for f in list(cache.glob("*.nbi")) + list(cache.glob("*.nbc")) + list(cache.glob("warm-*")):
             f.unlink()
         cache.mkdir(exist_ok=True)
         stamp.write_text(digest)
@@ -98,3 +101,10 @@ def swiglu(gate, up):
 
 def rms_norm(x, w, eps):
     return _norm.rms_norm(x, w, eps)
+
+
+def prepare(qtypes, notify=None):
+    """Compile (or load from cache) only the kernels weight types ``qtypes`` need; notify(msg)
+    once beforehand if something has to be compiled (see ``runtime.kernels.warm``)."""
+    from runtime.kernels import warm
+    return warm.prepare(qtypes, notify)

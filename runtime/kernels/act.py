@@ -65,4 +65,31 @@ def quantize_q8_k(x, q, d):
             iscale = np.float32(-127.0) / mx
             for j in range(256):
                 q[t, 256 * b + j] = np.int8(min(127.0, np.rint(iscale * x[t, 256 * b + j])))
-            d[t, b] = np.float32(1.0) / iscale
+            # max |x| = inf makes iscale +-0: ggml's 1/iscale is then -+inf (Numba would raise)
+            d[t, b] = np.float32(1.0) / iscale if iscale != 0 else (np.float32(-np.inf) if mx > 0 else np.float32(np.inf))
+
+
+@njit(cache=True)
+def bsums16(q, s):
+    """s[t, i] = sum_{j<16} q[t, 16 i + j] (int8 -> int16; ggml's bsums)."""
+    n_tok, n_in = q.shape
+    for t in range(n_tok):
+        for i in range(n_in // 16):
+            a = 0
+            for j in range(16):
+                a += q[t, 16 * i + j]
+            s[t, i] = a
+
+
+@njit(cache=True)
+def quantize_q8_k_bs(x, q, d, s):
+    """quantize_q8_k and its 16-sums in one call (decode: one Numba call per activation)."""
+    quantize_q8_k(x, q, d)
+    bsums16(q, s)
+
+
+@njit(cache=True)
+def quantize_q8_0_bs(x, q, d, s):
+    """quantize_q8_0 and its 16-sums in one call."""
+    quantize_q8_0(x, q, d)
+    bsums16(q, s)

@@ -11,15 +11,16 @@ weight is dequantized once per call and reused by every token.
 Numpy reference: ``runtime.reference.matmul`` (dequantize whole, float64 matmul).
 """
 
+import numba
 import numpy as np
 from numba import njit, prange
 
 from runtime.kernels import qdot
 from runtime.kernels.simd import rowdot_bf16, rowdot_f16
-from runtime.kernels.act import quantize_q8_0, quantize_q8_k
-from runtime.kernels.dequant import (BF16, BLOCKS, F16, F16_LUT, F32, Q2_K, Q3_K, Q4_0, Q4_1, Q4_K, Q5_0, Q5_1,
+from runtime.kernels.act import quantize_q8_0, quantize_q8_0_bs, quantize_q8_k, quantize_q8_k_bs
+from runtime.kernels.dequant import (BF16, BLOCKS, F16, F16_LUT, F32, IQ2_XS, IQ2_XXS, IQ3_S, IQ3_XXS, IQ4_NL, IQ4_XS, Q2_K, Q3_K, Q4_0, Q4_1, Q4_K, Q5_0, Q5_1,
                                      Q5_K, Q6_K, Q8_0,
-                                     deq_block, dequant_rows, dequant_rows_bf16, dequant_rows_f16)
+                                     deq_block, dequant_rows_bf16, dequant_rows_f16)
 from quant.types import BY_ID, TYPES, vec_dot_type
 
 # reassociation lets LLVM vectorize the float reductions; no nnan/ninf, so NaN/inf propagate
@@ -30,32 +31,73 @@ PREFILL_MIN_TOKENS = 8  # from this many tokens on, dequantize tiles and use BLA
 TILE_BYTES = 1 << 24    # f32 bytes of one dequantized tile (16 MiB)
 
 
-@njit(parallel=True, cache=True, fastmath=FASTMATH)
-def matvec_blocks(data, qt, qk, x, out, lut):
-    """out[t, r] = sum_k deq(data[r])[k] * x[t, k] for block-quantized types.
+# ---------------------------------------------------------------- per-type kernels, built lazily
+#
+# ``deq_block`` dispatches on the type id; a kernel taking the id as an argument compiles every
+# type's dequantizer (29 s cold for ``dequant_rows``). Built as a closure over one constant type id,
+# Numba and LLVM keep only that type's branch (7 s), and a model compiles only its own types.
+# Numba caches closures on disk keyed by the captured constants (ints only here).
 
-    data: uint8 [n_out, row_bytes]; x: f32 [n_tok, n_in]; out: f32 [n_tok, n_out]
-    """
-    n_out = data.shape[0]
-    n_tok, n_in = x.shape
-    nb = n_in // qk
-    n_chunks = (n_out + ROW_CHUNK - 1) // ROW_CHUNK
-    for c in prange(n_chunks):
-        buf = np.empty(qk, np.float32)
-        acc = np.empty(n_tok, np.float32)
-        for r in range(c * ROW_CHUNK, min(n_out, (c + 1) * ROW_CHUNK)):
-            row = data[r]
-            acc[:] = 0.0
+_KERNELS: dict = {}
+
+
+def _make_matvec(qt, qk):
+    @njit(parallel=True, cache=True, fastmath=FASTMATH)
+    def matvec_blocks(data, x, out, lut):
+        """out[t, r] = sum_k deq(data[r])[k] * x[t, k] (one block type; float).
+
+        data: uint8 [n_out, row_bytes]; x: f32 [n_tok, n_in]; out: f32 [n_tok, n_out]
+        """
+        n_out = data.shape[0]
+        n_tok, n_in = x.shape
+        nb = n_in // qk
+        n_chunks = (n_out + ROW_CHUNK - 1) // ROW_CHUNK
+        for c in prange(n_chunks):
+            buf = np.empty(qk, np.float32)
+            acc = np.empty(n_tok, np.float32)
+            for r in range(c * ROW_CHUNK, min(n_out, (c + 1) * ROW_CHUNK)):
+                row = data[r]
+                acc[:] = 0.0
+                for b in range(nb):
+                    deq_block(qt, row, b, buf, lut)
+                    off = b * qk
+                    for t in range(n_tok):
+                        s = np.float32(0.0)
+                        for j in range(qk):
+                            s += buf[j] * x[t, off + j]
+                        acc[t] += s
+                for t in range(n_tok):
+                    out[t, r] = acc[t]
+    return matvec_blocks
+
+
+def _make_rows(qt, qk):
+    @njit(parallel=True, cache=True)
+    def dequant_rows_t(data, rows, out, lut):
+        """out[i] = dequantized data[rows[i]] (one block type). rows: int64 [n]; out f32 [n, n_in]."""
+        nb = out.shape[1] // qk
+        for i in prange(rows.shape[0]):
+            row = data[rows[i]]
+            buf = np.empty(qk, np.float32)
             for b in range(nb):
                 deq_block(qt, row, b, buf, lut)
-                off = b * qk
-                for t in range(n_tok):
-                    s = np.float32(0.0)
-                    for j in range(qk):
-                        s += buf[j] * x[t, off + j]
-                    acc[t] += s
-            for t in range(n_tok):
-                out[t, r] = acc[t]
+                for j in range(qk):
+                    out[i, b * qk + j] = buf[j]
+    return dequant_rows_t
+
+
+def kernel(kind: str, qt: int):
+    """The per-type Numba kernel ``kind`` ("matvec" | "rows") for block type id qt (built once)."""
+    key = (kind, qt)
+    k = _KERNELS.get(key)
+    if k is None:
+        k = _KERNELS[key] = (_make_matvec if kind == "matvec" else _make_rows)(qt, BLOCKS[qt][0])
+    return k
+
+
+def matvec_blocks(data, qt, qk, x, out, lut):
+    """out[t, r] = sum_k deq(data[r])[k] * x[t, k] for block-quantized types (per-type kernel)."""
+    kernel("matvec", qt)(data, x, out, lut)
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
@@ -109,7 +151,7 @@ def dequantize(data: np.ndarray, qt: int, n_in: int, rows: np.ndarray) -> np.nda
     if qt not in BLOCKS:
         return quant_dequantize(data[rows], BY_ID[qt].name, n_in)
     out = np.empty((len(rows), n_in), np.float32)
-    dequant_rows(data, rows, qt, BLOCKS[qt][0], out, F16_LUT)
+    kernel("rows", qt)(data, rows, out, F16_LUT)
     return out
 
 
@@ -136,7 +178,10 @@ def quant_dequantize(rows_data: np.ndarray, qtype: str, n_in: int) -> np.ndarray
 INT_KERNELS = {Q8_0: (qdot.dot_q8_0, "Q8_0"), Q4_0: (qdot.dot_q4_0, "Q8_0"), Q5_0: (qdot.dot_q5_0, "Q8_0"),
                Q4_1: (qdot.dot_q4_1, "Q8_1"), Q5_1: (qdot.dot_q5_1, "Q8_1"),
                Q2_K: (qdot.dot_q2_k, "Q8_K"), Q3_K: (qdot.dot_q3_k, "Q8_K"), Q4_K: (qdot.dot_q4_k, "Q8_K"),
-               Q5_K: (qdot.dot_q5_k, "Q8_K"), Q6_K: (qdot.dot_q6_k, "Q8_K")}
+               Q5_K: (qdot.dot_q5_k, "Q8_K"), Q6_K: (qdot.dot_q6_k, "Q8_K"),
+               IQ4_NL: (qdot.dot_iq4_nl, "Q8_0"), IQ4_XS: (qdot.dot_iq4_xs, "Q8_K"),
+               IQ2_XXS: (qdot.dot_iq2_xxs, "Q8_K"), IQ3_S: (qdot.dot_iq3_s, "Q8_K"),
+               IQ2_XS: (qdot.dot_iq2_xs, "Q8_K"), IQ3_XXS: (qdot.dot_iq3_xxs, "Q8_K")}
 
 
 def quantize_act(x: np.ndarray, vtype: str):
@@ -174,14 +219,20 @@ def matmul(data: np.ndarray, qt: int, n_in: int, x: np.ndarray, ggml_act: bool =
     n_out = data.shape[0]
     n_tok = x.shape[0]
     if qt == F32:
-        return x @ data.view(np.float32).T
+        return gemm_nt(x, data.view(np.float32)) if n_tok >= PREFILL_MIN_TOKENS else x @ data.view(np.float32).T
     if n_tok >= PREFILL_MIN_TOKENS or qt not in BLOCKS:
         return matmul_tiled(data, qt, n_in, act_float(x, qt) if ggml_act else x)
     out = np.empty((n_tok, n_out), np.float32)
     if ggml_act and qt in INT_KERNELS:
         kernel, vtype = INT_KERNELS[qt]
-        xq, xd = quantize_act(x, vtype)
-        xs = xq.reshape(n_tok, n_in // 16, 16).sum(axis=-1, dtype=np.int64)   # 16-sums (bsums)
+        xq = np.empty((n_tok, n_in), np.int8)
+        xs = np.empty((n_tok, n_in // 16), np.int16)     # 16-sums (ggml's bsums)
+        if vtype == "Q8_K":
+            xd = np.empty((n_tok, n_in // 256), np.float32)
+            quantize_q8_k_bs(x, xq, xd, xs)
+        else:
+            xd = np.empty((n_tok, n_in // 32), np.float32)
+            quantize_q8_0_bs(x, xq, xd, xs)
         kernel(data, xq, xd, xs, out, F16_LUT)
         return out
     xa = np.ascontiguousarray(act_float(x, qt) if ggml_act else x)
@@ -194,16 +245,42 @@ def matmul(data: np.ndarray, qt: int, n_in: int, x: np.ndarray, ggml_act: bool =
     return out
 
 
+PARALLEL_GEMM_FLOPS = 1 << 24   # below this a GEMM stays on the calling thread
+_POOL = None
+
+
+def _pool(n: int):
+    """Python threads for the GEMMs (numpy releases the GIL inside BLAS)."""
+    global _POOL
+    if _POOL is None or _POOL._max_workers < n:
+        from concurrent.futures import ThreadPoolExecutor
+        _POOL = ThreadPoolExecutor(max_workers=n, thread_name_prefix="ggufkit-gemm")
+    return _POOL
+
+
+def gemm_nt(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """x @ w.T (f32) on Numba's thread count: OpenBLAS runs single-threaded (backend.set_num_threads)
+    and the rows of w are split over Python threads. OpenBLAS's own pool spins while idle, which on
+    shared cores cost 5x the wall time of a prefill (deci-tiny pp512 at 2 threads: 5-7 s vs 1.3 s)."""
+    n = numba.get_num_threads()
+    n_out = w.shape[0]
+    if n == 1 or 2.0 * x.shape[0] * x.shape[1] * n_out < PARALLEL_GEMM_FLOPS or n_out < 2 * n:
+        return x @ w.T
+    step = (n_out + n - 1) // n
+    parts = list(_pool(n).map(lambda r0: x @ w[r0:r0 + step].T, range(0, n_out, step)))
+    return np.concatenate(parts, axis=1)
+
+
 def matmul_tiled(data: np.ndarray, qt: int, n_in: int, x: np.ndarray) -> np.ndarray:
     """Prefill: dequantize tiles of rows once, multiply each with BLAS."""
     n_out = data.shape[0]
     x = np.ascontiguousarray(x, dtype=np.float32)
-    out = np.empty((x.shape[0], n_out), np.float32)
     tile = max(64, TILE_BYTES // (4 * n_in))
     if tile >= n_out:
-        return x @ dequantize(data, qt, n_in, np.arange(n_out)).T
+        return gemm_nt(x, dequantize(data, qt, n_in, np.arange(n_out)))
+    out = np.empty((x.shape[0], n_out), np.float32)
     for r0 in range(0, n_out, tile):
         r1 = min(n_out, r0 + tile)
         w = dequantize(data, qt, n_in, np.arange(r0, r1))
-        out[:, r0:r1] = x @ w.T       # (np.matmul into a strided out= would skip BLAS)
+        out[:, r0:r1] = gemm_nt(x, w)       # (np.matmul into a strided out= would skip BLAS)
     return out

@@ -13,6 +13,11 @@ Layouts (bytes per block):
   Q2_K scales:16 qs:64 d:2 dmin:2                    Q3_K hmask:32 qs:64 scales:12 d:2
   Q4_K d:2 dmin:2 scales:12 qs:128                   Q5_K d:2 dmin:2 scales:12 qh:32 qs:128
   Q6_K ql:128 qh:64 scales:16 d:2
+  IQ4_NL d:2 qs:16   IQ4_XS d:2 scales_h:2 scales_l:4 qs:128   IQ2_XXS d:2 qs:64
+  IQ2_XS d:2 qs:64 scales:8   IQ3_XXS d:2 qs:64 signs+scales:32   IQ3_S d:2 qs:64 qh:8 signs:32 scales:4
+Q8_0/Q4_0/Q5_0/IQ4_NL run a whole row per call (``row_*``: float accumulator over blocks);
+K-quants and IQ types one 256-block per call (one horizontal sum per block). The IQ kernels
+look their grids/sign tables up per 8 (or 4) values and dot them as u8 x s8 like ggml's AVX2 code.
 Parallel over chunks of output rows; the token loop is inside so each packed
 byte is read once per call.
 """
@@ -20,11 +25,20 @@ byte is read once per call.
 import numpy as np
 from numba import njit, prange
 
+from quant.fast.blocks import IQ2XS_GRID, IQ2XXS_GRID, IQ3S_GRID, IQ3XXS_GRID, KSIGNS_IQ2XS
 from runtime.kernels.dequant import _h, _scale_min_k4, _u32
 from runtime.kernels.simd import (dot_k4_64, dot_k5_64, dot_q2_32, dot_q3_32, dot_q4_0_block, dot_q5_0_block,
-                                  dot_q6_32, dot_s8_32)
+                                  dot_q4k_256, dot_q6_32, dot_q6k_256, dot_s8_32, q4k_block, q5k_block, row_q4_0, row_q5_0, row_q8_0,
+                                  iq2xs_block, iq2xxs_block, iq3s_block, iq3xxs_block, iq4xs_block, row_iq4_nl)
 
 ROW_CHUNK = 16
+
+# IQ grids as packed bytes (one uint64 / uint32 load per grid entry), sign table as bytes
+GRID_IQ2XXS = np.ascontiguousarray(IQ2XXS_GRID.astype(np.uint8)).view(np.uint64).reshape(-1)     # [256]
+GRID_IQ3S = np.ascontiguousarray(IQ3S_GRID.astype(np.uint8)).view(np.uint32).reshape(-1)         # [512]
+GRID_IQ2XS = np.ascontiguousarray(IQ2XS_GRID.astype(np.uint8)).view(np.uint64).reshape(-1)       # [512]
+GRID_IQ3XXS = np.ascontiguousarray(IQ3XXS_GRID.astype(np.uint8)).view(np.uint32).reshape(-1)     # [256]
+KSIGNS_U8 = KSIGNS_IQ2XS.astype(np.uint8)                                                        # [128]
 FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
 
 
@@ -36,12 +50,7 @@ def dot_q8_0(data, xq, xd, xs, out, lut):
         for r in range(c * ROW_CHUNK, min(n_out, (c + 1) * ROW_CHUNK)):
             row = data[r]
             for t in range(n_tok):
-                x = xq[t]
-                acc = np.float32(0.0)
-                for b in range(n_in // 32):
-                    s = dot_s8_32(row, 34 * b + 2, x, 32 * b)
-                    acc += (_h(row, 34 * b, lut) * xd[t, b]) * np.float32(s)
-                out[t, r] = acc
+                out[t, r] = row_q8_0(row, 0, xq[t], 0, xd[t], 0, lut, n_in // 32)
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
@@ -52,13 +61,7 @@ def dot_q4_0(data, xq, xd, xs, out, lut):
         for r in range(c * ROW_CHUNK, min(n_out, (c + 1) * ROW_CHUNK)):
             row = data[r]
             for t in range(n_tok):
-                x = xq[t]
-                acc = np.float32(0.0)
-                for b in range(n_in // 32):
-                    o = 18 * b
-                    s = dot_q4_0_block(row, o + 2, x, 32 * b)
-                    acc += (_h(row, o, lut) * xd[t, b]) * np.float32(s)
-                out[t, r] = acc
+                out[t, r] = row_q4_0(row, 0, xq[t], 0, xd[t], 0, lut, n_in // 32)
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
@@ -69,13 +72,7 @@ def dot_q5_0(data, xq, xd, xs, out, lut):
         for r in range(c * ROW_CHUNK, min(n_out, (c + 1) * ROW_CHUNK)):
             row = data[r]
             for t in range(n_tok):
-                x = xq[t]
-                acc = np.float32(0.0)
-                for b in range(n_in // 32):
-                    o = 22 * b
-                    s = dot_q5_0_block(row, o + 6, _u32(row, o + 2), x, 32 * b)
-                    acc += (_h(row, o, lut) * xd[t, b]) * np.float32(s)
-                out[t, r] = acc
+                out[t, r] = row_q5_0(row, 0, xq[t], 0, xd[t], 0, lut, n_in // 32)
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
@@ -170,6 +167,17 @@ def dot_q3_k(data, xq, xd, xs, out, lut):
                 out[t, r] = acc
 
 
+@njit(inline="always")
+def _k4_scales(row, q, sm):
+    """Q4_K/Q5_K 12-byte scale block at row[q] -> sm[0:8] scales, sm[8:16] mins (get_scale_min_k4)."""
+    for j in range(4):
+        sm[j] = row[q + j] & 63
+        sm[8 + j] = row[q + j + 4] & 63
+    for j in range(4, 8):
+        sm[j] = (row[q + j + 4] & 0xF) | ((row[q + j - 4] >> 6) << 4)
+        sm[8 + j] = (row[q + j + 4] >> 4) | ((row[q + j] >> 6) << 4)
+
+
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
 def dot_q4_k(data, xq, xd, xs, out, lut):
     n_out = data.shape[0]
@@ -182,15 +190,7 @@ def dot_q4_k(data, xq, xd, xs, out, lut):
                 acc = np.float32(0.0)
                 for b in range(n_in // 256):
                     o = 144 * b
-                    sumi = 0
-                    summ = 0
-                    for j in range(4):
-                        sc1, m1 = _scale_min_k4(2 * j, row, o + 4)
-                        sc2, m2 = _scale_min_k4(2 * j + 1, row, o + 4)
-                        k = 256 * b + 64 * j
-                        sumi += dot_k4_64(row, o + 16 + 32 * j, row, 0, 0, sc1, sc2, x, k)
-                        kk = k // 16
-                        summ += m1 * (xs[t, kk] + xs[t, kk + 1]) + m2 * (xs[t, kk + 2] + xs[t, kk + 3])
+                    sumi, summ = q4k_block(row, o, x, 256 * b, xs[t], 16 * b)
                     acc += (xd[t, b] * _h(row, o, lut)) * np.float32(sumi) \
                         - (xd[t, b] * _h(row, o + 2, lut)) * np.float32(summ)
                 out[t, r] = acc
@@ -208,15 +208,7 @@ def dot_q5_k(data, xq, xd, xs, out, lut):
                 acc = np.float32(0.0)
                 for b in range(n_in // 256):
                     o = 176 * b
-                    sumi = 0
-                    summ = 0
-                    for j in range(4):
-                        sc1, m1 = _scale_min_k4(2 * j, row, o + 4)
-                        sc2, m2 = _scale_min_k4(2 * j + 1, row, o + 4)
-                        k = 256 * b + 64 * j
-                        sumi += dot_k5_64(row, o + 48 + 32 * j, row, o + 16, 2 * j, sc1, sc2, x, k)
-                        kk = k // 16
-                        summ += m1 * (xs[t, kk] + xs[t, kk + 1]) + m2 * (xs[t, kk + 2] + xs[t, kk + 3])
+                    sumi, summ = q5k_block(row, o, x, 256 * b, xs[t], 16 * b)
                     acc += (xd[t, b] * _h(row, o, lut)) * np.float32(sumi) \
                         - (xd[t, b] * _h(row, o + 2, lut)) * np.float32(summ)
                 out[t, r] = acc
@@ -234,15 +226,100 @@ def dot_q6_k(data, xq, xd, xs, out, lut):
                 acc = np.float32(0.0)
                 for b in range(n_in // 256):
                     o = 210 * b
-                    sumi = 0
-                    for n in range(2):
-                        ql = o + 64 * n
-                        qh = o + 128 + 32 * n
-                        sc = o + 192 + 8 * n
-                        k = 256 * b + 128 * n
-                        sumi += dot_q6_32(row, ql, qh, 0, 0, np.int8(row[sc]), np.int8(row[sc + 1]), x, k) \
-                            + dot_q6_32(row, ql + 32, qh, 0, 2, np.int8(row[sc + 2]), np.int8(row[sc + 3]), x, k + 32) \
-                            + dot_q6_32(row, ql, qh, 4, 4, np.int8(row[sc + 4]), np.int8(row[sc + 5]), x, k + 64) \
-                            + dot_q6_32(row, ql + 32, qh, 4, 6, np.int8(row[sc + 6]), np.int8(row[sc + 7]), x, k + 96)
-                    acc += (_h(row, o + 208, lut) * xd[t, b]) * np.float32(sumi)
+                    acc += (_h(row, o + 208, lut) * xd[t, b]) * np.float32(dot_q6k_256(row, o, x, 256 * b))
                 out[t, r] = acc
+
+
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
+def dot_iq4_nl(data, xq, xd, xs, out, lut):
+    n_out = data.shape[0]
+    n_tok, n_in = xq.shape
+    for c in prange((n_out + ROW_CHUNK - 1) // ROW_CHUNK):
+        for r in range(c * ROW_CHUNK, min(n_out, (c + 1) * ROW_CHUNK)):
+            row = data[r]
+            for t in range(n_tok):
+                out[t, r] = row_iq4_nl(row, 0, xq[t], 0, xd[t], 0, lut, n_in // 32)
+
+
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
+def dot_iq4_xs(data, xq, xd, xs, out, lut):
+    n_out = data.shape[0]
+    n_tok, n_in = xq.shape
+    for c in prange((n_out + ROW_CHUNK - 1) // ROW_CHUNK):
+        for r in range(c * ROW_CHUNK, min(n_out, (c + 1) * ROW_CHUNK)):
+            row = data[r]
+            for t in range(n_tok):
+                x = xq[t]
+                acc = np.float32(0.0)
+                for b in range(n_in // 256):
+                    o = 136 * b
+                    acc += (_h(row, o, lut) * xd[t, b]) * np.float32(iq4xs_block(row, o, x, 256 * b))
+                out[t, r] = acc
+
+
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
+def dot_iq2_xxs(data, xq, xd, xs, out, lut):
+    n_out = data.shape[0]
+    n_tok, n_in = xq.shape
+    grid, ks = GRID_IQ2XXS, KSIGNS_U8
+    for c in prange((n_out + ROW_CHUNK - 1) // ROW_CHUNK):
+        for r in range(c * ROW_CHUNK, min(n_out, (c + 1) * ROW_CHUNK)):
+            row = data[r]
+            for t in range(n_tok):
+                x = xq[t]
+                acc = np.float32(0.0)
+                for b in range(n_in // 256):
+                    o = 66 * b
+                    acc += (_h(row, o, lut) * xd[t, b]) * np.float32(iq2xxs_block(row, o, x, 256 * b, grid, ks))
+                out[t, r] = acc * np.float32(0.125)
+
+
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
+def dot_iq3_s(data, xq, xd, xs, out, lut):
+    n_out = data.shape[0]
+    n_tok, n_in = xq.shape
+    grid = GRID_IQ3S
+    for c in prange((n_out + ROW_CHUNK - 1) // ROW_CHUNK):
+        for r in range(c * ROW_CHUNK, min(n_out, (c + 1) * ROW_CHUNK)):
+            row = data[r]
+            for t in range(n_tok):
+                x = xq[t]
+                acc = np.float32(0.0)
+                for b in range(n_in // 256):
+                    o = 110 * b
+                    acc += (_h(row, o, lut) * xd[t, b]) * np.float32(iq3s_block(row, o, x, 256 * b, grid))
+                out[t, r] = acc
+
+
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
+def dot_iq2_xs(data, xq, xd, xs, out, lut):
+    n_out = data.shape[0]
+    n_tok, n_in = xq.shape
+    grid, ks = GRID_IQ2XS, KSIGNS_U8
+    for c in prange((n_out + ROW_CHUNK - 1) // ROW_CHUNK):
+        for r in range(c * ROW_CHUNK, min(n_out, (c + 1) * ROW_CHUNK)):
+            row = data[r]
+            for t in range(n_tok):
+                x = xq[t]
+                acc = np.float32(0.0)
+                for b in range(n_in // 256):
+                    o = 74 * b
+                    acc += (_h(row, o, lut) * xd[t, b]) * np.float32(iq2xs_block(row, o, x, 256 * b, grid, ks))
+                out[t, r] = acc * np.float32(0.125)
+
+
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
+def dot_iq3_xxs(data, xq, xd, xs, out, lut):
+    n_out = data.shape[0]
+    n_tok, n_in = xq.shape
+    grid, ks = GRID_IQ3XXS, KSIGNS_U8
+    for c in prange((n_out + ROW_CHUNK - 1) // ROW_CHUNK):
+        for r in range(c * ROW_CHUNK, min(n_out, (c + 1) * ROW_CHUNK)):
+            row = data[r]
+            for t in range(n_tok):
+                x = xq[t]
+                acc = np.float32(0.0)
+                for b in range(n_in // 256):
+                    o = 98 * b
+                    acc += (_h(row, o, lut) * xd[t, b]) * np.float32(iq3xxs_block(row, o, x, 256 * b, grid, ks))
+                out[t, r] = acc * np.float32(0.25)

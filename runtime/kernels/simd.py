@@ -286,3 +286,516 @@ def _dot_k23_32(with_h):
 #   Q3_K: q = ((w[qo+l] >> shq) & 3) + 4 ((w[ho+l] >> shh) & 1) - 4
 dot_q2_32 = intrinsic(_dot_k23_32(False))
 dot_q3_32 = intrinsic(_dot_k23_32(True))
+
+
+# ---------------------------------------------------------------- whole K-quant blocks, x86 madd route
+#
+# ggml's AVX2 vec_dot: u8 x s8 products summed in pairs to i16 (vpmaddubsw), then times the
+# sub-block scale summed in pairs to i32 (vpmaddwd), accumulated in one <8 x i32> per 256-block:
+# one horizontal sum per block instead of one per 32 values, and no 32-bit multiplies.
+# Where the host has no AVX2 the same arithmetic is written as plain vector IR.
+
+def _host_has(feature: str) -> bool:
+    try:
+        import llvmlite.binding as llvm
+        return bool(llvm.get_host_cpu_features().get(feature))
+    except Exception:  # noqa: BLE001 - unknown host: take the generic IR
+        return False
+
+
+# GGUFKIT_GENERIC_SIMD=1 forces the generic IR (tests use it, with their own Numba cache directory:
+# the on-disk cache does not know about this switch)
+HAS_AVX2 = _host_has("avx2") and not __import__("os").environ.get("GGUFKIT_GENERIC_SIMD")
+_I16 = ir.IntType(16)
+
+
+def _maddubs(builder, u, s):
+    """<32 x i8> u (unsigned), s (signed) -> <16 x i16>: u[2i] s[2i] + u[2i+1] s[2i+1] (saturating)."""
+    v16 = ir.VectorType(_I16, 16)
+    if HAS_AVX2:
+        v8 = ir.VectorType(_I8, 32)
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(v16, [v8, v8]),
+                                            "llvm.x86.avx2.pmadd.ub.sw")
+        return builder.call(fn, [u, s])
+    w = ir.VectorType(_I16, 32)
+    p = builder.mul(builder.zext(u, w), builder.sext(s, w))
+    ev = builder.shuffle_vector(p, p, _cvec(range(0, 32, 2)))
+    od = builder.shuffle_vector(p, p, _cvec(range(1, 32, 2)))
+    fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(v16, [v16, v16]), "llvm.sadd.sat.v16i16")
+    return builder.call(fn, [ev, od])
+
+
+def _maddwd(builder, a, b):
+    """<16 x i16> a, b -> <8 x i32>: a[2i] b[2i] + a[2i+1] b[2i+1]."""
+    v8 = ir.VectorType(_I32, 8)
+    if HAS_AVX2:
+        v16 = ir.VectorType(_I16, 16)
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(v8, [v16, v16]), "llvm.x86.avx2.pmadd.wd")
+        return builder.call(fn, [a, b])
+    w = ir.VectorType(_I32, 16)
+    p = builder.mul(builder.sext(a, w), builder.sext(b, w))
+    ev = builder.shuffle_vector(p, p, _cvec(range(0, 16, 2)))
+    od = builder.shuffle_vector(p, p, _cvec(range(1, 16, 2)))
+    return builder.add(ev, od)
+
+
+def _c8(v, n=32):
+    return ir.Constant(ir.VectorType(_I8, n), [v] * n)
+
+
+def _splat16(builder, val, n=16):
+    vty = ir.VectorType(_I16, n)
+    v = builder.insert_element(ir.Constant(vty, ir.Undefined), val, ir.Constant(_I32, 0))
+    return builder.shuffle_vector(v, ir.Constant(vty, ir.Undefined), ir.Constant(ir.VectorType(_I32, n), [0] * n))
+
+
+def _byte_at(builder, base, off):
+    return builder.load(builder.gep(base, [ir.Constant(_I32, off)]))
+
+
+@intrinsic
+def dot_q4k_256(typingctx, w, qo, sc, so, x, xo):
+    """One Q4_K block's quants: sum_{j<8} sc[so+j] sum_{l<32} q_j(l) x[xo+32j+l], with
+    q_{2i}(l) = w[qo+32i+l] & 15 and q_{2i+1}(l) = w[qo+32i+l] >> 4 (sc: uint8 scales)."""
+    sig = types.int32(w, qo, sc, so, x, xo)
+
+    def codegen(context, builder, signature, args):
+        wp = _ptr(context, builder, signature.args[0], args[0], args[1])
+        sp = _ptr(context, builder, signature.args[2], args[2], args[3])
+        xp = _ptr(context, builder, signature.args[4], args[4], args[5])
+        acc = None
+        for i in range(4):
+            q = _load(builder, builder.gep(wp, [ir.Constant(_I32, 32 * i)]), 32)
+            lo = builder.and_(q, _c8(15))
+            hi = builder.lshr(q, _c8(4))
+            x0 = _load(builder, builder.gep(xp, [ir.Constant(_I32, 64 * i)]), 32)
+            x1 = _load(builder, builder.gep(xp, [ir.Constant(_I32, 64 * i + 32)]), 32)
+            s0 = _splat16(builder, builder.zext(_byte_at(builder, sp, 2 * i), _I16))
+            s1 = _splat16(builder, builder.zext(_byte_at(builder, sp, 2 * i + 1), _I16))
+            p = builder.add(_maddwd(builder, _maddubs(builder, lo, x0), s0),
+                            _maddwd(builder, _maddubs(builder, hi, x1), s1))
+            acc = p if acc is None else builder.add(acc, p)
+        return _reduce(builder, acc, 8)
+    return sig, codegen
+
+
+@intrinsic
+def dot_q6k_256(typingctx, w, o, x, xo):
+    """One Q6_K block (ql:128 qh:64 scales:16 at w[o]) against int8 x[xo:xo+256]:
+    sum_k sc[k/16] (q_k - 32) x_k, as integers."""
+    sig = types.int32(w, o, x, xo)
+
+    def codegen(context, builder, signature, args):
+        wp = _ptr(context, builder, signature.args[0], args[0], args[1])
+        xp = _ptr(context, builder, signature.args[2], args[2], args[3])
+        acc = None
+        for n in range(2):
+            ql0 = _load(builder, builder.gep(wp, [ir.Constant(_I32, 64 * n)]), 32)
+            ql1 = _load(builder, builder.gep(wp, [ir.Constant(_I32, 64 * n + 32)]), 32)
+            qh = _load(builder, builder.gep(wp, [ir.Constant(_I32, 128 + 32 * n)]), 32)
+            parts = ((ql0, False, 0), (ql1, False, 2), (ql0, True, 4), (ql1, True, 6))
+            for g, (ql, high, hs) in enumerate(parts):
+                lo = builder.lshr(ql, _c8(4)) if high else builder.and_(ql, _c8(15))
+                h = builder.and_(builder.lshr(qh, _c8(hs)), _c8(3)) if hs else builder.and_(qh, _c8(3))
+                q = builder.or_(lo, builder.shl(h, _c8(4)))
+                xv = _load(builder, builder.gep(xp, [ir.Constant(_I32, 128 * n + 32 * g)]), 32)
+                p = builder.sub(_maddubs(builder, q, xv), _maddubs(builder, _c8(32), xv))
+                k = 192 + 8 * n + 2 * g
+                sa = builder.sext(_byte_at(builder, wp, k), _I16)
+                sb = builder.sext(_byte_at(builder, wp, k + 1), _I16)
+                sv = builder.shuffle_vector(_splat16(builder, sa, 8), _splat16(builder, sb, 8), _cvec(range(16)))
+                p = _maddwd(builder, p, sv)
+                acc = p if acc is None else builder.add(acc, p)
+        return _reduce(builder, acc, 8)
+    return sig, codegen
+
+
+def _i32_at(builder, bp, off):
+    """unaligned little-endian u32 at byte pointer bp + off."""
+    p = builder.bitcast(builder.gep(bp, [ir.Constant(_I32, off)]), _I32.as_pointer())
+    return builder.load(p, align=1)
+
+
+def _bytes(context, builder, aty, ary, off):
+    """i8* to element ``off`` of an array of any integer type."""
+    return builder.bitcast(_ptr(context, builder, aty, ary, off), _I8.as_pointer())
+
+
+def _k45_block(with_h):
+    def impl(typingctx, w, o, x, xo, bs, bso):
+        """One whole Q4_K block (d:2 dmin:2 scales:12 qs:128 at w[o]) against int8 x[xo:xo+256]:
+        (sum_k sc[k/32] q_k x_k, sum_j m_j sum_{k in sub-block j} x_k) as int32, the second from
+        the int16 16-sums bs[bso:bso+16]. The 6-bit scales/mins are unpacked in registers
+        (ggml's kmask trick)."""
+        sig = types.UniTuple(types.int32, 2)(w, o, x, xo, bs, bso)
+
+        def codegen(context, builder, signature, args):
+            wb = _bytes(context, builder, signature.args[0], args[0], args[1])
+            xp = _ptr(context, builder, signature.args[2], args[2], args[3])
+            k1, k2, k3 = (ir.Constant(_I32, v) for v in (0x3F3F3F3F, 0x0F0F0F0F, 0x03030303))
+            c4, c6 = ir.Constant(_I32, 4), ir.Constant(_I32, 6)
+            u0, u1, u2 = (_i32_at(builder, wb, 4 + 4 * i) for i in range(3))
+            t3 = builder.or_(builder.and_(builder.lshr(u2, c4), k2), builder.shl(builder.and_(builder.lshr(u1, c6), k3), c4))
+            t2 = builder.and_(u1, k1)
+            t1 = builder.or_(builder.and_(u2, k2), builder.shl(builder.and_(builder.lshr(u0, c6), k3), c4))
+            t0 = builder.and_(u0, k1)
+            v4 = ir.VectorType(_I32, 4)
+            sv = ir.Constant(v4, ir.Undefined)
+            for i, t in enumerate((t0, t1, t2, t3)):
+                sv = builder.insert_element(sv, t, ir.Constant(_I32, i))
+            sb = builder.bitcast(sv, ir.VectorType(_I8, 16))           # bytes 0..7 scales, 8..15 mins
+            qb = builder.gep(wb, [ir.Constant(_I32, 48 if with_h else 16)])
+            qh = _load(builder, builder.gep(wb, [ir.Constant(_I32, 16)]), 32) if with_h else None
+            acc = None
+            for i in range(4):
+                q = _load(builder, builder.gep(qb, [ir.Constant(_I32, 32 * i)]), 32)
+                lo = builder.and_(q, _c8(15))
+                hi = builder.lshr(q, _c8(4))
+                if with_h:
+                    h0 = builder.and_(builder.lshr(qh, _c8(2 * i)), _c8(1)) if i else builder.and_(qh, _c8(1))
+                    h1 = builder.and_(builder.lshr(qh, _c8(2 * i + 1)), _c8(1))
+                    lo = builder.or_(lo, builder.shl(h0, _c8(4)))
+                    hi = builder.or_(hi, builder.shl(h1, _c8(4)))
+                x0 = _load(builder, builder.gep(xp, [ir.Constant(_I32, 64 * i)]), 32)
+                x1 = _load(builder, builder.gep(xp, [ir.Constant(_I32, 64 * i + 32)]), 32)
+                s0 = _splat16(builder, builder.zext(builder.extract_element(sb, ir.Constant(_I32, 2 * i)), _I16))
+                s1 = _splat16(builder, builder.zext(builder.extract_element(sb, ir.Constant(_I32, 2 * i + 1)), _I16))
+                p = builder.add(_maddwd(builder, _maddubs(builder, lo, x0), s0),
+                                _maddwd(builder, _maddubs(builder, hi, x1), s1))
+                acc = p if acc is None else builder.add(acc, p)
+            sumi = _reduce(builder, acc, 8)
+            mins = builder.zext(builder.shuffle_vector(sb, sb, _cvec([8 + j // 2 for j in range(16)])),
+                                ir.VectorType(_I16, 16))
+            bp = builder.bitcast(_ptr(context, builder, signature.args[4], args[4], args[5]),
+                                 ir.VectorType(_I16, 16).as_pointer())
+            bsv = builder.load(bp, align=2)
+            summ = _reduce(builder, _maddwd(builder, mins, bsv), 8)
+            return context.make_tuple(builder, signature.return_type, [sumi, summ])
+        return sig, codegen
+    return impl
+
+
+# q4k_block(w, o, x, xo, bs, bso) / q5k_block: one whole Q4_K / Q5_K block at w[o] against int8
+# x[xo:xo+256] -> (sum_k sc[k/32] q_k x_k, sum_j m_j sum_{k in j} x_k) as int32; the second from the
+# int16 16-sums bs[bso:bso+16]. 6-bit scales/mins unpacked in registers (ggml's kmask trick).
+q4k_block = intrinsic(_k45_block(False))
+q5k_block = intrinsic(_k45_block(True))
+
+
+# ---------------------------------------------------------------- whole rows of 32-blocks (Q8_0 / Q4_0 / Q5_0)
+#
+# One call per row and token: each block's integer dot (vpmaddubsw + vpmaddwd) is converted to
+# float and multiply-added with d_w * d_x into an <8 x float> accumulator; one horizontal sum per
+# row (ggml's AVX2 vec_dot_q4_0_q8_0 does the same).
+
+_F8 = ir.VectorType(_F32, 8)
+
+
+def _ones16(builder):
+    return ir.Constant(ir.VectorType(_I16, 16), [1] * 16)
+
+
+def _blk_q8_0(builder, wb, xv):
+    """<8 x i32> partial sums of int8 w[0:32] * x (sign trick: |w| * (x signed by w))."""
+    wv = _load(builder, builder.gep(wb, [ir.Constant(_I32, 2)]), 32)
+    neg = builder.icmp_signed("<", wv, _c8(0))
+    aw = builder.select(neg, builder.sub(_c8(0), wv), wv)
+    sx = builder.select(neg, builder.sub(_c8(0), xv), xv)
+    return _maddwd(builder, _maddubs(builder, aw, sx), _ones16(builder))
+
+
+def _nib32(builder, qp):
+    """16 packed bytes -> <32 x i8>: low nibbles then high nibbles."""
+    b = _load(builder, qp, 16)
+    lo = builder.and_(b, _c8(15, 16))
+    hi = builder.lshr(b, _c8(4, 16))
+    return builder.shuffle_vector(lo, hi, _cvec(range(32)))
+
+
+def _blk_q4_0(builder, wb, xv):
+    q = _nib32(builder, builder.gep(wb, [ir.Constant(_I32, 2)]))
+    p = builder.sub(_maddubs(builder, q, xv), _maddubs(builder, _c8(8), xv))
+    return _maddwd(builder, p, _ones16(builder))
+
+
+def _blk_q5_0(builder, wb, xv):
+    q = _nib32(builder, builder.gep(wb, [ir.Constant(_I32, 6)]))
+    h = _splat(builder, _i32_at(builder, wb, 2), 32)
+    hb = builder.trunc(builder.and_(builder.lshr(h, _cvec(range(32))), _cvec([1] * 32)), ir.VectorType(_I8, 32))
+    q = builder.or_(q, builder.shl(hb, _c8(4)))
+    p = builder.sub(_maddubs(builder, q, xv), _maddubs(builder, _c8(16), xv))
+    return _maddwd(builder, p, _ones16(builder))
+
+
+def _hsum_float_8(builder, a):
+    """ggml's hsum_float_8 order: r_i = a_{i+4} + a_i, then (r_0 + r_2) + (r_1 + r_3)."""
+    e = [builder.extract_element(a, ir.Constant(_I32, k)) for k in range(8)]
+    r = [builder.fadd(e[k + 4], e[k]) for k in range(4)]
+    return builder.fadd(builder.fadd(r[0], r[2]), builder.fadd(r[1], r[3]))
+
+
+def _row32(blk, bsize):
+    def impl(typingctx, w, wo, x, xo, xd, xdo, lut, nb):
+        sig = types.float32(w, wo, x, xo, xd, xdo, lut, nb)
+
+        def codegen(context, builder, signature, args):
+            wb = _bytes(context, builder, signature.args[0], args[0], args[1])
+            xb = _bytes(context, builder, signature.args[2], args[2], args[3])
+            dp = _ptr(context, builder, signature.args[4], args[4], args[5])
+            lp = _ptr(context, builder, signature.args[6], args[6], ir.Constant(args[5].type, 0))
+            acc = cgutils.alloca_once_value(builder, ir.Constant(_F8, [0.0] * 8))
+            with cgutils.for_range(builder, args[7]) as loop:
+                i = loop.index
+                blk_w = builder.gep(wb, [builder.mul(i, ir.Constant(i.type, bsize))])
+                xv = _load(builder, builder.gep(xb, [builder.mul(i, ir.Constant(i.type, 32))]), 32)
+                s = builder.sitofp(blk(builder, blk_w, xv), _F8)
+                dh = builder.load(builder.bitcast(blk_w, ir.IntType(16).as_pointer()), align=1)
+                dw = builder.load(builder.gep(lp, [builder.zext(dh, ir.IntType(64))]))
+                f = builder.fmul(dw, builder.load(builder.gep(dp, [i])))
+                fv = builder.shuffle_vector(builder.insert_element(ir.Constant(_F8, ir.Undefined), f,
+                                                                   ir.Constant(_I32, 0)),
+                                            ir.Constant(_F8, ir.Undefined), _cvec([0] * 8))
+                fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_F8, [_F8, _F8, _F8]),
+                                                     "llvm.fma.v8f32")
+                builder.store(builder.call(fma, [fv, s, builder.load(acc)]), acc)    # ggml: fmadd(d, q, acc)
+            return _hsum_float_8(builder, builder.load(acc))
+        return sig, codegen
+    return impl
+
+
+# row_q8_0(w, wo, x, xo, xd, xdo, lut, nb): sum over nb blocks of d_w(b) xd[xdo+b] sum_j q_w x (float32);
+# w: the packed row (uint8, blocks at wo), x: int8 activations at xo, lut: the fp16 -> f32 table.
+row_q8_0 = intrinsic(_row32(_blk_q8_0, 34))
+row_q4_0 = intrinsic(_row32(_blk_q4_0, 18))
+row_q5_0 = intrinsic(_row32(_blk_q5_0, 22))
+
+
+# ---------------------------------------------------------------- IQ types: grids, sign bits, non-linear tables
+
+KVALUES_IQ4NL_I8 = (-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113)
+
+
+def _dot_s8s8(builder, wv, xv):
+    """<32 x i8> signed w, x -> <16 x i16> pair sums (|w| times x with w's sign; |products| < 2^14)."""
+    neg = builder.icmp_signed("<", wv, _c8(0))
+    aw = builder.select(neg, builder.sub(_c8(0), wv), wv)
+    sx = builder.select(neg, builder.sub(_c8(0), xv), xv)
+    return _maddubs(builder, aw, sx)
+
+
+def _lookup16(builder, table, idx):
+    """<32 x i8> idx (each 0..15) -> table[idx] (pshufb on x86; lane by lane elsewhere)."""
+    v8 = ir.VectorType(_I8, 32)
+    if HAS_AVX2:
+        tv = ir.Constant(v8, [v & 0xFF for v in list(table) * 2])
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(v8, [v8, v8]), "llvm.x86.avx2.pshuf.b")
+        return builder.call(fn, [tv, idx])
+    tv = ir.Constant(ir.VectorType(_I8, 16), [v & 0xFF for v in table])
+    out = ir.Constant(v8, ir.Undefined)
+    for k in range(32):
+        out = builder.insert_element(out, builder.extract_element(tv, builder.extract_element(idx, ir.Constant(_I32, k))),
+                                     ir.Constant(_I32, k))
+    return out
+
+
+def _signed_by_bits(builder, xv, bits):
+    """x with lane k negated where bit k of the i32 ``bits`` is set (byte broadcast + bit test)."""
+    v4 = builder.insert_element(ir.Constant(ir.VectorType(_I32, 1), ir.Undefined), bits, ir.Constant(_I32, 0))
+    b4 = builder.bitcast(v4, ir.VectorType(_I8, 4))
+    b32 = builder.shuffle_vector(b4, b4, _cvec([k // 8 for k in range(32)]))
+    m = builder.and_(b32, ir.Constant(ir.VectorType(_I8, 32), [1 << (k % 8) for k in range(32)]))
+    neg = builder.icmp_unsigned("!=", m, _c8(0))
+    return builder.select(neg, builder.sub(_c8(0), xv), xv)
+
+
+def _u8_at(builder, bp, off):
+    return builder.zext(_byte_at(builder, bp, off) if isinstance(off, int) else builder.load(builder.gep(bp, [off])),
+                        _I32)
+
+
+def _xload(builder, xp, off):
+    return _load(builder, builder.gep(xp, [ir.Constant(_I32, off)]), 32)
+
+
+def _finish(builder, acc):
+    return _reduce(builder, acc, 8)
+
+
+@intrinsic
+def iq4xs_block(typingctx, w, o, x, xo):
+    """IQ4_XS block (d:2 scales_h:2 scales_l:4 qs:128 at w[o]) against int8 x[xo:xo+256]:
+    sum_ib (ls_ib - 32) sum_l kvalues[q] x (int32)."""
+    sig = types.int32(w, o, x, xo)
+
+    def codegen(context, builder, signature, args):
+        wb = _bytes(context, builder, signature.args[0], args[0], args[1])
+        xp = _bytes(context, builder, signature.args[2], args[2], args[3])
+        sh = builder.and_(_i32_at(builder, wb, 0), ir.Constant(_I32, 0xFFFF0000))
+        sh = builder.lshr(sh, ir.Constant(_I32, 16))
+        acc = None
+        for j in range(4):
+            b = _load(builder, builder.gep(wb, [ir.Constant(_I32, 8 + 32 * j)]), 32)
+            lo = builder.and_(b, _c8(15))
+            hi = builder.lshr(b, _c8(4))
+            for h, sel in enumerate((list(range(16)) + list(range(32, 48)), list(range(16, 32)) + list(range(48, 64)))):
+                ib = 2 * j + h
+                wv = _lookup16(builder, KVALUES_IQ4NL_I8, builder.shuffle_vector(lo, hi, _cvec(sel)))
+                ls = builder.and_(builder.lshr(_u8_at(builder, wb, 4 + ib // 2), ir.Constant(_I32, 4 * (ib % 2))),
+                                  ir.Constant(_I32, 15))
+                ls = builder.or_(ls, builder.shl(builder.and_(builder.lshr(sh, ir.Constant(_I32, 2 * ib)),
+                                                              ir.Constant(_I32, 3)), ir.Constant(_I32, 4)))
+                sc = _splat16(builder, builder.trunc(builder.sub(ls, ir.Constant(_I32, 32)), _I16))
+                p = _maddwd(builder, _dot_s8s8(builder, wv, _xload(builder, xp, 32 * ib)), sc)
+                acc = p if acc is None else builder.add(acc, p)
+        return _finish(builder, acc)
+    return sig, codegen
+
+
+@intrinsic
+def iq2xxs_block(typingctx, w, o, x, xo, grid, ksigns):
+    """IQ2_XXS block (d:2 then 8 x [4 grid bytes][u32 signs/scale] at w[o]) against int8
+    x[xo:xo+256]: sum_ib (2 ls_ib + 1) sum grid * sign * x (int32; times d/8 gives the dot).
+    grid: uint64 [256] (iq2xxs_grid), ksigns: uint8 [128] (ksigns_iq2xs)."""
+    sig = types.int32(w, o, x, xo, grid, ksigns)
+
+    def codegen(context, builder, signature, args):
+        wb = _bytes(context, builder, signature.args[0], args[0], args[1])
+        xp = _bytes(context, builder, signature.args[2], args[2], args[3])
+        zero = ir.Constant(args[1].type, 0)
+        gp = _ptr(context, builder, signature.args[4], args[4], zero)
+        kp = _bytes(context, builder, signature.args[5], args[5], zero)
+        v4 = ir.VectorType(ir.IntType(64), 4)
+        acc = None
+        for ib in range(8):
+            q = 2 + 8 * ib
+            a1 = _i32_at(builder, wb, q + 4)
+            gv = ir.Constant(v4, ir.Undefined)
+            signs = ir.Constant(_I32, 0)
+            for l in range(4):
+                g = builder.load(builder.gep(gp, [_u8_at(builder, wb, q + l)]))
+                gv = builder.insert_element(gv, g, ir.Constant(_I32, l))
+                si = builder.and_(builder.lshr(a1, ir.Constant(_I32, 7 * l)), ir.Constant(_I32, 127))
+                s = _u8_at(builder, kp, si)
+                signs = builder.or_(signs, builder.shl(s, ir.Constant(_I32, 8 * l)))
+            gb = builder.bitcast(gv, ir.VectorType(_I8, 32))
+            sx = _signed_by_bits(builder, _xload(builder, xp, 32 * ib), signs)
+            ls = builder.add(builder.shl(builder.lshr(a1, ir.Constant(_I32, 28)), ir.Constant(_I32, 1)),
+                             ir.Constant(_I32, 1))
+            p = _maddwd(builder, _maddubs(builder, gb, sx), _splat16(builder, builder.trunc(ls, _I16)))
+            acc = p if acc is None else builder.add(acc, p)
+        return _finish(builder, acc)
+    return sig, codegen
+
+
+@intrinsic
+def iq3s_block(typingctx, w, o, x, xo, grid):
+    """IQ3_S block (d:2 qs:64 qh:8 signs:32 scales:4 at w[o]) against int8 x[xo:xo+256]:
+    sum_ib (1 + 2 sc_ib) sum grid * sign * x (int32; times d gives the dot). grid: uint32 [512]."""
+    sig = types.int32(w, o, x, xo, grid)
+
+    def codegen(context, builder, signature, args):
+        wb = _bytes(context, builder, signature.args[0], args[0], args[1])
+        xp = _bytes(context, builder, signature.args[2], args[2], args[3])
+        gp = _ptr(context, builder, signature.args[4], args[4], ir.Constant(args[1].type, 0))
+        v8 = ir.VectorType(_I32, 8)
+        c256 = ir.Constant(_I32, 256)
+        acc = None
+        for ib in range(8):
+            qh = _u8_at(builder, wb, 66 + ib)
+            gv = ir.Constant(v8, ir.Undefined)
+            for l in range(4):
+                for e in range(2):
+                    idx = builder.or_(_u8_at(builder, wb, 2 + 8 * ib + 2 * l + e),
+                                      builder.and_(builder.shl(qh, ir.Constant(_I32, 8 - 2 * l - e)), c256))
+                    gv = builder.insert_element(gv, builder.load(builder.gep(gp, [idx])), ir.Constant(_I32, 2 * l + e))
+            gb = builder.bitcast(gv, ir.VectorType(_I8, 32))
+            sx = _signed_by_bits(builder, _xload(builder, xp, 32 * ib), _i32_at(builder, wb, 74 + 4 * ib))
+            sc = builder.and_(builder.lshr(_u8_at(builder, wb, 106 + ib // 2), ir.Constant(_I32, 4 * (ib & 1))),
+                              ir.Constant(_I32, 15))
+            ls = builder.add(builder.shl(sc, ir.Constant(_I32, 1)), ir.Constant(_I32, 1))
+            p = _maddwd(builder, _maddubs(builder, gb, sx), _splat16(builder, builder.trunc(ls, _I16)))
+            acc = p if acc is None else builder.add(acc, p)
+        return _finish(builder, acc)
+    return sig, codegen
+
+
+def _blk_iq4_nl(builder, wb, xv):
+    wv = _lookup16(builder, KVALUES_IQ4NL_I8, _nib32(builder, builder.gep(wb, [ir.Constant(_I32, 2)])))
+    return _maddwd(builder, _dot_s8s8(builder, wv, xv), _ones16(builder))
+
+
+row_iq4_nl = intrinsic(_row32(_blk_iq4_nl, 18))
+
+
+@intrinsic
+def iq3xxs_block(typingctx, w, o, x, xo, grid, ksigns):
+    """IQ3_XXS block (d:2 qs:64 grid indices, 8 x u32 signs/scale at w[o]) against int8
+    x[xo:xo+256]: sum_ib (2 ls_ib + 1) sum grid * sign * x (int32; times d/4 gives the dot).
+    grid: uint32 [256] (iq3xxs_grid), ksigns: uint8 [128]."""
+    sig = types.int32(w, o, x, xo, grid, ksigns)
+
+    def codegen(context, builder, signature, args):
+        wb = _bytes(context, builder, signature.args[0], args[0], args[1])
+        xp = _bytes(context, builder, signature.args[2], args[2], args[3])
+        zero = ir.Constant(args[1].type, 0)
+        gp = _ptr(context, builder, signature.args[4], args[4], zero)
+        kp = _bytes(context, builder, signature.args[5], args[5], zero)
+        v8 = ir.VectorType(_I32, 8)
+        acc = None
+        for ib in range(8):
+            a1 = _i32_at(builder, wb, 66 + 4 * ib)
+            gv = ir.Constant(v8, ir.Undefined)
+            signs = ir.Constant(_I32, 0)
+            for k in range(8):
+                g = builder.load(builder.gep(gp, [_u8_at(builder, wb, 2 + 8 * ib + k)]))
+                gv = builder.insert_element(gv, g, ir.Constant(_I32, k))
+            for l in range(4):
+                si = builder.and_(builder.lshr(a1, ir.Constant(_I32, 7 * l)), ir.Constant(_I32, 127))
+                signs = builder.or_(signs, builder.shl(_u8_at(builder, kp, si), ir.Constant(_I32, 8 * l)))
+            gb = builder.bitcast(gv, ir.VectorType(_I8, 32))
+            sx = _signed_by_bits(builder, _xload(builder, xp, 32 * ib), signs)
+            ls = builder.add(builder.shl(builder.lshr(a1, ir.Constant(_I32, 28)), ir.Constant(_I32, 1)),
+                             ir.Constant(_I32, 1))
+            p = _maddwd(builder, _maddubs(builder, gb, sx), _splat16(builder, builder.trunc(ls, _I16)))
+            acc = p if acc is None else builder.add(acc, p)
+        return _finish(builder, acc)
+    return sig, codegen
+
+
+@intrinsic
+def iq2xs_block(typingctx, w, o, x, xo, grid, ksigns):
+    """IQ2_XS block (d:2 qs:32 x u16 [9-bit grid | 7-bit signs] scales:8 at w[o]) against int8
+    x[xo:xo+256]: sum over 16-groups of (2 s + 1) sum grid * sign * x (int32; times d/8 gives
+    the dot). grid: uint64 [512] (iq2xs_grid), ksigns: uint8 [128]."""
+    sig = types.int32(w, o, x, xo, grid, ksigns)
+
+    def codegen(context, builder, signature, args):
+        wb = _bytes(context, builder, signature.args[0], args[0], args[1])
+        xp = _bytes(context, builder, signature.args[2], args[2], args[3])
+        zero = ir.Constant(args[1].type, 0)
+        gp = _ptr(context, builder, signature.args[4], args[4], zero)
+        kp = _bytes(context, builder, signature.args[5], args[5], zero)
+        v4 = ir.VectorType(ir.IntType(64), 4)
+        acc = None
+        for ib in range(8):
+            gv = ir.Constant(v4, ir.Undefined)
+            signs = ir.Constant(_I32, 0)
+            for l in range(4):
+                q = builder.or_(_u8_at(builder, wb, 2 + 8 * ib + 2 * l),
+                                builder.shl(_u8_at(builder, wb, 3 + 8 * ib + 2 * l), ir.Constant(_I32, 8)))
+                g = builder.load(builder.gep(gp, [builder.and_(q, ir.Constant(_I32, 511))]))
+                gv = builder.insert_element(gv, g, ir.Constant(_I32, l))
+                s = _u8_at(builder, kp, builder.lshr(q, ir.Constant(_I32, 9)))
+                signs = builder.or_(signs, builder.shl(s, ir.Constant(_I32, 8 * l)))
+            gb = builder.bitcast(gv, ir.VectorType(_I8, 32))
+            sx = _signed_by_bits(builder, _xload(builder, xp, 32 * ib), signs)
+            sc = _u8_at(builder, wb, 66 + ib)
+            lo = builder.trunc(builder.add(builder.shl(builder.and_(sc, ir.Constant(_I32, 15)), ir.Constant(_I32, 1)),
+                                           ir.Constant(_I32, 1)), _I16)
+            hi = builder.trunc(builder.add(builder.shl(builder.lshr(sc, ir.Constant(_I32, 4)), ir.Constant(_I32, 1)),
+                                           ir.Constant(_I32, 1)), _I16)
+            sv = builder.shuffle_vector(_splat16(builder, lo, 8), _splat16(builder, hi, 8), _cvec(range(16)))
+            p = _maddwd(builder, _maddubs(builder, gb, sx), sv)
+            acc = p if acc is None else builder.add(acc, p)
+        return _finish(builder, acc)
+    return sig, codegen

@@ -24,6 +24,8 @@ from runtime import backend as B
 from runtime.device import CPU, Backend, move
 from runtime.errors import ModelError
 
+MAX_LAYERS = 512                       # LLAMA_MAX_LAYERS (src/llama-hparams.h)
+
 
 @dataclass(frozen=True)
 class LayerSpec:
@@ -333,6 +335,8 @@ def common(fields: dict, tensors: dict, arch: str) -> dict:
             raise ModelError(f"missing GGUF key {arch}.{key}")
         return fields[f"{arch}.{key}"]
     n_embd, n_layer = int(need("embedding_length")), int(need("block_count"))
+    if not 0 < n_layer <= MAX_LAYERS:       # before any per-layer list is built
+        raise ModelError(f"{arch}.block_count {n_layer} is outside 1..{MAX_LAYERS} (llama.cpp's LLAMA_MAX_LAYERS)")
     emb = tensors.get("token_embd.weight")
     if emb is None:
         raise ModelError("missing tensor token_embd.weight")
