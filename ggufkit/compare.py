@@ -115,7 +115,7 @@ def compare(base: str, files: Sequence[str], text_file: str, n_ctx: int = 512, n
             decode_tokens: int = 16, cache_dir: str | None = None, labels: Sequence[str] | None = None,
             progress: bool = True) -> list[Row]:
     from runtime.loader import load
-    from runtime.perplexity import _percentile, kl_divergence, read_text_file
+    from runtime.perplexity import kl_divergence, percentile, read_text_file
 
     for f in [base, *files]:
         if not os.path.isfile(f):
@@ -149,7 +149,7 @@ def compare(base: str, files: Sequence[str], text_file: str, n_ctx: int = 512, n
             out.close()
         size = os.path.getsize(f)
         rows.append(Row(f, lab, size / 2**30, size * 8 / n_params, r.ppl, 100 * (r.ppl / ppl_base - 1),
-                        r.kld_mean, r.kld_err, _percentile(r.kld_values, 0.999), 100 * r.rms_dp, 100 * r.same_top,
+                        r.kld_mean, r.kld_err, percentile(r.kld_values, 0.999), 100 * r.rms_dp, 100 * r.same_top,
                         decode_speed(m, decode_tokens) if decode_tokens else None, 0, r.count))
         rows[0].tokens = r.count
         rc.write_text(json.dumps(asdict(rows[-1])))
