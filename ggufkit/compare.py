@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Sequence
 
+from ggufkit.atomic import atomic_path
 from ggufkit.errors import GGUFKitError
 
 
@@ -73,28 +74,27 @@ def base_logits(base: str, text: str, n_ctx: int, n_chunks: int, cache_dir: str 
     if path.is_file() and meta.is_file():
         return str(path), json.loads(meta.read_text())["ppl"]
     model = load(base)
-    out = _Progress("base logits", n_chunks) if progress else None
-    r = perplexity(model, text, n_ctx, n_chunks, kl_base_file=str(path), out=out)
-    if out:
-        out.close()
+    bar = _Progress("base logits") if progress else None
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        r = perplexity(model, text, n_ctx, n_chunks, logits_out=f, on_chunk=bar)
+    if bar:
+        bar.close()
     meta.write_text(json.dumps({"ppl": r.ppl, "chunks": len(r.chunk_ppl)}))
     return str(path), r.ppl
 
 
 class _Progress:
-    """A file-like sink for perplexity's per-chunk lines that drives a tqdm bar instead."""
+    """An ``on_chunk(i, result)`` callback for runtime.perplexity that drives a tqdm bar."""
 
-    def __init__(self, desc: str, total: int):
+    def __init__(self, desc: str):
         from tqdm import tqdm
-        self.bar = tqdm(total=total if total > 0 else None, desc=desc, unit="chunk")
+        self.bar = tqdm(desc=desc, unit="chunk")
 
-    def write(self, s: str) -> None:
-        n = s.count("]") if s.startswith("[") else (1 if s[:4].strip().isdigit() else 0)
-        if n:
-            self.bar.update(n)
-
-    def flush(self) -> None:
-        pass
+    def __call__(self, i: int, res) -> None:
+        if i == 0:
+            self.bar.reset(total=getattr(res, "n_chunk", None))
+        else:
+            self.bar.update(1)
 
     def close(self) -> None:
         self.bar.close()
@@ -143,10 +143,10 @@ def compare(base: str, files: Sequence[str], text_file: str, n_ctx: int = 512, n
             rows[0].tokens = row.tokens
             continue
         m = load(f)
-        out = _Progress(f"KLD {lab}", -1) if progress else None
-        r = kl_divergence(m, logits, out=out)
-        if out:
-            out.close()
+        bar = _Progress(f"KLD {lab}") if progress else None
+        r = kl_divergence(m, logits, on_chunk=bar)
+        if bar:
+            bar.close()
         size = os.path.getsize(f)
         rows.append(Row(f, lab, size / 2**30, size * 8 / n_params, r.ppl, 100 * (r.ppl / ppl_base - 1),
                         r.kld_mean, r.kld_err, percentile(r.kld_values, 0.999), 100 * r.rms_dp, 100 * r.same_top,
