@@ -94,17 +94,13 @@ def _source(src):
 
 
 def _rows(s, t, rows: np.ndarray | None = None) -> np.ndarray:
-    """f32 rows of an input tensor (all rows, or the given indices)."""
+    """f32 rows of an input tensor (all rows, or the given indices); ``s`` is the opened input."""
     from ggufkit.quantize import _to_f32
     ne0 = t.shape[0]
-    rs = quant.row_size(quant.get_type(t.type_id).name, ne0)
-    n_rows = t.n_bytes // rs
-    start = s.data_offset + t.offset
-    raw = s.data[start:start + t.n_bytes].reshape(n_rows, rs)
+    raw = t.data.reshape(t.n_rows, quant.row_size(t.qtype, ne0))
     if rows is not None:
         raw = raw[rows]
-    return np.array(_to_f32(np.ascontiguousarray(raw), quant.get_type(t.type_id).name, ne0, "numba", None),
-                    np.float32)
+    return np.array(_to_f32(np.ascontiguousarray(raw), t.qtype, ne0, "numba", None), np.float32)
 
 
 def _imatrix_row(im, name: str, ne0: int):
