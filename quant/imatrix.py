@@ -269,21 +269,19 @@ def read_raw(path: str | Path):
             if ln > 0:
                 ds.append(data[pos + 8:pos + 8 + ln].decode("utf-8", "replace"))
         return sums, counts, ds, True
-    from gguf import GGUFReader
-    try:
-        r = GGUFReader(path, "r")
-    except Exception as e:  # noqa: BLE001
-        raise QuantError(f"failed to load imatrix from '{path}': {e}") from None
+    r = GGUFReader(path)          # the one reader; a bad file raises GGUFError naming it
     if KEY_DATASETS not in r.fields:
         raise QuantError(f"missing imatrix metadata in file {path}")
     ds = r.fields[KEY_DATASETS]
-    datasets = [bytes(ds.parts[i]).decode("utf-8", "replace") for i in ds.data]
+    datasets = [ds] if isinstance(ds, str) else [str(d) for d in ds]
     sums, counts = {}, {}
-    for t in r.tensors:
+    for t in r.tensors.values():
+        if t.qtype != "F32" and t.name.endswith((".in_sum2", ".counts")):
+            raise QuantError(f"sums and counts for {t.name.rsplit('.', 1)[0]} must be F32")
         if t.name.endswith(".in_sum2"):
-            sums[t.name[:-8]] = np.asarray(t.data, np.float32).reshape(-1).copy()
+            sums[t.name[:-8]] = t.data.view(np.float32).copy()
         elif t.name.endswith(".counts"):
-            counts[t.name[:-7]] = np.array([_lround(x) for x in np.asarray(t.data).reshape(-1)], np.int64)
+            counts[t.name[:-7]] = np.array([_lround(x) for x in t.data.view(np.float32)], np.int64)
     for n in set(sums) ^ set(counts):
         raise QuantError(f"mismatched sums and counts for {n}")
     return sums, counts, datasets, False
