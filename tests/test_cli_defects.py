@@ -281,7 +281,8 @@ def _fuzz_tool():
 
 
 @pytest.mark.parametrize("key, value, must", [("llama.block_count", 12648449, "block_count"),
-                                              ("llama.attention.head_count", 5, "hyperparameters")])
+                                              ("llama.attention.head_count", 5, "hyperparameters"),
+                                              ("llama.embedding_length", 3, "hyperparameters")])
 def test_run_refuses_inconsistent_hparams_at_load(tmp_path, key, value, must, capsys):
     """A huge block_count allocated per-layer lists before anything was checked (fuzz seed 1 case
     6775); a head count that disagrees with the tensors failed mid-forward (seed 7 case 1036)."""

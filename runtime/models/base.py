@@ -344,9 +344,13 @@ def common(fields: dict, tensors: dict, arch: str) -> dict:
     heads = fields.get(f"{arch}.attention.head_count", 0)
     n_head0 = int(np.max(heads)) if np.ndim(heads) else int(heads)
     head_dim = int(fields.get(f"{arch}.attention.key_length", n_embd // max(n_head0, 1)))
+    n_rot = int(fields.get(f"{arch}.rope.dimension_count", head_dim))
+    if n_embd <= 0 or head_dim <= 0 or not 0 <= n_rot <= head_dim or n_rot % 2:
+        raise ModelError(f"inconsistent {arch} hyperparameters: embedding_length {n_embd}, head dimension "
+                         f"{head_dim}, rope dimension {n_rot}")
     return dict(arch=arch, n_embd=n_embd, n_layer=n_layer, n_vocab=n_vocab,
                 n_ctx_train=int(fields.get(f"{arch}.context_length", 2048)), head_dim=head_dim,
-                n_rot=int(fields.get(f"{arch}.rope.dimension_count", head_dim)),
+                n_rot=n_rot,
                 eps=float(need("attention.layer_norm_rms_epsilon")),
                 rope_base=float(fields.get(f"{arch}.rope.freq_base", 10000.0)),
                 rope_scale=rope_scale(fields, arch))
