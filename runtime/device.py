@@ -15,6 +15,7 @@ consecutive layers sit on different devices (and before the output head).
 """
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,68 +24,83 @@ from runtime import backend as B
 from runtime.errors import ModelError
 
 
-class Backend:
+class Backend(ABC):
     """The verbs a layer needs. Every method takes and returns arrays of this backend's device."""
 
     name = "abstract"          # "CPU", "CUDA0", ...
     device = "none"            # "cpu", "cuda:0": two backends with the same device share arrays
 
     # -- data movement
+    @abstractmethod
     def from_host(self, x: np.ndarray):
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def to_host(self, x) -> np.ndarray:
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def take_rows(self, x, rows):
         """x[rows] for a host index array (or -1: the last row, kept 2-D)."""
-        raise NotImplementedError
+        ...
 
     def load_weights(self, mats: dict, vecs: dict) -> int:
         """Make these weights resident (upload once); returns the bytes it placed on the device."""
         return 0
 
     # -- KV cache
+    @abstractmethod
     def new_kv(self, n_ctx: int, n_head_kv: int, head_dim: int, dtype=np.float16):
         """(k, v) caches of one attention layer, [n_ctx, n_head_kv, head_dim] each."""
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def kv_write(self, k_cache, v_cache, pos: int, k, v) -> None:
         """Store k, v [n_tok, n_head_kv, head_dim] at positions pos.. of the caches."""
-        raise NotImplementedError
+        ...
 
     # -- compute (see runtime.backend for each function's exact semantics)
+    @abstractmethod
     def matmul(self, w, x):
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def get_rows(self, w, ids):
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def rms_norm(self, x, w, eps: float):
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def rope(self, x, pos, n_rot, freq_base, freq_scale=1.0, freq_factors=None, mode="norm"):
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def attention(self, q, k_cache, v_cache, n_past: int, scale: float, window=None, softcap=None):
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def swiglu(self, gate, up):
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def geglu(self, gate, up):
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def add(self, a, b):
         """a + b; b of a's shape, or a host f32 vector [n] added to every row (a bias)."""
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def scale(self, x, s: float):
-        raise NotImplementedError
+        ...
 
+    @abstractmethod
     def softcap(self, x, c: float):
         """c * tanh(x / c) (gemma's logit softcapping)."""
-        raise NotImplementedError
+        ...
 
     # -- sampling: None means "not on this device" (the caller samples on the host)
     def sample(self, logits, params, rng, history=()) -> int | None:

@@ -11,29 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from runtime.tokenizer import CONTROL, NORMAL, USER_DEFINED, Tokenizer
+from runtime.tokenizer import Tokenizer
+from tests.vocab_cases import llama3_metadata
 
 GOLDEN = Path(__file__).parent / "golden" / "runtime"
-TOKDIR = Path(__file__).resolve().parent.parent / "ggufkit" / "data" / "llama3-tokenizer"
-
-
-def llama3_metadata(pre: str = "smaug-bpe") -> dict:
-    """tokenizer.ggml.* as llama.cpp's convert_hf_to_gguf.py writes them for the bundled tokenizer."""
-    tj = json.loads((TOKDIR / "tokenizer.json").read_text(encoding="utf-8"))
-    vocab, added = tj["model"]["vocab"], tj["added_tokens"]
-    n = len(vocab) + len(added)
-    tokens, types = [""] * n, [NORMAL] * n
-    for t, i in vocab.items():
-        tokens[i] = t
-    for a in added:
-        tokens[a["id"]] = a["content"]
-        types[a["id"]] = CONTROL if a["special"] else USER_DEFINED
-    merges = [" ".join(m) if isinstance(m, list) else m for m in tj["model"]["merges"]]
-    return {"tokenizer.ggml.model": "gpt2", "tokenizer.ggml.pre": pre, "tokenizer.ggml.tokens": tokens,
-            "tokenizer.ggml.token_type": types, "tokenizer.ggml.merges": merges,
-            "tokenizer.ggml.bos_token_id": 128000, "tokenizer.ggml.eos_token_id": 128009,
-            "tokenizer.ggml.add_bos_token": False, "tokenizer.ggml.add_eos_token": False}
-
 
 @pytest.fixture(scope="module")
 def llama3_tok() -> Tokenizer:
