@@ -399,6 +399,13 @@ def standard_sizes(src: str, imatrix: str | None) -> dict:
     return out
 
 
+def _file_weights(path: str, types: dict) -> dict:
+    """The f32 weights [n_rows, ne0] of the named tensors of a written file (dequantized)."""
+    s = _source(path)
+    by = {t.name: t for t in s.tensors}
+    return {name: _rows(s, by[name]).reshape(-1, by[name].shape[0]) for name in types}
+
+
 def _mix_weights(s, types: dict, im) -> dict:
     by = {t.name: t for t in s.tensors}
     out = {}
@@ -430,6 +437,7 @@ def quantize_budget(src: str, dst: str, *, target_bpw: float | None = None, targ
                     candidates: Sequence[str] = DEFAULT_CANDIDATES, ftype: str = "Q4_K_M", check: bool = True,
                     n_seq: int = 1, seq_len: int = 128, cache: str | None = None, progress: bool = True,
                     nthreads: int | None = None, sample_rows: int = 256, workers: int = 2) -> BudgetResult:
+    from ggufkit.atomic import check_output
     from ggufkit.quantize import quantize_file
     from quant.imatrix import load_imatrix
 
@@ -451,35 +459,56 @@ def quantize_budget(src: str, dst: str, *, target_bpw: float | None = None, targ
                                alpha=tm.alpha, est_kld=tm.alpha * tm.errors[typ]))
     lines = tensor_type_lines(types)
     write_ftype = ftype
+    std_ft = None
     if check:
         std = standard_sizes(src, imatrix)
         fitting = [(ft, _file_bytes(meas, r)) for ft, r in std.items()]
         fitting = [(ft, b) for ft, b in fitting if b <= budget]
         if fitting:
-            ft, b = max(fitting, key=lambda x: x[1])
-            res.standard, res.standard_bytes = ft, b
-            write_ftype = ft
+            std_ft, b = max(fitting, key=lambda x: x[1])
+            res.standard, res.standard_bytes = std_ft, b
+            write_ftype = std_ft
+            std_types = {t.name: t.dst_type for t in std[std_ft].tensors if t.dst_type != t.src_type}
+    import shutil
+    import tempfile
+    check_output(dst)
+    tmpdir = tempfile.mkdtemp(prefix=f".{Path(dst).name}.", dir=Path(dst).resolve().parent)
+    try:
+        # each candidate file is quantized once: the check dequantizes the written tensors (the
+        # same values the probe would get from quantizing them again) and the winner is renamed
+        mix_path = os.path.join(tmpdir, "alloc.gguf")
+        quantize_file(src, mix_path, write_ftype, nthreads, imatrix=imatrix, tensor_types=lines,
+                      allow_requantize=True, progress=progress)
+        keep = mix_path
+        if std_ft is not None:
             from runtime.loader import load
             from runtime.perplexity import read_text_file
             from runtime.sensitivity import Probe
             model = load(src)
             probe = Probe(model, probe_tokens(model, read_text_file(calib_text), n_seq, seq_len))
-            res.probe_kld = probe.kld(_mix_weights(s, types, im))
-            std_types = {t.name: t.dst_type for t in std[ft].tensors if t.dst_type != t.src_type}
-            res.standard_probe_kld = probe.kld(_mix_weights(s, std_types, im))
+            res.probe_kld = probe.kld(_file_weights(mix_path, types))
+            std_lines = tensor_type_lines(std_types)
+            std_path = os.path.join(tmpdir, "standard.gguf")
+            quantize_file(src, std_path, std_ft, nthreads, imatrix=imatrix, tensor_types=std_lines,
+                          allow_requantize=True, progress=progress)
+            res.standard_probe_kld = probe.kld(_file_weights(std_path, std_types))
+            del model, probe
             if res.standard_probe_kld < res.probe_kld:
                 res.fell_back = True
-                res.message = (f"the allocated mix measures worse than the standard {ft} mix of {b} bytes "
-                               f"(probe KLD {res.probe_kld:.5f} vs {res.standard_probe_kld:.5f}): writing {ft}")
+                res.message = (f"the allocated mix measures worse than the standard {std_ft} mix of "
+                               f"{res.standard_bytes} bytes (probe KLD {res.probe_kld:.5f} vs "
+                               f"{res.standard_probe_kld:.5f}): writing {std_ft}")
                 res.types = std_types
-                res.file_bytes = b
-                lines = tensor_type_lines(std_types)
+                res.file_bytes = res.standard_bytes
+                lines = std_lines
+                keep = std_path
+        real = os.path.getsize(keep)
+        if real != res.file_bytes:
+            raise GGUFKitError(f"internal: planned {res.file_bytes} bytes, wrote {real}")
+        os.replace(keep, dst)
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
     from ggufkit.atomic import atomic_path
-    quantize_file(src, dst, write_ftype, nthreads, imatrix=imatrix, tensor_types=lines, allow_requantize=True,
-                  progress=progress)
-    real = os.path.getsize(dst)
-    if real != res.file_bytes:
-        raise GGUFKitError(f"internal: planned {res.file_bytes} bytes, wrote {real}")
     with atomic_path(f"{dst}.tensor-types.txt") as tmp:
         Path(tmp).write_text("\n".join(lines) + "\n")
     with atomic_path(f"{dst}.alloc.json") as tmp:

@@ -154,3 +154,50 @@ def test_budget_end_to_end_llama_tiny(llama_ckpt, tmp_path, monkeypatch):
                            n_seq=1, seq_len=64, sample_rows=32, workers=1, progress=False, check=False,
                            cache=f"{base}.alloc-measure.json")
     assert (tmp_path / "b.gguf").stat().st_size <= res2.budget
+
+
+def test_budget_check_reads_written_files_and_falls_back(llama_ckpt, tmp_path, monkeypatch):
+    """The never-worse check probes the dequantized tensors of the files it wrote (one quantization
+    per candidate file): they equal quantizing the weights again; a mix that measures worse than
+    the standard one is replaced by the standard file itself, byte for byte."""
+    import ggufkit.allocate as A
+    from ggufkit.convert import convert
+    from ggufkit.quantize import quantize_file
+    from quant.imatrix import load_imatrix
+    from runtime.loader import load
+    from runtime.perplexity import read_text_file
+    from runtime.sensitivity import Probe
+
+    base = str(convert(llama_ckpt, tmp_path / "llama-tiny-f16.gguf", "f16"))
+    imx = str(REPO / "tests" / "golden" / "imatrix" / "llama-tiny-c128x4.gguf")
+    text = str(REPO / "tests" / "golden" / "runtime" / "fixture-text.txt")
+    std = tmp_path / "q4km.gguf"
+    quantize_file(base, std, "Q4_K_M", imatrix=imx)
+    kw = dict(target_size=str(std.stat().st_size), imatrix=imx, calib_text=text, n_seq=1, seq_len=64,
+              sample_rows=32, workers=1, progress=False, cache=str(tmp_path / "m.json"))
+    out = tmp_path / "alloc.gguf"
+    res = A.quantize_budget(base, str(out), **kw)
+    im = load_imatrix(imx)
+    fresh = A._mix_weights(A._source(base), res.types, im)
+    written = A._file_weights(str(out), res.types)
+    assert set(fresh) == set(written) == set(res.types)
+    assert all(np.array_equal(fresh[n], written[n]) for n in fresh)
+    model = load(base)
+    probe = Probe(model, A.probe_tokens(model, read_text_file(text), 1, 64))
+    mine = res.standard_probe_kld if res.fell_back else res.probe_kld
+    assert probe.kld(fresh) == pytest.approx(mine, rel=1e-12, abs=1e-15)
+
+    real_choose = A.choose
+
+    def smallest(meas, budget):          # a deliberately bad mix: every tensor at its smallest type
+        types, _, _ = real_choose(meas, budget)
+        by = {t.name: t for t in meas.tensors}
+        types = {n: min(by[n].nbytes, key=lambda k: (by[n].nbytes[k], by[n].errors[k])) for n in types}
+        nb = meas.header_bytes + meas.fixed_bytes + sum(by[n].nbytes[t] for n, t in types.items())
+        return types, nb, 1.0
+    monkeypatch.setattr(A, "choose", smallest)
+    bad = tmp_path / "bad.gguf"
+    res = A.quantize_budget(base, str(bad), **kw)
+    assert res.fell_back and res.standard == "Q4_K_M" and res.standard_probe_kld < res.probe_kld
+    assert bad.read_bytes() == std.read_bytes()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".bad.gguf")]   # no temp files left
