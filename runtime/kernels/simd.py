@@ -498,10 +498,7 @@ def _ones16(builder):
 def _blk_q8_0(builder, wb, xv):
     """<8 x i32> partial sums of int8 w[0:32] * x (sign trick: |w| * (x signed by w))."""
     wv = _load(builder, builder.gep(wb, [ir.Constant(_I32, 2)]), 32)
-    neg = builder.icmp_signed("<", wv, _c8(0))
-    aw = builder.select(neg, builder.sub(_c8(0), wv), wv)
-    sx = builder.select(neg, builder.sub(_c8(0), xv), xv)
-    return _maddwd(builder, _maddubs(builder, aw, sx), _ones16(builder))
+    return _maddwd(builder, _dot_s8s8(builder, wv, xv), _ones16(builder))
 
 
 def _nib32(builder, qp):
@@ -577,6 +574,10 @@ KVALUES_IQ4NL_I8 = (-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53,
 
 def _dot_s8s8(builder, wv, xv):
     """<32 x i8> signed w, x -> <16 x i16> pair sums (|w| times x with w's sign; |products| < 2^14)."""
+    if HAS_AVX2:                      # ggml's mul_add_epi8: psignb(w, w), psignb(x, w), pmaddubsw
+        v8 = ir.VectorType(_I8, 32)
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(v8, [v8, v8]), "llvm.x86.avx2.psign.b")
+        return _maddubs(builder, builder.call(fn, [wv, wv]), builder.call(fn, [xv, wv]))
     neg = builder.icmp_signed("<", wv, _c8(0))
     aw = builder.select(neg, builder.sub(_c8(0), wv), wv)
     sx = builder.select(neg, builder.sub(_c8(0), xv), xv)
