@@ -8,18 +8,24 @@
 
 // y[r, :] = x[r, :] * (1 / sqrt(mean(x[r, :]^2) + eps)) * w   (w may be null)
 // x, y: f32 [n_rows, n]; w: f32 [n]. grid (n_rows), block (a multiple of 32, <= ELEM_THREADS)
+// As ggml-cpu (and the CPU backend): float squares summed in double (ggml_float), the mean
+// rounded once to float, 1/sqrtf and both products in float (no FMA). The double sum of float
+// squares is exact or within an ulp of double in any order, so the result is the CPU's bit for
+// bit (a float sum differs in the last bits, and the int8/f16 rounding of the next matmul's
+// input turns such bits into different activations: docs/CUDA.md "Agreement with the CPU").
+// The double work is n adds per row: negligible even at consumer cards' FP64 rate.
 extern "C" __global__ void __launch_bounds__(ELEM_THREADS)
 rms_norm_f32(const float* __restrict__ x, const float* __restrict__ w, float* __restrict__ y, int n, float eps) {
-    __shared__ float scratch[32];
+    __shared__ double scratch[32];
     const long long row = (long long)blockIdx.x * n;
-    float s = 0.0f;
+    double s = 0.0;
     for (int i = threadIdx.x; i < n; i += blockDim.x) {
         const float v = x[row + i];
-        s += v * v;
+        s += (double)__fmul_rn(v, v);
     }
-    s = block_sum(s, scratch);
-    const float mean = s / (float)n;
-    const float scale = 1.0f / sqrtf(mean + eps);
+    s = block_sum_f64(s, scratch);
+    const float mean = (float)(s / (double)n);
+    const float scale = __fdiv_rn(1.0f, __fsqrt_rn(__fadd_rn(mean, eps)));
     for (int i = threadIdx.x; i < n; i += blockDim.x) {
         const float v = __fmul_rn(x[row + i], scale);
         y[row + i] = w ? __fmul_rn(v, w[i]) : v;
