@@ -82,6 +82,17 @@ swiglu_f32(const float* __restrict__ g, const float* __restrict__ u, float* __re
     y[i] = __fmul_rn(v / (1.0f + expf(-v)), u[i]);
 }
 
+// The same with silu in double, rounded once to float, then * u in float: runtime.reference.
+// swiglu and the CPU backend's numbers (the CUDA backend's default numerics; the float
+// version's expf differs from them in the last bit of about one value in ten).
+extern "C" __global__ void __launch_bounds__(ELEM_THREADS)
+swiglu_f64(const float* __restrict__ g, const float* __restrict__ u, float* __restrict__ y, long long n) {
+    const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    const double v = g[i];
+    y[i] = __fmul_rn((float)(v / (1.0 + exp(-v))), u[i]);
+}
+
 // ggml's GELU as ggml-cpu computes it (GGML_GELU_FP16): x <= -10: 0; x >= 10: x; otherwise
 // fp16(gelu_tanh(fp32(fp16(x)))) with 0.5 x (1 + tanh(sqrt(2/pi) x (1 + 0.044715 x^2))).
 static __device__ __forceinline__ float gelu_ggml(float x) {
