@@ -94,14 +94,15 @@ swiglu_f64(const float* __restrict__ g, const float* __restrict__ u, float* __re
 }
 
 // ggml's GELU as ggml-cpu computes it (GGML_GELU_FP16): x <= -10: 0; x >= 10: x; otherwise
-// fp16(gelu_tanh(fp32(fp16(x)))) with 0.5 x (1 + tanh(sqrt(2/pi) x (1 + 0.044715 x^2))).
+// fp16(gelu_tanh(fp32(fp16(x)))) with 0.5 x (1 + tanh(sqrt(2/pi) x (1 + 0.044715 x^2))), tanh in
+// double rounded to float as the CPU backend's table (runtime.reference.gelu_f32): bit-equal to it.
 static __device__ __forceinline__ float gelu_ggml(float x) {
     if (x <= -10.0f) return 0.0f;
     if (x >= 10.0f) return x;
     const float xh = f16_to_f32(f32_to_f16(x));
     const float inner = __fmul_rn(__fmul_rn(0.79788456080286535587989211986876f, xh),
                                   __fadd_rn(1.0f, __fmul_rn(__fmul_rn(0.044715f, xh), xh)));
-    const float v = __fmul_rn(__fmul_rn(0.5f, xh), __fadd_rn(1.0f, tanhf(inner)));
+    const float v = __fmul_rn(__fmul_rn(0.5f, xh), __fadd_rn(1.0f, (float)tanh((double)inner)));
     return f16_to_f32(f32_to_f16(v));
 }
 
