@@ -128,11 +128,12 @@ scale_f32(const float* x, float* y, float s, long long n) {
     if (i < n) y[i] = __fmul_rn(x[i], s);
 }
 
-// y = cap * tanh(x / cap) (y may alias x). grid (ceil(n / ELEM_THREADS))
+// y = cap * tanh(x * inv_cap) (y may alias x), as the CPU backend: x * inv_cap in float, tanh in
+// double rounded to float, times cap in float (bit-equal to it). grid (ceil(n / ELEM_THREADS))
 extern "C" __global__ void __launch_bounds__(ELEM_THREADS)
-softcap_f32(const float* x, float* y, float cap, long long n) {
+softcap_f32(const float* x, float* y, float cap, float inv_cap, long long n) {
     const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i < n) y[i] = __fmul_rn(cap, tanhf(__fdiv_rn(x[i], cap)));
+    if (i < n) y[i] = __fmul_rn((float)tanh((double)__fmul_rn(x[i], inv_cap)), cap);
 }
 
 // KV cache write: cache[pos[t], :] = fp16(src[t, :]) (round to nearest even).

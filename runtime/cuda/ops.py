@@ -166,11 +166,13 @@ def scale(x, s: float, out=None):
 
 
 def softcap(x, cap: float, out=None):
-    """cap * tanh(x / cap), f32 (out may be x)."""
+    """cap * tanh(x / cap), f32 (out may be x): x * float32(1 / cap), tanh in double rounded to
+    float, * cap, as the CPU backend's softcap (bit-equal)."""
     _f32(x, "softcap")
     y = _out(out, x, x.shape)
     if x.size:
-        _fn("elementwise", "softcap_f32", x)(_blocks(x.size), ELEM_THREADS, (x, y, np.float32(cap), np.int64(x.size)))
+        _fn("elementwise", "softcap_f32", x)(_blocks(x.size), ELEM_THREADS,
+                                             (x, y, np.float32(cap), np.float32(1.0 / cap), np.int64(x.size)))
     return y
 
 
