@@ -95,7 +95,11 @@ def test_logits_equal_cpu(models, name, tol):
     assert all(p.on_gpu) and p.output_on_gpu
     assert all(be.device == "cuda:0" for be in m.backends) and m.out_backend.device == "cuda:0"
     gpu = _logits(m)
-    err = np.abs(gpu - cpu).max() / np.abs(cpu).max()
+    scale = np.abs(cpu).max()
+    # prefill rows: every op computes the CPU's floats (emulated GEMMs are the CPU's numpy
+    # matmuls): equal but for rare ties; decode rows: the matvec sums in another order
+    assert np.abs(gpu[:10] - cpu[:10]).max() <= 1e-6 * scale
+    err = np.abs(gpu - cpu).max() / scale
     assert err <= tol, err
     assert (gpu.argmax(1) == cpu.argmax(1)).mean() >= 0.9
 
