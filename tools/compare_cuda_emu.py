@@ -5,6 +5,11 @@ tests/test_cuda_model.py (the numbers docs/CUDA.md quotes).
     python tools/compare_cuda_emu.py --sensitivity   # CPU only: the CPU backend against itself
                                                      # with one op computed in another valid way
 
+    python tools/compare_cuda_emu.py --ops [--replace attention,rms_norm] [--only deci-iq]
+        # per op of the emulated CUDA run: the largest difference from the CPU backend's result on the
+        # same inputs; --replace continues with the CPU's result for those ops (finds which
+        # ops move the perplexity)
+
 --sensitivity shows how far a last-bit difference moves these models' perplexity: the CPU
 backend with attention in float32 (float32 BLAS and softmax, as the CPU backend did before it
 computed attention in float64) or rms_norm with a float32 sum of squares (as ggml-cuda), each
@@ -96,7 +101,36 @@ def sensitivity(chunks: int) -> None:
               f"{abs(ppl[2] / ppl[0] - 1):.1e} |", flush=True)
 
 
+VERBS = ("matmul", "get_rows", "rms_norm", "rope", "attention", "swiglu", "geglu", "add", "scale", "softcap")
+
+
+def _ops_probe(replace: set, log: dict):
+    """Wrap CUDABackend's verbs: each result is compared with the CPU backend's on the same
+    inputs (emulated device arrays are host arrays); ``replace``: return the CPU's instead."""
+    import numpy as np
+    from runtime.cuda.backend import CUDABackend
+    from runtime.device import CPU
+
+    def wrap(verb, f):
+        def g(self, *a, **kw):
+            out = f(self, *a, **kw)
+            ref = getattr(CPU, verb)(*[x.copy() if isinstance(x, np.ndarray) else x for x in a], **kw)
+            tag = verb + (f" {a[0].name} {a[0].qtype}" if verb in ("matmul", "get_rows") else "")
+            o, r = np.asarray(out, np.float64), np.asarray(ref, np.float64)
+            log[tag] = max(log.get(tag, 0.0), float(np.abs(o - r).max() / max(np.abs(r).max(), 1e-30)))
+            return np.ascontiguousarray(ref, np.float32) if verb in replace else out
+        return g
+    for verb in VERBS:
+        setattr(CUDABackend, verb, wrap(verb, getattr(CUDABackend, verb)))
+
+
 def main() -> None:
+    log: dict = {}
+    ops_mode = "--ops" in sys.argv
+    only = sys.argv[sys.argv.index("--only") + 1] if "--only" in sys.argv else None
+    if ops_mode:
+        rep = set(sys.argv[sys.argv.index("--replace") + 1].split(",")) if "--replace" in sys.argv else set()
+        _ops_probe(rep, log)
     if "--sensitivity" in sys.argv:
         chunks = int(sys.argv[sys.argv.index("--chunks") + 1]) if "--chunks" in sys.argv else 2
         return sensitivity(chunks)
@@ -112,6 +146,9 @@ def main() -> None:
     specs = _specs()
     print("| model | placement | PPL CPU | PPL CUDA (emulated) | relative |\n|---|---|---:|---:|---:|")
     for name, how in CASES:
+        if only and name != only:
+            continue
+        log.clear()
         arch, blocks, types = specs[name]
         path = d / f"{name}.gguf"
         if not path.exists():
@@ -127,6 +164,11 @@ def main() -> None:
         gpu = perplexity(m, text, N_CTX, CHUNKS).ppl
         where = "all" if how == "all" else "".join("G" if g else "c" for g in m.plan.on_gpu)
         print(f"| {name} | {where} | {cpu:.4f} | {gpu:.4f} | {abs(gpu / cpu - 1):.1e} |", flush=True)
+        if ops_mode:
+            worst = sorted(log.items(), key=lambda kv: -kv[1])
+            print("|  | ops (largest relative difference from the CPU's result) | "
+                  + ", ".join(f"{k} {v:.1e}" for k, v in worst if v > 0) + (" (none differ)" if not worst or
+                                                                           worst[0][1] == 0 else "") + " | | |")
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@
 // score m, sum of exp l and unnormalised output o; attn_decode_combine merges the chunks.
 // Prefill: attn_prefill, one warp per query row, ATT_ROWS rows of one head per block, key/value
 // tiles of ATT_TILE keys staged in shared memory, online softmax one tile at a time.
+// Every kernel comes twice: float accumulators, and *_f64 with double ones (see att_exp below).
 
 #define ATT_HD_MAX 256          // head_dim <= 256
 #define ATT_DPL (ATT_HD_MAX / 32)  // head dims per lane
