@@ -124,6 +124,21 @@ def test_perplexity_matches_cpu(models, name, how):
     assert abs(got / want - 1) <= PPL_RTOL, (got, want)
 
 
+def test_q8_1_numerics_run_end_to_end(models):
+    """act="q8_1" (ggml-cuda's numerics: q8_1 activations, f16 prefill GEMM, float attention and
+    silu) is not the CPU's arithmetic, but the same model: perplexity within 1e-2 (measured
+    1.5e-3 on this model, docs/CUDA.md)."""
+    from runtime.cuda.backend import CUDABackend
+    text = read_text_file(TEXT)
+    m = load(str(models["deci-q4km"]))
+    want = perplexity(m, text, N_CTX, CHUNKS).ppl
+    be = CUDABackend(0, act="q8_1")
+    assert not be.attn_f64 and CUDABackend(0).attn_f64
+    m.place([be] * m.hp.n_layer, be)
+    got = perplexity(m, text, N_CTX, CHUNKS).ppl
+    assert got != want and abs(got / want - 1) <= 1e-2, (got, want)
+
+
 def test_cli_perplexity_device_cuda_emulated(models):
     env = dict(os.environ, GGUFKIT_CUDA_EMULATE="1")
     cmd = [sys.executable, "-m", "ggufkit", "perplexity", str(models["llama-f16"]), "-f", TEXT, "-c", str(N_CTX),
