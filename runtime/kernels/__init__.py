@@ -97,8 +97,14 @@ def swiglu(gate, up):
     """silu(gate) * up: silu in float64 rounded once to float32 (runtime.reference.silu, so the
     CUDA backend's swiglu_f64 gives the same floats), times up in float32."""
     g = gate.astype(np.float64)
+    e = np.negative(g)
     with np.errstate(over="ignore"):   # exp(-gate) -> inf gives silu = -0, as in ggml
-        return ((g / (1.0 + np.exp(-g))).astype(np.float32) * up).astype(np.float32)
+        np.exp(e, out=e)
+    e += 1.0
+    np.divide(g, e, out=e)
+    y = e.astype(np.float32)
+    y *= up
+    return y
 
 
 def rms_norm(x, w, eps):
