@@ -39,6 +39,8 @@ GRID_IQ3S = np.ascontiguousarray(IQ3S_GRID.astype(np.uint8)).view(np.uint32).res
 GRID_IQ2XS = np.ascontiguousarray(IQ2XS_GRID.astype(np.uint8)).view(np.uint64).reshape(-1)       # [512]
 GRID_IQ3XXS = np.ascontiguousarray(IQ3XXS_GRID.astype(np.uint8)).view(np.uint32).reshape(-1)     # [256]
 KSIGNS_U8 = KSIGNS_IQ2XS.astype(np.uint8)                                                        # [128]
+# ggml's keven_signs_q2xs: entry i has byte j = -1 (0xFF) where bit j of ksigns_iq2xs[i] is set, else +1
+KEVEN_SIGNS = np.where((KSIGNS_U8[:, None] >> np.arange(8)) & 1, 0xFF, 0x01).astype(np.uint8).view(np.uint64).reshape(-1)
 FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
 
 
@@ -261,7 +263,7 @@ def dot_iq4_xs(data, xq, xd, xs, out, lut):
 def dot_iq2_xxs(data, xq, xd, xs, out, lut):
     n_out = data.shape[0]
     n_tok, n_in = xq.shape
-    grid, ks = GRID_IQ2XXS, KSIGNS_U8
+    grid, ks = GRID_IQ2XXS, KEVEN_SIGNS
     for c in prange((n_out + ROW_CHUNK - 1) // ROW_CHUNK):
         for r in range(c * ROW_CHUNK, min(n_out, (c + 1) * ROW_CHUNK)):
             row = data[r]
@@ -295,7 +297,7 @@ def dot_iq3_s(data, xq, xd, xs, out, lut):
 def dot_iq2_xs(data, xq, xd, xs, out, lut):
     n_out = data.shape[0]
     n_tok, n_in = xq.shape
-    grid, ks = GRID_IQ2XS, KSIGNS_U8
+    grid, ks = GRID_IQ2XS, KEVEN_SIGNS
     for c in prange((n_out + ROW_CHUNK - 1) // ROW_CHUNK):
         for r in range(c * ROW_CHUNK, min(n_out, (c + 1) * ROW_CHUNK)):
             row = data[r]
@@ -312,7 +314,7 @@ def dot_iq2_xs(data, xq, xd, xs, out, lut):
 def dot_iq3_xxs(data, xq, xd, xs, out, lut):
     n_out = data.shape[0]
     n_tok, n_in = xq.shape
-    grid, ks = GRID_IQ3XXS, KSIGNS_U8
+    grid, ks = GRID_IQ3XXS, KEVEN_SIGNS
     for c in prange((n_out + ROW_CHUNK - 1) // ROW_CHUNK):
         for r in range(c * ROW_CHUNK, min(n_out, (c + 1) * ROW_CHUNK)):
             row = data[r]

@@ -609,6 +609,24 @@ def _signed_by_bits(builder, xv, bits):
     return builder.select(neg, builder.sub(_c8(0), xv), xv)
 
 
+def _sign_apply(builder, xv, sv):
+    """x times the sign vector sv (<32 x i8> of +1 / -1): psignb like ggml, or a select elsewhere."""
+    if HAS_AVX2:
+        v8 = ir.VectorType(_I8, 32)
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(v8, [v8, v8]), "llvm.x86.avx2.psign.b")
+        return builder.call(fn, [xv, sv])
+    return builder.select(builder.icmp_signed("<", sv, _c8(0)), builder.sub(_c8(0), xv), xv)
+
+
+def _even_signs(builder, sp, idx):
+    """Four 7-bit sign indices -> <32 x i8> of +1/-1 from the 64-bit table at sp (ggml's
+    keven_signs_q2xs: byte j of entry i is -1 where bit j of ksigns_iq2xs[i] is set)."""
+    v4 = ir.Constant(ir.VectorType(ir.IntType(64), 4), ir.Undefined)
+    for l, i in enumerate(idx):
+        v4 = builder.insert_element(v4, builder.load(builder.gep(sp, [i])), ir.Constant(_I32, l))
+    return builder.bitcast(v4, ir.VectorType(_I8, 32))
+
+
 def _u8_at(builder, bp, off):
     return builder.zext(_byte_at(builder, bp, off) if isinstance(off, int) else builder.load(builder.gep(bp, [off])),
                         _I32)
@@ -656,7 +674,7 @@ def iq4xs_block(typingctx, w, o, x, xo):
 def iq2xxs_block(typingctx, w, o, x, xo, grid, ksigns):
     """IQ2_XXS block (d:2 then 8 x [4 grid bytes][u32 signs/scale] at w[o]) against int8
     x[xo:xo+256]: sum_ib (2 ls_ib + 1) sum grid * sign * x (int32; times d/8 gives the dot).
-    grid: uint64 [256] (iq2xxs_grid), ksigns: uint8 [128] (ksigns_iq2xs)."""
+    grid: uint64 [256] (iq2xxs_grid), ksigns: uint64 [128] (keven_signs: bytes of +1/-1)."""
     sig = types.int32(w, o, x, xo, grid, ksigns)
 
     def codegen(context, builder, signature, args):
@@ -664,22 +682,20 @@ def iq2xxs_block(typingctx, w, o, x, xo, grid, ksigns):
         xp = _bytes(context, builder, signature.args[2], args[2], args[3])
         zero = ir.Constant(args[1].type, 0)
         gp = _ptr(context, builder, signature.args[4], args[4], zero)
-        kp = _bytes(context, builder, signature.args[5], args[5], zero)
+        sp = _ptr(context, builder, signature.args[5], args[5], zero)
         v4 = ir.VectorType(ir.IntType(64), 4)
         acc = None
         for ib in range(8):
             q = 2 + 8 * ib
             a1 = _i32_at(builder, wb, q + 4)
             gv = ir.Constant(v4, ir.Undefined)
-            signs = ir.Constant(_I32, 0)
             for l in range(4):
                 g = builder.load(builder.gep(gp, [_u8_at(builder, wb, q + l)]))
                 gv = builder.insert_element(gv, g, ir.Constant(_I32, l))
-                si = builder.and_(builder.lshr(a1, ir.Constant(_I32, 7 * l)), ir.Constant(_I32, 127))
-                s = _u8_at(builder, kp, si)
-                signs = builder.or_(signs, builder.shl(s, ir.Constant(_I32, 8 * l)))
+            sv = _even_signs(builder, sp, [builder.and_(builder.lshr(a1, ir.Constant(_I32, 7 * l)), ir.Constant(_I32, 127))
+                                           for l in range(4)])
             gb = builder.bitcast(gv, ir.VectorType(_I8, 32))
-            sx = _signed_by_bits(builder, _xload(builder, xp, 32 * ib), signs)
+            sx = _sign_apply(builder, _xload(builder, xp, 32 * ib), sv)
             ls = builder.add(builder.shl(builder.lshr(a1, ir.Constant(_I32, 28)), ir.Constant(_I32, 1)),
                              ir.Constant(_I32, 1))
             p = _maddwd(builder, _maddubs(builder, gb, sx), _splat16(builder, builder.trunc(ls, _I16)))
@@ -732,7 +748,7 @@ row_iq4_nl = intrinsic(_row32(_blk_iq4_nl, 18))
 def iq3xxs_block(typingctx, w, o, x, xo, grid, ksigns):
     """IQ3_XXS block (d:2 qs:64 grid indices, 8 x u32 signs/scale at w[o]) against int8
     x[xo:xo+256]: sum_ib (2 ls_ib + 1) sum grid * sign * x (int32; times d/4 gives the dot).
-    grid: uint32 [256] (iq3xxs_grid), ksigns: uint8 [128]."""
+    grid: uint32 [256] (iq3xxs_grid), ksigns: uint64 [128] (keven_signs: bytes of +1/-1)."""
     sig = types.int32(w, o, x, xo, grid, ksigns)
 
     def codegen(context, builder, signature, args):
@@ -740,21 +756,19 @@ def iq3xxs_block(typingctx, w, o, x, xo, grid, ksigns):
         xp = _bytes(context, builder, signature.args[2], args[2], args[3])
         zero = ir.Constant(args[1].type, 0)
         gp = _ptr(context, builder, signature.args[4], args[4], zero)
-        kp = _bytes(context, builder, signature.args[5], args[5], zero)
+        sp = _ptr(context, builder, signature.args[5], args[5], zero)
         v8 = ir.VectorType(_I32, 8)
         acc = None
         for ib in range(8):
             a1 = _i32_at(builder, wb, 66 + 4 * ib)
             gv = ir.Constant(v8, ir.Undefined)
-            signs = ir.Constant(_I32, 0)
             for k in range(8):
                 g = builder.load(builder.gep(gp, [_u8_at(builder, wb, 2 + 8 * ib + k)]))
                 gv = builder.insert_element(gv, g, ir.Constant(_I32, k))
-            for l in range(4):
-                si = builder.and_(builder.lshr(a1, ir.Constant(_I32, 7 * l)), ir.Constant(_I32, 127))
-                signs = builder.or_(signs, builder.shl(_u8_at(builder, kp, si), ir.Constant(_I32, 8 * l)))
+            sv = _even_signs(builder, sp, [builder.and_(builder.lshr(a1, ir.Constant(_I32, 7 * l)), ir.Constant(_I32, 127))
+                                           for l in range(4)])
             gb = builder.bitcast(gv, ir.VectorType(_I8, 32))
-            sx = _signed_by_bits(builder, _xload(builder, xp, 32 * ib), signs)
+            sx = _sign_apply(builder, _xload(builder, xp, 32 * ib), sv)
             ls = builder.add(builder.shl(builder.lshr(a1, ir.Constant(_I32, 28)), ir.Constant(_I32, 1)),
                              ir.Constant(_I32, 1))
             p = _maddwd(builder, _maddubs(builder, gb, sx), _splat16(builder, builder.trunc(ls, _I16)))
@@ -767,7 +781,7 @@ def iq3xxs_block(typingctx, w, o, x, xo, grid, ksigns):
 def iq2xs_block(typingctx, w, o, x, xo, grid, ksigns):
     """IQ2_XS block (d:2 qs:32 x u16 [9-bit grid | 7-bit signs] scales:8 at w[o]) against int8
     x[xo:xo+256]: sum over 16-groups of (2 s + 1) sum grid * sign * x (int32; times d/8 gives
-    the dot). grid: uint64 [512] (iq2xs_grid), ksigns: uint8 [128]."""
+    the dot). grid: uint64 [512] (iq2xs_grid), ksigns: uint64 [128] (keven_signs: bytes of +1/-1)."""
     sig = types.int32(w, o, x, xo, grid, ksigns)
 
     def codegen(context, builder, signature, args):
@@ -775,21 +789,21 @@ def iq2xs_block(typingctx, w, o, x, xo, grid, ksigns):
         xp = _bytes(context, builder, signature.args[2], args[2], args[3])
         zero = ir.Constant(args[1].type, 0)
         gp = _ptr(context, builder, signature.args[4], args[4], zero)
-        kp = _bytes(context, builder, signature.args[5], args[5], zero)
+        sp = _ptr(context, builder, signature.args[5], args[5], zero)
         v4 = ir.VectorType(ir.IntType(64), 4)
         acc = None
         for ib in range(8):
             gv = ir.Constant(v4, ir.Undefined)
-            signs = ir.Constant(_I32, 0)
+            sidx = []
             for l in range(4):
                 q = builder.or_(_u8_at(builder, wb, 2 + 8 * ib + 2 * l),
                                 builder.shl(_u8_at(builder, wb, 3 + 8 * ib + 2 * l), ir.Constant(_I32, 8)))
                 g = builder.load(builder.gep(gp, [builder.and_(q, ir.Constant(_I32, 511))]))
                 gv = builder.insert_element(gv, g, ir.Constant(_I32, l))
-                s = _u8_at(builder, kp, builder.lshr(q, ir.Constant(_I32, 9)))
-                signs = builder.or_(signs, builder.shl(s, ir.Constant(_I32, 8 * l)))
+                sidx.append(builder.lshr(q, ir.Constant(_I32, 9)))
+            sv = _even_signs(builder, sp, sidx)
             gb = builder.bitcast(gv, ir.VectorType(_I8, 32))
-            sx = _signed_by_bits(builder, _xload(builder, xp, 32 * ib), signs)
+            sx = _sign_apply(builder, _xload(builder, xp, 32 * ib), sv)
             sc = _u8_at(builder, wb, 66 + ib)
             lo = builder.trunc(builder.add(builder.shl(builder.and_(sc, ir.Constant(_I32, 15)), ir.Constant(_I32, 1)),
                                            ir.Constant(_I32, 1)), _I16)
