@@ -259,33 +259,6 @@ rowdot_f16 = intrinsic(_rowdot_16bit("f16"))
 rowdot_bf16 = intrinsic(_rowdot_16bit("bf16"))
 
 
-def _dot_k23_32(with_h):
-    def impl(typingctx, w, qo, shq, ho, shh, sca, scb, x, xo):
-        sig = types.int32(w, qo, shq, ho, shh, sca, scb, x, xo)
-
-        def codegen(context, builder, signature, args):
-            wt = signature.args[0]
-            q = _lanes(builder, _ptr(context, builder, wt, args[0], args[1]), 32)
-            q = builder.and_(builder.lshr(q, _splat(builder, _i32(builder, args[2]), 32)), _cvec([3] * 32))
-            if with_h:
-                h = _lanes(builder, _ptr(context, builder, wt, args[0], args[3]), 32)
-                h = builder.and_(builder.lshr(h, _splat(builder, _i32(builder, args[4]), 32)), _cvec([1] * 32))
-                q = builder.sub(builder.or_(q, builder.shl(h, _cvec([2] * 32))), _cvec([4] * 32))
-            sc = builder.shuffle_vector(_splat(builder, _i32(builder, args[5]), 16),
-                                        _splat(builder, _i32(builder, args[6]), 16), _cvec(range(32)))
-            v16 = ir.VectorType(ir.IntType(16), 32)
-            qs = builder.sext(builder.trunc(builder.mul(q, sc), v16), ir.VectorType(_I32, 32))
-            xv = _x32(context, builder, signature.args[7], args[7], args[8])
-            return _reduce(builder, builder.mul(qs, xv), 32)
-        return sig, codegen
-    return impl
-
-
-# Q2_K / Q3_K 32 lanes (two 16-groups with scales sca, scb; |q sc| fits int16):
-#   Q2_K: q = (w[qo+l] >> shq) & 3
-#   Q3_K: q = ((w[qo+l] >> shq) & 3) + 4 ((w[ho+l] >> shh) & 1) - 4
-dot_q2_32 = intrinsic(_dot_k23_32(False))
-dot_q3_32 = intrinsic(_dot_k23_32(True))
 
 
 # ---------------------------------------------------------------- whole K-quant blocks, x86 madd route
@@ -480,6 +453,72 @@ def _k45_block(with_h):
 # int16 16-sums bs[bso:bso+16]. 6-bit scales/mins unpacked in registers (ggml's kmask trick).
 q4k_block = intrinsic(_k45_block(False))
 q5k_block = intrinsic(_k45_block(True))
+
+
+def _k23_block(q3):
+    def impl(typingctx, w, o, x, xo, bs, bso):
+        """One whole Q2_K block (scales:16 qs:64 d:2 dmin:2 at w[o]) or Q3_K block (hmask:32
+        qs:64 scales:12 d:2) against int8 x[xo:xo+256] -> (sum_k sc[k/16] q_k x_k,
+        sum_g m_g sum_{k in g} x_k) as int32 (Q3_K: signed 6-bit scales, q in -4..3, no mins;
+        the second is 0). As ggml's AVX2 code: pmaddubsw of the 2-bit values with x, pmaddwd
+        with the group scales, one horizontal sum per block."""
+        sig = types.UniTuple(types.int32, 2)(w, o, x, xo, bs, bso)
+
+        def codegen(context, builder, signature, args):
+            wb = _bytes(context, builder, signature.args[0], args[0], args[1])
+            xp = _ptr(context, builder, signature.args[2], args[2], args[3])
+            v16 = ir.VectorType(_I16, 16)
+            if q3:
+                k1, k2 = ir.Constant(_I32, 0x03030303), ir.Constant(_I32, 0x0F0F0F0F)
+                a0, a1, tmp = (_i32_at(builder, wb, 96 + 4 * i) for i in range(3))
+
+                def part(a, sh_a, sh_t):
+                    lo = builder.and_(builder.lshr(a, ir.Constant(_I32, sh_a)) if sh_a else a, k2)
+                    hi = builder.and_(builder.lshr(tmp, ir.Constant(_I32, sh_t)) if sh_t else tmp, k1)
+                    return builder.or_(lo, builder.shl(hi, ir.Constant(_I32, 4)))
+                words = (part(a0, 0, 0), part(a1, 0, 2), part(a0, 4, 4), part(a1, 4, 6))
+                sv = ir.Constant(ir.VectorType(_I32, 4), ir.Undefined)
+                for i, t in enumerate(words):
+                    sv = builder.insert_element(sv, t, ir.Constant(_I32, i))
+                sb = builder.bitcast(sv, ir.VectorType(_I8, 16))
+                scales = builder.sub(builder.zext(sb, v16), ir.Constant(v16, [32] * 16))   # -32..31
+                qb = builder.gep(wb, [ir.Constant(_I32, 32)])
+                hm = _load(builder, wb, 32)
+            else:
+                sb = _load(builder, wb, 16)
+                scales = builder.zext(builder.and_(sb, _c8(15, 16)), v16)
+                qb = builder.gep(wb, [ir.Constant(_I32, 16)])
+            acc = None
+            for n in range(2):
+                qv = _load(builder, builder.gep(qb, [ir.Constant(_I32, 32 * n)]), 32)
+                for j in range(4):
+                    q = builder.and_(builder.lshr(qv, _c8(2 * j)) if j else qv, _c8(3))
+                    xv = _load(builder, builder.gep(xp, [ir.Constant(_I32, 128 * n + 32 * j)]), 32)
+                    p = _maddubs(builder, q, xv)
+                    if q3:                                   # minus 4 where the high bit is clear
+                        h = builder.and_(builder.lshr(hm, _c8(4 * n + j)) if 4 * n + j else hm, _c8(1))
+                        h4 = builder.shl(builder.xor(h, _c8(1)), _c8(2))
+                        p = builder.sub(p, _maddubs(builder, h4, xv))
+                    g = 8 * n + 2 * j
+                    sc = builder.shuffle_vector(scales, scales, _cvec([g] * 8 + [g + 1] * 8))
+                    p = _maddwd(builder, p, sc)
+                    acc = p if acc is None else builder.add(acc, p)
+            sumi = _reduce(builder, acc, 8)
+            if q3:
+                summ = ir.Constant(_I32, 0)
+            else:
+                mins = builder.zext(builder.lshr(sb, _c8(4, 16)), v16)
+                bp = builder.bitcast(_ptr(context, builder, signature.args[4], args[4], args[5]), v16.as_pointer())
+                summ = _reduce(builder, _maddwd(builder, mins, builder.load(bp, align=2)), 8)
+            return context.make_tuple(builder, signature.return_type, [sumi, summ])
+        return sig, codegen
+    return impl
+
+
+# q2k_block(w, o, x, xo, bs, bso) / q3k_block: one whole Q2_K / Q3_K block at w[o] against int8
+# x[xo:xo+256] -> (sum_k sc[k/16] q_k x_k, sum_g m_g sum_{k in g} x_k) as int32 (Q3_K: 0 mins).
+q2k_block = intrinsic(_k23_block(False))
+q3k_block = intrinsic(_k23_block(True))
 
 
 # ---------------------------------------------------------------- whole rows of 32-blocks (Q8_0 / Q4_0 / Q5_0)
