@@ -29,6 +29,7 @@ from quant.fast.blocks import IQ2XS_GRID, IQ2XXS_GRID, IQ3S_GRID, IQ3XXS_GRID, K
 from runtime.kernels.dequant import _h, _scale_min_k4, _u32
 from runtime.kernels.simd import (dot_k4_64, dot_k5_64, dot_q4_0_block, dot_q5_0_block, q2k_block, q3k_block,
                                   dot_q4k_256, dot_q6_32, dot_q6k_256, dot_s8_32, q4k_block, q5k_block, row_q4_0, row_q5_0, row_q8_0,
+                                  row_q4_1, row_q5_1,
                                   iq2xs_block, iq2xxs_block, iq3s_block, iq3xxs_block, iq4xs_block, row_iq4_nl)
 
 ROW_CHUNK = 16
@@ -86,14 +87,7 @@ def dot_q4_1(data, xq, xd, xs, out, lut):
         for r in range(c * ROW_CHUNK, min(n_out, (c + 1) * ROW_CHUNK)):
             row = data[r]
             for t in range(n_tok):
-                x = xq[t]
-                acc = np.float32(0.0)
-                for b in range(n_in // 32):
-                    o = 20 * b
-                    sx = xs[t, 2 * b] + xs[t, 2 * b + 1]
-                    s = dot_q4_0_block(row, o + 4, x, 32 * b) + 8 * sx
-                    acc += (_h(row, o, lut) * xd[t, b]) * np.float32(s) + (_h(row, o + 2, lut) * xd[t, b]) * np.float32(sx)
-                out[t, r] = acc
+                out[t, r] = row_q4_1(row, 0, xq[t], 0, xd[t], 0, xs[t], 0, lut, n_in // 32)
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
@@ -105,14 +99,7 @@ def dot_q5_1(data, xq, xd, xs, out, lut):
         for r in range(c * ROW_CHUNK, min(n_out, (c + 1) * ROW_CHUNK)):
             row = data[r]
             for t in range(n_tok):
-                x = xq[t]
-                acc = np.float32(0.0)
-                for b in range(n_in // 32):
-                    o = 24 * b
-                    sx = xs[t, 2 * b] + xs[t, 2 * b + 1]
-                    s = dot_q5_0_block(row, o + 8, _u32(row, o + 4), x, 32 * b) + 16 * sx
-                    acc += (_h(row, o, lut) * xd[t, b]) * np.float32(s) + (_h(row, o + 2, lut) * xd[t, b]) * np.float32(sx)
-                out[t, r] = acc
+                out[t, r] = row_q5_1(row, 0, xq[t], 0, xd[t], 0, xs[t], 0, lut, n_in // 32)
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)

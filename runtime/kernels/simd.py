@@ -599,6 +599,66 @@ def _row32(blk, bsize):
     return impl
 
 
+def _blk_q4_1(builder, wb, xv):
+    q = _nib32(builder, builder.gep(wb, [ir.Constant(_I32, 4)]))
+    return _maddwd(builder, _maddubs(builder, q, xv), _ones16(builder))
+
+
+def _blk_q5_1(builder, wb, xv):
+    q = _nib32(builder, builder.gep(wb, [ir.Constant(_I32, 8)]))
+    h = _splat(builder, _i32_at(builder, wb, 4), 32)
+    hb = builder.trunc(builder.and_(builder.lshr(h, _cvec(range(32))), _cvec([1] * 32)), ir.VectorType(_I8, 32))
+    q = builder.or_(q, builder.shl(hb, _c8(4)))
+    return _maddwd(builder, _maddubs(builder, q, xv), _ones16(builder))
+
+
+def _row32_min(blk, bsize):
+    """Q4_1/Q5_1 rows (d:2 m:2 ... per 32): sum_b d_b xd_b sum q x + m_b xd_b sum x, with
+    the block sums of x from the int16 16-sums xs (two per block); two <8 x float> accumulators."""
+    def impl(typingctx, w, wo, x, xo, xd, xdo, xs, xso, lut, nb):
+        sig = types.float32(w, wo, x, xo, xd, xdo, xs, xso, lut, nb)
+
+        def codegen(context, builder, signature, args):
+            wb = _bytes(context, builder, signature.args[0], args[0], args[1])
+            xb = _bytes(context, builder, signature.args[2], args[2], args[3])
+            dp = _ptr(context, builder, signature.args[4], args[4], args[5])
+            sp = _ptr(context, builder, signature.args[6], args[6], args[7])
+            lp = _ptr(context, builder, signature.args[8], args[8], ir.Constant(args[5].type, 0))
+            acc = cgutils.alloca_once_value(builder, ir.Constant(_F8, [0.0] * 8))
+            accm = cgutils.alloca_once_value(builder, ir.Constant(_F32, 0.0))
+            fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_F8, [_F8, _F8, _F8]),
+                                                 "llvm.fma.v8f32")
+            with cgutils.for_range(builder, args[9]) as loop:
+                i = loop.index
+                blk_w = builder.gep(wb, [builder.mul(i, ir.Constant(i.type, bsize))])
+                xv = _load(builder, builder.gep(xb, [builder.mul(i, ir.Constant(i.type, 32))]), 32)
+                s = builder.sitofp(blk(builder, blk_w, xv), _F8)
+                hp = builder.bitcast(blk_w, ir.IntType(16).as_pointer())
+                dw = builder.load(builder.gep(lp, [builder.zext(builder.load(hp, align=1), ir.IntType(64))]))
+                mw = builder.load(builder.gep(lp, [builder.zext(builder.load(builder.gep(hp, [ir.Constant(_I32, 1)]),
+                                                                             align=1), ir.IntType(64))]))
+                xdi = builder.load(builder.gep(dp, [i]))
+                f = builder.fmul(dw, xdi)
+                fv = builder.shuffle_vector(builder.insert_element(ir.Constant(_F8, ir.Undefined), f,
+                                                                   ir.Constant(_I32, 0)),
+                                            ir.Constant(_F8, ir.Undefined), _cvec([0] * 8))
+                builder.store(builder.call(fma, [fv, s, builder.load(acc)]), acc)
+                j = builder.mul(i, ir.Constant(i.type, 2))
+                sx = builder.add(builder.sext(builder.load(builder.gep(sp, [j])), _I32),
+                                 builder.sext(builder.load(builder.gep(sp, [builder.add(j, ir.Constant(i.type, 1))])), _I32))
+                builder.store(builder.fadd(builder.load(accm), builder.fmul(builder.fmul(mw, xdi), builder.sitofp(sx, _F32))),
+                              accm)
+            return builder.fadd(_hsum_float_8(builder, builder.load(acc)), builder.load(accm))
+        return sig, codegen
+    return impl
+
+
+# row_q4_1(w, wo, x, xo, xd, xdo, xs, xso, lut, nb) / row_q5_1: Q4_1 / Q5_1 rows against Q8_1-style
+# activations (int8 x, scales xd per 32, int16 16-sums xs).
+row_q4_1 = intrinsic(_row32_min(_blk_q4_1, 20))
+row_q5_1 = intrinsic(_row32_min(_blk_q5_1, 24))
+
+
 # row_q8_0(w, wo, x, xo, xd, xdo, lut, nb): sum over nb blocks of d_w(b) xd[xdo+b] sum_j q_w x (float32);
 # w: the packed row (uint8, blocks at wo), x: int8 activations at xo, lut: the fp16 -> f32 table.
 row_q8_0 = intrinsic(_row32(_blk_q8_0, 34))
