@@ -175,7 +175,9 @@ class CPUBackend(Backend):
         return B.scale(x, s)
 
     def softcap(self, x, c):
-        return (np.tanh(x * np.float32(1.0 / c)) * np.float32(c)).astype(np.float32)
+        # tanh in double rounded once, so the CUDA backend's softcap_f32 gives the same floats
+        t = (np.asarray(x, np.float32) * np.float32(1.0 / c)).astype(np.float64)
+        return (np.tanh(t).astype(np.float32) * np.float32(c)).astype(np.float32)
 
 
 CPU = CPUBackend()

@@ -266,9 +266,10 @@ def attention(q: np.ndarray, k_cache: np.ndarray, v_cache: np.ndarray, n_past: i
     kv_head = np.arange(n_head) // group
     kh = k[:, kv_head, :]                                      # [n_keys, n_head, hd]
     vh = v[:, kv_head, :]
-    s = np.einsum("thd,khd->thk", np.asarray(q, dtype=np.float64), kh) * scale
+    s = np.einsum("thd,khd->thk", np.asarray(q, dtype=np.float64), kh) * np.float64(np.float32(scale))
     if softcap:
-        s = softcap * np.tanh(s / softcap)
+        c = np.float64(np.float32(softcap))        # the constants as the kernels take them (float32)
+        s = c * np.tanh(s / c)
     qpos = n_past + np.arange(n_tok)[:, None]
     kpos = np.arange(n_keys)[None, :]
     masked = kpos > qpos

@@ -7,13 +7,15 @@ Models (tests/tiny_models.py, ggufkit.synthetic): deci with every block kind (GQ
 attention, linear attention, GQA 4/1, a whole no-op layer, MHA), llama, gemma3 (sliding window,
 softcap); F16, llama.cpp's Q4_K_M mixture (quant.recipes), and an IQ2_XXS/IQ3_S/IQ4_XS mix. Perplexity: n_ctx 32, 2 chunks.
 
-The CUDA matmuls convert activations as the CPU backend does (qmatmul's act="cpu": q8_0/q8_K
-blocks per weight type, f16 rounding for F16), so both backends compute the same math up to
-summation order (attention, norms and GEMMs sum in other orders on the GPU). Each op agrees to
-~1e-6; through a model the activation re-rounding (f16 / int8 blocks) turns those last-bit
-differences into rounding flips, so logits differ by up to ~5e-4 (F16) and ~3e-2 (IQ mix) of
-their scale, and perplexity by up to 1e-3 relative at n_ctx 32 (30 scored tokens); see
-docs/CUDA.md for the measured values per case (most are below 1e-4).
+The CUDA backend's default numerics ("cpu") compute what the CPU backend computes: matmul
+activations converted per weight type as ggml-cpu does (q8_0/q8_K blocks, f16 rounding),
+rms_norm's double sum, attention and silu in double rounded once to float, so every op but the
+decode matvec's float accumulation gives the CPU's floats (the emulated prefill GEMM is the
+same numpy matmul as the CPU's). That is what makes the perplexity agree within 1e-4: these
+tiny models are chaotic under int8/f16 activation rounding, and any last-bit difference in an
+op that feeds a matmul (a float sum in rms_norm, float attention) flips roundings and moved
+their perplexity by up to 1e-3 (docs/CUDA.md, "Agreement with the CPU backend"). Logits after
+decode steps still differ by the matvec's summation order.
 """
 from __future__ import annotations
 
@@ -35,7 +37,7 @@ pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="CUDA emulat
 
 TEXT = os.path.join(os.path.dirname(__file__), "golden", "runtime", "fixture-text.txt")
 N_CTX, CHUNKS = 32, 2
-PPL_RTOL = 2e-3
+PPL_RTOL = 1e-4          # the issue's bound; today's cases agree to ~1e-15
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -93,7 +95,11 @@ def test_logits_equal_cpu(models, name, tol):
     assert all(p.on_gpu) and p.output_on_gpu
     assert all(be.device == "cuda:0" for be in m.backends) and m.out_backend.device == "cuda:0"
     gpu = _logits(m)
-    err = np.abs(gpu - cpu).max() / np.abs(cpu).max()
+    scale = np.abs(cpu).max()
+    # prefill rows: every op computes the CPU's floats (emulated GEMMs are the CPU's numpy
+    # matmuls): equal but for rare ties; decode rows: the matvec sums in another order
+    assert np.abs(gpu[:10] - cpu[:10]).max() <= 1e-6 * scale
+    err = np.abs(gpu - cpu).max() / scale
     assert err <= tol, err
     assert (gpu.argmax(1) == cpu.argmax(1)).mean() >= 0.9
 
@@ -116,6 +122,21 @@ def test_perplexity_matches_cpu(models, name, how):
         assert 0 < sum(plan.on_gpu) < m.hp.n_layer and plan.crossings() >= 1
     got = perplexity(m, text, N_CTX, CHUNKS).ppl
     assert abs(got / want - 1) <= PPL_RTOL, (got, want)
+
+
+def test_q8_1_numerics_run_end_to_end(models):
+    """act="q8_1" (ggml-cuda's numerics: q8_1 activations, f16 prefill GEMM, float attention and
+    silu) is not the CPU's arithmetic, but the same model: perplexity within 1e-2 (measured
+    1.5e-3 on this model, docs/CUDA.md)."""
+    from runtime.cuda.backend import CUDABackend
+    text = read_text_file(TEXT)
+    m = load(str(models["deci-q4km"]))
+    want = perplexity(m, text, N_CTX, CHUNKS).ppl
+    be = CUDABackend(0, act="q8_1")
+    assert not be.attn_f64 and CUDABackend(0).attn_f64
+    m.place([be] * m.hp.n_layer, be)
+    got = perplexity(m, text, N_CTX, CHUNKS).ppl
+    assert got != want and abs(got / want - 1) <= 1e-2, (got, want)
 
 
 def test_cli_perplexity_device_cuda_emulated(models):

@@ -152,3 +152,20 @@ def test_prefill_tiles_cover_all_rows(monkeypatch):
     w = random_qtensor("Q4_K", 200, 256)
     x = np.random.default_rng(2).standard_normal((9, 256)).astype(np.float32)
     _check_matmul(w, x)
+
+
+@pytest.mark.parametrize("qtype", ["Q4_K", "Q8_0", "F16", "BF16", "F32", "IQ2_XXS"])
+def test_prefill_threads_split_rows_and_tiles(monkeypatch, qtype):
+    """Two worker threads, each dequantizing its own 16-row tiles of an odd row count."""
+    mm = importlib.import_module("runtime.kernels.matmul")
+    monkeypatch.setattr(mm, "TILE_BYTES", 4 * 256 * 16)
+    monkeypatch.setattr(mm, "PARALLEL_GEMM_FLOPS", 0)
+    import numba
+    before = numba.get_num_threads()
+    backend.set_num_threads(2)
+    try:
+        w = random_qtensor(qtype, 203, 256)
+        x = np.random.default_rng(4).standard_normal((mm.PREFILL_MIN_TOKENS + 3, 256)).astype(np.float32)
+        _check_matmul(w, x)
+    finally:
+        backend.set_num_threads(before)

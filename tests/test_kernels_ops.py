@@ -36,6 +36,33 @@ def test_attention_kernel_matches_reference(cache_dtype, n_tok, n_past, window, 
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("n_tok,n_past,window,softcap", [(150, 0, None, None), (130, 11, 40, None),
+                                                         (129, 3, None, 30.0), (70, 200, 64, None)])
+def test_attention_tiles_and_threads_give_the_same_floats(monkeypatch, n_tok, n_past, window, softcap):
+    """Query tiles that skip the keys they cannot see, run as (kv head, tile) jobs on two
+    threads: the reference's numbers, and bit for bit those of one thread and one tile."""
+    import importlib
+    import numba
+    att = importlib.import_module("runtime.kernels.attention")
+    n_head, n_kv, hd = 6, 3, 16
+    q = rng.standard_normal((n_tok, n_head, hd)).astype(np.float32)
+    k = rng.standard_normal((n_past + n_tok + 5, n_kv, hd)).astype(np.float16)
+    v = rng.standard_normal((n_past + n_tok + 5, n_kv, hd)).astype(np.float16)
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        monkeypatch.setattr(att, "Q_TILE", 1 << 20)
+        whole = kernels.attention(q, k, v, n_past, 0.25, window, softcap)
+        numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+        monkeypatch.setattr(att, "Q_TILE", 32)
+        monkeypatch.setattr(att, "PARALLEL_MIN_WORK", 0)
+        tiled = kernels.attention(q, k, v, n_past, 0.25, window, softcap)
+    finally:
+        numba.set_num_threads(before)
+    np.testing.assert_allclose(tiled, reference.attention(q, k, v, n_past, 0.25, window, softcap), rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(tiled, whole)
+
+
 def test_geglu_kernel_matches_reference():
     gate = np.concatenate([rng.standard_normal(999) * 4, [-10.0, -10.5, 10.0, 11.0, 0.0]]).astype(np.float32)
     up = rng.standard_normal(gate.shape).astype(np.float32)

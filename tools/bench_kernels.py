@@ -10,6 +10,7 @@ comparison (e.g. --rows 32768 --cols 4096).
 
     python tools/bench_kernels.py [-t THREADS] [--rows 4096] [--cols 4096] [--types Q4_K,Q8_0]
                                   [--prefill 128] [--model-bytes 250e6] [--json]
+    python tools/bench_kernels.py --gemm        # OpenBLAS sgemm GFLOP/s on one thread, and its kernel
     python tools/bench_kernels.py --compile-time [--types ...]   # Numba first-call (compile or cache load) time
     python tools/bench_kernels.py --model FILE.gguf [-t 1] [--prefill 128] [--gen 16]
         # whole model through runtime.loader / runtime.generate: prefill and decode tokens/s
@@ -77,6 +78,9 @@ def main(argv=None):
                          "overloaded machine this counts the work done, not the time spent descheduled)")
     ap.add_argument("--model", help="GGUF file: time prefill and decode of the whole model instead")
     ap.add_argument("--gen", type=int, default=16, help="decoded tokens for --model")
+    ap.add_argument("--gemm", action="store_true",
+                    help="only the f32 GEMM of the prefill (OpenBLAS, one thread, CPU clock): 512 x 2048 x 5632 "
+                         "and 512 x 5632 x 2048, with the OpenBLAS kernel that ran")
     ap.add_argument("--compile-time", action="store_true",
                     help="only time the first call of every kernel (cold or warm Numba cache)")
     a = ap.parse_args(argv)
@@ -85,6 +89,8 @@ def main(argv=None):
         CLOCK = time.process_time
     if a.compile_time:
         return compile_time(a.types.split(","))
+    if a.gemm:
+        return gemm_rate(a.reps)
     if a.model:
         return bench_model(a.model, a.threads, a.prefill or 128, a.gen)
     nthreads = backend.set_num_threads(a.threads)
@@ -117,6 +123,28 @@ def main(argv=None):
             print(line, flush=True)
     if a.json:
         print(json.dumps(rows, indent=1))
+
+
+def gemm_rate(reps: int) -> None:
+    """GFLOP/s of OpenBLAS's sgemm on one thread (the prefill's per-thread product)."""
+    import os
+    from threadpoolctl import threadpool_info, threadpool_limits
+    kern = [i.get("architecture") for i in threadpool_info() if i.get("internal_api") == "openblas"]
+    forced = {k: os.environ[k] for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") if k in os.environ}
+    print(f"OpenBLAS kernel {'/'.join(map(str, kern))} (environment: {forced or 'not forced'}); "
+          f"load average {os.getloadavg()[0]:.1f}")
+    rng = np.random.default_rng(0)
+    with threadpool_limits(1, user_api="blas"):
+        for m, k, n in ((512, 2048, 5632), (512, 5632, 2048)):
+            x = rng.standard_normal((m, k)).astype(np.float32)
+            w = rng.standard_normal((n, k)).astype(np.float32)
+            ts = []
+            for _ in range(max(3, reps)):
+                t0 = time.process_time()
+                x @ w.T
+                ts.append(time.process_time() - t0)
+            print(f"sgemm {m} x {k} x {n}: {2 * m * k * n / sorted(ts)[len(ts) // 2] / 1e9:.1f} GFLOP/s "
+                  f"(median of {len(ts)}, CPU clock)")
 
 
 def bench_model(path: str, threads, n_prompt: int, n_gen: int):

@@ -13,6 +13,7 @@
 // score m, sum of exp l and unnormalised output o; attn_decode_combine merges the chunks.
 // Prefill: attn_prefill, one warp per query row, ATT_ROWS rows of one head per block, key/value
 // tiles of ATT_TILE keys staged in shared memory, online softmax one tile at a time.
+// Every kernel comes twice: float accumulators, and *_f64 with double ones (see att_exp below).
 
 #define ATT_HD_MAX 256          // head_dim <= 256
 #define ATT_DPL (ATT_HD_MAX / 32)  // head dims per lane
@@ -35,22 +36,70 @@ static __device__ __forceinline__ AttnRow attn_row(int row, int n_head, int n_kv
     return r;
 }
 
-static __device__ __forceinline__ float attn_score(float dot, float scale, float softcap) {
-    float s = dot * scale;
-    if (softcap > 0.0f) s = softcap * tanhf(s / softcap);
+// Accumulator type T: float (the fast kernels, ggml-cuda's numerics) or double (the *_f64
+// kernels: scores, softmax and p·V in double, one rounding to float at the end). In double the
+// result is the exact attention rounded to float up to ~2^-45, whatever the summation order,
+// so it equals the CPU backend's (which computes it in float64 too) bit for bit but for
+// about one element in a million; the float kernels differ from it in most elements by a few
+// ulps, and the next matmul's int8/f16 activation rounding turns those into different
+// activations (docs/CUDA.md, "Agreement with the CPU backend").
+static __device__ __forceinline__ float att_exp(float x) { return expf(x); }
+static __device__ __forceinline__ double att_exp(double x) { return exp(x); }
+static __device__ __forceinline__ float att_tanh(float x) { return tanhf(x); }
+static __device__ __forceinline__ double att_tanh(double x) { return tanh(x); }
+static __device__ __forceinline__ float att_max(float a, float b) { return fmaxf(a, b); }
+static __device__ __forceinline__ double att_max(double a, double b) { return fmax(a, b); }
+
+template <class T> static __device__ __forceinline__ T att_warp_sum(T v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(FULL_MASK, v, o);
+    return v;
+}
+
+template <class T> static __device__ __forceinline__ T att_warp_max(T v) {
+#pragma unroll
+    for (int o = 16; o > 0; o >>= 1) v = att_max(v, __shfl_xor_sync(FULL_MASK, v, o));
+    return v;
+}
+
+// block reductions as common.cuh's block_sum / block_max (two __syncthreads each); scratch T[32]
+template <class T> static __device__ __forceinline__ T att_block_sum(T v, T* scratch) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, n_warps = blockDim.x >> 5;
+    v = att_warp_sum(v);
+    __syncthreads();
+    if (lane == 0) scratch[warp] = v;
+    __syncthreads();
+    v = lane < n_warps ? scratch[lane] : (T)0;
+    return att_warp_sum(v);
+}
+
+template <class T> static __device__ __forceinline__ T att_block_max(T v, T* scratch) {
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, n_warps = blockDim.x >> 5;
+    v = att_warp_max(v);
+    __syncthreads();
+    if (lane == 0) scratch[warp] = v;
+    __syncthreads();
+    v = lane < n_warps ? scratch[lane] : (T)F32_NEG_INF;
+    return att_warp_max(v);
+}
+
+template <class T> static __device__ __forceinline__ T attn_score(T dot, float scale, float softcap) {
+    T s = dot * (T)scale;
+    if (softcap > 0.0f) s = (T)softcap * att_tanh(s / (T)softcap);
     return s;
 }
 
 // grid (n_tok * n_head, n_split), block (ATT_THREADS).
-// part_o: f32 [n_tok * n_head, n_split, hd]; part_ml: f32 [n_tok * n_head, n_split, 2] (m, l).
+// part_o: T [n_tok * n_head, n_split, hd]; part_ml: T [n_tok * n_head, n_split, 2] (m, l).
 // Chunk s of a row covers keys lo + s * split_keys .. (and <= qpos); an empty chunk writes m = -inf, l = 0.
-extern "C" __global__ void __launch_bounds__(ATT_THREADS)
-attn_decode_partial(const float* __restrict__ q, const f16* __restrict__ k, const f16* __restrict__ v,
-                    float* __restrict__ part_o, float* __restrict__ part_ml, int n_head, int n_kv, int hd,
-                    int n_past, int window, int split_keys, float scale, float softcap) {
+template <class T>
+static __device__ __forceinline__ void
+attn_decode_partial_impl(const float* __restrict__ q, const f16* __restrict__ k, const f16* __restrict__ v,
+                         T* __restrict__ part_o, T* __restrict__ part_ml, int n_head, int n_kv, int hd,
+                         int n_past, int window, int split_keys, float scale, float softcap) {
     __shared__ float qs[ATT_HD_MAX];
-    __shared__ float p[ATT_SPLIT_MAX];
-    __shared__ float scratch[32];
+    __shared__ T p[ATT_SPLIT_MAX];
+    __shared__ T scratch[32];
     const int row = blockIdx.x, split = blockIdx.y, n_split = gridDim.y;
     const AttnRow r = attn_row(row, n_head, n_kv, n_past, window);
     const int k0 = r.lo + split * split_keys;
@@ -65,32 +114,32 @@ attn_decode_partial(const float* __restrict__ q, const f16* __restrict__ k, cons
     // scores: one warp per key
     for (int key = k0 + warp; key < k1; key += n_warps) {
         const f16* kr = k + key * kv_stride + (long long)r.kvh * hd;
-        float dot = 0.0f;
+        T dot = 0;
 #pragma unroll
         for (int j = 0; j < ATT_DPL; j++) {
             const int d = lane + 32 * j;
-            if (d < hd) dot += qs[d] * f16_to_f32(kr[d]);
+            if (d < hd) dot += (T)qs[d] * (T)f16_to_f32(kr[d]);
         }
-        dot = warp_sum(dot);
+        dot = att_warp_sum(dot);
         if (lane == 0) p[key - k0] = attn_score(dot, scale, softcap);
     }
     __syncthreads();
 
-    float m = F32_NEG_INF;
-    for (int i = threadIdx.x; i < k1 - k0; i += blockDim.x) m = fmaxf(m, p[i]);
-    m = block_max(m, scratch);
-    float l = 0.0f;
+    T m = (T)F32_NEG_INF;
+    for (int i = threadIdx.x; i < k1 - k0; i += blockDim.x) m = att_max(m, p[i]);
+    m = att_block_max(m, scratch);
+    T l = 0;
     for (int i = threadIdx.x; i < k1 - k0; i += blockDim.x) {
-        const float e = expf(p[i] - m);
+        const T e = att_exp(p[i] - m);
         p[i] = e;
         l += e;
     }
-    l = block_sum(l, scratch);   // its barriers also publish p[]
+    l = att_block_sum(l, scratch);   // its barriers also publish p[]
 
     for (int d = threadIdx.x; d < hd; d += blockDim.x) {
-        float o = 0.0f;
+        T o = 0;
         const f16* vc = v + (long long)r.kvh * hd + d;
-        for (int key = k0; key < k1; key++) o += p[key - k0] * f16_to_f32(vc[key * kv_stride]);
+        for (int key = k0; key < k1; key++) o += p[key - k0] * (T)f16_to_f32(vc[key * kv_stride]);
         part_o[po + d] = o;
     }
     if (threadIdx.x == 0) {
@@ -100,22 +149,51 @@ attn_decode_partial(const float* __restrict__ q, const f16* __restrict__ k, cons
 }
 
 // grid (n_tok * n_head), block (ATT_THREADS). out[row, d] = sum_s o_s[d] e^(m_s - M) / sum_s l_s e^(m_s - M)
+template <class T>
+static __device__ __forceinline__ void
+attn_decode_combine_impl(const T* __restrict__ part_o, const T* __restrict__ part_ml, float* __restrict__ out,
+                         int n_split, int hd) {
+    const int row = blockIdx.x;
+    const T* ml = part_ml + (long long)row * n_split * 2;
+    T M = (T)F32_NEG_INF;
+    for (int s = 0; s < n_split; s++) M = att_max(M, ml[2 * s]);
+    T L = 0;
+    for (int s = 0; s < n_split; s++)
+        if (ml[2 * s + 1] > (T)0) L += ml[2 * s + 1] * att_exp(ml[2 * s] - M);
+    for (int d = threadIdx.x; d < hd; d += blockDim.x) {
+        T o = 0;
+        for (int s = 0; s < n_split; s++)
+            if (ml[2 * s + 1] > (T)0) o += part_o[((long long)row * n_split + s) * hd + d] * att_exp(ml[2 * s] - M);
+        out[(long long)row * hd + d] = (float)(o / L);
+    }
+}
+
+extern "C" __global__ void __launch_bounds__(ATT_THREADS)
+attn_decode_partial(const float* __restrict__ q, const f16* __restrict__ k, const f16* __restrict__ v,
+                    float* __restrict__ part_o, float* __restrict__ part_ml, int n_head, int n_kv, int hd,
+                    int n_past, int window, int split_keys, float scale, float softcap) {
+    attn_decode_partial_impl<float>(q, k, v, part_o, part_ml, n_head, n_kv, hd, n_past, window, split_keys,
+                                    scale, softcap);
+}
+
+extern "C" __global__ void __launch_bounds__(ATT_THREADS)
+attn_decode_partial_f64(const float* __restrict__ q, const f16* __restrict__ k, const f16* __restrict__ v,
+                        double* __restrict__ part_o, double* __restrict__ part_ml, int n_head, int n_kv, int hd,
+                        int n_past, int window, int split_keys, float scale, float softcap) {
+    attn_decode_partial_impl<double>(q, k, v, part_o, part_ml, n_head, n_kv, hd, n_past, window, split_keys,
+                                     scale, softcap);
+}
+
 extern "C" __global__ void __launch_bounds__(ATT_THREADS)
 attn_decode_combine(const float* __restrict__ part_o, const float* __restrict__ part_ml, float* __restrict__ out,
                     int n_split, int hd) {
-    const int row = blockIdx.x;
-    const float* ml = part_ml + (long long)row * n_split * 2;
-    float M = F32_NEG_INF;
-    for (int s = 0; s < n_split; s++) M = fmaxf(M, ml[2 * s]);
-    float L = 0.0f;
-    for (int s = 0; s < n_split; s++)
-        if (ml[2 * s + 1] > 0.0f) L += ml[2 * s + 1] * expf(ml[2 * s] - M);
-    for (int d = threadIdx.x; d < hd; d += blockDim.x) {
-        float o = 0.0f;
-        for (int s = 0; s < n_split; s++)
-            if (ml[2 * s + 1] > 0.0f) o += part_o[((long long)row * n_split + s) * hd + d] * expf(ml[2 * s] - M);
-        out[(long long)row * hd + d] = o / L;
-    }
+    attn_decode_combine_impl<float>(part_o, part_ml, out, n_split, hd);
+}
+
+extern "C" __global__ void __launch_bounds__(ATT_THREADS)
+attn_decode_combine_f64(const double* __restrict__ part_o, const double* __restrict__ part_ml,
+                        float* __restrict__ out, int n_split, int hd) {
+    attn_decode_combine_impl<double>(part_o, part_ml, out, n_split, hd);
 }
 
 // grid (ceil(n_tok / ATT_ROWS), n_head), block (32 * ATT_ROWS).
@@ -123,8 +201,8 @@ attn_decode_combine(const float* __restrict__ part_o, const float* __restrict__ 
 // shared memory padded to hd + 2 halves, so the 32 lanes read 32 different banks), one warp max
 // and one warp sum update the online softmax, and the lanes then accumulate p · V over their
 // head dims. HD: the largest head_dim of the variant (shared memory is sized for it):
-// attn_prefill_64 / _128 / _256 below.
-template <int HD>
+// attn_prefill_64 / _128 / _256 (T float) and attn_prefill_64_f64 / ... (T double) below.
+template <int HD, class T>
 static __device__ __forceinline__ void
 attn_prefill_impl(const float* __restrict__ q, const f16* __restrict__ k, const f16* __restrict__ v,
                   float* __restrict__ out, int n_tok, int n_head, int n_kv, int hd, int n_past, int window,
@@ -133,7 +211,7 @@ attn_prefill_impl(const float* __restrict__ q, const f16* __restrict__ k, const 
     __shared__ f16 ks[ATT_TILE * (HD + 2)];
     __shared__ f16 vs[ATT_TILE * HD];
     __shared__ float qs[ATT_ROWS][HD];
-    __shared__ float pw[ATT_ROWS][ATT_TILE];
+    __shared__ T pw[ATT_ROWS][ATT_TILE];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
     const int h = blockIdx.y, kvh = h / (n_head / n_kv);
     const int t_first = blockIdx.x * ATT_ROWS;
@@ -148,10 +226,10 @@ attn_prefill_impl(const float* __restrict__ q, const f16* __restrict__ k, const 
     const int ks_stride = hd + 2;
 
     for (int d = lane; d < hd; d += 32) qs[warp][d] = active ? q[((long long)t * n_head + h) * hd + d] : 0.0f;
-    float acc[DPL];
+    T acc[DPL];
 #pragma unroll
-    for (int j = 0; j < DPL; j++) acc[j] = 0.0f;
-    float m = F32_NEG_INF, l = 0.0f;
+    for (int j = 0; j < DPL; j++) acc[j] = 0;
+    T m = (T)F32_NEG_INF, l = 0;
 
     for (int k0 = block_lo; k0 <= block_hi; k0 += ATT_TILE) {
         const int nk = min(ATT_TILE, block_hi + 1 - k0);
@@ -166,17 +244,17 @@ attn_prefill_impl(const float* __restrict__ q, const f16* __restrict__ k, const 
         if (!active) continue;
         const int key = k0 + lane;
         const bool valid = lane < nk && key <= qpos && key >= lo;
-        float s = F32_NEG_INF;
+        T s = (T)F32_NEG_INF;
         if (valid) {
-            float dot = 0.0f;
-            for (int d = 0; d < hd; d++) dot += qs[warp][d] * f16_to_f32(ks[lane * ks_stride + d]);
+            T dot = 0;
+            for (int d = 0; d < hd; d++) dot += (T)qs[warp][d] * (T)f16_to_f32(ks[lane * ks_stride + d]);
             s = attn_score(dot, scale, softcap);
         }
-        const float m_new = fmaxf(m, warp_max(s));
-        if (m_new == F32_NEG_INF) continue;   // no key of this tile is visible to the row (warp-uniform)
-        const float p = valid ? expf(s - m_new) : 0.0f;
-        const float corr = expf(m - m_new);
-        l = l * corr + warp_sum(p);
+        const T m_new = att_max(m, att_warp_max(s));
+        if (m_new == (T)F32_NEG_INF) continue;   // no key of this tile is visible to the row (warp-uniform)
+        const T p = valid ? att_exp(s - m_new) : (T)0;
+        const T corr = att_exp(m - m_new);
+        l = l * corr + att_warp_sum(p);
         m = m_new;
         pw[warp][lane] = p;
         __syncwarp();
@@ -184,8 +262,8 @@ attn_prefill_impl(const float* __restrict__ q, const f16* __restrict__ k, const 
         for (int j = 0; j < DPL; j++) {
             const int d = lane + 32 * j;
             if (d < hd) {
-                float a = acc[j] * corr;
-                for (int kk = 0; kk < nk; kk++) a += pw[warp][kk] * f16_to_f32(vs[kk * hd + d]);
+                T a = acc[j] * corr;
+                for (int kk = 0; kk < nk; kk++) a += pw[warp][kk] * (T)f16_to_f32(vs[kk * hd + d]);
                 acc[j] = a;
             }
         }
@@ -195,7 +273,7 @@ attn_prefill_impl(const float* __restrict__ q, const f16* __restrict__ k, const 
 #pragma unroll
     for (int j = 0; j < DPL; j++) {
         const int d = lane + 32 * j;
-        if (d < hd) out[((long long)t * n_head + h) * hd + d] = acc[j] / l;
+        if (d < hd) out[((long long)t * n_head + h) * hd + d] = (float)(acc[j] / l);
     }
 }
 
@@ -204,19 +282,40 @@ extern "C" __global__ void __launch_bounds__(32 * ATT_ROWS)
 attn_prefill_64(const float* __restrict__ q, const f16* __restrict__ k, const f16* __restrict__ v,
                 float* __restrict__ out, int n_tok, int n_head, int n_kv, int hd, int n_past, int window,
                 float scale, float softcap) {
-    attn_prefill_impl<64>(q, k, v, out, n_tok, n_head, n_kv, hd, n_past, window, scale, softcap);
+    attn_prefill_impl<64, float>(q, k, v, out, n_tok, n_head, n_kv, hd, n_past, window, scale, softcap);
+}
+
+extern "C" __global__ void __launch_bounds__(32 * ATT_ROWS)
+attn_prefill_64_f64(const float* __restrict__ q, const f16* __restrict__ k, const f16* __restrict__ v,
+                    float* __restrict__ out, int n_tok, int n_head, int n_kv, int hd, int n_past, int window,
+                    float scale, float softcap) {
+    attn_prefill_impl<64, double>(q, k, v, out, n_tok, n_head, n_kv, hd, n_past, window, scale, softcap);
 }
 
 extern "C" __global__ void __launch_bounds__(32 * ATT_ROWS)
 attn_prefill_128(const float* __restrict__ q, const f16* __restrict__ k, const f16* __restrict__ v,
                  float* __restrict__ out, int n_tok, int n_head, int n_kv, int hd, int n_past, int window,
                  float scale, float softcap) {
-    attn_prefill_impl<128>(q, k, v, out, n_tok, n_head, n_kv, hd, n_past, window, scale, softcap);
+    attn_prefill_impl<128, float>(q, k, v, out, n_tok, n_head, n_kv, hd, n_past, window, scale, softcap);
+}
+
+extern "C" __global__ void __launch_bounds__(32 * ATT_ROWS)
+attn_prefill_128_f64(const float* __restrict__ q, const f16* __restrict__ k, const f16* __restrict__ v,
+                     float* __restrict__ out, int n_tok, int n_head, int n_kv, int hd, int n_past, int window,
+                     float scale, float softcap) {
+    attn_prefill_impl<128, double>(q, k, v, out, n_tok, n_head, n_kv, hd, n_past, window, scale, softcap);
 }
 
 extern "C" __global__ void __launch_bounds__(32 * ATT_ROWS)
 attn_prefill_256(const float* __restrict__ q, const f16* __restrict__ k, const f16* __restrict__ v,
                  float* __restrict__ out, int n_tok, int n_head, int n_kv, int hd, int n_past, int window,
                  float scale, float softcap) {
-    attn_prefill_impl<256>(q, k, v, out, n_tok, n_head, n_kv, hd, n_past, window, scale, softcap);
+    attn_prefill_impl<256, float>(q, k, v, out, n_tok, n_head, n_kv, hd, n_past, window, scale, softcap);
+}
+
+extern "C" __global__ void __launch_bounds__(32 * ATT_ROWS)
+attn_prefill_256_f64(const float* __restrict__ q, const f16* __restrict__ k, const f16* __restrict__ v,
+                     float* __restrict__ out, int n_tok, int n_head, int n_kv, int hd, int n_past, int window,
+                     float scale, float softcap) {
+    attn_prefill_impl<256, double>(q, k, v, out, n_tok, n_head, n_kv, hd, n_past, window, scale, softcap);
 }

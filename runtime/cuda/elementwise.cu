@@ -8,18 +8,24 @@
 
 // y[r, :] = x[r, :] * (1 / sqrt(mean(x[r, :]^2) + eps)) * w   (w may be null)
 // x, y: f32 [n_rows, n]; w: f32 [n]. grid (n_rows), block (a multiple of 32, <= ELEM_THREADS)
+// As ggml-cpu (and the CPU backend): float squares summed in double (ggml_float), the mean
+// rounded once to float, 1/sqrtf and both products in float (no FMA). The double sum of float
+// squares is exact or within an ulp of double in any order, so the result is the CPU's bit for
+// bit (a float sum differs in the last bits, and the int8/f16 rounding of the next matmul's
+// input turns such bits into different activations: docs/CUDA.md "Agreement with the CPU").
+// The double work is n adds per row: negligible even at consumer cards' FP64 rate.
 extern "C" __global__ void __launch_bounds__(ELEM_THREADS)
 rms_norm_f32(const float* __restrict__ x, const float* __restrict__ w, float* __restrict__ y, int n, float eps) {
-    __shared__ float scratch[32];
+    __shared__ double scratch[32];
     const long long row = (long long)blockIdx.x * n;
-    float s = 0.0f;
+    double s = 0.0;
     for (int i = threadIdx.x; i < n; i += blockDim.x) {
         const float v = x[row + i];
-        s += v * v;
+        s += (double)__fmul_rn(v, v);
     }
-    s = block_sum(s, scratch);
-    const float mean = s / (float)n;
-    const float scale = 1.0f / sqrtf(mean + eps);
+    s = block_sum_f64(s, scratch);
+    const float mean = (float)(s / (double)n);
+    const float scale = __fdiv_rn(1.0f, __fsqrt_rn(__fadd_rn(mean, eps)));
     for (int i = threadIdx.x; i < n; i += blockDim.x) {
         const float v = __fmul_rn(x[row + i], scale);
         y[row + i] = w ? __fmul_rn(v, w[i]) : v;
@@ -76,15 +82,27 @@ swiglu_f32(const float* __restrict__ g, const float* __restrict__ u, float* __re
     y[i] = __fmul_rn(v / (1.0f + expf(-v)), u[i]);
 }
 
+// The same with silu in double, rounded once to float, then * u in float: runtime.reference.
+// swiglu and the CPU backend's numbers (the CUDA backend's default numerics; the float
+// version's expf differs from them in the last bit of about one value in ten).
+extern "C" __global__ void __launch_bounds__(ELEM_THREADS)
+swiglu_f64(const float* __restrict__ g, const float* __restrict__ u, float* __restrict__ y, long long n) {
+    const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    const double v = g[i];
+    y[i] = __fmul_rn((float)(v / (1.0 + exp(-v))), u[i]);
+}
+
 // ggml's GELU as ggml-cpu computes it (GGML_GELU_FP16): x <= -10: 0; x >= 10: x; otherwise
-// fp16(gelu_tanh(fp32(fp16(x)))) with 0.5 x (1 + tanh(sqrt(2/pi) x (1 + 0.044715 x^2))).
+// fp16(gelu_tanh(fp32(fp16(x)))) with 0.5 x (1 + tanh(sqrt(2/pi) x (1 + 0.044715 x^2))), tanh in
+// double rounded to float as the CPU backend's table (runtime.reference.gelu_f32): bit-equal to it.
 static __device__ __forceinline__ float gelu_ggml(float x) {
     if (x <= -10.0f) return 0.0f;
     if (x >= 10.0f) return x;
     const float xh = f16_to_f32(f32_to_f16(x));
     const float inner = __fmul_rn(__fmul_rn(0.79788456080286535587989211986876f, xh),
                                   __fadd_rn(1.0f, __fmul_rn(__fmul_rn(0.044715f, xh), xh)));
-    const float v = __fmul_rn(__fmul_rn(0.5f, xh), __fadd_rn(1.0f, tanhf(inner)));
+    const float v = __fmul_rn(__fmul_rn(0.5f, xh), __fadd_rn(1.0f, (float)tanh((double)inner)));
     return f16_to_f32(f32_to_f16(v));
 }
 
@@ -110,11 +128,12 @@ scale_f32(const float* x, float* y, float s, long long n) {
     if (i < n) y[i] = __fmul_rn(x[i], s);
 }
 
-// y = cap * tanh(x / cap) (y may alias x). grid (ceil(n / ELEM_THREADS))
+// y = cap * tanh(x * inv_cap) (y may alias x), as the CPU backend: x * inv_cap in float, tanh in
+// double rounded to float, times cap in float (bit-equal to it). grid (ceil(n / ELEM_THREADS))
 extern "C" __global__ void __launch_bounds__(ELEM_THREADS)
-softcap_f32(const float* x, float* y, float cap, long long n) {
+softcap_f32(const float* x, float* y, float cap, float inv_cap, long long n) {
     const long long i = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (i < n) y[i] = __fmul_rn(cap, tanhf(__fdiv_rn(x[i], cap)));
+    if (i < n) y[i] = __fmul_rn((float)tanh((double)__fmul_rn(x[i], inv_cap)), cap);
 }
 
 // KV cache write: cache[pos[t], :] = fp16(src[t, :]) (round to nearest even).

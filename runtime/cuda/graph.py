@@ -176,7 +176,7 @@ class DecodeGraph:
         for it in rec.items:
             if isinstance(it, tuple):
                 _, q, k, v, scale, window, softcap, out = it
-                ops.attention(q, k, v, cache.n_past, scale, window, softcap, out=out)
+                ops.attention(q, k, v, cache.n_past, scale, window, softcap, out=out, f64=be.attn_f64)
             else:
                 it.launch(be.stream)
         cache.n_past += 1

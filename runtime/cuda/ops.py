@@ -140,9 +140,10 @@ def _binary(kname, a, b, out, what):
     return y
 
 
-def swiglu(gate, up, out=None):
-    """silu(gate) * up, f32, same shapes."""
-    return _binary("swiglu_f32", gate, up, out, "swiglu")
+def swiglu(gate, up, out=None, f64: bool = False):
+    """silu(gate) * up, f32, same shapes. f64: silu in double rounded once (runtime.reference.
+    swiglu and the CPU backend bit for bit); else in float with expf."""
+    return _binary("swiglu_f64" if f64 else "swiglu_f32", gate, up, out, "swiglu")
 
 
 def geglu(gate, up, out=None):
@@ -165,11 +166,13 @@ def scale(x, s: float, out=None):
 
 
 def softcap(x, cap: float, out=None):
-    """cap * tanh(x / cap), f32 (out may be x)."""
+    """cap * tanh(x / cap), f32 (out may be x): x * float32(1 / cap), tanh in double rounded to
+    float, * cap, as the CPU backend's softcap (bit-equal)."""
     _f32(x, "softcap")
     y = _out(out, x, x.shape)
     if x.size:
-        _fn("elementwise", "softcap_f32", x)(_blocks(x.size), ELEM_THREADS, (x, y, np.float32(cap), np.int64(x.size)))
+        _fn("elementwise", "softcap_f32", x)(_blocks(x.size), ELEM_THREADS,
+                                             (x, y, np.float32(cap), np.float32(1.0 / cap), np.int64(x.size)))
     return y
 
 
@@ -222,9 +225,9 @@ def _attn_common(window, softcap):
 
 
 def attention_decode(q, k_cache, v_cache, n_past: int, scale: float, window: int | None = None,
-                     softcap: float | None = None, out=None, split_keys: int = 256):
+                     softcap: float | None = None, out=None, split_keys: int = 256, f64: bool = False):
     """Flash-decoding: each query row's keys in chunks of split_keys (one block each), then a
-    combine kernel. Shapes as ``attention``."""
+    combine kernel. Shapes and ``f64`` as ``attention``."""
     n_tok, n_head, n_kv, hd = _attn_check(q, k_cache, v_cache, n_past)
     if not 0 < split_keys <= ATT_SPLIT_MAX:
         raise CudaError(f"attention: split_keys {split_keys} not in 1..{ATT_SPLIT_MAX}")
@@ -234,28 +237,30 @@ def attention_decode(q, k_cache, v_cache, n_past: int, scale: float, window: int
     seen = n_past + n_tok if not window else min(window, n_past + n_tok)
     n_split = -(-seen // split_keys)
     rows = n_tok * n_head
-    part_o = _workspace(q, "attn_part_o", (rows, n_split, hd), np.float32)
-    part_ml = _workspace(q, "attn_part_ml", (rows, n_split, 2), np.float32)
+    acc = np.float64 if f64 else np.float32
+    sfx = "_f64" if f64 else ""
+    part_o = _workspace(q, "attn_part_o" + sfx, (rows, n_split, hd), acc)
+    part_ml = _workspace(q, "attn_part_ml" + sfx, (rows, n_split, 2), acc)
     w, cap = _attn_common(window, softcap)
-    _fn("attention", "attn_decode_partial", q)(
+    _fn("attention", "attn_decode_partial" + sfx, q)(
         (rows, n_split), ATT_THREADS,
         (q, k_cache, v_cache, part_o, part_ml, np.int32(n_head), np.int32(n_kv), np.int32(hd), np.int32(n_past),
          w, np.int32(split_keys), np.float32(scale), cap))
-    _fn("attention", "attn_decode_combine", q)(rows, ATT_THREADS, (part_o, part_ml, y, np.int32(n_split), np.int32(hd)))
+    _fn("attention", "attn_decode_combine" + sfx, q)(rows, ATT_THREADS, (part_o, part_ml, y, np.int32(n_split), np.int32(hd)))
     return y
 
 
 def attention_prefill(q, k_cache, v_cache, n_past: int, scale: float, window: int | None = None,
-                      softcap: float | None = None, out=None):
+                      softcap: float | None = None, out=None, f64: bool = False):
     """Causal attention for a batch of query tokens (ATT_ROWS rows of a head per block, K/V
-    tiles in shared memory, online softmax). Shapes as ``attention``."""
+    tiles in shared memory, online softmax). Shapes and ``f64`` as ``attention``."""
     n_tok, n_head, n_kv, hd = _attn_check(q, k_cache, v_cache, n_past)
     y = _out(out, q, q.shape)
     if not n_tok:
         return y
     w, cap = _attn_common(window, softcap)
     variant = next(v for v in (64, 128, 256) if hd <= v)   # shared memory sized for the head
-    _fn("attention", f"attn_prefill_{variant}", q)(
+    _fn("attention", f"attn_prefill_{variant}" + ("_f64" if f64 else ""), q)(
         (-(-n_tok // ATT_ROWS), n_head), 32 * ATT_ROWS,
         (q, k_cache, v_cache, y, np.int32(n_tok), np.int32(n_head), np.int32(n_kv), np.int32(hd), np.int32(n_past),
          w, np.float32(scale), cap))
@@ -263,14 +268,20 @@ def attention_prefill(q, k_cache, v_cache, n_past: int, scale: float, window: in
 
 
 def attention(q, k_cache, v_cache, n_past: int, scale: float, window: int | None = None,
-              softcap: float | None = None, out=None):
+              softcap: float | None = None, out=None, f64: bool = False):
     """Causal GQA attention (runtime.reference.attention). q: f32 [n_tok, n_head, hd];
     caches: f16 [n_ctx, n_kv, hd] already holding keys 0..n_past+n_tok-1; returns f32
     [n_tok, n_head, hd]. Query t is at position n_past + t; window: sliding window (keys p with
-    qpos - p < window); softcap: cap * tanh(score / cap)."""
+    qpos - p < window); softcap: cap * tanh(score / cap).
+
+    f64=False: float accumulators (scores, online softmax, p·V), a few ulps from the exact
+    result. f64=True: the same kernels in double, one rounding to float at the end: the exact
+    attention (scale and softcap as float32) rounded to float, up to ~2^-45, whatever the
+    summation order, so equal to the CPU backend's float64 attention bit for bit in all but
+    about one element in a million (the CUDA backend's default, see docs/CUDA.md)."""
     if q.shape[0] <= DECODE_MAX_TOK:
-        return attention_decode(q, k_cache, v_cache, n_past, scale, window, softcap, out)
-    return attention_prefill(q, k_cache, v_cache, n_past, scale, window, softcap, out)
+        return attention_decode(q, k_cache, v_cache, n_past, scale, window, softcap, out, f64=f64)
+    return attention_prefill(q, k_cache, v_cache, n_past, scale, window, softcap, out, f64=f64)
 
 
 # ---------------------------------------------------------------- sampling

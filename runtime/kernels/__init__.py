@@ -9,7 +9,7 @@
 - ``warm``:      compile only what a model needs, the first-run notice, ``ggufkit warmup``
 - ``norm``:      RMS norm (double accumulation like ggml)
 - ``rope``:      RoPE with ggml's float32 theta recurrence
-- ``attention``: causal GQA attention, float32 BLAS
+- ``attention``: causal GQA attention, float64 BLAS rounded once to float32
 
 Every function here has a numpy reference of the same name in ``runtime.reference``.
 """
@@ -94,9 +94,17 @@ def geglu(gate, up):
 
 
 def swiglu(gate, up):
-    """silu(gate) * up in float32."""
+    """silu(gate) * up: silu in float64 rounded once to float32 (runtime.reference.silu, so the
+    CUDA backend's swiglu_f64 gives the same floats), times up in float32."""
+    g = gate.astype(np.float64)
+    e = np.negative(g)
     with np.errstate(over="ignore"):   # exp(-gate) -> inf gives silu = -0, as in ggml
-        return (gate / (np.float32(1.0) + np.exp(-gate)) * up).astype(np.float32)
+        np.exp(e, out=e)
+    e += 1.0
+    np.divide(g, e, out=e)
+    y = e.astype(np.float32)
+    y *= up
+    return y
 
 
 def rms_norm(x, w, eps):

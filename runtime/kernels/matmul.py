@@ -28,7 +28,7 @@ FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
 
 ROW_CHUNK = 16          # output rows per parallel work item
 PREFILL_MIN_TOKENS = 8  # from this many tokens on, dequantize tiles and use BLAS
-TILE_BYTES = 1 << 24    # f32 bytes of one dequantized tile (16 MiB)
+TILE_BYTES = 1 << 21    # f32 bytes of one dequantized tile (2 MiB: stays in L2/L3 until multiplied)
 
 
 # ---------------------------------------------------------------- per-type kernels, built lazily
@@ -86,12 +86,47 @@ def _make_rows(qt, qk):
     return dequant_rows_t
 
 
+def _make_tile(qt, qk):
+    @njit(nogil=True, cache=True)
+    def dequant_tile(data, r0, out, lut):
+        """out[i] = dequantized data[r0 + i], single-threaded and without the GIL, so the
+        prefill's worker threads each dequantize their own tiles (one block type)."""
+        nb = out.shape[1] // qk
+        buf = np.empty(qk, np.float32)
+        for i in range(out.shape[0]):
+            row = data[r0 + i]
+            for b in range(nb):
+                deq_block(qt, row, b, buf, lut)
+                for j in range(qk):
+                    out[i, b * qk + j] = buf[j]
+    return dequant_tile
+
+
+@njit(nogil=True, cache=True)
+def dequant_tile_f16(data, r0, out, lut):
+    """F16 rows r0 .. r0 + len(out) -> f32 (single-threaded, no GIL). data: uint16 [n_rows, n_in]."""
+    for i in range(out.shape[0]):
+        for j in range(out.shape[1]):
+            out[i, j] = lut[data[r0 + i, j]]
+
+
+@njit(nogil=True, cache=True)
+def dequant_tile_bf16(data, r0, out):
+    """BF16 rows -> f32 bits (single-threaded, no GIL); out viewed as uint32."""
+    for i in range(out.shape[0]):
+        for j in range(out.shape[1]):
+            out[i, j] = np.uint32(data[r0 + i, j]) << np.uint32(16)
+
+
+_MAKERS = {"matvec": _make_matvec, "rows": _make_rows, "tile": _make_tile}
+
+
 def kernel(kind: str, qt: int):
-    """The per-type Numba kernel ``kind`` ("matvec" | "rows") for block type id qt (built once)."""
+    """The per-type Numba kernel ``kind`` ("matvec" | "rows" | "tile") for block type id qt (built once)."""
     key = (kind, qt)
     k = _KERNELS.get(key)
     if k is None:
-        k = _KERNELS[key] = (_make_matvec if kind == "matvec" else _make_rows)(qt, BLOCKS[qt][0])
+        k = _KERNELS[key] = _MAKERS[kind](qt, BLOCKS[qt][0])
     return k
 
 
@@ -271,16 +306,54 @@ def gemm_nt(x: np.ndarray, w: np.ndarray) -> np.ndarray:
     return np.concatenate(parts, axis=1)
 
 
+def dequantize_tile(data: np.ndarray, qt: int, n_in: int, r0: int, r1: int) -> np.ndarray:
+    """Rows r0 .. r1 of a packed tensor -> f32 [r1 - r0, n_in] on the calling thread, without
+    holding the GIL where a Numba kernel does it (so several threads dequantize at once)."""
+    if qt == F32:
+        return data.view(np.float32)[r0:r1]
+    if qt not in BLOCKS:
+        return quant_dequantize(data[r0:r1], BY_ID[qt].name, n_in)
+    if qt == BF16:
+        out = np.empty((r1 - r0, n_in), np.uint32)
+        dequant_tile_bf16(data.view(np.uint16), r0, out)
+        return out.view(np.float32)
+    out = np.empty((r1 - r0, n_in), np.float32)
+    if qt == F16:
+        dequant_tile_f16(data.view(np.uint16), r0, out, F16_LUT)
+    else:
+        kernel("tile", qt)(data, r0, out, F16_LUT)
+    return out
+
+
 def matmul_tiled(data: np.ndarray, qt: int, n_in: int, x: np.ndarray) -> np.ndarray:
-    """Prefill: dequantize tiles of rows once, multiply each with BLAS."""
+    """Prefill: y = x @ W.T with W dequantized tile by tile and each tile multiplied with BLAS.
+
+    The output rows are split into one contiguous range per thread (Numba's thread count);
+    each Python thread dequantizes its own tiles (Numba, no GIL) and multiplies them with
+    single-threaded OpenBLAS (no GIL), so dequantization runs in parallel with the products
+    and a tile is used while it is still in cache. Every weight is dequantized once per call."""
     n_out = data.shape[0]
     x = np.ascontiguousarray(x, dtype=np.float32)
-    tile = max(64, TILE_BYTES // (4 * n_in))
-    if tile >= n_out:
-        return gemm_nt(x, dequantize(data, qt, n_in, np.arange(n_out)))
-    out = np.empty((x.shape[0], n_out), np.float32)
-    for r0 in range(0, n_out, tile):
-        r1 = min(n_out, r0 + tile)
-        w = dequantize(data, qt, n_in, np.arange(r0, r1))
-        out[:, r0:r1] = gemm_nt(x, w)       # (np.matmul into a strided out= would skip BLAS)
+    n_tok = x.shape[0]
+    n = numba.get_num_threads()
+    if n == 1 or 2.0 * n_tok * n_in * n_out < PARALLEL_GEMM_FLOPS or n_out < 2 * n:
+        n = 1
+    tile = max(16, TILE_BYTES // (4 * n_in))
+    out = np.empty((n_tok, n_out), np.float32)
+    step = (n_out + n - 1) // n
+
+    def work(a: int) -> None:
+        b = min(n_out, a + step)
+        for r0 in range(a, b, tile):
+            r1 = min(b, r0 + tile)
+            w = dequantize_tile(data, qt, n_in, r0, r1)
+            if r0 == 0 and r1 == n_out:
+                np.matmul(x, w.T, out=out)
+            else:
+                out[:, r0:r1] = x @ w.T     # (np.matmul into a strided out= would skip BLAS)
+
+    if n == 1:
+        work(0)
+    else:
+        list(_pool(n).map(work, range(0, n_out, step)))
     return out

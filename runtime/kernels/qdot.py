@@ -27,8 +27,9 @@ from numba import njit, prange
 
 from quant.fast.blocks import IQ2XS_GRID, IQ2XXS_GRID, IQ3S_GRID, IQ3XXS_GRID, KSIGNS_IQ2XS
 from runtime.kernels.dequant import _h, _scale_min_k4, _u32
-from runtime.kernels.simd import (dot_k4_64, dot_k5_64, dot_q2_32, dot_q3_32, dot_q4_0_block, dot_q5_0_block,
+from runtime.kernels.simd import (dot_k4_64, dot_k5_64, dot_q4_0_block, dot_q5_0_block, q2k_block, q3k_block,
                                   dot_q4k_256, dot_q6_32, dot_q6k_256, dot_s8_32, q4k_block, q5k_block, row_q4_0, row_q5_0, row_q8_0,
+                                  row_q4_1, row_q5_1,
                                   iq2xs_block, iq2xxs_block, iq3s_block, iq3xxs_block, iq4xs_block, row_iq4_nl)
 
 ROW_CHUNK = 16
@@ -39,6 +40,8 @@ GRID_IQ3S = np.ascontiguousarray(IQ3S_GRID.astype(np.uint8)).view(np.uint32).res
 GRID_IQ2XS = np.ascontiguousarray(IQ2XS_GRID.astype(np.uint8)).view(np.uint64).reshape(-1)       # [512]
 GRID_IQ3XXS = np.ascontiguousarray(IQ3XXS_GRID.astype(np.uint8)).view(np.uint32).reshape(-1)     # [256]
 KSIGNS_U8 = KSIGNS_IQ2XS.astype(np.uint8)                                                        # [128]
+# ggml's keven_signs_q2xs: entry i has byte j = -1 (0xFF) where bit j of ksigns_iq2xs[i] is set, else +1
+KEVEN_SIGNS = np.where((KSIGNS_U8[:, None] >> np.arange(8)) & 1, 0xFF, 0x01).astype(np.uint8).view(np.uint64).reshape(-1)
 FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
 
 
@@ -84,14 +87,7 @@ def dot_q4_1(data, xq, xd, xs, out, lut):
         for r in range(c * ROW_CHUNK, min(n_out, (c + 1) * ROW_CHUNK)):
             row = data[r]
             for t in range(n_tok):
-                x = xq[t]
-                acc = np.float32(0.0)
-                for b in range(n_in // 32):
-                    o = 20 * b
-                    sx = xs[t, 2 * b] + xs[t, 2 * b + 1]
-                    s = dot_q4_0_block(row, o + 4, x, 32 * b) + 8 * sx
-                    acc += (_h(row, o, lut) * xd[t, b]) * np.float32(s) + (_h(row, o + 2, lut) * xd[t, b]) * np.float32(sx)
-                out[t, r] = acc
+                out[t, r] = row_q4_1(row, 0, xq[t], 0, xd[t], 0, xs[t], 0, lut, n_in // 32)
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
@@ -103,14 +99,7 @@ def dot_q5_1(data, xq, xd, xs, out, lut):
         for r in range(c * ROW_CHUNK, min(n_out, (c + 1) * ROW_CHUNK)):
             row = data[r]
             for t in range(n_tok):
-                x = xq[t]
-                acc = np.float32(0.0)
-                for b in range(n_in // 32):
-                    o = 24 * b
-                    sx = xs[t, 2 * b] + xs[t, 2 * b + 1]
-                    s = dot_q5_0_block(row, o + 8, _u32(row, o + 4), x, 32 * b) + 16 * sx
-                    acc += (_h(row, o, lut) * xd[t, b]) * np.float32(s) + (_h(row, o + 2, lut) * xd[t, b]) * np.float32(sx)
-                out[t, r] = acc
+                out[t, r] = row_q5_1(row, 0, xq[t], 0, xd[t], 0, xs[t], 0, lut, n_in // 32)
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)
@@ -125,15 +114,7 @@ def dot_q2_k(data, xq, xd, xs, out, lut):
                 acc = np.float32(0.0)
                 for b in range(n_in // 256):
                     o = 84 * b
-                    sumi = 0
-                    summ = 0
-                    for n in range(2):
-                        for j in range(4):
-                            k = 256 * b + 128 * n + 32 * j
-                            s0 = np.int64(row[o + 8 * n + 2 * j])
-                            s1 = np.int64(row[o + 8 * n + 2 * j + 1])
-                            sumi += dot_q2_32(row, o + 16 + 32 * n, 2 * j, 0, 0, s0 & 15, s1 & 15, x, k)
-                            summ += (s0 >> 4) * xs[t, k // 16] + (s1 >> 4) * xs[t, k // 16 + 1]
+                    sumi, summ = q2k_block(row, o, x, 256 * b, xs[t], 16 * b)
                     acc += (xd[t, b] * _h(row, o + 80, lut)) * np.float32(sumi) \
                         - (xd[t, b] * _h(row, o + 82, lut)) * np.float32(summ)
                 out[t, r] = acc
@@ -151,18 +132,7 @@ def dot_q3_k(data, xq, xd, xs, out, lut):
                 acc = np.float32(0.0)
                 for b in range(n_in // 256):
                     o = 110 * b
-                    s0 = o + 96
-                    sumi = 0
-                    for n in range(2):
-                        for j in range(4):
-                            i = 8 * n + 2 * j                # scales i and i + 1 (low 4 | high 2 bits, - 32)
-                            lo0 = (np.int64(row[s0 + i]) & 0xF) if i < 8 else (np.int64(row[s0 + i - 8]) >> 4)
-                            lo1 = (np.int64(row[s0 + i + 1]) & 0xF) if i < 8 else (np.int64(row[s0 + i - 7]) >> 4)
-                            hi0 = (np.int64(row[s0 + 8 + (i & 3)]) >> (2 * (i >> 2))) & 3
-                            hi1 = (np.int64(row[s0 + 8 + ((i + 1) & 3)]) >> (2 * ((i + 1) >> 2))) & 3
-                            k = 256 * b + 128 * n + 32 * j
-                            sumi += dot_q3_32(row, o + 32 + 32 * n, 2 * j, o, 4 * n + j,
-                                              (lo0 | (hi0 << 4)) - 32, (lo1 | (hi1 << 4)) - 32, x, k)
+                    sumi, _ = q3k_block(row, o, x, 256 * b, xs[t], 16 * b)
                     acc += (xd[t, b] * _h(row, o + 108, lut)) * np.float32(sumi)
                 out[t, r] = acc
 
@@ -261,7 +231,7 @@ def dot_iq4_xs(data, xq, xd, xs, out, lut):
 def dot_iq2_xxs(data, xq, xd, xs, out, lut):
     n_out = data.shape[0]
     n_tok, n_in = xq.shape
-    grid, ks = GRID_IQ2XXS, KSIGNS_U8
+    grid, ks = GRID_IQ2XXS, KEVEN_SIGNS
     for c in prange((n_out + ROW_CHUNK - 1) // ROW_CHUNK):
         for r in range(c * ROW_CHUNK, min(n_out, (c + 1) * ROW_CHUNK)):
             row = data[r]
@@ -295,7 +265,7 @@ def dot_iq3_s(data, xq, xd, xs, out, lut):
 def dot_iq2_xs(data, xq, xd, xs, out, lut):
     n_out = data.shape[0]
     n_tok, n_in = xq.shape
-    grid, ks = GRID_IQ2XS, KSIGNS_U8
+    grid, ks = GRID_IQ2XS, KEVEN_SIGNS
     for c in prange((n_out + ROW_CHUNK - 1) // ROW_CHUNK):
         for r in range(c * ROW_CHUNK, min(n_out, (c + 1) * ROW_CHUNK)):
             row = data[r]
@@ -312,7 +282,7 @@ def dot_iq2_xs(data, xq, xd, xs, out, lut):
 def dot_iq3_xxs(data, xq, xd, xs, out, lut):
     n_out = data.shape[0]
     n_tok, n_in = xq.shape
-    grid, ks = GRID_IQ3XXS, KSIGNS_U8
+    grid, ks = GRID_IQ3XXS, KEVEN_SIGNS
     for c in prange((n_out + ROW_CHUNK - 1) // ROW_CHUNK):
         for r in range(c * ROW_CHUNK, min(n_out, (c + 1) * ROW_CHUNK)):
             row = data[r]

@@ -259,33 +259,6 @@ rowdot_f16 = intrinsic(_rowdot_16bit("f16"))
 rowdot_bf16 = intrinsic(_rowdot_16bit("bf16"))
 
 
-def _dot_k23_32(with_h):
-    def impl(typingctx, w, qo, shq, ho, shh, sca, scb, x, xo):
-        sig = types.int32(w, qo, shq, ho, shh, sca, scb, x, xo)
-
-        def codegen(context, builder, signature, args):
-            wt = signature.args[0]
-            q = _lanes(builder, _ptr(context, builder, wt, args[0], args[1]), 32)
-            q = builder.and_(builder.lshr(q, _splat(builder, _i32(builder, args[2]), 32)), _cvec([3] * 32))
-            if with_h:
-                h = _lanes(builder, _ptr(context, builder, wt, args[0], args[3]), 32)
-                h = builder.and_(builder.lshr(h, _splat(builder, _i32(builder, args[4]), 32)), _cvec([1] * 32))
-                q = builder.sub(builder.or_(q, builder.shl(h, _cvec([2] * 32))), _cvec([4] * 32))
-            sc = builder.shuffle_vector(_splat(builder, _i32(builder, args[5]), 16),
-                                        _splat(builder, _i32(builder, args[6]), 16), _cvec(range(32)))
-            v16 = ir.VectorType(ir.IntType(16), 32)
-            qs = builder.sext(builder.trunc(builder.mul(q, sc), v16), ir.VectorType(_I32, 32))
-            xv = _x32(context, builder, signature.args[7], args[7], args[8])
-            return _reduce(builder, builder.mul(qs, xv), 32)
-        return sig, codegen
-    return impl
-
-
-# Q2_K / Q3_K 32 lanes (two 16-groups with scales sca, scb; |q sc| fits int16):
-#   Q2_K: q = (w[qo+l] >> shq) & 3
-#   Q3_K: q = ((w[qo+l] >> shq) & 3) + 4 ((w[ho+l] >> shh) & 1) - 4
-dot_q2_32 = intrinsic(_dot_k23_32(False))
-dot_q3_32 = intrinsic(_dot_k23_32(True))
 
 
 # ---------------------------------------------------------------- whole K-quant blocks, x86 madd route
@@ -482,6 +455,72 @@ q4k_block = intrinsic(_k45_block(False))
 q5k_block = intrinsic(_k45_block(True))
 
 
+def _k23_block(q3):
+    def impl(typingctx, w, o, x, xo, bs, bso):
+        """One whole Q2_K block (scales:16 qs:64 d:2 dmin:2 at w[o]) or Q3_K block (hmask:32
+        qs:64 scales:12 d:2) against int8 x[xo:xo+256] -> (sum_k sc[k/16] q_k x_k,
+        sum_g m_g sum_{k in g} x_k) as int32 (Q3_K: signed 6-bit scales, q in -4..3, no mins;
+        the second is 0). As ggml's AVX2 code: pmaddubsw of the 2-bit values with x, pmaddwd
+        with the group scales, one horizontal sum per block."""
+        sig = types.UniTuple(types.int32, 2)(w, o, x, xo, bs, bso)
+
+        def codegen(context, builder, signature, args):
+            wb = _bytes(context, builder, signature.args[0], args[0], args[1])
+            xp = _ptr(context, builder, signature.args[2], args[2], args[3])
+            v16 = ir.VectorType(_I16, 16)
+            if q3:
+                k1, k2 = ir.Constant(_I32, 0x03030303), ir.Constant(_I32, 0x0F0F0F0F)
+                a0, a1, tmp = (_i32_at(builder, wb, 96 + 4 * i) for i in range(3))
+
+                def part(a, sh_a, sh_t):
+                    lo = builder.and_(builder.lshr(a, ir.Constant(_I32, sh_a)) if sh_a else a, k2)
+                    hi = builder.and_(builder.lshr(tmp, ir.Constant(_I32, sh_t)) if sh_t else tmp, k1)
+                    return builder.or_(lo, builder.shl(hi, ir.Constant(_I32, 4)))
+                words = (part(a0, 0, 0), part(a1, 0, 2), part(a0, 4, 4), part(a1, 4, 6))
+                sv = ir.Constant(ir.VectorType(_I32, 4), ir.Undefined)
+                for i, t in enumerate(words):
+                    sv = builder.insert_element(sv, t, ir.Constant(_I32, i))
+                sb = builder.bitcast(sv, ir.VectorType(_I8, 16))
+                scales = builder.sub(builder.zext(sb, v16), ir.Constant(v16, [32] * 16))   # -32..31
+                qb = builder.gep(wb, [ir.Constant(_I32, 32)])
+                hm = _load(builder, wb, 32)
+            else:
+                sb = _load(builder, wb, 16)
+                scales = builder.zext(builder.and_(sb, _c8(15, 16)), v16)
+                qb = builder.gep(wb, [ir.Constant(_I32, 16)])
+            acc = None
+            for n in range(2):
+                qv = _load(builder, builder.gep(qb, [ir.Constant(_I32, 32 * n)]), 32)
+                for j in range(4):
+                    q = builder.and_(builder.lshr(qv, _c8(2 * j)) if j else qv, _c8(3))
+                    xv = _load(builder, builder.gep(xp, [ir.Constant(_I32, 128 * n + 32 * j)]), 32)
+                    p = _maddubs(builder, q, xv)
+                    if q3:                                   # minus 4 where the high bit is clear
+                        h = builder.and_(builder.lshr(hm, _c8(4 * n + j)) if 4 * n + j else hm, _c8(1))
+                        h4 = builder.shl(builder.xor(h, _c8(1)), _c8(2))
+                        p = builder.sub(p, _maddubs(builder, h4, xv))
+                    g = 8 * n + 2 * j
+                    sc = builder.shuffle_vector(scales, scales, _cvec([g] * 8 + [g + 1] * 8))
+                    p = _maddwd(builder, p, sc)
+                    acc = p if acc is None else builder.add(acc, p)
+            sumi = _reduce(builder, acc, 8)
+            if q3:
+                summ = ir.Constant(_I32, 0)
+            else:
+                mins = builder.zext(builder.lshr(sb, _c8(4, 16)), v16)
+                bp = builder.bitcast(_ptr(context, builder, signature.args[4], args[4], args[5]), v16.as_pointer())
+                summ = _reduce(builder, _maddwd(builder, mins, builder.load(bp, align=2)), 8)
+            return context.make_tuple(builder, signature.return_type, [sumi, summ])
+        return sig, codegen
+    return impl
+
+
+# q2k_block(w, o, x, xo, bs, bso) / q3k_block: one whole Q2_K / Q3_K block at w[o] against int8
+# x[xo:xo+256] -> (sum_k sc[k/16] q_k x_k, sum_g m_g sum_{k in g} x_k) as int32 (Q3_K: 0 mins).
+q2k_block = intrinsic(_k23_block(False))
+q3k_block = intrinsic(_k23_block(True))
+
+
 # ---------------------------------------------------------------- whole rows of 32-blocks (Q8_0 / Q4_0 / Q5_0)
 #
 # One call per row and token: each block's integer dot (vpmaddubsw + vpmaddwd) is converted to
@@ -498,10 +537,7 @@ def _ones16(builder):
 def _blk_q8_0(builder, wb, xv):
     """<8 x i32> partial sums of int8 w[0:32] * x (sign trick: |w| * (x signed by w))."""
     wv = _load(builder, builder.gep(wb, [ir.Constant(_I32, 2)]), 32)
-    neg = builder.icmp_signed("<", wv, _c8(0))
-    aw = builder.select(neg, builder.sub(_c8(0), wv), wv)
-    sx = builder.select(neg, builder.sub(_c8(0), xv), xv)
-    return _maddwd(builder, _maddubs(builder, aw, sx), _ones16(builder))
+    return _maddwd(builder, _dot_s8s8(builder, wv, xv), _ones16(builder))
 
 
 def _nib32(builder, qp):
@@ -563,6 +599,66 @@ def _row32(blk, bsize):
     return impl
 
 
+def _blk_q4_1(builder, wb, xv):
+    q = _nib32(builder, builder.gep(wb, [ir.Constant(_I32, 4)]))
+    return _maddwd(builder, _maddubs(builder, q, xv), _ones16(builder))
+
+
+def _blk_q5_1(builder, wb, xv):
+    q = _nib32(builder, builder.gep(wb, [ir.Constant(_I32, 8)]))
+    h = _splat(builder, _i32_at(builder, wb, 4), 32)
+    hb = builder.trunc(builder.and_(builder.lshr(h, _cvec(range(32))), _cvec([1] * 32)), ir.VectorType(_I8, 32))
+    q = builder.or_(q, builder.shl(hb, _c8(4)))
+    return _maddwd(builder, _maddubs(builder, q, xv), _ones16(builder))
+
+
+def _row32_min(blk, bsize):
+    """Q4_1/Q5_1 rows (d:2 m:2 ... per 32): sum_b d_b xd_b sum q x + m_b xd_b sum x, with
+    the block sums of x from the int16 16-sums xs (two per block); two <8 x float> accumulators."""
+    def impl(typingctx, w, wo, x, xo, xd, xdo, xs, xso, lut, nb):
+        sig = types.float32(w, wo, x, xo, xd, xdo, xs, xso, lut, nb)
+
+        def codegen(context, builder, signature, args):
+            wb = _bytes(context, builder, signature.args[0], args[0], args[1])
+            xb = _bytes(context, builder, signature.args[2], args[2], args[3])
+            dp = _ptr(context, builder, signature.args[4], args[4], args[5])
+            sp = _ptr(context, builder, signature.args[6], args[6], args[7])
+            lp = _ptr(context, builder, signature.args[8], args[8], ir.Constant(args[5].type, 0))
+            acc = cgutils.alloca_once_value(builder, ir.Constant(_F8, [0.0] * 8))
+            accm = cgutils.alloca_once_value(builder, ir.Constant(_F32, 0.0))
+            fma = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_F8, [_F8, _F8, _F8]),
+                                                 "llvm.fma.v8f32")
+            with cgutils.for_range(builder, args[9]) as loop:
+                i = loop.index
+                blk_w = builder.gep(wb, [builder.mul(i, ir.Constant(i.type, bsize))])
+                xv = _load(builder, builder.gep(xb, [builder.mul(i, ir.Constant(i.type, 32))]), 32)
+                s = builder.sitofp(blk(builder, blk_w, xv), _F8)
+                hp = builder.bitcast(blk_w, ir.IntType(16).as_pointer())
+                dw = builder.load(builder.gep(lp, [builder.zext(builder.load(hp, align=1), ir.IntType(64))]))
+                mw = builder.load(builder.gep(lp, [builder.zext(builder.load(builder.gep(hp, [ir.Constant(_I32, 1)]),
+                                                                             align=1), ir.IntType(64))]))
+                xdi = builder.load(builder.gep(dp, [i]))
+                f = builder.fmul(dw, xdi)
+                fv = builder.shuffle_vector(builder.insert_element(ir.Constant(_F8, ir.Undefined), f,
+                                                                   ir.Constant(_I32, 0)),
+                                            ir.Constant(_F8, ir.Undefined), _cvec([0] * 8))
+                builder.store(builder.call(fma, [fv, s, builder.load(acc)]), acc)
+                j = builder.mul(i, ir.Constant(i.type, 2))
+                sx = builder.add(builder.sext(builder.load(builder.gep(sp, [j])), _I32),
+                                 builder.sext(builder.load(builder.gep(sp, [builder.add(j, ir.Constant(i.type, 1))])), _I32))
+                builder.store(builder.fadd(builder.load(accm), builder.fmul(builder.fmul(mw, xdi), builder.sitofp(sx, _F32))),
+                              accm)
+            return builder.fadd(_hsum_float_8(builder, builder.load(acc)), builder.load(accm))
+        return sig, codegen
+    return impl
+
+
+# row_q4_1(w, wo, x, xo, xd, xdo, xs, xso, lut, nb) / row_q5_1: Q4_1 / Q5_1 rows against Q8_1-style
+# activations (int8 x, scales xd per 32, int16 16-sums xs).
+row_q4_1 = intrinsic(_row32_min(_blk_q4_1, 20))
+row_q5_1 = intrinsic(_row32_min(_blk_q5_1, 24))
+
+
 # row_q8_0(w, wo, x, xo, xd, xdo, lut, nb): sum over nb blocks of d_w(b) xd[xdo+b] sum_j q_w x (float32);
 # w: the packed row (uint8, blocks at wo), x: int8 activations at xo, lut: the fp16 -> f32 table.
 row_q8_0 = intrinsic(_row32(_blk_q8_0, 34))
@@ -577,6 +673,10 @@ KVALUES_IQ4NL_I8 = (-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53,
 
 def _dot_s8s8(builder, wv, xv):
     """<32 x i8> signed w, x -> <16 x i16> pair sums (|w| times x with w's sign; |products| < 2^14)."""
+    if HAS_AVX2:                      # ggml's mul_add_epi8: psignb(w, w), psignb(x, w), pmaddubsw
+        v8 = ir.VectorType(_I8, 32)
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(v8, [v8, v8]), "llvm.x86.avx2.psign.b")
+        return _maddubs(builder, builder.call(fn, [wv, wv]), builder.call(fn, [xv, wv]))
     neg = builder.icmp_signed("<", wv, _c8(0))
     aw = builder.select(neg, builder.sub(_c8(0), wv), wv)
     sx = builder.select(neg, builder.sub(_c8(0), xv), xv)
@@ -606,6 +706,24 @@ def _signed_by_bits(builder, xv, bits):
     m = builder.and_(b32, ir.Constant(ir.VectorType(_I8, 32), [1 << (k % 8) for k in range(32)]))
     neg = builder.icmp_unsigned("!=", m, _c8(0))
     return builder.select(neg, builder.sub(_c8(0), xv), xv)
+
+
+def _sign_apply(builder, xv, sv):
+    """x times the sign vector sv (<32 x i8> of +1 / -1): psignb like ggml, or a select elsewhere."""
+    if HAS_AVX2:
+        v8 = ir.VectorType(_I8, 32)
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(v8, [v8, v8]), "llvm.x86.avx2.psign.b")
+        return builder.call(fn, [xv, sv])
+    return builder.select(builder.icmp_signed("<", sv, _c8(0)), builder.sub(_c8(0), xv), xv)
+
+
+def _even_signs(builder, sp, idx):
+    """Four 7-bit sign indices -> <32 x i8> of +1/-1 from the 64-bit table at sp (ggml's
+    keven_signs_q2xs: byte j of entry i is -1 where bit j of ksigns_iq2xs[i] is set)."""
+    v4 = ir.Constant(ir.VectorType(ir.IntType(64), 4), ir.Undefined)
+    for l, i in enumerate(idx):
+        v4 = builder.insert_element(v4, builder.load(builder.gep(sp, [i])), ir.Constant(_I32, l))
+    return builder.bitcast(v4, ir.VectorType(_I8, 32))
 
 
 def _u8_at(builder, bp, off):
@@ -655,7 +773,7 @@ def iq4xs_block(typingctx, w, o, x, xo):
 def iq2xxs_block(typingctx, w, o, x, xo, grid, ksigns):
     """IQ2_XXS block (d:2 then 8 x [4 grid bytes][u32 signs/scale] at w[o]) against int8
     x[xo:xo+256]: sum_ib (2 ls_ib + 1) sum grid * sign * x (int32; times d/8 gives the dot).
-    grid: uint64 [256] (iq2xxs_grid), ksigns: uint8 [128] (ksigns_iq2xs)."""
+    grid: uint64 [256] (iq2xxs_grid), ksigns: uint64 [128] (keven_signs: bytes of +1/-1)."""
     sig = types.int32(w, o, x, xo, grid, ksigns)
 
     def codegen(context, builder, signature, args):
@@ -663,22 +781,20 @@ def iq2xxs_block(typingctx, w, o, x, xo, grid, ksigns):
         xp = _bytes(context, builder, signature.args[2], args[2], args[3])
         zero = ir.Constant(args[1].type, 0)
         gp = _ptr(context, builder, signature.args[4], args[4], zero)
-        kp = _bytes(context, builder, signature.args[5], args[5], zero)
+        sp = _ptr(context, builder, signature.args[5], args[5], zero)
         v4 = ir.VectorType(ir.IntType(64), 4)
         acc = None
         for ib in range(8):
             q = 2 + 8 * ib
             a1 = _i32_at(builder, wb, q + 4)
             gv = ir.Constant(v4, ir.Undefined)
-            signs = ir.Constant(_I32, 0)
             for l in range(4):
                 g = builder.load(builder.gep(gp, [_u8_at(builder, wb, q + l)]))
                 gv = builder.insert_element(gv, g, ir.Constant(_I32, l))
-                si = builder.and_(builder.lshr(a1, ir.Constant(_I32, 7 * l)), ir.Constant(_I32, 127))
-                s = _u8_at(builder, kp, si)
-                signs = builder.or_(signs, builder.shl(s, ir.Constant(_I32, 8 * l)))
+            sv = _even_signs(builder, sp, [builder.and_(builder.lshr(a1, ir.Constant(_I32, 7 * l)), ir.Constant(_I32, 127))
+                                           for l in range(4)])
             gb = builder.bitcast(gv, ir.VectorType(_I8, 32))
-            sx = _signed_by_bits(builder, _xload(builder, xp, 32 * ib), signs)
+            sx = _sign_apply(builder, _xload(builder, xp, 32 * ib), sv)
             ls = builder.add(builder.shl(builder.lshr(a1, ir.Constant(_I32, 28)), ir.Constant(_I32, 1)),
                              ir.Constant(_I32, 1))
             p = _maddwd(builder, _maddubs(builder, gb, sx), _splat16(builder, builder.trunc(ls, _I16)))
@@ -731,7 +847,7 @@ row_iq4_nl = intrinsic(_row32(_blk_iq4_nl, 18))
 def iq3xxs_block(typingctx, w, o, x, xo, grid, ksigns):
     """IQ3_XXS block (d:2 qs:64 grid indices, 8 x u32 signs/scale at w[o]) against int8
     x[xo:xo+256]: sum_ib (2 ls_ib + 1) sum grid * sign * x (int32; times d/4 gives the dot).
-    grid: uint32 [256] (iq3xxs_grid), ksigns: uint8 [128]."""
+    grid: uint32 [256] (iq3xxs_grid), ksigns: uint64 [128] (keven_signs: bytes of +1/-1)."""
     sig = types.int32(w, o, x, xo, grid, ksigns)
 
     def codegen(context, builder, signature, args):
@@ -739,21 +855,19 @@ def iq3xxs_block(typingctx, w, o, x, xo, grid, ksigns):
         xp = _bytes(context, builder, signature.args[2], args[2], args[3])
         zero = ir.Constant(args[1].type, 0)
         gp = _ptr(context, builder, signature.args[4], args[4], zero)
-        kp = _bytes(context, builder, signature.args[5], args[5], zero)
+        sp = _ptr(context, builder, signature.args[5], args[5], zero)
         v8 = ir.VectorType(_I32, 8)
         acc = None
         for ib in range(8):
             a1 = _i32_at(builder, wb, 66 + 4 * ib)
             gv = ir.Constant(v8, ir.Undefined)
-            signs = ir.Constant(_I32, 0)
             for k in range(8):
                 g = builder.load(builder.gep(gp, [_u8_at(builder, wb, 2 + 8 * ib + k)]))
                 gv = builder.insert_element(gv, g, ir.Constant(_I32, k))
-            for l in range(4):
-                si = builder.and_(builder.lshr(a1, ir.Constant(_I32, 7 * l)), ir.Constant(_I32, 127))
-                signs = builder.or_(signs, builder.shl(_u8_at(builder, kp, si), ir.Constant(_I32, 8 * l)))
+            sv = _even_signs(builder, sp, [builder.and_(builder.lshr(a1, ir.Constant(_I32, 7 * l)), ir.Constant(_I32, 127))
+                                           for l in range(4)])
             gb = builder.bitcast(gv, ir.VectorType(_I8, 32))
-            sx = _signed_by_bits(builder, _xload(builder, xp, 32 * ib), signs)
+            sx = _sign_apply(builder, _xload(builder, xp, 32 * ib), sv)
             ls = builder.add(builder.shl(builder.lshr(a1, ir.Constant(_I32, 28)), ir.Constant(_I32, 1)),
                              ir.Constant(_I32, 1))
             p = _maddwd(builder, _maddubs(builder, gb, sx), _splat16(builder, builder.trunc(ls, _I16)))
@@ -766,7 +880,7 @@ def iq3xxs_block(typingctx, w, o, x, xo, grid, ksigns):
 def iq2xs_block(typingctx, w, o, x, xo, grid, ksigns):
     """IQ2_XS block (d:2 qs:32 x u16 [9-bit grid | 7-bit signs] scales:8 at w[o]) against int8
     x[xo:xo+256]: sum over 16-groups of (2 s + 1) sum grid * sign * x (int32; times d/8 gives
-    the dot). grid: uint64 [512] (iq2xs_grid), ksigns: uint8 [128]."""
+    the dot). grid: uint64 [512] (iq2xs_grid), ksigns: uint64 [128] (keven_signs: bytes of +1/-1)."""
     sig = types.int32(w, o, x, xo, grid, ksigns)
 
     def codegen(context, builder, signature, args):
@@ -774,21 +888,21 @@ def iq2xs_block(typingctx, w, o, x, xo, grid, ksigns):
         xp = _bytes(context, builder, signature.args[2], args[2], args[3])
         zero = ir.Constant(args[1].type, 0)
         gp = _ptr(context, builder, signature.args[4], args[4], zero)
-        kp = _bytes(context, builder, signature.args[5], args[5], zero)
+        sp = _ptr(context, builder, signature.args[5], args[5], zero)
         v4 = ir.VectorType(ir.IntType(64), 4)
         acc = None
         for ib in range(8):
             gv = ir.Constant(v4, ir.Undefined)
-            signs = ir.Constant(_I32, 0)
+            sidx = []
             for l in range(4):
                 q = builder.or_(_u8_at(builder, wb, 2 + 8 * ib + 2 * l),
                                 builder.shl(_u8_at(builder, wb, 3 + 8 * ib + 2 * l), ir.Constant(_I32, 8)))
                 g = builder.load(builder.gep(gp, [builder.and_(q, ir.Constant(_I32, 511))]))
                 gv = builder.insert_element(gv, g, ir.Constant(_I32, l))
-                s = _u8_at(builder, kp, builder.lshr(q, ir.Constant(_I32, 9)))
-                signs = builder.or_(signs, builder.shl(s, ir.Constant(_I32, 8 * l)))
+                sidx.append(builder.lshr(q, ir.Constant(_I32, 9)))
+            sv = _even_signs(builder, sp, sidx)
             gb = builder.bitcast(gv, ir.VectorType(_I8, 32))
-            sx = _signed_by_bits(builder, _xload(builder, xp, 32 * ib), signs)
+            sx = _sign_apply(builder, _xload(builder, xp, 32 * ib), sv)
             sc = _u8_at(builder, wb, 66 + ib)
             lo = builder.trunc(builder.add(builder.shl(builder.and_(sc, ir.Constant(_I32, 15)), ir.Constant(_I32, 1)),
                                            ir.Constant(_I32, 1)), _I16)

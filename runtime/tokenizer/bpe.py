@@ -40,17 +40,14 @@ def byte_encode(word: str) -> str:
 _LAST_RANKS: list = [None, None]   # (merges object, ranks): one vocab re-used under several pre types
 
 
-def merge_ranks(merges) -> dict[tuple[str, str], int]:
-    """(left, right) -> rank, split at the first space after position 0, first occurrence wins
-    (std::unordered_map::emplace). The last result is kept for the same ``merges`` object."""
+def merge_ranks(merges) -> dict[str, int]:
+    """"left right" -> rank, first occurrence wins (std::unordered_map::emplace). llama.cpp splits
+    each merge at its first space after position 0, so a pair (a, b) is looked up as a + " " + b
+    only when a has no space after its first character (``BPE._word``). Built in one C-level
+    pass; the last result is kept for the same ``merges`` object."""
     if _LAST_RANKS[0] is merges:
         return _LAST_RANKS[1]
-    ranks: dict[tuple[str, str], int] = {}
-    for i, m in enumerate(merges):
-        pos = m.find(" ", 1)
-        key = (m[:pos], m[pos + 1:]) if pos != -1 else ("", "")
-        if key not in ranks:
-            ranks[key] = i
+    ranks = dict(zip(reversed(merges), range(len(merges) - 1, -1, -1)))
     _LAST_RANKS[:] = [merges, ranks]
     return ranks
 
@@ -97,7 +94,8 @@ class BPE:
         def add(left: int, right: int) -> None:
             if left == -1 or right == -1:
                 return
-            r = ranks.get((sym[left], sym[right]))
+            a = sym[left]
+            r = None if " " in a[1:] else ranks.get(a + " " + sym[right])
             if r is not None:
                 heapq.heappush(heap, (r, left, right, sym[left] + sym[right]))
 
