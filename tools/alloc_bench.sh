@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # docs/ALLOCATION.md's evidence: budgeted allocation vs llama.cpp's standard mixes on gemma-3-270m.
-#   bash tools/alloc_bench.sh WORKDIR [EVAL_CHUNKS]          (docs/ALLOCATION.md: 20 chunks)
+#   bash tools/alloc_bench.sh WORKDIR [EVAL_CHUNKS]          (docs/ALLOCATION.md: 10 chunks)
+#   LLAMA_QUANTIZE=.../llama-quantize bash tools/alloc_bench.sh ...   adds the byte-for-byte checks
 # Needs: python tools/get_gemma3.py (the Q4_K_M GGUF), /work/shared/data/wikitext-2-test.txt.
 # Every step is skipped when its output exists (delete the workdir to start over); each timed step
 # leaves STEP.time (wall, CPU, max RSS) and STEP.load (uptime before and after).
 set -uo pipefail
-W=${1:?workdir}; N=${2:-20}; T=${WIKITEXT:-/work/shared/data/wikitext-2-test.txt}
+W=${1:?workdir}; N=${2:-10}; T=${WIKITEXT:-/work/shared/data/wikitext-2-test.txt}
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 mkdir -p "$W"; cd "$W"
 tm() { uptime > "$1.load"; /usr/bin/time -f "%e s wall, %U s user, %S s sys, %M KB max RSS" -o "$1.time" "${@:2}"
@@ -47,6 +48,21 @@ for b in 2.7 3.5 4.9; do     # 2.7 and 3.5 are below gemma-3-270m's smallest sto
   [ -f alloc-bpw$b.gguf ] || tm alloc-bpw$b ggufkit quantize --imatrix imatrix.gguf --calib-file calib.txt base.gguf \
       alloc-bpw$b.gguf --target-bpw $b > alloc-bpw$b.log 2> alloc-bpw$b.err || tail -n 1 alloc-bpw$b.err
 done
+
+# optional cross-check against stock llama.cpp (LLAMA_QUANTIZE=path/to/llama-quantize): the standard
+# files and one allocation are rebuilt byte for byte
+if [ -n "${LLAMA_QUANTIZE:-}" ]; then
+  for te in Q2_K: IQ3_M: Q4_K_M: Q2_K:q4_0 IQ3_M:iq4_nl Q4_K_M:q4_0; do
+    t=${te%%:*}; e=${te##*:}; f=std-$t${e:+-emb}.gguf
+    "$LLAMA_QUANTIZE" --imatrix imatrix.gguf ${e:+--token-embedding-type $e} base.gguf lq.gguf $t 2 > lq.log 2>&1
+    cmp -s lq.gguf $f && echo "$f: identical to llama-quantize" || echo "$f: DIFFERS from llama-quantize"
+  done
+  "$LLAMA_QUANTIZE" --imatrix imatrix.gguf --tensor-type-file alloc-bpw4.9.gguf.tensor-types.txt base.gguf lq.gguf \
+      Q4_K_M 2 > lq.log 2>&1
+  cmp -s lq.gguf alloc-bpw4.9.gguf && echo "alloc-bpw4.9.gguf: identical to llama-quantize with its tensor-type file" \
+      || echo "alloc-bpw4.9.gguf: DIFFERS from llama-quantize"
+  rm -f lq.gguf
+fi
 
 # held-out evaluation: one table, one plot
 F=(std-Q2_K alloc-Q2_K std-IQ3_M alloc-IQ3_M std-Q4_K_M alloc-Q4_K_M std-dynamic-gate alloc-dynamic-gate
