@@ -75,3 +75,21 @@ python "$REPO/tools/alloc_verdict.py" compare.json alloc-Q2_K:std-Q2_K alloc-IQ3
     alloc-dynamic-gate:std-dynamic-gate alloc-Q2_K-emb:std-Q2_K-emb alloc-IQ3_M-emb:std-IQ3_M-emb \
     alloc-bpw4.9:std-Q4_K_M-emb alloc-Q4_K_M-emb:std-Q4_K_M-emb > verdict.md
 cat compare.md verdict.md
+
+# optional (COST_1B=1): the cost of measuring and allocating 1B parameters, on a random-weight
+# gemma-3-1B-shaped F32 model (timing only; WORKDIR/cost1b, ~4 GB file, up to ~14 GB memory)
+if [ -n "${COST_1B:-}" ]; then
+  mkdir -p cost1b; cd cost1b
+  [ -f g1b-f32.gguf ] || python "$REPO/tools/make_synthetic_base.py" "$(python "$REPO/tools/get_gemma3.py")" \
+      g1b-f32.gguf --type f32 > gen.log
+  [ -f imatrix.gguf ] || tm imatrix ggufkit imatrix g1b-f32.gguf -f ../calib.txt -c 512 --chunks 4 --no-ppl \
+      -o imatrix.gguf -t 2 > imatrix.log 2>&1
+  [ -f g1b-f32.gguf.alloc-measure.json ] || tm measure python -c "
+from ggufkit.allocate import measure
+m = measure('g1b-f32.gguf', 'imatrix.gguf', '../calib.txt', cache='g1b-f32.gguf.alloc-measure.json')
+print(m.seconds, m.n_params)" > measure.log 2>&1
+  [ -f alloc-bpw8.gguf ] || tm budget ggufkit quantize --imatrix imatrix.gguf --calib-file ../calib.txt g1b-f32.gguf \
+      alloc-bpw8.gguf --target-bpw 8 > budget.log 2> budget.err
+  for s in imatrix measure budget; do echo "1B $s: $(cat $s.time)"; done
+  tail -n 1 measure.log      # the seconds of the error and sensitivity phases
+fi
