@@ -13,7 +13,8 @@ Steps (``docs/ALLOCATION.md``):
 2. allocate (``quant.allocate.allocate``): exact bytes = the header (computed as
    ``ggufkit.quantize`` writes it) + every tensor padded to 32 bytes;
 3. check: the chosen mix and llama.cpp's standard mix of the nearest size not above the budget are
-   both measured on the probe; if the standard mix is better it is written instead (and said);
+   both written (each quantized once) and measured on the probe from their dequantized tensors;
+   if the standard mix is better its file is kept instead (and said);
 4. write: the file (``quantize_file`` with one ``--tensor-type`` pattern per tensor), the same
    patterns as a ``--tensor-type-file`` (``OUT.tensor-types.txt``: llama-quantize rebuilds the
    file byte for byte with it) and a per-tensor JSON report (``OUT.alloc.json``).
@@ -472,6 +473,7 @@ def quantize_budget(src: str, dst: str, *, target_bpw: float | None = None, targ
     import shutil
     import tempfile
     check_output(dst)
+    Path(dst).resolve().parent.mkdir(parents=True, exist_ok=True)
     tmpdir = tempfile.mkdtemp(prefix=f".{Path(dst).name}.", dir=Path(dst).resolve().parent)
     try:
         # each candidate file is quantized once: the check dequantizes the written tensors (the
