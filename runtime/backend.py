@@ -118,6 +118,16 @@ def _blas_limit(n: int) -> None:
 _BLAS = None
 
 
+def blas_setup() -> str:
+    """Which BLAS kernel numpy loaded (threadpoolctl) and whether the environment forces
+    OpenBLAS's choice: the prefill GEMM's speed depends on both (benchmarks print it)."""
+    import os
+    from threadpoolctl import threadpool_info
+    kern = [str(i.get("architecture")) for i in threadpool_info() if i.get("user_api") == "blas"]
+    forced = {k: os.environ[k] for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") if k in os.environ}
+    return f"{'/'.join(kern) or 'none'} (environment: {forced or 'not forced'})"
+
+
 def set_num_threads(n: int | None) -> int:
     """Threads for the Numba kernels and for the prefill GEMMs; None: all cores.
 

@@ -128,11 +128,8 @@ def main(argv=None):
 def gemm_rate(reps: int) -> None:
     """GFLOP/s of OpenBLAS's sgemm on one thread (the prefill's per-thread product)."""
     import os
-    from threadpoolctl import threadpool_info, threadpool_limits
-    kern = [i.get("architecture") for i in threadpool_info() if i.get("internal_api") == "openblas"]
-    forced = {k: os.environ[k] for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") if k in os.environ}
-    print(f"OpenBLAS kernel {'/'.join(map(str, kern))} (environment: {forced or 'not forced'}); "
-          f"load average {os.getloadavg()[0]:.1f}")
+    from threadpoolctl import threadpool_limits
+    print(f"OpenBLAS kernel {backend.blas_setup()}; load average {os.getloadavg()[0]:.1f}")
     rng = np.random.default_rng(0)
     with threadpool_limits(1, user_api="blas"):
         for m, k, n in ((512, 2048, 5632), (512, 5632, 2048)):

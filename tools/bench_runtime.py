@@ -114,11 +114,8 @@ def setup_line() -> str:
     """What the numbers depend on besides the files: OpenBLAS's kernel (the prefill GEMM) and
     the llama.cpp build. Benchmark with OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE as the user has them;
     a workplace that forces an older kernel (Haswell on an AVX-512 CPU) slows the prefill ~1.8x."""
-    import runtime.backend  # noqa: F401  (loads numpy's OpenBLAS)
-    from threadpoolctl import threadpool_info
-    kern = [i.get("architecture") for i in threadpool_info() if i.get("internal_api") == "openblas"]
-    forced = {k: os.environ[k] for k in ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE") if k in os.environ}
-    return (f"OpenBLAS kernel: {'/'.join(map(str, kern)) or 'none'} (environment: {forced or 'not forced'}); "
+    from runtime.backend import blas_setup
+    return (f"OpenBLAS kernel: {blas_setup()}; "
             f"llama-bench: {LLAMA_BIN / 'llama-bench'}\n")
 
 
