@@ -149,6 +149,7 @@ def test_tiled_and_fallback_types_still_correct(qtype):
 def test_prefill_tiles_cover_all_rows(monkeypatch):
     mm = importlib.import_module("runtime.kernels.matmul")   # the module, not the function
     monkeypatch.setattr(mm, "TILE_BYTES", 4 * 256 * 64)   # 64-row tiles
+    monkeypatch.setattr(mm, "TILE_MIN_ROWS", 16)
     w = random_qtensor("Q4_K", 200, 256)
     x = np.random.default_rng(2).standard_normal((9, 256)).astype(np.float32)
     _check_matmul(w, x)
@@ -159,6 +160,7 @@ def test_prefill_threads_split_rows_and_tiles(monkeypatch, qtype):
     """Two worker threads, each dequantizing its own 16-row tiles of an odd row count."""
     mm = importlib.import_module("runtime.kernels.matmul")
     monkeypatch.setattr(mm, "TILE_BYTES", 4 * 256 * 16)
+    monkeypatch.setattr(mm, "TILE_MIN_ROWS", 16)
     monkeypatch.setattr(mm, "PARALLEL_GEMM_FLOPS", 0)
     import numba
     before = numba.get_num_threads()
@@ -169,3 +171,20 @@ def test_prefill_threads_split_rows_and_tiles(monkeypatch, qtype):
         _check_matmul(w, x)
     finally:
         backend.set_num_threads(before)
+
+
+def test_block_dequantizer_table_matches_the_type_table():
+    """BLOCK_DEQ (what the per-type kernels inline) covers every block type with the type table's
+    block bytes, and each entry decodes a block as the numpy reference does."""
+    from quant.fast import blocks
+    from quant.types import BY_ID, TYPES
+    assert set(blocks.BLOCK_DEQ) == {TYPES[n].id for n in blocks.BLOCK_TYPES}
+    for qt, (f, nbytes) in blocks.BLOCK_DEQ.items():
+        t = BY_ID[qt]
+        assert nbytes == t.type_size, t.name
+        w = random_qtensor(t.name, 1, 2 * t.block_size)
+        row = np.ascontiguousarray(w.data[0])
+        got = np.empty(t.block_size, np.float32)
+        f(row, nbytes, got, blocks.F16_LUT)                # the second block
+        want = reference.dequantize_rows(w.data, t.name, 2 * t.block_size)[0, t.block_size:]
+        np.testing.assert_array_equal(got, want, err_msg=t.name)

@@ -95,3 +95,59 @@ def test_set_num_threads_sets_numba_threads():
         assert backend.set_num_threads(10 ** 6) == numba.config.NUMBA_NUM_THREADS
     finally:
         backend.set_num_threads(n0)
+
+
+@pytest.mark.parametrize("cache_dtype", [np.float16, np.float32])
+@pytest.mark.parametrize("n_tok,n_past,window,softcap", [(1, 0, None, None), (1, 40, None, None), (3, 17, 6, None),
+                                                         (2, 30, None, 30.0)])
+@pytest.mark.parametrize("hd", [32, 20])          # 20: the fp16 -> float64 tail (not a multiple of 8)
+def test_decode_attention_rows_kernel(monkeypatch, cache_dtype, n_tok, n_past, window, softcap, hd):
+    """A few queries run attn_rows (Numba, float64): the reference's floats, and the same floats
+    as the BLAS tiles almost always (float64 then one rounding)."""
+    import importlib
+    att = importlib.import_module("runtime.kernels.attention")
+    n_head, n_kv = 8, 2
+    q = rng.standard_normal((n_tok, n_head, hd)).astype(np.float32)
+    k = rng.standard_normal((n_past + n_tok + 3, n_kv, hd)).astype(cache_dtype)
+    v = rng.standard_normal((n_past + n_tok + 3, n_kv, hd)).astype(cache_dtype)
+    calls = []
+    rows = att.attn_rows
+    monkeypatch.setattr(att, "attn_rows", lambda *a: calls.append(1) or rows(*a))
+    serial = kernels.attention(q, k, v, n_past, 0.25, window, softcap)
+    assert calls, "attn_rows did not run"
+    want = reference.attention(q, k, v, n_past, 0.25, window, softcap)
+    np.testing.assert_allclose(serial, want, rtol=1e-6, atol=1e-6)
+    monkeypatch.setattr(att, "ROWS_MAX_TOKENS", 0)                   # the BLAS tiles
+    blas = kernels.attention(q, k, v, n_past, 0.25, window, softcap)
+    assert np.mean(blas == serial) > 0.99
+
+
+def test_rope_serial_and_parallel_agree(monkeypatch):
+    import importlib
+    rope = importlib.import_module("runtime.kernels.rope")
+    x = rng.standard_normal((7, 4, 32)).astype(np.float32)
+    pos = np.arange(100, 107, dtype=np.int32)
+    monkeypatch.setattr(rope, "PARALLEL_MIN", 1 << 30)
+    a = kernels.rope(x, pos, 32, 1e4, 1.0, None, "norm")
+    monkeypatch.setattr(rope, "PARALLEL_MIN", 0)
+    b = kernels.rope(x, pos, 32, 1e4, 1.0, None, "norm")
+    np.testing.assert_array_equal(a, b)
+
+
+def test_swiglu_steps_and_threads_match_reference(monkeypatch):
+    import importlib
+    import numba
+    K = importlib.import_module("runtime.kernels")
+    gate = np.concatenate([rng.standard_normal(70001) * 6, [-100.0, 100.0, 0.0, -0.0]]).astype(np.float32)
+    up = rng.standard_normal(gate.shape).astype(np.float32)
+    want = reference.swiglu(gate, up)
+    monkeypatch.setattr(K, "SILU_CHUNK", 1000)
+    monkeypatch.setattr(K, "SILU_PARALLEL_MIN", 0)
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+        got = kernels.swiglu(gate, up)
+    finally:
+        numba.set_num_threads(before)
+    np.testing.assert_array_equal(got, want)
+    np.testing.assert_array_equal(kernels.swiglu(gate[:5], up[:5]), want[:5])

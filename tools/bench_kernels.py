@@ -142,6 +142,22 @@ def gemm_rate(reps: int) -> None:
                 ts.append(time.process_time() - t0)
             print(f"sgemm {m} x {k} x {n}: {2 * m * k * n / sorted(ts)[len(ts) // 2] / 1e9:.1f} GFLOP/s "
                   f"(median of {len(ts)}, CPU clock)")
+        # the prefill multiplies x [512, k] with one tile of weight rows at a time
+        # (kernels.matmul.TILE_MIN_ROWS): OpenBLAS repacks x for each tile
+        n = 3072
+        for k in (2048, 5632, 14336):
+            x = rng.standard_normal((512, k)).astype(np.float32)
+            w = rng.standard_normal((n, k)).astype(np.float32)
+            line = []
+            for rows in (64, 96, 128, 256, 512, 768):
+                ts = []
+                for _ in range(max(3, reps)):
+                    t0 = time.process_time()
+                    for r0 in range(0, n, rows):
+                        x @ w[r0:r0 + rows].T
+                    ts.append(time.process_time() - t0)
+                line.append(f"{rows}: {2 * 512 * k * n / sorted(ts)[len(ts) // 2] / 1e9:.0f}")
+            print(f"sgemm 512 x {k} x {n} in tiles of N rows, GFLOP/s: " + ", ".join(line))
 
 
 def bench_model(path: str, threads, n_prompt: int, n_gen: int):

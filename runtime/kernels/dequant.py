@@ -11,7 +11,7 @@ from numba import njit, prange
 from quant.fast.blocks import (  # noqa: F401 (re-exported for matmul.py / qdot.py)
     BF16, BLOCK_TYPES, F16, F16_LUT, F32, IQ1_M, IQ1_S, IQ2_S, IQ2_XS, IQ2_XXS, IQ3_S, IQ3_XXS, IQ4_NL,
     IQ4_XS, MXFP4, NVFP4, Q1_0, Q2_0, Q2_K, Q3_K, Q4_0, Q4_1, Q4_K, Q5_0, Q5_1, Q5_K, Q6_K, Q8_0, TQ1_0,
-    TQ2_0, _h, _scale_min_k4, _u32, deq_block, make_f16_lut)
+    TQ2_0, _h, _scale_min_k4, _u32, deq_block, deq_block_of, make_f16_lut)
 from quant.types import TYPES
 
 # type id -> (block size, bytes per block) of the types the runtime dequantizes itself

@@ -20,7 +20,7 @@ from runtime.kernels.simd import rowdot_bf16, rowdot_f16
 from runtime.kernels.act import quantize_q8_0, quantize_q8_0_bs, quantize_q8_k, quantize_q8_k_bs
 from runtime.kernels.dequant import (BF16, BLOCKS, F16, F16_LUT, F32, IQ2_XS, IQ2_XXS, IQ3_S, IQ3_XXS, IQ4_NL, IQ4_XS, Q2_K, Q3_K, Q4_0, Q4_1, Q4_K, Q5_0, Q5_1,
                                      Q5_K, Q6_K, Q8_0,
-                                     deq_block, dequant_rows_bf16, dequant_rows_f16)
+                                     deq_block_of, dequant_rows_bf16, dequant_rows_f16)
 from quant.types import BY_ID, TYPES, vec_dot_type
 
 # reassociation lets LLVM vectorize the float reductions; no nnan/ninf, so NaN/inf propagate
@@ -28,15 +28,18 @@ FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
 
 ROW_CHUNK = 16          # output rows per parallel work item
 PREFILL_MIN_TOKENS = 8  # from this many tokens on, dequantize tiles and use BLAS
-TILE_BYTES = 1 << 21    # f32 bytes of one dequantized tile (2 MiB: stays in L2/L3 until multiplied)
+TILE_BYTES = 1 << 22    # f32 bytes of one dequantized tile (4 MiB), but at least TILE_MIN_ROWS rows:
+TILE_MIN_ROWS = 512     # OpenBLAS repacks all of x for every tile, so narrow tiles of long rows lose
+                        # up to 25% (K = 5632: 93-row tiles 156 GFLOP/s, 512 rows 186; tools/bench_kernels.py --gemm)
 
 
 # ---------------------------------------------------------------- per-type kernels, built lazily
 #
 # ``deq_block`` dispatches on the type id; a kernel taking the id as an argument compiles every
-# type's dequantizer (29 s cold for ``dequant_rows``). Built as a closure over one constant type id,
-# Numba and LLVM keep only that type's branch (7 s), and a model compiles only its own types.
-# Numba caches closures on disk keyed by the captured constants (ints only here).
+# type's dequantizer (29 s cold for ``dequant_rows``). Built as a closure over one constant type id
+# calling ``deq_block_of`` (which inlines only that type's dequantizer, from ``BLOCK_DEQ``), a kernel
+# compiles in 2-3 s (14-15 s when it inlined all 25 and left LLVM to drop 24), and a model compiles
+# only its own types. Numba caches closures on disk keyed by the captured constants (ints only here).
 
 _KERNELS: dict = {}
 
@@ -59,7 +62,7 @@ def _make_matvec(qt, qk):
                 row = data[r]
                 acc[:] = 0.0
                 for b in range(nb):
-                    deq_block(qt, row, b, buf, lut)
+                    deq_block_of(qt, row, b, buf, lut)
                     off = b * qk
                     for t in range(n_tok):
                         s = np.float32(0.0)
@@ -80,7 +83,7 @@ def _make_rows(qt, qk):
             row = data[rows[i]]
             buf = np.empty(qk, np.float32)
             for b in range(nb):
-                deq_block(qt, row, b, buf, lut)
+                deq_block_of(qt, row, b, buf, lut)
                 for j in range(qk):
                     out[i, b * qk + j] = buf[j]
     return dequant_rows_t
@@ -96,7 +99,7 @@ def _make_tile(qt, qk):
         for i in range(out.shape[0]):
             row = data[r0 + i]
             for b in range(nb):
-                deq_block(qt, row, b, buf, lut)
+                deq_block_of(qt, row, b, buf, lut)
                 for j in range(qk):
                     out[i, b * qk + j] = buf[j]
     return dequant_tile
@@ -338,7 +341,7 @@ def matmul_tiled(data: np.ndarray, qt: int, n_in: int, x: np.ndarray) -> np.ndar
     n = numba.get_num_threads()
     if n == 1 or 2.0 * n_tok * n_in * n_out < PARALLEL_GEMM_FLOPS or n_out < 2 * n:
         n = 1
-    tile = max(16, TILE_BYTES // (4 * n_in))
+    tile = max(TILE_MIN_ROWS, TILE_BYTES // (4 * n_in))
     out = np.empty((n_tok, n_out), np.float32)
     step = (n_out + n - 1) // n
 

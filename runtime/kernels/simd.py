@@ -913,3 +913,25 @@ def iq2xs_block(typingctx, w, o, x, xo, grid, ksigns):
             acc = p if acc is None else builder.add(acc, p)
         return _finish(builder, acc)
     return sig, codegen
+
+
+# ---------------------------------------------------------------- fp16 -> float64 (the f16 KV cache)
+
+@intrinsic
+def half_to_f64(typingctx, src, so, dst, n8):
+    """dst[i] = float64(fp16 bits src[so + i]) for i < 8 n8 (src: uint16 array of any rank, so its
+    flat element offset; dst: 1-D float64). Exact (every fp16 is a float64); vcvtph2ps + vcvtps2pd."""
+    sig = types.void(src, so, dst, n8)
+
+    def codegen(context, builder, signature, args):
+        v8h = ir.VectorType(ir.IntType(16), 8)
+        v8d = ir.VectorType(ir.DoubleType(), 8)
+        s0 = _ptr(context, builder, signature.args[0], args[0], args[1])
+        d0 = _ptr(context, builder, signature.args[2], args[2], ir.Constant(args[1].type, 0))
+        with cgutils.for_range(builder, args[3]) as loop:
+            i = builder.mul(loop.index, ir.Constant(loop.index.type, 8))
+            hv = builder.load(builder.bitcast(builder.gep(s0, [i]), v8h.as_pointer()), align=2)
+            dv = builder.fpext(builder.bitcast(hv, ir.VectorType(ir.HalfType(), 8)), v8d)
+            builder.store(dv, builder.bitcast(builder.gep(d0, [i]), v8d.as_pointer()), align=8)
+        return context.get_dummy_value()
+    return sig, codegen

@@ -104,7 +104,12 @@ def _warm_common() -> None:
     K.rope(q, np.array([3]), 8, 1e4, 1.0, None, "norm")
     K.rope(q, np.array([3]), 8, 1e4, 1.0, None, "neox")
     K.rope(q, np.array([3]), 8, 1e4, 1.0, np.ones(4, np.float32), "norm")
-    for dt in (np.float16, np.float32):
+    import importlib
+    rope = importlib.import_module("runtime.kernels.rope")
+    big = np.ones((rope.PARALLEL_MIN // 32, 4, 8), np.float32)        # the parallel (prefill) RoPE
+    for ff in (None, np.ones(4, np.float32)):
+        K.rope(big, np.arange(len(big)), 8, 1e4, 1.0, ff, "norm")
+    for dt in (np.float16,):             # the f32 cache (exact checks only) compiles on first use
         kc = np.zeros((4, 2, 8), dt)
         K.attention(q, kc, kc, 2, 1.0)
         K.attention(q, kc, kc, 2, 1.0, window=2, softcap=30.0)
@@ -141,7 +146,7 @@ def warm(names, on_each=None, parallel: bool = True) -> float:
     stamps; seconds taken. on_each(name, seconds) after each. With several sets and several
     cores (``compile_jobs``) they are compiled in parallel child processes first."""
     t0 = time.perf_counter()
-    names = list(names)
+    names = sorted(names, key=lambda n: n == COMMON)   # the type sets take longest: start them first
     jobs = compile_jobs(len(names)) if parallel else 1
     if jobs > 1:
         _compile_in_subprocesses(names, jobs)
