@@ -136,6 +136,20 @@ def test_activation_quantizers_bit_exact(vtype):
     np.testing.assert_array_equal(d, rd)
 
 
+@pytest.mark.parametrize("qtype", ["Q4_0", "Q4_1", "Q4_K"])          # Q8_0, Q8_1, Q8_K activations
+def test_prefill_activation_roundtrip_bit_exact(qtype):
+    """act_float (the prefill's x as the int8 dots see it, in one Numba pass) is q * d of the reference."""
+    mm = importlib.import_module("runtime.kernels.matmul")
+    from quant.types import vec_dot_type
+    x = np.random.default_rng(3).standard_normal((3, 512)).astype(np.float32) * 3
+    x[1, :256] = 0.0
+    x[2, 5] = -40.0
+    rq, rd = reference.quantize_activations(x, vec_dot_type(qtype))
+    want = (rq.reshape(3, rd.shape[1], -1) * rd[..., None]).reshape(3, 512)
+    got = mm.act_float(x, get_type(qtype).id)
+    np.testing.assert_array_equal(got, want)
+
+
 @pytest.mark.parametrize("qtype", ["IQ2_XXS", "IQ3_S", "IQ1_M", "TQ1_0"])
 def test_tiled_and_fallback_types_still_correct(qtype):
     """IQ*: tiles dequantized by quant's Numba code; TQ1_0: this package's Numba kernels."""

@@ -27,19 +27,42 @@ def round_fp16(v):
     return np.float32(r)
 
 
+@njit(inline="always")
+def _q8_0_scale(x, t, b):
+    """Block b (32 values) of token t: (d, 127/amax) as quantize_row_q8_0 computes them."""
+    amax = np.float32(0.0)
+    for j in range(32):
+        a = abs(x[t, 32 * b + j])
+        if a > amax:
+            amax = a
+    return round_fp16(amax / np.float32(127.0)), (np.float32(127.0) / amax if amax != 0 else np.float32(0.0))
+
+
+@njit(inline="always")
+def _q8_k_scale(x, t, b):
+    """Block b (256 values) of token t: (d, iscale) as quantize_row_q8_K_ref; iscale 0: all zero."""
+    amax = np.float32(0.0)
+    mx = np.float32(0.0)
+    for j in range(256):
+        v = x[t, 256 * b + j]
+        if abs(v) > amax:
+            amax = abs(v)
+            mx = v
+    if amax == 0:
+        return np.float32(0.0), np.float32(0.0)
+    iscale = np.float32(-127.0) / mx
+    # max |x| = inf makes iscale +-0: ggml's 1/iscale is then -+inf (Numba would raise)
+    d = np.float32(1.0) / iscale if iscale != 0 else (np.float32(-np.inf) if mx > 0 else np.float32(np.inf))
+    return d, iscale
+
+
 @njit(cache=True)
 def quantize_q8_0(x, q, d):
     """x f32 [n_tok, n_in] -> q int8 [n_tok, n_in], d f32 [n_tok, n_in/32]."""
     n_tok, n_in = x.shape
     for t in range(n_tok):
         for b in range(n_in // 32):
-            amax = np.float32(0.0)
-            for j in range(32):
-                a = abs(x[t, 32 * b + j])
-                if a > amax:
-                    amax = a
-            d[t, b] = round_fp16(amax / np.float32(127.0))
-            iscale = np.float32(127.0) / amax if amax != 0 else np.float32(0.0)
+            d[t, b], iscale = _q8_0_scale(x, t, b)
             for j in range(32):
                 q[t, 32 * b + j] = np.int8(np.rint(x[t, 32 * b + j] * iscale))
 
@@ -50,23 +73,32 @@ def quantize_q8_k(x, q, d):
     n_tok, n_in = x.shape
     for t in range(n_tok):
         for b in range(n_in // 256):
-            amax = np.float32(0.0)
-            mx = np.float32(0.0)
+            dt, iscale = _q8_k_scale(x, t, b)
+            d[t, b] = dt
             for j in range(256):
-                v = x[t, 256 * b + j]
-                if abs(v) > amax:
-                    amax = abs(v)
-                    mx = v
-            if amax == 0:
-                d[t, b] = 0.0
-                for j in range(256):
-                    q[t, 256 * b + j] = 0
-                continue
-            iscale = np.float32(-127.0) / mx
+                q[t, 256 * b + j] = 0 if dt == 0 else np.int8(min(127.0, np.rint(iscale * x[t, 256 * b + j])))
+
+
+@njit(cache=True, nogil=True)
+def q8_0_float(x, out, t0, t1):
+    """out[t] = x[t] through Q8_0 (or Q8_1) and back, float32(q) * d, for tokens t0 .. t1
+    (the prefill's activations as ggml's int8 dots see them, without the int8 array)."""
+    for t in range(t0, t1):
+        for b in range(x.shape[1] // 32):
+            d, iscale = _q8_0_scale(x, t, b)
+            for j in range(32):
+                out[t, 32 * b + j] = np.float32(np.int8(np.rint(x[t, 32 * b + j] * iscale))) * d
+
+
+@njit(cache=True, nogil=True)
+def q8_k_float(x, out, t0, t1):
+    """out[t] = x[t] through Q8_K and back, float32(q) * d, for tokens t0 .. t1."""
+    for t in range(t0, t1):
+        for b in range(x.shape[1] // 256):
+            d, iscale = _q8_k_scale(x, t, b)
             for j in range(256):
-                q[t, 256 * b + j] = np.int8(min(127.0, np.rint(iscale * x[t, 256 * b + j])))
-            # max |x| = inf makes iscale +-0: ggml's 1/iscale is then -+inf (Numba would raise)
-            d[t, b] = np.float32(1.0) / iscale if iscale != 0 else (np.float32(-np.inf) if mx > 0 else np.float32(np.inf))
+                out[t, 256 * b + j] = np.float32(0.0) if d == 0 else \
+                    np.float32(np.int8(min(127.0, np.rint(iscale * x[t, 256 * b + j])))) * d
 
 
 @njit(cache=True)

@@ -17,7 +17,7 @@ from numba import njit, prange
 
 from runtime.kernels import qdot
 from runtime.kernels.simd import rowdot_bf16, rowdot_f16
-from runtime.kernels.act import quantize_q8_0, quantize_q8_0_bs, quantize_q8_k, quantize_q8_k_bs
+from runtime.kernels.act import q8_0_float, q8_k_float, quantize_q8_0, quantize_q8_0_bs, quantize_q8_k, quantize_q8_k_bs
 from runtime.kernels.dequant import (BF16, BLOCKS, F16, F16_LUT, F32, IQ2_XS, IQ2_XXS, IQ3_S, IQ3_XXS, IQ4_NL, IQ4_XS, Q2_K, Q3_K, Q4_0, Q4_1, Q4_K, Q5_0, Q5_1,
                                      Q5_K, Q6_K, Q8_0,
                                      deq_block_of, dequant_rows_bf16, dequant_rows_f16)
@@ -243,9 +243,10 @@ def act_float(x: np.ndarray, qt: int) -> np.ndarray:
     if vtype in ("F16", "BF16"):     # rounded as ggml's fp32 -> fp16/bf16 conversion
         import quant
         return quant.dequantize(quant.quantize(x, vtype), vtype)
-    xq, xd = quantize_act(x, vtype)
-    n_tok, n_in = x.shape
-    return (xq.reshape(n_tok, xd.shape[1], -1) * xd[..., None]).reshape(n_tok, n_in)
+    x = np.ascontiguousarray(x, dtype=np.float32)
+    out = np.empty_like(x)
+    (q8_k_float if vtype == "Q8_K" else q8_0_float)(x, out, 0, x.shape[0])
+    return out
 
 
 def matmul(data: np.ndarray, qt: int, n_in: int, x: np.ndarray, ggml_act: bool = True) -> np.ndarray:
