@@ -137,7 +137,7 @@ def test_activation_quantizers_bit_exact(vtype):
 
 
 @pytest.mark.parametrize("qtype", ["Q4_0", "Q4_1", "Q4_K"])          # Q8_0, Q8_1, Q8_K activations
-def test_prefill_activation_roundtrip_bit_exact(qtype):
+def test_prefill_activation_roundtrip_bit_exact(monkeypatch, qtype):
     """act_float (the prefill's x as the int8 dots see it, in one Numba pass) is q * d of the reference."""
     mm = importlib.import_module("runtime.kernels.matmul")
     from quant.types import vec_dot_type
@@ -148,6 +148,14 @@ def test_prefill_activation_roundtrip_bit_exact(qtype):
     want = (rq.reshape(3, rd.shape[1], -1) * rd[..., None]).reshape(3, 512)
     got = mm.act_float(x, get_type(qtype).id)
     np.testing.assert_array_equal(got, want)
+    import numba
+    before = numba.get_num_threads()
+    monkeypatch.setattr(mm, "ACT_PARALLEL_MIN", 0)
+    try:                                              # token ranges on two threads
+        numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+        np.testing.assert_array_equal(mm.act_float(x, get_type(qtype).id), want)
+    finally:
+        numba.set_num_threads(before)
 
 
 @pytest.mark.parametrize("qtype", ["IQ2_XXS", "IQ3_S", "IQ1_M", "TQ1_0"])

@@ -28,6 +28,7 @@ FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
 
 ROW_CHUNK = 16          # output rows per parallel work item
 PREFILL_MIN_TOKENS = 8  # from this many tokens on, dequantize tiles and use BLAS
+ACT_PARALLEL_MIN = 1 << 17  # activation elements from which act_float splits the tokens over threads
 TILE_BYTES = 1 << 22    # f32 bytes of one dequantized tile (4 MiB), but at least TILE_MIN_ROWS rows:
 TILE_MIN_ROWS = 512     # OpenBLAS repacks all of x for every tile, so narrow tiles of long rows lose
                         # up to 25% (K = 5632: 93-row tiles 156 GFLOP/s, 512 rows 186; tools/bench_kernels.py --gemm)
@@ -245,7 +246,13 @@ def act_float(x: np.ndarray, qt: int) -> np.ndarray:
         return quant.dequantize(quant.quantize(x, vtype), vtype)
     x = np.ascontiguousarray(x, dtype=np.float32)
     out = np.empty_like(x)
-    (q8_k_float if vtype == "Q8_K" else q8_0_float)(x, out, 0, x.shape[0])
+    f = q8_k_float if vtype == "Q8_K" else q8_0_float
+    n_tok, n = x.shape[0], numba.get_num_threads()
+    if n == 1 or x.size < ACT_PARALLEL_MIN:
+        f(x, out, 0, n_tok)
+    else:                                   # nogil kernel: token ranges on the GEMM threads
+        step = -(-n_tok // n)
+        list(_pool(n).map(lambda t0: f(x, out, t0, min(n_tok, t0 + step)), range(0, n_tok, step)))
     return out
 
 
