@@ -30,7 +30,8 @@ from runtime.kernels.dequant import _h, _scale_min_k4, _u32
 from runtime.kernels.simd import (dot_k4_64, dot_k5_64, dot_q4_0_block, dot_q5_0_block, q2k_block, q3k_block,
                                   dot_q4k_256, dot_q6_32, dot_q6k_256, dot_s8_32, q4k_block, q5k_block, row_q4_0, row_q5_0, row_q8_0,
                                   row_q4_1, row_q5_1,
-                                  iq2xs_block, iq2xxs_block, iq3s_block, iq3xxs_block, iq4xs_block, row_iq4_nl)
+                                  iq2xs_block, iq2xxs_block, iq3s_block, iq3xxs_block, iq4xs_block, row_iq4_nl,
+                                  row_mxfp4)
 
 ROW_CHUNK = 16
 
@@ -209,6 +210,17 @@ def dot_iq4_nl(data, xq, xd, xs, out, lut):
             row = data[r]
             for t in range(n_tok):
                 out[t, r] = row_iq4_nl(row, 0, xq[t], 0, xd[t], 0, lut, n_in // 32)
+
+
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
+def dot_mxfp4(data, xq, xd, xs, out, lut):
+    n_out = data.shape[0]
+    n_tok, n_in = xq.shape
+    for c in prange((n_out + ROW_CHUNK - 1) // ROW_CHUNK):
+        for r in range(c * ROW_CHUNK, min(n_out, (c + 1) * ROW_CHUNK)):
+            row = data[r]
+            for t in range(n_tok):
+                out[t, r] = row_mxfp4(row, 0, xq[t], 0, xd[t], 0, lut, n_in // 32)
 
 
 @njit(parallel=True, cache=True, fastmath=FASTMATH)

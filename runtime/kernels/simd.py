@@ -570,7 +570,23 @@ def _hsum_float_8(builder, a):
     return builder.fadd(builder.fadd(r[0], r[2]), builder.fadd(r[1], r[3]))
 
 
-def _row32(blk, bsize):
+def _fp16_scale(builder, blk_w, lp):
+    """The block's leading fp16 scale, through the f32 table."""
+    dh = builder.load(builder.bitcast(blk_w, ir.IntType(16).as_pointer()), align=1)
+    return builder.load(builder.gep(lp, [builder.zext(dh, ir.IntType(64))]))
+
+
+def _e8m0_half_scale(builder, blk_w, lp):
+    """GGML_E8M0_TO_FP32_HALF of the block's leading byte e: 2^(e - 128) as float32 bits
+    (e < 2: the subnormals 0x00200000 << e; else (e - 1) << 23)."""
+    e = builder.zext(builder.load(blk_w), _I32)
+    small = builder.icmp_unsigned("<", e, ir.Constant(_I32, 2))
+    bits = builder.select(small, builder.shl(ir.Constant(_I32, 0x00200000), e),
+                          builder.shl(builder.sub(e, ir.Constant(_I32, 1)), ir.Constant(_I32, 23)))
+    return builder.bitcast(bits, _F32)
+
+
+def _row32(blk, bsize, scale=_fp16_scale):
     def impl(typingctx, w, wo, x, xo, xd, xdo, lut, nb):
         sig = types.float32(w, wo, x, xo, xd, xdo, lut, nb)
 
@@ -585,9 +601,7 @@ def _row32(blk, bsize):
                 blk_w = builder.gep(wb, [builder.mul(i, ir.Constant(i.type, bsize))])
                 xv = _load(builder, builder.gep(xb, [builder.mul(i, ir.Constant(i.type, 32))]), 32)
                 s = builder.sitofp(blk(builder, blk_w, xv), _F8)
-                dh = builder.load(builder.bitcast(blk_w, ir.IntType(16).as_pointer()), align=1)
-                dw = builder.load(builder.gep(lp, [builder.zext(dh, ir.IntType(64))]))
-                f = builder.fmul(dw, builder.load(builder.gep(dp, [i])))
+                f = builder.fmul(scale(builder, blk_w, lp), builder.load(builder.gep(dp, [i])))
                 fv = builder.shuffle_vector(builder.insert_element(ir.Constant(_F8, ir.Undefined), f,
                                                                    ir.Constant(_I32, 0)),
                                             ir.Constant(_F8, ir.Undefined), _cvec([0] * 8))
@@ -841,6 +855,17 @@ def _blk_iq4_nl(builder, wb, xv):
 
 
 row_iq4_nl = intrinsic(_row32(_blk_iq4_nl, 18))
+
+KVALUES_MXFP4_I8 = (0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12)   # doubled e2m1
+
+
+def _blk_mxfp4(builder, wb, xv):
+    wv = _lookup16(builder, KVALUES_MXFP4_I8, _nib32(builder, builder.gep(wb, [ir.Constant(_I32, 1)])))
+    return _maddwd(builder, _dot_s8s8(builder, wv, xv), _ones16(builder))
+
+
+# MXFP4 (e:1 qs:16): IQ4_NL's row with the e2m1 table and the e8m0 scale (ggml_vec_dot_mxfp4_q8_0)
+row_mxfp4 = intrinsic(_row32(_blk_mxfp4, 17, _e8m0_half_scale))
 
 
 @intrinsic
