@@ -27,7 +27,7 @@ from numba import njit, prange
 
 from quant.fast.blocks import IQ2XS_GRID, IQ2XXS_GRID, IQ3S_GRID, IQ3XXS_GRID, KSIGNS_IQ2XS
 from runtime.kernels.dequant import _h, _scale_min_k4, _u32
-from runtime.kernels.simd import (dot_k4_64, dot_k5_64, dot_q4_0_block, dot_q5_0_block, q2k_block, q3k_block,
+from runtime.kernels.simd import (dot_k4_64, dot_u_32, dot_k5_64, dot_q4_0_block, dot_q5_0_block, q2k_block, q3k_block,
                                   dot_q4k_256, dot_q6_32, dot_q6k_256, dot_s8_32, q4k_block, q5k_block, row_q4_0, row_q5_0, row_q8_0,
                                   row_q4_1, row_q5_1,
                                   iq2xs_block, iq2xxs_block, iq3s_block, iq3xxs_block, iq4xs_block, row_iq4_nl,
@@ -118,6 +118,29 @@ def dot_q2_k(data, xq, xd, xs, out, lut):
                     sumi, summ = q2k_block(row, o, x, 256 * b, xs[t], 16 * b)
                     acc += (xd[t, b] * _h(row, o + 80, lut)) * np.float32(sumi) \
                         - (xd[t, b] * _h(row, o + 82, lut)) * np.float32(summ)
+                out[t, r] = acc
+
+
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
+def dot_tq2_0(data, xq, xd, xs, out, lut):
+    """TQ2_0 (qs:64 d:2, x = (q - 1) d): sum (q - 1) x = sum q x - sum x, the last from the 16-sums."""
+    n_out = data.shape[0]
+    n_tok, n_in = xq.shape
+    for c in prange((n_out + ROW_CHUNK - 1) // ROW_CHUNK):
+        for r in range(c * ROW_CHUNK, min(n_out, (c + 1) * ROW_CHUNK)):
+            row = data[r]
+            for t in range(n_tok):
+                x = xq[t]
+                acc = np.float32(0.0)
+                for b in range(n_in // 256):
+                    o = 66 * b
+                    sumi = np.int32(0)
+                    for j in range(2):
+                        for sh in range(4):
+                            sumi += dot_u_32(row, o + 32 * j, 2 * sh, 3, x, 256 * b + 128 * j + 32 * sh)
+                    for k in range(16):
+                        sumi -= np.int32(xs[t, 16 * b + k])
+                    acc += (xd[t, b] * _h(row, o + 64, lut)) * np.float32(sumi)
                 out[t, r] = acc
 
 
