@@ -38,7 +38,7 @@ for qt in sys.argv[2].split(","):
 print(json.dumps(out))
 """
 
-GENERIC_TYPES = "Q8_0,Q4_0,Q5_0,Q4_K,Q5_K,Q6_K,IQ4_NL,IQ4_XS,IQ2_XXS,IQ2_XS,IQ3_XXS,IQ3_S,MXFP4,TQ2_0"
+GENERIC_TYPES = "Q8_0,Q4_0,Q5_0,Q4_K,Q5_K,Q6_K,IQ4_NL,IQ4_XS,IQ2_XXS,IQ2_XS,IQ3_XXS,IQ3_S,MXFP4,TQ2_0,IQ2_S"
 
 
 def test_generic_simd_ir_matches_reference(tmp_path):

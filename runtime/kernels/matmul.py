@@ -18,7 +18,7 @@ from numba import njit, prange
 from runtime.kernels import qdot
 from runtime.kernels.simd import rowdot_bf16, rowdot_f16
 from runtime.kernels.act import q8_0_float, q8_k_float, quantize_q8_0, quantize_q8_0_bs, quantize_q8_k, quantize_q8_k_bs
-from runtime.kernels.dequant import (BF16, BLOCKS, F16, F16_LUT, F32, IQ2_XS, IQ2_XXS, IQ3_S, IQ3_XXS, IQ4_NL, IQ4_XS, MXFP4, Q2_K, Q3_K, Q4_0, Q4_1, Q4_K, Q5_0, Q5_1,
+from runtime.kernels.dequant import (BF16, BLOCKS, F16, F16_LUT, F32, IQ2_S, IQ2_XS, IQ2_XXS, IQ3_S, IQ3_XXS, IQ4_NL, IQ4_XS, MXFP4, Q2_K, Q3_K, Q4_0, Q4_1, Q4_K, Q5_0, Q5_1,
                                      Q5_K, Q6_K, Q8_0, TQ2_0,
                                      deq_block_of, dequant_rows_bf16, dequant_rows_f16)
 from quant.types import BY_ID, TYPES, vec_dot_type
@@ -221,7 +221,7 @@ INT_KERNELS = {Q8_0: (qdot.dot_q8_0, "Q8_0"), Q4_0: (qdot.dot_q4_0, "Q8_0"), Q5_
                Q2_K: (qdot.dot_q2_k, "Q8_K"), Q3_K: (qdot.dot_q3_k, "Q8_K"), Q4_K: (qdot.dot_q4_k, "Q8_K"),
                Q5_K: (qdot.dot_q5_k, "Q8_K"), Q6_K: (qdot.dot_q6_k, "Q8_K"),
                IQ4_NL: (qdot.dot_iq4_nl, "Q8_0"), IQ4_XS: (qdot.dot_iq4_xs, "Q8_K"), MXFP4: (qdot.dot_mxfp4, "Q8_0"),
-               TQ2_0: (qdot.dot_tq2_0, "Q8_K"),
+               TQ2_0: (qdot.dot_tq2_0, "Q8_K"), IQ2_S: (qdot.dot_iq2_s, "Q8_K"),
                IQ2_XXS: (qdot.dot_iq2_xxs, "Q8_K"), IQ3_S: (qdot.dot_iq3_s, "Q8_K"),
                IQ2_XS: (qdot.dot_iq2_xs, "Q8_K"), IQ3_XXS: (qdot.dot_iq3_xxs, "Q8_K")}
 

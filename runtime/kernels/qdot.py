@@ -15,7 +15,8 @@ Layouts (bytes per block):
   Q6_K ql:128 qh:64 scales:16 d:2
   IQ4_NL d:2 qs:16   IQ4_XS d:2 scales_h:2 scales_l:4 qs:128   IQ2_XXS d:2 qs:64
   IQ2_XS d:2 qs:64 scales:8   IQ3_XXS d:2 qs:64 signs+scales:32   IQ3_S d:2 qs:64 qh:8 signs:32 scales:4
-Q8_0/Q4_0/Q5_0/IQ4_NL run a whole row per call (``row_*``: float accumulator over blocks);
+  IQ2_S d:2 qs:32 signs:32 qh:8 scales:8   MXFP4 e:1 qs:16   TQ2_0 qs:64 d:2
+Q8_0/Q4_0/Q5_0/IQ4_NL/MXFP4 run a whole row per call (``row_*``: float accumulator over blocks);
 K-quants and IQ types one 256-block per call (one horizontal sum per block). The IQ kernels
 look their grids/sign tables up per 8 (or 4) values and dot them as u8 x s8 like ggml's AVX2 code.
 Parallel over chunks of output rows; the token loop is inside so each packed
@@ -25,12 +26,12 @@ byte is read once per call.
 import numpy as np
 from numba import njit, prange
 
-from quant.fast.blocks import IQ2XS_GRID, IQ2XXS_GRID, IQ3S_GRID, IQ3XXS_GRID, KSIGNS_IQ2XS
+from quant.fast.blocks import IQ2S_GRID, IQ2XS_GRID, IQ2XXS_GRID, IQ3S_GRID, IQ3XXS_GRID, KSIGNS_IQ2XS
 from runtime.kernels.dequant import _h, _scale_min_k4, _u32
 from runtime.kernels.simd import (dot_k4_64, dot_u_32, dot_k5_64, dot_q4_0_block, dot_q5_0_block, q2k_block, q3k_block,
                                   dot_q4k_256, dot_q6_32, dot_q6k_256, dot_s8_32, q4k_block, q5k_block, row_q4_0, row_q5_0, row_q8_0,
                                   row_q4_1, row_q5_1,
-                                  iq2xs_block, iq2xxs_block, iq3s_block, iq3xxs_block, iq4xs_block, row_iq4_nl,
+                                  iq2s_block, iq2xs_block, iq2xxs_block, iq3s_block, iq3xxs_block, iq4xs_block, row_iq4_nl,
                                   row_mxfp4)
 
 ROW_CHUNK = 16
@@ -39,6 +40,7 @@ ROW_CHUNK = 16
 GRID_IQ2XXS = np.ascontiguousarray(IQ2XXS_GRID.astype(np.uint8)).view(np.uint64).reshape(-1)     # [256]
 GRID_IQ3S = np.ascontiguousarray(IQ3S_GRID.astype(np.uint8)).view(np.uint32).reshape(-1)         # [512]
 GRID_IQ2XS = np.ascontiguousarray(IQ2XS_GRID.astype(np.uint8)).view(np.uint64).reshape(-1)       # [512]
+GRID_IQ2S = np.ascontiguousarray(IQ2S_GRID.astype(np.uint8)).view(np.uint64).reshape(-1)         # [1024]
 GRID_IQ3XXS = np.ascontiguousarray(IQ3XXS_GRID.astype(np.uint8)).view(np.uint32).reshape(-1)     # [256]
 KSIGNS_U8 = KSIGNS_IQ2XS.astype(np.uint8)                                                        # [128]
 # ggml's keven_signs_q2xs: entry i has byte j = -1 (0xFF) where bit j of ksigns_iq2xs[i] is set, else +1
@@ -310,6 +312,23 @@ def dot_iq2_xs(data, xq, xd, xs, out, lut):
                 for b in range(n_in // 256):
                     o = 74 * b
                     acc += (_h(row, o, lut) * xd[t, b]) * np.float32(iq2xs_block(row, o, x, 256 * b, grid, ks))
+                out[t, r] = acc * np.float32(0.125)
+
+
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
+def dot_iq2_s(data, xq, xd, xs, out, lut):
+    n_out = data.shape[0]
+    n_tok, n_in = xq.shape
+    grid = GRID_IQ2S
+    for c in prange((n_out + ROW_CHUNK - 1) // ROW_CHUNK):
+        for r in range(c * ROW_CHUNK, min(n_out, (c + 1) * ROW_CHUNK)):
+            row = data[r]
+            for t in range(n_tok):
+                x = xq[t]
+                acc = np.float32(0.0)
+                for b in range(n_in // 256):
+                    o = 82 * b
+                    acc += (_h(row, o, lut) * xd[t, b]) * np.float32(iq2s_block(row, o, x, 256 * b, grid))
                 out[t, r] = acc * np.float32(0.125)
 
 

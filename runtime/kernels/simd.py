@@ -940,6 +940,41 @@ def iq2xs_block(typingctx, w, o, x, xo, grid, ksigns):
     return sig, codegen
 
 
+@intrinsic
+def iq2s_block(typingctx, w, o, x, xo, grid):
+    """IQ2_S block (d:2 qs:32 signs:32 qh:8 scales:8 at w[o]) against int8 x[xo:xo+256]: sum over
+    16-groups of (2 s + 1) sum grid * sign * x (int32; times d/8 gives the dot). The 10-bit grid
+    index is qs | (qh >> 2l & 3) << 8; the signs are plain bits (one byte per 8 weights).
+    grid: uint64 [1024] (iq2s_grid)."""
+    sig = types.int32(w, o, x, xo, grid)
+
+    def codegen(context, builder, signature, args):
+        wb = _bytes(context, builder, signature.args[0], args[0], args[1])
+        xp = _bytes(context, builder, signature.args[2], args[2], args[3])
+        gp = _ptr(context, builder, signature.args[4], args[4], ir.Constant(args[1].type, 0))
+        v4 = ir.VectorType(ir.IntType(64), 4)
+        acc = None
+        for ib in range(8):
+            qh = _u8_at(builder, wb, 66 + ib)
+            gv = ir.Constant(v4, ir.Undefined)
+            for l in range(4):
+                idx = builder.or_(_u8_at(builder, wb, 2 + 4 * ib + l),
+                                  builder.and_(builder.shl(qh, ir.Constant(_I32, 8 - 2 * l)), ir.Constant(_I32, 0x300)))
+                gv = builder.insert_element(gv, builder.load(builder.gep(gp, [idx])), ir.Constant(_I32, l))
+            gb = builder.bitcast(gv, ir.VectorType(_I8, 32))
+            sx = _signed_by_bits(builder, _xload(builder, xp, 32 * ib), _i32_at(builder, wb, 34 + 4 * ib))
+            sc = _u8_at(builder, wb, 74 + ib)
+            lo = builder.trunc(builder.add(builder.shl(builder.and_(sc, ir.Constant(_I32, 15)), ir.Constant(_I32, 1)),
+                                           ir.Constant(_I32, 1)), _I16)
+            hi = builder.trunc(builder.add(builder.shl(builder.lshr(sc, ir.Constant(_I32, 4)), ir.Constant(_I32, 1)),
+                                           ir.Constant(_I32, 1)), _I16)
+            sv = builder.shuffle_vector(_splat16(builder, lo, 8), _splat16(builder, hi, 8), _cvec(range(16)))
+            p = _maddwd(builder, _maddubs(builder, gb, sx), sv)
+            acc = p if acc is None else builder.add(acc, p)
+        return _finish(builder, acc)
+    return sig, codegen
+
+
 # ---------------------------------------------------------------- fp16 -> float64 (the f16 KV cache)
 
 @intrinsic
