@@ -901,6 +901,16 @@ def iq3xxs_block(typingctx, w, o, x, xo, grid, ksigns):
     return sig, codegen
 
 
+def _odd_scales16(builder, sc):
+    """A scale byte of two 4-bit scales -> <16 x i16>: 2 lo + 1 in lanes 0-7, 2 hi + 1 in 8-15
+    (the IQ2_XS / IQ2_S per-16 multipliers, for vpmaddwd after vpmaddubsw)."""
+    lo = builder.trunc(builder.add(builder.shl(builder.and_(sc, ir.Constant(_I32, 15)), ir.Constant(_I32, 1)),
+                                   ir.Constant(_I32, 1)), _I16)
+    hi = builder.trunc(builder.add(builder.shl(builder.lshr(sc, ir.Constant(_I32, 4)), ir.Constant(_I32, 1)),
+                                   ir.Constant(_I32, 1)), _I16)
+    return builder.shuffle_vector(_splat16(builder, lo, 8), _splat16(builder, hi, 8), _cvec(range(16)))
+
+
 @intrinsic
 def iq2xs_block(typingctx, w, o, x, xo, grid, ksigns):
     """IQ2_XS block (d:2 qs:32 x u16 [9-bit grid | 7-bit signs] scales:8 at w[o]) against int8
@@ -928,13 +938,7 @@ def iq2xs_block(typingctx, w, o, x, xo, grid, ksigns):
             sv = _even_signs(builder, sp, sidx)
             gb = builder.bitcast(gv, ir.VectorType(_I8, 32))
             sx = _sign_apply(builder, _xload(builder, xp, 32 * ib), sv)
-            sc = _u8_at(builder, wb, 66 + ib)
-            lo = builder.trunc(builder.add(builder.shl(builder.and_(sc, ir.Constant(_I32, 15)), ir.Constant(_I32, 1)),
-                                           ir.Constant(_I32, 1)), _I16)
-            hi = builder.trunc(builder.add(builder.shl(builder.lshr(sc, ir.Constant(_I32, 4)), ir.Constant(_I32, 1)),
-                                           ir.Constant(_I32, 1)), _I16)
-            sv = builder.shuffle_vector(_splat16(builder, lo, 8), _splat16(builder, hi, 8), _cvec(range(16)))
-            p = _maddwd(builder, _maddubs(builder, gb, sx), sv)
+            p = _maddwd(builder, _maddubs(builder, gb, sx), _odd_scales16(builder, _u8_at(builder, wb, 66 + ib)))
             acc = p if acc is None else builder.add(acc, p)
         return _finish(builder, acc)
     return sig, codegen
@@ -963,13 +967,7 @@ def iq2s_block(typingctx, w, o, x, xo, grid):
                 gv = builder.insert_element(gv, builder.load(builder.gep(gp, [idx])), ir.Constant(_I32, l))
             gb = builder.bitcast(gv, ir.VectorType(_I8, 32))
             sx = _signed_by_bits(builder, _xload(builder, xp, 32 * ib), _i32_at(builder, wb, 34 + 4 * ib))
-            sc = _u8_at(builder, wb, 74 + ib)
-            lo = builder.trunc(builder.add(builder.shl(builder.and_(sc, ir.Constant(_I32, 15)), ir.Constant(_I32, 1)),
-                                           ir.Constant(_I32, 1)), _I16)
-            hi = builder.trunc(builder.add(builder.shl(builder.lshr(sc, ir.Constant(_I32, 4)), ir.Constant(_I32, 1)),
-                                           ir.Constant(_I32, 1)), _I16)
-            sv = builder.shuffle_vector(_splat16(builder, lo, 8), _splat16(builder, hi, 8), _cvec(range(16)))
-            p = _maddwd(builder, _maddubs(builder, gb, sx), sv)
+            p = _maddwd(builder, _maddubs(builder, gb, sx), _odd_scales16(builder, _u8_at(builder, wb, 74 + ib)))
             acc = p if acc is None else builder.add(acc, p)
         return _finish(builder, acc)
     return sig, codegen
