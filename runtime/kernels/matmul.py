@@ -267,8 +267,8 @@ def matmul(data: np.ndarray, qt: int, n_in: int, x: np.ndarray, ggml_act: bool =
     """
     n_out = data.shape[0]
     n_tok = x.shape[0]
-    if qt == F32:
-        return gemm_nt(x, data.view(np.float32)) if n_tok >= PREFILL_MIN_TOKENS else x @ data.view(np.float32).T
+    if qt == F32:     # BLAS (single-threaded under our pool) on the rows split over the threads
+        return gemm_nt(x, data.view(np.float32))
     if n_tok >= PREFILL_MIN_TOKENS or qt not in BLOCKS:
         return matmul_tiled(data, qt, n_in, act_float(x, qt) if ggml_act else x)
     out = np.empty((n_tok, n_out), np.float32)
