@@ -208,7 +208,6 @@ def _deq_q2_k(row, o, buf, lut):
     # Q2_K: scales:16 qs:64 d:2 dmin:2
     d = _h(row, o + 80, lut)
     dmin = _h(row, o + 82, lut)
-    k = 0
     for n in range(2):
         q = o + 16 + 32 * n
         for j in range(4):
@@ -217,9 +216,9 @@ def _deq_q2_k(row, o, buf, lut):
                 sc = np.int32(row[o + 8 * n + 2 * j + half])
                 dl = d * np.float32(sc & 0xF)
                 ml = dmin * np.float32(sc >> 4)
+                k = 128 * n + 32 * j + 16 * half        # (a running counter kept LLVM from vectorizing)
                 for l in range(16):
-                    buf[k] = dl * np.float32((np.int32(row[q + 16 * half + l]) >> shift) & 3) - ml
-                    k += 1
+                    buf[k + l] = dl * np.float32((np.int32(row[q + 16 * half + l]) >> shift) & 3) - ml
 
 
 @njit(inline="always")
@@ -227,7 +226,6 @@ def _deq_q3_k(row, o, buf, lut):
     # Q3_K: hmask:32 qs:64 scales:12 d:2; scale `is` = low4 | high2 << 4, minus 32
     d = _h(row, o + 108, lut)
     s0 = o + 96
-    k = 0
     m = 1
     for n in range(2):
         q = o + 32 + 32 * n
@@ -238,12 +236,11 @@ def _deq_q3_k(row, o, buf, lut):
                 lo = (np.int32(row[s0 + i]) & 0xF) if i < 8 else (np.int32(row[s0 + i - 8]) >> 4)
                 hi = (np.int32(row[s0 + 8 + (i & 3)]) >> (2 * (i >> 2))) & 3
                 dl = d * np.float32((lo | (hi << 4)) - 32)
+                k = 128 * n + 32 * j + 16 * half
                 for l in range(16):
                     qi = (np.int32(row[q + 16 * half + l]) >> shift) & 3
-                    if (np.int32(row[o + 16 * half + l]) & m) == 0:
-                        qi -= 4
-                    buf[k] = dl * np.float32(qi)
-                    k += 1
+                    qi -= 4 * np.int32((np.int32(row[o + 16 * half + l]) & m) == 0)
+                    buf[k + l] = dl * np.float32(qi)
             m <<= 1
 
 
@@ -281,20 +278,20 @@ def _deq_q6_k(row, o, buf, lut):
         ql = o + 64 * n
         qh = o + 128 + 32 * n
         sc = o + 192 + 8 * n
-        for l in range(32):
-            i = l // 16
-            a = np.int32(row[ql + l])
-            b = np.int32(row[ql + l + 32])
-            h = np.int32(row[qh + l])
-            q1 = ((a & 0xF) | ((h & 3) << 4)) - 32
-            q2 = ((b & 0xF) | (((h >> 2) & 3) << 4)) - 32
-            q3 = ((a >> 4) | (((h >> 4) & 3) << 4)) - 32
-            q4 = ((b >> 4) | (((h >> 6) & 3) << 4)) - 32
-            base = 128 * n + l
-            buf[base] = d * np.float32(np.int8(row[sc + i])) * np.float32(q1)
-            buf[base + 32] = d * np.float32(np.int8(row[sc + i + 2])) * np.float32(q2)
-            buf[base + 64] = d * np.float32(np.int8(row[sc + i + 4])) * np.float32(q3)
-            buf[base + 96] = d * np.float32(np.int8(row[sc + i + 6])) * np.float32(q4)
+        for i in range(2):               # 16 values share each scale: (d sc) hoisted, same rounding
+            s1 = d * np.float32(np.int8(row[sc + i]))
+            s2 = d * np.float32(np.int8(row[sc + i + 2]))
+            s3 = d * np.float32(np.int8(row[sc + i + 4]))
+            s4 = d * np.float32(np.int8(row[sc + i + 6]))
+            for l in range(16 * i, 16 * i + 16):
+                a = np.int32(row[ql + l])
+                b = np.int32(row[ql + l + 32])
+                h = np.int32(row[qh + l])
+                base = 128 * n + l
+                buf[base] = s1 * np.float32(((a & 0xF) | ((h & 3) << 4)) - 32)
+                buf[base + 32] = s2 * np.float32(((b & 0xF) | (((h >> 2) & 3) << 4)) - 32)
+                buf[base + 64] = s3 * np.float32(((a >> 4) | (((h >> 4) & 3) << 4)) - 32)
+                buf[base + 96] = s4 * np.float32(((b >> 4) | (((h >> 6) & 3) << 4)) - 32)
 
 
 @njit(inline="always")

@@ -98,13 +98,11 @@ def _make_tile(qt, qk):
         """out[i] = dequantized data[r0 + i], single-threaded and without the GIL, so the
         prefill's worker threads each dequantize their own tiles (one block type)."""
         nb = out.shape[1] // qk
-        buf = np.empty(qk, np.float32)
         for i in range(out.shape[0]):
             row = data[r0 + i]
-            for b in range(nb):
-                deq_block_of(qt, row, b, buf, lut)
-                for j in range(qk):
-                    out[i, b * qk + j] = buf[j]
+            dst = out[i]
+            for b in range(nb):          # straight into the tile (a copy from a block buffer cost 10-40%)
+                deq_block_of(qt, row, b, dst[b * qk:(b + 1) * qk], lut)
     return dequant_tile
 
 
