@@ -100,9 +100,9 @@ def _make_tile(qt, qk):
         nb = out.shape[1] // qk
         for i in range(out.shape[0]):
             row = data[r0 + i]
-            dst = out[i]
+            dst = out[i].reshape((nb, qk))
             for b in range(nb):          # straight into the tile (a copy from a block buffer cost 10-40%)
-                deq_block_of(qt, row, b, dst[b * qk:(b + 1) * qk], lut)
+                deq_block_of(qt, row, b, dst[b], lut)
     return dequant_tile
 
 
