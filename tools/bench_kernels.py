@@ -11,6 +11,7 @@ comparison (e.g. --rows 32768 --cols 4096).
     python tools/bench_kernels.py [-t THREADS] [--rows 4096] [--cols 4096] [--types Q4_K,Q8_0]
                                   [--prefill 128] [--model-bytes 250e6] [--json]
     python tools/bench_kernels.py --gemm        # OpenBLAS sgemm GFLOP/s on one thread, and its kernel
+    python tools/bench_kernels.py --tiles [--types ...]   # prefill tile dequantization, G weights/s
     python tools/bench_kernels.py --compile-time [--types ...]   # Numba first-call (compile or cache load) time
     python tools/bench_kernels.py --model FILE.gguf [-t 1] [--prefill 128] [--gen 16]
         # whole model through runtime.loader / runtime.generate: prefill and decode tokens/s
@@ -81,6 +82,9 @@ def main(argv=None):
     ap.add_argument("--gemm", action="store_true",
                     help="only the f32 GEMM of the prefill (OpenBLAS, one thread, CPU clock): 512 x 2048 x 5632 "
                          "and 512 x 5632 x 2048, with the OpenBLAS kernel that ran")
+    ap.add_argument("--tiles", action="store_true",
+                    help="only the prefill's tile dequantization (512 rows x --cols, one thread, CPU clock, "
+                         "median of 7): G weights/s per type, and whether it equals the numpy reference")
     ap.add_argument("--compile-time", action="store_true",
                     help="only time the first call of every kernel (cold or warm Numba cache)")
     a = ap.parse_args(argv)
@@ -91,6 +95,8 @@ def main(argv=None):
         return compile_time(a.types.split(","))
     if a.gemm:
         return gemm_rate(a.reps)
+    if a.tiles:
+        return tile_rate(a.types.split(","), a.cols)
     if a.model:
         return bench_model(a.model, a.threads, a.prefill or 128, a.gen)
     nthreads = backend.set_num_threads(a.threads)
@@ -123,6 +129,31 @@ def main(argv=None):
             print(line, flush=True)
     if a.json:
         print(json.dumps(rows, indent=1))
+
+
+def tile_rate(types, cols: int) -> None:
+    """G weights/s of ``matmul.dequantize_tile`` (what each prefill thread runs before its GEMM)."""
+    import importlib
+    import os
+    from quant.types import TYPES
+    from runtime import reference
+    mm = importlib.import_module("runtime.kernels.matmul")
+    print(f"tile dequantization, 512 x {cols}, one thread, CPU clock, median of 7; "
+          f"load average {os.getloadavg()[0]:.1f}")
+    for name in types:
+        if name == "F32":
+            continue
+        w = random_qtensor(name, 512, cols)
+        qt = TYPES[name].id
+        got = mm.dequantize_tile(w.data, qt, cols, 0, 512)
+        exact = np.array_equal(got, reference.dequantize_rows(w.data, name, cols), equal_nan=True)
+        ts = []
+        for _ in range(7):
+            t0 = time.process_time()
+            mm.dequantize_tile(w.data, qt, cols, 0, 512)
+            ts.append(time.process_time() - t0)
+        print(f"{name:8s} {512 * cols / sorted(ts)[3] / 1e9:6.2f} G weights/s  "
+              f"{'equal to the reference' if exact else 'DIFFERS from the reference'}")
 
 
 def gemm_rate(reps: int) -> None:
