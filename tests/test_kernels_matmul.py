@@ -130,10 +130,11 @@ def test_activation_quantizers_bit_exact(vtype):
     x = np.random.default_rng(3).standard_normal((3, 512)).astype(np.float32) * 3
     x[1, :256] = 0.0                                  # all-zero block
     x[2, 5] = -40.0                                   # negative max
-    q, d = quantize_act(x, vtype)
+    q, d, s = quantize_act(x, vtype)
     rq, rd = reference.quantize_activations(x, vtype)
     np.testing.assert_array_equal(q, rq)
     np.testing.assert_array_equal(d, rd)
+    np.testing.assert_array_equal(s, rq.reshape(3, -1, 16).sum(axis=-1, dtype=np.int32))
 
 
 @pytest.mark.parametrize("qtype", ["Q4_0", "Q4_1", "Q4_K"])          # Q8_0, Q8_1, Q8_K activations

@@ -23,7 +23,7 @@ import math
 
 import numba
 import numpy as np
-from numba import njit, prange
+from numba import njit
 from numba.core import types
 from numba.extending import overload
 
@@ -67,18 +67,13 @@ _LN2_HI, _LN2_LO = 6.93147180369123816490e-01, 1.90821492927058770002e-10    # f
 _EXP_C = np.array([1.0 / math.factorial(i) for i in range(14)])             # Taylor to r^13: error < 1e-17
 
 
-@njit(inline="always")
 def _load_row(c, off, lut, row, n):
-    """row[:n] = float64 of the cache row starting at flat element ``off``."""
-    half_or_float_row(c, off, lut, row, n)
+    """row[:n] = float64 of the cache row starting at flat element ``off`` (f16 bits or float32;
+    the implementation is chosen per cache dtype by the overload below)."""
 
 
-def half_or_float_row(c, off, lut, row, n):
-    """(typed per cache dtype below)"""
-
-
-@overload(half_or_float_row, inline="always")
-def _row_impl(c, off, lut, row, n):
+@overload(_load_row, inline="always")
+def _load_row_impl(c, off, lut, row, n):
     if isinstance(c.dtype, types.Integer):            # f16 bits: 8 at a time in vector code, the tail by table
         def impl(c, off, lut, row, n):
             n8 = n // 8
@@ -184,7 +179,7 @@ def attention(q, k_cache, v_cache, n_past, scale, window=None, softcap=None):
     if (n_tok <= ROWS_MAX_TOKENS and n_tok * n_keys * hd * n_head < PARALLEL_MIN_WORK
             and k_cache.dtype == v_cache.dtype and k_cache.dtype in (np.float16, np.float32)):
         attn_rows(q, _cache_arg(k_cache), _cache_arg(v_cache), F16_LUT, out, n_past, scale,
-          0 if window is None else int(window), float(softcap or 0.0))
+                  0 if window is None else int(window), float(softcap or 0.0))
         return out
     jobs = [(g, i0, min(n_tok, i0 + Q_TILE)) for g in range(n_kv) for i0 in range(0, n_tok, Q_TILE)]
     if n_threads == 1 or len(jobs) == 1 or n_tok * n_keys * hd * n_head < PARALLEL_MIN_WORK:

@@ -17,7 +17,7 @@ from numba import njit, prange
 
 from runtime.kernels import qdot
 from runtime.kernels.simd import rowdot_bf16, rowdot_f16
-from runtime.kernels.act import q8_0_float, q8_k_float, quantize_q8_0, quantize_q8_0_bs, quantize_q8_k, quantize_q8_k_bs
+from runtime.kernels.act import q8_0_float, q8_k_float, quantize_q8_0_bs, quantize_q8_k_bs
 from runtime.kernels.dequant import (BF16, BLOCKS, F16, F16_LUT, F32, IQ2_S, IQ2_XS, IQ2_XXS, IQ3_S, IQ3_XXS, IQ4_NL, IQ4_XS, MXFP4, Q2_K, Q3_K, Q4_0, Q4_1, Q4_K, Q5_0, Q5_1,
                                      Q5_K, Q6_K, Q8_0, TQ2_0,
                                      deq_block_of, dequant_rows_bf16, dequant_rows_f16)
@@ -84,11 +84,9 @@ def _make_rows(qt, qk):
         nb = out.shape[1] // qk
         for i in range(rows.shape[0]):
             row = data[rows[i]]
-            buf = np.empty(qk, np.float32)
+            dst = out[i].reshape((nb, qk))
             for b in range(nb):
-                deq_block_of(qt, row, b, buf, lut)
-                for j in range(qk):
-                    out[i, b * qk + j] = buf[j]
+                deq_block_of(qt, row, b, dst[b], lut)
     return dequant_rows_t
 
 
@@ -225,16 +223,18 @@ INT_KERNELS = {Q8_0: (qdot.dot_q8_0, "Q8_0"), Q4_0: (qdot.dot_q4_0, "Q8_0"), Q5_
 
 
 def quantize_act(x: np.ndarray, vtype: str):
-    """x f32 [n_tok, n_in] -> (xq int8, xd f32 [n_tok, n_blocks]) like ggml (Numba)."""
+    """x f32 [n_tok, n_in] -> (xq int8, xd f32 [n_tok, n_blocks], xs int16 [n_tok, n_in/16]) like
+    ggml: the int8 blocks, their scales and their 16-sums (ggml's bsums), in one Numba call."""
     n_tok, n_in = x.shape
     xq = np.empty((n_tok, n_in), np.int8)
+    xs = np.empty((n_tok, n_in // 16), np.int16)
     if vtype == "Q8_K":
         xd = np.empty((n_tok, n_in // 256), np.float32)
-        quantize_q8_k(x, xq, xd)
+        quantize_q8_k_bs(x, xq, xd, xs)
     else:
         xd = np.empty((n_tok, n_in // 32), np.float32)
-        quantize_q8_0(x, xq, xd)
-    return xq, xd
+        quantize_q8_0_bs(x, xq, xd, xs)
+    return xq, xd, xs
 
 
 def act_float(x: np.ndarray, qt: int) -> np.ndarray:
@@ -272,15 +272,7 @@ def matmul(data: np.ndarray, qt: int, n_in: int, x: np.ndarray, ggml_act: bool =
     out = np.empty((n_tok, n_out), np.float32)
     if ggml_act and qt in INT_KERNELS:
         kernel, vtype = INT_KERNELS[qt]
-        xq = np.empty((n_tok, n_in), np.int8)
-        xs = np.empty((n_tok, n_in // 16), np.int16)     # 16-sums (ggml's bsums)
-        if vtype == "Q8_K":
-            xd = np.empty((n_tok, n_in // 256), np.float32)
-            quantize_q8_k_bs(x, xq, xd, xs)
-        else:
-            xd = np.empty((n_tok, n_in // 32), np.float32)
-            quantize_q8_0_bs(x, xq, xd, xs)
-        kernel(data, xq, xd, xs, out, F16_LUT)
+        kernel(data, *quantize_act(x, vtype), out, F16_LUT)
         return out
     xa = np.ascontiguousarray(act_float(x, qt) if ggml_act else x)
     if qt == F16:
