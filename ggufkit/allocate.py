@@ -33,7 +33,8 @@ import numpy as np
 
 import quant
 from ggufkit.errors import GGUFKitError
-from quant.allocate import Choice, TensorOptions, allocate, parse_size, relative_error
+from quant.allocate import Choice, TensorOptions, allocate, relative_error
+from quant.units import parse_size
 from quant.errors import QuantError
 
 # types stock llama.cpp (CPU and GPU back ends) runs and llama-quantize writes, by rough bits/weight

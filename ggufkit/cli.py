@@ -10,6 +10,7 @@ import click
 from ggufkit.errors import GGUFKitError
 from ggufkit.plan import device_options
 from quant.errors import QuantError
+from quant.units import SIZE_HELP
 from runtime.errors import ModelError
 
 USER_ERRORS = (GGUFKitError, QuantError, ModelError, FileNotFoundError, IsADirectoryError, PermissionError)
@@ -55,7 +56,7 @@ def fixture(out_dir: str, preset: str, seed: int, shards: int) -> None:
 @click.option("--dry-run", is_flag=True, help="Print the planned types and sizes only.")
 @click.option("--backend", default="numba", show_default=True, type=click.Choice(["numba", "numpy"]))
 @click.option("--target-bpw", type=float, help="Budgeted allocation: bits per weight of the whole file.")
-@click.option("--target-size", help="Budgeted allocation: file size (bytes, K/M/G, KiB/MiB/GiB).")
+@click.option("--target-size", help=f"Budgeted allocation: file size in {SIZE_HELP}.")
 @click.option("--candidates", help="Budgeted allocation: comma-separated candidate types.")
 @click.option("--calib-file", type=click.Path(dir_okay=False), help="Budgeted allocation: calibration text.")
 def quantize(inp, args, tensor_type_file, dry_run, target_bpw, target_size, candidates, calib_file, **opts) -> None:
@@ -219,7 +220,7 @@ def tokenize_cmd(model, prompt, text_file, ids_only, no_bos, no_parse_special, n
 
 @cli.command("plan")
 @click.argument("model", type=click.Path(dir_okay=False))
-@click.option("--gpu-memory", help="GPU memory budget: bytes or 8GiB, 512MiB, 8G (default: the card's free memory).")
+@click.option("--gpu-memory", help=f"GPU memory budget in {SIZE_HELP} (default: the card's free memory).")
 @click.option("-c", "--ctx-size", default=4096, show_default=True, type=int)
 @click.option("--gpu-layers", "-ngl", default="auto", show_default=True, help="N (the last N, llama.cpp -ngl), all, auto.")
 @click.option("--card", help="Plan for this card (e.g. 'RTX 3060'): its memory and bandwidth.")

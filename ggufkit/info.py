@@ -11,6 +11,7 @@ from pathlib import Path
 
 from ggufkit.errors import GGUFKitError
 from quant.gguf import GGUFReader
+from quant.units import fmt_bytes
 
 LONG_ARRAYS = ("tokenizer.ggml.tokens", "tokenizer.ggml.token_type", "tokenizer.ggml.merges",
                "tokenizer.ggml.scores")
@@ -88,14 +89,6 @@ def gguf_info(path: str | os.PathLike) -> GGUFInfo:
     return info
 
 
-def _human(n: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if n < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
-        n /= 1024
-    return str(n)
-
-
 def _short(v) -> str:
     s = repr(v) if not isinstance(v, str) else v
     s = s.replace("\n", "\\n")
@@ -104,7 +97,7 @@ def _short(v) -> str:
 
 def format_info(info: GGUFInfo) -> str:
     """The text ``ggufkit info`` prints: metadata, tensor table, totals, per-layer table (deci)."""
-    out = [f"file: {info.path} ({_human(info.file_size)})", f"architecture: {info.arch}", "", "metadata:"]
+    out = [f"file: {info.path} ({fmt_bytes(info.file_size)})", f"architecture: {info.arch}", "", "metadata:"]
     width = max((len(k) for k in info.metadata), default=0)
     for k, v in info.metadata.items():
         out.append(f"  {k:<{width}}  {_short(v)}")
@@ -113,7 +106,7 @@ def format_info(info: GGUFInfo) -> str:
     out.append(f"  {'name':<{nw}}  {'type':<7} {'shape':<22} {'bytes':>14}")
     for t in info.tensors:
         out.append(f"  {t.name:<{nw}}  {t.type:<7} {str(t.shape):<22} {t.nbytes:>14,}")
-    out += ["", f"total: {info.total_bytes:,} bytes of tensor data ({_human(info.total_bytes)}), "
+    out += ["", f"total: {info.total_bytes:,} bytes of tensor data ({fmt_bytes(info.total_bytes)}), "
                 f"{info.n_weights:,} weights, {info.bits_per_weight:.2f} bits per weight"]
     if info.layers:
         out += ["", "layers:", f"  {'layer':>5}  {'attention':<9} {'heads':>5} {'kv_heads':>8} {'ffn':>7}"]

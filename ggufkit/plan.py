@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import json
 
-from runtime.plan import Plan, fmt_bytes
+from quant.units import SIZE_HELP, fmt_bytes
+from runtime.plan import Plan
 
 
 def format_plan(p: Plan, output: str = "text") -> str:
@@ -45,7 +46,7 @@ def device_options(f):
     @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
     @click.option("--gpu-layers", "-ngl", default="auto", show_default=True,
                   help="Layers on the GPU: N (the last N, as llama.cpp's -ngl), all, or auto (fastest that fits).")
-    @click.option("--gpu-memory", help="GPU memory budget: bytes or 8GiB/512MiB/8G (default: free VRAM less 512 MiB).")
+    @click.option("--gpu-memory", help=f"GPU memory budget in {SIZE_HELP} (default: free VRAM less 512 MiB).")
     @functools.wraps(f)
     def wrapper(*args, device, gpu_layers, gpu_memory, **kw):
         return f(*args, dev=DeviceOptions(device, gpu_layers, gpu_memory), **kw)

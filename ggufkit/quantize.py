@@ -42,6 +42,7 @@ from quant.recipes import (
     model_info, parse_ftype, parse_tensor_type, parse_type, plan_types, tensor_order,
 )
 from quant.types import FTYPE_GUESSED, GUESSED_FTYPE
+from quant.units import fmt_bytes
 
 ALIGNMENT = DEFAULT_ALIGNMENT  # llama-quantize always pads to GGUF_DEFAULT_ALIGNMENT
 GGML_QNT_VERSION = 2
@@ -78,12 +79,12 @@ class QuantizeReport:
     def table(self) -> str:
         lines = []
         for i, t in enumerate(self.tensors):
-            arrow = f" -> {t.dst_bytes / 2**20:9.3f} MiB ({t.dst_type})" if t.dst_type != t.src_type else ""
+            arrow = f" -> {fmt_bytes(t.dst_bytes, 'MiB', '9.3f')} ({t.dst_type})" if t.dst_type != t.src_type else ""
             lines.append(f"[{i + 1:4d}/{len(self.tensors):4d}] {t.name:<36s} {t.src_type:>7s} "
-                         f"{t.src_bytes / 2**20:9.3f} MiB{arrow}")
+                         f"{fmt_bytes(t.src_bytes, 'MiB', '9.3f')}{arrow}")
         n = sum(int(np.prod(t.shape)) for t in self.tensors) or 1
-        lines.append(f"model size = {self.src_bytes / 2**20:9.2f} MiB ({self.src_bytes * 8 / n:.2f} BPW)")
-        lines.append(f"quant size = {self.dst_bytes / 2**20:9.2f} MiB ({self.dst_bytes * 8 / n:.2f} BPW)")
+        lines.append(f"model size = {fmt_bytes(self.src_bytes, 'MiB', '9.2f')} ({self.src_bytes * 8 / n:.2f} BPW)")
+        lines.append(f"quant size = {fmt_bytes(self.dst_bytes, 'MiB', '9.2f')} ({self.dst_bytes * 8 / n:.2f} BPW)")
         return "\n".join(lines)
 
 

@@ -151,25 +151,3 @@ def _exchange(opts, idx, budget, rounds: int = 50):
             used += opts[t].choices[i].nbytes - opts[t].choices[idx[t]].nbytes
             idx[t] = i
     return idx
-
-
-def parse_size(s: str | int) -> int:
-    """Bytes from "20GiB", "3.5G", "512MiB", "1000000", "64K" (K/M/G = 10^3.., KiB/MiB/GiB = 2^10..)."""
-    if isinstance(s, int):
-        return s
-    t = str(s).strip()
-    units = {"": 1, "B": 1, "K": 10**3, "KB": 10**3, "M": 10**6, "MB": 10**6, "G": 10**9, "GB": 10**9,
-             "T": 10**12, "TB": 10**12, "KIB": 2**10, "MIB": 2**20, "GIB": 2**30, "TIB": 2**40}
-    i = len(t)
-    while i > 0 and (t[i - 1].isalpha()):
-        i -= 1
-    num, unit = t[:i].strip(), t[i:].strip().upper()
-    if unit not in units:
-        raise QuantError(f"invalid size '{s}' (use bytes or a K, M, G, KiB, MiB, GiB suffix)")
-    try:
-        v = float(num)
-    except ValueError:
-        raise QuantError(f"invalid size '{s}'") from None
-    if not v > 0:
-        raise QuantError(f"invalid size '{s}': must be positive")
-    return int(v * units[unit])

@@ -33,9 +33,9 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from quant.types import get_type
+from quant.units import GIB, MIB, fmt_bytes, parse_size
 from runtime.errors import ModelError
 
-MIB, GIB = 1 << 20, 1 << 30
 CUDA_CONTEXT_BYTES = 384 * MIB       # context + cuBLAS handle/workspace (CUDA 12: ~300-450 MiB)
 SAFETY_MARGIN = 512 * MIB            # default budget = free VRAM - this
 CPU_BW_DEFAULT = 50e9                # bytes/s: dual-channel DDR5 desktop, measured STREAM-copy class
@@ -68,35 +68,6 @@ def card_info(name: str | None) -> tuple[int, float] | None:
             gib, gbs = CARDS[key]
             return gib * GIB, gbs * 1e9
     return None
-
-
-_SIZE = re.compile(r"^\s*([0-9]*\.?[0-9]+)\s*([kmgt]?)(i?b?)\s*$", re.IGNORECASE)
-
-
-def parse_size(text) -> int:
-    """Bytes from "8GiB", "8G", "7.5GB", "512MiB", "123456" (K/M/G/T and KiB.. are powers of
-    1024; KB/MB/GB/TB powers of 1000)."""
-    if isinstance(text, (int, np.integer)):
-        return int(text)
-    m = _SIZE.match(str(text))
-    if not m:
-        raise ModelError(f"cannot read a memory size from {text!r} (e.g. 8GiB, 512MiB, 8000000000)")
-    num, unit, suffix = float(m.group(1)), m.group(2).lower(), m.group(3).lower()
-    if not unit and suffix not in ("", "b"):
-        raise ModelError(f"cannot read a memory size from {text!r}")
-    exp = " kmgt".index(unit) if unit else 0
-    base = 1000 if suffix == "b" and unit else 1024
-    return int(num * base ** exp)
-
-
-def fmt_bytes(n: float) -> str:
-    return f"{n / GIB:.2f} GiB" if n >= GIB else f"{n / MIB:.1f} MiB"
-
-
-def tensor_nbytes(t) -> int:
-    """Bytes of a tensor from its header info alone (shape in ne order and type)."""
-    ne = [int(d) for d in t.shape]
-    return get_type(t.qtype).row_size(ne[0]) * int(np.prod(ne[1:], dtype=np.int64))   # == t.n_bytes
 
 
 # ---------------------------------------------------------------- what each item costs
@@ -138,7 +109,7 @@ def scratch_bytes(hp, n_ctx: int, n_batch: int, tensors: dict) -> int:
     ff = max((s.n_ff for s in hp.layers), default=0)
     act = nb * (4 * hp.n_embd + q + 2 * kv + 3 * ff) * 4
     q8 = act * 36 // (32 * 4)
-    biggest = max((tensor_nbytes(t) // get_type(t.qtype).type_size * get_type(t.qtype).block_size * 2
+    biggest = max((t.n_bytes // get_type(t.qtype).type_size * get_type(t.qtype).block_size * 2
                    for n, t in tensors.items() if len(t.shape) > 1 and n != "token_embd.weight"), default=0)
     tile = min(biggest, 64 * MIB)
     logits = 32 * hp.n_vocab * 4
@@ -266,7 +237,7 @@ def plan_header(fields: dict, tensors: dict, n_ctx: int, gpu_memory: int | None,
     weights = [0] * n
     embd = out = other = 0
     for name, t in tensors.items():
-        b = tensor_nbytes(t)
+        b = t.n_bytes
         m = re.match(r"blk\.(\d+)\.", name)
         if m and int(m.group(1)) < n:
             weights[int(m.group(1))] += b

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from quant.allocate import Choice, TensorOptions, allocate, parse_size, relative_error
+from quant.allocate import Choice, TensorOptions, allocate, relative_error
 from quant.errors import QuantError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -51,16 +51,6 @@ def test_allocate_refuses_impossible_budget():
     with pytest.raises(QuantError, match="below the smallest"):
         allocate(opts, 99)
     assert allocate(opts, 100).types == {"a": "x"}
-
-
-def test_parse_size():
-    assert parse_size("20GiB") == 20 * 2**30
-    assert parse_size("1.5G") == 1_500_000_000
-    assert parse_size("512MiB") == 512 * 2**20
-    assert parse_size("64K") == 64_000 and parse_size("3KiB") == 3072 and parse_size("1000") == 1000
-    for bad in ("", "12XB", "-1G", "abc"):
-        with pytest.raises(QuantError):
-            parse_size(bad)
 
 
 def test_relative_error_weighting():

@@ -14,9 +14,9 @@ import pytest
 from click.testing import CliRunner
 
 from ggufkit.cli import cli
+from quant.units import GIB, MIB
 from runtime.errors import ModelError
-from runtime.plan import (GIB, MIB, LayerCost, _best, _time, parse_size, plan_file, plan_header,
-                          read_header, tensor_nbytes)
+from runtime.plan import LayerCost, _best, _time, plan_file, plan_header, read_header
 from tests import super49b_header as s49
 from tests.test_runtime_models import DECI_LAYERS, write_gguf
 
@@ -37,8 +37,7 @@ def test_super49b_header_is_the_real_model(super49b):
     assert [ff.count(v) for v in (28672, 14336, 17920, 7168, 5632, 2816)] == [49, 6, 1, 10, 8, 6]
     kv = [int(v) for v in fields["deci.attention.head_count_kv"]]
     assert kv.count(8) == 49 and kv.count(0) == 31
-    total = sum(tensor_nbytes(t) for t in tensors.values())
-    assert total == sum(t.n_bytes for t in tensors.values())
+    total = sum(t.n_bytes for t in tensors.values())
     assert os.path.getsize(p) < 1 << 20                 # no data section
     assert 20 * GIB < total < 23 * GIB          # an IQ3-class 49B (bartowski IQ3_M: 22.6 GB)
 
@@ -47,7 +46,7 @@ def test_super49b_header_is_the_real_model(super49b):
 def test_super49b_plans_8_12_16_24_gib(super49b, ctx):
     p, info = super49b
     fields, tensors = read_header(str(p))
-    file_bytes = sum(tensor_nbytes(t) for t in tensors.values())
+    file_bytes = sum(t.n_bytes for t in tensors.values())
     prev = None
     for gib in (8, 12, 16, 24):
         pl = plan_header(fields, tensors, ctx, gib * GIB)
@@ -62,7 +61,7 @@ def test_super49b_plans_8_12_16_24_gib(super49b, ctx):
         for lc, (nh, nkv, nff) in zip(pl.layers, s49.layers()):
             assert lc.kv_bytes == (2 * ctx * 8 * 128 * 2 if nh else 0)
             blk = [n for n in tensors if n.startswith(f"blk.{lc.il}.")]
-            assert lc.weight_bytes == sum(tensor_nbytes(tensors[n]) for n in blk)
+            assert lc.weight_bytes == sum(tensors[n].n_bytes for n in blk)
             assert (not nh) == (not any("attn" in n for n in blk))
         if prev is not None:     # monotone in the budget
             assert pl.n_gpu_layers >= prev.n_gpu_layers
@@ -119,17 +118,8 @@ def test_tiny_deci_plan_zero_byte_noop_layer(tmp_path):
                                              "attn kv1 + ffn 128", "no-op", "attn kv4 + ffn 64"]
     assert pl.layers[4].weight_bytes == 0 and pl.layers[4].kv_bytes == 0
     assert pl.layers[2].kv_bytes == 0 and pl.layers[0].kv_bytes == 2 * 64 * 2 * 16 * 2
-    assert sum(v["tensors"] for v in pl.totals().values()) == sum(tensor_nbytes(t) for t in tensors.values())
-    assert os.path.getsize(p) > sum(tensor_nbytes(t) for t in tensors.values())
-
-
-def test_parse_size():
-    assert parse_size("8GiB") == 8 << 30 == parse_size("8G") == parse_size("8 gib")
-    assert parse_size("512MiB") == 512 << 20 and parse_size("1.5K") == 1536
-    assert parse_size("2GB") == 2_000_000_000 and parse_size("123") == 123 and parse_size(7) == 7
-    for bad in ("", "8 apples", "-1G", "G"):
-        with pytest.raises(ModelError, match="memory size"):
-            parse_size(bad)
+    assert sum(v["tensors"] for v in pl.totals().values()) == sum(t.n_bytes for t in tensors.values())
+    assert os.path.getsize(p) > sum(t.n_bytes for t in tensors.values())
 
 
 def test_cli_plan_text_and_json(super49b):

@@ -37,7 +37,7 @@ def probe(index: int = 0) -> tuple[str, int, int]:
     host's load."""
     dev = X.device(index=index)
     if dev.emulated:
-        from runtime.plan import parse_size
+        from quant.units import parse_size
         mem = parse_size(os.environ.get("GGUFKIT_CUDA_EMULATE_MEMORY", "") or EMULATED_MEMORY)
         return dev.name, mem, mem
     if not dev.emulated:
