@@ -1,11 +1,18 @@
 """Outputs: checked before the work starts, written to a temporary file beside the target and
-renamed on success. The one atomic writer of the project (every command that writes uses it)."""
+renamed on success. The one atomic writer of the project (every command that writes uses it).
+
+Signals: SIGTERM raises ``Terminated`` and Ctrl-C ``KeyboardInterrupt`` in the main thread, so the
+temp file is removed on the way out. ``ggufkit.cli.main`` (and ``python -m ggufkit`` before any
+heavy import) installs the handlers with ``handle_signals``; ``atomic_path`` installs them too for
+as long as its temp file exists, when no one else did, so no output ever exists unguarded."""
 from __future__ import annotations
 
 import contextlib
 import errno
 import os
+import signal
 import tempfile
+import threading
 from pathlib import Path
 from typing import Iterator
 
@@ -14,6 +21,43 @@ from ggufkit.errors import GGUFKitError
 # errors of the output side (disk full, file too large, read-only, no permission): reported with
 # the user's path, never the hidden temp file's
 _WRITE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+class Terminated(BaseException):
+    """Raised in the main thread on SIGTERM, so writers clean up as on Ctrl-C (atomic_path)."""
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
+
+
+def handle_signals() -> dict:
+    """SIGTERM raises Terminated and SIGINT KeyboardInterrupt (in the main thread; elsewhere a
+    no-op). Returns the previous handlers for ``restore_signals``."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    old = {signal.SIGTERM: signal.signal(signal.SIGTERM, _on_sigterm)}
+    if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+        old[signal.SIGINT] = signal.signal(signal.SIGINT, signal.default_int_handler)
+    return old
+
+
+def restore_signals(old: dict) -> None:
+    for sig, handler in old.items():
+        signal.signal(sig, handler)
+
+
+@contextlib.contextmanager
+def _guarded() -> Iterator[None]:
+    """The handlers of ``handle_signals`` for the duration, unless SIGTERM is handled already."""
+    if signal.getsignal(signal.SIGTERM) is _on_sigterm or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    old = handle_signals()
+    try:
+        yield
+    finally:
+        restore_signals(old)
 
 
 def check_output(target: str | os.PathLike) -> Path:
@@ -44,22 +88,23 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     A failure to write (disk full, no permission) is a GGUFKitError naming ``target``.
     """
     target = check_output(target)
-    try:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
-    except OSError as e:
-        raise GGUFKitError(f"cannot write {target}: {e.strerror or e}") from None
-    os.close(fd)
-    tmp_path = Path(tmp)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp makes 0600; give the usual file mode
-    try:
-        yield tmp_path
-        os.replace(tmp_path, target)
-    except BaseException as e:
-        with contextlib.suppress(FileNotFoundError):
-            tmp_path.unlink()
-        if isinstance(e, OSError) and (e.errno in _WRITE_ERRNOS or e.filename == str(tmp_path)):
+    with _guarded():
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+        except OSError as e:
             raise GGUFKitError(f"cannot write {target}: {e.strerror or e}") from None
-        raise
+        tmp_path = Path(tmp)
+        try:
+            os.close(fd)
+            umask = os.umask(0)
+            os.umask(umask)
+            os.chmod(tmp_path, 0o666 & ~umask)  # mkstemp makes 0600; give the usual file mode
+            yield tmp_path
+            os.replace(tmp_path, target)
+        except BaseException as e:
+            with contextlib.suppress(FileNotFoundError):
+                tmp_path.unlink()
+            if isinstance(e, OSError) and (e.errno in _WRITE_ERRNOS or e.filename == str(tmp_path)):
+                raise GGUFKitError(f"cannot write {target}: {e.strerror or e}") from None
+            raise

@@ -1,12 +1,11 @@
 """The ``ggufkit`` command line: each command parses options and calls one library function."""
 from __future__ import annotations
 
-import signal
 import sys
-import threading
 
 import click
 
+from ggufkit.atomic import Terminated, handle_signals, restore_signals
 from ggufkit.errors import GGUFKitError
 from ggufkit.plan import device_options
 from quant.errors import QuantError
@@ -294,14 +293,6 @@ def compare_cmd(base, files, text_file, ctx_size, chunks, fmt, plot_path, labels
         plot(rows, plot_path)
 
 
-class Terminated(BaseException):
-    """Raised in the main thread on SIGTERM, so writers clean up as on Ctrl-C (atomic_path)."""
-
-
-def _on_sigterm(signum, frame):
-    raise Terminated()
-
-
 @cli.command("warmup")
 @click.argument("what", metavar="[TYPES|MODEL]", required=False)
 @click.option("--force", is_flag=True, help="Compile again even if the kernels are cached.")
@@ -342,7 +333,7 @@ _route_notices()
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: user errors become one line on stderr and exit status 1;
     Ctrl-C exits 130 and SIGTERM 143, both after removing any partial output."""
-    old = signal.signal(signal.SIGTERM, _on_sigterm) if threading.current_thread() is threading.main_thread() else None
+    old = handle_signals()      # before any output exists (python -m ggufkit: before the imports too)
     try:
         cli.main(args=argv, standalone_mode=False)
     except click.exceptions.Abort:
@@ -364,8 +355,7 @@ def main(argv: list[str] | None = None) -> None:
         click.echo(f"error: {msg}", err=True)
         sys.exit(1)
     finally:
-        if old is not None:
-            signal.signal(signal.SIGTERM, old)
+        restore_signals(old)
 
 
 if __name__ == "__main__":
