@@ -34,8 +34,9 @@ import numpy as np
 import quant
 from ggufkit.errors import GGUFKitError
 from quant.allocate import Choice, TensorOptions, allocate, relative_error
-from quant.units import parse_size
 from quant.errors import QuantError
+from quant.recipes import IMATRIX_TYPES
+from quant.units import parse_size
 
 # types stock llama.cpp (CPU and GPU back ends) runs and llama-quantize writes, by rough bits/weight
 DEFAULT_CANDIDATES = ("IQ2_XXS", "IQ2_XS", "IQ2_S", "Q2_K", "IQ3_XXS", "IQ3_S", "Q3_K", "IQ4_XS", "IQ4_NL",
@@ -44,7 +45,6 @@ STOCK_TYPES = frozenset(DEFAULT_CANDIDATES) | {"IQ1_S", "IQ1_M", "BF16", "F32"}
 # llama.cpp's standard mixes, for the "never worse" check
 STANDARD_FTYPES = ("IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ2_M", "Q2_K", "IQ3_XXS", "IQ3_XS", "Q3_K_S", "IQ3_S", "IQ3_M",
                    "Q3_K_M", "Q3_K_L", "IQ4_XS", "Q4_0", "Q4_K_S", "Q4_K_M", "Q5_K_S", "Q5_K_M", "Q6_K", "Q8_0")
-NEEDS_IMATRIX = frozenset({"IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ3_XXS"})
 ALIGN = 32
 CACHE_VERSION = 1
 
@@ -118,7 +118,7 @@ def candidate_types(ne0: int, has_imatrix: bool, candidates: Sequence[str]) -> l
         qt = quant.get_type(c)
         if ne0 % qt.block_size:
             continue                      # K/IQ types on rows not a multiple of 256: not possible
-        if c in NEEDS_IMATRIX and not has_imatrix:
+        if c in IMATRIX_TYPES and not has_imatrix:     # llama-quantize would refuse it
             continue
         out.append(c)
     return out
@@ -129,9 +129,6 @@ def _quant_dequant(x: np.ndarray, typ: str, imrow) -> np.ndarray:
         return x
     if typ == "F16":
         return x.astype(np.float16).astype(np.float32)
-    if typ == "BF16":
-        b = (x.view(np.uint32) + 0x7FFF + ((x.view(np.uint32) >> 16) & 1)) >> 16
-        return (b << 16).astype(np.uint32).view(np.float32)
     q = quant.quantize(x, typ, imrow)
     return np.asarray(quant.dequantize(q, typ), np.float32).reshape(x.shape)
 

@@ -550,11 +550,19 @@ def fallback_type(name: str, ncols: int, target: str) -> tuple[str, str | None]:
     return ret, note + f" -> falling back to {ret}"
 
 
+# The types llama-quantize will not write without an imatrix (tensor_requires_imatrix), the one
+# "needs an imatrix" rule of the tools (quantize, the budgeted allocation). Not to be confused with
+# quant.types' QType.needs_imatrix, ggml's narrower ggml_quantize_requires_imatrix (IQ2_XXS, IQ2_XS,
+# IQ1_S): the types whose quantizer itself refuses to run without importance weights.
+IMATRIX_TYPES = frozenset({"IQ3_XXS", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ1_M", "IQ1_S"})
+
+
 def requires_imatrix(name: str, dst_type: str, ftype: str) -> bool:
-    """tensor_requires_imatrix: the lowest-bit types, and Q2_K inside a Q2_K_S file."""
+    """tensor_requires_imatrix: the IMATRIX_TYPES, and Q2_K inside a Q2_K_S file (never for the
+    token embedding or output.weight)."""
     if name in TOKEN_EMBD_NAMES or name == "output.weight":
         return False
-    if dst_type in ("IQ3_XXS", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ1_M", "IQ1_S"):
+    if dst_type in IMATRIX_TYPES:
         return True
     return dst_type == "Q2_K" and ftype == "Q2_K_S"
 
