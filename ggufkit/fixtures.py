@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+import quant
 from ggufkit.atomic import atomic_path
 from ggufkit.errors import GGUFKitError
 
@@ -253,12 +254,6 @@ def tensor_plan(config: dict) -> list[tuple[str, tuple[int, ...]]]:
 
 # --- bf16 + safetensors writing -----------------------------------------------------------------
 
-def f32_to_bf16_bits(x: np.ndarray) -> np.ndarray:
-    """float32 → bf16 bit patterns (uint16), round to nearest even (finite inputs)."""
-    u = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32)
-    return ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16)
-
-
 def _tensor_chunks(name: str, shape: tuple[int, ...], seed: int):
     """Yield float32 row chunks of one tensor's values, deterministic from (seed, name)."""
     rng = np.random.default_rng([seed, zlib.crc32(name.encode())])
@@ -334,7 +329,7 @@ def make_checkpoint(out_dir: str | os.PathLike, preset: str = "deci-tiny", seed:
                 f.write(_safetensors_header(entries))
                 for name, shape in entries:
                     for chunk in _tensor_chunks(name, shape, seed):
-                        f.write(f32_to_bf16_bits(chunk).tobytes())
+                        f.write(quant.quantize(chunk, "BF16").tobytes())     # bf16, ggml's rounding
                         bar.update(2 * chunk.size)
                     weight_map[name] = fname
 

@@ -7,6 +7,7 @@ import json
 import numpy as np
 import pytest
 
+import quant
 from ggufkit import fixtures as F
 from ggufkit.cli import main
 from tests.reference.checkpoint import bf16_bits_to_f32, load_checkpoint, read_header, shard_files
@@ -141,8 +142,9 @@ def test_bad_input_is_a_user_error(tmp_path):
 
 
 def test_bf16_round_to_nearest_even():
+    """The fixtures' bf16 (quant's BF16, ggml's rounding)."""
     x = np.array([1.0, 1 + 2**-8, 1 + 3 * 2**-8, 1 + 2**-8 + 2**-20, -2.5, 0.0], dtype=np.float32)
-    bits = F.f32_to_bf16_bits(x)
+    bits = quant.quantize(x, "BF16").view(np.uint16)
     assert bits.tolist() == [0x3F80, 0x3F80, 0x3F82, 0x3F81, 0xC020, 0x0000]
     assert np.array_equal(bf16_bits_to_f32(bits)[[0, 4, 5]], x[[0, 4, 5]])
 
