@@ -42,7 +42,7 @@ class GGUFInfo:
     arch: str
     metadata: dict          # key -> value (long arrays summarised as "[n items]")
     tensors: list[TensorRow]
-    layers: list[LayerRow] = field(default_factory=list)  # filled for per-layer (deci) models
+    layers: list[LayerRow] = field(default_factory=list)  # every arch the runtime knows
 
     @property
     def total_bytes(self) -> int:
@@ -66,7 +66,7 @@ def _value(name: str, v):
 
 
 def gguf_info(path: str | os.PathLike) -> GGUFInfo:
-    """Parse a GGUF file's metadata and tensor table (and the per-layer table for deci)."""
+    """Parse a GGUF file's metadata, tensor table and per-layer table (runtime.models' LayerSpecs)."""
     path = Path(path)
     if not path.is_file():
         raise GGUFKitError(f"file not found: {path}")
@@ -75,18 +75,21 @@ def gguf_info(path: str | os.PathLike) -> GGUFInfo:
     arch = str(md.get("general.architecture", "?"))
     tensors = [TensorRow(t.name, t.qtype, list(t.shape), t.n_bytes, t.n_elements) for t in r.tensors.values()]
     info = GGUFInfo(path, path.stat().st_size, arch, md, tensors)
-    n_layer = md.get(f"{arch}.block_count")
-    if arch == "deci" and isinstance(n_layer, int):
-        def per_layer(key: str) -> list[int]:
-            v = r.get(f"{arch}.{key}", 0)
-            return [int(x) for x in v] if hasattr(v, "__len__") else [int(v)] * n_layer
-
-        heads, kv, ff = (per_layer(k) for k in
-                         ("attention.head_count", "attention.head_count_kv", "feed_forward_length"))
-        for i in range(n_layer):
-            kind = "none" if heads[i] == 0 else "linear" if kv[i] == 0 else "gqa"
-            info.layers.append(LayerRow(i, kind, heads[i], kv[i], ff[i]))
+    info.layers = [LayerRow(i, s.attn, s.n_head, s.n_head_kv, s.n_ff) for i, s in enumerate(_layer_specs(r, arch))]
     return info
+
+
+def _layer_specs(r: GGUFReader, arch: str) -> list:
+    """The runtime's LayerSpecs of the file (its read_hparams), [] for an architecture the runtime
+    does not know or hyperparameters it refuses (info still shows the rest)."""
+    from runtime.errors import ModelError
+    from runtime.models import ARCHS
+    if arch not in ARCHS:
+        return []
+    try:
+        return list(ARCHS[arch].read_hparams(r.fields, r.tensors).layers)
+    except (ModelError, KeyError, ValueError, TypeError):
+        return []
 
 
 def _short(v) -> str:
@@ -96,7 +99,7 @@ def _short(v) -> str:
 
 
 def format_info(info: GGUFInfo) -> str:
-    """The text ``ggufkit info`` prints: metadata, tensor table, totals, per-layer table (deci)."""
+    """The text ``ggufkit info`` prints: metadata, tensor table, totals, per-layer table."""
     out = [f"file: {info.path} ({fmt_bytes(info.file_size)})", f"architecture: {info.arch}", "", "metadata:"]
     width = max((len(k) for k in info.metadata), default=0)
     for k, v in info.metadata.items():

@@ -43,10 +43,12 @@ def test_format_info(deci_q8):
     assert layer_lines[5].split() == ["5", "none", "0", "0", "none"]
 
 
-def test_llama_info_has_no_layer_table(llama_ckpt, tmp_path):
+def test_llama_info_has_a_layer_table_too(llama_ckpt, tmp_path):
     info = gguf_info(convert(llama_ckpt, tmp_path / "llama.gguf", "f16"))
-    assert info.arch == "llama" and info.layers == []
-    assert "layers:" not in format_info(info)
+    assert info.arch == "llama" and len(info.layers) == info.metadata["llama.block_count"]
+    assert {(L.attention, L.n_ff > 0) for L in info.layers} == {("gqa", True)}
+    layer_lines = format_info(info).split("layers:")[1].strip().splitlines()[1:]
+    assert layer_lines[0].split()[:2] == ["0", "gqa"] and len(layer_lines) == len(info.layers)
 
 
 def test_info_cli(deci_q8, capsys):

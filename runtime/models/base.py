@@ -1,9 +1,10 @@
 """What every architecture shares: hyperparameters as per-layer data, the KV cache, the forward skeleton.
 
-An architecture file (llama.py, deci.py, gemma3.py) supplies
-    read_hparams(fields, tensors) -> Hparams     per-layer head counts / FFN sizes / rope bases
+An architecture file (one per ``models.ARCHS`` entry: llama, deci, gemma2, gemma3, qwen2, qwen3,
+phi3, mistral3) supplies
+    read_hparams(fields, tensors) -> Hparams     one LayerSpec per layer: its kinds and shapes
     class Model(BaseModel) with block(il, x, pos, cache) -> x    one transformer layer
-and may override ``embed`` (gemma3 scales) and ``logits`` (softcapping).
+and may override ``embed`` (gemma scales) and ``logits`` (softcapping).
 
 Layers call ``self.backend(il)`` (a ``runtime.device.Backend``: CPU, or CUDA for offloaded
 layers) for every op; ``forward`` moves the activations only where two consecutive layers (or
@@ -27,20 +28,45 @@ from runtime.errors import ModelError
 MAX_LAYERS = 512                       # LLAMA_MAX_LAYERS (src/llama-hparams.h)
 
 
+ATTN_KINDS = ("none", "linear", "gqa")
+FFN_KINDS = ("none", "dense")
+
+
 @dataclass(frozen=True)
 class LayerSpec:
-    """One layer's shape. n_head == 0: no attention (DeciLM no-op); n_head > 0 and
-    n_head_kv == 0: DeciLM "linear attention" (x + W_o rmsnorm(x)); n_ff == 0: no FFN."""
+    """One layer's kinds and shape, checked on construction.
+
+    attn  "gqa"     self-attention, n_head query and n_head_kv KV heads (n_head_kv divides n_head);
+                    its KV cache is [n_ctx, n_head_kv, head_dim]
+          "linear"  DeciLM's linear attention: x + W_o rmsnorm(x), attn_output [n_embd, n_embd]
+                    (n_head as the file gives it, n_head_kv 0)
+          "none"    no attention (DeciLM no-op; n_head 0)
+    ffn   "dense"   x + W_down(act(W_gate m) * W_up m), n_ff > 0 rows
+          "none"    no FFN (n_ff 0)
+    """
+    attn: str
+    ffn: str
     n_head: int
     n_head_kv: int
     n_ff: int
     rope_base: float
     rope_scale: float = 1.0
-    window: int | None = None          # sliding-window size for SWA layers (gemma3 local layers)
+    window: int | None = None          # sliding-window size for SWA layers (gemma local layers)
+
+    def __post_init__(self):
+        ok = {"gqa": self.n_head > 0 and self.n_head_kv > 0 and self.n_head % self.n_head_kv == 0,
+              "linear": self.n_head > 0 and self.n_head_kv == 0,
+              "none": self.n_head == 0 and self.n_head_kv >= 0}.get(self.attn, False)
+        ok = ok and {"dense": self.n_ff > 0, "none": self.n_ff == 0}.get(self.ffn, False)
+        if not ok:
+            raise ModelError(f"bad layer: attention {self.attn!r} with {self.n_head}/{self.n_head_kv} heads, "
+                             f"FFN {self.ffn!r} of size {self.n_ff}")
+        if self.window is not None and self.window <= 0:
+            raise ModelError(f"bad sliding window {self.window}")
 
     @property
     def has_kv(self) -> bool:
-        return self.n_head > 0 and self.n_head_kv > 0
+        return self.attn == "gqa"
 
 
 @dataclass(frozen=True)
@@ -173,20 +199,16 @@ class BaseModel(ABC):
         want = {"output.weight": (hp.n_vocab, E), "output_norm.weight": (E,)}
         if self.rope_freqs is not None:
             want["rope_freqs.weight"] = (hp.n_rot // 2,)
-        for il, spec in enumerate(hp.layers):
+        for il, spec in enumerate(hp.layers):        # LayerSpec checked its own kinds and counts
             p = f"blk.{il}."
-            if spec.n_head < 0 or spec.n_head_kv < 0 or spec.n_ff < 0 or (spec.has_kv and spec.n_head % spec.n_head_kv):
-                raise ModelError(f"layer {il}: bad head counts {spec.n_head}/{spec.n_head_kv} or FFN size {spec.n_ff}")
-            if spec.window is not None and spec.window <= 0:
-                raise ModelError(f"layer {il}: bad sliding window {spec.window}")
-            if spec.has_kv:
+            if spec.attn == "gqa":
                 want.update({p + "attn_q.weight": (spec.n_head * hd, E), p + "attn_k.weight": (spec.n_head_kv * hd, E),
                              p + "attn_v.weight": (spec.n_head_kv * hd, E),
                              p + "attn_output.weight": (E, spec.n_head * hd),
                              p + "attn_q_norm.weight": (hd,), p + "attn_k_norm.weight": (hd,)})
-            elif spec.n_head:
+            elif spec.attn == "linear":
                 want[p + "attn_output.weight"] = (E, E)
-            if spec.n_ff:
+            if spec.ffn == "dense":
                 want.update({p + "ffn_gate.weight": (spec.n_ff, E), p + "ffn_up.weight": (self.ffn_up_rows * spec.n_ff, E),
                              p + "ffn_down.weight": (E, spec.n_ff)})
             for n in ("attn_norm", "ffn_norm", "post_attention_norm", "post_ffw_norm"):

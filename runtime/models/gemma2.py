@@ -28,7 +28,8 @@ def read_hparams(fields: dict, tensors: dict) -> Hparams:
     window = int(fields.get("gemma2.attention.sliding_window", 4096))
     base_swa = float(fields.get("gemma2.rope.freq_base_swa", c["rope_base"]))
     swa = [il % 2 < 1 for il in range(n)]
-    layers = tuple(LayerSpec(n_head, n_kv, n_ff, base_swa if s else c["rope_base"], c["rope_scale"],
+    layers = tuple(LayerSpec("gqa", "dense", n_head, n_kv, n_ff,
+                             base_swa if s else c["rope_base"], c["rope_scale"],
                              window if s else None) for s in swa)
     scale = 1.0 / math.sqrt(c["n_embd"] // n_head) if n == 46 else 1.0 / math.sqrt(c["head_dim"])
     return Hparams(arch="gemma2", n_embd=c["n_embd"], n_vocab=c["n_vocab"], n_ctx_train=c["n_ctx_train"],

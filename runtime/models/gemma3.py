@@ -42,7 +42,8 @@ def read_hparams(fields: dict, tensors: dict) -> Hparams:
     window = int(fields.get("gemma3.attention.sliding_window", 0))
     base_swa = float(fields.get("gemma3.rope.freq_base_swa", 10000.0))
     swa = swa_layers(fields, n) if window > 0 else [False] * n
-    layers = tuple(LayerSpec(n_head, n_kv, n_ff, base_swa if s else c["rope_base"], 1.0 if s else c["rope_scale"],
+    layers = tuple(LayerSpec("gqa", "dense", n_head, n_kv, n_ff,
+                             base_swa if s else c["rope_base"], 1.0 if s else c["rope_scale"],
                              window if s else None) for s in swa)
     # gemma_pytorch config: 27B (62 layers) scales by n_embd/n_head, the others by head_dim
     scale = 1.0 / math.sqrt(c["n_embd"] / n_head) if n == 62 else 1.0 / math.sqrt(c["head_dim"])

@@ -15,15 +15,24 @@ from runtime.models import rope
 from runtime.models.base import BaseModel, Hparams, LayerSpec, common, default_attn_scale, per_layer
 
 
-def read_hparams(fields: dict, tensors: dict, arch: str = "llama", rope_mode: str = "norm", **extra) -> Hparams:
+def gqa_dense(n_head: int, n_head_kv: int, n_ff: int) -> tuple[str, str]:
+    """Every llama-family layer: GQA attention and a dense FFN."""
+    return "gqa", "dense"
+
+
+def read_hparams(fields: dict, tensors: dict, arch: str = "llama", rope_mode: str = "norm",
+                 kinds=gqa_dense, **extra) -> Hparams:
     """Per-layer head counts / FFN sizes (scalars broadcast), RoPE (with yarn / longrope data);
-    ``extra`` sets further Hparams fields (qwen2, qwen3, phi3, mistral3 reuse this)."""
+    ``kinds(n_head, n_head_kv, n_ff) -> (attn, ffn)`` names each layer's kinds (deci decodes
+    them from the counts); ``extra`` sets further Hparams fields (qwen2, qwen3, phi3, mistral3
+    reuse this)."""
     c = common(fields, tensors, arch)
     n = c["n_layer"]
     heads = per_layer(fields, f"{arch}.attention.head_count", n)
     kv = per_layer(fields, f"{arch}.attention.head_count_kv", n, default=fields.get(f"{arch}.attention.head_count"))
     ff = per_layer(fields, f"{arch}.feed_forward_length", n)
-    layers = tuple(LayerSpec(h, k, f, c["rope_base"], c["rope_scale"]) for h, k, f in zip(heads, kv, ff))
+    layers = tuple(LayerSpec(*kinds(h, k, f), h, k, f, c["rope_base"], c["rope_scale"])
+                   for h, k, f in zip(heads, kv, ff))
     return Hparams(arch=arch, n_embd=c["n_embd"], n_vocab=c["n_vocab"], n_ctx_train=c["n_ctx_train"],
                    head_dim=c["head_dim"], n_rot=c["n_rot"], eps=c["eps"], rope_mode=rope_mode,
                    layers=layers, attn_scale=extra.pop("attn_scale", default_attn_scale(c["head_dim"])),
@@ -37,6 +46,8 @@ def ffn_silu(model: BaseModel, il: int, m):
 
 
 class Model(BaseModel):
+    # x f32 [n, n_embd] -> x: x += attention(rmsnorm(x)); x += ffn_silu(rmsnorm(x))
+
     def check_layer(self, il: int) -> None:
         p = f"blk.{il}."
         for t in ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"):
