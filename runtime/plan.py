@@ -89,13 +89,10 @@ class LayerCost:
 
 
 def layer_kind(spec) -> str:
-    if spec.n_head == 0:
-        attn = None
-    elif spec.n_head_kv == 0:
-        attn = "linear"
-    else:
-        attn = f"attn kv{spec.n_head_kv}" + (f" swa{spec.window}" if spec.window else "")
-    ffn = f"ffn {spec.n_ff}" if spec.n_ff else None
+    """A LayerSpec in a few words: "attn kv8 + ffn 28672", "linear + ffn 7168", "no-op", ..."""
+    attn = {"none": None, "linear": "linear",
+            "gqa": f"attn kv{spec.n_head_kv}" + (f" swa{spec.window}" if spec.window else "")}[spec.attn]
+    ffn = f"ffn {spec.n_ff}" if spec.ffn == "dense" else None
     return " + ".join(p for p in (attn, ffn) if p) or "no-op"
 
 
