@@ -405,17 +405,6 @@ def _file_weights(path: str, types: dict) -> dict:
     return {name: _rows(s, by[name]).reshape(-1, by[name].shape[0]) for name in types}
 
 
-def _mix_weights(s, types: dict, im) -> dict:
-    by = {t.name: t for t in s.tensors}
-    out = {}
-    for name, typ in types.items():
-        t = by[name]
-        ne0 = t.shape[0]
-        w = _rows(s, t)
-        out[name] = _quant_dequant(w, typ, _imatrix_row(im, name, ne0)).reshape(-1, ne0)
-    return out
-
-
 @dataclass
 class BudgetResult:
     types: dict
