@@ -257,11 +257,8 @@ def imatrix_cmd(model, text_file, out, ctx_size, chunks, output_format, in_files
     if show_statistics:
         click.echo(stats(in_files, ctx_size))
         return
-    if threads:
-        from runtime.backend import set_num_threads
-        set_num_threads(threads)
     raw, ppl = make_imatrix(model, text_file, out, ctx_size, chunks, output_format, in_files, process_output,
-                            not no_ppl, progress=True)
+                            not no_ppl, progress=True, n_threads=threads)
     if ppl is not None:
         click.echo(f"Final estimate: PPL = {ppl:.4f}")
     click.echo(f"{out}: {len(raw.sums)} entries, {raw.last_chunk} chunks")
@@ -284,10 +281,8 @@ def compare_cmd(base, files, text_file, ctx_size, chunks, fmt, plot_path, labels
     """Size, PPL, KLD, Δp, same-top-p and decode speed of quantized files against BASE, in one table."""
     from ggufkit.compare import compare, format_rows, plot
 
-    if threads:
-        from runtime.backend import set_num_threads
-        set_num_threads(threads)
-    rows = compare(base, files, text_file, ctx_size, chunks, decode_tokens, cache_dir, labels or None)
+    rows = compare(base, files, text_file, ctx_size, chunks, decode_tokens, cache_dir, labels or None,
+                   n_threads=threads)
     click.echo(format_rows(rows, fmt))
     if plot_path:
         plot(rows, plot_path)

@@ -61,7 +61,7 @@ def _digest_text(text: str) -> str:
 
 
 def base_logits(base: str, text: str, n_ctx: int, n_chunks: int, cache_dir: str | None = None,
-                progress: bool = True) -> tuple[str, float]:
+                progress: bool = True, n_threads: int | None = None) -> tuple[str, float]:
     """Path of the cached base logits file (computed if absent) and the base PPL."""
     from runtime.loader import load
     from runtime.perplexity import perplexity
@@ -73,7 +73,7 @@ def base_logits(base: str, text: str, n_ctx: int, n_chunks: int, cache_dir: str 
     meta = d / f"{key}.json"
     if path.is_file() and meta.is_file():
         return str(path), json.loads(meta.read_text())["ppl"]
-    model = load(base)
+    model = load(base, n_threads=n_threads)
     bar = _Progress("base logits") if progress else None
     with atomic_path(path) as tmp, open(tmp, "wb") as f:
         r = perplexity(model, text, n_ctx, n_chunks, logits_out=f, on_chunk=bar)
@@ -113,7 +113,7 @@ def decode_speed(model, n_gen: int = 16, reps: int = 3) -> float:
 
 def compare(base: str, files: Sequence[str], text_file: str, n_ctx: int = 512, n_chunks: int = -1,
             decode_tokens: int = 16, cache_dir: str | None = None, labels: Sequence[str] | None = None,
-            progress: bool = True) -> list[Row]:
+            progress: bool = True, n_threads: int | None = None) -> list[Row]:
     from runtime.loader import load
     from runtime.perplexity import kl_divergence, percentile, read_text_file
 
@@ -121,14 +121,14 @@ def compare(base: str, files: Sequence[str], text_file: str, n_ctx: int = 512, n
         if not os.path.isfile(f):
             raise GGUFKitError(f"{f}: no such file")
     text = read_text_file(text_file)
-    logits, ppl_base = base_logits(base, text, n_ctx, n_chunks, cache_dir, progress)
+    logits, ppl_base = base_logits(base, text, n_ctx, n_chunks, cache_dir, progress, n_threads)
     labels = list(labels) if labels else [Path(f).stem for f in files]
     if len(labels) != len(files):
         raise GGUFKitError(f"{len(labels)} labels for {len(files)} files")
     n_params = _n_params(base)
     rows = []
     size = os.path.getsize(base)
-    bm = load(base)
+    bm = load(base, n_threads=n_threads)
     rows.append(Row(base, "base", size / 2**30, size * 8 / n_params, ppl_base, 0.0, 0.0, 0.0, 0.0, 0.0, 100.0,
                     decode_speed(bm, decode_tokens) if decode_tokens else None, 0, 0))
     del bm
@@ -142,7 +142,7 @@ def compare(base: str, files: Sequence[str], text_file: str, n_ctx: int = 512, n
             rows.append(row)
             rows[0].tokens = row.tokens
             continue
-        m = load(f)
+        m = load(f, n_threads=n_threads)
         bar = _Progress(f"KLD {lab}") if progress else None
         r = kl_divergence(m, logits, on_chunk=bar)
         if bar:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Sequence
 
 import numpy as np
@@ -22,7 +21,8 @@ from quant.imatrix import RawImatrix
 
 def make_imatrix(model_path: str | None, text_file: str | None, out: str, n_ctx: int = 512, n_chunks: int = -1,
                  output_format: str = "gguf", in_files: Sequence[str] = (), process_output: bool = False,
-                 compute_ppl: bool = True, progress: bool = True) -> tuple[RawImatrix, float | None]:
+                 compute_ppl: bool = True, progress: bool = True,
+                 n_threads: int | None = None) -> tuple[RawImatrix, float | None]:
     """Collect (and/or merge) an imatrix and write it to ``out`` (GGUF or legacy .dat)."""
     if output_format not in ("gguf", "dat"):
         raise GGUFKitError(f"unknown output format '{output_format}' (gguf or dat)")
@@ -39,7 +39,7 @@ def make_imatrix(model_path: str | None, text_file: str | None, out: str, n_ctx:
         from runtime.loader import load
         from runtime.perplexity import read_text_file
 
-        model = load(model_path)
+        model = load(model_path, n_threads=n_threads)
         text = read_text_file(text_file)
         bar = None
 
@@ -170,9 +170,3 @@ def show_statistics(in_files: Sequence[str], n_ctx: int = 512) -> str:
     if not st:
         raise GGUFKitError(f"cannot compute statistics for {in_files[0]}")
     return format_statistics(st, in_files[0])
-
-
-def write_stats_json(stats: list[TensorStats], path: str | Path) -> None:
-    import json
-    Path(path).write_text(json.dumps([{k: v for k, v in t.__dict__.items() if k != "values"} for t in stats],
-                                     indent=1))

@@ -65,11 +65,11 @@ def _run_once(model, n_prompt: int, n_gen: int, rng, n_batch: int) -> float:
     return time.perf_counter_ns() - t0
 
 
-def bench_one(model, n_prompt: int, n_gen: int, reps: int = 5, n_threads: int | None = None,
+def bench_one(model, n_prompt: int, n_gen: int, reps: int = 5, n_threads: int = 1,
               n_batch: int = 512, seed: int = 0) -> BenchResult:
+    """One pp or tg test; ``n_threads`` is the count in use, for the record."""
     if reps < 1:
         raise ModelError(f"bench needs at least 1 repetition, got {reps}")
-    n_threads = B.set_num_threads(n_threads)
     rng = np.random.default_rng(seed)
     _run_once(model, n_prompt, n_gen, rng, n_batch)                 # warm-up
     ns = [_run_once(model, n_prompt, n_gen, rng, n_batch) for _ in range(reps)]
@@ -101,6 +101,7 @@ def bench(model, n_prompt: int = 512, n_gen: int = 128, reps: int = 5, n_threads
     if dev is not None:
         from runtime.plan import place_model
         place_model(model, dev, max(n_prompt, n_gen, 1), n_batch)
+    n_threads = B.set_num_threads(n_threads)     # once, for all the tests (None: all cores, as llama-bench)
     results = []
     for np_, ng in ((n_prompt, 0), (0, n_gen)):
         if np_ or ng:

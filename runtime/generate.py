@@ -12,7 +12,7 @@ is greedy (argmax after the penalty).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Iterator
 
 import numpy as np
 
@@ -131,26 +131,6 @@ def check_context(n_prompt: int, n_predict: int, n_ctx: int) -> int:
     return n_ctx
 
 
-def generate_ids(model, prompt_ids, n_predict: int, temp: float = 0.0, n_threads: int | None = None,
-                 **kw) -> list[int]:
+def generate_ids(model, prompt_ids, n_predict: int, temp: float = 0.0, **kw) -> list[int]:
     """The whole continuation as a list (greedy by default)."""
-    if n_threads:
-        B.set_num_threads(n_threads)
     return list(generate(model, prompt_ids, n_predict, SamplingParams(temp=temp, **kw)))
-
-
-def generate_text(model, prompt: str, n_predict: int, params: SamplingParams = GREEDY,
-                  on_text: Callable[[str], None] | None = None, n_threads: int | None = None,
-                  n_ctx: int | None = None) -> str:
-    """Tokenize prompt (with BOS per the GGUF), generate, stream decoded text to on_text."""
-    if n_threads:
-        B.set_num_threads(n_threads)
-    ids = model.tokenizer.encode(prompt)
-    step = model.tokenizer.stream_decoder()
-    out = []
-    for tid in generate(model, ids, n_predict, params, n_ctx=n_ctx):
-        s = step(tid)
-        out.append(s)
-        if on_text and s:
-            on_text(s)
-    return "".join(out)

@@ -11,11 +11,6 @@ from __future__ import annotations
 
 import os
 
-# OpenMP worker threads that spin while idle (libgomp's default) make every parallel kernel wait
-# for a descheduled spinner when the cores are shared: measured 1030 ms/token with 2 threads on a
-# loaded 2-core machine vs 32-49 ms passive. Set before Numba's OpenMP pool starts; overridable.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
 from quant.gguf import GGUFReader
 from runtime import backend as B
 from runtime.errors import ModelError
@@ -43,9 +38,23 @@ def prepare_kernels(qtypes) -> list[str]:
     return B._k.prepare(qtypes, notices.notify)
 
 
-def load(path: str, with_tokenizer: bool = True):
-    """Load a GGUF of arch llama, deci or gemma3 (ModelError for anything else, GGUFError for a
-    bad file)."""
+def set_threads(n_threads: int | None) -> None:
+    """The kernels' thread count, set once, when a model is loaded (``runtime.backend.set_num_threads``);
+    None leaves it as it is (all cores unless set before).
+
+    OpenMP worker threads that spin while idle (libgomp's default) make every parallel kernel wait
+    for a descheduled spinner when the cores are shared: measured 1030 ms/token with 2 threads on a
+    loaded 2-core machine vs 32-49 ms passive. So the policy is made passive here, before Numba's
+    OpenMP pool starts (overridable by setting OMP_WAIT_POLICY)."""
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    if n_threads:
+        B.set_num_threads(n_threads)
+
+
+def load(path: str, with_tokenizer: bool = True, n_threads: int | None = None):
+    """Load a GGUF of any architecture in ``runtime.models.ARCHS`` (ModelError for anything else,
+    GGUFError for a bad file), with ``n_threads`` kernel threads (``set_threads``)."""
+    set_threads(n_threads)
     if not os.path.isfile(path):
         raise ModelError(f"{path}: no such file")
     g = GGUFReader(path)

@@ -24,7 +24,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from runtime import backend as B
 from runtime.errors import ModelError
 
 LOGIT_ROWS = 32          # logits are computed this many rows at a time ([rows, n_vocab] f32)
@@ -53,10 +52,12 @@ def read_text_file(path: str) -> str:
     return text[:-1] if text.endswith("\n") else text
 
 
-def _load(model):
+def _load(model, n_threads: int | None = None):
+    """A loaded model, or the one at path ``model`` loaded with n_threads kernel threads (a model
+    loaded already keeps the count it was loaded with)."""
     if isinstance(model, str):
         from runtime.loader import load
-        return load(model)
+        return load(model, n_threads=n_threads)
     return model
 
 
@@ -116,9 +117,7 @@ def perplexity(model, text: str, n_ctx: int = 512, n_chunks: int = -1, n_batch: 
     """llama-perplexity on ``text``. ``on_chunk(i, res)`` is called with i = 0 before the first
     chunk (res.n_chunk, n_ctx, n_batch set) and with i = 1..n_chunk after each (res.chunk_ppl
     grows). ``logits_out``: a binary file that receives llama.cpp's base logits file."""
-    model = _load(model)
-    if n_threads:
-        B.set_num_threads(n_threads)
+    model = _load(model, n_threads)
     if n_ctx < 4:
         raise ModelError(f"context size {n_ctx} is too small")
     tok = model.tokenizer
@@ -287,9 +286,7 @@ def kl_divergence(model, base_file: str, n_batch: int = 2048, n_threads: int | N
     """Compare this model's logits with a base logits file (llama.cpp format) on its tokens.
 
     ``on_chunk(i, res)`` gets the running statistics after chunk i (1-based; no value arrays)."""
-    model = _load(model)
-    if n_threads:
-        B.set_num_threads(n_threads)
+    model = _load(model, n_threads)
     tok = model.tokenizer
     f, n_ctx, n_vocab, n_chunk, tokens = read_logits_header(base_file)
     if n_vocab != tok.n_vocab:

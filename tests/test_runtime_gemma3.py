@@ -21,8 +21,7 @@ WIKITEXT_HEAD = GOLDEN / "wikitext-2-test-head.txt"    # first 41 lines: chunk 1
 def gemma(gemma3_path):
     from runtime import backend as B
     from runtime.loader import load
-    m = load(str(gemma3_path))
-    B.set_num_threads(2)
+    m = load(str(gemma3_path), n_threads=2)
     yield m
     B.set_num_threads(None)
 
@@ -41,7 +40,7 @@ def test_greedy_generation_equals_llama_cpp(gemma, name, n_check):
 
     g = json.loads((GOLDEN / f"greedy-{name}.json").read_text(encoding="utf-8"))
     n = n_check or g["n"]
-    ids = generate_ids(gemma, gemma.tokenizer.encode(g["prompt"]), n, n_threads=2)
+    ids = generate_ids(gemma, gemma.tokenizer.encode(g["prompt"]), n)
     text = gemma.tokenizer.decode(ids)
     assert text == g["text"] if n == g["n"] else g["text"].startswith(text)
 
@@ -52,6 +51,6 @@ def test_perplexity_first_chunk_within_1pct_of_llama_cpp(gemma):
     from runtime.perplexity import perplexity, read_text_file
 
     g = json.loads((GOLDEN / "ppl-gemma3-q4km.json").read_text())
-    r = perplexity(gemma, read_text_file(str(WIKITEXT_HEAD)), n_ctx=g["n_ctx"], n_chunks=1, n_threads=2)
+    r = perplexity(gemma, read_text_file(str(WIKITEXT_HEAD)), n_ctx=g["n_ctx"], n_chunks=1)
     assert abs(r.chunk_ppl[0] - g["chunks"][0]) / g["chunks"][0] < 0.01
     assert abs(r.chunk_ppl[0] - g["fa_off"]["chunks"][0]) / g["fa_off"]["chunks"][0] < 0.01

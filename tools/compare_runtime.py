@@ -195,8 +195,8 @@ def cmd_greedy(model: Path, name: str, prompt: str, n: int, threads: int, write:
     from runtime.loader import load
 
     ref = llama_greedy(model, prompt, n)
-    m = load(str(model))
-    ours_ids = generate_ids(m, m.tokenizer.encode(prompt), n, temp=0.0, n_threads=threads)
+    m = load(str(model), n_threads=threads)
+    ours_ids = generate_ids(m, m.tokenizer.encode(prompt), n, temp=0.0)
     ours = m.tokenizer.decode(ours_ids)
     k = next((i for i, (a, b) in enumerate(zip(ref, ours)) if a != b), min(len(ref), len(ours)))
     print(f"greedy {name}: {'equal' if ref == ours else f'first {k} characters equal'}\n"

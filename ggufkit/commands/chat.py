@@ -5,7 +5,6 @@ import json
 import sys
 
 from ggufkit.errors import GGUFKitError
-from runtime import backend as B
 from runtime.chat import THINK_CLOSE, THINK_OPEN, ChatSession
 from runtime.generate import GREEDY, SamplingParams
 
@@ -59,10 +58,8 @@ def chat_loop(model_path: str, system: str | None = None, reasoning: str | None 
 
     stdin, stdout = stdin or sys.stdin, stdout or sys.stdout
     tools = read_tools(tools_file)
-    model = load(model_path)
+    model = load(model_path, n_threads=n_threads)
     place_model(model, dev, n_ctx)
-    if n_threads:
-        B.set_num_threads(n_threads)
     session = ChatSession(model, system, reasoning, tools, params, n_ctx, max_tokens)
     tty = hasattr(stdout, "isatty") and stdout.isatty()
     try:

@@ -5,7 +5,6 @@ import sys
 import time
 
 from ggufkit.errors import GGUFKitError
-from runtime import backend as B
 from runtime.errors import ModelError
 from runtime.generate import DEFAULT_CTX, GREEDY, SamplingParams, check_context, generate
 
@@ -26,9 +25,7 @@ def run(model_path: str, prompt: str, n_predict: int, params: SamplingParams = G
     if n_ctx is not None and n_ctx < 1:
         raise GGUFKitError(f"-c {n_ctx}: the context size must be positive")
     out = out or sys.stdout
-    model = load(model_path)
-    if n_threads:
-        B.set_num_threads(n_threads)
+    model = load(model_path, n_threads=n_threads)
     ids = model.tokenizer.encode(prompt)
     if not n_ctx:
         n_ctx = len(ids) + n_predict if n_predict >= 0 else DEFAULT_CTX
