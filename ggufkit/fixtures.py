@@ -100,71 +100,41 @@ DECI_TINY_BLOCKS = [
 ]
 
 
+# config.json keys every llama-family fixture shares, as transformers 4.45 saves a LlamaConfig
+_LLAMA_KEYS = {
+    "attention_bias": False, "attention_dropout": 0.0, "bos_token_id": BOS_ID, "hidden_act": "silu",
+    "initializer_range": 0.02, "mlp_bias": False, "pretraining_tp": 1, "rms_norm_eps": 1e-05,
+    "rope_theta": 500000.0, "tie_word_embeddings": False, "torch_dtype": "bfloat16",
+    "transformers_version": "4.45.1", "use_cache": True, "vocab_size": VOCAB,
+}
+
+
+def _hf_config(**keys) -> dict:
+    """A llama-family config.json: the shared keys and ``keys``, sorted as save_pretrained writes them."""
+    c = {**_LLAMA_KEYS, "eos_token_id": list(EOS_IDS), "rope_scaling": dict(LLAMA3_ROPE_SCALING), **keys}
+    return dict(sorted(c.items()))
+
+
 def _deci_config(hidden: int, n_heads: int, blocks: list, max_pos: int) -> dict:
-    return {
-        "_name_or_path": "ggufkit-fixture",
-        "architectures": ["DeciLMForCausalLM"],
-        "attention_bias": False,
-        "attention_dropout": 0.0,
-        "auto_map": {  # real checkpoints point at remote code; ggufkit must never run it
+    return _hf_config(
+        _name_or_path="ggufkit-fixture",
+        architectures=["DeciLMForCausalLM"],
+        auto_map={  # real checkpoints point at remote code; ggufkit must never run it
             "AutoConfig": "configuration_decilm.DeciLMConfig",
             "AutoModelForCausalLM": "modeling_decilm.DeciLMForCausalLM",
         },
-        "block_configs": [
-            {"attention": attention_entry(kind, g), "ffn": ffn_entry(mult)} for kind, g, mult in blocks
-        ],
-        "bos_token_id": BOS_ID,
-        "eos_token_id": list(EOS_IDS),
-        "hidden_act": "silu",
-        "hidden_size": hidden,
-        "initializer_range": 0.02,
-        "intermediate_size": None,
-        "max_position_embeddings": max_pos,
-        "mlp_bias": False,
-        "model_type": "nemotron-nas",
-        "num_attention_heads": n_heads,
-        "num_hidden_layers": len(blocks),
-        "num_key_value_heads": None,
-        "pretraining_tp": 1,
-        "rms_norm_eps": 1e-05,
-        "rope_scaling": dict(LLAMA3_ROPE_SCALING),
-        "rope_theta": 500000.0,
-        "tie_word_embeddings": False,
-        "torch_dtype": "bfloat16",
-        "transformers_version": "4.45.1",
-        "use_cache": True,
-        "vocab_size": VOCAB,
-    }
+        block_configs=[{"attention": attention_entry(kind, g), "ffn": ffn_entry(mult)} for kind, g, mult in blocks],
+        hidden_size=hidden, intermediate_size=None, max_position_embeddings=max_pos, model_type="nemotron-nas",
+        num_attention_heads=n_heads, num_hidden_layers=len(blocks), num_key_value_heads=None,
+    )
 
 
 def _llama_config(hidden: int, n_layers: int, n_heads: int, n_kv: int, ffn: int) -> dict:
-    return {
-        "architectures": ["LlamaForCausalLM"],
-        "attention_bias": False,
-        "attention_dropout": 0.0,
-        "bos_token_id": BOS_ID,
-        "eos_token_id": list(EOS_IDS),
-        "head_dim": hidden // n_heads,
-        "hidden_act": "silu",
-        "hidden_size": hidden,
-        "initializer_range": 0.02,
-        "intermediate_size": ffn,
-        "max_position_embeddings": 4096,
-        "mlp_bias": False,
-        "model_type": "llama",
-        "num_attention_heads": n_heads,
-        "num_hidden_layers": n_layers,
-        "num_key_value_heads": n_kv,
-        "pretraining_tp": 1,
-        "rms_norm_eps": 1e-05,
-        "rope_scaling": dict(LLAMA3_ROPE_SCALING),
-        "rope_theta": 500000.0,
-        "tie_word_embeddings": False,
-        "torch_dtype": "bfloat16",
-        "transformers_version": "4.45.1",
-        "use_cache": True,
-        "vocab_size": VOCAB,
-    }
+    return _hf_config(
+        architectures=["LlamaForCausalLM"], head_dim=hidden // n_heads, hidden_size=hidden, intermediate_size=ffn,
+        max_position_embeddings=4096, model_type="llama", num_attention_heads=n_heads, num_hidden_layers=n_layers,
+        num_key_value_heads=n_kv,
+    )
 
 
 def _qwen_config(arch: str) -> dict:

@@ -15,7 +15,7 @@ table in ``quant.types``.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Callable, Sequence
 
 from quant.errors import QuantError

@@ -48,17 +48,13 @@ def compute_imatrix(model, text: str, n_ctx: int = 512, n_chunks: int = -1, raw:
     """Run ``text`` through ``model`` in chunks of n_ctx tokens, collecting activations.
 
     Returns (raw imatrix, final PPL or None). ``on_chunk(i, n_chunk, running_ppl)`` after each chunk."""
-    from runtime.perplexity import _nll, _rows_logits
+    from runtime.perplexity import _nll, _rows_logits, chunks
 
     if n_ctx < 16:
         raise ModelError(f"context size {n_ctx} is too small for imatrix (at least 16)")
     tok = model.tokenizer
-    tokens = np.asarray(tok.encode(text, add_special=True), dtype=np.int32)
-    if len(tokens) < 2 * n_ctx:
-        raise ModelError(f"you need at least {2 * n_ctx} tokens for a context of {n_ctx} tokens; "
-                         f"the text tokenizes to only {len(tokens)} tokens")
-    n_chunk_max = len(tokens) // n_ctx
-    n_chunk = n_chunk_max if n_chunks is None or n_chunks < 0 else min(n_chunks, n_chunk_max)
+    _, windows = chunks(tok, text, n_ctx, n_chunks, f"for a context of {n_ctx} tokens")
+    n_chunk = len(windows)
     raw = raw if raw is not None else RawImatrix(chunk_size=n_ctx)
     raw.chunk_size = n_ctx
     first = n_ctx // 2
@@ -67,10 +63,7 @@ def compute_imatrix(model, text: str, n_ctx: int = 512, n_chunks: int = -1, raw:
     ppl = None
     has_output = process_output and "output.weight" in model.w.mats
     with Collector(raw):
-        for i in range(n_chunk):
-            chunk = tokens[i * n_ctx:(i + 1) * n_ctx].copy()
-            if tok.add_bos:
-                chunk[0] = tok.bos
+        for i, chunk in enumerate(windows):
             cache = model.new_cache(n_ctx, cache_dtype)
             if has_output:        # llama-imatrix asks for every row's logits: output.weight sees them all
                 h = model.forward(chunk, cache)

@@ -111,6 +111,26 @@ def _quantized_log_probs(logits: np.ndarray) -> np.ndarray:
     return out
 
 
+def chunks(tok, text: str, n_ctx: int, n_chunks: int | None, need: str) -> tuple[np.ndarray, list[np.ndarray]]:
+    """The text's tokens (with BOS as the tokenizer adds it) and its first ``n_chunks`` (None or < 0:
+    all) windows of n_ctx tokens, each starting with BOS when the tokenizer adds one, as
+    llama-perplexity and llama-imatrix cut them. A text of fewer than 2 n_ctx tokens is refused:
+    "you need at least 2 n_ctx tokens <need>"."""
+    tokens = np.asarray(tok.encode(text, add_special=True), dtype=np.int32)
+    if len(tokens) < 2 * n_ctx:
+        raise ModelError(f"you need at least {2 * n_ctx} tokens {need}; the text tokenizes to only "
+                         f"{len(tokens)} tokens")
+    n_chunk_max = len(tokens) // n_ctx
+    n_chunk = n_chunk_max if n_chunks is None or n_chunks < 0 else min(n_chunks, n_chunk_max)
+    out = []
+    for i in range(n_chunk):
+        chunk = tokens[i * n_ctx:(i + 1) * n_ctx].copy()
+        if tok.add_bos:
+            chunk[0] = tok.bos
+        out.append(chunk)
+    return tokens, out
+
+
 def perplexity(model, text: str, n_ctx: int = 512, n_chunks: int = -1, n_batch: int = 2048,
                n_threads: int | None = None, logits_out=None, on_chunk=None,
                cache_dtype=np.float16) -> PPLResult:
@@ -123,12 +143,8 @@ def perplexity(model, text: str, n_ctx: int = 512, n_chunks: int = -1, n_batch: 
     tok = model.tokenizer
     if tok.add_eos:
         raise ModelError("perplexity needs a tokenizer that does not append EOS")
-    tokens = np.asarray(tok.encode(text, add_special=True), dtype=np.int32)
-    if len(tokens) < 2 * n_ctx:
-        raise ModelError(f"you need at least {2 * n_ctx} tokens to evaluate perplexity with a context of "
-                         f"{n_ctx}; the text tokenizes to only {len(tokens)} tokens")
-    n_chunk_max = len(tokens) // n_ctx
-    n_chunk = n_chunk_max if n_chunks is None or n_chunks < 0 else min(n_chunks, n_chunk_max)
+    tokens, windows = chunks(tok, text, n_ctx, n_chunks, f"to evaluate perplexity with a context of {n_ctx}")
+    n_chunk = len(windows)
     if n_chunk < 1:
         raise ModelError("no chunks to evaluate (the chunk count is 0)")
     n_batch = min(n_batch, n_ctx) if n_batch and n_batch > 0 else n_ctx
@@ -140,10 +156,7 @@ def perplexity(model, text: str, n_ctx: int = 512, n_chunks: int = -1, n_batch: 
         write_logits_header(logits_out, n_ctx, tok.n_vocab, n_chunk, tokens[:n_chunk * n_ctx])
     nll = nll2 = 0.0
     count = 0
-    for i in range(n_chunk):
-        chunk = tokens[i * n_ctx:(i + 1) * n_ctx].copy()
-        if tok.add_bos:
-            chunk[0] = tok.bos
+    for i, chunk in enumerate(windows):
         h = _chunk_hidden(model, chunk, first, n_batch, cache_dtype)
         targets = chunk[first + 1:]
         for r, lg in _rows_logits(model, h):

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 
 from runtime.models import gemma3
-from runtime.models.base import BaseModel, Hparams, LayerSpec, common
+from runtime.models.base import Hparams, LayerSpec, common
 
 
 def read_hparams(fields: dict, tensors: dict) -> Hparams:
@@ -39,16 +39,5 @@ def read_hparams(fields: dict, tensors: dict) -> Hparams:
                    attn_softcap=float(fields.get("gemma2.attn_logit_softcapping", 0.0)))
 
 
-class Model(BaseModel):
-    def check_layer(self, il: int) -> None:
-        p = f"blk.{il}."
-        for t in ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"):
-            self.w.mat(p + t + ".weight")
-        for t in ("attn_norm", "post_attention_norm", "ffn_norm", "post_ffw_norm"):
-            self.w.vec(p + t + ".weight")
-
-    def block(self, il, x, pos, cache):
-        p, eps, w, be = f"blk.{il}.", self.hp.eps, self.w, self.backend(il)
-        a = self.attention(il, be.rms_norm(x, w.vec(p + "attn_norm.weight"), eps), pos, cache)
-        x = be.add(x, be.rms_norm(a, w.vec(p + "post_attention_norm.weight"), eps))
-        return be.add(x, gemma3.ffn_post_normed(self, il, x))
+class Model(gemma3.Model):
+    qk_norm = False     # the layer of gemma3 without its per-head Q/K norms

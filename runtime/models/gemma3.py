@@ -54,17 +54,21 @@ def read_hparams(fields: dict, tensors: dict) -> Hparams:
 
 
 class Model(BaseModel):
+    qk_norm = True      # per-head RMS norms of Q and K (attn_q_norm, attn_k_norm [head_dim]); gemma2: none
+
     def check_layer(self, il: int) -> None:
         p = f"blk.{il}."
         for t in ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"):
             self.w.mat(p + t + ".weight")
-        for t in ("attn_norm", "attn_q_norm", "attn_k_norm", "post_attention_norm", "ffn_norm", "post_ffw_norm"):
+        qk = ("attn_q_norm", "attn_k_norm") if self.qk_norm else ()
+        for t in ("attn_norm",) + qk + ("post_attention_norm", "ffn_norm", "post_ffw_norm"):
             self.w.vec(p + t + ".weight")
 
     def block(self, il, x, pos, cache):
+        """x f32 [n, n_embd] -> x, as the module docstring."""
         p, eps, w, be = f"blk.{il}.", self.hp.eps, self.w, self.backend(il)
-        a = self.attention(il, be.rms_norm(x, w.vec(p + "attn_norm.weight"), eps), pos, cache,
-                           q_norm=w.vec(p + "attn_q_norm.weight"), k_norm=w.vec(p + "attn_k_norm.weight"))
+        qk = dict(q_norm=w.vec(p + "attn_q_norm.weight"), k_norm=w.vec(p + "attn_k_norm.weight")) if self.qk_norm else {}
+        a = self.attention(il, be.rms_norm(x, w.vec(p + "attn_norm.weight"), eps), pos, cache, **qk)
         x = be.add(x, be.rms_norm(a, w.vec(p + "post_attention_norm.weight"), eps))
         return be.add(x, ffn_post_normed(self, il, x))
 
