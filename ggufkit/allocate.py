@@ -245,17 +245,10 @@ def _ref_type(tm: TensorMeasure) -> str:
 
 
 def probe_tokens(model, text: str, n_seq: int, seq_len: int) -> list[np.ndarray]:
-    tok = model.tokenizer
-    ids = np.asarray(tok.encode(text, add_special=True), np.int32)
-    if len(ids) < n_seq * seq_len:
-        raise GGUFKitError(f"the calibration text has {len(ids)} tokens, {n_seq * seq_len} needed")
-    seqs = []
-    for i in range(n_seq):
-        c = ids[i * seq_len:(i + 1) * seq_len].copy()
-        if tok.add_bos:
-            c[0] = tok.bos
-        seqs.append(c)
-    return seqs
+    """n_seq windows of seq_len tokens of the calibration text (``runtime.perplexity.chunks``)."""
+    from runtime.perplexity import chunks
+    return chunks(model.tokenizer, text, seq_len, n_seq, f"in the calibration text for {n_seq} sequences "
+                  f"of {seq_len}", min_tokens=n_seq * seq_len)[1]
 
 
 _ATTN = ("attn_q", "attn_k", "attn_v", "attn_qkv", "attn_output", "attn_q_a", "attn_q_b", "attn_kv_a_mqa",

@@ -111,14 +111,16 @@ def _quantized_log_probs(logits: np.ndarray) -> np.ndarray:
     return out
 
 
-def chunks(tok, text: str, n_ctx: int, n_chunks: int | None, need: str) -> tuple[np.ndarray, list[np.ndarray]]:
+def chunks(tok, text: str, n_ctx: int, n_chunks: int | None, need: str,
+           min_tokens: int | None = None) -> tuple[np.ndarray, list[np.ndarray]]:
     """The text's tokens (with BOS as the tokenizer adds it) and its first ``n_chunks`` (None or < 0:
     all) windows of n_ctx tokens, each starting with BOS when the tokenizer adds one, as
-    llama-perplexity and llama-imatrix cut them. A text of fewer than 2 n_ctx tokens is refused:
-    "you need at least 2 n_ctx tokens <need>"."""
+    llama-perplexity and llama-imatrix cut them. A text of fewer than ``min_tokens`` (default
+    2 n_ctx) tokens is refused: "you need at least <min_tokens> tokens <need>; ..."."""
     tokens = np.asarray(tok.encode(text, add_special=True), dtype=np.int32)
-    if len(tokens) < 2 * n_ctx:
-        raise ModelError(f"you need at least {2 * n_ctx} tokens {need}; the text tokenizes to only "
+    min_tokens = 2 * n_ctx if min_tokens is None else min_tokens
+    if len(tokens) < min_tokens:
+        raise ModelError(f"you need at least {min_tokens} tokens {need}; the text tokenizes to only "
                          f"{len(tokens)} tokens")
     n_chunk_max = len(tokens) // n_ctx
     n_chunk = n_chunk_max if n_chunks is None or n_chunks < 0 else min(n_chunks, n_chunk_max)
