@@ -47,6 +47,13 @@ def restore_signals(old: dict) -> None:
         signal.signal(sig, handler)
 
 
+def ignore_late_sigterm() -> None:
+    """For a program whose command has finished (its output complete): a SIGTERM during the
+    interpreter's teardown is ignored rather than killing it by the default handler."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+
+
 @contextlib.contextmanager
 def _guarded() -> Iterator[None]:
     """The handlers of ``handle_signals`` for the duration, unless SIGTERM is handled already."""

@@ -5,7 +5,7 @@ import sys
 
 import click
 
-from ggufkit.atomic import Terminated, handle_signals, restore_signals
+from ggufkit.atomic import Terminated, handle_signals, ignore_late_sigterm, restore_signals
 from ggufkit.errors import GGUFKitError
 from ggufkit.plan import device_options
 from quant.errors import QuantError
@@ -327,7 +327,8 @@ _route_notices()
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point: user errors become one line on stderr and exit status 1;
-    Ctrl-C exits 130 and SIGTERM 143, both after removing any partial output."""
+    Ctrl-C exits 130 and SIGTERM 143, both after removing any partial output. Called with
+    ``argv`` (in-process use) it restores the previous signal handlers on return."""
     old = handle_signals()      # before any output exists (python -m ggufkit: before the imports too)
     try:
         cli.main(args=argv, standalone_mode=False)
@@ -350,7 +351,10 @@ def main(argv: list[str] | None = None) -> None:
         click.echo(f"error: {msg}", err=True)
         sys.exit(1)
     finally:
-        restore_signals(old)
+        if argv is None:            # the program itself (console script, python -m ggufkit)
+            ignore_late_sigterm()
+        else:
+            restore_signals(old)
 
 
 if __name__ == "__main__":
