@@ -40,14 +40,14 @@ def read_hparams(fields: dict, tensors: dict, arch: str = "llama", rope_mode: st
 
 
 def ffn_silu(model: BaseModel, il: int, m):
+    """W_down(silu(W_gate m) * W_up m): m [n, n_embd] -> [n, n_embd] (through [n, n_ff])."""
     p, w, be = f"blk.{il}.", model.w, model.backend(il)
-    return be.matmul(w.mat(p + "ffn_down.weight"),
-                     be.swiglu(be.matmul(w.mat(p + "ffn_gate.weight"), m), be.matmul(w.mat(p + "ffn_up.weight"), m)))
+    gate = be.matmul(w.mat(p + "ffn_gate.weight"), m)             # [n, n_ff]
+    up = be.matmul(w.mat(p + "ffn_up.weight"), m)                 # [n, n_ff]
+    return be.matmul(w.mat(p + "ffn_down.weight"), be.swiglu(gate, up))
 
 
 class Model(BaseModel):
-    # x f32 [n, n_embd] -> x: x += attention(rmsnorm(x)); x += ffn_silu(rmsnorm(x))
-
     def check_layer(self, il: int) -> None:
         p = f"blk.{il}."
         for t in ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"):
@@ -55,6 +55,9 @@ class Model(BaseModel):
         self.w.vec(p + "attn_norm.weight"), self.w.vec(p + "ffn_norm.weight")
 
     def block(self, il, x, pos, cache):
+        """x f32 [n, n_embd] -> x: x += attention(rmsnorm(x)), x += ffn(rmsnorm(x)) (the module docstring)."""
         p, eps, be = f"blk.{il}.", self.hp.eps, self.backend(il)
-        x = be.add(x, self.attention(il, be.rms_norm(x, self.w.vec(p + "attn_norm.weight"), eps), pos, cache))
-        return be.add(x, ffn_silu(self, il, be.rms_norm(x, self.w.vec(p + "ffn_norm.weight"), eps)))
+        n = be.rms_norm(x, self.w.vec(p + "attn_norm.weight"), eps)
+        x = be.add(x, self.attention(il, n, pos, cache))
+        m = be.rms_norm(x, self.w.vec(p + "ffn_norm.weight"), eps)
+        return be.add(x, ffn_silu(self, il, m))
