@@ -22,26 +22,26 @@ def perplexity_file(model_path: str, text_file: str | None, n_ctx: int = 512, n_
     if kl_divergence_mode:
         if not kl_base_file:
             raise GGUFKitError("--kl-divergence needs --kl-divergence-base FILE (the base logits)")
-        model = load(model_path)
+        model = load(model_path, n_threads=n_threads)
         f, base_ctx, *_ = read_logits_header(kl_base_file)      # its n_ctx sizes the KV cache
         f.close()
         place_model(model, dev, base_ctx, min(n_batch, base_ctx) if n_batch else base_ctx)
         say(KLD_HEADER)
-        r = kl_divergence(model, kl_base_file, n_batch, n_threads, on_chunk=lambda i, r: say(kld_line(i, r)))
+        r = kl_divergence(model, kl_base_file, n_batch, on_chunk=lambda i, r: say(kld_line(i, r)))
         say(kld_summary(r))
         return r
     if not text_file:
         raise GGUFKitError("perplexity needs a text file (-f)")
     if kl_base_file:
         check_output(kl_base_file)
-    model = load(model_path)
+    model = load(model_path, n_threads=n_threads)
     place_model(model, dev, n_ctx, min(n_batch, n_ctx) if n_batch else n_ctx)
     text = read_text_file(text_file)
     if not kl_base_file:
-        r = perplexity(model, text, n_ctx, n_chunks, n_batch, n_threads, on_chunk=_printer(say))
+        r = perplexity(model, text, n_ctx, n_chunks, n_batch, on_chunk=_printer(say))
     else:
         with atomic_path(kl_base_file) as tmp, open(tmp, "wb") as f:
-            r = perplexity(model, text, n_ctx, n_chunks, n_batch, n_threads, logits_out=f, on_chunk=_printer(say))
+            r = perplexity(model, text, n_ctx, n_chunks, n_batch, logits_out=f, on_chunk=_printer(say))
     say(f"\nFinal estimate: PPL = {r.ppl:.4f} +/- {r.err:.5f}\n")
     return r
 
