@@ -22,9 +22,7 @@ from runtime.models.base import Hparams, LayerSpec, common
 def read_hparams(fields: dict, tensors: dict) -> Hparams:
     c = common(fields, tensors, "gemma2")
     n = c["n_layer"]
-    n_head = int(fields["gemma2.attention.head_count"])
-    n_kv = int(fields.get("gemma2.attention.head_count_kv", n_head))
-    n_ff = int(fields["gemma2.feed_forward_length"])
+    n_head, n_kv, n_ff = gemma3.head_counts(fields, "gemma2")
     window = int(fields.get("gemma2.attention.sliding_window", 4096))
     base_swa = float(fields.get("gemma2.rope.freq_base_swa", c["rope_base"]))
     swa = [il % 2 < 1 for il in range(n)]

@@ -33,12 +33,16 @@ def swa_layers(fields: dict, n_layer: int) -> list[bool]:
     return [period == 0 or (il % period < period - 1) for il in range(n_layer)]
 
 
+def head_counts(fields: dict, arch: str) -> tuple[int, int, int]:
+    """(n_head, n_head_kv, n_ff), the same for every layer (gemma2, gemma3)."""
+    n_head = int(fields[f"{arch}.attention.head_count"])
+    return n_head, int(fields.get(f"{arch}.attention.head_count_kv", n_head)), int(fields[f"{arch}.feed_forward_length"])
+
+
 def read_hparams(fields: dict, tensors: dict) -> Hparams:
     c = common(fields, tensors, "gemma3")
     n = c["n_layer"]
-    n_head = int(fields["gemma3.attention.head_count"])
-    n_kv = int(fields.get("gemma3.attention.head_count_kv", n_head))
-    n_ff = int(fields["gemma3.feed_forward_length"])
+    n_head, n_kv, n_ff = head_counts(fields, "gemma3")
     window = int(fields.get("gemma3.attention.sliding_window", 0))
     base_swa = float(fields.get("gemma3.rope.freq_base_swa", 10000.0))
     swa = swa_layers(fields, n) if window > 0 else [False] * n
