@@ -2,9 +2,10 @@
 renamed on success. The one atomic writer of the project (every command that writes uses it).
 
 Signals: SIGTERM raises ``Terminated`` and Ctrl-C ``KeyboardInterrupt`` in the main thread, so the
-temp file is removed on the way out. ``ggufkit.cli.main`` (and ``python -m ggufkit`` before any
-heavy import) installs the handlers with ``handle_signals``; ``atomic_path`` installs them too for
-as long as its temp file exists, when no one else did, so no output ever exists unguarded."""
+temp file is removed on the way out. The program's entry (``ggufkit.__main__``, before any heavy
+import) and ``ggufkit.cli.main`` install the handlers with ``handle_signals``; ``atomic_path``
+installs them too for as long as its temp file exists, when no one else did, and holds a SIGTERM
+back while it creates the temp file, so no output ever exists unguarded."""
 from __future__ import annotations
 
 import contextlib
@@ -27,8 +28,24 @@ class Terminated(BaseException):
     """Raised in the main thread on SIGTERM, so writers clean up as on Ctrl-C (atomic_path)."""
 
 
+_held = {"hold": False, "pending": False}     # atomic_path's few lines between mkstemp and its try
+
+
 def _on_sigterm(signum, frame):
+    if _held["hold"]:
+        _held["pending"] = True
+        return
     raise Terminated()
+
+
+def _hold_sigterm(hold: bool) -> None:
+    """Hold a SIGTERM back (True), or let a held one go now as Terminated (False); main thread only."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    _held["hold"] = hold
+    if not hold and _held["pending"]:
+        _held["pending"] = False
+        raise Terminated()
 
 
 def handle_signals() -> dict:
@@ -96,13 +113,18 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     """
     target = check_output(target)
     with _guarded():
+        _hold_sigterm(True)
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
             fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
-        except OSError as e:
-            raise GGUFKitError(f"cannot write {target}: {e.strerror or e}") from None
+        except BaseException as e:
+            _hold_sigterm(False)
+            if isinstance(e, OSError):
+                raise GGUFKitError(f"cannot write {target}: {e.strerror or e}") from None
+            raise
         tmp_path = Path(tmp)
         try:
+            _hold_sigterm(False)            # a SIGTERM that came meanwhile is raised here, and cleaned up
             os.close(fd)
             umask = os.umask(0)
             os.umask(umask)

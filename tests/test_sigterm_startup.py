@@ -60,3 +60,23 @@ def test_sigterm_during_startup_exits_143_and_leaves_no_temp(tmp_path):
             assert (out_dir / "o.gguf").read_bytes() == whole, delay
         seen.add(p.returncode)
     assert 143 in seen                        # the signals did land during the work
+
+
+def test_sigterm_while_the_temp_file_is_created_is_cleaned_up(tmp_path, monkeypatch):
+    """A SIGTERM that lands between mkstemp and atomic_path's cleanup is held back, then raised."""
+    import tempfile
+
+    import ggufkit.atomic as A
+    real = tempfile.mkstemp
+
+    def mkstemp_then_sigterm(*a, **k):
+        r = real(*a, **k)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return r
+
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp_then_sigterm)
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(A.Terminated):
+        with A.atomic_path(tmp_path / "o.bin"):
+            raise AssertionError("the body must not run")
+    assert list(tmp_path.iterdir()) == [] and signal.getsignal(signal.SIGTERM) == before
