@@ -30,22 +30,26 @@ from __future__ import annotations
 
 import numpy as np
 
-from quant.types import TYPES, get_type, vec_dot_type
+from quant.types import KERNEL_TYPES, TYPES, get_type, vec_dot_type
 from runtime.cuda.module import CudaError, load
 from runtime.cuda.ops import _workspace
 
 SOURCE = "quants"
 THREADS = 128              # MMVQ_THREADS / DEQ_THREADS in quants.cu: CTAs of 4 warps
 MATVEC_MAX_TOKENS = 8      # MMVQ_MAXT
-Q8_1_BYTES = 36            # block_q8_1: d:2 s:2 qs:32
 TILE_BYTES = 32 << 20      # f16 bytes of one dequantized weight tile
 
-FLOAT_TYPES = ("F32", "F16", "BF16")
-# ggml type name -> kernel suffix in quants.cu (QK_BLOCK_TYPES)
-BLOCK_TYPES = ("Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K",
-               "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ3_XXS", "IQ3_S", "IQ1_S", "IQ1_M", "IQ4_NL", "IQ4_XS",
-               "TQ1_0", "TQ2_0", "MXFP4", "NVFP4", "Q1_0", "Q2_0")
-TYPES_SUPPORTED = FLOAT_TYPES + BLOCK_TYPES
+# The activation blocks the int8 kernels read: ggml's block_q8_1 {d:2 s:2 qs:32}, or the
+# CPU-exact blocks {d:4 (f32) qs:32} of quantize_act_cpu, of the same size (quants.cu's ACT_BYTES)
+ACT_BLOCK = TYPES["Q8_1"].block_size
+Q8_1_BYTES = TYPES["Q8_1"].type_size
+
+# Every type with a runtime kernel (quant/types.py's kernel column), by kernel suffix
+# name.lower(): quants.cu instantiates mmv_/dequant_ for FLOAT_TYPES (its QK_FLOAT_TYPES list)
+# and mmvq_/dequant_ for BLOCK_TYPES (QK_BLOCK_TYPES); tests/test_cuda_quant.py checks the lists.
+TYPES_SUPPORTED = KERNEL_TYPES
+FLOAT_TYPES = tuple(n for n in KERNEL_TYPES if not TYPES[n].is_quantized)
+BLOCK_TYPES = tuple(n for n in KERNEL_TYPES if TYPES[n].is_quantized)
 ACT_MODES = ("q8_1", "cpu")
 # "cpu" by default: decode costs the same either way, and the results then equal the CPU
 # backend's up to float summation order (perplexity within 1e-4 of it); "q8_1" is ggml-cuda's
@@ -81,45 +85,50 @@ def _flat_u8(w):
     return w.reshape(-1).view(np.uint8) if w.dtype != np.uint8 else w.reshape(-1)
 
 
+def act_row_bytes(n_in: int) -> int:
+    """Bytes of one token's activation blocks (q8_1 or CPU-exact)."""
+    return n_in // ACT_BLOCK * Q8_1_BYTES
+
+
 def quantize_q8_1(x, out=None):
-    """x f32[n_tok, n_in] (n_in % 32 == 0) -> u8[n_tok, n_in / 32 * 36] q8_1 blocks."""
+    """x f32[n_tok, n_in] (n_in % 32 == 0) -> u8[n_tok, act_row_bytes(n_in)] q8_1 blocks."""
     xp = _xp(x)
     x = xp.ascontiguousarray(x, dtype=np.float32)
     n_tok, n_in = x.shape
-    if n_in % 32:
-        raise CudaError(f"q8_1: row length {n_in} is not a multiple of 32")
-    nb = n_tok * n_in // 32
+    if n_in % ACT_BLOCK:
+        raise CudaError(f"q8_1: row length {n_in} is not a multiple of {ACT_BLOCK}")
+    nb = n_tok * n_in // ACT_BLOCK
     if out is None:
-        out = xp.empty((n_tok, n_in // 32 * Q8_1_BYTES), np.uint8)
+        out = xp.empty((n_tok, act_row_bytes(n_in)), np.uint8)
     if nb:
         _fn("quantize_q8_1", x)(((nb + 3) // 4,), (THREADS,), (x, out, np.int32(nb)))
     return out
 
 
 def quantize_act_cpu(x, vtype: str, out=None):
-    """x f32[n_tok, n_in] -> u8[n_tok, n_in / 32 * 36] blocks {d:4 (f32) qs:32}: the activations
+    """x f32[n_tok, n_in] -> u8[n_tok, act_row_bytes(n_in)] blocks {d:4 (f32) qs:32}: the activations
     exactly as ggml-cpu quantizes them for vec_dot_type ``vtype`` (Q8_0, Q8_1: per 32, AVX
     rounding; Q8_K: per 256); runtime.reference.quantize_activations is the reference."""
     xp = _xp(x)
     x = xp.ascontiguousarray(x, dtype=np.float32)
     n_tok, n_in = x.shape
-    per = 256 if vtype == "Q8_K" else 32
     if vtype not in ("Q8_0", "Q8_1", "Q8_K"):
         raise CudaError(f"no int8 activation format {vtype}")
+    per = TYPES[vtype].block_size
     if n_in % per:
         raise CudaError(f"{vtype}: row length {n_in} is not a multiple of {per}")
     if out is None:
-        out = xp.empty((n_tok, n_in // 32 * Q8_1_BYTES), np.uint8)
+        out = xp.empty((n_tok, act_row_bytes(n_in)), np.uint8)
     nu = n_tok * n_in // per
     if nu:
-        _fn("quantize_q8_cpu", x)(((nu + 3) // 4,), (THREADS,), (x, out, np.int32(nu), np.int32(2 if per == 256 else 0)))
+        _fn("quantize_q8_cpu", x)(((nu + 3) // 4,), (THREADS,), (x, out, np.int32(nu), np.int32(2 if vtype == "Q8_K" else 0)))
     return out
 
 
 def act_blocks_to_float(xq, n_in: int, d_f32: bool):
     """Activation blocks (q8_1, or quantize_act_cpu's) -> f32[n_tok, n_in] = q * d."""
     xp = _xp(xq)
-    b = xq.reshape(-1, n_in // 32, Q8_1_BYTES)
+    b = xq.reshape(-1, n_in // ACT_BLOCK, Q8_1_BYTES)
     d = xp.ascontiguousarray(b[..., 0:4]).view(np.float32) if d_f32 else \
         xp.ascontiguousarray(b[..., 0:2]).view(np.float16).astype(np.float32)
     q = xp.ascontiguousarray(b[..., 4:]).view(np.int8).astype(np.float32)
@@ -180,7 +189,7 @@ def matvec(w, qtype: str, n_out: int, n_in: int, x, act: str = DEFAULT_ACT, out=
                                  np.int32(xround)))
         else:
             cpu = act == "cpu"
-            ws = _workspace(xt, "q8_act", (nt, n_in // 32 * Q8_1_BYTES), np.uint8)
+            ws = _workspace(xt, "q8_act", (nt, act_row_bytes(n_in)), np.uint8)
             xq = quantize_act_cpu(xt, vec_dot_type(name), ws) if cpu else quantize_q8_1(xt, ws)
             k = _fn("mmvq_" + name.lower(), w)
             k(grid, (THREADS,), (w, xq, yt, np.int32(n_out), np.int32(n_in), np.int32(nt), np.int32(rows),
