@@ -28,7 +28,7 @@ import numpy as np
 import pytest
 
 import quant
-from quant.types import TYPES
+from quant.types import KERNEL_TYPES, TYPES
 from runtime import reference
 from runtime.cuda import module
 from runtime.cuda import qmatmul as qm
@@ -129,18 +129,31 @@ def assert_close(y, exact, scale, what):
                            f"{float((err / (scale + 1e-30)).max()):.3g} of sum|w*x|")
 
 
-def test_block_table_matches_quant_types():
-    """QK/TS of every loader in quants.cu agree with quant/types.py."""
+def _xmacro(src: str, name: str) -> list[str]:
+    """The entries of quants.cu's X-macro list ``#define NAME(X) X(a) X(b) ...``, upper-cased."""
+    body = re.search(rf"#define {name}\(X\)((?:[^\n]*\\\n)*[^\n]*)", src)[1]
+    return [e.upper() for e in re.findall(r"X\((\w+)\)", body)]
+
+
+def test_cuda_type_lists_are_the_table():
+    """quants.cu's X-macro lists are quant/types.py's kernel column, in its order; every listed
+    type has its layout struct with the table's QK/TS, and its kernels; the activation block
+    size is Q8_1's."""
     src = (module.CUDA_DIR / "quants.cu").read_text()
+    blocks, floats = _xmacro(src, "QK_BLOCK_TYPES"), _xmacro(src, "QK_FLOAT_TYPES")
+    assert floats == [n for n in KERNEL_TYPES if not TYPES[n].is_quantized]
+    assert blocks == [n for n in KERNEL_TYPES if TYPES[n].is_quantized]
+    assert (tuple(floats), tuple(blocks)) == (qm.FLOAT_TYPES, qm.BLOCK_TYPES)
     found = {m[0]: (int(m[1]), int(m[2]))
              for m in re.findall(r"struct (t\w+) \{[^\n]*\n\s*enum \{ QK = (\d+), TS = (\d+)", src)}
     kernels = set(module.parse_kernels(src))
-    for name in qm.BLOCK_TYPES:
+    for name in blocks:
         t = TYPES[name]
         assert found["t" + name.lower()] == (t.block_size, t.type_size), name
         assert {"mmvq_" + name.lower(), "dequant_" + name.lower()} <= kernels, name
-    for name in qm.FLOAT_TYPES:
+    for name in floats:
         assert {"mmv_" + name.lower(), "dequant_" + name.lower()} <= kernels, name
+    assert int(re.search(r"#define QK_ACT_BYTES (\d+)", src)[1]) == TYPES["Q8_1"].type_size == qm.Q8_1_BYTES
 
 
 @pytest.mark.parametrize("opts", ORDERS, ids=lambda o: o["order"])

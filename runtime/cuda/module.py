@@ -143,10 +143,40 @@ def _strip_comments(src: str) -> str:
     return re.sub(r"//[^\n]*", "", src)
 
 
+_DEFINE_RE = re.compile(r"^[ \t]*#[ \t]*define[ \t]+(\w+)\(([\w\s,]*)\)(.*)$", re.M)
+_CALL_RE = re.compile(r"\b(\w+)\(([^()]*)\)")
+_TOP_CALL_RE = re.compile(r"^(\w+)\(([^()]*)\)[ \t]*;?[ \t]*$", re.M)
+
+
+def expand_macros(src: str) -> str:
+    """``src`` without comments, with its top-level lines of function-like macro calls expanded:
+    a kernel template ``#define K(name) extern "C" __global__ void k_##name(...) {...}`` applied
+    to an X-macro list ``#define TYPES(X) X(a) X(b)`` by the line ``TYPES(K)`` becomes the
+    kernels k_a and k_b. As much of the C preprocessor as that takes: parameters, ``##``
+    pasting, rescanning the result (no ``#`` stringizing, no object-like macros); the compilers
+    do the real expansion, and tests/test_cuda_compile.py checks both see the same kernels."""
+    src = _strip_comments(src).replace("\\\n", " ")
+    macros = {m[1]: ([p.strip() for p in m[2].split(",") if p.strip()], m[3]) for m in _DEFINE_RE.finditer(src)}
+
+    def call(m, depth=0):
+        if m[1] not in macros or depth > 16:
+            return m[0]
+        params, body = macros[m[1]]
+        args = [a.strip() for a in m[2].split(",")] if m[2].strip() else []
+        if len(args) != len(params):
+            raise CudaError(f"macro {m[1]}: {len(args)} arguments for {len(params)} parameters")
+        sub = dict(zip(params, args))
+        body = re.sub(r"\s*##\s*", "##", re.sub(r"\b\w+\b", lambda t: sub.get(t[0], t[0]), body))
+        return _CALL_RE.sub(lambda c: call(c, depth + 1), body.replace("##", "")) + "\n"
+
+    return _TOP_CALL_RE.sub(call, src)
+
+
 def parse_kernels(src: str) -> dict[str, list[Param]]:
-    """extern "C" __global__ kernels in a source -> their parameters, in order."""
+    """extern "C" __global__ kernels in a source (macro-instantiated ones included, see
+    expand_macros) -> their parameters, in order."""
     out = {}
-    for m in _KERNEL_RE.finditer(_strip_comments(src)):
+    for m in _KERNEL_RE.finditer(expand_macros(src)):
         params = []
         for raw in filter(None, (p.strip() for p in m.group(2).split(","))):
             if raw == "void":

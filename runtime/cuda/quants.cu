@@ -1592,6 +1592,37 @@ struct tq2_0 {   // d:2 qs:16 (64 per block)   w = d*(q-1), q = (qs[e/4] >> 2(e%
     }
 };
 
+// Float weights (F32 / F16 / BF16): w is [n_out, n_in] of that type; get(w, i) = value i.
+struct tf32 {
+    static __device__ __forceinline__ float get(const unsigned char* w, long long i) { return ((const float*)w)[i]; }
+};
+struct tf16 {
+    static __device__ __forceinline__ float get(const unsigned char* w, long long i) {
+        return f16_to_f32(((const unsigned short*)w)[i]);
+    }
+};
+struct tbf16 {
+    static __device__ __forceinline__ float get(const unsigned char* w, long long i) {
+        return bf16_to_f32(((const unsigned short*)w)[i]);
+    }
+};
+
+// ------------------------------------------------------------------ the type list
+// Every weight type with a kernel, as X(suffix): the layout is struct t<suffix>, the kernels
+// are mmvq_<suffix> / mmv_<suffix> and dequant_<suffix>. The order and the set are
+// quant/types.py's kernel column (runtime.cuda.qmatmul.BLOCK_TYPES / FLOAT_TYPES;
+// tests/test_cuda_quant.py checks they agree). Each kernel family below is one template
+// instantiated over a list (module.py expands these lines to read the kernel signatures).
+#define QK_FLOAT_TYPES(X) X(f32) X(f16) X(bf16)
+#define QK_BLOCK_TYPES(X)                                                                   \
+    X(q4_0) X(q4_1) X(q5_0) X(q5_1) X(q8_0) X(q2_k) X(q3_k) X(q4_k) X(q5_k) X(q6_k)         \
+    X(iq2_xxs) X(iq2_xs) X(iq3_xxs) X(iq1_s) X(iq4_nl) X(iq3_s) X(iq2_s) X(iq4_xs) X(iq1_m) \
+    X(tq1_0) X(tq2_0) X(mxfp4) X(nvfp4) X(q1_0) X(q2_0)
+
+// bytes of one activation block: ggml's block_q8_1 {d:2 s:2 qs:32}, or the CPU-exact
+// {d:4 (f32) qs:32} of quantize_q8_cpu (quant/types.py's Q8_1 size; the test checks it)
+#define QK_ACT_BYTES 36
+
 // Decode matvec: y[t, r] = sum_k W[r, k] * x[t, k] for n_tok <= 8 tokens at once.
 //
 // Quantized weights (every type above): the activations are first quantized to q8_1 blocks
@@ -1631,7 +1662,7 @@ extern "C" __global__ void quantize_q8_1(const float* x, unsigned char* y, int n
     const int q = (int)roundf(v * id);
     int sum = q;
     for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
-    unsigned char* b = y + (long long)ib * 36;
+    unsigned char* b = y + (long long)ib * QK_ACT_BYTES;
     b[4 + lane] = (unsigned char)(signed char)q;
     if (lane == 0) {
         *(unsigned short*)b = f32_to_f16(d);
@@ -1656,7 +1687,7 @@ extern "C" __global__ void quantize_q8_cpu(const float* x, unsigned char* y, int
         float amax = fabsf(v);
         for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
         const float iscale = amax != 0.0f ? 127.0f / amax : 0.0f;
-        unsigned char* b = y + (long long)iu * 36;
+        unsigned char* b = y + (long long)iu * QK_ACT_BYTES;
         b[4 + lane] = (unsigned char)(signed char)__float2int_rn(v * iscale);
         if (lane == 0) *(float*)b = f16_to_f32(f32_to_f16(amax / 127.0f));
         return;
@@ -1677,7 +1708,7 @@ extern "C" __global__ void quantize_q8_cpu(const float* x, unsigned char* y, int
     const float iscale = m != 0.0f ? -127.0f / m : 0.0f;
     const float d = m != 0.0f ? 1.0f / iscale : 0.0f;
     for (int j = 0; j < 8; ++j) {
-        unsigned char* b = y + ((long long)iu * 8 + j) * 36;
+        unsigned char* b = y + ((long long)iu * 8 + j) * QK_ACT_BYTES;
         b[4 + lane] = (unsigned char)(signed char)min(127, __float2int_rn(iscale * xs[32 * j + lane]));
         if (lane == 0) *(float*)b = d;
     }
@@ -1738,7 +1769,7 @@ static __device__ __forceinline__ void mmvq(const unsigned char* __restrict__ w,
         T::load(wr + (long long)(c / cpb) * T::TS, c % cpb, q, sc, mn);
         for (int t = 0; t < MMVQ_MAXT; ++t) {
             if (t < n_tok) {
-                const unsigned char* xb = xq + ((long long)t * (n_in / 32) + c) * 36;
+                const unsigned char* xb = xq + ((long long)t * (n_in / 32) + c) * QK_ACT_BYTES;
                 const float dx = xd_f32 ? *(const float*)xb : f16_to_f32(qk_u16(xb));
                 int x[8];
                 for (int i = 0; i < 8; ++i) x[i] = (int)qk_u32a4(xb + 4 + 4 * i);
@@ -1763,44 +1794,16 @@ static __device__ __forceinline__ void mmvq(const unsigned char* __restrict__ w,
     mmv_store(acc, y, r, n_out, n_tok);
 }
 
-// one kernel per type, written out (module.py reads kernel signatures from the text)
-extern "C" __global__ void mmvq_q4_0(const unsigned char* w, const unsigned char* xq, float* y, int n_out, int n_in, int n_tok, int rows, int xd_f32) { mmvq<tq4_0>(w, xq, y, n_out, n_in, n_tok, rows, xd_f32); }
-extern "C" __global__ void mmvq_q4_1(const unsigned char* w, const unsigned char* xq, float* y, int n_out, int n_in, int n_tok, int rows, int xd_f32) { mmvq<tq4_1>(w, xq, y, n_out, n_in, n_tok, rows, xd_f32); }
-extern "C" __global__ void mmvq_q5_0(const unsigned char* w, const unsigned char* xq, float* y, int n_out, int n_in, int n_tok, int rows, int xd_f32) { mmvq<tq5_0>(w, xq, y, n_out, n_in, n_tok, rows, xd_f32); }
-extern "C" __global__ void mmvq_q5_1(const unsigned char* w, const unsigned char* xq, float* y, int n_out, int n_in, int n_tok, int rows, int xd_f32) { mmvq<tq5_1>(w, xq, y, n_out, n_in, n_tok, rows, xd_f32); }
-extern "C" __global__ void mmvq_q8_0(const unsigned char* w, const unsigned char* xq, float* y, int n_out, int n_in, int n_tok, int rows, int xd_f32) { mmvq<tq8_0>(w, xq, y, n_out, n_in, n_tok, rows, xd_f32); }
-extern "C" __global__ void mmvq_q2_k(const unsigned char* w, const unsigned char* xq, float* y, int n_out, int n_in, int n_tok, int rows, int xd_f32) { mmvq<tq2_k>(w, xq, y, n_out, n_in, n_tok, rows, xd_f32); }
-extern "C" __global__ void mmvq_q3_k(const unsigned char* w, const unsigned char* xq, float* y, int n_out, int n_in, int n_tok, int rows, int xd_f32) { mmvq<tq3_k>(w, xq, y, n_out, n_in, n_tok, rows, xd_f32); }
-extern "C" __global__ void mmvq_q4_k(const unsigned char* w, const unsigned char* xq, float* y, int n_out, int n_in, int n_tok, int rows, int xd_f32) { mmvq<tq4_k>(w, xq, y, n_out, n_in, n_tok, rows, xd_f32); }
-extern "C" __global__ void mmvq_q5_k(const unsigned char* w, const unsigned char* xq, float* y, int n_out, int n_in, int n_tok, int rows, int xd_f32) { mmvq<tq5_k>(w, xq, y, n_out, n_in, n_tok, rows, xd_f32); }
-extern "C" __global__ void mmvq_q6_k(const unsigned char* w, const unsigned char* xq, float* y, int n_out, int n_in, int n_tok, int rows, int xd_f32) { mmvq<tq6_k>(w, xq, y, n_out, n_in, n_tok, rows, xd_f32); }
-extern "C" __global__ void mmvq_iq2_xxs(const unsigned char* w, const unsigned char* xq, float* y, int n_out, int n_in, int n_tok, int rows, int xd_f32) { mmvq<tiq2_xxs>(w, xq, y, n_out, n_in, n_tok, rows, xd_f32); }
-extern "C" __global__ void mmvq_iq2_xs(const unsigned char* w, const unsigned char* xq, float* y, int n_out, int n_in, int n_tok, int rows, int xd_f32) { mmvq<tiq2_xs>(w, xq, y, n_out, n_in, n_tok, rows, xd_f32); }
-extern "C" __global__ void mmvq_iq2_s(const unsigned char* w, const unsigned char* xq, float* y, int n_out, int n_in, int n_tok, int rows, int xd_f32) { mmvq<tiq2_s>(w, xq, y, n_out, n_in, n_tok, rows, xd_f32); }
-extern "C" __global__ void mmvq_iq3_xxs(const unsigned char* w, const unsigned char* xq, float* y, int n_out, int n_in, int n_tok, int rows, int xd_f32) { mmvq<tiq3_xxs>(w, xq, y, n_out, n_in, n_tok, rows, xd_f32); }
-extern "C" __global__ void mmvq_iq3_s(const unsigned char* w, const unsigned char* xq, float* y, int n_out, int n_in, int n_tok, int rows, int xd_f32) { mmvq<tiq3_s>(w, xq, y, n_out, n_in, n_tok, rows, xd_f32); }
-extern "C" __global__ void mmvq_iq1_s(const unsigned char* w, const unsigned char* xq, float* y, int n_out, int n_in, int n_tok, int rows, int xd_f32) { mmvq<tiq1_s>(w, xq, y, n_out, n_in, n_tok, rows, xd_f32); }
-extern "C" __global__ void mmvq_iq1_m(const unsigned char* w, const unsigned char* xq, float* y, int n_out, int n_in, int n_tok, int rows, int xd_f32) { mmvq<tiq1_m>(w, xq, y, n_out, n_in, n_tok, rows, xd_f32); }
-extern "C" __global__ void mmvq_iq4_nl(const unsigned char* w, const unsigned char* xq, float* y, int n_out, int n_in, int n_tok, int rows, int xd_f32) { mmvq<tiq4_nl>(w, xq, y, n_out, n_in, n_tok, rows, xd_f32); }
-extern "C" __global__ void mmvq_iq4_xs(const unsigned char* w, const unsigned char* xq, float* y, int n_out, int n_in, int n_tok, int rows, int xd_f32) { mmvq<tiq4_xs>(w, xq, y, n_out, n_in, n_tok, rows, xd_f32); }
-extern "C" __global__ void mmvq_tq1_0(const unsigned char* w, const unsigned char* xq, float* y, int n_out, int n_in, int n_tok, int rows, int xd_f32) { mmvq<ttq1_0>(w, xq, y, n_out, n_in, n_tok, rows, xd_f32); }
-extern "C" __global__ void mmvq_tq2_0(const unsigned char* w, const unsigned char* xq, float* y, int n_out, int n_in, int n_tok, int rows, int xd_f32) { mmvq<ttq2_0>(w, xq, y, n_out, n_in, n_tok, rows, xd_f32); }
-extern "C" __global__ void mmvq_mxfp4(const unsigned char* w, const unsigned char* xq, float* y, int n_out, int n_in, int n_tok, int rows, int xd_f32) { mmvq<tmxfp4>(w, xq, y, n_out, n_in, n_tok, rows, xd_f32); }
-extern "C" __global__ void mmvq_nvfp4(const unsigned char* w, const unsigned char* xq, float* y, int n_out, int n_in, int n_tok, int rows, int xd_f32) { mmvq<tnvfp4>(w, xq, y, n_out, n_in, n_tok, rows, xd_f32); }
-extern "C" __global__ void mmvq_q1_0(const unsigned char* w, const unsigned char* xq, float* y, int n_out, int n_in, int n_tok, int rows, int xd_f32) { mmvq<tq1_0>(w, xq, y, n_out, n_in, n_tok, rows, xd_f32); }
-extern "C" __global__ void mmvq_q2_0(const unsigned char* w, const unsigned char* xq, float* y, int n_out, int n_in, int n_tok, int rows, int xd_f32) { mmvq<tq2_0>(w, xq, y, n_out, n_in, n_tok, rows, xd_f32); }
+#define QK_MMVQ_KERNEL(name)                                                                                     \
+    extern "C" __global__ void mmvq_##name(const unsigned char* w, const unsigned char* xq, float* y, int n_out, \
+                                           int n_in, int n_tok, int rows, int xd_f32) {                          \
+        mmvq<t##name>(w, xq, y, n_out, n_in, n_tok, rows, xd_f32);                                               \
+    }
+QK_BLOCK_TYPES(QK_MMVQ_KERNEL)
 
 // ------------------------------------------------------------------ float weights
 
-// KIND: 0 = f32, 1 = f16, 2 = bf16; w is [n_out, n_in] of that type
-template <int KIND>
-static __device__ __forceinline__ float qk_wload(const unsigned char* w, long long i) {
-    if (KIND == 0) return ((const float*)w)[i];
-    const unsigned short h = ((const unsigned short*)w)[i];
-    return KIND == 1 ? f16_to_f32(h) : bf16_to_f32(h);
-}
-
-template <int KIND>
+template <class T>
 static __device__ __forceinline__ void mmv_float(const unsigned char* __restrict__ w, const float* __restrict__ x,
                                                  float* __restrict__ y,
                                                  int n_out, int n_in, int n_tok, int rows, int xround) {
@@ -1809,7 +1812,7 @@ static __device__ __forceinline__ void mmv_float(const unsigned char* __restrict
     float acc[MMVQ_MAXT];
     for (int t = 0; t < MMVQ_MAXT; ++t) acc[t] = 0.0f;
     for (int k = r.local; k < n; k += r.tpr) {
-        const float wv = qk_wload<KIND>(w, (long long)r.row * n_in + k);
+        const float wv = T::get(w, (long long)r.row * n_in + k);
         for (int t = 0; t < MMVQ_MAXT; ++t)
             if (t < n_tok) {
                 float xv = x[(long long)t * n_in + k];
@@ -1821,18 +1824,12 @@ static __device__ __forceinline__ void mmv_float(const unsigned char* __restrict
     mmv_store(acc, y, r, n_out, n_tok);
 }
 
-extern "C" __global__ void mmv_f32(const unsigned char* w, const float* x, float* y, int n_out, int n_in, int n_tok,
-                                   int rows, int xround) {
-    mmv_float<0>(w, x, y, n_out, n_in, n_tok, rows, xround);
-}
-extern "C" __global__ void mmv_f16(const unsigned char* w, const float* x, float* y, int n_out, int n_in, int n_tok,
-                                   int rows, int xround) {
-    mmv_float<1>(w, x, y, n_out, n_in, n_tok, rows, xround);
-}
-extern "C" __global__ void mmv_bf16(const unsigned char* w, const float* x, float* y, int n_out, int n_in, int n_tok,
-                                   int rows, int xround) {
-    mmv_float<2>(w, x, y, n_out, n_in, n_tok, rows, xround);
-}
+#define QK_MMV_KERNEL(name)                                                                                      \
+    extern "C" __global__ void mmv_##name(const unsigned char* w, const float* x, float* y, int n_out, int n_in, \
+                                          int n_tok, int rows, int xround) {                                     \
+        mmv_float<t##name>(w, x, y, n_out, n_in, n_tok, rows, xround);                                           \
+    }
+QK_FLOAT_TYPES(QK_MMV_KERNEL)
 
 // Dequantization of whole rows, for prefill tiles (f16, then cuBLAS) and get_rows (f32).
 //
@@ -1877,56 +1874,25 @@ static __device__ __forceinline__ void dequant_rows(const unsigned char* w, cons
     }
 }
 
-// one kernel per type, written out (module.py reads kernel signatures from the text)
-extern "C" __global__ void dequant_q4_0(const unsigned char* w, const int* ids, int row0, int n_in, void* out, int out_f16) { dequant_rows<tq4_0>(w, ids, row0, n_in, out, out_f16); }
-extern "C" __global__ void dequant_q4_1(const unsigned char* w, const int* ids, int row0, int n_in, void* out, int out_f16) { dequant_rows<tq4_1>(w, ids, row0, n_in, out, out_f16); }
-extern "C" __global__ void dequant_q5_0(const unsigned char* w, const int* ids, int row0, int n_in, void* out, int out_f16) { dequant_rows<tq5_0>(w, ids, row0, n_in, out, out_f16); }
-extern "C" __global__ void dequant_q5_1(const unsigned char* w, const int* ids, int row0, int n_in, void* out, int out_f16) { dequant_rows<tq5_1>(w, ids, row0, n_in, out, out_f16); }
-extern "C" __global__ void dequant_q8_0(const unsigned char* w, const int* ids, int row0, int n_in, void* out, int out_f16) { dequant_rows<tq8_0>(w, ids, row0, n_in, out, out_f16); }
-extern "C" __global__ void dequant_q2_k(const unsigned char* w, const int* ids, int row0, int n_in, void* out, int out_f16) { dequant_rows<tq2_k>(w, ids, row0, n_in, out, out_f16); }
-extern "C" __global__ void dequant_q3_k(const unsigned char* w, const int* ids, int row0, int n_in, void* out, int out_f16) { dequant_rows<tq3_k>(w, ids, row0, n_in, out, out_f16); }
-extern "C" __global__ void dequant_q4_k(const unsigned char* w, const int* ids, int row0, int n_in, void* out, int out_f16) { dequant_rows<tq4_k>(w, ids, row0, n_in, out, out_f16); }
-extern "C" __global__ void dequant_q5_k(const unsigned char* w, const int* ids, int row0, int n_in, void* out, int out_f16) { dequant_rows<tq5_k>(w, ids, row0, n_in, out, out_f16); }
-extern "C" __global__ void dequant_q6_k(const unsigned char* w, const int* ids, int row0, int n_in, void* out, int out_f16) { dequant_rows<tq6_k>(w, ids, row0, n_in, out, out_f16); }
-extern "C" __global__ void dequant_iq2_xxs(const unsigned char* w, const int* ids, int row0, int n_in, void* out, int out_f16) { dequant_rows<tiq2_xxs>(w, ids, row0, n_in, out, out_f16); }
-extern "C" __global__ void dequant_iq2_xs(const unsigned char* w, const int* ids, int row0, int n_in, void* out, int out_f16) { dequant_rows<tiq2_xs>(w, ids, row0, n_in, out, out_f16); }
-extern "C" __global__ void dequant_iq2_s(const unsigned char* w, const int* ids, int row0, int n_in, void* out, int out_f16) { dequant_rows<tiq2_s>(w, ids, row0, n_in, out, out_f16); }
-extern "C" __global__ void dequant_iq3_xxs(const unsigned char* w, const int* ids, int row0, int n_in, void* out, int out_f16) { dequant_rows<tiq3_xxs>(w, ids, row0, n_in, out, out_f16); }
-extern "C" __global__ void dequant_iq3_s(const unsigned char* w, const int* ids, int row0, int n_in, void* out, int out_f16) { dequant_rows<tiq3_s>(w, ids, row0, n_in, out, out_f16); }
-extern "C" __global__ void dequant_iq1_s(const unsigned char* w, const int* ids, int row0, int n_in, void* out, int out_f16) { dequant_rows<tiq1_s>(w, ids, row0, n_in, out, out_f16); }
-extern "C" __global__ void dequant_iq1_m(const unsigned char* w, const int* ids, int row0, int n_in, void* out, int out_f16) { dequant_rows<tiq1_m>(w, ids, row0, n_in, out, out_f16); }
-extern "C" __global__ void dequant_iq4_nl(const unsigned char* w, const int* ids, int row0, int n_in, void* out, int out_f16) { dequant_rows<tiq4_nl>(w, ids, row0, n_in, out, out_f16); }
-extern "C" __global__ void dequant_iq4_xs(const unsigned char* w, const int* ids, int row0, int n_in, void* out, int out_f16) { dequant_rows<tiq4_xs>(w, ids, row0, n_in, out, out_f16); }
-extern "C" __global__ void dequant_tq1_0(const unsigned char* w, const int* ids, int row0, int n_in, void* out, int out_f16) { dequant_rows<ttq1_0>(w, ids, row0, n_in, out, out_f16); }
-extern "C" __global__ void dequant_tq2_0(const unsigned char* w, const int* ids, int row0, int n_in, void* out, int out_f16) { dequant_rows<ttq2_0>(w, ids, row0, n_in, out, out_f16); }
-extern "C" __global__ void dequant_mxfp4(const unsigned char* w, const int* ids, int row0, int n_in, void* out, int out_f16) { dequant_rows<tmxfp4>(w, ids, row0, n_in, out, out_f16); }
-extern "C" __global__ void dequant_nvfp4(const unsigned char* w, const int* ids, int row0, int n_in, void* out, int out_f16) { dequant_rows<tnvfp4>(w, ids, row0, n_in, out, out_f16); }
-extern "C" __global__ void dequant_q1_0(const unsigned char* w, const int* ids, int row0, int n_in, void* out, int out_f16) { dequant_rows<tq1_0>(w, ids, row0, n_in, out, out_f16); }
-extern "C" __global__ void dequant_q2_0(const unsigned char* w, const int* ids, int row0, int n_in, void* out, int out_f16) { dequant_rows<tq2_0>(w, ids, row0, n_in, out, out_f16); }
-
-// KIND: 0 = f32, 1 = f16, 2 = bf16
-template <int KIND>
+template <class T>
 static __device__ __forceinline__ void dequant_float(const unsigned char* w, const int* ids, int row0, int n_in,
                                                      void* out, int out_f16) {
     const int i = blockIdx.x;
     const int k = blockIdx.y * blockDim.x + threadIdx.x;
     if (k >= n_in) return;
     const long long src = (ids ? (long long)ids[i] : (long long)row0 + i) * n_in + k;
-    float v;
-    if (KIND == 0) v = ((const float*)w)[src];
-    else if (KIND == 1) v = f16_to_f32(((const unsigned short*)w)[src]);
-    else v = bf16_to_f32(((const unsigned short*)w)[src]);
+    const float v = T::get(w, src);
     const long long o = (long long)i * n_in + k;
     if (out_f16) ((unsigned short*)out)[o] = f32_to_f16(v);
     else ((float*)out)[o] = v;
 }
 
-extern "C" __global__ void dequant_f32(const unsigned char* w, const int* ids, int row0, int n_in, void* out, int out_f16) {
-    dequant_float<0>(w, ids, row0, n_in, out, out_f16);
-}
-extern "C" __global__ void dequant_f16(const unsigned char* w, const int* ids, int row0, int n_in, void* out, int out_f16) {
-    dequant_float<1>(w, ids, row0, n_in, out, out_f16);
-}
-extern "C" __global__ void dequant_bf16(const unsigned char* w, const int* ids, int row0, int n_in, void* out, int out_f16) {
-    dequant_float<2>(w, ids, row0, n_in, out, out_f16);
-}
+#define QK_DEQUANT_KERNEL(name, impl)                                                                     \
+    extern "C" __global__ void dequant_##name(const unsigned char* w, const int* ids, int row0, int n_in, \
+                                              void* out, int out_f16) {                                   \
+        impl<t##name>(w, ids, row0, n_in, out, out_f16);                                                  \
+    }
+#define QK_DEQUANT_BLOCKS(name) QK_DEQUANT_KERNEL(name, dequant_rows)
+#define QK_DEQUANT_FLOATS(name) QK_DEQUANT_KERNEL(name, dequant_float)
+QK_BLOCK_TYPES(QK_DEQUANT_BLOCKS)
+QK_FLOAT_TYPES(QK_DEQUANT_FLOATS)
