@@ -22,7 +22,9 @@ scales (F16_SCALES below), so every bit of every layout is exercised.
 
 from __future__ import annotations
 
+import importlib.util
 import re
+import sys
 
 import numpy as np
 import pytest
@@ -154,6 +156,22 @@ def test_cuda_type_lists_are_the_table():
     for name in floats:
         assert {"mmv_" + name.lower(), "dequant_" + name.lower()} <= kernels, name
     assert int(re.search(r"#define QK_ACT_BYTES (\d+)", src)[1]) == TYPES["Q8_1"].type_size == qm.Q8_1_BYTES
+
+
+def test_iq_tables_header_is_generated(tmp_path, monkeypatch):
+    """runtime/cuda/iq_tables.cuh is what tools/gen_iq_tables.py writes from
+    quant/data/iq_tables.npz, and its --check notices a header that differs."""
+    tool = next((module.CUDA_DIR.parents[1] / "tools").rglob("gen_iq_tables.py"))
+    spec = importlib.util.spec_from_file_location("gen_iq_tables", tool)
+    gen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+    assert gen.OUT == module.CUDA_DIR / "iq_tables.cuh"
+    monkeypatch.setattr(sys, "argv", [str(tool), "--check"])
+    assert gen.main() == 0, "rerun tools/gen_iq_tables.py"
+    stale = tmp_path / "iq_tables.cuh"
+    stale.write_text(gen.OUT.read_text().replace("0x", "0X", 1))
+    monkeypatch.setattr(gen, "OUT", stale)
+    assert gen.main() == 1
 
 
 @pytest.mark.parametrize("opts", ORDERS, ids=lambda o: o["order"])

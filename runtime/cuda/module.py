@@ -10,8 +10,10 @@ for a null pointer) and numpy scalars whose dtype matches the kernel's parameter
 (``np.int32`` for ``int``, ``np.float32`` for ``float``...). Python ints and floats are refused:
 CuPy would pass them as 64-bit values and the kernel would read garbage.
 
-Every ``.cu`` source gets ``common.cuh`` prepended (no include paths needed). Kernels callable
-from Python are declared ``extern "C" __global__ void name(...)``.
+Every ``.cu`` source gets ``common.cuh`` prepended, and the text of each ``#include "x.cuh"``
+(a header beside it, e.g. quants.cu's generated iq_tables.cuh) in place: no include paths are
+needed. Kernels callable from Python are declared ``extern "C" __global__ void name(...)``,
+written out or instantiated over an X-macro list (``expand_macros``).
 
 GPU: ``cupy.RawModule(code=..., options=("-std=c++17",))``; CuPy compiles with NVRTC for the
 device's arch and caches the cubin on disk; we keep one RawModule per source in-process.
@@ -84,13 +86,27 @@ def list_sources() -> list[str]:
     return sorted(p.stem for p in CUDA_DIR.glob("*.cu"))
 
 
+_INCLUDE_RE = re.compile(r'^[ \t]*#[ \t]*include[ \t]+"(\w+\.cuh)"[^\n]*$', re.M)
+
+
 def source(name: str) -> str:
-    """The text compiled for ``name``: common.cuh, then NAME.cu (with #line so errors point at it)."""
+    """The text compiled for ``name``: common.cuh, then NAME.cu with the text of each header it
+    includes (``#include "x.cuh"``, from runtime/cuda/) in place (with #line so errors point at
+    the file and line they come from). NVRTC (through CuPy) and g++ then need no include paths."""
     path = Path(name) if str(name).endswith(".cu") else CUDA_DIR / f"{name}.cu"
     if not path.is_file():
         raise CudaError(f"no CUDA source {path.name} in {path.parent}")
+    text = path.read_text()
+
+    def include(m):
+        header = CUDA_DIR / m[1]
+        if not header.is_file():
+            raise CudaError(f"{path.name} includes {m[1]}, which is not in {CUDA_DIR}")
+        line = text.count("\n", 0, m.start()) + 2
+        return f'#line 1 "{m[1]}"\n{header.read_text()}\n#line {line} "{path.name}"'
+
     return (f'#line 1 "common.cuh"\n{COMMON_HEADER.read_text()}\n'
-            f'#line 1 "{path.name}"\n{path.read_text()}')
+            f'#line 1 "{path.name}"\n{_INCLUDE_RE.sub(include, text)}')
 
 
 # ---------------------------------------------------------------- kernel signatures
