@@ -3,12 +3,13 @@
 - q8_1 activation blocks: bit-equal to quant's Q8_1 reference quantizer.
 - dequantization (get_rows f32, prefill tiles f16): bit-equal to quant's numpy dequantizer
   (f16 tiles: that value rounded to nearest even).
-- decode matvec (act="q8_1", ggml-cuda's activations): within 1e-5 of sum|w*x| per output (float32 summation; the exact value is
-  the float64 product of the dequantized weight and the q8_1 activations as the kernel sees
-  them, or x itself for F32/F16/BF16), for 1, 3 and 8 tokens, 9 tokens split in two launches.
-- prefill (tiles + GEMM, act="q8_1"): within 1e-5 of sum|w*x| of the product of the
+- decode matvec (numerics="ggml-cuda", ggml-cuda's activations): within 1e-5 of sum|w*x| per
+  output (float32 summation; the exact value is the float64 product of the dequantized weight
+  and the q8_1 activations as the kernel sees them, or x itself for F32/F16/BF16), for 1, 3
+  and 8 tokens, 9 tokens split in two launches.
+- prefill (tiles + GEMM, numerics="ggml-cuda"): within 1e-5 of sum|w*x| of the product of the
   f16-rounded operands.
-- act="cpu" (the default): the int8 activation blocks are bit-equal to
+- numerics="exact" (the default): the int8 activation blocks are bit-equal to
   runtime.reference.quantize_activations, and matvec / prefill are within 1e-5 of sum|w*x| of
   the CPU backend's math (activations_as_seen times the dequantized weight).
 
@@ -212,7 +213,7 @@ def test_matvec_against_reference(qtype, dev):
         x = rng.standard_normal((n_tok, n_in)).astype(np.float32)
         xs = x.astype(np.float64) if qtype in qm.FLOAT_TYPES else q8_1_seen(x)
         with emu_options(guard=True, **opts):
-            y = dev.get(qm.matvec(dev.put(w), qtype, n_out, n_in, dev.put(x), act="q8_1"))
+            y = dev.get(qm.matvec(dev.put(w), qtype, n_out, n_in, dev.put(x), numerics="ggml-cuda"))
         assert y.shape == (n_tok, n_out)
         assert_close(y, xs @ wf.T, np.abs(xs) @ np.abs(wf).T, f"{qtype} n_tok={n_tok} {opts['order']}")
 
@@ -229,7 +230,7 @@ def test_matvec_rows_per_cta(qtype, n_in, dev):
     x = rng.standard_normal((2, n_in)).astype(np.float32)
     xs = x.astype(np.float64) if qtype in qm.FLOAT_TYPES else q8_1_seen(x)
     with emu_options(guard=True, order="random", seed=n_in):
-        y = dev.get(qm.matvec(dev.put(w), qtype, n_out, n_in, dev.put(x), act="q8_1"))
+        y = dev.get(qm.matvec(dev.put(w), qtype, n_out, n_in, dev.put(x), numerics="ggml-cuda"))
     assert_close(y, xs @ wf.T, np.abs(xs) @ np.abs(wf).T, f"{qtype} n_in={n_in}")
 
 
@@ -257,7 +258,7 @@ def test_matmul_prefill_tiles(qtype, monkeypatch, dev):
     else:
         xs = x.astype(np.float16).astype(np.float64)
         wr = wf.astype(np.float16).astype(np.float64)
-    y = dev.get(qm.matmul(dev.put(w), qtype, n_out, n_in, dev.put(x), act="q8_1"))
+    y = dev.get(qm.matmul(dev.put(w), qtype, n_out, n_in, dev.put(x), numerics="ggml-cuda"))
     assert y.shape == (n_tok, n_out) and y.dtype == np.float32
     assert_close(y, xs @ wr.T, np.abs(xs) @ np.abs(wr).T, f"{qtype} prefill")
 
@@ -293,7 +294,7 @@ def test_errors_name_the_problem():
         qm.matvec(w, "Q8_K", 1, 256, np.zeros((1, 256), np.float32))
 
 
-# ---------------------------------------------------------------- act="cpu": the CPU backend's activations
+# ---------------------------------------------------------------- "exact" numerics: the CPU backend's activations
 
 @pytest.mark.parametrize("vtype", ["Q8_0", "Q8_K"])
 def test_quantize_act_cpu_bit_exact(vtype, dev):
@@ -314,8 +315,8 @@ def test_quantize_act_cpu_bit_exact(vtype, dev):
 
 
 @pytest.mark.parametrize("qtype", qm.TYPES_SUPPORTED)
-def test_matvec_cpu_act_matches_cpu_reference(qtype, dev):
-    """act="cpu": the CPU backend's product (runtime.reference.matmul's math: x as ggml-cpu
+def test_matvec_exact_numerics_matches_cpu_reference(qtype, dev):
+    """The "exact" numerics: the CPU backend's product (runtime.reference.matmul's math: x as ggml-cpu
     converts it for the weight type, times the dequantized weight), up to summation order."""
     rng = np.random.default_rng(abs(hash(qtype)) % 2**32 + 2)
     n_out, n_in = 5, 512 if TYPES[qtype].block_size > 1 else 75
@@ -325,17 +326,17 @@ def test_matvec_cpu_act_matches_cpu_reference(qtype, dev):
         x = rng.standard_normal((n_tok, n_in)).astype(np.float32)
         xs = reference.activations_as_seen(x, qtype)
         with emu_options(guard=True, **opts):
-            y = dev.get(qm.matvec(dev.put(w), qtype, n_out, n_in, dev.put(x), act="cpu"))
-        assert_close(y, xs @ wf.T, np.abs(xs) @ np.abs(wf).T, f"{qtype} cpu act n_tok={n_tok}")
+            y = dev.get(qm.matvec(dev.put(w), qtype, n_out, n_in, dev.put(x), numerics="exact"))
+        assert_close(y, xs @ wf.T, np.abs(xs) @ np.abs(wf).T, f"{qtype} exact numerics n_tok={n_tok}")
 
 
 @pytest.mark.parametrize("qtype", ["F32", "F16", "BF16", "Q5_1", "Q4_K", "IQ2_S", "Q2_0"])
-def test_matmul_prefill_cpu_act(qtype, dev):
+def test_matmul_prefill_exact_numerics(qtype, dev):
     rng = np.random.default_rng(13)
     n_out, n_in, n_tok = 7, 256, 10
     w = random_rows(qtype, n_out, n_in, rng)
     x = rng.standard_normal((n_tok, n_in)).astype(np.float32)
     wf = ref_dequant(w, qtype, n_in).astype(np.float64)
     xs = reference.activations_as_seen(x, qtype)
-    y = dev.get(qm.matmul(dev.put(w), qtype, n_out, n_in, dev.put(x), act="cpu"))
-    assert_close(y, xs @ wf.T, np.abs(xs) @ np.abs(wf).T, f"{qtype} cpu act prefill")
+    y = dev.get(qm.matmul(dev.put(w), qtype, n_out, n_in, dev.put(x), numerics="exact"))
+    assert_close(y, xs @ wf.T, np.abs(xs) @ np.abs(wf).T, f"{qtype} exact numerics prefill")

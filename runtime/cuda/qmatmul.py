@@ -14,13 +14,13 @@ product is a numpy matmul.
   ``mmv_<f32|f16|bf16>``: float dots).
 - Prefill: dequantize tiles of rows (``dequant_<type>``) and multiply with cuBLAS.
 
-``act`` says how x is converted, as in the two ggml backends:
-- "cpu" (default): as ggml-cpu and this project's CPU backend (runtime.reference.
+``numerics`` (CUDA_NUMERICS) says how x is converted, as in the two ggml backends:
+- "exact" (default): as ggml-cpu and this project's CPU backend (runtime.reference.
   activations_as_seen): Q8_0 blocks (AVX rounding) or Q8_K (per 256) for the weight type,
   x rounded to f16/bf16 for F16/BF16 weights; prefill: f32 tiles times that x, f32 GEMM.
   The result is the CPU backend's up to float summation order.
-- "q8_1": as ggml-cuda: ggml's block_q8_1 (quantize_q8_1) for every quantized type, x as is
-  for float weights; prefill: f16 tiles and f16 x, f32 accumulation (F32/BF16: f32 tiles).
+- "ggml-cuda": as ggml-cuda: ggml's block_q8_1 (quantize_q8_1) for every quantized type, x as
+  is for float weights; prefill: f16 tiles and f16 x, f32 accumulation (F32/BF16: f32 tiles).
 
 Numpy references: ``runtime.reference.matmul`` / ``get_rows`` and quant's Q8_1 quantizer
 (tests/test_cuda_quant.py states the tolerances).
@@ -40,7 +40,7 @@ MATVEC_MAX_TOKENS = 8      # MMVQ_MAXT
 TILE_BYTES = 32 << 20      # f16 bytes of one dequantized weight tile
 
 # The activation blocks the int8 kernels read: ggml's block_q8_1 {d:2 s:2 qs:32}, or the
-# CPU-exact blocks {d:4 (f32) qs:32} of quantize_act_cpu, of the same size (quants.cu's ACT_BYTES)
+# CPU-exact blocks {d:4 (f32) qs:32} of quantize_act_cpu, of the same size (quants.cu's QK_ACT_BYTES)
 ACT_BLOCK = TYPES["Q8_1"].block_size
 Q8_1_BYTES = TYPES["Q8_1"].type_size
 
@@ -50,11 +50,11 @@ Q8_1_BYTES = TYPES["Q8_1"].type_size
 TYPES_SUPPORTED = KERNEL_TYPES
 FLOAT_TYPES = tuple(n for n in KERNEL_TYPES if not TYPES[n].is_quantized)
 BLOCK_TYPES = tuple(n for n in KERNEL_TYPES if TYPES[n].is_quantized)
-ACT_MODES = ("q8_1", "cpu")
-# "cpu" by default: decode costs the same either way, and the results then equal the CPU
-# backend's up to float summation order (perplexity within 1e-4 of it); "q8_1" is ggml-cuda's
-# choice (finer activation scales, f16 prefill GEMM).
-DEFAULT_ACT = "cpu"
+CUDA_NUMERICS = ("exact", "ggml-cuda")
+# "exact" by default: decode costs the same either way, and the results then equal the CPU
+# backend's up to float summation order (perplexity within 1e-4 of it); "ggml-cuda" is
+# ggml-cuda's choice (q8_1 activations with finer scales, f16 prefill GEMM).
+DEFAULT_NUMERICS = "exact"
 
 
 def _is_host(a) -> bool:
@@ -154,18 +154,24 @@ def rows_per_cta(n_in: int) -> int:
     return 4 if n <= 32 else 2 if n <= 64 else 1
 
 
-def matvec(w, qtype: str, n_out: int, n_in: int, x, act: str = DEFAULT_ACT, out=None):
+def check_numerics(numerics: str) -> bool:
+    """True for "exact" (the CPU backend's activations), False for "ggml-cuda"."""
+    if numerics not in CUDA_NUMERICS:
+        raise CudaError(f"unknown CUDA numerics {numerics!r} ({', '.join(CUDA_NUMERICS)})")
+    return numerics == "exact"
+
+
+def matvec(w, qtype: str, n_out: int, n_in: int, x, numerics: str = DEFAULT_NUMERICS, out=None):
     """Decode product: x f32[n_tok, n_in] -> f32[n_tok, n_out], fused dequantize-and-dot.
 
-    act "q8_1": activations as ggml-cuda quantizes them (q8_1 per 32; float weights use x as is).
-    act "cpu": as ggml-cpu (and this project's CPU backend) converts them for the weight type
-    (Q8_0/Q8_K int8 blocks, x rounded to f16/bf16 for F16/BF16 weights), so the result is the
-    CPU backend's up to float summation order. ``out``: an f32[n_tok, n_out] to write into;
+    numerics "ggml-cuda": activations as ggml-cuda quantizes them (q8_1 per 32; float weights
+    use x as is). "exact": as ggml-cpu (and this project's CPU backend) converts them for the
+    weight type (Q8_0/Q8_K int8 blocks, x rounded to f16/bf16 for F16/BF16 weights), so the
+    result is the CPU backend's up to float summation order. ``out``: an f32[n_tok, n_out] to write into;
     the activation blocks live in a reused workspace, so a decode step allocates nothing
     (CUDA-graph friendly)."""
     name = _check(qtype, n_in)
-    if act not in ACT_MODES:
-        raise CudaError(f"unknown activation mode {act!r} ({', '.join(ACT_MODES)})")
+    exact = check_numerics(numerics)
     xp = _xp(w)
     x = xp.ascontiguousarray(x, dtype=np.float32).reshape(-1, n_in)
     n_tok = x.shape[0]
@@ -183,17 +189,16 @@ def matvec(w, qtype: str, n_out: int, n_in: int, x, act: str = DEFAULT_ACT, out=
         nt = xt.shape[0]
         yt = y if nt == n_tok else xp.empty((nt, n_out), np.float32)
         if name in FLOAT_TYPES:
-            xround = {"F16": 1, "BF16": 2}.get(name, 0) if act == "cpu" else 0
+            xround = {"F16": 1, "BF16": 2}.get(name, 0) if exact else 0
             k = _fn("mmv_" + name.lower(), w)
             k(grid, (THREADS,), (w, xt, yt, np.int32(n_out), np.int32(n_in), np.int32(nt), np.int32(rows),
                                  np.int32(xround)))
         else:
-            cpu = act == "cpu"
             ws = _workspace(xt, "q8_act", (nt, act_row_bytes(n_in)), np.uint8)
-            xq = quantize_act_cpu(xt, vec_dot_type(name), ws) if cpu else quantize_q8_1(xt, ws)
+            xq = quantize_act_cpu(xt, vec_dot_type(name), ws) if exact else quantize_q8_1(xt, ws)
             k = _fn("mmvq_" + name.lower(), w)
             k(grid, (THREADS,), (w, xq, yt, np.int32(n_out), np.int32(n_in), np.int32(nt), np.int32(rows),
-                                 np.int32(cpu)))
+                                 np.int32(exact)))
         if yt is not y:
             y[t0:t0 + nt] = yt
     return y
@@ -246,18 +251,17 @@ def _gemm(x, wt):
     return out
 
 
-def matmul_tiled(w, qtype: str, n_out: int, n_in: int, x, act: str = DEFAULT_ACT):
+def matmul_tiled(w, qtype: str, n_out: int, n_in: int, x, numerics: str = DEFAULT_NUMERICS):
     """Prefill: tiles of dequantized rows times x with cuBLAS.
 
-    act "q8_1" (ggml-cuda's cuBLAS path): f16 tiles and x rounded to f16, f32 accumulation;
-    F32 and BF16 weights as f32 tiles with x as is. act "cpu" (the CPU backend's
+    numerics "ggml-cuda" (ggml-cuda's cuBLAS path): f16 tiles and x rounded to f16, f32
+    accumulation; F32 and BF16 weights as f32 tiles with x as is. "exact" (the CPU backend's
     matmul_tiled): f32 tiles times x as ggml-cpu converts it, f32 GEMM."""
     name = _check(qtype, n_in)
-    if act not in ACT_MODES:
-        raise CudaError(f"unknown activation mode {act!r} ({', '.join(ACT_MODES)})")
+    exact = check_numerics(numerics)
     xp = _xp(w)
     x = xp.ascontiguousarray(x, dtype=np.float32).reshape(-1, n_in)
-    if act == "cpu":
+    if exact:
         wide = True
         if name in FLOAT_TYPES:
             xa = _cpu_float_act(x, name)
@@ -280,14 +284,14 @@ def matmul_tiled(w, qtype: str, n_out: int, n_in: int, x, act: str = DEFAULT_ACT
     return y
 
 
-def matmul(w, qtype: str, n_out: int, n_in: int, x, act: str = DEFAULT_ACT, out=None):
-    """y = x @ W.T: matvec for n_tok <= 8, dequantized tiles and cuBLAS above (see ``act``
+def matmul(w, qtype: str, n_out: int, n_in: int, x, numerics: str = DEFAULT_NUMERICS, out=None):
+    """y = x @ W.T: matvec for n_tok <= 8, dequantized tiles and cuBLAS above (see ``numerics``
     in matvec / matmul_tiled). ``out``: f32[n_tok, n_out] to write into (decode only
     avoids every allocation)."""
     x2 = x.reshape(-1, n_in)
     if x2.shape[0] <= MATVEC_MAX_TOKENS:
-        return matvec(w, qtype, n_out, n_in, x2, act, out)
-    y = matmul_tiled(w, qtype, n_out, n_in, x2, act)
+        return matvec(w, qtype, n_out, n_in, x2, numerics, out)
+    y = matmul_tiled(w, qtype, n_out, n_in, x2, numerics)
     if out is None:
         return y
     out[...] = y
