@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from quant.ref.float import bf16_bits
 from quant.types import KERNEL_TYPES, TYPES, get_type, vec_dot_type
 from runtime.cuda.module import CudaError, load
 from runtime.cuda.ops import _workspace
@@ -137,13 +138,10 @@ def act_blocks_to_float(xq, n_in: int, d_f32: bool):
 
 def _cpu_float_act(x, name: str):
     """x as ggml-cpu converts it for F16 / BF16 weights (rounded to that type), else x."""
-    xp = _xp(x)
     if name == "F16":
         return x.astype(np.float16).astype(np.float32)
     if name == "BF16":
-        u = x.view(np.uint32)
-        r = ((u + np.uint32(0x7FFF) + ((u >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16)) << np.uint32(16)
-        return xp.where(xp.isnan(x), x, r.view(np.float32))
+        return (bf16_bits(x, _xp(x)).astype(np.uint32) << 16).view(np.float32)
     return x
 
 
