@@ -308,7 +308,7 @@ def test_quantize_act_cpu_bit_exact(vtype, dev):
     with emu_options(guard=True, order="reverse"):
         blocks = dev.get(qm.quantize_act_cpu(dev.put(x), vtype))
     q, d = reference.quantize_activations(x, vtype)
-    b = blocks.reshape(3, 16, 36)
+    b = blocks.reshape(3, 16, qm.Q8_1_BYTES)
     np.testing.assert_array_equal(b[..., 4:].view(np.int8).reshape(3, 512), q)
     per = 8 if vtype == "Q8_K" else 1
     np.testing.assert_array_equal(b[..., 0:4].copy().view(np.float32).reshape(3, 16), np.repeat(d, per, axis=1))

@@ -162,15 +162,17 @@ def _strip_comments(src: str) -> str:
 _DEFINE_RE = re.compile(r"^[ \t]*#[ \t]*define[ \t]+(\w+)\(([\w\s,]*)\)(.*)$", re.M)
 _CALL_RE = re.compile(r"\b(\w+)\(([^()]*)\)")
 _TOP_CALL_RE = re.compile(r"^(\w+)\(([^()]*)\)[ \t]*;?[ \t]*$", re.M)
+_DEFINE_LINE_RE = re.compile(r"^[ \t]*#[ \t]*define\b.*$", re.M)
 
 
 def expand_macros(src: str) -> str:
-    """``src`` without comments, with its top-level lines of function-like macro calls expanded:
-    a kernel template ``#define K(name) extern "C" __global__ void k_##name(...) {...}`` applied
-    to an X-macro list ``#define TYPES(X) X(a) X(b)`` by the line ``TYPES(K)`` becomes the
-    kernels k_a and k_b. As much of the C preprocessor as that takes: parameters, ``##``
-    pasting, rescanning the result (no ``#`` stringizing, no object-like macros); the compilers
-    do the real expansion, and tests/test_cuda_compile.py checks both see the same kernels."""
+    """``src`` without comments and #defines, its top-level lines of function-like macro calls
+    expanded: a kernel template ``#define K(name) extern "C" __global__ void k_##name(...) {...}``
+    applied to an X-macro list ``#define TYPES(X) X(a) X(b)`` by the line ``TYPES(K)`` becomes
+    the kernels k_a and k_b. As much of the C preprocessor as that takes: parameters (empty ones
+    too), ``##`` pasting, rescanning the result (no ``#`` stringizing, no object-like macros);
+    the compilers do the real expansion, and tests/test_cuda_compile.py checks both see the
+    same kernels."""
     src = _strip_comments(src).replace("\\\n", " ")
     macros = {m[1]: ([p.strip() for p in m[2].split(",") if p.strip()], m[3]) for m in _DEFINE_RE.finditer(src)}
 
@@ -185,7 +187,7 @@ def expand_macros(src: str) -> str:
         body = re.sub(r"\s*##\s*", "##", re.sub(r"\b\w+\b", lambda t: sub.get(t[0], t[0]), body))
         return _CALL_RE.sub(lambda c: call(c, depth + 1), body.replace("##", "")) + "\n"
 
-    return _TOP_CALL_RE.sub(call, src)
+    return _DEFINE_LINE_RE.sub("", _TOP_CALL_RE.sub(call, src))
 
 
 def parse_kernels(src: str) -> dict[str, list[Param]]:

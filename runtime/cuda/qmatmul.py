@@ -32,8 +32,8 @@ import numpy as np
 
 from quant.ref.float import bf16_bits
 from quant.types import KERNEL_TYPES, TYPES, get_type, vec_dot_type
-from runtime.cuda.module import CudaError, load
-from runtime.cuda.ops import _workspace
+from runtime.cuda.module import CudaError
+from runtime.cuda.xp import array_module, is_host, kernel, workspace
 
 SOURCE = "quants"
 THREADS = 128              # MMVQ_THREADS / DEQ_THREADS in quants.cu: CTAs of 4 warps
@@ -58,21 +58,6 @@ CUDA_NUMERICS = ("exact", "ggml-cuda")
 DEFAULT_NUMERICS = "exact"
 
 
-def _is_host(a) -> bool:
-    return isinstance(a, np.ndarray)
-
-
-def _xp(like):
-    if _is_host(like):
-        return np
-    import cupy
-    return cupy
-
-
-def _fn(kname: str, like):
-    return load(SOURCE, emulate=_is_host(like)).get_function(kname)
-
-
 def _check(qtype: str, n_in: int) -> str:
     name = get_type(qtype).name
     if name not in TYPES_SUPPORTED:
@@ -93,7 +78,7 @@ def act_row_bytes(n_in: int) -> int:
 
 def quantize_q8_1(x, out=None):
     """x f32[n_tok, n_in] (n_in % 32 == 0) -> u8[n_tok, act_row_bytes(n_in)] q8_1 blocks."""
-    xp = _xp(x)
+    xp = array_module(x)
     x = xp.ascontiguousarray(x, dtype=np.float32)
     n_tok, n_in = x.shape
     if n_in % ACT_BLOCK:
@@ -102,7 +87,7 @@ def quantize_q8_1(x, out=None):
     if out is None:
         out = xp.empty((n_tok, act_row_bytes(n_in)), np.uint8)
     if nb:
-        _fn("quantize_q8_1", x)(((nb + 3) // 4,), (THREADS,), (x, out, np.int32(nb)))
+        kernel(SOURCE, "quantize_q8_1", x)(((nb + 3) // 4,), (THREADS,), (x, out, np.int32(nb)))
     return out
 
 
@@ -110,7 +95,7 @@ def quantize_act_cpu(x, vtype: str, out=None):
     """x f32[n_tok, n_in] -> u8[n_tok, act_row_bytes(n_in)] blocks {d:4 (f32) qs:32}: the activations
     exactly as ggml-cpu quantizes them for vec_dot_type ``vtype`` (Q8_0, Q8_1: per 32, AVX
     rounding; Q8_K: per 256); runtime.reference.quantize_activations is the reference."""
-    xp = _xp(x)
+    xp = array_module(x)
     x = xp.ascontiguousarray(x, dtype=np.float32)
     n_tok, n_in = x.shape
     if vtype not in ("Q8_0", "Q8_1", "Q8_K"):
@@ -122,13 +107,14 @@ def quantize_act_cpu(x, vtype: str, out=None):
         out = xp.empty((n_tok, act_row_bytes(n_in)), np.uint8)
     nu = n_tok * n_in // per
     if nu:
-        _fn("quantize_q8_cpu", x)(((nu + 3) // 4,), (THREADS,), (x, out, np.int32(nu), np.int32(2 if vtype == "Q8_K" else 0)))
+        mode = np.int32(2 if vtype == "Q8_K" else 0)
+        kernel(SOURCE, "quantize_q8_cpu", x)(((nu + 3) // 4,), (THREADS,), (x, out, np.int32(nu), mode))
     return out
 
 
 def act_blocks_to_float(xq, n_in: int, d_f32: bool):
     """Activation blocks (q8_1, or quantize_act_cpu's) -> f32[n_tok, n_in] = q * d."""
-    xp = _xp(xq)
+    xp = array_module(xq)
     b = xq.reshape(-1, n_in // ACT_BLOCK, Q8_1_BYTES)
     d = xp.ascontiguousarray(b[..., 0:4]).view(np.float32) if d_f32 else \
         xp.ascontiguousarray(b[..., 0:2]).view(np.float16).astype(np.float32)
@@ -141,7 +127,7 @@ def _cpu_float_act(x, name: str):
     if name == "F16":
         return x.astype(np.float16).astype(np.float32)
     if name == "BF16":
-        return (bf16_bits(x, _xp(x)).astype(np.uint32) << 16).view(np.float32)
+        return (bf16_bits(x, array_module(x)).astype(np.uint32) << 16).view(np.float32)
     return x
 
 
@@ -170,7 +156,7 @@ def matvec(w, qtype: str, n_out: int, n_in: int, x, numerics: str = DEFAULT_NUME
     (CUDA-graph friendly)."""
     name = _check(qtype, n_in)
     exact = check_numerics(numerics)
-    xp = _xp(w)
+    xp = array_module(w)
     x = xp.ascontiguousarray(x, dtype=np.float32).reshape(-1, n_in)
     n_tok = x.shape[0]
     if out is not None and (tuple(out.shape) != (n_tok, n_out) or out.dtype != np.float32
@@ -188,13 +174,13 @@ def matvec(w, qtype: str, n_out: int, n_in: int, x, numerics: str = DEFAULT_NUME
         yt = y if nt == n_tok else xp.empty((nt, n_out), np.float32)
         if name in FLOAT_TYPES:
             xround = {"F16": 1, "BF16": 2}.get(name, 0) if exact else 0
-            k = _fn("mmv_" + name.lower(), w)
+            k = kernel(SOURCE, "mmv_" + name.lower(), w)
             k(grid, (THREADS,), (w, xt, yt, np.int32(n_out), np.int32(n_in), np.int32(nt), np.int32(rows),
                                  np.int32(xround)))
         else:
-            ws = _workspace(xt, "q8_act", (nt, act_row_bytes(n_in)), np.uint8)
+            ws = workspace(xt, "q8_act", (nt, act_row_bytes(n_in)), np.uint8)
             xq = quantize_act_cpu(xt, vec_dot_type(name), ws) if exact else quantize_q8_1(xt, ws)
-            k = _fn("mmvq_" + name.lower(), w)
+            k = kernel(SOURCE, "mmvq_" + name.lower(), w)
             k(grid, (THREADS,), (w, xq, yt, np.int32(n_out), np.int32(n_in), np.int32(nt), np.int32(rows),
                                  np.int32(exact)))
         if yt is not y:
@@ -206,7 +192,7 @@ def dequantize(w, qtype: str, n_in: int, ids=None, row0: int = 0, n_rows: int | 
                dtype=np.float16):
     """Rows ``ids`` (i32 device array) or ``row0 .. row0 + n_rows`` -> f16|f32[n, n_in]."""
     name = _check(qtype, n_in)
-    xp = _xp(w)
+    xp = array_module(w)
     n = int(ids.shape[0]) if ids is not None else int(n_rows)
     out = xp.empty((n, n_in), dtype)
     if n == 0 or n_in == 0:
@@ -215,7 +201,7 @@ def dequantize(w, qtype: str, n_in: int, ids=None, row0: int = 0, n_rows: int | 
         ids = xp.ascontiguousarray(ids, dtype=np.int32)
     per_thread = 1 if name in FLOAT_TYPES else 32
     ny = (n_in // per_thread + THREADS - 1) // THREADS
-    k = _fn("dequant_" + name.lower(), w)
+    k = kernel(SOURCE, "dequant_" + name.lower(), w)
     k((n, ny), (THREADS,), (_flat_u8(w), ids, np.int32(row0), np.int32(n_in), out,
                             np.int32(1 if np.dtype(dtype) == np.float16 else 0)))
     return out
@@ -228,7 +214,7 @@ def get_rows(w, qtype: str, n_in: int, ids):
 
 def _gemm(x, wt):
     """x f16|f32[n_tok, n_in] @ wt[n_rows, n_in].T -> f32[n_tok, n_rows]; f32 accumulation."""
-    if _is_host(x):
+    if is_host(x):
         return x.astype(np.float32) @ wt.astype(np.float32).T
     import cupy
     if wt.dtype == np.float32:
@@ -257,7 +243,7 @@ def matmul_tiled(w, qtype: str, n_out: int, n_in: int, x, numerics: str = DEFAUL
     matmul_tiled): f32 tiles times x as ggml-cpu converts it, f32 GEMM."""
     name = _check(qtype, n_in)
     exact = check_numerics(numerics)
-    xp = _xp(w)
+    xp = array_module(w)
     x = xp.ascontiguousarray(x, dtype=np.float32).reshape(-1, n_in)
     if exact:
         wide = True
