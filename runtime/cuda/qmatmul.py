@@ -41,7 +41,8 @@ MATVEC_MAX_TOKENS = 8      # MMVQ_MAXT
 TILE_BYTES = 32 << 20      # f16 bytes of one dequantized weight tile
 
 # The activation blocks the int8 kernels read: ggml's block_q8_1 {d:2 s:2 qs:32}, or the
-# CPU-exact blocks {d:4 (f32) qs:32} of quantize_act_cpu, of the same size (quants.cu's QK_ACT_BYTES)
+# CPU-exact blocks {d:4 (f32) qs:32} of quantize_act_cpu, of the same size (QK_ACT_BYTES in
+# quants.cu)
 ACT_BLOCK = TYPES["Q8_1"].block_size
 Q8_1_BYTES = TYPES["Q8_1"].type_size
 
@@ -92,9 +93,9 @@ def quantize_q8_1(x, out=None):
 
 
 def quantize_act_cpu(x, vtype: str, out=None):
-    """x f32[n_tok, n_in] -> u8[n_tok, act_row_bytes(n_in)] blocks {d:4 (f32) qs:32}: the activations
-    exactly as ggml-cpu quantizes them for vec_dot_type ``vtype`` (Q8_0, Q8_1: per 32, AVX
-    rounding; Q8_K: per 256); runtime.reference.quantize_activations is the reference."""
+    """x f32[n_tok, n_in] -> u8[n_tok, act_row_bytes(n_in)] blocks {d:4 (f32) qs:32}: the
+    activations exactly as ggml-cpu quantizes them for vec_dot_type ``vtype`` (Q8_0, Q8_1: per
+    32, AVX rounding; Q8_K: per 256); runtime.reference.quantize_activations is the reference."""
     xp = array_module(x)
     x = xp.ascontiguousarray(x, dtype=np.float32)
     n_tok, n_in = x.shape
@@ -151,9 +152,9 @@ def matvec(w, qtype: str, n_out: int, n_in: int, x, numerics: str = DEFAULT_NUME
     numerics "ggml-cuda": activations as ggml-cuda quantizes them (q8_1 per 32; float weights
     use x as is). "exact": as ggml-cpu (and this project's CPU backend) converts them for the
     weight type (Q8_0/Q8_K int8 blocks, x rounded to f16/bf16 for F16/BF16 weights), so the
-    result is the CPU backend's up to float summation order. ``out``: an f32[n_tok, n_out] to write into;
-    the activation blocks live in a reused workspace, so a decode step allocates nothing
-    (CUDA-graph friendly)."""
+    result is the CPU backend's up to float summation order. ``out``: an f32[n_tok, n_out] to
+    write into; the activation blocks live in a reused workspace, so a decode step allocates
+    nothing (CUDA-graph friendly)."""
     name = _check(qtype, n_in)
     exact = check_numerics(numerics)
     xp = array_module(w)
