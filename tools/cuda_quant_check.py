@@ -6,9 +6,9 @@ quantizers, per type, under emulation (or on a GPU with --gpu):
 
 For each type: N(0,1) weights [n_out, n_in] quantized with quant.quantize (IQ types with a flat
 imatrix), x N(0,1) [4, n_in]. Prints the largest |y - y_ref| / sum|w*x| of
-  cpu:  numerics="exact" vs the CPU backend's math (runtime.reference.activations_as_seen x dequant W);
-  q8_1: numerics="ggml-cuda" vs the float64 product of dequant W and q8_1-quantized x;
-  diff: how far the two numerics are apart, relative to |y| (RMS over outputs).
+  exact:     numerics="exact" vs the CPU backend's math (runtime.reference.activations_as_seen x dequant W);
+  ggml-cuda: numerics="ggml-cuda" vs the float64 product of dequant W and q8_1-quantized x;
+  diff:      how far the two numerics are apart, relative to |y| (RMS over outputs).
 
 --bench (GPU): decode matvec speed per type on random blocks (tests/test_cuda_quant.py's
 random_rows): median time of 50 launches after 5 warm-ups (CUDA events), and the weight
@@ -74,7 +74,7 @@ def main() -> None:
     else:
         put = get = (lambda v: v)
     rng = np.random.default_rng(0)
-    print(f"{'type':8} {'cpu':>9} {'q8_1':>9} {'diff':>9}")
+    print(f"{'type':8} {'exact':>9} {'ggml-cuda':>9} {'diff':>9}")
     for name in a.types.split(","):
         t = TYPES[name]
         w32 = rng.standard_normal((a.n_out, a.n_in)).astype(np.float32)
