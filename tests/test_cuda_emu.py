@@ -200,6 +200,25 @@ def test_parse_kernels():
         ("x", "float", True), ("n", "int", False), ("w", "block_q4_K", True), ("m", "unsigned long long", False)]
 
 
+def test_parse_kernels_expands_macro_lists(tmp_path):
+    """Kernels instantiated over an X-macro list (empty arguments, ## pasting and a macro that
+    calls another included) are read from the text, and they are the ones g++ builds."""
+    src = tmp_path / "xm.cu"
+    src.write_text(
+        '#define KINDS(X) X(, float, 1) X(_f64, double, 2)\n'
+        '#define K(sfx, T, n) \\\n'
+        '    extern "C" __global__ void scale##sfx(T* y, int m) { y[threadIdx.x] *= (T)(n * m); }\n'
+        '#define K2(sfx, T, n) K(sfx##_twice, T, 2 * n)\n'
+        'KINDS(K)\n'
+        'KINDS(K2)\n')
+    ks = M.parse_kernels(M.source(str(src)))
+    assert sorted(ks) == ["scale", "scale_f64", "scale_f64_twice", "scale_twice"]
+    assert [(p.base, p.pointer) for p in ks["scale_f64"]] == [("double", True), ("int", False)]
+    y = np.ones(4, np.float64)
+    M.load(str(src), emulate=True).get_function("scale_f64_twice")(1, 4, (y, np.int32(3)))
+    np.testing.assert_array_equal(y, 12.0)
+
+
 def test_static_shared_is_poisoned_per_block_and_barrier_counts(mod):
     y = np.zeros(2 * 64, np.float32)
     c = np.zeros(3, np.int32)

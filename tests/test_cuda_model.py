@@ -7,7 +7,7 @@ Models (tests/tiny_models.py, ggufkit.synthetic): deci with every block kind (GQ
 attention, linear attention, GQA 4/1, a whole no-op layer, MHA), llama, gemma3 (sliding window,
 softcap); F16, llama.cpp's Q4_K_M mixture (quant.recipes), and an IQ2_XXS/IQ3_S/IQ4_XS mix. Perplexity: n_ctx 32, 2 chunks.
 
-The CUDA backend's default numerics ("cpu") compute what the CPU backend computes: matmul
+The CUDA backend's default numerics ("exact") compute what the CPU backend computes: matmul
 activations converted per weight type as ggml-cpu does (q8_0/q8_K blocks, f16 rounding),
 rms_norm's double sum, attention and silu in double rounded once to float, so every op but the
 decode matvec's float accumulation gives the CPU's floats (the emulated prefill GEMM is the
@@ -124,15 +124,15 @@ def test_perplexity_matches_cpu(models, name, how):
     assert abs(got / want - 1) <= PPL_RTOL, (got, want)
 
 
-def test_q8_1_numerics_run_end_to_end(models):
-    """act="q8_1" (ggml-cuda's numerics: q8_1 activations, f16 prefill GEMM, float attention and
+def test_ggml_cuda_numerics_run_end_to_end(models):
+    """numerics="ggml-cuda" (ggml-cuda's numerics: q8_1 activations, f16 prefill GEMM, float attention and
     silu) is not the CPU's arithmetic, but the same model: perplexity within 1e-2 (measured
     1.5e-3 on this model, docs/CUDA.md)."""
     from runtime.cuda.backend import CUDABackend
     text = read_text_file(TEXT)
     m = load(str(models["deci-q4km"]))
     want = perplexity(m, text, N_CTX, CHUNKS).ppl
-    be = CUDABackend(0, act="q8_1")
+    be = CUDABackend(0, numerics="ggml-cuda")
     assert not be.attn_f64 and CUDABackend(0).attn_f64
     m.place([be] * m.hp.n_layer, be)
     got = perplexity(m, text, N_CTX, CHUNKS).ppl

@@ -3,12 +3,13 @@
 - q8_1 activation blocks: bit-equal to quant's Q8_1 reference quantizer.
 - dequantization (get_rows f32, prefill tiles f16): bit-equal to quant's numpy dequantizer
   (f16 tiles: that value rounded to nearest even).
-- decode matvec (act="q8_1", ggml-cuda's activations): within 1e-5 of sum|w*x| per output (float32 summation; the exact value is
-  the float64 product of the dequantized weight and the q8_1 activations as the kernel sees
-  them, or x itself for F32/F16/BF16), for 1, 3 and 8 tokens, 9 tokens split in two launches.
-- prefill (tiles + GEMM, act="q8_1"): within 1e-5 of sum|w*x| of the product of the
+- decode matvec (numerics="ggml-cuda", ggml-cuda's activations): within 1e-5 of sum|w*x| per
+  output (float32 summation; the exact value is the float64 product of the dequantized weight
+  and the q8_1 activations as the kernel sees them, or x itself for F32/F16/BF16), for 1, 3
+  and 8 tokens, 9 tokens split in two launches.
+- prefill (tiles + GEMM, numerics="ggml-cuda"): within 1e-5 of sum|w*x| of the product of the
   f16-rounded operands.
-- act="cpu" (the default): the int8 activation blocks are bit-equal to
+- numerics="exact" (the default): the int8 activation blocks are bit-equal to
   runtime.reference.quantize_activations, and matvec / prefill are within 1e-5 of sum|w*x| of
   the CPU backend's math (activations_as_seen times the dequantized weight).
 
@@ -22,13 +23,15 @@ scales (F16_SCALES below), so every bit of every layout is exercised.
 
 from __future__ import annotations
 
+import importlib.util
 import re
+import sys
 
 import numpy as np
 import pytest
 
 import quant
-from quant.types import TYPES
+from quant.types import KERNEL_TYPES, TYPES
 from runtime import reference
 from runtime.cuda import module
 from runtime.cuda import qmatmul as qm
@@ -129,18 +132,47 @@ def assert_close(y, exact, scale, what):
                            f"{float((err / (scale + 1e-30)).max()):.3g} of sum|w*x|")
 
 
-def test_block_table_matches_quant_types():
-    """QK/TS of every loader in quants.cu agree with quant/types.py."""
+def _xmacro(src: str, name: str) -> list[str]:
+    """The entries of quants.cu's X-macro list ``#define NAME(X) X(a) X(b) ...``, upper-cased."""
+    body = re.search(rf"#define {name}\(X\)((?:[^\n]*\\\n)*[^\n]*)", src)[1]
+    return [e.upper() for e in re.findall(r"X\((\w+)\)", body)]
+
+
+def test_cuda_type_lists_are_the_table():
+    """quants.cu's X-macro lists are quant/types.py's kernel column, in its order; every listed
+    type has its layout struct with the table's QK/TS, and its kernels; the activation block
+    size is Q8_1's."""
     src = (module.CUDA_DIR / "quants.cu").read_text()
+    blocks, floats = _xmacro(src, "QK_BLOCK_TYPES"), _xmacro(src, "QK_FLOAT_TYPES")
+    assert floats == [n for n in KERNEL_TYPES if not TYPES[n].is_quantized]
+    assert blocks == [n for n in KERNEL_TYPES if TYPES[n].is_quantized]
+    assert (tuple(floats), tuple(blocks)) == (qm.FLOAT_TYPES, qm.BLOCK_TYPES)
     found = {m[0]: (int(m[1]), int(m[2]))
              for m in re.findall(r"struct (t\w+) \{[^\n]*\n\s*enum \{ QK = (\d+), TS = (\d+)", src)}
     kernels = set(module.parse_kernels(src))
-    for name in qm.BLOCK_TYPES:
+    for name in blocks:
         t = TYPES[name]
         assert found["t" + name.lower()] == (t.block_size, t.type_size), name
         assert {"mmvq_" + name.lower(), "dequant_" + name.lower()} <= kernels, name
-    for name in qm.FLOAT_TYPES:
+    for name in floats:
         assert {"mmv_" + name.lower(), "dequant_" + name.lower()} <= kernels, name
+    assert int(re.search(r"#define QK_ACT_BYTES (\d+)", src)[1]) == TYPES["Q8_1"].type_size == qm.Q8_1_BYTES
+
+
+def test_iq_tables_header_is_generated(tmp_path, monkeypatch):
+    """runtime/cuda/iq_tables.cuh is what tools/gen_iq_tables.py writes from
+    quant/data/iq_tables.npz, and its --check notices a header that differs."""
+    tool = next((module.CUDA_DIR.parents[1] / "tools").rglob("gen_iq_tables.py"))
+    spec = importlib.util.spec_from_file_location("gen_iq_tables", tool)
+    gen = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gen)
+    assert gen.OUT == module.CUDA_DIR / "iq_tables.cuh"
+    monkeypatch.setattr(sys, "argv", [str(tool), "--check"])
+    assert gen.main() == 0, "rerun tools/gen_iq_tables.py"
+    stale = tmp_path / "iq_tables.cuh"
+    stale.write_text(gen.OUT.read_text().replace("0x", "0X", 1))
+    monkeypatch.setattr(gen, "OUT", stale)
+    assert gen.main() == 1
 
 
 @pytest.mark.parametrize("opts", ORDERS, ids=lambda o: o["order"])
@@ -181,7 +213,7 @@ def test_matvec_against_reference(qtype, dev):
         x = rng.standard_normal((n_tok, n_in)).astype(np.float32)
         xs = x.astype(np.float64) if qtype in qm.FLOAT_TYPES else q8_1_seen(x)
         with emu_options(guard=True, **opts):
-            y = dev.get(qm.matvec(dev.put(w), qtype, n_out, n_in, dev.put(x), act="q8_1"))
+            y = dev.get(qm.matvec(dev.put(w), qtype, n_out, n_in, dev.put(x), numerics="ggml-cuda"))
         assert y.shape == (n_tok, n_out)
         assert_close(y, xs @ wf.T, np.abs(xs) @ np.abs(wf).T, f"{qtype} n_tok={n_tok} {opts['order']}")
 
@@ -198,7 +230,7 @@ def test_matvec_rows_per_cta(qtype, n_in, dev):
     x = rng.standard_normal((2, n_in)).astype(np.float32)
     xs = x.astype(np.float64) if qtype in qm.FLOAT_TYPES else q8_1_seen(x)
     with emu_options(guard=True, order="random", seed=n_in):
-        y = dev.get(qm.matvec(dev.put(w), qtype, n_out, n_in, dev.put(x), act="q8_1"))
+        y = dev.get(qm.matvec(dev.put(w), qtype, n_out, n_in, dev.put(x), numerics="ggml-cuda"))
     assert_close(y, xs @ wf.T, np.abs(xs) @ np.abs(wf).T, f"{qtype} n_in={n_in}")
 
 
@@ -226,7 +258,7 @@ def test_matmul_prefill_tiles(qtype, monkeypatch, dev):
     else:
         xs = x.astype(np.float16).astype(np.float64)
         wr = wf.astype(np.float16).astype(np.float64)
-    y = dev.get(qm.matmul(dev.put(w), qtype, n_out, n_in, dev.put(x), act="q8_1"))
+    y = dev.get(qm.matmul(dev.put(w), qtype, n_out, n_in, dev.put(x), numerics="ggml-cuda"))
     assert y.shape == (n_tok, n_out) and y.dtype == np.float32
     assert_close(y, xs @ wr.T, np.abs(xs) @ np.abs(wr).T, f"{qtype} prefill")
 
@@ -262,7 +294,7 @@ def test_errors_name_the_problem():
         qm.matvec(w, "Q8_K", 1, 256, np.zeros((1, 256), np.float32))
 
 
-# ---------------------------------------------------------------- act="cpu": the CPU backend's activations
+# ---------------------------------------------------------------- "exact" numerics: the CPU backend's activations
 
 @pytest.mark.parametrize("vtype", ["Q8_0", "Q8_K"])
 def test_quantize_act_cpu_bit_exact(vtype, dev):
@@ -276,15 +308,15 @@ def test_quantize_act_cpu_bit_exact(vtype, dev):
     with emu_options(guard=True, order="reverse"):
         blocks = dev.get(qm.quantize_act_cpu(dev.put(x), vtype))
     q, d = reference.quantize_activations(x, vtype)
-    b = blocks.reshape(3, 16, 36)
+    b = blocks.reshape(3, 16, qm.Q8_1_BYTES)
     np.testing.assert_array_equal(b[..., 4:].view(np.int8).reshape(3, 512), q)
     per = 8 if vtype == "Q8_K" else 1
     np.testing.assert_array_equal(b[..., 0:4].copy().view(np.float32).reshape(3, 16), np.repeat(d, per, axis=1))
 
 
 @pytest.mark.parametrize("qtype", qm.TYPES_SUPPORTED)
-def test_matvec_cpu_act_matches_cpu_reference(qtype, dev):
-    """act="cpu": the CPU backend's product (runtime.reference.matmul's math: x as ggml-cpu
+def test_matvec_exact_numerics_matches_cpu_reference(qtype, dev):
+    """The "exact" numerics: the CPU backend's product (runtime.reference.matmul's math: x as ggml-cpu
     converts it for the weight type, times the dequantized weight), up to summation order."""
     rng = np.random.default_rng(abs(hash(qtype)) % 2**32 + 2)
     n_out, n_in = 5, 512 if TYPES[qtype].block_size > 1 else 75
@@ -294,17 +326,17 @@ def test_matvec_cpu_act_matches_cpu_reference(qtype, dev):
         x = rng.standard_normal((n_tok, n_in)).astype(np.float32)
         xs = reference.activations_as_seen(x, qtype)
         with emu_options(guard=True, **opts):
-            y = dev.get(qm.matvec(dev.put(w), qtype, n_out, n_in, dev.put(x), act="cpu"))
-        assert_close(y, xs @ wf.T, np.abs(xs) @ np.abs(wf).T, f"{qtype} cpu act n_tok={n_tok}")
+            y = dev.get(qm.matvec(dev.put(w), qtype, n_out, n_in, dev.put(x), numerics="exact"))
+        assert_close(y, xs @ wf.T, np.abs(xs) @ np.abs(wf).T, f"{qtype} exact numerics n_tok={n_tok}")
 
 
 @pytest.mark.parametrize("qtype", ["F32", "F16", "BF16", "Q5_1", "Q4_K", "IQ2_S", "Q2_0"])
-def test_matmul_prefill_cpu_act(qtype, dev):
+def test_matmul_prefill_exact_numerics(qtype, dev):
     rng = np.random.default_rng(13)
     n_out, n_in, n_tok = 7, 256, 10
     w = random_rows(qtype, n_out, n_in, rng)
     x = rng.standard_normal((n_tok, n_in)).astype(np.float32)
     wf = ref_dequant(w, qtype, n_in).astype(np.float64)
     xs = reference.activations_as_seen(x, qtype)
-    y = dev.get(qm.matmul(dev.put(w), qtype, n_out, n_in, dev.put(x), act="cpu"))
-    assert_close(y, xs @ wf.T, np.abs(xs) @ np.abs(wf).T, f"{qtype} cpu act prefill")
+    y = dev.get(qm.matmul(dev.put(w), qtype, n_out, n_in, dev.put(x), numerics="exact"))
+    assert_close(y, xs @ wf.T, np.abs(xs) @ np.abs(wf).T, f"{qtype} exact numerics prefill")

@@ -5,7 +5,7 @@ tests/test_cuda_model.py (the numbers docs/CUDA.md quotes).
     python tools/compare_cuda_emu.py --sensitivity   # CPU only: the CPU backend against itself
                                                      # with one op computed in another valid way
 
-    python tools/compare_cuda_emu.py --act q8_1      # ggml-cuda's numerics instead of the CPU's
+    python tools/compare_cuda_emu.py --numerics ggml-cuda   # ggml-cuda's numerics instead of the CPU's
     python tools/compare_cuda_emu.py --ops [--replace attention,rms_norm] [--only deci-iq]
         # per op of the emulated CUDA run: the largest difference from the CPU backend's result on the
         # same inputs; --replace continues with the CPU's result for those ops (finds which
@@ -132,9 +132,9 @@ def main() -> None:
     if ops_mode:
         rep = set(sys.argv[sys.argv.index("--replace") + 1].split(",")) if "--replace" in sys.argv else set()
         _ops_probe(rep, log)
-    if "--act" in sys.argv:
+    if "--numerics" in sys.argv:
         from runtime.cuda import qmatmul
-        qmatmul.DEFAULT_ACT = sys.argv[sys.argv.index("--act") + 1]   # what CUDABackend() takes
+        qmatmul.DEFAULT_NUMERICS = sys.argv[sys.argv.index("--numerics") + 1]   # what CUDABackend() takes
     if "--sensitivity" in sys.argv:
         chunks = int(sys.argv[sys.argv.index("--chunks") + 1]) if "--chunks" in sys.argv else 2
         return sensitivity(chunks)

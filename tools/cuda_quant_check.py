@@ -6,9 +6,9 @@ quantizers, per type, under emulation (or on a GPU with --gpu):
 
 For each type: N(0,1) weights [n_out, n_in] quantized with quant.quantize (IQ types with a flat
 imatrix), x N(0,1) [4, n_in]. Prints the largest |y - y_ref| / sum|w*x| of
-  cpu:  act="cpu" vs the CPU backend's math (runtime.reference.activations_as_seen x dequant W);
-  q8_1: act="q8_1" vs the float64 product of dequant W and q8_1-quantized x;
-  diff: how far the two activation modes are apart, relative to |y| (RMS over outputs).
+  exact:     numerics="exact" vs the CPU backend's math (runtime.reference.activations_as_seen x dequant W);
+  ggml-cuda: numerics="ggml-cuda" vs the float64 product of dequant W and q8_1-quantized x;
+  diff:      how far the two numerics are apart, relative to |y| (RMS over outputs).
 
 --bench (GPU): decode matvec speed per type on random blocks (tests/test_cuda_quant.py's
 random_rows): median time of 50 launches after 5 warm-ups (CUDA events), and the weight
@@ -37,22 +37,22 @@ def bench(a) -> None:
     rng = np.random.default_rng(0)
     x = cupy.asarray(rng.standard_normal((a.tokens, a.n_in)).astype(np.float32))
     y = cupy.empty((a.tokens, a.n_out), np.float32)
-    print(f"{'type':8} {'act':5} {'us':>9} {'GB/s':>8}   (n_out {a.n_out}, n_in {a.n_in}, {a.tokens} token(s))")
+    print(f"{'type':8} {'numerics':9} {'us':>9} {'GB/s':>8}   (n_out {a.n_out}, n_in {a.n_in}, {a.tokens} token(s))")
     for name in a.types.split(","):
         w = cupy.asarray(random_rows(name, a.n_out, a.n_in, rng))
-        for act in ("cpu", "q8_1"):
+        for numerics in qm.CUDA_NUMERICS:
             for _ in range(5):
-                qm.matvec(w, name, a.n_out, a.n_in, x, act=act, out=y)
+                qm.matvec(w, name, a.n_out, a.n_in, x, numerics=numerics, out=y)
             times = []
             for _ in range(50):
                 e0, e1 = cupy.cuda.Event(), cupy.cuda.Event()
                 e0.record()
-                qm.matvec(w, name, a.n_out, a.n_in, x, act=act, out=y)
+                qm.matvec(w, name, a.n_out, a.n_in, x, numerics=numerics, out=y)
                 e1.record()
                 e1.synchronize()
                 times.append(cupy.cuda.get_elapsed_time(e0, e1) * 1e3)
             us = float(np.median(times))
-            print(f"{name:8} {act:5} {us:9.1f} {w.nbytes / us / 1e3:8.1f}")
+            print(f"{name:8} {numerics:9} {us:9.1f} {w.nbytes / us / 1e3:8.1f}")
 
 
 def main() -> None:
@@ -74,7 +74,7 @@ def main() -> None:
     else:
         put = get = (lambda v: v)
     rng = np.random.default_rng(0)
-    print(f"{'type':8} {'cpu':>9} {'q8_1':>9} {'diff':>9}")
+    print(f"{'type':8} {'exact':>9} {'ggml-cuda':>9} {'diff':>9}")
     for name in a.types.split(","):
         t = TYPES[name]
         w32 = rng.standard_normal((a.n_out, a.n_in)).astype(np.float32)
@@ -82,8 +82,8 @@ def main() -> None:
         w = quant.quantize(w32, name, qw, backend="numpy")
         wf = np.asarray(quant.dequantize(w, name, backend="numpy"), np.float64).reshape(a.n_out, a.n_in)
         x = rng.standard_normal((4, a.n_in)).astype(np.float32)
-        y_cpu = get(qm.matvec(put(w), name, a.n_out, a.n_in, put(x), act="cpu"))
-        y_q81 = get(qm.matvec(put(w), name, a.n_out, a.n_in, put(x), act="q8_1"))
+        y_cpu = get(qm.matvec(put(w), name, a.n_out, a.n_in, put(x), numerics="exact"))
+        y_q81 = get(qm.matvec(put(w), name, a.n_out, a.n_in, put(x), numerics="ggml-cuda"))
         xs = reference.activations_as_seen(x, name)
         if name in qm.FLOAT_TYPES:
             x81 = x.astype(np.float64)

@@ -20,7 +20,7 @@ Steps (each timed; a step that fails is recorded with its error and the next one
               weight bytes read per token (every GPU-resident tensor) x the better tg tok/s (eager
               or CUDA graphs, both reported), against the
               card's bandwidth; targets 60% (files >= 2 GB) and 40% (0.8B); the first file again
-              with act="q8_1" (float attention and silu: what the default FP64 numerics cost)
+              with numerics="ggml-cuda" (float attention and silu: what the default FP64 numerics cost)
 
 Prints a markdown summary (for docs/PERFORMANCE.md) and writes every number to --out (JSON).
 Exit status 0 when every step ran and met its target, 1 otherwise.
@@ -194,15 +194,15 @@ def speed(files: dict, bandwidth: float | None, quick: bool) -> dict:
             short.append(f"{key}: {100 * frac:.0f}% < {100 * target:.0f}%")
         if key == next(iter(files)):       # what the default numerics' FP64 attention and silu cost
             from runtime.cuda import qmatmul
-            act, qmatmul.DEFAULT_ACT = qmatmul.DEFAULT_ACT, "q8_1"
+            numerics, qmatmul.DEFAULT_NUMERICS = qmatmul.DEFAULT_NUMERICS, "ggml-cuda"
             try:
                 os.environ["GGUFKIT_CUDA_GRAPHS"] = "0"
                 r81 = bench(m, n_p, n_g, reps, dev=DeviceOptions("cuda", "all"))
             finally:
-                qmatmul.DEFAULT_ACT = act
+                qmatmul.DEFAULT_NUMERICS = numerics
                 os.environ.pop("GGUFKIT_CUDA_GRAPHS", None)
-            rows[key]["q8_1_pp_tok_s"], rows[key]["q8_1_tg_eager_tok_s"] = r81[0].avg_ts, r81[1].avg_ts
-            print(f"   {key} with act=q8_1 (float attention, no FP64): pp{n_p} {r81[0].avg_ts:.1f} tok/s, "
+            rows[key]["ggml_cuda_pp_tok_s"], rows[key]["ggml_cuda_tg_eager_tok_s"] = r81[0].avg_ts, r81[1].avg_ts
+            print(f"   {key} with numerics=ggml-cuda (float attention, no FP64): pp{n_p} {r81[0].avg_ts:.1f} tok/s, "
                   f"tg{n_g} {r81[1].avg_ts:.1f} tok/s eager", flush=True)
         del m
     if short:

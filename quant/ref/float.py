@@ -26,12 +26,13 @@ class F16(Format, qtype="F16"):
         return f16_from(b).reshape(-1, 1)
 
 
-def bf16_bits(x) -> np.ndarray:
-    """ggml_compute_fp32_to_bf16: (u + 0x7fff + ((u >> 16) & 1)) >> 16; NaN -> (u >> 16) | 64."""
-    u = np.ascontiguousarray(x, np.float32).view(np.uint32)
+def bf16_bits(x, xp=np) -> np.ndarray:
+    """ggml_compute_fp32_to_bf16: (u + 0x7fff + ((u >> 16) & 1)) >> 16; NaN -> (u >> 16) | 64.
+    ``xp``: the array module of x (numpy, or cupy for device arrays)."""
+    u = xp.ascontiguousarray(x, np.float32).view(np.uint32)
     r = (u + np.uint32(0x7FFF) + ((u >> 16) & 1)) >> 16     # wraps only for NaNs, replaced below
     nan = (u & 0x7FFFFFFF) > 0x7F800000
-    r = np.where(nan, (u >> 16) | 64, r)
+    r = xp.where(nan, (u >> 16) | 64, r)
     return r.astype(np.uint16)
 
 

@@ -50,38 +50,31 @@ static __device__ __forceinline__ double att_tanh(double x) { return tanh(x); }
 static __device__ __forceinline__ float att_max(float a, float b) { return fmaxf(a, b); }
 static __device__ __forceinline__ double att_max(double a, double b) { return fmax(a, b); }
 
-template <class T> static __device__ __forceinline__ T att_warp_sum(T v) {
+// sum (MAX false) or max (MAX true) over a warp, and over the block as common.cuh's block_sum /
+// block_max (two __syncthreads each; scratch T[32])
+template <bool MAX, class T> static __device__ __forceinline__ T att_warp_reduce(T v) {
 #pragma unroll
-    for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(FULL_MASK, v, o);
+    for (int o = 16; o > 0; o >>= 1) {
+        const T w = __shfl_xor_sync(FULL_MASK, v, o);
+        v = MAX ? att_max(v, w) : v + w;
+    }
     return v;
 }
 
-template <class T> static __device__ __forceinline__ T att_warp_max(T v) {
-#pragma unroll
-    for (int o = 16; o > 0; o >>= 1) v = att_max(v, __shfl_xor_sync(FULL_MASK, v, o));
-    return v;
-}
-
-// block reductions as common.cuh's block_sum / block_max (two __syncthreads each); scratch T[32]
-template <class T> static __device__ __forceinline__ T att_block_sum(T v, T* scratch) {
+template <bool MAX, class T> static __device__ __forceinline__ T att_block_reduce(T v, T* scratch) {
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, n_warps = blockDim.x >> 5;
-    v = att_warp_sum(v);
+    v = att_warp_reduce<MAX>(v);
     __syncthreads();
     if (lane == 0) scratch[warp] = v;
     __syncthreads();
-    v = lane < n_warps ? scratch[lane] : (T)0;
-    return att_warp_sum(v);
+    v = lane < n_warps ? scratch[lane] : MAX ? (T)F32_NEG_INF : (T)0;
+    return att_warp_reduce<MAX>(v);
 }
 
-template <class T> static __device__ __forceinline__ T att_block_max(T v, T* scratch) {
-    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, n_warps = blockDim.x >> 5;
-    v = att_warp_max(v);
-    __syncthreads();
-    if (lane == 0) scratch[warp] = v;
-    __syncthreads();
-    v = lane < n_warps ? scratch[lane] : (T)F32_NEG_INF;
-    return att_warp_max(v);
-}
+template <class T> static __device__ __forceinline__ T att_warp_sum(T v) { return att_warp_reduce<false>(v); }
+template <class T> static __device__ __forceinline__ T att_warp_max(T v) { return att_warp_reduce<true>(v); }
+template <class T> static __device__ __forceinline__ T att_block_sum(T v, T* s) { return att_block_reduce<false>(v, s); }
+template <class T> static __device__ __forceinline__ T att_block_max(T v, T* s) { return att_block_reduce<true>(v, s); }
 
 template <class T> static __device__ __forceinline__ T attn_score(T dot, float scale, float softcap) {
     T s = dot * (T)scale;
@@ -168,34 +161,6 @@ attn_decode_combine_impl(const T* __restrict__ part_o, const T* __restrict__ par
     }
 }
 
-extern "C" __global__ void __launch_bounds__(ATT_THREADS)
-attn_decode_partial(const float* __restrict__ q, const f16* __restrict__ k, const f16* __restrict__ v,
-                    float* __restrict__ part_o, float* __restrict__ part_ml, int n_head, int n_kv, int hd,
-                    int n_past, int window, int split_keys, float scale, float softcap) {
-    attn_decode_partial_impl<float>(q, k, v, part_o, part_ml, n_head, n_kv, hd, n_past, window, split_keys,
-                                    scale, softcap);
-}
-
-extern "C" __global__ void __launch_bounds__(ATT_THREADS)
-attn_decode_partial_f64(const float* __restrict__ q, const f16* __restrict__ k, const f16* __restrict__ v,
-                        double* __restrict__ part_o, double* __restrict__ part_ml, int n_head, int n_kv, int hd,
-                        int n_past, int window, int split_keys, float scale, float softcap) {
-    attn_decode_partial_impl<double>(q, k, v, part_o, part_ml, n_head, n_kv, hd, n_past, window, split_keys,
-                                     scale, softcap);
-}
-
-extern "C" __global__ void __launch_bounds__(ATT_THREADS)
-attn_decode_combine(const float* __restrict__ part_o, const float* __restrict__ part_ml, float* __restrict__ out,
-                    int n_split, int hd) {
-    attn_decode_combine_impl<float>(part_o, part_ml, out, n_split, hd);
-}
-
-extern "C" __global__ void __launch_bounds__(ATT_THREADS)
-attn_decode_combine_f64(const double* __restrict__ part_o, const double* __restrict__ part_ml,
-                        float* __restrict__ out, int n_split, int hd) {
-    attn_decode_combine_impl<double>(part_o, part_ml, out, n_split, hd);
-}
-
 // grid (ceil(n_tok / ATT_ROWS), n_head), block (32 * ATT_ROWS).
 // Per tile and warp (query row): lane kk scores key k0 + kk against the row's query (K rows in
 // shared memory padded to hd + 2 halves, so the 32 lanes read 32 different banks), one warp max
@@ -277,45 +242,32 @@ attn_prefill_impl(const float* __restrict__ q, const f16* __restrict__ k, const 
     }
 }
 
-// the variants (written out: the loader reads kernel signatures from the text)
-extern "C" __global__ void __launch_bounds__(32 * ATT_ROWS)
-attn_prefill_64(const float* __restrict__ q, const f16* __restrict__ k, const f16* __restrict__ v,
-                float* __restrict__ out, int n_tok, int n_head, int n_kv, int hd, int n_past, int window,
-                float scale, float softcap) {
-    attn_prefill_impl<64, float>(q, k, v, out, n_tok, n_head, n_kv, hd, n_past, window, scale, softcap);
-}
+// The kernels: each template above instantiated for both accumulator types, named without a
+// suffix (float) or with _f64 (double); prefill once per largest head_dim. ATT_ACCUMULATORS is
+// an X-macro list (runtime/cuda/module.py expands its line to read the kernel signatures).
+#define ATT_ACCUMULATORS(X) X(, float) X(_f64, double)
 
-extern "C" __global__ void __launch_bounds__(32 * ATT_ROWS)
-attn_prefill_64_f64(const float* __restrict__ q, const f16* __restrict__ k, const f16* __restrict__ v,
-                    float* __restrict__ out, int n_tok, int n_head, int n_kv, int hd, int n_past, int window,
-                    float scale, float softcap) {
-    attn_prefill_impl<64, double>(q, k, v, out, n_tok, n_head, n_kv, hd, n_past, window, scale, softcap);
-}
+#define ATT_DECODE_KERNELS(suffix, T)                                                                                \
+    extern "C" __global__ void __launch_bounds__(ATT_THREADS) attn_decode_partial##suffix(                           \
+        const float* __restrict__ q, const f16* __restrict__ k, const f16* __restrict__ v, T* __restrict__ part_o,   \
+        T* __restrict__ part_ml, int n_head, int n_kv, int hd, int n_past, int window, int split_keys, float scale,  \
+        float softcap) {                                                                                             \
+        attn_decode_partial_impl<T>(q, k, v, part_o, part_ml, n_head, n_kv, hd, n_past, window, split_keys, scale,   \
+                                    softcap);                                                                        \
+    }                                                                                                                \
+    extern "C" __global__ void __launch_bounds__(ATT_THREADS) attn_decode_combine##suffix(                           \
+        const T* __restrict__ part_o, const T* __restrict__ part_ml, float* __restrict__ out, int n_split, int hd) { \
+        attn_decode_combine_impl<T>(part_o, part_ml, out, n_split, hd);                                              \
+    }
 
-extern "C" __global__ void __launch_bounds__(32 * ATT_ROWS)
-attn_prefill_128(const float* __restrict__ q, const f16* __restrict__ k, const f16* __restrict__ v,
-                 float* __restrict__ out, int n_tok, int n_head, int n_kv, int hd, int n_past, int window,
-                 float scale, float softcap) {
-    attn_prefill_impl<128, float>(q, k, v, out, n_tok, n_head, n_kv, hd, n_past, window, scale, softcap);
-}
+#define ATT_PREFILL_KERNEL(HD, suffix, T)                                                                           \
+    extern "C" __global__ void __launch_bounds__(32 * ATT_ROWS) attn_prefill_##HD##suffix(                          \
+        const float* __restrict__ q, const f16* __restrict__ k, const f16* __restrict__ v, float* __restrict__ out, \
+        int n_tok, int n_head, int n_kv, int hd, int n_past, int window, float scale, float softcap) {              \
+        attn_prefill_impl<HD, T>(q, k, v, out, n_tok, n_head, n_kv, hd, n_past, window, scale, softcap);            \
+    }
 
-extern "C" __global__ void __launch_bounds__(32 * ATT_ROWS)
-attn_prefill_128_f64(const float* __restrict__ q, const f16* __restrict__ k, const f16* __restrict__ v,
-                     float* __restrict__ out, int n_tok, int n_head, int n_kv, int hd, int n_past, int window,
-                     float scale, float softcap) {
-    attn_prefill_impl<128, double>(q, k, v, out, n_tok, n_head, n_kv, hd, n_past, window, scale, softcap);
-}
-
-extern "C" __global__ void __launch_bounds__(32 * ATT_ROWS)
-attn_prefill_256(const float* __restrict__ q, const f16* __restrict__ k, const f16* __restrict__ v,
-                 float* __restrict__ out, int n_tok, int n_head, int n_kv, int hd, int n_past, int window,
-                 float scale, float softcap) {
-    attn_prefill_impl<256, float>(q, k, v, out, n_tok, n_head, n_kv, hd, n_past, window, scale, softcap);
-}
-
-extern "C" __global__ void __launch_bounds__(32 * ATT_ROWS)
-attn_prefill_256_f64(const float* __restrict__ q, const f16* __restrict__ k, const f16* __restrict__ v,
-                     float* __restrict__ out, int n_tok, int n_head, int n_kv, int hd, int n_past, int window,
-                     float scale, float softcap) {
-    attn_prefill_impl<256, double>(q, k, v, out, n_tok, n_head, n_kv, hd, n_past, window, scale, softcap);
-}
+#define ATT_KERNELS(suffix, T)    \
+    ATT_DECODE_KERNELS(suffix, T) \
+    ATT_PREFILL_KERNEL(64, suffix, T) ATT_PREFILL_KERNEL(128, suffix, T) ATT_PREFILL_KERNEL(256, suffix, T)
+ATT_ACCUMULATORS(ATT_KERNELS)

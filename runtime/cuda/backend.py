@@ -76,14 +76,14 @@ def _guard(what):
 
 
 class CUDABackend(Backend):
-    """``act``: the numerics (runtime.cuda.qmatmul.ACT_MODES). "cpu" (default): what the CPU
+    """``numerics`` (runtime.cuda.qmatmul.CUDA_NUMERICS). "exact" (default): what the CPU
     backend computes: activations converted for each weight type as ggml-cpu does, attention
     in float64 rounded once (the *_f64 kernels), rms_norm's double sum; the two backends then
-    agree bit for bit in all but rare ties. "q8_1": ggml-cuda's choices (q8_1 activations, f16
-    prefill GEMM, float attention): faster attention on cards with slow FP64, not the CPU's
+    agree bit for bit in all but rare ties. "ggml-cuda": ggml-cuda's choices (q8_1 activations,
+    f16 prefill GEMM, float attention): faster attention on cards with slow FP64, not the CPU's
     numbers."""
 
-    def __init__(self, index: int = 0, act: str | None = None):
+    def __init__(self, index: int = 0, numerics: str | None = None):
         self.dev = X.device(index=index)
         self.xp = self.dev.xp
         self.emulated = self.dev.emulated
@@ -96,9 +96,8 @@ class CUDABackend(Backend):
         self.resident = 0            # bytes of weights and KV caches this backend allocated
         self._oom = _oom_types()
         self.recording = None        # a runtime.cuda.graph._Recording while a step is captured
-        self.act = act or self._q.DEFAULT_ACT
-        if self.act not in self._q.ACT_MODES:
-            raise CudaError(f"unknown CUDA numerics {self.act!r} ({', '.join(self._q.ACT_MODES)})")
+        self.numerics = numerics or self._q.DEFAULT_NUMERICS
+        self._q.check_numerics(self.numerics)
         self._stream = self._graph_pool = None
 
     @property
@@ -121,7 +120,7 @@ class CUDABackend(Backend):
 
     @property
     def _q(self):
-        from runtime.cuda import qmatmul      # cudaq's quantized matmul launchers
+        from runtime.cuda import qmatmul      # the quantized matmul launchers (quants.cu)
         return qmatmul
 
     # ------------------------------------------------------------ data
@@ -208,7 +207,7 @@ class CUDABackend(Backend):
         x = self._act(x)
         if x.shape[1] != w.shape[1]:
             raise CudaError(f"matmul {w.name}: x has {x.shape[1]} columns, weight expects {w.shape[1]}")
-        return self._q.matmul(self._mat(w), w.qtype, w.shape[0], w.shape[1], x, self.act)
+        return self._q.matmul(self._mat(w), w.qtype, w.shape[0], w.shape[1], x, self.numerics)
 
     @_guard("get_rows")
     def get_rows(self, w, ids):
@@ -238,8 +237,8 @@ class CUDABackend(Backend):
 
     @property
     def attn_f64(self) -> bool:
-        """Attention and silu in double (the CPU backend's results) unless act is "q8_1"."""
-        return self.act == "cpu"
+        """Attention and silu in double (the CPU backend's results) unless numerics is "ggml-cuda"."""
+        return self.numerics == "exact"
 
     @_guard("swiglu")
     def swiglu(self, gate, up):

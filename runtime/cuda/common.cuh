@@ -20,26 +20,22 @@ typedef unsigned long long u64;
 
 // ---------------------------------------------------------------- fp16 / bf16
 
-static __device__ __forceinline__ float f16_to_f32(f16 h) {
+// f32_to_f16 rounds to nearest even, as numpy's astype(float16)
 #ifdef GGUFKIT_EMU
-    return ::emu::half_to_float(h);
+static __device__ __forceinline__ float f16_to_f32(f16 h) { return ::emu::half_to_float(h); }
+static __device__ __forceinline__ f16 f32_to_f16(float f) { return ::emu::float_to_half_rn(f); }
 #else
+static __device__ __forceinline__ float f16_to_f32(f16 h) {
     float f;
     asm("cvt.f32.f16 %0, %1;" : "=f"(f) : "h"(h));
     return f;
-#endif
 }
-
-// round to nearest even, as numpy's astype(float16)
 static __device__ __forceinline__ f16 f32_to_f16(float f) {
-#ifdef GGUFKIT_EMU
-    return ::emu::float_to_half_rn(f);
-#else
     f16 h;
     asm("cvt.rn.f16.f32 %0, %1;" : "=h"(h) : "f"(f));
     return h;
-#endif
 }
+#endif
 
 static __device__ __forceinline__ float bf16_to_f32(bf16 b) {
     return __uint_as_float((unsigned)b << 16);

@@ -118,8 +118,8 @@ class DecodeGraph:
         return self.be.xp.cuda.using_allocator(self.be.graph_pool.malloc)
 
     def _workspaces(self):
-        from runtime.cuda import ops
-        return {k: int(v.ctypes.data if isinstance(v, np.ndarray) else v.data.ptr) for k, v in ops._WORKSPACE.items()}
+        from runtime.cuda.xp import WORKSPACE
+        return {k: int(v.ctypes.data if isinstance(v, np.ndarray) else v.data.ptr) for k, v in WORKSPACE.items()}
 
     def __call__(self, cache, tid: int):
         if self.error is not None:

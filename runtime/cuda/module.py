@@ -10,8 +10,10 @@ for a null pointer) and numpy scalars whose dtype matches the kernel's parameter
 (``np.int32`` for ``int``, ``np.float32`` for ``float``...). Python ints and floats are refused:
 CuPy would pass them as 64-bit values and the kernel would read garbage.
 
-Every ``.cu`` source gets ``common.cuh`` prepended (no include paths needed). Kernels callable
-from Python are declared ``extern "C" __global__ void name(...)``.
+Every ``.cu`` source gets ``common.cuh`` prepended, and the text of each ``#include "x.cuh"``
+(a header beside it, e.g. quants.cu's generated iq_tables.cuh) in place: no include paths are
+needed. Kernels callable from Python are declared ``extern "C" __global__ void name(...)``,
+written out or instantiated over an X-macro list (``expand_macros``).
 
 GPU: ``cupy.RawModule(code=..., options=("-std=c++17",))``; CuPy compiles with NVRTC for the
 device's arch and caches the cubin on disk; we keep one RawModule per source in-process.
@@ -84,13 +86,27 @@ def list_sources() -> list[str]:
     return sorted(p.stem for p in CUDA_DIR.glob("*.cu"))
 
 
+_INCLUDE_RE = re.compile(r'^[ \t]*#[ \t]*include[ \t]+"(\w+\.cuh)"[^\n]*$', re.M)
+
+
 def source(name: str) -> str:
-    """The text compiled for ``name``: common.cuh, then NAME.cu (with #line so errors point at it)."""
+    """The text compiled for ``name``: common.cuh, then NAME.cu with the text of each header it
+    includes (``#include "x.cuh"``, from runtime/cuda/) in place (with #line so errors point at
+    the file and line they come from). NVRTC (through CuPy) and g++ then need no include paths."""
     path = Path(name) if str(name).endswith(".cu") else CUDA_DIR / f"{name}.cu"
     if not path.is_file():
         raise CudaError(f"no CUDA source {path.name} in {path.parent}")
+    text = path.read_text()
+
+    def include(m):
+        header = CUDA_DIR / m[1]
+        if not header.is_file():
+            raise CudaError(f"{path.name} includes {m[1]}, which is not in {CUDA_DIR}")
+        line = text.count("\n", 0, m.start()) + 2
+        return f'#line 1 "{m[1]}"\n{header.read_text()}\n#line {line} "{path.name}"'
+
     return (f'#line 1 "common.cuh"\n{COMMON_HEADER.read_text()}\n'
-            f'#line 1 "{path.name}"\n{path.read_text()}')
+            f'#line 1 "{path.name}"\n{_INCLUDE_RE.sub(include, text)}')
 
 
 # ---------------------------------------------------------------- kernel signatures
@@ -143,10 +159,42 @@ def _strip_comments(src: str) -> str:
     return re.sub(r"//[^\n]*", "", src)
 
 
+_DEFINE_RE = re.compile(r"^[ \t]*#[ \t]*define[ \t]+(\w+)\(([\w\s,]*)\)(.*)$", re.M)
+_CALL_RE = re.compile(r"\b(\w+)\(([^()]*)\)")
+_TOP_CALL_RE = re.compile(r"^(\w+)\(([^()]*)\)[ \t]*;?[ \t]*$", re.M)
+_DEFINE_LINE_RE = re.compile(r"^[ \t]*#[ \t]*define\b.*$", re.M)
+
+
+def expand_macros(src: str) -> str:
+    """``src`` without comments and #defines, its top-level lines of function-like macro calls
+    expanded: a kernel template ``#define K(name) extern "C" __global__ void k_##name(...) {...}``
+    applied to an X-macro list ``#define TYPES(X) X(a) X(b)`` by the line ``TYPES(K)`` becomes
+    the kernels k_a and k_b. As much of the C preprocessor as that takes: parameters (empty ones
+    too), ``##`` pasting, rescanning the result (no ``#`` stringizing, no object-like macros);
+    the compilers do the real expansion, and tests/test_cuda_compile.py checks both see the
+    same kernels."""
+    src = _strip_comments(src).replace("\\\n", " ")
+    macros = {m[1]: ([p.strip() for p in m[2].split(",") if p.strip()], m[3]) for m in _DEFINE_RE.finditer(src)}
+
+    def call(m, depth=0):
+        if m[1] not in macros or depth > 16:
+            return m[0]
+        params, body = macros[m[1]]
+        args = [a.strip() for a in m[2].split(",")] if m[2].strip() else []
+        if len(args) != len(params):
+            raise CudaError(f"macro {m[1]}: {len(args)} arguments for {len(params)} parameters")
+        sub = dict(zip(params, args))
+        body = re.sub(r"\s*##\s*", "##", re.sub(r"\b\w+\b", lambda t: sub.get(t[0], t[0]), body))
+        return _CALL_RE.sub(lambda c: call(c, depth + 1), body.replace("##", "")) + "\n"
+
+    return _DEFINE_LINE_RE.sub("", _TOP_CALL_RE.sub(call, src))
+
+
 def parse_kernels(src: str) -> dict[str, list[Param]]:
-    """extern "C" __global__ kernels in a source -> their parameters, in order."""
+    """extern "C" __global__ kernels in a source (macro-instantiated ones included, see
+    expand_macros) -> their parameters, in order."""
     out = {}
-    for m in _KERNEL_RE.finditer(_strip_comments(src)):
+    for m in _KERNEL_RE.finditer(expand_macros(src)):
         params = []
         for raw in filter(None, (p.strip() for p in m.group(2).split(","))):
             if raw == "void":

@@ -13,24 +13,10 @@ import numpy as np
 
 from runtime.cuda import module as M
 from runtime.cuda.module import CudaError
+from runtime.cuda.xp import array_module, is_host, kernel, poisoned, workspace
 
 ELEM_THREADS = 256    # elementwise.cu's ELEM_THREADS
 ROPE_MAX_PAIRS = 256
-
-
-def _is_host(a) -> bool:
-    return isinstance(a, np.ndarray)
-
-
-def _xp(a):
-    if _is_host(a):
-        return np
-    import cupy
-    return cupy
-
-
-def _fn(src: str, kname: str, like):
-    return M.load(src, emulate=_is_host(like)).get_function(kname)
 
 
 def _f32(a, what):
@@ -41,39 +27,16 @@ def _f32(a, what):
     return a
 
 
-def _poisoned(a: np.ndarray) -> np.ndarray:
-    a.reshape(-1).view(np.uint8)[:] = 0xFF
-    return a
-
-
 def _out(out, like, shape, dtype=np.float32):
     if out is None:
-        if _is_host(like) and M._emu_opts().guard:
+        if is_host(like) and M._emu_opts().guard:
             # emulated with the guard: an output element the kernel never writes stays 0xFF bytes
             # (NaN as floats, -1 / the maximum as integers)
-            return _poisoned(np.empty(shape, dtype=dtype))
-        return _xp(like).empty(shape, dtype=dtype)
+            return poisoned(np.empty(shape, dtype=dtype))
+        return array_module(like).empty(shape, dtype=dtype)
     if tuple(out.shape) != tuple(shape) or out.dtype != dtype:
         raise CudaError(f"out is {out.dtype}{tuple(out.shape)}, expected {np.dtype(dtype)}{tuple(shape)}")
     return out
-
-
-_WORKSPACE: dict = {}
-
-
-def _workspace(like, name: str, shape, dtype):
-    """A scratch array reused across calls (one growing buffer per name, array module and
-    device): kernels on one stream run in order, and the addresses stay put for CUDA graphs."""
-    xp = _xp(like)
-    dev = -1 if xp is np else xp.cuda.runtime.getDevice()
-    key = (xp.__name__, dev, name, np.dtype(dtype).str)
-    n = int(np.prod(shape))
-    buf = _WORKSPACE.get(key)
-    if buf is None or buf.size < n:
-        buf = _WORKSPACE[key] = xp.empty(max(n, 1), dtype)
-    if xp is np and M._emu_opts().guard:
-        _poisoned(buf)   # no stale values from a previous call
-    return buf[:n].reshape(shape)
 
 
 def _row_threads(n: int, per_thread: int = 8) -> int:
@@ -97,7 +60,7 @@ def rms_norm(x, w, eps: float, out=None):
     y = _out(out, x, x.shape)
     rows = x.size // n if n else 0
     if rows:
-        _fn("elementwise", "rms_norm_f32", x)(rows, _row_threads(n), (x, w, y, np.int32(n), np.float32(eps)))
+        kernel("elementwise", "rms_norm_f32", x)(rows, _row_threads(n), (x, w, y, np.int32(n), np.float32(eps)))
     return y
 
 
@@ -122,7 +85,7 @@ def rope(x, pos, n_rot: int, freq_base: float, freq_scale: float = 1.0, freq_fac
         raise CudaError(f"rope: {freq_factors.size} freq factors for {n_rot // 2} pairs")
     y = _out(out, x, x.shape)
     if n_tok:
-        _fn("elementwise", "rope_f32", x)(
+        kernel("elementwise", "rope_f32", x)(
             n_tok, ELEM_THREADS,
             (x, y, pos, freq_factors, np.int32(n_head), np.int32(hd), np.int32(n_rot),
              rope_theta_scale(freq_base, n_rot), np.float32(freq_scale), np.int32(mode == "neox")))
@@ -136,7 +99,7 @@ def _binary(kname, a, b, out, what):
         raise CudaError(f"{what}: shapes {tuple(a.shape)} and {tuple(b.shape)} differ")
     y = _out(out, a, a.shape)
     if a.size:
-        _fn("elementwise", kname, a)(_blocks(a.size), ELEM_THREADS, (a, b, y, np.int64(a.size)))
+        kernel("elementwise", kname, a)(_blocks(a.size), ELEM_THREADS, (a, b, y, np.int64(a.size)))
     return y
 
 
@@ -161,7 +124,7 @@ def scale(x, s: float, out=None):
     _f32(x, "scale")
     y = _out(out, x, x.shape)
     if x.size:
-        _fn("elementwise", "scale_f32", x)(_blocks(x.size), ELEM_THREADS, (x, y, np.float32(s), np.int64(x.size)))
+        kernel("elementwise", "scale_f32", x)(_blocks(x.size), ELEM_THREADS, (x, y, np.float32(s), np.int64(x.size)))
     return y
 
 
@@ -171,7 +134,7 @@ def softcap(x, cap: float, out=None):
     _f32(x, "softcap")
     y = _out(out, x, x.shape)
     if x.size:
-        _fn("elementwise", "softcap_f32", x)(_blocks(x.size), ELEM_THREADS,
+        kernel("elementwise", "softcap_f32", x)(_blocks(x.size), ELEM_THREADS,
                                              (x, y, np.float32(cap), np.float32(1.0 / cap), np.int64(x.size)))
     return y
 
@@ -188,7 +151,7 @@ def kv_write(src, cache, pos):
     row = int(np.prod(src.shape[1:]))
     if n_tok and row:
         t = min(ELEM_THREADS, -(-row // 32) * 32)
-        _fn("elementwise", "kv_write_f16", src)((_blocks(row, t), n_tok), t, (src, cache, pos, np.int32(row)))
+        kernel("elementwise", "kv_write_f16", src)((_blocks(row, t), n_tok), t, (src, cache, pos, np.int32(row)))
     return cache
 
 
@@ -239,14 +202,15 @@ def attention_decode(q, k_cache, v_cache, n_past: int, scale: float, window: int
     rows = n_tok * n_head
     acc = np.float64 if f64 else np.float32
     sfx = "_f64" if f64 else ""
-    part_o = _workspace(q, "attn_part_o" + sfx, (rows, n_split, hd), acc)
-    part_ml = _workspace(q, "attn_part_ml" + sfx, (rows, n_split, 2), acc)
+    part_o = workspace(q, "attn_part_o" + sfx, (rows, n_split, hd), acc)
+    part_ml = workspace(q, "attn_part_ml" + sfx, (rows, n_split, 2), acc)
     w, cap = _attn_common(window, softcap)
-    _fn("attention", "attn_decode_partial" + sfx, q)(
+    kernel("attention", "attn_decode_partial" + sfx, q)(
         (rows, n_split), ATT_THREADS,
         (q, k_cache, v_cache, part_o, part_ml, np.int32(n_head), np.int32(n_kv), np.int32(hd), np.int32(n_past),
          w, np.int32(split_keys), np.float32(scale), cap))
-    _fn("attention", "attn_decode_combine" + sfx, q)(rows, ATT_THREADS, (part_o, part_ml, y, np.int32(n_split), np.int32(hd)))
+    kernel("attention", "attn_decode_combine" + sfx, q)(rows, ATT_THREADS,
+                                                        (part_o, part_ml, y, np.int32(n_split), np.int32(hd)))
     return y
 
 
@@ -260,7 +224,7 @@ def attention_prefill(q, k_cache, v_cache, n_past: int, scale: float, window: in
         return y
     w, cap = _attn_common(window, softcap)
     variant = next(v for v in (64, 128, 256) if hd <= v)   # shared memory sized for the head
-    _fn("attention", f"attn_prefill_{variant}" + ("_f64" if f64 else ""), q)(
+    kernel("attention", f"attn_prefill_{variant}" + ("_f64" if f64 else ""), q)(
         (-(-n_tok // ATT_ROWS), n_head), 32 * ATT_ROWS,
         (q, k_cache, v_cache, y, np.int32(n_tok), np.int32(n_head), np.int32(n_kv), np.int32(hd), np.int32(n_past),
          w, np.float32(scale), cap))
@@ -317,7 +281,7 @@ def repeat_penalty(logits, ids, penalty: float):
     if ids.size * 4 > M.MAX_SHARED_PER_BLOCK - 1024:
         raise CudaError(f"repeat_penalty: {ids.size} ids is too many for one block")
     if ids.size:
-        _fn("sampling", "repeat_penalty_f32", logits)(
+        kernel("sampling", "repeat_penalty_f32", logits)(
             1, SAMPLE_THREADS, (logits, ids, np.int32(ids.size), np.float32(penalty)), shared_mem=ids.size * 4)
     return logits
 
@@ -327,7 +291,7 @@ def argmax(logits, out=None):
     _logits(logits)
     out = _out(out, logits, (1,), np.int32)
     threads = min(1024, -(-logits.size // 32) * 32)   # sampling.cu's ARGMAX_THREADS
-    _fn("sampling", "argmax_f32", logits)(1, threads, (logits, np.int32(logits.size), out))
+    kernel("sampling", "argmax_f32", logits)(1, threads, (logits, np.int32(logits.size), out))
     return out
 
 
@@ -353,13 +317,13 @@ def sample_top_k(logits, top_k: int, top_p: float, min_p: float, temp: float, u:
     n = logits.size
     k = min(int(top_k), n)
     blocks, chunk = top_k_plan(n, k)
-    cand_v = _workspace(logits, "topk_v", (blocks * k,), np.float32)
-    cand_i = _workspace(logits, "topk_i", (blocks * k,), np.int32)
+    cand_v = workspace(logits, "topk_v", (blocks * k,), np.float32)
+    cand_i = workspace(logits, "topk_i", (blocks * k,), np.int32)
     out = _out(out, logits, (1,), np.int32)
-    _fn("sampling", "topk_chunks_f32", logits)(
+    kernel("sampling", "topk_chunks_f32", logits)(
         blocks, SAMPLE_THREADS, (logits, np.int32(n), np.int32(chunk), np.int32(k), cand_v, cand_i),
         shared_mem=chunk * 4)
-    _fn("sampling", "topk_sample_f32", logits)(
+    kernel("sampling", "topk_sample_f32", logits)(
         1, SAMPLE_THREADS, (cand_v, cand_i, np.int32(blocks * k), np.int32(k), np.float64(top_p), np.float64(min_p),
                             np.float32(temp), np.float64(u), out), shared_mem=blocks * k * 8)
     return out
@@ -369,7 +333,7 @@ def sample(logits, params, rng: np.random.Generator, history=()):
     """One token id as runtime.generate.sample(logits, params, rng, history) picks it, computed
     on the device (logits is modified in place by the repetition penalty). Only the id comes
     back. Raises CudaError for top_k outside 1..TOPK_MAX: sample on the host then."""
-    xp = _xp(logits)
+    xp = array_module(logits)
     if params.repeat_penalty != 1.0 and params.repeat_last_n != 0 and len(history):
         h = list(history)[-params.repeat_last_n:] if params.repeat_last_n > 0 else list(history)
         if min(h) < 0 or max(h) >= logits.size:

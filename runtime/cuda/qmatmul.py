@@ -14,13 +14,13 @@ product is a numpy matmul.
   ``mmv_<f32|f16|bf16>``: float dots).
 - Prefill: dequantize tiles of rows (``dequant_<type>``) and multiply with cuBLAS.
 
-``act`` says how x is converted, as in the two ggml backends:
-- "cpu" (default): as ggml-cpu and this project's CPU backend (runtime.reference.
+``numerics`` (CUDA_NUMERICS) says how x is converted, as in the two ggml backends:
+- "exact" (default): as ggml-cpu and this project's CPU backend (runtime.reference.
   activations_as_seen): Q8_0 blocks (AVX rounding) or Q8_K (per 256) for the weight type,
   x rounded to f16/bf16 for F16/BF16 weights; prefill: f32 tiles times that x, f32 GEMM.
   The result is the CPU backend's up to float summation order.
-- "q8_1": as ggml-cuda: ggml's block_q8_1 (quantize_q8_1) for every quantized type, x as is
-  for float weights; prefill: f16 tiles and f16 x, f32 accumulation (F32/BF16: f32 tiles).
+- "ggml-cuda": as ggml-cuda: ggml's block_q8_1 (quantize_q8_1) for every quantized type, x as
+  is for float weights; prefill: f16 tiles and f16 x, f32 accumulation (F32/BF16: f32 tiles).
 
 Numpy references: ``runtime.reference.matmul`` / ``get_rows`` and quant's Q8_1 quantizer
 (tests/test_cuda_quant.py states the tolerances).
@@ -30,42 +30,33 @@ from __future__ import annotations
 
 import numpy as np
 
-from quant.types import TYPES, get_type, vec_dot_type
-from runtime.cuda.module import CudaError, load
-from runtime.cuda.ops import _workspace
+from quant.ref.float import bf16_bits
+from quant.types import KERNEL_TYPES, TYPES, get_type, vec_dot_type
+from runtime.cuda.module import CudaError
+from runtime.cuda.xp import array_module, is_host, kernel, workspace
 
 SOURCE = "quants"
 THREADS = 128              # MMVQ_THREADS / DEQ_THREADS in quants.cu: CTAs of 4 warps
 MATVEC_MAX_TOKENS = 8      # MMVQ_MAXT
-Q8_1_BYTES = 36            # block_q8_1: d:2 s:2 qs:32
 TILE_BYTES = 32 << 20      # f16 bytes of one dequantized weight tile
 
-FLOAT_TYPES = ("F32", "F16", "BF16")
-# ggml type name -> kernel suffix in quants.cu (QK_BLOCK_TYPES)
-BLOCK_TYPES = ("Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K",
-               "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ3_XXS", "IQ3_S", "IQ1_S", "IQ1_M", "IQ4_NL", "IQ4_XS",
-               "TQ1_0", "TQ2_0", "MXFP4", "NVFP4", "Q1_0", "Q2_0")
-TYPES_SUPPORTED = FLOAT_TYPES + BLOCK_TYPES
-ACT_MODES = ("q8_1", "cpu")
-# "cpu" by default: decode costs the same either way, and the results then equal the CPU
-# backend's up to float summation order (perplexity within 1e-4 of it); "q8_1" is ggml-cuda's
-# choice (finer activation scales, f16 prefill GEMM).
-DEFAULT_ACT = "cpu"
+# The activation blocks the int8 kernels read: ggml's block_q8_1 {d:2 s:2 qs:32}, or the
+# CPU-exact blocks {d:4 (f32) qs:32} of quantize_act_cpu, of the same size (QK_ACT_BYTES in
+# quants.cu)
+ACT_BLOCK = TYPES["Q8_1"].block_size
+Q8_1_BYTES = TYPES["Q8_1"].type_size
 
-
-def _is_host(a) -> bool:
-    return isinstance(a, np.ndarray)
-
-
-def _xp(like):
-    if _is_host(like):
-        return np
-    import cupy
-    return cupy
-
-
-def _fn(kname: str, like):
-    return load(SOURCE, emulate=_is_host(like)).get_function(kname)
+# Every type with a runtime kernel (quant/types.py's kernel column), by kernel suffix
+# name.lower(): quants.cu instantiates mmv_/dequant_ for FLOAT_TYPES (its QK_FLOAT_TYPES list)
+# and mmvq_/dequant_ for BLOCK_TYPES (QK_BLOCK_TYPES); tests/test_cuda_quant.py checks the lists.
+TYPES_SUPPORTED = KERNEL_TYPES
+FLOAT_TYPES = tuple(n for n in KERNEL_TYPES if not TYPES[n].is_quantized)
+BLOCK_TYPES = tuple(n for n in KERNEL_TYPES if TYPES[n].is_quantized)
+CUDA_NUMERICS = ("exact", "ggml-cuda")
+# "exact" by default: decode costs the same either way, and the results then equal the CPU
+# backend's up to float summation order (perplexity within 1e-4 of it); "ggml-cuda" is
+# ggml-cuda's choice (q8_1 activations with finer scales, f16 prefill GEMM).
+DEFAULT_NUMERICS = "exact"
 
 
 def _check(qtype: str, n_in: int) -> str:
@@ -81,45 +72,51 @@ def _flat_u8(w):
     return w.reshape(-1).view(np.uint8) if w.dtype != np.uint8 else w.reshape(-1)
 
 
+def act_row_bytes(n_in: int) -> int:
+    """Bytes of one token's activation blocks (q8_1 or CPU-exact)."""
+    return n_in // ACT_BLOCK * Q8_1_BYTES
+
+
 def quantize_q8_1(x, out=None):
-    """x f32[n_tok, n_in] (n_in % 32 == 0) -> u8[n_tok, n_in / 32 * 36] q8_1 blocks."""
-    xp = _xp(x)
+    """x f32[n_tok, n_in] (n_in % 32 == 0) -> u8[n_tok, act_row_bytes(n_in)] q8_1 blocks."""
+    xp = array_module(x)
     x = xp.ascontiguousarray(x, dtype=np.float32)
     n_tok, n_in = x.shape
-    if n_in % 32:
-        raise CudaError(f"q8_1: row length {n_in} is not a multiple of 32")
-    nb = n_tok * n_in // 32
+    if n_in % ACT_BLOCK:
+        raise CudaError(f"q8_1: row length {n_in} is not a multiple of {ACT_BLOCK}")
+    nb = n_tok * n_in // ACT_BLOCK
     if out is None:
-        out = xp.empty((n_tok, n_in // 32 * Q8_1_BYTES), np.uint8)
+        out = xp.empty((n_tok, act_row_bytes(n_in)), np.uint8)
     if nb:
-        _fn("quantize_q8_1", x)(((nb + 3) // 4,), (THREADS,), (x, out, np.int32(nb)))
+        kernel(SOURCE, "quantize_q8_1", x)(((nb + 3) // 4,), (THREADS,), (x, out, np.int32(nb)))
     return out
 
 
 def quantize_act_cpu(x, vtype: str, out=None):
-    """x f32[n_tok, n_in] -> u8[n_tok, n_in / 32 * 36] blocks {d:4 (f32) qs:32}: the activations
-    exactly as ggml-cpu quantizes them for vec_dot_type ``vtype`` (Q8_0, Q8_1: per 32, AVX
-    rounding; Q8_K: per 256); runtime.reference.quantize_activations is the reference."""
-    xp = _xp(x)
+    """x f32[n_tok, n_in] -> u8[n_tok, act_row_bytes(n_in)] blocks {d:4 (f32) qs:32}: the
+    activations exactly as ggml-cpu quantizes them for vec_dot_type ``vtype`` (Q8_0, Q8_1: per
+    32, AVX rounding; Q8_K: per 256); runtime.reference.quantize_activations is the reference."""
+    xp = array_module(x)
     x = xp.ascontiguousarray(x, dtype=np.float32)
     n_tok, n_in = x.shape
-    per = 256 if vtype == "Q8_K" else 32
     if vtype not in ("Q8_0", "Q8_1", "Q8_K"):
         raise CudaError(f"no int8 activation format {vtype}")
+    per = TYPES[vtype].block_size
     if n_in % per:
         raise CudaError(f"{vtype}: row length {n_in} is not a multiple of {per}")
     if out is None:
-        out = xp.empty((n_tok, n_in // 32 * Q8_1_BYTES), np.uint8)
+        out = xp.empty((n_tok, act_row_bytes(n_in)), np.uint8)
     nu = n_tok * n_in // per
     if nu:
-        _fn("quantize_q8_cpu", x)(((nu + 3) // 4,), (THREADS,), (x, out, np.int32(nu), np.int32(2 if per == 256 else 0)))
+        mode = np.int32(2 if vtype == "Q8_K" else 0)
+        kernel(SOURCE, "quantize_q8_cpu", x)(((nu + 3) // 4,), (THREADS,), (x, out, np.int32(nu), mode))
     return out
 
 
 def act_blocks_to_float(xq, n_in: int, d_f32: bool):
     """Activation blocks (q8_1, or quantize_act_cpu's) -> f32[n_tok, n_in] = q * d."""
-    xp = _xp(xq)
-    b = xq.reshape(-1, n_in // 32, Q8_1_BYTES)
+    xp = array_module(xq)
+    b = xq.reshape(-1, n_in // ACT_BLOCK, Q8_1_BYTES)
     d = xp.ascontiguousarray(b[..., 0:4]).view(np.float32) if d_f32 else \
         xp.ascontiguousarray(b[..., 0:2]).view(np.float16).astype(np.float32)
     q = xp.ascontiguousarray(b[..., 4:]).view(np.int8).astype(np.float32)
@@ -128,13 +125,10 @@ def act_blocks_to_float(xq, n_in: int, d_f32: bool):
 
 def _cpu_float_act(x, name: str):
     """x as ggml-cpu converts it for F16 / BF16 weights (rounded to that type), else x."""
-    xp = _xp(x)
     if name == "F16":
         return x.astype(np.float16).astype(np.float32)
     if name == "BF16":
-        u = x.view(np.uint32)
-        r = ((u + np.uint32(0x7FFF) + ((u >> np.uint32(16)) & np.uint32(1))) >> np.uint32(16)) << np.uint32(16)
-        return xp.where(xp.isnan(x), x, r.view(np.float32))
+        return (bf16_bits(x, array_module(x)).astype(np.uint32) << 16).view(np.float32)
     return x
 
 
@@ -145,19 +139,25 @@ def rows_per_cta(n_in: int) -> int:
     return 4 if n <= 32 else 2 if n <= 64 else 1
 
 
-def matvec(w, qtype: str, n_out: int, n_in: int, x, act: str = DEFAULT_ACT, out=None):
+def check_numerics(numerics: str) -> bool:
+    """True for "exact" (the CPU backend's activations), False for "ggml-cuda"."""
+    if numerics not in CUDA_NUMERICS:
+        raise CudaError(f"unknown CUDA numerics {numerics!r} ({', '.join(CUDA_NUMERICS)})")
+    return numerics == "exact"
+
+
+def matvec(w, qtype: str, n_out: int, n_in: int, x, numerics: str = DEFAULT_NUMERICS, out=None):
     """Decode product: x f32[n_tok, n_in] -> f32[n_tok, n_out], fused dequantize-and-dot.
 
-    act "q8_1": activations as ggml-cuda quantizes them (q8_1 per 32; float weights use x as is).
-    act "cpu": as ggml-cpu (and this project's CPU backend) converts them for the weight type
-    (Q8_0/Q8_K int8 blocks, x rounded to f16/bf16 for F16/BF16 weights), so the result is the
-    CPU backend's up to float summation order. ``out``: an f32[n_tok, n_out] to write into;
-    the activation blocks live in a reused workspace, so a decode step allocates nothing
-    (CUDA-graph friendly)."""
+    numerics "ggml-cuda": activations as ggml-cuda quantizes them (q8_1 per 32; float weights
+    use x as is). "exact": as ggml-cpu (and this project's CPU backend) converts them for the
+    weight type (Q8_0/Q8_K int8 blocks, x rounded to f16/bf16 for F16/BF16 weights), so the
+    result is the CPU backend's up to float summation order. ``out``: an f32[n_tok, n_out] to
+    write into; the activation blocks live in a reused workspace, so a decode step allocates
+    nothing (CUDA-graph friendly)."""
     name = _check(qtype, n_in)
-    if act not in ACT_MODES:
-        raise CudaError(f"unknown activation mode {act!r} ({', '.join(ACT_MODES)})")
-    xp = _xp(w)
+    exact = check_numerics(numerics)
+    xp = array_module(w)
     x = xp.ascontiguousarray(x, dtype=np.float32).reshape(-1, n_in)
     n_tok = x.shape[0]
     if out is not None and (tuple(out.shape) != (n_tok, n_out) or out.dtype != np.float32
@@ -174,17 +174,16 @@ def matvec(w, qtype: str, n_out: int, n_in: int, x, act: str = DEFAULT_ACT, out=
         nt = xt.shape[0]
         yt = y if nt == n_tok else xp.empty((nt, n_out), np.float32)
         if name in FLOAT_TYPES:
-            xround = {"F16": 1, "BF16": 2}.get(name, 0) if act == "cpu" else 0
-            k = _fn("mmv_" + name.lower(), w)
+            xround = {"F16": 1, "BF16": 2}.get(name, 0) if exact else 0
+            k = kernel(SOURCE, "mmv_" + name.lower(), w)
             k(grid, (THREADS,), (w, xt, yt, np.int32(n_out), np.int32(n_in), np.int32(nt), np.int32(rows),
                                  np.int32(xround)))
         else:
-            cpu = act == "cpu"
-            ws = _workspace(xt, "q8_act", (nt, n_in // 32 * Q8_1_BYTES), np.uint8)
-            xq = quantize_act_cpu(xt, vec_dot_type(name), ws) if cpu else quantize_q8_1(xt, ws)
-            k = _fn("mmvq_" + name.lower(), w)
+            ws = workspace(xt, "q8_act", (nt, act_row_bytes(n_in)), np.uint8)
+            xq = quantize_act_cpu(xt, vec_dot_type(name), ws) if exact else quantize_q8_1(xt, ws)
+            k = kernel(SOURCE, "mmvq_" + name.lower(), w)
             k(grid, (THREADS,), (w, xq, yt, np.int32(n_out), np.int32(n_in), np.int32(nt), np.int32(rows),
-                                 np.int32(cpu)))
+                                 np.int32(exact)))
         if yt is not y:
             y[t0:t0 + nt] = yt
     return y
@@ -194,7 +193,7 @@ def dequantize(w, qtype: str, n_in: int, ids=None, row0: int = 0, n_rows: int | 
                dtype=np.float16):
     """Rows ``ids`` (i32 device array) or ``row0 .. row0 + n_rows`` -> f16|f32[n, n_in]."""
     name = _check(qtype, n_in)
-    xp = _xp(w)
+    xp = array_module(w)
     n = int(ids.shape[0]) if ids is not None else int(n_rows)
     out = xp.empty((n, n_in), dtype)
     if n == 0 or n_in == 0:
@@ -203,7 +202,7 @@ def dequantize(w, qtype: str, n_in: int, ids=None, row0: int = 0, n_rows: int | 
         ids = xp.ascontiguousarray(ids, dtype=np.int32)
     per_thread = 1 if name in FLOAT_TYPES else 32
     ny = (n_in // per_thread + THREADS - 1) // THREADS
-    k = _fn("dequant_" + name.lower(), w)
+    k = kernel(SOURCE, "dequant_" + name.lower(), w)
     k((n, ny), (THREADS,), (_flat_u8(w), ids, np.int32(row0), np.int32(n_in), out,
                             np.int32(1 if np.dtype(dtype) == np.float16 else 0)))
     return out
@@ -216,7 +215,7 @@ def get_rows(w, qtype: str, n_in: int, ids):
 
 def _gemm(x, wt):
     """x f16|f32[n_tok, n_in] @ wt[n_rows, n_in].T -> f32[n_tok, n_rows]; f32 accumulation."""
-    if _is_host(x):
+    if is_host(x):
         return x.astype(np.float32) @ wt.astype(np.float32).T
     import cupy
     if wt.dtype == np.float32:
@@ -237,18 +236,17 @@ def _gemm(x, wt):
     return out
 
 
-def matmul_tiled(w, qtype: str, n_out: int, n_in: int, x, act: str = DEFAULT_ACT):
+def matmul_tiled(w, qtype: str, n_out: int, n_in: int, x, numerics: str = DEFAULT_NUMERICS):
     """Prefill: tiles of dequantized rows times x with cuBLAS.
 
-    act "q8_1" (ggml-cuda's cuBLAS path): f16 tiles and x rounded to f16, f32 accumulation;
-    F32 and BF16 weights as f32 tiles with x as is. act "cpu" (the CPU backend's
+    numerics "ggml-cuda" (ggml-cuda's cuBLAS path): f16 tiles and x rounded to f16, f32
+    accumulation; F32 and BF16 weights as f32 tiles with x as is. "exact" (the CPU backend's
     matmul_tiled): f32 tiles times x as ggml-cpu converts it, f32 GEMM."""
     name = _check(qtype, n_in)
-    if act not in ACT_MODES:
-        raise CudaError(f"unknown activation mode {act!r} ({', '.join(ACT_MODES)})")
-    xp = _xp(w)
+    exact = check_numerics(numerics)
+    xp = array_module(w)
     x = xp.ascontiguousarray(x, dtype=np.float32).reshape(-1, n_in)
-    if act == "cpu":
+    if exact:
         wide = True
         if name in FLOAT_TYPES:
             xa = _cpu_float_act(x, name)
@@ -271,14 +269,14 @@ def matmul_tiled(w, qtype: str, n_out: int, n_in: int, x, act: str = DEFAULT_ACT
     return y
 
 
-def matmul(w, qtype: str, n_out: int, n_in: int, x, act: str = DEFAULT_ACT, out=None):
-    """y = x @ W.T: matvec for n_tok <= 8, dequantized tiles and cuBLAS above (see ``act``
+def matmul(w, qtype: str, n_out: int, n_in: int, x, numerics: str = DEFAULT_NUMERICS, out=None):
+    """y = x @ W.T: matvec for n_tok <= 8, dequantized tiles and cuBLAS above (see ``numerics``
     in matvec / matmul_tiled). ``out``: f32[n_tok, n_out] to write into (decode only
     avoids every allocation)."""
     x2 = x.reshape(-1, n_in)
     if x2.shape[0] <= MATVEC_MAX_TOKENS:
-        return matvec(w, qtype, n_out, n_in, x2, act, out)
-    y = matmul_tiled(w, qtype, n_out, n_in, x2, act)
+        return matvec(w, qtype, n_out, n_in, x2, numerics, out)
+    y = matmul_tiled(w, qtype, n_out, n_in, x2, numerics)
     if out is None:
         return y
     out[...] = y

@@ -6,7 +6,9 @@
     dev.matmul(a, b, out=y)              # cuBLAS GEMM (cupy.matmul) / numpy matmul
     host = dev.asnumpy(y)                # device -> host
 
-Kernel launchers (runtime.cuda.ops) take the arrays these return.
+Kernel launchers (runtime.cuda.ops, runtime.cuda.qmatmul) take the arrays these return, and
+run on the arrays' side: ``kernel(src, name, like)`` is the emulated kernel for numpy arrays,
+the GPU's for CuPy arrays; ``workspace`` hands out reused scratch arrays on that side.
 """
 
 from __future__ import annotations
@@ -68,6 +70,52 @@ class Device:
             return int(pages), int(total)
         return tuple(int(v) for v in self.xp.cuda.runtime.memGetInfo())
 
+
+# ---------------------------------------------------------------- the side of an array
+
+def is_host(a) -> bool:
+    """A numpy array (runs the emulated kernels), not a CuPy one."""
+    return isinstance(a, np.ndarray)
+
+
+def array_module(a):
+    """numpy or cupy, whichever ``a`` belongs to."""
+    if is_host(a):
+        return np
+    import cupy
+    return cupy
+
+
+def kernel(src: str, kname: str, like):
+    """Kernel ``kname`` of runtime/cuda/SRC.cu on the side of the array ``like``."""
+    return M.load(src, emulate=is_host(like)).get_function(kname)
+
+
+def poisoned(a: np.ndarray) -> np.ndarray:
+    """``a`` filled with 0xFF bytes (NaN as floats, -1 / the maximum as integers)."""
+    a.reshape(-1).view(np.uint8)[:] = 0xFF
+    return a
+
+
+WORKSPACE: dict = {}
+
+
+def workspace(like, name: str, shape, dtype):
+    """A scratch array reused across calls (one growing buffer per name, array module and
+    device): kernels on one stream run in order, and the addresses stay put for CUDA graphs."""
+    xp = array_module(like)
+    dev = -1 if xp is np else xp.cuda.runtime.getDevice()
+    key = (xp.__name__, dev, name, np.dtype(dtype).str)
+    n = int(np.prod(shape))
+    buf = WORKSPACE.get(key)
+    if buf is None or buf.size < n:
+        buf = WORKSPACE[key] = xp.empty(max(n, 1), dtype)
+    if xp is np and M._emu_opts().guard:
+        poisoned(buf)   # no stale values from a previous call
+    return buf[:n].reshape(shape)
+
+
+# ---------------------------------------------------------------- devices
 
 _DEVICES: dict = {}
 
