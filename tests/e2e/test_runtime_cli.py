@@ -7,7 +7,7 @@ import pytest
 from click.testing import CliRunner
 
 from ggufkit.cli import cli, main
-from tests.test_runtime_chat import write_chat_gguf
+from tests.helpers.tiny_models import write_chat_gguf
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,5 @@
 """The real model: gemma-3-270m Q4_K_M against llama.cpp's numbers (goldens from
-tools/compare_runtime.py). Runs where the model is installed (tools/get_gemma3.py); CI installs
+tools/conformance/compare_runtime.py). Runs where the model is installed (tools/get_gemma3.py); CI installs
 it (.ci/run), and with CI=true a missing model is a failure, not a skip.
 
 This file is numerically touchy: ~1e-6 differences in a matmul (e.g. another thread count, which
@@ -9,11 +9,11 @@ and only the first token of the second prompt, whose second token is a near-tie.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
+from tests.helpers import GOLDENS
 
-GOLDEN = Path(__file__).parent / "golden" / "runtime"
+GOLDEN = GOLDENS / "runtime"
 WIKITEXT_HEAD = GOLDEN / "wikitext-2-test-head.txt"    # first 41 lines: chunk 1's 512 tokens (see NOTICE-wikitext.md)
 
 

@@ -4,19 +4,19 @@
   relative error <= 1e-4 (error / max |logit|), KV cache in f32; with the default f16 cache the
   greedy tokens still agree.
 * F16 GGUFs: perplexity on tests/golden/runtime/fixture-text.txt within 0.1% of llama-perplexity
-  (goldens from ``tools/compare_runtime.py ppl-fixture``).
+  (goldens from ``tools/conformance/compare_runtime.py ppl-fixture``).
 """
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from runtime.loader import load
+from tests.helpers import GOLDENS
 
-GOLDEN = Path(__file__).parent / "golden" / "runtime"
+GOLDEN = GOLDENS / "runtime"
 IDS = [128000, 9906, 1917, 11, 1268, 527, 499, 30, 358, 1097, 7060, 13, 578, 4062, 14198, 39935, 35308, 927]
 
 

@@ -1,11 +1,10 @@
 """Budgeted allocation: the knapsack solver (against brute force), sizes, candidates, and the
-``--tensor-type-file`` round trip against llama-quantize (tests/golden/alloc, tools/gen_alloc_golden.py)."""
+``--tensor-type-file`` round trip against llama-quantize (tests/golden/alloc, tools/golden/gen_alloc_golden.py)."""
 from __future__ import annotations
 
 import hashlib
 import itertools
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,10 +12,9 @@ import pytest
 
 from quant.allocate import Choice, TensorOptions, allocate, parse_size, relative_error
 from quant.errors import QuantError
+from tests.helpers import GOLDENS
 
-REPO = Path(__file__).resolve().parent.parent
-GOLD = REPO / "tests" / "golden" / "alloc"
-sys.path.insert(0, str(REPO / "tests"))
+GOLD = GOLDENS / "alloc"
 
 
 def _random_problem(rng, n_t=5, n_c=4):
@@ -82,12 +80,10 @@ def test_candidates_respect_block_size_and_imatrix():
 
 def test_tensor_type_file_rebuilds_llama_quantize_bytes(tmp_path, monkeypatch):
     """The mix file (tensor_type_lines) makes ggufkit write llama-quantize's bytes."""
-    from quantize_cases import GOLDEN_DIR, IMATRIX_GGUF, write_tiny_gguf
+    from tests.helpers.quantize_cases import GOLDEN_DIR, IMATRIX_GGUF, tiny_mix, write_tiny_gguf
 
     from ggufkit.allocate import tensor_type_lines
     from ggufkit.quantize import quantize_file, read_tensor_type_file
-    sys.path.insert(0, str(REPO / "tools"))
-    from gen_alloc_golden import tiny_mix
 
     src = write_tiny_gguf(tmp_path / "tiny-f16.gguf")
     mix = tiny_mix(src)
@@ -104,13 +100,11 @@ def test_tensor_type_file_rebuilds_llama_quantize_bytes(tmp_path, monkeypatch):
 
 def test_header_size_is_exact(tmp_path, monkeypatch):
     """The planned file size (header + padded tensors) equals the written file's size."""
-    from quantize_cases import GOLDEN_DIR, IMATRIX_GGUF, write_tiny_gguf
+    from tests.helpers.quantize_cases import GOLDEN_DIR, IMATRIX_GGUF, tiny_mix, write_tiny_gguf
 
     from ggufkit.allocate import _pad, _plans, _source, header_bytes, tensor_type_lines
     from ggufkit.quantize import quantize_file
     from quant.imatrix import load_imatrix
-    sys.path.insert(0, str(REPO / "tools"))
-    from gen_alloc_golden import tiny_mix
 
     monkeypatch.chdir(GOLDEN_DIR)
     src = write_tiny_gguf(tmp_path / "tiny-f16.gguf")
@@ -125,15 +119,15 @@ def test_header_size_is_exact(tmp_path, monkeypatch):
 def test_budget_end_to_end_llama_tiny(llama_ckpt, tmp_path, monkeypatch):
     """Measure (errors + sensitivities), allocate under an exact budget, check against the standard
     mix, write file + tensor-type file + report; the type file rebuilds the same bytes."""
-    from quantize_cases import GOLDEN_DIR
+    from tests.helpers.quantize_cases import GOLDEN_DIR
 
     from ggufkit.allocate import quantize_budget
     from ggufkit.convert import convert
     from ggufkit.quantize import quantize_file, read_tensor_type_file
 
     base = convert(llama_ckpt, tmp_path / "llama-tiny-f16.gguf", "f16")
-    imx = str(REPO / "tests" / "golden" / "imatrix" / "llama-tiny-c128x4.gguf")
-    text = str(REPO / "tests" / "golden" / "runtime" / "fixture-text.txt")
+    imx = str(GOLDENS / "imatrix" / "llama-tiny-c128x4.gguf")
+    text = str(GOLDENS / "runtime" / "fixture-text.txt")
     std = quantize_file(base, tmp_path / "q4km.gguf", "Q4_K_M", imatrix=imx)
     budget = (tmp_path / "q4km.gguf").stat().st_size
     out = tmp_path / "alloc.gguf"
@@ -169,8 +163,8 @@ def test_budget_check_reads_written_files_and_falls_back(llama_ckpt, tmp_path, m
     from runtime.sensitivity import Probe
 
     base = str(convert(llama_ckpt, tmp_path / "llama-tiny-f16.gguf", "f16"))
-    imx = str(REPO / "tests" / "golden" / "imatrix" / "llama-tiny-c128x4.gguf")
-    text = str(REPO / "tests" / "golden" / "runtime" / "fixture-text.txt")
+    imx = str(GOLDENS / "imatrix" / "llama-tiny-c128x4.gguf")
+    text = str(GOLDENS / "runtime" / "fixture-text.txt")
     std = tmp_path / "q4km.gguf"
     quantize_file(base, std, "Q4_K_M", imatrix=imx)
     kw = dict(target_size=str(std.stat().st_size), imatrix=imx, calib_text=text, n_seq=1, seq_len=64,

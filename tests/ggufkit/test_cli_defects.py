@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 
 from ggufkit.cli import main
-from quantize_cases import write_tiny_gguf
+from tests.helpers.quantize_cases import write_tiny_gguf
+from tests.helpers import REPO
 
-REPO = Path(__file__).resolve().parent.parent
 
 
 def run_main(argv, capsys):
@@ -47,7 +47,7 @@ def tiny(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def chat_gguf(tmp_path_factory):
-    from tests.test_runtime_chat import write_chat_gguf
+    from tests.helpers.tiny_models import write_chat_gguf
     return write_chat_gguf(tmp_path_factory.mktemp("defects-run") / "chat.gguf")
 
 
@@ -270,14 +270,11 @@ def test_set_num_threads_limits_blas():
         B.set_num_threads(n0)
 
 
-# ---------------------------------------------------------------- regressions found by tools/fuzz_inputs.py
+# ---------------------------------------------------------------- regressions found by tools/conformance/fuzz_inputs.py
 
 def _fuzz_tool():
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("fuzz_inputs", REPO / "tools" / "fuzz_inputs.py")
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+    from tools.conformance import fuzz_inputs
+    return fuzz_inputs
 
 
 @pytest.mark.parametrize("key, value, must", [("llama.block_count", 12648449, "block_count"),

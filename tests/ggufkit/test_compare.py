@@ -6,9 +6,9 @@ import json
 from pathlib import Path
 
 import pytest
+from tests.helpers import GOLDENS
 
-REPO = Path(__file__).resolve().parent.parent
-GOLDEN = REPO / "tests" / "golden" / "runtime"
+GOLDEN = GOLDENS / "runtime"
 
 
 @pytest.fixture(scope="module")

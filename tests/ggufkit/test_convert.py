@@ -6,7 +6,7 @@ attention, five ffn_mult values, a no_op FFN) and llama-tiny, for every outtype:
     written here independently with reshape/swapaxes), cast as the outtype prescribes;
   * per-layer metadata arrays, the tensor set of every block kind, the tokenizer keys;
   * the whole file's sha256 == what llama.cpp's convert_hf_to_gguf.py wrote for the same
-    checkpoint (tests/golden/convert/oracle_sha256.json, made by tools/compare_convert.py).
+    checkpoint (tests/golden/convert/oracle_sha256.json, made by tools/conformance/compare_convert.py).
 """
 from __future__ import annotations
 
@@ -24,8 +24,9 @@ import pytest
 
 from ggufkit.convert import convert
 from ggufkit.fixtures import DECI_TINY_BLOCKS
+from tests.helpers import GOLDENS
 
-GOLDEN = Path(__file__).parent / "golden" / "convert" / "oracle_sha256.json"
+GOLDEN = GOLDENS / "convert" / "oracle_sha256.json"
 LLAMA_BIN = Path("/work/oracle/build/bin")
 QT = gguf.GGMLQuantizationType
 

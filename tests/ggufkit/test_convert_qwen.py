@@ -6,15 +6,15 @@ from __future__ import annotations
 
 import hashlib
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from ggufkit.convert import convert
 from ggufkit.fixtures import make_checkpoint
+from tests.helpers import GOLDENS
 
-GOLDEN = json.loads((Path(__file__).parent / "golden" / "convert" / "oracle_sha256_qwen.json").read_text())
+GOLDEN = json.loads((GOLDENS / "convert" / "oracle_sha256_qwen.json").read_text())
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,5 @@
 """ggufkit.quantize against llama-quantize: same output bytes (sha256 golden from
-tools/gen_quantize_golden.py) for every file type, plain / --pure / --imatrix (GGUF and legacy
+tools/golden/gen_quantize_golden.py) for every file type, plain / --pure / --imatrix (GGUF and legacy
 .dat), the type options, requantize and dequantize; plus refusals and the CLI."""
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from ggufkit.cli import main as cli_main
 from ggufkit.errors import GGUFKitError
 from ggufkit.quantize import _scan, dequantize_file, parse_positional, quantize_file
 from quant.errors import QuantError
-from quantize_cases import (
+from tests.helpers.quantize_cases import (
     GOLDEN_DIR, IMATRIX_GGUF, N_EXPERT, cases, moe_cases, to_kwargs, write_tiny_gguf)
 
 HASHES = json.loads((GOLDEN_DIR / "hashes.json").read_text())

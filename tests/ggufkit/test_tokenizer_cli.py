@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-from tests.vocab_cases import VOCAB_DIR
+from tests.helpers.vocab_cases import VOCAB_DIR
+from tests.helpers import GOLDENS
 
-GOLDEN = Path(__file__).parent / "golden" / "vocab"
+GOLDEN = GOLDENS / "vocab"
 PROMPT = "Hi <|x|>\\tüñí 世界 😀 12345\\n\\n<s> end"   # escapes processed, as llama-tokenize -p
 
 

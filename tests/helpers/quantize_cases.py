@@ -1,6 +1,6 @@
 """A tiny deterministic llama GGUF and the llama-quantize cases run on it.
 
-Shared by tests/test_quantize_file.py and tools/gen_quantize_golden.py, which records the
+Shared by tests/test_quantize_file.py and tools/golden/gen_quantize_golden.py, which records the
 sha256 of llama-quantize's output for every case in tests/golden/quantize/hashes.json.
 
 The GGUF is written here byte by byte (no gguf-py), so it is the same on every machine: the
@@ -14,7 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-GOLDEN_DIR = Path(__file__).parent / "golden" / "quantize"
+from tests.helpers import GOLDENS
+
+GOLDEN_DIR = GOLDENS / "quantize"
 IMATRIX_GGUF = "llama-tiny.imatrix.gguf"   # relative paths: the path is written into the output
 IMATRIX_DAT = "llama-tiny.imatrix.dat"
 
@@ -185,3 +187,20 @@ def to_kwargs(opts: list[str]) -> dict:
         else:
             kw[key] = next(it)
     return kw
+
+
+def tiny_mix(src: Path) -> dict:
+    """A budgeted-allocation mix for the tiny llama: every quantizable tensor a different candidate
+    type, cycling through ggufkit.allocate.DEFAULT_CANDIDATES (tests/golden/alloc/mix.txt)."""
+    from ggufkit.allocate import DEFAULT_CANDIDATES, _plans, _source, candidate_types
+    from quant.imatrix import load_imatrix
+    im = load_imatrix(GOLDEN_DIR / IMATRIX_GGUF)
+    s = _source(src)
+    types, k = {}, 0
+    for p in _plans(s):
+        if p.dst_type == p.src_type:
+            continue
+        c = candidate_types(p.shape[0], p.name in im.entries, DEFAULT_CANDIDATES)
+        types[p.name] = c[k % len(c)]
+        k += 1
+    return types

@@ -1,9 +1,19 @@
-"""Tiny GGUFs for the emulated CUDA tests (ggufkit.synthetic): every weight row a multiple of
+"""Tiny GGUFs for the tests. write_tiny (ggufkit.synthetic), for the emulated CUDA tests: every weight row a multiple of
 256 (so K-quants and IQ types really are used), the 259-token byte-level tokenizer (so
-perplexity runs on text and the output head is small enough for the emulator)."""
+perplexity runs on text and the output head is small enough for the emulator).
+write_gguf: f32 random weights with free per-layer head counts (the loader and architecture tests);
+write_chat_gguf: a one-layer llama with the bundled Llama-3 tokenizer and chat template."""
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
+import numpy as np
+from gguf import GGUFWriter
+
 from ggufkit.synthetic import iq_mix, write_model  # noqa: F401
+from tests.helpers import GOLDENS, REPO
+from tests.helpers.vocab_cases import llama3_metadata
 
 # deci: (n_head, n_head_kv, n_ff) per layer: GQA 4/2, no-op attention + FFN, linear attention,
 # GQA 4/1, a whole no-op layer, MHA 4/4
@@ -11,6 +21,120 @@ DECI_BLOCKS = [(4, 2, 512), (0, 0, 256), (4, 0, 256), (4, 1, 512), (0, 0, 0), (4
 LLAMA_BLOCKS = [(4, 2, 512)] * 3
 GEMMA3_BLOCKS = [(4, 1, 512)] * 3
 
+# the emulated-CUDA perplexity cases (tests/runtime/cuda/test_cuda_model.py, tools/conformance/compare_cuda_emu.py):
+# (model, placement) with placement "all" layers on the GPU or "part" of them
+CASES = [("deci-f16", "all"), ("deci-f16", "part"), ("deci-q4km", "all"), ("deci-q4km", "part"),
+         ("deci-iq", "all"), ("deci-iq", "part"), ("llama-f16", "all"), ("gemma3-f16", "all"),
+         ("gemma3-f16", "part")]
+TEXT = str(GOLDENS / "runtime" / "fixture-text.txt")
+N_CTX, CHUNKS = 32, 2
+
 
 def write_tiny(path, arch: str, blocks, types="F16", seed: int = 0):
     return write_model(path, arch, blocks, n_embd=256, head_dim=64, types=types, seed=seed)
+
+
+# ---------------------------------------------------------------- loader / architecture tests (gguf-py, f32)
+
+N_EMBD, N_HEAD, HD, N_VOCAB = 64, 4, 16, 96
+
+
+def _rng_tensor(rng, *shape, std=0.05):
+    return (rng.standard_normal(shape) * std).astype(np.float32)
+
+
+def write_gguf(path, arch: str, layers: list[tuple[int, int, int]], tied=False, extra=None, seed=0):
+    """A random-weight GGUF. layers: (n_head, n_head_kv, n_ff) per layer."""
+    rng = np.random.default_rng(seed)
+    w = GGUFWriter(str(path), arch)
+    w.add_block_count(len(layers))
+    w.add_embedding_length(N_EMBD)
+    w.add_context_length(256)
+    w.add_layer_norm_rms_eps(1e-6)
+    w.add_key_length(HD)
+    w.add_value_length(HD)
+    w.add_rope_dimension_count(HD)
+    w.add_rope_freq_base(10000.0)
+    if arch == "deci":
+        w.add_head_count([h for h, _, _ in layers])
+        w.add_head_count_kv([k for _, k, _ in layers])
+        w.add_feed_forward_length([f for _, _, f in layers])
+    else:
+        w.add_head_count(layers[0][0])
+        w.add_head_count_kv(layers[0][1])
+        w.add_feed_forward_length(layers[0][2])
+    for k, v in (extra or {}).items():
+        (w.add_uint32 if isinstance(v, int) else w.add_float32)(k, v)
+    w.add_tensor("token_embd.weight", _rng_tensor(rng, N_VOCAB, N_EMBD, std=1.0))
+    w.add_tensor("output_norm.weight", 1 + _rng_tensor(rng, N_EMBD))
+    if not tied:
+        w.add_tensor("output.weight", _rng_tensor(rng, N_VOCAB, N_EMBD, std=0.2))
+    for il, (nh, nkv, nff) in enumerate(layers):
+        p = f"blk.{il}."
+        if nh:
+            w.add_tensor(p + "attn_norm.weight", 1 + _rng_tensor(rng, N_EMBD))
+            if nkv:
+                w.add_tensor(p + "attn_q.weight", _rng_tensor(rng, nh * HD, N_EMBD, std=0.3))
+                w.add_tensor(p + "attn_k.weight", _rng_tensor(rng, nkv * HD, N_EMBD, std=0.3))
+                w.add_tensor(p + "attn_v.weight", _rng_tensor(rng, nkv * HD, N_EMBD, std=0.2))
+                w.add_tensor(p + "attn_output.weight", _rng_tensor(rng, N_EMBD, nh * HD, std=0.1))
+            else:
+                w.add_tensor(p + "attn_output.weight", _rng_tensor(rng, N_EMBD, N_EMBD, std=0.1))
+        if nff:
+            w.add_tensor(p + "ffn_norm.weight", 1 + _rng_tensor(rng, N_EMBD))
+            w.add_tensor(p + "ffn_gate.weight", _rng_tensor(rng, nff, N_EMBD, std=0.2))
+            w.add_tensor(p + "ffn_up.weight", _rng_tensor(rng, nff, N_EMBD, std=0.2))
+            w.add_tensor(p + "ffn_down.weight", _rng_tensor(rng, N_EMBD, nff, std=0.1))
+        if arch == "gemma3":
+            for t in ("attn_q_norm", "attn_k_norm"):
+                w.add_tensor(p + t + ".weight", 1 + _rng_tensor(rng, HD))
+            for t in ("post_attention_norm", "post_ffw_norm"):
+                w.add_tensor(p + t + ".weight", 1 + _rng_tensor(rng, N_EMBD))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path
+
+
+IDS = [5, 17, 42, 3, 88, 61, 7, 29, 50, 11]
+DECI_LAYERS = [(4, 2, 128), (0, 0, 64), (4, 0, 96), (4, 1, 128), (0, 0, 0), (4, 4, 64)]
+
+
+# the bundled Llama-3 tokenizer's (Nemotron v1.5-style) chat template
+CHAT_TEMPLATE = json.loads((REPO / "ggufkit" / "data" / "llama3-tokenizer" / "tokenizer_config.json").read_text())["chat_template"]
+
+
+def write_chat_gguf(path, pre: str = "smaug-bpe", add_bos: bool | None = False) -> Path:
+    """A tiny random llama GGUF carrying the bundled Llama-3 tokenizer and chat template."""
+    md = llama3_metadata()
+    n_vocab, n_embd, rng = len(md["tokenizer.ggml.tokens"]), 32, np.random.default_rng(1)
+    w = GGUFWriter(str(path), "llama")
+    for k, v in ((w.add_block_count, 1), (w.add_embedding_length, n_embd), (w.add_context_length, 512),
+                 (w.add_head_count, 2), (w.add_head_count_kv, 1), (w.add_feed_forward_length, 64),
+                 (w.add_layer_norm_rms_eps, 1e-5), (w.add_rope_dimension_count, 16)):
+        k(v)
+    w.add_tokenizer_model("gpt2")
+    w.add_tokenizer_pre(pre)
+    w.add_token_list(md["tokenizer.ggml.tokens"])
+    w.add_token_types(md["tokenizer.ggml.token_type"])
+    w.add_token_merges(md["tokenizer.ggml.merges"])
+    w.add_bos_token_id(128000)
+    w.add_eos_token_id(128009)
+    if add_bos is not None:
+        w.add_add_bos_token(add_bos)
+    w.add_chat_template(CHAT_TEMPLATE)
+    f = lambda *s: (rng.standard_normal(s) * 0.3).astype(np.float32)  # noqa: E731
+    w.add_tensor("token_embd.weight", f(n_vocab, n_embd))
+    w.add_tensor("output_norm.weight", np.ones(n_embd, np.float32))
+    for t, s in (("attn_norm", (n_embd,)), ("ffn_norm", (n_embd,))):
+        w.add_tensor(f"blk.0.{t}.weight", np.ones(s, np.float32))
+    for t, s in (("attn_q", (32, n_embd)), ("attn_k", (16, n_embd)), ("attn_v", (16, n_embd)),
+                 ("attn_output", (n_embd, 32)), ("ffn_gate", (64, n_embd)), ("ffn_up", (64, n_embd)),
+                 ("ffn_down", (n_embd, 64))):
+        w.add_tensor(f"blk.0.{t}.weight", f(*s))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    return path

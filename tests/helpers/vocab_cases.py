@@ -1,4 +1,4 @@
-"""Vocab builders and hard texts shared by tests/test_tokenizer_*.py and tools/vocab_goldens.py.
+"""Vocab builders and hard texts shared by tests/test_tokenizer_*.py and tools/golden/gen_vocab_goldens.py.
 
 llama3_metadata(pre): the bundled Llama-3 tokenizer (ggufkit/data/llama3-tokenizer) as
 convert_hf_to_gguf.py writes it, with ``tokenizer.ggml.pre`` set to any name: every BPE pre
@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from tests.helpers import REPO
 
-REPO = Path(__file__).resolve().parent.parent
 TOKDIR = REPO / "ggufkit" / "data" / "llama3-tokenizer"
 VOCAB_DIR = REPO / "tests" / "data" / "vocab"          # small llama.cpp vocab GGUFs committed here
 NORMAL, CONTROL, USER_DEFINED = 1, 3, 4

@@ -13,7 +13,7 @@ import pytest
 
 from quant.errors import QuantError
 from quant.imatrix import load_imatrix, save_imatrix_gguf, select_weights
-from quantize_cases import GOLDEN_DIR, IMATRIX_DAT, IMATRIX_GGUF
+from tests.helpers.quantize_cases import GOLDEN_DIR, IMATRIX_DAT, IMATRIX_GGUF
 
 
 def test_gguf_and_dat_from_the_same_run_agree():

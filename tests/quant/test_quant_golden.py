@@ -1,5 +1,5 @@
 """Bit-exactness of quant/ against libggml's output (tests/golden/quant/*.npz, made by
-tools/make_quant_golden.py), for the numpy reference and the Numba fast path."""
+tools/golden/gen_quant_golden.py), for the numpy reference and the Numba fast path."""
 
 import os
 
@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 
 import quant
+from tests.helpers import GOLDENS
 
-GOLDEN = os.path.join(os.path.dirname(__file__), "golden", "quant")
+GOLDEN = os.path.join(GOLDENS, "quant")
 TYPES = ["F32", "F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q8_1",
          "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "Q8_K",
          "TQ1_0", "TQ2_0", "MXFP4", "NVFP4", "Q1_0", "Q2_0"]

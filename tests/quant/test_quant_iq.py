@@ -1,10 +1,9 @@
 """IQ quantizers: bit-exact against libggml golden vectors, numpy reference == Numba fast path,
 dequantize == ggml's to_float and gguf-py's dequantize byte for byte.
 
-Goldens: tests/golden/quant/<TYPE>.npz (tools/make_quant_golden.py --types IQ...: shared cases,
-one imatrix) and tests/golden/quant/IQ_extra.npz (tools/make_iq_golden.py: 256-wide rows,
+Goldens: tests/golden/quant/<TYPE>.npz (tools/golden/gen_quant_golden.py --types IQ...: shared cases,
+one imatrix) and tests/golden/quant/IQ_extra.npz (tools/golden/gen_iq_golden.py: 256-wide rows,
 per-case imatrices with zeros, a zero stretch at the start of a row)."""
-from pathlib import Path
 
 import gguf
 import numpy as np
@@ -13,8 +12,9 @@ import pytest
 import quant
 from quant.errors import QuantError
 from quant.ref.iq_tables import search_grid, table
+from tests.helpers import GOLDENS
 
-GOLDEN = Path(__file__).parent / "golden" / "quant"
+GOLDEN = GOLDENS / "quant"
 IQ_TYPES = ["IQ4_NL", "IQ4_XS", "IQ3_S", "IQ3_XXS", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ1_S", "IQ1_M"]
 NEEDS_IMATRIX = {"IQ2_XXS", "IQ2_XS", "IQ1_S"}
 

@@ -1,4 +1,4 @@
-"""quant/recipes.py against llama-quantize's own type choices (golden, from tools/gen_recipe_golden.py).
+"""quant/recipes.py against llama-quantize's own type choices (golden, from tools/golden/gen_recipe_golden.py).
 
 Every llama-quantize file type on five models (the deci-tiny and llama-tiny fixtures, the
 Super-49B layer structure, an 80-layer GQA llama, and a llama with odd row lengths), plain,
@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import gzip
 import json
-from pathlib import Path
 
 import pytest
 
@@ -18,8 +17,9 @@ from quant.recipes import (
     QUANT_OPTIONS, QuantOptions, TensorIn, dynamic_gate, dynamic_gate_edge, model_info,
     parse_ftype, parse_tensor_type, parse_type, plan_types, tensor_order, use_more_bits,
 )
+from tests.helpers import GOLDENS
 
-GOLDEN = Path(__file__).parent / "golden" / "recipes"
+GOLDEN = GOLDENS / "recipes"
 MODELS = sorted(p.name[: -len(".json.gz")] for p in GOLDEN.glob("*.json.gz"))
 
 

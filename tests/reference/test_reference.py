@@ -1,6 +1,6 @@
 """The numpy reference forward pass against transformers' golden logits, plus its own invariants.
 
-Golden files (tests/golden/reference/*.npz) come from tools/make_reference_golden.py: the real
+Golden files (tests/golden/reference/*.npz) come from tools/golden/gen_reference_golden.py: the real
 LlamaForCausalLM for llama-tiny, and a DeciLM assembled from transformers' Llama modules for
 deci-tiny, both in float64 on the seed-0 fixtures. transformers keeps RMSNorm and RoPE cos/sin in
 float32 even then, so the agreement is ~2e-7 on logits of size ~0.3; the tolerances below are
@@ -50,7 +50,7 @@ def test_fixture_bytes_match_golden(preset, models):
     ckpt, _ = models[preset]
     want = dict(s.split("=") for s in golden(preset)["fixture_sha256"])
     got = {f.name: hashlib.sha256(f.read_bytes()).hexdigest() for f in sorted(ckpt.glob("*.safetensors"))}
-    assert got == want, "fixture bytes changed (generator or numpy RNG stream): rerun tools/make_reference_golden.py"
+    assert got == want, "fixture bytes changed (generator or numpy RNG stream): rerun tools/golden/gen_reference_golden.py"
 
 
 @pytest.mark.parametrize("preset", ["deci-tiny", "llama-tiny"])

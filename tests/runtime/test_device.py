@@ -13,7 +13,7 @@ import pytest
 from runtime.device import CPU, CPUBackend, move, parse_device
 from runtime.errors import ModelError
 from runtime.loader import load
-from tests.test_runtime_models import DECI_LAYERS, IDS, write_gguf
+from tests.helpers.tiny_models import DECI_LAYERS, IDS, write_gguf
 
 
 class Dev(np.ndarray):

@@ -8,16 +8,15 @@ Merging (GGUF + legacy .dat) and the .dat writer are checked exactly.
 from __future__ import annotations
 
 import struct
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from quant.imatrix import RawImatrix, load_imatrix, read_raw
+from tests.helpers import GOLDENS
 
-REPO = Path(__file__).resolve().parent.parent
-GOLD = REPO / "tests" / "golden" / "imatrix"
-TEXT = REPO / "tests" / "golden" / "runtime" / "fixture-text.txt"
+GOLD = GOLDENS / "imatrix"
+TEXT = GOLDENS / "runtime" / "fixture-text.txt"
 
 
 @pytest.fixture(scope="module")

@@ -17,8 +17,8 @@ from ggufkit.cli import cli
 from runtime.errors import ModelError
 from runtime.plan import (GIB, MIB, LayerCost, _best, _time, parse_size, plan_file, plan_header,
                           read_header, tensor_nbytes)
-from tests import super49b_header as s49
-from tests.test_runtime_models import DECI_LAYERS, write_gguf
+from tests.helpers import super49b_header as s49
+from tests.helpers.tiny_models import DECI_LAYERS, write_gguf
 
 
 @pytest.fixture(scope="module")

@@ -3,20 +3,20 @@ llama.cpp: tiny random-weight HF checkpoints converted by llama.cpp's convert_hf
 (F16, committed under tests/data/models) and llama-quantize (Q8_0: ggufkit quantize writes the
 same bytes, checked when the goldens were made, so only the F16 files are committed); perplexity at c=128 over 4
 chunks of tests/golden/arch/text.txt within 0.1% (F16) / 1% (Q8_0) of llama-perplexity's
-(tests/golden/arch/*.json, from tools/make_arch_fixtures.py)."""
+(tests/golden/arch/*.json, from tools/golden/gen_arch_fixtures.py)."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from runtime.loader import load
 from runtime.perplexity import perplexity, read_text_file
+from tests.helpers import DATA, GOLDENS
 
-GOLDEN = Path(__file__).parent / "golden" / "arch"
-MODELS = Path(__file__).parent / "data" / "models"
+GOLDEN = GOLDENS / "arch"
+MODELS = DATA / "models"
 ARCHS = sorted(p.stem.removesuffix("-tiny") for p in GOLDEN.glob("*-tiny.json"))
 
 

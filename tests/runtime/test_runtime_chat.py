@@ -3,18 +3,14 @@ parsing (think sections, TOOLCALL), the think printer, and a session on a tiny s
 from __future__ import annotations
 
 import io
-import json
-from pathlib import Path
 
-import numpy as np
 import pytest
 
 from ggufkit.commands.chat import ThinkPrinter
 from runtime.chat import ChatSession, parse_reply, render, system_prompt, template_style
 from runtime.generate import GREEDY, generate_ids
+from tests.helpers.tiny_models import CHAT_TEMPLATE as TEMPLATE, write_chat_gguf
 
-TEMPLATE = json.loads((Path(__file__).resolve().parent.parent / "ggufkit" / "data" / "llama3-tokenizer"
-                       / "tokenizer_config.json").read_text())["chat_template"]
 V1 = "{{ bos_token }}{% for m in messages %}<{{ m.role }}>{{ m.content }}{% endfor %} detailed thinking"
 
 
@@ -63,43 +59,6 @@ def test_think_printer_marks_sections_split_across_chunks():
     assert out.getvalue() == "[thinking] abc [/thinking]answer\n"
 
 
-def write_chat_gguf(path, pre: str = "smaug-bpe", add_bos: bool | None = False) -> Path:
-    """A tiny random llama GGUF carrying the bundled Llama-3 tokenizer and chat template."""
-    from gguf import GGUFWriter
-
-    from tests.test_runtime_tokenizer import llama3_metadata
-
-    md = llama3_metadata()
-    n_vocab, n_embd, rng = len(md["tokenizer.ggml.tokens"]), 32, np.random.default_rng(1)
-    w = GGUFWriter(str(path), "llama")
-    for k, v in ((w.add_block_count, 1), (w.add_embedding_length, n_embd), (w.add_context_length, 512),
-                 (w.add_head_count, 2), (w.add_head_count_kv, 1), (w.add_feed_forward_length, 64),
-                 (w.add_layer_norm_rms_eps, 1e-5), (w.add_rope_dimension_count, 16)):
-        k(v)
-    w.add_tokenizer_model("gpt2")
-    w.add_tokenizer_pre(pre)
-    w.add_token_list(md["tokenizer.ggml.tokens"])
-    w.add_token_types(md["tokenizer.ggml.token_type"])
-    w.add_token_merges(md["tokenizer.ggml.merges"])
-    w.add_bos_token_id(128000)
-    w.add_eos_token_id(128009)
-    if add_bos is not None:
-        w.add_add_bos_token(add_bos)
-    w.add_chat_template(TEMPLATE)
-    f = lambda *s: (rng.standard_normal(s) * 0.3).astype(np.float32)  # noqa: E731
-    w.add_tensor("token_embd.weight", f(n_vocab, n_embd))
-    w.add_tensor("output_norm.weight", np.ones(n_embd, np.float32))
-    for t, s in (("attn_norm", (n_embd,)), ("ffn_norm", (n_embd,))):
-        w.add_tensor(f"blk.0.{t}.weight", np.ones(s, np.float32))
-    for t, s in (("attn_q", (32, n_embd)), ("attn_k", (16, n_embd)), ("attn_v", (16, n_embd)),
-                 ("attn_output", (n_embd, 32)), ("ffn_gate", (64, n_embd)), ("ffn_up", (64, n_embd)),
-                 ("ffn_down", (n_embd, 64))):
-        w.add_tensor(f"blk.0.{t}.weight", f(*s))
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-    return path
 
 
 @pytest.fixture(scope="module")

@@ -9,74 +9,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from gguf import GGUFWriter
 
 from quant.errors import GGUFError
 from runtime.errors import ModelError
 from runtime.loader import load
 
-N_EMBD, N_HEAD, HD, N_VOCAB = 64, 4, 16, 96
+from tests.helpers.tiny_models import DECI_LAYERS, HD, IDS, N_VOCAB, write_gguf
 
 
-def _rng_tensor(rng, *shape, std=0.05):
-    return (rng.standard_normal(shape) * std).astype(np.float32)
-
-
-def write_gguf(path, arch: str, layers: list[tuple[int, int, int]], tied=False, extra=None, seed=0):
-    """A random-weight GGUF. layers: (n_head, n_head_kv, n_ff) per layer."""
-    rng = np.random.default_rng(seed)
-    w = GGUFWriter(str(path), arch)
-    w.add_block_count(len(layers))
-    w.add_embedding_length(N_EMBD)
-    w.add_context_length(256)
-    w.add_layer_norm_rms_eps(1e-6)
-    w.add_key_length(HD)
-    w.add_value_length(HD)
-    w.add_rope_dimension_count(HD)
-    w.add_rope_freq_base(10000.0)
-    if arch == "deci":
-        w.add_head_count([h for h, _, _ in layers])
-        w.add_head_count_kv([k for _, k, _ in layers])
-        w.add_feed_forward_length([f for _, _, f in layers])
-    else:
-        w.add_head_count(layers[0][0])
-        w.add_head_count_kv(layers[0][1])
-        w.add_feed_forward_length(layers[0][2])
-    for k, v in (extra or {}).items():
-        (w.add_uint32 if isinstance(v, int) else w.add_float32)(k, v)
-    w.add_tensor("token_embd.weight", _rng_tensor(rng, N_VOCAB, N_EMBD, std=1.0))
-    w.add_tensor("output_norm.weight", 1 + _rng_tensor(rng, N_EMBD))
-    if not tied:
-        w.add_tensor("output.weight", _rng_tensor(rng, N_VOCAB, N_EMBD, std=0.2))
-    for il, (nh, nkv, nff) in enumerate(layers):
-        p = f"blk.{il}."
-        if nh:
-            w.add_tensor(p + "attn_norm.weight", 1 + _rng_tensor(rng, N_EMBD))
-            if nkv:
-                w.add_tensor(p + "attn_q.weight", _rng_tensor(rng, nh * HD, N_EMBD, std=0.3))
-                w.add_tensor(p + "attn_k.weight", _rng_tensor(rng, nkv * HD, N_EMBD, std=0.3))
-                w.add_tensor(p + "attn_v.weight", _rng_tensor(rng, nkv * HD, N_EMBD, std=0.2))
-                w.add_tensor(p + "attn_output.weight", _rng_tensor(rng, N_EMBD, nh * HD, std=0.1))
-            else:
-                w.add_tensor(p + "attn_output.weight", _rng_tensor(rng, N_EMBD, N_EMBD, std=0.1))
-        if nff:
-            w.add_tensor(p + "ffn_norm.weight", 1 + _rng_tensor(rng, N_EMBD))
-            w.add_tensor(p + "ffn_gate.weight", _rng_tensor(rng, nff, N_EMBD, std=0.2))
-            w.add_tensor(p + "ffn_up.weight", _rng_tensor(rng, nff, N_EMBD, std=0.2))
-            w.add_tensor(p + "ffn_down.weight", _rng_tensor(rng, N_EMBD, nff, std=0.1))
-        if arch == "gemma3":
-            for t in ("attn_q_norm", "attn_k_norm"):
-                w.add_tensor(p + t + ".weight", 1 + _rng_tensor(rng, HD))
-            for t in ("post_attention_norm", "post_ffw_norm"):
-                w.add_tensor(p + t + ".weight", 1 + _rng_tensor(rng, N_EMBD))
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-    return path
-
-
-DECI_LAYERS = [(4, 2, 128), (0, 0, 64), (4, 0, 96), (4, 1, 128), (0, 0, 0), (4, 4, 64)]
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +31,6 @@ def files(tmp_path_factory):
     }
 
 
-IDS = [5, 17, 42, 3, 88, 61, 7, 29, 50, 11]
 
 
 def _batch_vs_incremental(model):

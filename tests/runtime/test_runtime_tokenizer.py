@@ -1,4 +1,4 @@
-"""Tokenizer ids equal llama.cpp's ``llama-tokenize`` (goldens made by tools/compare_runtime.py tokens).
+"""Tokenizer ids equal llama.cpp's ``llama-tokenize`` (goldens made by tools/conformance/compare_runtime.py tokens).
 
 The Llama-3 (smaug-bpe) vocab is rebuilt from the bundled tokenizer.json exactly as the GGUF
 converter writes it (checked equal to llama.cpp's converter output when the goldens were made),
@@ -7,14 +7,14 @@ so this runs in CI. The gemma3 (SentencePiece) cases run where the real model is
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
 
 from runtime.tokenizer import Tokenizer
-from tests.vocab_cases import llama3_metadata
+from tests.helpers.vocab_cases import llama3_metadata
+from tests.helpers import GOLDENS
 
-GOLDEN = Path(__file__).parent / "golden" / "runtime"
+GOLDEN = GOLDENS / "runtime"
 
 @pytest.fixture(scope="module")
 def llama3_tok() -> Tokenizer:

@@ -2,7 +2,7 @@
 
 * test_pretype_*: every ``tokenizer.ggml.pre`` in runtime/tokenizer/pretypes.py on the bundled
   Llama-3 vocab, hard texts (code, numbers, CJK, emoji, whitespace runs, special tokens), with and
-  without special-token parsing and BOS: ids from llama-tokenize (tools/vocab_goldens.py).
+  without special-token parsing and BOS: ids from llama-tokenize (tools/golden/gen_vocab_goldens.py).
 * test_synthetic_*: an RWKV vocab and a UGM (T5) vocab built from committed data, same texts.
 * test_suite_*: llama.cpp's own tokenizer suite (models/ggml-vocab-*.gguf + .inp/.out, as
   tests/test-tokenizer-0.cpp runs it: add_special=false, parse_special=false) and the hard texts,
@@ -20,9 +20,10 @@ import pytest
 
 from ggufkit.tokenize import open_gguf
 from runtime.tokenizer import PRE_TYPES, Tokenizer
-from tests.vocab_cases import VOCAB_DIR, llama3_metadata, pretype_metadata, rwkv_metadata, ugm_metadata
+from tests.helpers.vocab_cases import VOCAB_DIR, llama3_metadata, pretype_metadata, rwkv_metadata, ugm_metadata
+from tests.helpers import GOLDENS
 
-GOLDEN = Path(__file__).parent / "golden" / "vocab"
+GOLDEN = GOLDENS / "vocab"
 HARD = json.loads((GOLDEN / "hard.json").read_text(encoding="utf-8"))
 SUITE = json.loads((GOLDEN / "suite.json").read_text(encoding="utf-8"))
 

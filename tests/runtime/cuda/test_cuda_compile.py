@@ -1,6 +1,6 @@
 """Every runtime/cuda/*.cu compiles with NVRTC (no GPU needed) for each arch we support, with no
 register spills and shared memory within the arch's limit. The table of ptxas numbers is kept
-in docs/CUDA.md (python tools/cuda_compile_table.py)."""
+in docs/CUDA.md (python -m tools.conformance.cuda_compile_table)."""
 import pytest
 
 from runtime.cuda import module as M

@@ -16,7 +16,7 @@ from runtime.cuda.module import CudaError, emu_options
 
 pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="CUDA emulation needs g++")
 
-SELFTEST = str(Path(__file__).parent / "cuda" / "emu_selftest.cu")
+SELFTEST = str(Path(__file__).parent / "emu_selftest.cu")
 ORDERS = ("forward", "reverse", "random")
 
 

@@ -31,12 +31,11 @@ from runtime.device import CPU, DeviceOptions
 from runtime.loader import load
 from runtime.perplexity import perplexity, read_text_file
 from runtime.plan import apply_plan, place_model, plan_header
-from tests import tiny_models as T
+from tests.helpers import tiny_models as T
+from tests.helpers.tiny_models import CASES, CHUNKS, N_CTX, TEXT
 
 pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="CUDA emulation needs g++")
 
-TEXT = os.path.join(os.path.dirname(__file__), "golden", "runtime", "fixture-text.txt")
-N_CTX, CHUNKS = 32, 2
 PPL_RTOL = 1e-4          # the bound; today's cases agree to ~1e-15
 
 
@@ -102,11 +101,6 @@ def test_logits_equal_cpu(models, name, tol):
     err = np.abs(gpu - cpu).max() / scale
     assert err <= tol, err
     assert (gpu.argmax(1) == cpu.argmax(1)).mean() >= 0.9
-
-
-CASES = [("deci-f16", "all"), ("deci-f16", "part"), ("deci-q4km", "all"), ("deci-q4km", "part"),
-         ("deci-iq", "all"), ("deci-iq", "part"), ("llama-f16", "all"), ("gemma3-f16", "all"),
-         ("gemma3-f16", "part")]
 
 
 @pytest.mark.parametrize("name,how", CASES)

@@ -13,11 +13,11 @@
   the CPU backend's math (activations_as_seen times the dequantized weight).
 
 Each test runs on numpy arrays (the emulated kernels) and, where a GPU and CuPy are there
-(tools/gpu_check.py), again on CuPy arrays (the real kernels). Every kernel runs in the three emulation thread orders (forward, reverse, random) and with
+(tools/conformance/gpu_check.py), again on CuPy arrays (the real kernels). Every kernel runs in the three emulation thread orders (forward, reverse, random) and with
 guarded buffers (writes outside an argument fail). Shapes are odd: n_out = 5 or 7 rows (not a
 multiple of the 4 rows per CTA the launcher picks for rows of 16 chunks), two 256-blocks per
 row; test_matvec_rows_per_cta covers 2 and 1 rows per CTA. Random blocks are random bytes with sane fp16
-scales (F16_SCALES below), so every bit of every layout is exercised.
+scales (tests/helpers/qtensors.py), so every bit of every layout is exercised.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ from runtime import reference
 from runtime.cuda import module
 from runtime.cuda import qmatmul as qm
 from runtime.cuda.module import emu_options
+from tests.helpers.qtensors import random_rows
 
 ORDERS = [dict(order="forward"), dict(order="reverse"), dict(order="random", seed=7)]
 TOL = 1e-5
@@ -70,46 +71,6 @@ _GPU = _gpu_skip_reason()   # a GPU is needed for the gpu side whether or not em
     _GPU is not None, reason=f"no GPU: {_GPU}"))])
 def dev(request):
     return Side(request.param)
-
-
-def _f16_bits(rng, n, lo=1e-3, hi=5e-2):
-    """n random fp16 values of either sign with |v| in [lo, hi], as uint16 bits."""
-    v = rng.uniform(lo, hi, n) * rng.choice([-1.0, 1.0], n)
-    return v.astype(np.float16).view(np.uint16)
-
-
-# byte offsets of the fp16 scales in each block (everything else stays random)
-F16_SCALES = {"Q4_0": [0], "Q4_1": [0, 2], "Q5_0": [0], "Q5_1": [0, 2], "Q8_0": [0], "Q2_K": [80, 82],
-              "Q3_K": [108], "Q4_K": [0, 2], "Q5_K": [0, 2], "Q6_K": [208], "IQ2_XXS": [0], "IQ2_XS": [0],
-              "IQ2_S": [0], "IQ3_XXS": [0], "IQ3_S": [0], "IQ1_S": [0], "IQ4_NL": [0], "IQ4_XS": [0],
-              "TQ1_0": [52], "TQ2_0": [64], "Q1_0": [0], "Q2_0": [0]}
-
-
-def random_rows(qtype: str, n_rows: int, n_in: int, rng) -> np.ndarray:
-    """u8[n_rows, row_bytes]: random blocks whose scales are sane finite fp16 values."""
-    t = TYPES[qtype]
-    if qtype == "F32":
-        return rng.standard_normal((n_rows, n_in)).astype(np.float32).view(np.uint8)
-    if qtype == "F16":
-        return rng.standard_normal((n_rows, n_in)).astype(np.float16).view(np.uint8)
-    if qtype == "BF16":
-        f = rng.standard_normal((n_rows, n_in)).astype(np.float32)
-        return (f.view(np.uint32) >> 16).astype(np.uint16).view(np.uint8)
-    nb = n_rows * n_in // t.block_size
-    b = rng.integers(0, 256, (nb, t.type_size), dtype=np.uint8)
-    for off in F16_SCALES.get(qtype, []):
-        b[:, off:off + 2] = _f16_bits(rng, nb).view(np.uint8).reshape(nb, 2)
-    if qtype == "IQ1_M":                    # fp16 d spread over the top nibbles of 4 u16 scales
-        d = _f16_bits(rng, nb).astype(np.uint16)
-        sc = b[:, 48:56].copy().view(np.uint16).reshape(nb, 4)
-        for k in range(4):
-            sc[:, k] = (sc[:, k] & 0x0FFF) | (((d >> (4 * k)) & 0xF) << 12)
-        b[:, 48:56] = sc.view(np.uint8).reshape(nb, 8)
-    if qtype == "MXFP4":                    # E8M0 exponent near 2^0
-        b[:, 0] = rng.integers(118, 130, nb)
-    if qtype == "NVFP4":                    # UE4M3 scales, all finite
-        b[:, 0:4] = rng.integers(0, 0x7F, (nb, 4))
-    return b.reshape(n_rows, -1)
 
 
 def ref_dequant(w: np.ndarray, qtype: str, n_in: int) -> np.ndarray:

@@ -13,40 +13,7 @@ from quant.types import get_type
 
 from runtime import backend, reference
 from runtime.backend import QTensor
-
-# byte offsets of fp16 scale fields inside one block (ggml-common.h)
-F16_FIELDS = {
-    "Q4_0": [0], "Q4_1": [0, 2], "Q5_0": [0], "Q5_1": [0, 2], "Q8_0": [0],
-    "Q2_K": [80, 82], "Q3_K": [108], "Q4_K": [0, 2], "Q5_K": [0, 2], "Q6_K": [208],
-    "IQ4_NL": [0], "IQ4_XS": [0], "TQ2_0": [64],
-    "IQ2_XXS": [0], "IQ2_XS": [0], "IQ2_S": [0], "IQ3_XXS": [0], "IQ3_S": [0], "IQ1_S": [0],
-    "TQ1_0": [52], "Q1_0": [0], "Q2_0": [0],
-}
-
-
-def random_qtensor(qtype: str, n_out: int, n_in: int, seed: int = 0) -> QTensor:
-    rng = np.random.default_rng(seed)
-    if qtype in ("F32", "F16", "BF16"):
-        return QTensor.from_float(rng.standard_normal((n_out, n_in)).astype(np.float32), qtype) \
-            if qtype != "BF16" else _bf16(rng.standard_normal((n_out, n_in)).astype(np.float32))
-    block, size = get_type(qtype).block_size, get_type(qtype).type_size
-    nb = n_in // block
-    raw = rng.integers(0, 256, size=(n_out, nb, size), dtype=np.uint8)
-    if qtype == "MXFP4":
-        raw[:, :, 0] = rng.integers(118, 128, size=(n_out, nb))
-    if qtype == "IQ1_M":
-        # the fp16 scale is the top nibbles of the 4 uint16 scale words (bytes 48..55): keep it ~2^-7
-        for k, hi in zip((49, 51, 53, 55), (rng.integers(0, 16, (n_out, nb)),) * 3 + (2,)):
-            raw[:, :, k] = (raw[:, :, k] & 0x0F) | (np.asarray(hi, np.uint8) << 4)
-    for off in F16_FIELDS.get(qtype, []):
-        d = (rng.random((n_out, nb)) * 0.02 + 0.001).astype(np.float16)
-        raw[:, :, off:off + 2] = d.view(np.uint8).reshape(n_out, nb, 2)
-    return QTensor(raw.reshape(n_out, nb * size), qtype, (n_out, n_in))
-
-
-def _bf16(w):
-    bits = (w.view(np.uint32) >> 16).astype(np.uint16)
-    return QTensor(bits.view(np.uint8).reshape(w.shape[0], -1), "BF16", w.shape)
+from tests.helpers.qtensors import random_qtensor
 
 
 def _block(qtype):

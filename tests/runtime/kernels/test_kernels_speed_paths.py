@@ -9,26 +9,24 @@ import json
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 from runtime import reference
 from runtime.kernels import warm
+from tests.helpers import REPO
 
-REPO = Path(__file__).resolve().parent.parent
 
 _CHILD = r"""
 import json, sys
 import numpy as np
-sys.path.insert(0, sys.argv[1])
-from test_kernels_matmul import random_qtensor
+from tests.helpers.qtensors import random_qtensor
 from runtime import backend, reference
 from runtime.kernels import simd
 assert not simd.HAS_AVX2
 out = {}
-for qt in sys.argv[2].split(","):
+for qt in sys.argv[1].split(","):
     w = random_qtensor(qt, 19, 512)
     x = np.random.default_rng(3).standard_normal((2, 512)).astype(np.float32)
     got = backend.matmul(w, x)
@@ -44,7 +42,7 @@ GENERIC_TYPES = "Q8_0,Q4_0,Q5_0,Q4_K,Q5_K,Q6_K,IQ4_NL,IQ4_XS,IQ2_XXS,IQ2_XS,IQ3_
 def test_generic_simd_ir_matches_reference(tmp_path):
     env = dict(os.environ, GGUFKIT_GENERIC_SIMD="1", NUMBA_CACHE_DIR=str(tmp_path / "nbc"),
                PYTHONPATH=str(REPO))
-    p = subprocess.run([sys.executable, "-c", _CHILD, str(REPO / "tests"), GENERIC_TYPES], env=env,
+    p = subprocess.run([sys.executable, "-c", _CHILD, GENERIC_TYPES], env=env,
                        capture_output=True, text=True, timeout=1200)
     assert p.returncode == 0, p.stderr[-3000:]
     errs = json.loads(p.stdout.strip().splitlines()[-1])
@@ -82,7 +80,7 @@ def test_per_type_kernels_are_separate_and_match_reference():
     from runtime.kernels.dequant import F16_LUT, IQ2_S
     assert mm.kernel("rows", IQ2_S) is mm.kernel("rows", IQ2_S)
     assert mm.kernel("rows", IQ2_S) is not mm.kernel("matvec", IQ2_S)
-    from test_kernels_matmul import random_qtensor
+    from tests.helpers.qtensors import random_qtensor
     w = random_qtensor("IQ2_S", 7, 512)
     got = np.empty((3, 512), np.float32)
     mm.kernel("rows", IQ2_S)(w.data, np.array([6, 0, 3]), got, F16_LUT)
