@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Cold and warm start of ``ggufkit run``: seconds from launching the command to its first token.
 
-    python tools/bench_coldstart.py MODEL.gguf [-t 2] [--runs 3] [--jobs N]
+    python -m tools.bench.bench_coldstart MODEL.gguf [-t 2] [--runs 3] [--jobs N]
 
 Cold = a fresh install: Numba's on-disk cache is empty (a new temporary $NUMBA_CACHE_DIR, which
 Numba then uses instead of runtime/kernels/__pycache__ and quant/fast/__pycache__). Warm = the

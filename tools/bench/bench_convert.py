@@ -7,7 +7,7 @@ whether the two outputs are byte-identical. Outputs are deleted after each run (
 as the model).
 
     python3 -m ggufkit fixture /scratch/super49b --preset super49b-4layer --shards 4
-    python3 tools/bench_convert.py /scratch/super49b --outtype auto --out-dir /scratch \\
+    python3 -m tools.bench.bench_convert /scratch/super49b --outtype auto --out-dir /scratch \\
         --oracle-src /work/oracle/llama_cpp_python-0.3.36 --venv /work/oracle/venv
 The oracle runs on a copy of the checkpoint (symlinks) whose config.json has no auto_map.
 """

@@ -2,7 +2,7 @@
 elementwise kernel without barriers, per thread for a block-reduction kernel (rms_norm: two
 warp reductions and two barriers per thread), and Python overhead per launch. Medians of 5.
 
-    python tools/cuda_emu_bench.py
+    python -m tools.bench.bench_cuda_emu
 """
 import statistics
 import time

@@ -2,17 +2,14 @@
 """Open time of quant.gguf.GGUFReader vs gguf-py's GGUFReader on one GGUF (default: gemma-3-270m,
 262k-token vocabulary, from tools/get_gemma3.py). Medians of --repeat opens, each a fresh parse.
 
-    python tools/bench_gguf_reader.py [FILE.gguf] [--repeat 5]
+    python -m tools.bench.bench_gguf_reader [FILE.gguf] [--repeat 5]
 """
 from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 def _median_open(open_fn, path: str, repeat: int) -> float:

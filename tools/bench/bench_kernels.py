@@ -8,19 +8,18 @@ every weight ran at that speed; and prefill (n_tok = --prefill) GFLOP/s of the
 dequantize-tile + BLAS path. Use matrices bigger than the L3 cache for the DRAM
 comparison (e.g. --rows 32768 --cols 4096).
 
-    python tools/bench_kernels.py [-t THREADS] [--rows 4096] [--cols 4096] [--types Q4_K,Q8_0]
+    python -m tools.bench.bench_kernels [-t THREADS] [--rows 4096] [--cols 4096] [--types Q4_K,Q8_0]
                                   [--prefill 128] [--model-bytes 250e6] [--json]
-    python tools/bench_kernels.py --gemm        # OpenBLAS sgemm GFLOP/s on one thread, and its kernel
-    python tools/bench_kernels.py --tiles [--types ...]   # prefill tile dequantization, G weights/s
-    python tools/bench_kernels.py --compile-time [--types ...]   # Numba first-call (compile or cache load) time
-    python tools/bench_kernels.py --model FILE.gguf [-t 1] [--prefill 128] [--gen 16]
+    python -m tools.bench.bench_kernels --gemm        # OpenBLAS sgemm GFLOP/s on one thread, and its kernel
+    python -m tools.bench.bench_kernels --tiles [--types ...]   # prefill tile dequantization, G weights/s
+    python -m tools.bench.bench_kernels --compile-time [--types ...]   # Numba first-call (compile or cache load) time
+    python -m tools.bench.bench_kernels --model FILE.gguf [-t 1] [--prefill 128] [--gen 16]
         # whole model through runtime.loader / runtime.generate: prefill and decode tokens/s
         # (compare: llama-bench -m FILE.gguf -t 1 -p 128 -n 16)
 """
 
 import argparse
 import json
-import sys
 import time
 
 T_START = time.perf_counter()
@@ -28,11 +27,9 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
-from runtime import backend  # noqa: E402
-from test_kernels_matmul import random_qtensor  # noqa: E402
+from runtime import backend
+from tests.helpers.qtensors import random_qtensor
 
 
 CLOCK = time.perf_counter

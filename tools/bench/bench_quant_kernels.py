@@ -6,24 +6,20 @@ llama-quantize splits a tensor; quant runs with numba.set_num_threads(NTHREADS).
 is the best of --repeat runs; with one thread both CPU time and wall time are printed (CPU
 time is steadier on a shared machine). Outputs are also compared byte for byte.
 
-    python tools/bench_quant_kernels.py --types Q4_K,Q6_K,Q8_0 --threads 1 [--rows 256 --cols 4096]
+    python -m tools.bench.bench_quant_kernels --types Q4_K,Q6_K,Q8_0 --threads 1 [--rows 256 --cols 4096]
 (the file-level comparison with llama-quantize itself is a separate tool)
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 import threading
 import time
 
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import quant  # noqa: E402
-from make_quant_golden import DEFAULT_LIB, GGML  # noqa: E402
+import quant
+from tools.golden.gen_quant_golden import DEFAULT_LIB, GGML
 
 
 def ggml_parallel(g: GGML, name, x, imatrix, nthreads):

@@ -8,7 +8,7 @@ matrix get ``--imatrix`` (the same file for both) and the file type's normal mix
 (``--pure`` would make output.weight IQ2_XS etc. without an imatrix entry, which aborts
 llama-quantize); the others use ``--pure`` so that each row measures one tensor type.
 
-    python tools/bench_quantize.py --input deci-tiny-f16.gguf --imatrix deci-tiny.imatrix.gguf \\
+    python -m tools.bench.bench_quantize --input deci-tiny-f16.gguf --imatrix deci-tiny.imatrix.gguf \\
         [--types Q4_K,Q6_K,Q8_0,IQ4_XS] [--threads 2] [--runs 3] [--markdown out.md]
 """
 from __future__ import annotations

@@ -2,8 +2,8 @@
 """ggufkit bench vs llama-bench on the same GGUF files and thread count; prints a markdown table
 with the ratios (ggufkit / llama.cpp) of the median tokens/s for pp and tg.
 
-    python tools/bench_runtime.py MODEL.gguf [MODEL2.gguf ...] [-t 2] [-p 512] [-n 128] [-r 3] [--rounds 1]
-    python tools/bench_runtime.py --make-deci deci-mid-f16.gguf     # then: llama-quantize (or
+    python -m tools.bench.bench_runtime MODEL.gguf [MODEL2.gguf ...] [-t 2] [-p 512] [-n 128] [-r 3] [--rounds 1]
+    python -m tools.bench.bench_runtime --make-deci deci-mid-f16.gguf     # then: llama-quantize (or
                                   # ggufkit quantize) deci-mid-f16.gguf deci-mid-q4km.gguf Q4_K_M
 
 llama-bench comes from $LLAMA_BIN (default: the oracle tree's build/bin). For each model the two
@@ -19,11 +19,9 @@ import argparse
 import json
 import os
 import subprocess
-import sys
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+REPO = Path(__file__).resolve().parents[2]
 LLAMA_BIN = Path(os.environ.get("LLAMA_BIN", "/work/oracle/llama_cpp_python-0.3.36/vendor/llama.cpp/build/bin"))
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")   # same OpenMP idle policy for both (runtime/loader.py)
 
@@ -61,7 +59,7 @@ def make_deci_mid(path: str, seed: int = 0) -> None:
     import numpy as np
     from gguf import GGUFWriter
 
-    from tests.test_runtime_tokenizer import llama3_metadata
+    from tests.helpers.vocab_cases import llama3_metadata
 
     md, E, HD, rng = llama3_metadata(), 2048, 128, np.random.default_rng(seed)
     w = GGUFWriter(path, "deci")

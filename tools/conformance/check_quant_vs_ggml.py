@@ -5,22 +5,19 @@ A wider net than the committed goldens: many rows, any row length, any seed, and
 --extreme mode whose blocks span 1e-44 .. 1e30 (denormals, overflowing squares) with zeros,
 -0.0 and a 3e37 outlier. Prints the rows that differ; exit status 1 if any do.
 
-    python tools/check_quant_vs_ggml.py [--types Q4_K,Q6_K] [--rows 200 --cols 1024]
+    python -m tools.conformance.check_quant_vs_ggml [--types Q4_K,Q6_K] [--rows 200 --cols 1024]
                                         [--seed 7] [--extreme] [--lib .../libggml-base.so]
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import quant  # noqa: E402
-from make_quant_golden import DEFAULT_LIB, DEFAULT_TYPES, GGML  # noqa: E402
+import quant
+from tools.golden.gen_quant_golden import DEFAULT_LIB, DEFAULT_TYPES, GGML
 
 
 def make_rows(rows, cols, seed, extreme):

@@ -1,6 +1,6 @@
 """Print our perplexity vs llama-perplexity's (tests/golden/arch/*.json) for the tiny arch fixtures.
 
-    python tools/compare_archs.py [ARCH ...]
+    python -m tools.conformance.compare_archs [ARCH ...]
 
 F16 files from tests/data/models; Q8_0 made with ggufkit quantize (byte-identical to llama-quantize).
 The numbers in docs/COMPATIBILITY.md come from this.
@@ -12,12 +12,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+REPO = Path(__file__).resolve().parents[2]
 
-from ggufkit.quantize import quantize_file  # noqa: E402
-from runtime.loader import load  # noqa: E402
-from runtime.perplexity import perplexity, read_text_file  # noqa: E402
+from ggufkit.quantize import quantize_file
+from runtime.loader import load
+from runtime.perplexity import perplexity, read_text_file
 
 
 def main() -> None:

@@ -15,8 +15,8 @@ The oracle refuses remote code, so it runs on a copy of each checkpoint whose co
 ``auto_map``; ggufkit converts the original (it ignores auto_map), from a directory with the same
 name (general.name falls back to the directory name).
 
-    python tools/compare_convert.py                                   # build everything
-    python tools/compare_convert.py --oracle-src /work/oracle/llama_cpp_python-0.3.36 \\
+    python -m tools.conformance.compare_convert                                   # build everything
+    python -m tools.conformance.compare_convert --oracle-src /work/oracle/llama_cpp_python-0.3.36 \\
         --venv /work/oracle/venv --golden tests/golden/convert/oracle_sha256.json
 Exit status 0 when every file is byte-identical.
 """
@@ -34,11 +34,10 @@ from pathlib import Path
 
 import gguf
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+REPO = Path(__file__).resolve().parents[2]
 
-from ggufkit.convert import convert  # noqa: E402
-from ggufkit.fixtures import make_checkpoint  # noqa: E402
+from ggufkit.convert import convert
+from ggufkit.fixtures import make_checkpoint
 
 SDIST = "llama-cpp-python==0.3.36"
 PRESETS = ("deci-tiny", "llama-tiny")

@@ -1,12 +1,12 @@
 """Perplexity of the emulated CUDA backend vs the CPU backend on the tiny models of
 tests/test_cuda_model.py (the numbers docs/CUDA.md quotes).
 
-    python tools/compare_cuda_emu.py                 # sets GGUFKIT_CUDA_EMULATE=1 itself
-    python tools/compare_cuda_emu.py --sensitivity   # CPU only: the CPU backend against itself
+    python -m tools.conformance.compare_cuda_emu                 # sets GGUFKIT_CUDA_EMULATE=1 itself
+    python -m tools.conformance.compare_cuda_emu --sensitivity   # CPU only: the CPU backend against itself
                                                      # with one op computed in another valid way
 
-    python tools/compare_cuda_emu.py --act q8_1      # ggml-cuda's numerics instead of the CPU's
-    python tools/compare_cuda_emu.py --ops [--replace attention,rms_norm] [--only deci-iq]
+    python -m tools.conformance.compare_cuda_emu --act q8_1      # ggml-cuda's numerics instead of the CPU's
+    python -m tools.conformance.compare_cuda_emu --ops [--replace attention,rms_norm] [--only deci-iq]
         # per op of the emulated CUDA run: the largest difference from the CPU backend's result on the
         # same inputs; --replace continues with the CPU's result for those ops (finds which
         # ops move the perplexity)
@@ -24,12 +24,11 @@ import tempfile
 from pathlib import Path
 
 os.environ["GGUFKIT_CUDA_EMULATE"] = "1"
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _specs():
-    from tests import tiny_models as T
+    from tests.helpers import tiny_models as T
     return {"deci-f16": ("deci", T.DECI_BLOCKS, "F16"), "deci-iq": ("deci", T.DECI_BLOCKS, T.iq_mix),
             "deci-q4km": ("deci", T.DECI_BLOCKS, "Q4_K_M"), "llama-f16": ("llama", T.LLAMA_BLOCKS, "F16"),
             "gemma3-f16": ("gemma3", T.GEMMA3_BLOCKS, "F16")}
@@ -74,8 +73,8 @@ def sensitivity(chunks: int) -> None:
     from runtime.device import CPU, CPUBackend
     from runtime.loader import load
     from runtime.perplexity import perplexity, read_text_file
-    from tests import tiny_models as T
-    from tests.test_cuda_model import N_CTX, TEXT
+    from tests.helpers import tiny_models as T
+    from tests.helpers.tiny_models import N_CTX, TEXT
 
     class Attn32(CPUBackend):
         def attention(self, q, k, v, n_past, scale, window=None, softcap=None):
@@ -142,8 +141,8 @@ def main() -> None:
     from runtime.loader import load
     from runtime.perplexity import perplexity, read_text_file
     from runtime.plan import apply_plan, place_model, plan_header
-    from tests import tiny_models as T
-    from tests.test_cuda_model import CASES, CHUNKS, N_CTX, TEXT
+    from tests.helpers import tiny_models as T
+    from tests.helpers.tiny_models import CASES, CHUNKS, N_CTX, TEXT
 
     text = read_text_file(TEXT)
     d = Path(tempfile.mkdtemp())

@@ -22,7 +22,7 @@ llama.cpp comes from the llama-cpp-python 0.3.36 sdist (vendor/llama.cpp). Build
 and have a Python with torch + transformers==4.57.6 for its converter (``--converter-python``).
 
 Usage:
-    python tools/compare_quantize.py --llama-cpp DIR --bin DIR [--types Q4_K_M,IQ2_XS]
+    python -m tools.conformance.compare_quantize --llama-cpp DIR --bin DIR [--types Q4_K_M,IQ2_XS]
         [--models deci-tiny,llama-tiny] [--modes plain,pure,imatrix] [--markdown out.md]
 Defaults point at this machine's /work/oracle build.
 """
@@ -38,13 +38,12 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+ROOT = Path(__file__).resolve().parents[2]
 
-from ggufkit.errors import GGUFKitError  # noqa: E402
-from ggufkit.quantize import _scan, quantize_file  # noqa: E402
-from quant.errors import QuantError  # noqa: E402
-from quant.recipes import QUANT_OPTIONS  # noqa: E402
+from ggufkit.errors import GGUFKitError
+from ggufkit.quantize import _scan, quantize_file
+from quant.errors import QuantError
+from quant.recipes import QUANT_OPTIONS
 
 ORACLE = Path("/work/oracle")
 DEFAULT_LLAMA_CPP = ORACLE / "llama_cpp_python-0.3.36" / "vendor" / "llama.cpp"

@@ -1,16 +1,16 @@
 #!/usr/bin/env python3
 """Check ggufkit's runtime against llama.cpp, and (re)make the golden files under tests/golden/runtime/.
 
-    python tools/compare_runtime.py tokens MODEL.gguf NAME    # llama-tokenize ids -> tokens-NAME.json
-    python tools/compare_runtime.py ppl MODEL.gguf NAME [-c 512 --chunks 4 -t 2]
+    python -m tools.conformance.compare_runtime tokens MODEL.gguf NAME    # llama-tokenize ids -> tokens-NAME.json
+    python -m tools.conformance.compare_runtime ppl MODEL.gguf NAME [-c 512 --chunks 4 -t 2]
                                                               # llama-perplexity vs ggufkit -> ppl-NAME.json
-    python tools/compare_runtime.py ppl-fixture FIXTURE.gguf NAME -c 128 --chunks 4
+    python -m tools.conformance.compare_runtime ppl-fixture FIXTURE.gguf NAME -c 128 --chunks 4
                                                               # same on tests/golden/runtime/fixture-text.txt
-    python tools/compare_runtime.py kld-fixture F16.gguf NAME --quant Q.gguf -c 128 --chunks 4
+    python -m tools.conformance.compare_runtime kld-fixture F16.gguf NAME --quant Q.gguf -c 128 --chunks 4
                                                               # KL divergence stats -> kld-NAME.json
-    python tools/compare_runtime.py greedy MODEL.gguf NAME [-p PROMPT -n 16]
+    python -m tools.conformance.compare_runtime greedy MODEL.gguf NAME [-p PROMPT -n 16]
                                                               # llama.cpp greedy tokens vs ggufkit -> greedy-NAME.json
-    python tools/compare_runtime.py all                       # all of it for the gemma3 model and fixtures
+    python -m tools.conformance.compare_runtime all                       # all of it for the gemma3 model and fixtures
 
 llama.cpp binaries come from $LLAMA_BIN (default /work/oracle/build/bin). Every subcommand
 prints ggufkit's result beside llama.cpp's and writes the llama.cpp side as the golden file
@@ -23,12 +23,10 @@ import json
 import os
 import re
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+REPO = Path(__file__).resolve().parents[2]
 GOLDEN = REPO / "tests" / "golden" / "runtime"
 LLAMA_BIN = Path(os.environ.get("LLAMA_BIN", "/work/oracle/build/bin"))
 WIKITEXT = Path(os.environ.get("WIKITEXT", REPO.parent / "shared" / "data" / "wikitext-2-test.txt"))

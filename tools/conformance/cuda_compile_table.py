@@ -2,7 +2,7 @@
 """Print the NVRTC compile table (registers, shared memory, stack, spills) for every
 runtime/cuda/*.cu at each checked arch, as recorded in docs/CUDA.md.
 
-    python tools/cuda_compile_table.py
+    python -m tools.conformance.cuda_compile_table
 """
 from runtime.cuda.nvrtc import nvrtc, table
 

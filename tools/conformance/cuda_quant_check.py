@@ -1,8 +1,8 @@
 """Accuracy of the quantized CUDA matmul (runtime/cuda/qmatmul.py) on weights from quant's own
 quantizers, per type, under emulation (or on a GPU with --gpu):
 
-    python tools/cuda_quant_check.py [--types Q4_K,IQ2_XXS] [--n-out 16] [--n-in 1024] [--gpu]
-    python tools/cuda_quant_check.py --gpu --bench [--n-out 8192 --n-in 8192] [--tokens 1]
+    python -m tools.conformance.cuda_quant_check [--types Q4_K,IQ2_XXS] [--n-out 16] [--n-in 1024] [--gpu]
+    python -m tools.conformance.cuda_quant_check --gpu --bench [--n-out 8192 --n-in 8192] [--tokens 1]
 
 For each type: N(0,1) weights [n_out, n_in] quantized with quant.quantize (IQ types with a flat
 imatrix), x N(0,1) [4, n_in]. Prints the largest |y - y_ref| / sum|w*x| of
@@ -27,12 +27,8 @@ from runtime.cuda import qmatmul as qm
 
 
 def bench(a) -> None:
-    import sys
-    from pathlib import Path
-
     import cupy
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-    from test_cuda_quant import random_rows
+    from tests.helpers.qtensors import random_rows
 
     rng = np.random.default_rng(0)
     x = cupy.asarray(rng.standard_normal((a.tokens, a.n_in)).astype(np.float32))

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Fuzz ggufkit's inputs: mutated GGUF files and safetensors headers through the CLI, in-process.
 
-    python tools/fuzz_inputs.py --cases 10000 --seed 1 --report fuzz-report.json
-    python tools/fuzz_inputs.py --case 1234 --seed 1 -v       # replay one case, show its output
+    python -m tools.conformance.fuzz_inputs --cases 10000 --seed 1 --report fuzz-report.json
+    python -m tools.conformance.fuzz_inputs --case 1234 --seed 1 -v       # replay one case, show its output
 
 Seed files (made once in --workdir/seeds):
   tiny-q8_0 / tiny-q4_k_m   a small-vocabulary llama GGUF (written with gguf-py), quantized by
@@ -48,7 +48,7 @@ import traceback
 from collections import Counter, defaultdict
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 INTERESTING_U32 = [0, 1, 2, 3, 4, 7, 31, 32, 255, 256, 0x7FFFFFFF, 0x80000000, 0xFFFFFFFE, 0xFFFFFFFF]
 INTERESTING_U64 = [0, 1, 2, 7, 32, 255, 4096, 1 << 20, 1 << 31, 1 << 32, (1 << 32) + 1, 1 << 40,
                    (1 << 62), (1 << 63) - 1, 1 << 63, (1 << 64) - 2, (1 << 64) - 1]
@@ -469,7 +469,7 @@ def run_case(case: dict, seeds: dict[str, Path], work: Path, verbose: bool = Fal
 def _where(inside_repo: bool = True) -> str:
     """The innermost frame of the current exception (inside the repository), as file:line."""
     tb = traceback.extract_tb(sys.exc_info()[2])
-    inside = [f for f in tb if inside_repo and str(REPO) in f.filename and "tools/fuzz_inputs.py" not in f.filename]
+    inside = [f for f in tb if inside_repo and str(REPO) in f.filename and "tools/conformance/fuzz_inputs.py" not in f.filename]
     f = (inside or tb)[-1]
     return f"{os.path.relpath(f.filename, REPO)}:{f.lineno} ({f.name})"
 

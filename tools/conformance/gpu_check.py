@@ -1,8 +1,8 @@
 """The checks that need a GPU, as one prepared run (under 5 minutes on an H100/H200).
 
     pip install -e '.[dev,cuda]'
-    python tools/gpu_check.py [--out gpu_check.json] [--dir /tmp/ggufkit-gpu-check] [--skip-tests]
-    GGUFKIT_CUDA_EMULATE=1 python tools/gpu_check.py --quick       # the same steps, tiny, on the CPU
+    python -m tools.conformance.gpu_check [--out gpu_check.json] [--dir /tmp/ggufkit-gpu-check] [--skip-tests]
+    GGUFKIT_CUDA_EMULATE=1 python -m tools.conformance.gpu_check --quick       # the same steps, tiny, on the CPU
 
 Steps (each timed; a step that fails is recorded with its error and the next one runs):
   1 device    name, compute capability, memory, driver/runtime, the card's bandwidth
@@ -36,8 +36,7 @@ import time
 import traceback
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))
+REPO = Path(__file__).resolve().parents[2]
 
 TEXT = REPO / "tests" / "golden" / "runtime" / "fixture-text.txt"
 # name: (n_embd, head_dim, (n_head, n_head_kv, n_ff), n_layer, target fraction of the bandwidth)
@@ -236,7 +235,7 @@ def graphs(files: dict, quick: bool) -> dict:
 
 def summary(results: dict) -> str:
     dev = results.get("device", {})
-    lines = [f"GPU check on {dev.get('name', '?')} (`python tools/gpu_check.py`, "
+    lines = [f"GPU check on {dev.get('name', '?')} (`python -m tools.conformance.gpu_check`, "
              f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())})", ""]
     for name, r in results.items():
         lines.append(f"- {name}: {'ok' if r.get('ok') else 'FAILED ' + r.get('error', '')} ({r.get('seconds', 0)} s)")

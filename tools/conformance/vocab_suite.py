@@ -1,7 +1,7 @@
 """Run llama.cpp's tokenizer test suite (models/ggml-vocab-*.gguf + .inp/.out, as
 tests/test-tokenizer-0.cpp: add_special=false, parse_special=false) against runtime/tokenizer.
 
-    python tools/vocab_suite.py /path/to/llama.cpp/models [--write-goldens tests/golden/vocab]
+    python -m tools.conformance.vocab_suite /path/to/llama.cpp/models [--write-goldens tests/golden/vocab]
 
 Prints one line per vocab file: cases passed / total. --write-goldens stores the .inp/.out pair as
 compact JSON (tests/golden/vocab/<name>.json) for the CI test.
@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ggufkit.tokenize import open_gguf  # noqa: E402
-from runtime.tokenizer import Tokenizer  # noqa: E402
+from ggufkit.tokenize import open_gguf
+from runtime.tokenizer import Tokenizer
 
 SEP = "\n__ggml_vocab_test__\n"
 

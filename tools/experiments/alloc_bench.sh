@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # docs/ALLOCATION.md's evidence: budgeted allocation vs llama.cpp's standard mixes on gemma-3-270m.
-#   bash tools/alloc_bench.sh WORKDIR [EVAL_CHUNKS]          (docs/ALLOCATION.md: 10 chunks)
-#   LLAMA_QUANTIZE=.../llama-quantize bash tools/alloc_bench.sh ...   adds the byte-for-byte checks
+#   bash tools/experiments/alloc_bench.sh WORKDIR [EVAL_CHUNKS]          (docs/ALLOCATION.md: 10 chunks)
+#   LLAMA_QUANTIZE=.../llama-quantize bash tools/experiments/alloc_bench.sh ...   adds the byte-for-byte checks
 # Needs: python tools/get_gemma3.py (the Q4_K_M GGUF), /work/shared/data/wikitext-2-test.txt.
 # Every step is skipped when its output exists (delete the workdir to start over); each timed step
 # leaves STEP.time (wall, CPU, max RSS) and STEP.load (uptime before and after).
@@ -11,7 +11,7 @@ REPO=$(cd "$(dirname "$0")/.." && pwd)
 mkdir -p "$W"; cd "$W"
 tm() { uptime > "$1.load"; /usr/bin/time -f "%e s wall, %U s user, %S s sys, %M KB max RSS" -o "$1.time" "${@:2}"
        local rc=$?; uptime >> "$1.load"; return $rc; }
-[ -f base.gguf ] || tm base python "$REPO/tools/make_noisy_base.py" "$(python "$REPO/tools/get_gemma3.py")" base.gguf \
+[ -f base.gguf ] || tm base python "$REPO/tools/experiments/make_noisy_base.py" "$(python "$REPO/tools/get_gemma3.py")" base.gguf \
     || exit 1
 # disjoint halves of wikitext-2 test: first half evaluation, second half calibration
 L=$(wc -l < "$T"); H=$((L / 2))
@@ -71,7 +71,7 @@ tm compare ggufkit compare base.gguf "${F[@]/%/.gguf}" -f eval.txt -c 512 --chun
     -t 2 > compare.md 2> compare.err
 # the same rows (cached: no recomputation but the base's decode speed) as JSON, and the criteria per pair
 ggufkit compare base.gguf "${F[@]/%/.gguf}" -f eval.txt -c 512 --chunks "$N" -t 2 -o json > compare.json 2> /dev/null
-python "$REPO/tools/alloc_verdict.py" compare.json alloc-Q2_K:std-Q2_K alloc-IQ3_M:std-IQ3_M alloc-Q4_K_M:std-Q4_K_M \
+python "$REPO/tools/experiments/alloc_verdict.py" compare.json alloc-Q2_K:std-Q2_K alloc-IQ3_M:std-IQ3_M alloc-Q4_K_M:std-Q4_K_M \
     alloc-dynamic-gate:std-dynamic-gate alloc-Q2_K-emb:std-Q2_K-emb alloc-IQ3_M-emb:std-IQ3_M-emb \
     alloc-bpw4.9:std-Q4_K_M-emb alloc-Q4_K_M-emb:std-Q4_K_M-emb > verdict.md
 cat compare.md verdict.md
@@ -80,7 +80,7 @@ cat compare.md verdict.md
 # gemma-3-1B-shaped F32 model (timing only; WORKDIR/cost1b, ~4 GB file, up to ~14 GB memory)
 if [ -n "${COST_1B:-}" ]; then
   mkdir -p cost1b; cd cost1b
-  [ -f g1b-f32.gguf ] || python "$REPO/tools/make_synthetic_base.py" "$(python "$REPO/tools/get_gemma3.py")" \
+  [ -f g1b-f32.gguf ] || python "$REPO/tools/experiments/make_synthetic_base.py" "$(python "$REPO/tools/get_gemma3.py")" \
       g1b-f32.gguf --type f32 > gen.log
   [ -f imatrix.gguf ] || tm imatrix ggufkit imatrix g1b-f32.gguf -f ../calib.txt -c 512 --chunks 4 --no-ppl \
       -o imatrix.gguf -t 2 > imatrix.log 2>&1

@@ -1,18 +1,15 @@
 #!/usr/bin/env python3
 """Experiment (docs/ALLOCATION.md): the allocation with one sensitivity per tensor instead of per
 block and kind, at the sizes of std-IQ3_M-emb, std-Q4_K_M-emb and 4.9 bpw. Run in
-tools/alloc_bench.sh's workdir after it (reuses base.gguf.alloc-measure.json's errors):
+tools/experiments/alloc_bench.sh's workdir after it (reuses base.gguf.alloc-measure.json's errors):
 
-    python tools/alloc_pertensor.py && ggufkit compare base.gguf pt-IQ3_M-emb.gguf pt-bpw4.9.gguf \\
+    python -m tools.experiments.alloc_pertensor && ggufkit compare base.gguf pt-IQ3_M-emb.gguf pt-bpw4.9.gguf \\
         pt-Q4_K_M-emb.gguf -f eval.txt -c 512 --chunks 10 -t 2
 """
 import json
 import os
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 def main():

@@ -3,7 +3,7 @@
 quantization grid by adding Gaussian noise of ``--sigma`` (0.1) x each row's standard deviation to
 every matrix (2-D+ weights; norms and 1-D tensors untouched).
 
-    python tools/make_noisy_base.py gemma-3-270m-q4_k_m.gguf base-f32-noisy.gguf [--sigma 0.1] [--seed 0]
+    python -m tools.experiments.make_noisy_base gemma-3-270m-q4_k_m.gguf base-f32-noisy.gguf [--sigma 0.1] [--seed 0]
 
 Deterministic for a given seed (one numpy Generator, tensors in file order).
 """
@@ -12,13 +12,11 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
-import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 
 def main() -> None:

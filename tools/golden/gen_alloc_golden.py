@@ -1,9 +1,9 @@
 #!/usr/bin/env python3
-"""Goldens for tests/test_allocate.py: an allocation written as a ``--tensor-type-file`` and the
-sha256 of what llama-quantize makes of it on the tiny deterministic llama (tests/quantize_cases.py)
+"""Goldens for tests/ggufkit/test_allocate.py: an allocation written as a ``--tensor-type-file`` and the
+sha256 of what llama-quantize makes of it on the tiny deterministic llama (tests/helpers/quantize_cases.py)
 with llama-tiny's imatrix.
 
-    python tools/gen_alloc_golden.py --llama-quantize /path/to/llama-quantize
+    python -m tools.golden.gen_alloc_golden --llama-quantize /path/to/llama-quantize
 
 Writes tests/golden/alloc/mix.txt (every quantizable tensor a different candidate type, cycling
 through ggufkit.allocate.DEFAULT_CANDIDATES) and tests/golden/alloc/hashes.json.
@@ -14,32 +14,13 @@ import argparse
 import hashlib
 import json
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
+from tests.helpers import GOLDENS
+from tests.helpers.quantize_cases import GOLDEN_DIR, IMATRIX_GGUF, tiny_mix, write_tiny_gguf
 
-from quantize_cases import GOLDEN_DIR, IMATRIX_GGUF, write_tiny_gguf  # noqa: E402
-
-OUT = ROOT / "tests" / "golden" / "alloc"
-
-
-def tiny_mix(src: Path) -> dict:
-    from ggufkit.allocate import DEFAULT_CANDIDATES, _plans, _source, candidate_types
-    from quant.imatrix import load_imatrix
-    im = load_imatrix(GOLDEN_DIR / IMATRIX_GGUF)
-    s = _source(src)
-    types, k = {}, 0
-    for p in _plans(s):
-        if p.dst_type == p.src_type:
-            continue
-        c = candidate_types(p.shape[0], p.name in im.entries, DEFAULT_CANDIDATES)
-        types[p.name] = c[k % len(c)]
-        k += 1
-    return types
+OUT = GOLDENS / "alloc"
 
 
 def main() -> None:

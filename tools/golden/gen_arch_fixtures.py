@@ -2,7 +2,7 @@
 SWA) and llama (llama3 rope), converted by llama.cpp's own convert_hf_to_gguf.py, quantized by
 llama-quantize (Q8_0) and scored by llama-perplexity: the oracle for tests/test_runtime_archs.py.
 
-    /path/to/venv-with-torch/bin/python tools/make_arch_fixtures.py LLAMA_CPP_DIR WIKI_TXT
+    /path/to/venv-with-torch/bin/python -m tools.golden.gen_arch_fixtures LLAMA_CPP_DIR WIKI_TXT
 
 Needs torch, transformers==4.57.6, sentencepiece (a separate venv; see docs/COMPATIBILITY.md).
 Writes tests/data/models/<arch>-tiny-f16.gguf and tests/golden/arch/<arch>-tiny.json
@@ -19,7 +19,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 VOCAB = 1000
 PROMPTS = ["The history of the city", "In 1998, the band released"]
 COMMON = dict(vocab_size=VOCAB, hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,

@@ -14,7 +14,7 @@ The tables are data, so they are parsed out of the C sources rather than retyped
 The neighbour lists the quantizers search are derived from the compact grids at run time
 (quant/ref/iq_tables.py), exactly as ggml derives them.
 
-Usage: python tools/extract_ggml_tables.py [LLAMA_CPP_DIR] [-o quant/data/iq_tables.npz]
+Usage: python -m tools.golden.gen_ggml_tables [LLAMA_CPP_DIR] [-o quant/data/iq_tables.npz]
 """
 from __future__ import annotations
 
@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 DEFAULT_SRC = "/work/oracle/llama_cpp_python-0.3.36/vendor/llama.cpp"
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 # name -> numpy dtype, expected length
 COMMON_TABLES = {

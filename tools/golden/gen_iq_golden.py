@@ -2,7 +2,7 @@
 """Extra golden vectors for the IQ quantizers from libggml (ggml_quantize_chunk, the path
 llama-quantize uses): tests/golden/quant/IQ_extra.npz.
 
-The main IQ goldens come from tools/make_quant_golden.py (--types IQ4_NL,...), like every other
+The main IQ goldens come from tools/golden/gen_quant_golden.py (--types IQ4_NL,...), like every other
 type. This file adds cases that one shared imatrix and 512-wide rows do not reach: 256-wide
 rows, several constants, a zero stretch at the start of a row, a per-case imatrix with exact
 zeros, heavy tails.
@@ -11,7 +11,7 @@ Layout: per case NAME ``NAME/x`` f32[nrows, n_per_row] and ``NAME/w`` f32[n_per_
 (absent: no weights); per type T ``T/NAME/q`` u8[nrows, row_bytes] and, where the case has no
 weights but T needs an imatrix (IQ2_XXS, IQ2_XS, IQ1_S), the weights used in ``T/NAME/w``.
 
-Usage: python tools/make_iq_golden.py [--lib /work/oracle/build/bin/libggml-base.so] [--types IQ4_NL,...]
+Usage: python -m tools.golden.gen_iq_golden [--lib /work/oracle/build/bin/libggml-base.so] [--types IQ4_NL,...]
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 # name: (ggml id, block size, bytes per block, needs imatrix)
 IQ_TYPES = {
     "IQ2_XXS": (16, 256, 66, True),

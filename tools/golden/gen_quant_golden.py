@@ -19,7 +19,7 @@ built as in shared/docs/REFERENCE.md:
     cmake --build build --target ggml-base -j2      # -> build/bin/libggml-base.so
 
 Usage:
-    python tools/make_quant_golden.py [--lib build/bin/libggml-base.so] [--types Q4_K,Q6_K]
+    python -m tools.golden.gen_quant_golden [--lib build/bin/libggml-base.so] [--types Q4_K,Q6_K]
                                       [--out tests/golden/quant]
 IQ types need ggml_quantize_init (done by ggml_quantize_chunk); pass them with --types.
 """
@@ -29,15 +29,13 @@ from __future__ import annotations
 import argparse
 import ctypes
 import os
-import sys
 
 import numpy as np
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-from quant.types import TYPES  # noqa: E402
+from quant.types import TYPES
 
 DEFAULT_LIB = "/work/oracle/build/bin/libggml-base.so"
-DEFAULT_OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "golden", "quant")
+DEFAULT_OUT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tests", "golden", "quant")
 N_PER_ROW = 512
 
 # types whose golden vectors this tool writes by default (the IQ types are added with --types)

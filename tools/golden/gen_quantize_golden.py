@@ -6,10 +6,10 @@ Writes tests/golden/quantize/hashes.json: case -> {"sha256": ..., "size": ...} o
 --allow-requantize) and the dequantize equivalents (Q4_K_M -> F16 / F32 / BF16).
 
 The imatrix files in tests/golden/quantize/ come from llama-imatrix on the llama-tiny fixture
-(see tools/compare_quantize.py; -c 128 --chunks 8 on llama.cpp's README + docs/build.md,
+(see tools/conformance/compare_quantize.py; -c 128 --chunks 8 on llama.cpp's README + docs/build.md,
 ``--output-format dat`` for the legacy file).
 
-    python tools/gen_quantize_golden.py [--llama-quantize /work/oracle/build/bin/llama-quantize]
+    python -m tools.golden.gen_quantize_golden [--llama-quantize /work/oracle/build/bin/llama-quantize]
 """
 from __future__ import annotations
 
@@ -18,15 +18,12 @@ import hashlib
 import json
 import re
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests"))
+ROOT = Path(__file__).resolve().parents[2]
 
-from quantize_cases import (  # noqa: E402
+from tests.helpers.quantize_cases import (
     GOLDEN_DIR, MOE_IMATRIX, N_EXPERT, cases, moe_cases, write_moe_imatrix, write_tiny_gguf)
 
 

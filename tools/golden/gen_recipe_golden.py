@@ -15,7 +15,7 @@ models are metadata-complete GGUFs whose tensors hold zeros:
   embeddings (no output.weight).
 
 Usage:
-    python tools/gen_recipe_golden.py --llama-quantize /work/oracle/build/bin/llama-quantize \\
+    python -m tools.golden.gen_recipe_golden --llama-quantize /work/oracle/build/bin/llama-quantize \\
         --deci-gguf deci-tiny-f16.gguf --llama-gguf llama-tiny-f16.gguf --work /tmp/golden
 Writes tests/golden/recipes/<model>.json.gz.
 """
@@ -26,16 +26,14 @@ import gzip
 import json
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+ROOT = Path(__file__).resolve().parents[2]
 
-from quant.imatrix import save_imatrix_gguf  # noqa: E402
-from quant.recipes import QUANT_OPTIONS  # noqa: E402
+from quant.imatrix import save_imatrix_gguf
+from quant.recipes import QUANT_OPTIONS
 
 OUT_DIR = ROOT / "tests" / "golden" / "recipes"
 

@@ -2,7 +2,7 @@
 
 Run with the oracle venv (torch + transformers 4.57.6), from the repo root:
 
-    /work/oracle/venv/bin/python tools/make_reference_golden.py [--python python3]
+    /work/oracle/venv/bin/python -m tools.golden.gen_reference_golden [--python python3]
 
 1. Makes the llama-tiny and deci-tiny fixtures (seed 0, 2 shards) with the project's own python
    (``--python``), exactly as tests/conftest.py does, and records their sha256.
@@ -47,7 +47,7 @@ from safetensors.torch import load_file
 from transformers import LlamaConfig, LlamaForCausalLM
 from transformers.models.llama.modeling_llama import LlamaAttention, LlamaMLP, LlamaRMSNorm, LlamaRotaryEmbedding
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 OUT = REPO / "tests" / "golden" / "reference"
 SEED = 0
 # "<|begin_of_text|>The quick brown fox jumps over the lazy dog. 1234 ..." plus a few high ids

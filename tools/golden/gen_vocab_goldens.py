@@ -1,6 +1,6 @@
 """Token-id goldens from llama.cpp's llama-tokenize for every pre type and vocab type.
 
-    python tools/vocab_goldens.py LLAMA_CPP_DIR [-o tests/golden/vocab/hard.json]
+    python -m tools.golden.gen_vocab_goldens LLAMA_CPP_DIR [-o tests/golden/vocab/hard.json]
 
 For each ``tokenizer.ggml.pre`` in runtime/tokenizer/pretypes.py a vocab-only GGUF is written from
 the bundled Llama-3 tokenizer with that pre type (tests/vocab_cases.py), plus a synthetic RWKV and
@@ -15,15 +15,13 @@ from __future__ import annotations
 import argparse
 import json
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from ggufkit.tokenize import open_gguf  # noqa: E402
-from runtime.tokenizer.pretypes import NAMES  # noqa: E402
-from tests.vocab_cases import (HARD_TEXTS, pretype_metadata, rwkv_metadata, ugm_metadata,  # noqa: E402
+from ggufkit.tokenize import open_gguf
+from runtime.tokenizer.pretypes import NAMES
+from tests.helpers.vocab_cases import (HARD_TEXTS, pretype_metadata, rwkv_metadata, ugm_metadata,
                                write_vocab_gguf)
 
 
