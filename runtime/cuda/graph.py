@@ -17,7 +17,7 @@ eagerly on that stream (so the pool holds every block the step needs: the captur
 allocates nothing new), the second is captured and replayed, later ones replay. A graph belongs
 to one KV cache and is captured again if a reused workspace moved (a bigger prefill grew it).
 Any failure while capturing turns graphs off for the model (``DecodeGraph.error``) and the step
-runs eagerly: never a wrong result, at worst no speed-up. Unproven until tools/gpu_check.py has
+runs eagerly: never a wrong result, at worst no speed-up. Unproven until tools/conformance/gpu_check.py has
 run on a GPU (it compares graph and eager tokens and speeds).
 
 Under emulation ``EmuStream`` stands in for the stream: while capturing, emulated kernel
