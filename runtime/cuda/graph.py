@@ -24,7 +24,7 @@ Under emulation ``EmuStream`` stands in for the stream: while capturing, emulate
 launches are recorded instead of run (their array arguments by reference, as a graph holds
 device pointers) and a "graph" replays them; host-side numpy work done during the capture is
 not recorded, so the emulation is stricter than a GPU (where such work is CuPy kernels and is
-captured). tests/test_cuda_model.py checks graph and eager tokens are equal this way.
+captured). tests/runtime/cuda/test_cuda_model.py checks graph and eager tokens are equal this way.
 """
 from __future__ import annotations
 

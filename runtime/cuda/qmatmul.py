@@ -23,7 +23,7 @@ product is a numpy matmul.
   for float weights; prefill: f16 tiles and f16 x, f32 accumulation (F32/BF16: f32 tiles).
 
 Numpy references: ``runtime.reference.matmul`` / ``get_rows`` and quant's Q8_1 quantizer
-(tests/test_cuda_quant.py states the tolerances).
+(tests/runtime/cuda/test_cuda_quant.py states the tolerances).
 """
 
 from __future__ import annotations

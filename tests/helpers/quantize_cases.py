@@ -1,6 +1,6 @@
 """A tiny deterministic llama GGUF and the llama-quantize cases run on it.
 
-Shared by tests/test_quantize_file.py and tools/golden/gen_quantize_golden.py, which records the
+Shared by tests/ggufkit/test_quantize_file.py and tools/golden/gen_quantize_golden.py, which records the
 sha256 of llama-quantize's output for every case in tests/golden/quantize/hashes.json.
 
 The GGUF is written here byte by byte (no gguf-py), so it is the same on every machine: the

@@ -2,7 +2,7 @@
 
 The two committed files come from one llama-imatrix run on the llama-tiny fixture (GGUF, and
 ``--output-format dat``). That the quantized bytes then match llama-quantize is checked in
-tests/test_quantize_file.py (imatrix and imatrix-dat cases).
+tests/ggufkit/test_quantize_file.py (imatrix and imatrix-dat cases).
 """
 from __future__ import annotations
 

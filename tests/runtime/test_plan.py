@@ -1,7 +1,7 @@
 """Placement and auto-fit (runtime.plan) from the GGUF header alone, and ``ggufkit plan``.
 
 The big case is a header-only GGUF of Nemotron-Super-49B's real 80-layer block configuration at
-an IQ3_M mixture (tests/super49b_header.py), planned for 8, 12, 16 and 24 GiB cards.
+an IQ3_M mixture (tests/helpers/super49b_header.py), planned for 8, 12, 16 and 24 GiB cards.
 """
 from __future__ import annotations
 

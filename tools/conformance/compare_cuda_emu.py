@@ -1,5 +1,5 @@
 """Perplexity of the emulated CUDA backend vs the CPU backend on the tiny models of
-tests/test_cuda_model.py (the numbers docs/CUDA.md quotes).
+tests/runtime/cuda/test_cuda_model.py (the numbers docs/CUDA.md quotes).
 
     python -m tools.conformance.compare_cuda_emu                 # sets GGUFKIT_CUDA_EMULATE=1 itself
     python -m tools.conformance.compare_cuda_emu --sensitivity   # CPU only: the CPU backend against itself

@@ -10,7 +10,7 @@ imatrix), x N(0,1) [4, n_in]. Prints the largest |y - y_ref| / sum|w*x| of
   q8_1: act="q8_1" vs the float64 product of dequant W and q8_1-quantized x;
   diff: how far the two activation modes are apart, relative to |y| (RMS over outputs).
 
---bench (GPU): decode matvec speed per type on random blocks (tests/test_cuda_quant.py's
+--bench (GPU): decode matvec speed per type on random blocks (tests/runtime/cuda/test_cuda_quant.py's
 random_rows): median time of 50 launches after 5 warm-ups (CUDA events), and the weight
 bytes read per second. Compare with the card's memory bandwidth.
 """

@@ -7,8 +7,8 @@
 Steps (each timed; a step that fails is recorded with its error and the next one runs):
   1 device    name, compute capability, memory, driver/runtime, the card's bandwidth
               (runtime.plan.CARDS; --gpu-bw overrides)
-  2 kernels   the CUDA kernel tests on the GPU side: pytest -k gpu tests/test_cuda_kernels.py
-              tests/test_cuda_quant.py (each kernel against its numpy reference with CuPy arrays)
+  2 kernels   the CUDA kernel tests on the GPU side: pytest -k gpu tests/runtime/cuda/test_cuda_kernels.py
+              tests/runtime/cuda/test_cuda_quant.py (each kernel against its numpy reference with CuPy arrays)
   3 models    synthetic llama-shaped GGUFs (ggufkit.synthetic, rows tiled): Q4_K_M (llama.cpp's
               mixture) and an IQ2_XXS/IQ3_S/IQ4_XS mix, each at ~2.2 GB (n_embd 4096, n_ff 14336,
               16 layers, GQA 32/8) and ~0.8B parameters (2048/8192, 13 layers, GQA 16/4)
@@ -105,7 +105,7 @@ def kernel_tests(timeout: int) -> dict:
         print("   skipped: emulating (the emulated kernel tests are CI's)", flush=True)
         return {"skipped": "emulating"}
     cmd = [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", "-k", "gpu",
-           "tests/test_cuda_kernels.py", "tests/test_cuda_quant.py"]
+           "tests/runtime/cuda/test_cuda_kernels.py", "tests/runtime/cuda/test_cuda_quant.py"]
     env = {k: v for k, v in os.environ.items() if k != "GGUFKIT_CUDA_EMULATE"}
     r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=timeout, env=env)
     tail = (r.stdout + r.stderr).strip().splitlines()[-15:]

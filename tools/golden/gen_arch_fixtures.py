@@ -1,6 +1,6 @@
 """Tiny random-weight HF checkpoints for qwen2 (yarn), qwen3, phi3 (longrope), gemma2 (softcaps,
 SWA) and llama (llama3 rope), converted by llama.cpp's own convert_hf_to_gguf.py, quantized by
-llama-quantize (Q8_0) and scored by llama-perplexity: the oracle for tests/test_runtime_archs.py.
+llama-quantize (Q8_0) and scored by llama-perplexity: the oracle for tests/runtime/test_runtime_archs.py.
 
     /path/to/venv-with-torch/bin/python -m tools.golden.gen_arch_fixtures LLAMA_CPP_DIR WIKI_TXT
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Record llama-quantize's output (sha256) for every case of tests/quantize_cases.py.
+"""Record llama-quantize's output (sha256) for every case of tests/helpers/quantize_cases.py.
 
 Writes tests/golden/quantize/hashes.json: case -> {"sha256": ..., "size": ...} or
 {"error": "..."} when llama-quantize refuses. Also requantize (Q8_0 -> Q4_K_M with

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Capture llama-quantize's per-tensor type choices as golden JSON for tests/test_recipes.py.
+"""Capture llama-quantize's per-tensor type choices as golden JSON for tests/quant/test_recipes.py.
 
 For each model and each llama-quantize file type, runs ``llama-quantize --dry-run`` plainly,
 with ``--pure``, and with an importance matrix, plus a few option cases, and records the type

@@ -1,4 +1,4 @@
-"""Golden logits for tests/test_reference.py, computed by HF transformers (the oracle).
+"""Golden logits for tests/reference/test_reference.py, computed by HF transformers (the oracle).
 
 Run with the oracle venv (torch + transformers 4.57.6), from the repo root:
 

@@ -3,12 +3,12 @@
     python -m tools.golden.gen_vocab_goldens LLAMA_CPP_DIR [-o tests/golden/vocab/hard.json]
 
 For each ``tokenizer.ggml.pre`` in runtime/tokenizer/pretypes.py a vocab-only GGUF is written from
-the bundled Llama-3 tokenizer with that pre type (tests/vocab_cases.py), plus a synthetic RWKV and
+the bundled Llama-3 tokenizer with that pre type (tests/helpers/vocab_cases.py), plus a synthetic RWKV and
 UGM vocab and every models/ggml-vocab-*.gguf of the tree; llama-tokenize runs the hard texts of
-tests/vocab_cases.py on each, twice: default (parse special, BOS as the model wants) and with
+tests/helpers/vocab_cases.py on each, twice: default (parse special, BOS as the model wants) and with
 --no-parse-special --no-bos (pre types: once, default mode, on the texts joined by newlines; the
 first pre types of an earlier run have both modes per text). The ids are stored;
-tests/test_tokenizer_goldens.py compares.
+tests/runtime/test_tokenizer_goldens.py compares.
 """
 from __future__ import annotations
 

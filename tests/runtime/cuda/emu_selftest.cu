@@ -1,4 +1,4 @@
-// Kernels that exercise the CUDA emulator itself (tests/test_cuda_emu.py). Not package data.
+// Kernels that exercise the CUDA emulator itself (tests/runtime/cuda/test_cuda_emu.py). Not package data.
 
 // Threads >= n_live leave before the barrier: the emulator must report a partial barrier.
 extern "C" __global__ void partial_barrier(int* out, int n_live) {

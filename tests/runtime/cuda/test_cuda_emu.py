@@ -1,6 +1,6 @@
 """The CUDA emulator itself (runtime/cuda/emu/cuda_emu.h + runtime/cuda/module.py).
 
-These kernels (tests/cuda/emu_selftest.cu) check what the emulator promises: barriers, warp
+These kernels (tests/runtime/cuda/emu_selftest.cu) check what the emulator promises: barriers, warp
 exchanges with mask checks, thread orders, fp16/bf16 conversions, dp4a, dynamic shared memory,
 the out-of-bounds guard, and argument checking. Needs only g++.
 """

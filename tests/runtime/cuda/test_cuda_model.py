@@ -3,7 +3,7 @@ device arrays as host arrays) against the CPU backend: logits of a prefill and d
 perplexity fully offloaded and with a budget that offloads only some layers, ``ggufkit
 perplexity --device cuda`` end to end, and the one-line errors.
 
-Models (tests/tiny_models.py, ggufkit.synthetic): deci with every block kind (GQA 4/2, no-op
+Models (tests/helpers/tiny_models.py, ggufkit.synthetic): deci with every block kind (GQA 4/2, no-op
 attention, linear attention, GQA 4/1, a whole no-op layer, MHA), llama, gemma3 (sliding window,
 softcap); F16, llama.cpp's Q4_K_M mixture (quant.recipes), and an IQ2_XXS/IQ3_S/IQ4_XS mix. Perplexity: n_ctx 32, 2 chunks.
 
