@@ -187,7 +187,8 @@ def main() -> None:
     print("\n" + table)
     if args.markdown:
         args.markdown.write_text(table)
+    return 0 if n_id + n_ref == len(results) else 1      # every case identical or refused by both
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
