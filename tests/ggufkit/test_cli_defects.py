@@ -1,5 +1,5 @@
 """Issue 7 §6: defects found by using the CLI as a new user would; each test failed on the old code.
-Plus the layering rules the CLI layer depends on (runtime/ and quant/ never print, never name flags)."""
+(The layering rules the CLI layer depends on are in tests/test_layering.py.)"""
 from __future__ import annotations
 
 import os
@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from ggufkit.cli import main
-from tests.helpers.quantize_cases import write_tiny_gguf
 from tests.helpers import REPO
+from tests.helpers.quantize_cases import write_tiny_gguf
 
 
 
@@ -215,46 +215,6 @@ def test_info_on_truncated_file_is_one_line_error(tiny, tmp_path, cut, capsys):
     code, _, err = run_main(["info", bad], capsys)
     assert_one_line_error(code, err)
     assert "reshape" not in err
-
-
-# ---------------------------------------------------------------- layering rules
-
-def _sources(*pkgs):
-    for pkg in pkgs:
-        yield from sorted((REPO / pkg).rglob("*.py"))
-
-
-def test_library_errors_do_not_name_cli_flags():
-    bad = []
-    for p in _sources("quant", "runtime"):
-        for i, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
-            if re.search(r"raise \w+Error\(.*['\"(\s]--[a-z]", line):
-                bad.append(f"{p.relative_to(REPO)}:{i}: {line.strip()}")
-    assert not bad, "\n".join(bad)
-
-
-def test_runtime_and_quant_do_not_print_or_import_upward():
-    """No print(), sys.stdout/stderr/stdin, click, or import of a higher layer in quant/ and runtime/
-    (read from the syntax tree, so docstrings and comments may talk about them)."""
-    import ast
-    bad = []
-    for p in _sources("quant", "runtime"):
-        rel = p.relative_to(REPO)
-        upward = ("ggufkit", "click") + (("runtime",) if str(rel).startswith("quant") else ())
-        for node in ast.walk(ast.parse(p.read_text(encoding="utf-8"))):
-            what = None
-            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "print":
-                what = "print()"
-            elif (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "sys"
-                  and node.attr in ("stdout", "stderr", "stdin")):
-                what = f"sys.{node.attr}"
-            elif isinstance(node, ast.Import) and any(a.name.split(".")[0] in upward for a in node.names):
-                what = "import " + ", ".join(a.name for a in node.names)
-            elif isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] in upward and not node.level:
-                what = f"from {node.module} import"
-            if what:
-                bad.append(f"{rel}:{node.lineno}: {what}")
-    assert not bad, "\n".join(bad)
 
 
 def test_set_num_threads_limits_blas():

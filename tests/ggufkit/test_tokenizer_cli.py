@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-from tests.helpers.vocab_cases import VOCAB_DIR
 from tests.helpers import GOLDENS
+from tests.helpers.vocab_cases import VOCAB_DIR
 
 GOLDEN = GOLDENS / "vocab"
 PROMPT = "Hi <|x|>\\tüñí 世界 😀 12345\\n\\n<s> end"   # escapes processed, as llama-tokenize -p

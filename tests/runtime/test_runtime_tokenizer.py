@@ -11,8 +11,8 @@ import json
 import pytest
 
 from runtime.tokenizer import Tokenizer
-from tests.helpers.vocab_cases import llama3_metadata
 from tests.helpers import GOLDENS
+from tests.helpers.vocab_cases import llama3_metadata
 
 GOLDEN = GOLDENS / "runtime"
 

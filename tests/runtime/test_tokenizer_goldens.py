@@ -20,8 +20,8 @@ import pytest
 
 from ggufkit.tokenize import open_gguf
 from runtime.tokenizer import PRE_TYPES, Tokenizer
-from tests.helpers.vocab_cases import VOCAB_DIR, llama3_metadata, pretype_metadata, rwkv_metadata, ugm_metadata
 from tests.helpers import GOLDENS
+from tests.helpers.vocab_cases import VOCAB_DIR, llama3_metadata, pretype_metadata, rwkv_metadata, ugm_metadata
 
 GOLDEN = GOLDENS / "vocab"
 HARD = json.loads((GOLDEN / "hard.json").read_text(encoding="utf-8"))
