@@ -14,13 +14,13 @@ The oracle runs on a copy of the checkpoint (symlinks) whose config.json has no 
 from __future__ import annotations
 
 import argparse
-import hashlib
-import json
 import os
 import re
 import subprocess
 import sys
 from pathlib import Path
+
+from tools.conformance.compare_convert import oracle_copy, sha256
 
 
 def timed(cmd: list[str], env=None) -> dict:
@@ -33,27 +33,6 @@ def timed(cmd: list[str], env=None) -> dict:
     user = float(re.search(r"User time \(seconds\): (\S+)", res.stderr).group(1))
     sys_t = float(re.search(r"System time \(seconds\): (\S+)", res.stderr).group(1))
     return {"wall_s": secs, "rss_mb": rss_kb / 1024, "cpu_s": user + sys_t}
-
-
-def sha256(p: Path) -> str:
-    h = hashlib.sha256()
-    with open(p, "rb") as f:
-        for blk in iter(lambda: f.read(1 << 24), b""):
-            h.update(blk)
-    return h.hexdigest()
-
-
-def oracle_copy(model: Path, dst: Path) -> Path:
-    dst.mkdir(parents=True, exist_ok=True)
-    for f in model.iterdir():
-        d = dst / f.name
-        if f.name == "config.json":
-            cfg = json.loads(f.read_text())
-            cfg.pop("auto_map", None)
-            d.write_text(json.dumps(cfg, indent=2) + "\n")
-        elif not d.exists():
-            d.symlink_to(f.resolve())
-    return dst
 
 
 def main() -> int:

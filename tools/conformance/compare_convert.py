@@ -26,7 +26,6 @@ import argparse
 import hashlib
 import json
 import os
-import shutil
 import subprocess
 import sys
 import tarfile
@@ -97,18 +96,23 @@ def checkpoints(work: Path) -> dict[str, tuple[Path, Path]]:
         if not (orig / "config.json").is_file():
             log(f"writing fixture {preset} ...")
             make_checkpoint(orig, preset, seed=0, n_shards=2)
-        copy = work / "ckpt-oracle" / preset
-        copy.mkdir(parents=True, exist_ok=True)
-        for f in orig.iterdir():
-            dst = copy / f.name
-            if f.name == "config.json":
-                cfg = json.loads(f.read_text())
-                cfg.pop("auto_map", None)
-                dst.write_text(json.dumps(cfg, indent=2) + "\n")
-            elif not dst.exists():
-                dst.symlink_to(f.resolve())
-        out[preset] = (orig, copy)
+        out[preset] = (orig, oracle_copy(orig, work / "ckpt-oracle" / preset))
     return out
+
+
+def oracle_copy(model: Path, dst: Path) -> Path:
+    """The checkpoint as the oracle gets it: config.json without auto_map, the rest symlinked; the
+    copy keeps the model's directory name, so general.name (and so the file) can be identical."""
+    dst.mkdir(parents=True, exist_ok=True)
+    for f in model.iterdir():
+        d = dst / f.name
+        if f.name == "config.json":
+            cfg = json.loads(f.read_text())
+            cfg.pop("auto_map", None)
+            d.write_text(json.dumps(cfg, indent=2) + "\n")
+        elif not d.exists():
+            d.symlink_to(f.resolve())
+    return dst
 
 
 def kv_table(r: gguf.GGUFReader) -> dict[str, bytes]:
