@@ -55,28 +55,30 @@ def _numbers(body: str) -> list[int]:
     return [int(tok, 0) for tok in re.findall(r"-?(?:0x[0-9a-fA-F]+|\d+)", body)]
 
 
+def _table(text: str, pattern: str, name: str, n: int, where: str) -> list[int]:
+    """The n numbers of table ``name``, found in ``text`` by ``pattern`` (its body is group 1)."""
+    m = re.search(pattern % name, text, re.S)
+    if m is None:
+        raise SystemExit(f"table {name} not found in {where}")
+    vals = _numbers(m.group(1))
+    if len(vals) != n:
+        raise SystemExit(f"{name}: expected {n} values, got {len(vals)}")
+    return vals
+
+
 def extract(src: Path) -> dict[str, np.ndarray]:
     common = (src / "ggml/src/ggml-common.h").read_text()
     quants = (src / "ggml/src/ggml-quants.c").read_text()
     out: dict[str, np.ndarray] = {}
     for name, (dtype, n) in COMMON_TABLES.items():
-        m = re.search(r"GGML_TABLE_BEGIN\(\s*\w+\s*,\s*%s\s*,[^)]*\)(.*?)GGML_TABLE_END\(\)" % name, common, re.S)
-        if m is None:
-            raise SystemExit(f"table {name} not found in ggml-common.h")
-        vals = _numbers(m.group(1))
-        if len(vals) != n:
-            raise SystemExit(f"{name}: expected {n} values, got {len(vals)}")
+        vals = _table(common, r"GGML_TABLE_BEGIN\(\s*\w+\s*,\s*%s\s*,[^)]*\)(.*?)GGML_TABLE_END\(\)", name, n,
+                      "ggml-common.h")
         if np.dtype(dtype).kind == "u":
             out[name] = np.array(vals, dtype=np.uint64).astype(dtype)
         else:
             out[name] = np.array(vals, dtype=dtype)
     for name, n in QUANTS_TABLES.items():
-        m = re.search(r"static const uint16_t %s\[[^\]]*\]\s*=\s*\{(.*?)\};" % name, quants, re.S)
-        if m is None:
-            raise SystemExit(f"table {name} not found in ggml-quants.c")
-        vals = _numbers(m.group(1))
-        if len(vals) != n:
-            raise SystemExit(f"{name}: expected {n} values, got {len(vals)}")
+        vals = _table(quants, r"static const uint16_t %s\[[^\]]*\]\s*=\s*\{(.*?)\};", name, n, "ggml-quants.c")
         out[name] = np.array(vals, dtype=np.uint16)
     _check(out)
     return out
