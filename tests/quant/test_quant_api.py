@@ -5,6 +5,7 @@ import pytest
 
 import quant
 from quant import QuantError
+from tests.helpers.quant_backends import numba_equals_numpy
 
 MY_TYPES = ["F32", "F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q8_1",
             "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "Q8_K",
@@ -74,12 +75,7 @@ def test_numba_equals_numpy(name):
     x[7, ::16] = -0.0          # a block starting with -0.0: C keeps the sign of its min
     im = (rng.uniform(0, 2, n) ** 2).astype(np.float32)
     for imx in (None, im):
-        a = quant.quantize(x, name, imx, backend="numpy")
-        b = quant.quantize(x, name, imx, backend="numba", nthreads=2)
-        assert np.array_equal(a, b)
-        da = quant.dequantize(a, name, backend="numpy")
-        db = quant.dequantize(a, name, backend="numba")
-        assert np.array_equal(da.view(np.uint32), db.view(np.uint32))
+        numba_equals_numpy(x, name, imx)
 
 
 @pytest.mark.parametrize("name", ["Q4_0", "Q8_0", "Q4_K", "Q6_K", "Q3_K", "Q2_K", "BF16"])
