@@ -34,7 +34,35 @@ def write_tiny(path, arch: str, blocks, types="F16", seed: int = 0):
     return write_model(path, arch, blocks, n_embd=256, head_dim=64, types=types, seed=seed)
 
 
-# ---------------------------------------------------------------- loader / architecture tests (gguf-py, f32)
+# ---------------------------------------------------------------- through gguf-py's writer
+
+def write_kv_gguf(path, fields: dict, tensors=()) -> Path:
+    """A GGUF with these key/values (bool, str, int as uint32, float as float32, anything else an
+    array) and (name, array) tensors; without tensors a header-only file (a vocab for
+    llama-tokenize, a model skeleton for llama-quantize --dry-run)."""
+    w = GGUFWriter(str(path), arch=fields["general.architecture"])
+    for k, v in fields.items():
+        if k == "general.architecture":
+            continue
+        if isinstance(v, bool):
+            w.add_bool(k, v)
+        elif isinstance(v, str):
+            w.add_string(k, v)
+        elif isinstance(v, int):
+            w.add_uint32(k, v)
+        elif isinstance(v, float):
+            w.add_float32(k, v)
+        else:
+            w.add_array(k, list(v))
+    for name, a in tensors:
+        w.add_tensor(name, a)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file() if tensors else w.write_ti_data_to_file()
+    w.close()
+    return Path(path)
+
+
 
 N_EMBD, N_HEAD, HD, N_VOCAB = 64, 4, 16, 96
 

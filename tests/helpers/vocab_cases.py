@@ -9,7 +9,7 @@ SPM vocab (tokens + scores) reinterpreted as a T5/unigram one.
 from __future__ import annotations
 
 import json
-from pathlib import Path
+
 from tests.helpers import REPO
 
 TOKDIR = REPO / "ggufkit" / "data" / "llama3-tokenizer"
@@ -103,27 +103,3 @@ def ugm_metadata(spm_fields: dict) -> dict:
     md["tokenizer.ggml.scores"] = [float(x) for x in md["tokenizer.ggml.scores"]]
     return {**LLAMA_HPARAMS, "general.name": "ugm-synthetic", "tokenizer.ggml.model": "t5",
             "tokenizer.ggml.unknown_token_id": 0, "tokenizer.ggml.eos_token_id": 2, **md}
-
-
-def write_vocab_gguf(path: Path, fields: dict) -> Path:
-    """A vocab-only GGUF (no tensors) with these key/values, through gguf-py's writer."""
-    import gguf
-    w = gguf.GGUFWriter(str(path), arch=fields["general.architecture"])
-    for k, v in fields.items():
-        if k == "general.architecture":
-            continue
-        if isinstance(v, bool):
-            w.add_bool(k, v)
-        elif isinstance(v, str):
-            w.add_string(k, v)
-        elif isinstance(v, int):
-            w.add_uint32(k, v)
-        elif isinstance(v, float):
-            w.add_float32(k, v)
-        else:
-            w.add_array(k, list(v))
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_ti_data_to_file()
-    w.close()
-    return path

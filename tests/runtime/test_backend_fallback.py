@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from tests.helpers import REPO
 
-ROOT = REPO
+from tests.helpers import REPO as ROOT
 
 SCRIPT = """
 import sys

@@ -27,7 +27,6 @@ from pathlib import Path
 
 import numpy as np
 
-
 from runtime import backend
 from tests.helpers.qtensors import random_qtensor
 

@@ -13,7 +13,6 @@ import json
 import time
 from pathlib import Path
 
-
 from ggufkit.tokenize import open_gguf
 from runtime.tokenizer import Tokenizer
 

@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 from quant.imatrix import save_imatrix_gguf
 from quant.recipes import QUANT_OPTIONS
+from tests.helpers.tiny_models import write_kv_gguf
 
 OUT_DIR = ROOT / "tests" / "golden" / "recipes"
 
@@ -59,33 +60,6 @@ def _tensor_list_from_gguf(path: Path):
         kv[k] = f.contents()
     tensors = [(t.name, [int(x) for x in t.shape], t.tensor_type.name) for t in r.tensors]
     return kv, tensors
-
-
-def _write_gguf(path: Path, kv: dict, tensors) -> None:
-    """A GGUF with these KVs (scalars typed by the llama.cpp conventions) and zero tensors."""
-    import gguf
-    arch = kv["general.architecture"]
-    w = gguf.GGUFWriter(str(path), arch=arch)
-    for k, v in kv.items():
-        if k == "general.architecture":
-            continue
-        if isinstance(v, str):
-            w.add_string(k, v)
-        elif isinstance(v, list):
-            w.add_array(k, v)
-        elif isinstance(v, float):
-            w.add_float32(k, v)
-        elif isinstance(v, bool):
-            w.add_bool(k, v)
-        else:
-            w.add_uint32(k, int(v))
-    for name, shape, typ in tensors:
-        dtype = np.float32 if typ == "F32" else np.float16
-        w.add_tensor(name, np.zeros(tuple(reversed(shape)), dtype=dtype))
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
 
 
 def _llama_like(arch: str, n_layer: int, n_embd: int, n_head, n_head_kv, n_ff, vocab: int,
@@ -192,7 +166,8 @@ def main() -> None:
     ftypes = [name for name, _, _ in QUANT_OPTIONS]
     for mname, (kv, tensors) in synthetic_models(args.deci_gguf, args.llama_gguf).items():
         g = args.work / f"{mname}.gguf"
-        _write_gguf(g, kv, tensors)
+        write_kv_gguf(g, kv, [(name, np.zeros(tuple(reversed(shape)), np.float32 if typ == "F32" else np.float16))
+                              for name, shape, typ in tensors])
         im = args.work / f"{mname}.imatrix.gguf"
         make_imatrix(im, tensors)
         cases = {}

@@ -18,11 +18,10 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-
 from ggufkit.tokenize import open_gguf
 from runtime.tokenizer.pretypes import NAMES
-from tests.helpers.vocab_cases import (HARD_TEXTS, pretype_metadata, rwkv_metadata, ugm_metadata,
-                               write_vocab_gguf)
+from tests.helpers.tiny_models import write_kv_gguf
+from tests.helpers.vocab_cases import HARD_TEXTS, pretype_metadata, rwkv_metadata, ugm_metadata
 
 
 def tokenize(binary: Path, gguf: Path, text_file: Path, extra: list[str]) -> list[int]:
@@ -73,7 +72,7 @@ def main() -> None:
         for pre in NAMES:
             if (a.only and a.only != pre) or pre in out["pretypes"]:
                 continue
-            g = write_vocab_gguf(tmp / "v.gguf", pretype_metadata(pre))
+            g = write_kv_gguf(tmp / "v.gguf", pretype_metadata(pre))
             try:
                 out["pretypes"][pre] = run_joined(binary, g, tmp)
             except RuntimeError as e:
@@ -82,7 +81,7 @@ def main() -> None:
             save()
         for name, md in (("rwkv", rwkv_metadata()),
                          ("ugm", ugm_metadata(open_gguf(root / "models" / "ggml-vocab-llama-spm.gguf").fields))):
-            g = write_vocab_gguf(tmp / f"{name}.gguf", md)
+            g = write_kv_gguf(tmp / f"{name}.gguf", md)
             out["synthetic"][name] = run_all(binary, g, tmp)
             print(name, "ok", flush=True)
         for g in sorted((root / "models").glob("ggml-vocab-*.gguf")):
