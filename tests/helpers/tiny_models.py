@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 from gguf import GGUFWriter
 
-from ggufkit.synthetic import iq_mix, write_model  # noqa: F401
+from ggufkit.synthetic import add_hparams, iq_mix, write_model  # noqa: F401
 from tests.helpers import GOLDENS, REPO
 from tests.helpers.vocab_cases import llama3_metadata
 
@@ -75,22 +75,7 @@ def write_gguf(path, arch: str, layers: list[tuple[int, int, int]], tied=False, 
     """A random-weight GGUF. layers: (n_head, n_head_kv, n_ff) per layer."""
     rng = np.random.default_rng(seed)
     w = GGUFWriter(str(path), arch)
-    w.add_block_count(len(layers))
-    w.add_embedding_length(N_EMBD)
-    w.add_context_length(256)
-    w.add_layer_norm_rms_eps(1e-6)
-    w.add_key_length(HD)
-    w.add_value_length(HD)
-    w.add_rope_dimension_count(HD)
-    w.add_rope_freq_base(10000.0)
-    if arch == "deci":
-        w.add_head_count([h for h, _, _ in layers])
-        w.add_head_count_kv([k for _, k, _ in layers])
-        w.add_feed_forward_length([f for _, _, f in layers])
-    else:
-        w.add_head_count(layers[0][0])
-        w.add_head_count_kv(layers[0][1])
-        w.add_feed_forward_length(layers[0][2])
+    add_hparams(w, arch, layers, N_EMBD, HD, n_ctx_train=256)
     for k, v in (extra or {}).items():
         (w.add_uint32 if isinstance(v, int) else w.add_float32)(k, v)
     w.add_tensor("token_embd.weight", _rng_tensor(rng, N_VOCAB, N_EMBD, std=1.0))
