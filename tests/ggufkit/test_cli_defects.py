@@ -17,7 +17,6 @@ from tests.helpers import REPO
 from tests.helpers.quantize_cases import write_tiny_gguf
 
 
-
 def run_main(argv, capsys):
     """ggufkit.cli.main in-process: (exit code, stdout, stderr)."""
     code = 0

@@ -63,7 +63,6 @@ def write_kv_gguf(path, fields: dict, tensors=()) -> Path:
     return Path(path)
 
 
-
 N_EMBD, N_HEAD, HD, N_VOCAB = 64, 4, 16, 96
 
 

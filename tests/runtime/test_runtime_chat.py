@@ -59,8 +59,6 @@ def test_think_printer_marks_sections_split_across_chunks():
     assert out.getvalue() == "[thinking] abc [/thinking]answer\n"
 
 
-
-
 @pytest.fixture(scope="module")
 def chat_model(tmp_path_factory):
     from runtime.loader import load

@@ -17,8 +17,6 @@ from runtime.loader import load
 from tests.helpers.tiny_models import DECI_LAYERS, HD, IDS, N_VOCAB, write_gguf
 
 
-
-
 @pytest.fixture(scope="module")
 def files(tmp_path_factory):
     d = tmp_path_factory.mktemp("synth")
@@ -29,8 +27,6 @@ def files(tmp_path_factory):
         "gemma3": write_gguf(d / "gemma3.gguf", "gemma3", [(4, 1, 128)] * 7,
                              extra={"gemma3.attention.sliding_window": 4}),
     }
-
-
 
 
 def _batch_vs_incremental(model):

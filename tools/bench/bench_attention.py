@@ -12,7 +12,6 @@ import time
 import numpy as np
 
 
-
 def main() -> None:
     from runtime.kernels.attention import attention as a64
     from tools.conformance.compare_cuda_emu import _attention_f32 as a32

@@ -11,7 +11,6 @@ import statistics
 import time
 
 
-
 def _median_open(open_fn, path: str, repeat: int) -> float:
     times = []
     for _ in range(repeat):

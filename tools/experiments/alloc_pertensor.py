@@ -11,7 +11,6 @@ import os
 import time
 
 
-
 def main():
     import ggufkit.allocate as A
     from ggufkit.quantize import quantize_file

@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 
 
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("inp")

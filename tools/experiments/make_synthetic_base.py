@@ -19,7 +19,6 @@ import re
 import numpy as np
 
 
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("template")
