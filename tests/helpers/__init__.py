@@ -1,6 +1,6 @@
 """Code the tests share (and the tools under tools/ that make or check the tests' data).
 
-  tiny_models      the tiny GGUF builder (one builder, on ggufkit.synthetic) and the emulated-CUDA model cases
+  tiny_models      the tiny GGUF builders (on gguf-py's writer and ggufkit.synthetic), the CUDA model cases
   quantize_cases   a tiny llama GGUF and the llama-quantize cases run on it (tests/golden/quantize)
   vocab_cases      vocab metadata builders and hard texts for the tokenizer goldens
   super49b_header  a header-only GGUF with Nemotron-Super-49B's real block configuration

@@ -1,8 +1,16 @@
-"""Tiny GGUFs for the tests. write_tiny (ggufkit.synthetic), for the emulated CUDA tests: every weight row a multiple of
-256 (so K-quants and IQ types really are used), the 259-token byte-level tokenizer (so
-perplexity runs on text and the output head is small enough for the emulator).
-write_gguf: f32 random weights with free per-layer head counts (the loader and architecture tests);
-write_chat_gguf: a one-layer llama with the bundled Llama-3 tokenizer and chat template."""
+"""The tiny GGUFs the tests and tools build, all through gguf-py's writer:
+
+  write_tiny       ggufkit.synthetic.write_model for the emulated CUDA tests: every weight row a multiple
+                   of 256 (so K-quants and IQ types really are used), the 259-token byte-level tokenizer
+                   (so perplexity runs on text and the output head is small enough for the emulator)
+  write_gguf       f32 random weights with free per-layer head counts (the loader and architecture
+                   tests), hyperparameters by ggufkit.synthetic.add_hparams
+  write_llama1     a one-layer llama with a byte-level BPE tokenizer: write_chat_gguf (the bundled
+                   Llama-3 tokenizer and chat template) and the fuzzer's seed (tools/conformance/fuzz_inputs.py)
+  write_kv_gguf    any key/values and tensors (vocab-only files, model skeletons for llama-quantize)
+
+quantize_cases.write_tiny_gguf writes its bytes by hand: llama-quantize's sha256 goldens depend on
+them (tests/golden/quantize)."""
 from __future__ import annotations
 
 import json
@@ -117,36 +125,51 @@ DECI_LAYERS = [(4, 2, 128), (0, 0, 64), (4, 0, 96), (4, 1, 128), (0, 0, 0), (4, 
 CHAT_TEMPLATE = json.loads((REPO / "ggufkit" / "data" / "llama3-tokenizer" / "tokenizer_config.json").read_text())["chat_template"]
 
 
-def write_chat_gguf(path, pre: str = "smaug-bpe", add_bos: bool | None = False) -> Path:
-    """A tiny random llama GGUF carrying the bundled Llama-3 tokenizer and chat template."""
-    md = llama3_metadata()
-    n_vocab, n_embd, rng = len(md["tokenizer.ggml.tokens"]), 32, np.random.default_rng(1)
+def write_llama1(path, tokens, token_types, merges, bos: int, eos: int, pre: str, n_embd: int, n_ff: int,
+                 n_head: int, n_head_kv: int, n_ctx: int, std: float, wtype=np.float32, seed: int = 0,
+                 name: str | None = None, hparams=(), add_bos: bool | None = None,
+                 chat_template: str | None = None) -> Path:
+    """A one-layer llama with a byte-level BPE tokenizer: N(0, std) float32 embeddings, the layer's
+    matrices in ``wtype``, norms 1. ``hparams``: (GGUFWriter method, value) pairs written after the
+    standard ones (eps 1e-5, rope dimension = head size)."""
+    rng = np.random.default_rng(seed)
     w = GGUFWriter(str(path), "llama")
-    for k, v in ((w.add_block_count, 1), (w.add_embedding_length, n_embd), (w.add_context_length, 512),
-                 (w.add_head_count, 2), (w.add_head_count_kv, 1), (w.add_feed_forward_length, 64),
-                 (w.add_layer_norm_rms_eps, 1e-5), (w.add_rope_dimension_count, 16)):
-        k(v)
+    if name is not None:
+        w.add_name(name)
+    hd = n_embd // n_head
+    for k, v in (("add_block_count", 1), ("add_embedding_length", n_embd), ("add_context_length", n_ctx),
+                 ("add_head_count", n_head), ("add_head_count_kv", n_head_kv), ("add_feed_forward_length", n_ff),
+                 ("add_layer_norm_rms_eps", 1e-5), ("add_rope_dimension_count", hd), *hparams):
+        getattr(w, k)(v)
     w.add_tokenizer_model("gpt2")
     w.add_tokenizer_pre(pre)
-    w.add_token_list(md["tokenizer.ggml.tokens"])
-    w.add_token_types(md["tokenizer.ggml.token_type"])
-    w.add_token_merges(md["tokenizer.ggml.merges"])
-    w.add_bos_token_id(128000)
-    w.add_eos_token_id(128009)
+    w.add_token_list(tokens)
+    w.add_token_types(token_types)
+    w.add_token_merges(merges)
+    w.add_bos_token_id(bos)
+    w.add_eos_token_id(eos)
     if add_bos is not None:
         w.add_add_bos_token(add_bos)
-    w.add_chat_template(CHAT_TEMPLATE)
-    f = lambda *s: (rng.standard_normal(s) * 0.3).astype(np.float32)  # noqa: E731
-    w.add_tensor("token_embd.weight", f(n_vocab, n_embd))
-    w.add_tensor("output_norm.weight", np.ones(n_embd, np.float32))
-    for t, s in (("attn_norm", (n_embd,)), ("ffn_norm", (n_embd,))):
-        w.add_tensor(f"blk.0.{t}.weight", np.ones(s, np.float32))
-    for t, s in (("attn_q", (32, n_embd)), ("attn_k", (16, n_embd)), ("attn_v", (16, n_embd)),
-                 ("attn_output", (n_embd, 32)), ("ffn_gate", (64, n_embd)), ("ffn_up", (64, n_embd)),
-                 ("ffn_down", (n_embd, 64))):
-        w.add_tensor(f"blk.0.{t}.weight", f(*s))
+    if chat_template is not None:
+        w.add_chat_template(chat_template)
+    f = lambda *s: (rng.standard_normal(s) * std).astype(np.float32)  # noqa: E731
+    w.add_tensor("token_embd.weight", f(len(tokens), n_embd))
+    for t in ("output_norm", "blk.0.attn_norm", "blk.0.ffn_norm"):
+        w.add_tensor(f"{t}.weight", np.ones(n_embd, np.float32))
+    for t, s in (("attn_q", (n_head * hd, n_embd)), ("attn_k", (n_head_kv * hd, n_embd)),
+                 ("attn_v", (n_head_kv * hd, n_embd)), ("attn_output", (n_embd, n_head * hd)),
+                 ("ffn_gate", (n_ff, n_embd)), ("ffn_up", (n_ff, n_embd)), ("ffn_down", (n_embd, n_ff))):
+        w.add_tensor(f"blk.0.{t}.weight", f(*s).astype(wtype, copy=False))
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
     w.close()
-    return path
+    return Path(path)
+
+
+def write_chat_gguf(path, pre: str = "smaug-bpe", add_bos: bool | None = False) -> Path:
+    """A tiny random llama GGUF carrying the bundled Llama-3 tokenizer and chat template."""
+    md = llama3_metadata()
+    return write_llama1(path, md["tokenizer.ggml.tokens"], md["tokenizer.ggml.token_type"],
+                        md["tokenizer.ggml.merges"], 128000, 128009, pre, n_embd=32, n_ff=64, n_head=2, n_head_kv=1,
+                        n_ctx=512, std=0.3, seed=1, add_bos=add_bos, chat_template=CHAT_TEMPLATE)

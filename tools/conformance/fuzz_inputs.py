@@ -73,38 +73,12 @@ def _small_vocab():
 
 def write_small_llama(path: Path, n_embd: int = 256, n_ff: int = 256, seed: int = 0) -> Path:
     import numpy as np
-    from gguf import GGUFWriter
+
+    from tests.helpers.tiny_models import write_llama1
     toks, types, merges, bos, eos = _small_vocab()
-    rng = np.random.default_rng(seed)
-    w = GGUFWriter(str(path), "llama")
-    w.add_name("fuzz-small")
-    for k, v in ((w.add_block_count, 1), (w.add_embedding_length, n_embd), (w.add_context_length, 256),
-                 (w.add_head_count, 4), (w.add_head_count_kv, 2), (w.add_feed_forward_length, n_ff),
-                 (w.add_layer_norm_rms_eps, 1e-5), (w.add_rope_dimension_count, n_embd // 4),
-                 (w.add_rope_freq_base, 10000.0), (w.add_vocab_size, len(toks))):
-        k(v)
-    w.add_tokenizer_model("gpt2")
-    w.add_tokenizer_pre("llama-bpe")
-    w.add_token_list(toks)
-    w.add_token_types(types)
-    w.add_token_merges(merges)
-    w.add_bos_token_id(bos)
-    w.add_eos_token_id(eos)
-    f = lambda *s: (rng.standard_normal(s) * 0.05).astype(np.float32)  # noqa: E731
-    w.add_tensor("token_embd.weight", f(len(toks), n_embd))
-    w.add_tensor("output_norm.weight", np.ones(n_embd, np.float32))
-    w.add_tensor("blk.0.attn_norm.weight", np.ones(n_embd, np.float32))
-    w.add_tensor("blk.0.ffn_norm.weight", np.ones(n_embd, np.float32))
-    hd = n_embd // 4
-    for t, s in (("attn_q", (n_embd, n_embd)), ("attn_k", (2 * hd, n_embd)), ("attn_v", (2 * hd, n_embd)),
-                 ("attn_output", (n_embd, n_embd)), ("ffn_gate", (n_ff, n_embd)), ("ffn_up", (n_ff, n_embd)),
-                 ("ffn_down", (n_embd, n_ff))):
-        w.add_tensor(f"blk.0.{t}.weight", f(*s).astype(np.float16))
-    w.write_header_to_file()
-    w.write_kv_data_to_file()
-    w.write_tensors_to_file()
-    w.close()
-    return path
+    return write_llama1(path, toks, types, merges, bos, eos, "llama-bpe", n_embd, n_ff, n_head=4, n_head_kv=2,
+                        n_ctx=256, std=0.05, wtype=np.float16, seed=seed, name="fuzz-small",
+                        hparams=(("add_rope_freq_base", 10000.0), ("add_vocab_size", len(toks))))
 
 
 def write_header_heavy(path: Path) -> Path:
