@@ -1,4 +1,4 @@
-"""Loader and the three architectures on small synthetic GGUFs (written here with gguf-py).
+"""Loader and the three architectures on small synthetic GGUFs (tests/helpers/tiny_models.write_gguf).
 
 Checks that could fail: per-layer hparams and KV caches follow the GGUF arrays (no cache for
 DeciLM no-op / linear layers), token-by-token decoding with the KV cache equals one batched
@@ -13,7 +13,6 @@ import pytest
 from quant.errors import GGUFError
 from runtime.errors import ModelError
 from runtime.loader import load
-
 from tests.helpers.tiny_models import DECI_LAYERS, HD, IDS, N_VOCAB, write_gguf
 
 
