@@ -15,14 +15,14 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
 
 import tests.reference.forward as R
+from tests.helpers import GOLDENS
 
-GOLDEN = Path(__file__).parent / "golden" / "reference"
+GOLDEN = GOLDENS / "reference"
 LOGIT_ATOL = 2e-6
 
 
