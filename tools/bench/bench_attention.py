@@ -1,6 +1,6 @@
 """CPU cost of the float64 numerics: the CPU backend's float64 attention (runtime/kernels/
 attention.py) against the float32 BLAS version it replaced (tools/conformance/compare_cuda_emu.py's
-_attention_f32), per layer of 32 query heads / 8 KV heads of 128 (a Llama-3-8B layer), and its
+attention_f32), per layer of 32 query heads / 8 KV heads of 128 (a Llama-3-8B layer), and its
 swiglu (silu in float64) against the float32 numpy one, 512 tokens x 14336; medians of 5.
 
     OPENBLAS_NUM_THREADS=1 python -m tools.bench.bench_attention
@@ -14,7 +14,7 @@ import numpy as np
 
 def main() -> None:
     from runtime.kernels.attention import attention as a64
-    from tools.conformance.compare_cuda_emu import _attention_f32 as a32
+    from tools.conformance.compare_cuda_emu import attention_f32 as a32
     rng = np.random.default_rng(0)
     print("| n_tok | n_past | float32 ms | float64 ms | ratio |\n|---:|---:|---:|---:|---:|")
     for n_tok, n_past in ((1, 511), (1, 4095), (512, 0), (512, 3584)):

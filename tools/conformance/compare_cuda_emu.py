@@ -34,7 +34,7 @@ def _specs():
             "gemma3-f16": ("gemma3", T.GEMMA3_BLOCKS, "F16")}
 
 
-def _attention_f32(q, k_cache, v_cache, n_past, scale, window=None, softcap=None):
+def attention_f32(q, k_cache, v_cache, n_past, scale, window=None, softcap=None):
     """Causal GQA attention in float32 (float32 BLAS, float32 softmax)."""
     import numpy as np
     n_tok, n_head, hd = q.shape
@@ -78,7 +78,7 @@ def sensitivity(chunks: int) -> None:
 
     class Attn32(CPUBackend):
         def attention(self, q, k, v, n_past, scale, window=None, softcap=None):
-            return _attention_f32(q, k, v, n_past, scale, window, softcap)
+            return attention_f32(q, k, v, n_past, scale, window, softcap)
 
     class Norm32(CPUBackend):
         def rms_norm(self, x, w, eps):
