@@ -8,7 +8,8 @@
                 runtime/tokenizer's tables, quants.cu's IQ grids); most need llama.cpp
   conformance/  checks against llama.cpp, libggml or a GPU that exit non-zero on a mismatch; the ones
                 tests/conformance wraps run under ``pytest -m llamacpp`` / ``pytest -m gpu``
-  experiments/  the allocation experiments behind docs/ALLOCATION.md
+  experiments/  the allocation experiments behind docs/ALLOCATION.md (plain scripts: they need only the
+                installed packages, and alloc_bench.sh runs them in its work directory)
   demo.sh       the README's walk-through (convert, info, quantize, perplexity, run)
   get_gemma3.py fetch the real-model check file (tests and .ci/run use it)
 """

@@ -7,7 +7,7 @@
 # leaves STEP.time (wall, CPU, max RSS) and STEP.load (uptime before and after).
 set -uo pipefail
 W=${1:?workdir}; N=${2:-10}; T=${WIKITEXT:-/work/shared/data/wikitext-2-test.txt}
-REPO=$(cd "$(dirname "$0")/.." && pwd)
+REPO=$(cd "$(dirname "$0")/../.." && pwd)
 mkdir -p "$W"; cd "$W"
 tm() { uptime > "$1.load"; /usr/bin/time -f "%e s wall, %U s user, %S s sys, %M KB max RSS" -o "$1.time" "${@:2}"
        local rc=$?; uptime >> "$1.load"; return $rc; }

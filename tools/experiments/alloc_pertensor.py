@@ -3,7 +3,7 @@
 block and kind, at the sizes of std-IQ3_M-emb, std-Q4_K_M-emb and 4.9 bpw. Run in
 tools/experiments/alloc_bench.sh's workdir after it (reuses base.gguf.alloc-measure.json's errors):
 
-    python -m tools.experiments.alloc_pertensor && ggufkit compare base.gguf pt-IQ3_M-emb.gguf pt-bpw4.9.gguf \\
+    python REPO/tools/experiments/alloc_pertensor.py && ggufkit compare base.gguf pt-IQ3_M-emb.gguf pt-bpw4.9.gguf \\
         pt-Q4_K_M-emb.gguf -f eval.txt -c 512 --chunks 10 -t 2
 """
 import json

@@ -3,7 +3,7 @@
 is no larger than the reference, its mean KLD is at least 30% lower, its 99.9% KLD is no higher and
 its same-top-p is no lower.
 
-    python -m tools.experiments.alloc_verdict compare.json alloc-Q2_K:std-Q2_K alloc-bpw4.9:std-Q4_K_M-emb ...
+    python tools/experiments/alloc_verdict.py compare.json alloc-Q2_K:std-Q2_K alloc-bpw4.9:std-Q4_K_M-emb ...
 
 Pairs are ALLOC_LABEL:REFERENCE_LABEL (labels as in the table: file stems by default). Prints a
 markdown table; exit status 0 either way (the table says what holds).

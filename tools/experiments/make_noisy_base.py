@@ -3,7 +3,7 @@
 quantization grid by adding Gaussian noise of ``--sigma`` (0.1) x each row's standard deviation to
 every matrix (2-D+ weights; norms and 1-D tensors untouched).
 
-    python -m tools.experiments.make_noisy_base gemma-3-270m-q4_k_m.gguf base-f32-noisy.gguf [--sigma 0.1] [--seed 0]
+    python tools/experiments/make_noisy_base.py gemma-3-270m-q4_k_m.gguf base-f32-noisy.gguf [--sigma 0.1] [--seed 0]
 
 Deterministic for a given seed (one numpy Generator, tensors in file order).
 """

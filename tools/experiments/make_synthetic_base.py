@@ -3,7 +3,7 @@
 input for timing the allocator's measurement on a model size that is not available here (no
 quality claim: the weights are noise). Gemma-3-1B's shape by default.
 
-    python -m tools.experiments.make_synthetic_base gemma-3-270m-q4_k_m.gguf gemma3-1b-synthetic-f16.gguf \\
+    python tools/experiments/make_synthetic_base.py gemma-3-270m-q4_k_m.gguf gemma3-1b-synthetic-f16.gguf \\
         [--n-embd 1152] [--n-ff 6912] [--n-layer 26] [--type f16] [--seed 0]
 
 Copies every key of the template (tokenizer included), replaces the architecture's embedding
