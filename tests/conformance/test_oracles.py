@@ -110,14 +110,16 @@ def test_quantize_matches_llama_quantize(tmp_path):
 
 @pytest.mark.gpu
 def test_cuda_quant_matmul_on_gpu():
-    """The quantized CUDA matvec on real kernels: finite, and within ~1e-2 of each reference."""
+    """The quantized CUDA matvec on real kernels, on weights from quant's own quantizers: each
+    activation mode within 1e-5 of sum|w*x| of its exact reference (test_cuda_quant's bound; the
+    emulated run gives <= 3e-8, docs/CUDA.md)."""
     need_gpu()
     p = run_tool("cuda_quant_check", "--gpu")
     assert ok(p), tail(p)
     rows = [line.split() for line in p.stdout.splitlines()[1:] if line.strip()]
     assert rows, tail(p)
     for name, *errs in rows:
-        assert all(math.isfinite(float(e)) and float(e) < 1e-2 for e in errs[:2]), (name, errs)
+        assert all(math.isfinite(float(e)) and float(e) <= 1e-5 for e in errs[:2]), (name, errs)
 
 
 @pytest.mark.gpu
