@@ -91,21 +91,9 @@ def _file_type_mix(ftype: str, arch: str, blocks, shapes: dict) -> dict[str, str
     return {names[i]: tp.dst_type for i, tp in zip(order, plans)}
 
 
-def write_model(path, arch: str, blocks, n_embd: int = 256, head_dim: int = 64, types="F16", seed: int = 0,
-                tile_rows: int | None = None, out_std: float = 0.04, window: int = 8, n_ctx_train: int = 4096):
-    """Write the GGUF (see the module docstring); returns path."""
-    from gguf import GGMLQuantizationType, GGUFWriter
-
-    from quant.api import quantize
-    from quant.types import get_type
-
-    rng = np.random.default_rng(seed)
-    shapes = _shapes(arch, blocks, n_embd, head_dim)
-    if isinstance(types, str):
-        kind = types
-        mix = _file_type_mix(kind, arch, blocks, shapes) if kind not in ("F16", "F32") else {}
-        types = lambda name: mix.get(name, kind)   # noqa: E731
-    w = GGUFWriter(str(path), arch)
+def add_hparams(w, arch: str, blocks, n_embd: int, head_dim: int, n_ctx_train: int) -> None:
+    """The hyperparameters on GGUFWriter ``w``: blocks are (n_head, n_head_kv, n_ff) per layer (deci
+    keeps them per layer, the other architectures take the first), RMS eps 1e-6, rope base 10000."""
     w.add_block_count(len(blocks))
     w.add_embedding_length(n_embd)
     w.add_context_length(n_ctx_train)
@@ -122,6 +110,24 @@ def write_model(path, arch: str, blocks, n_embd: int = 256, head_dim: int = 64, 
         w.add_head_count(blocks[0][0])
         w.add_head_count_kv(blocks[0][1])
         w.add_feed_forward_length(blocks[0][2])
+
+
+def write_model(path, arch: str, blocks, n_embd: int = 256, head_dim: int = 64, types="F16", seed: int = 0,
+                tile_rows: int | None = None, out_std: float = 0.04, window: int = 8, n_ctx_train: int = 4096):
+    """Write the GGUF (see the module docstring); returns path."""
+    from gguf import GGMLQuantizationType, GGUFWriter
+
+    from quant.api import quantize
+    from quant.types import get_type
+
+    rng = np.random.default_rng(seed)
+    shapes = _shapes(arch, blocks, n_embd, head_dim)
+    if isinstance(types, str):
+        kind = types
+        mix = _file_type_mix(kind, arch, blocks, shapes) if kind not in ("F16", "F32") else {}
+        types = lambda name: mix.get(name, kind)   # noqa: E731
+    w = GGUFWriter(str(path), arch)
+    add_hparams(w, arch, blocks, n_embd, head_dim, n_ctx_train)
     if arch == "gemma3":
         w.add_uint32("gemma3.attention.sliding_window", window)
         w.add_float32("gemma3.final_logit_softcapping", 30.0)

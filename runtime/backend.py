@@ -152,7 +152,7 @@ def _threads(nthreads):
 
 # ---------------------------------------------------------------- matmul
 
-# weight types the runtime runs (quant.types marks them; tests/test_kernels_matmul.py checks
+# weight types the runtime runs (quant.types marks them; tests/runtime/kernels/test_kernels_matmul.py checks
 # runtime.kernels has each one)
 KERNEL_TYPES = frozenset(_TABLE_KERNEL_TYPES)
 

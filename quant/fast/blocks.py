@@ -7,7 +7,7 @@ one packed weight row) and writes its values to ``buf[0:QK]``. ``lut`` is the f1
 (float32[65536]; Numba has no float16). ``deq_block`` dispatches on the ggml type id
 (``quant.types``). Layouts follow ggml-common.h; the float operations follow dequantize_row_* in
 ggml-quants.c one for one, so results are bit-identical to the numpy references in quant/ref
-(tests/test_quant_api.py, tests/test_kernels_matmul.py).
+(tests/quant/test_quant_api.py, tests/runtime/kernels/test_kernels_matmul.py).
 """
 
 import numpy as np

@@ -1,5 +1,5 @@
 """IQ lookup tables: the grids from ggml (quant/data/iq_tables.npz, written by
-tools/extract_ggml_tables.py) and the search structures ggml derives from them at run time.
+tools/golden/gen_ggml_tables.py) and the search structures ggml derives from them at run time.
 
 Search structures (ggml-quants.c: iq2xs_init_impl / iq3xs_init_impl), built once per grid:
 - ``grid``: (G, n) int8, the search grid; coordinate = 2*l + 1 (l = the packed field).

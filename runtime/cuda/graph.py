@@ -17,14 +17,14 @@ eagerly on that stream (so the pool holds every block the step needs: the captur
 allocates nothing new), the second is captured and replayed, later ones replay. A graph belongs
 to one KV cache and is captured again if a reused workspace moved (a bigger prefill grew it).
 Any failure while capturing turns graphs off for the model (``DecodeGraph.error``) and the step
-runs eagerly: never a wrong result, at worst no speed-up. Unproven until tools/gpu_check.py has
+runs eagerly: never a wrong result, at worst no speed-up. Unproven until tools/conformance/gpu_check.py has
 run on a GPU (it compares graph and eager tokens and speeds).
 
 Under emulation ``EmuStream`` stands in for the stream: while capturing, emulated kernel
 launches are recorded instead of run (their array arguments by reference, as a graph holds
 device pointers) and a "graph" replays them; host-side numpy work done during the capture is
 not recorded, so the emulation is stricter than a GPU (where such work is CuPy kernels and is
-captured). tests/test_cuda_model.py checks graph and eager tokens are equal this way.
+captured). tests/runtime/cuda/test_cuda_model.py checks graph and eager tokens are equal this way.
 """
 from __future__ import annotations
 

@@ -171,7 +171,7 @@ def expand_macros(src: str) -> str:
     applied to an X-macro list ``#define TYPES(X) X(a) X(b)`` by the line ``TYPES(K)`` becomes
     the kernels k_a and k_b. As much of the C preprocessor as that takes: parameters (empty ones
     too), ``##`` pasting, rescanning the result (no ``#`` stringizing, no object-like macros);
-    the compilers do the real expansion, and tests/test_cuda_compile.py checks both see the
+    the compilers do the real expansion, and tests/runtime/cuda/test_cuda_compile.py checks both see the
     same kernels."""
     src = _strip_comments(src).replace("\\\n", " ")
     macros = {m[1]: ([p.strip() for p in m[2].split(",") if p.strip()], m[3]) for m in _DEFINE_RE.finditer(src)}

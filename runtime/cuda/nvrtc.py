@@ -3,7 +3,7 @@ ptxas's resource usage (registers, spills, shared memory, stack) per kernel.
 
 CuPy's own compile helper asks the device for its arch, so this calls NVRTC directly
 (``cupy.cuda.nvrtc``, with libnvrtc from the ``nvidia-cuda-nvrtc-cu12`` wheel), to a cubin,
-with ``-Xptxas -v``. ``python tools/cuda_compile_table.py`` prints the table kept in docs/CUDA.md.
+with ``-Xptxas -v``. ``python -m tools.conformance.cuda_compile_table`` prints the table kept in docs/CUDA.md.
 """
 
 from __future__ import annotations

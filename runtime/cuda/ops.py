@@ -4,7 +4,7 @@ Each takes device arrays and sizes and knows nothing about models. The side is t
 numpy arrays run the emulated kernels (runtime.cuda.module, g++), CuPy arrays the real ones.
 Outputs are allocated with the input's array module unless ``out`` is given. Shapes are in math
 order and match the numpy references in runtime/reference.py, which each kernel is tested
-against (tests/test_cuda_kernels.py).
+against (tests/runtime/cuda/test_cuda_kernels.py).
 """
 
 from __future__ import annotations
@@ -256,7 +256,7 @@ TOPK_CHUNK_MAX = 8192
 TOPK_CAND_MAX = 4096
 
 
-# the most dynamic shared memory each launcher asks for (tests/test_cuda_compile.py adds the
+# the most dynamic shared memory each launcher asks for (tests/runtime/cuda/test_cuda_compile.py adds the
 # kernel's static shared memory and checks the sum against the 48 KiB every arch allows)
 DYNAMIC_SHARED_MAX = {
     "repeat_penalty_f32": M.MAX_SHARED_PER_BLOCK - 1024,

@@ -23,7 +23,7 @@ product is a numpy matmul.
   is for float weights; prefill: f16 tiles and f16 x, f32 accumulation (F32/BF16: f32 tiles).
 
 Numpy references: ``runtime.reference.matmul`` / ``get_rows`` and quant's Q8_1 quantizer
-(tests/test_cuda_quant.py states the tolerances).
+(tests/runtime/cuda/test_cuda_quant.py states the tolerances).
 """
 
 from __future__ import annotations
@@ -48,7 +48,7 @@ Q8_1_BYTES = TYPES["Q8_1"].type_size
 
 # Every type with a runtime kernel (quant/types.py's kernel column), by kernel suffix
 # name.lower(): quants.cu instantiates mmv_/dequant_ for FLOAT_TYPES (its QK_FLOAT_TYPES list)
-# and mmvq_/dequant_ for BLOCK_TYPES (QK_BLOCK_TYPES); tests/test_cuda_quant.py checks the lists.
+# and mmvq_/dequant_ for BLOCK_TYPES (QK_BLOCK_TYPES); tests/runtime/cuda/test_cuda_quant.py checks the lists.
 TYPES_SUPPORTED = KERNEL_TYPES
 FLOAT_TYPES = tuple(n for n in KERNEL_TYPES if not TYPES[n].is_quantized)
 BLOCK_TYPES = tuple(n for n in KERNEL_TYPES if TYPES[n].is_quantized)

@@ -12,7 +12,7 @@
 // Block layouts of every ggml weight type the runtime runs, as one "chunk loader" per type.
 //
 // A row of n_in weights is n_in/QK blocks of TS bytes (quant/types.py is the table these
-// constants repeat; tests/test_cuda_quant.py checks they agree). Every block is cut into
+// constants repeat; tests/runtime/cuda/test_cuda_quant.py checks they agree). Every block is cut into
 // chunks of 32 weights, the size of one q8_1 activation block, and each type writes one
 // function that unpacks chunk `c` (0 <= c < QK/32) of a block into
 //

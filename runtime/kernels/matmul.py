@@ -31,7 +31,7 @@ PREFILL_MIN_TOKENS = 8  # from this many tokens on, dequantize tiles and use BLA
 ACT_PARALLEL_MIN = 1 << 17  # activation elements from which act_float splits the tokens over threads
 TILE_BYTES = 1 << 22    # f32 bytes of one dequantized tile (4 MiB), but at least TILE_MIN_ROWS rows:
 TILE_MIN_ROWS = 512     # OpenBLAS repacks all of x for every tile, so narrow tiles of long rows lose
-                        # up to 25% (K = 5632: 93-row tiles 156 GFLOP/s, 512 rows 186; tools/bench_kernels.py --gemm)
+                        # up to 25% (K = 5632: 93-row tiles 156 GFLOP/s, 512 rows 186; tools/bench/bench_kernels.py --gemm)
 
 
 # ---------------------------------------------------------------- per-type kernels, built lazily
