@@ -58,7 +58,8 @@ class Device:
         return self.xp.ascontiguousarray(self.xp.asarray(a, dtype=dtype))
 
     def asnumpy(self, a) -> np.ndarray:
-        return a if self.emulated else self.xp.asnumpy(a)
+        """Device -> host: a copy (emulated too: a replayed graph rewrites its output buffer)."""
+        return np.array(a) if self.emulated else self.xp.asnumpy(a)
 
     def matmul(self, a, b, out=None):
         """a @ b (cuBLAS through cupy.matmul on a GPU; numpy's BLAS when emulating)."""
