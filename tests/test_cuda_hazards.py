@@ -198,3 +198,14 @@ def test_f16_gemm_sets_the_pointer_mode_and_restores_the_handle(fake_gpu, monkey
     assert out.shape == (3, 8)
     assert calls == [("HOST", 77)]
     assert state == {"mode": "DEVICE", "stream": 5}
+
+
+def test_nvrtc13_archs(monkeypatch):
+    """The compile checks never ask NVRTC 13 for sm_61 (it refuses it); NVRTC 12 does all."""
+    from runtime.cuda import nvrtc as N
+    monkeypatch.setattr(N, "nvrtc", lambda: types.SimpleNamespace(getVersion=lambda: (13, 0)))
+    assert N.supported_archs() == tuple(a for a in N.ARCHS if a >= 75)
+    with pytest.raises(M.CudaError, match="cannot compile for sm_61"):
+        N.compile_cubin("elementwise", 61)
+    monkeypatch.setattr(N, "nvrtc", lambda: types.SimpleNamespace(getVersion=lambda: (12, 9)))
+    assert N.supported_archs() == N.ARCHS
