@@ -276,3 +276,24 @@ def test_decode_graph_past_split_growth(tmp_path, monkeypatch):
     assert be.graph_pool.allocations_after_capture == 0 and be.graph_pool.free
     assert g.captures == 1
     assert got == want
+
+
+def test_bench_reports_launches_per_token(models, monkeypatch):
+    """``ggufkit bench -o json`` on the CUDA backend: kernels launched from Python and CUDA graphs
+    launched per token (emulated: the kernels an emulated graph replays are not counted)."""
+    import json
+
+    from ggufkit.commands.bench import format_results
+    from runtime.bench import bench
+    m = load(str(models["llama-f16"]), with_tokenizer=False)
+    eager = bench(m, n_prompt=0, n_gen=4, reps=1, dev=DeviceOptions("cuda", "all"))[0]
+    n_layer = m.hp.n_layer
+    assert eager.kernel_launches_per_token >= 10 * n_layer and eager.graph_launches_per_token == 0
+    monkeypatch.setenv("GGUFKIT_CUDA_GRAPHS", "1")
+    graphs = bench(m, n_prompt=0, n_gen=8, reps=1, dev=DeviceOptions("cuda", "all"))[0]
+    assert graphs.graph_launches_per_token > 0
+    assert graphs.kernel_launches_per_token < eager.kernel_launches_per_token
+    row = json.loads(format_results([graphs], "json"))[0]
+    assert row["graph_launches_per_token"] == graphs.graph_launches_per_token
+    cpu = bench(load(str(models["llama-f16"]), with_tokenizer=False), n_prompt=0, n_gen=1, reps=1)[0]
+    assert cpu.kernel_launches_per_token is None

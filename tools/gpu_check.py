@@ -486,6 +486,8 @@ def speed(check: Check, files: dict, copy_gbps: float | None) -> dict:
         r = bench(m, n_p if mode == "eager" else 0, n_g, reps, dev=DeviceOptions("cuda", "all"))
         host_us, gpu_us = _step_times(m, n_g + 8, 8 if check.emulate else 32)
         res[mode] = {"tg_tok_s": r[-1].avg_ts, "host_us_per_token": host_us, "gpu_us_per_token": gpu_us,
+                     "kernel_launches_per_token": r[-1].kernel_launches_per_token,
+                     "graph_launches_per_token": r[-1].graph_launches_per_token,
                      "graph_error": m.decode_graph.error if m.decode_graph is not None else None}
         if mode == "eager":
             res["pp_tok_s"] = r[0].avg_ts

@@ -48,8 +48,13 @@ class EmuGraph:
         self.calls = calls
 
     def launch(self, stream=None):
-        for fn, a, kw in self.calls:
-            fn(*a, **kw)
+        from runtime.cuda import module as M
+        prev = M.count_kernels(False)        # a GPU replays these without Python
+        try:
+            for fn, a, kw in self.calls:
+                fn(*a, **kw)
+        finally:
+            M.count_kernels(prev)
 
 
 class EmuEvent:
@@ -282,6 +287,7 @@ class DecodeGraph:
             be.graph_pool.free = _unreferenced([c for g in rec.items if isinstance(g, EmuGraph) for c in g.calls])
 
     def _replay(self, cache, tid):
+        from runtime.cuda import module as M
         from runtime.cuda import ops
         m, be, rec = self.model, self.be, self._rec
         if cache.n_past + 1 > cache.n_ctx:
@@ -300,6 +306,7 @@ class DecodeGraph:
                 ops.attention(q, k, v, cache.n_past, scale, window, softcap, out=out, f64=be.attn_f64)
             else:
                 it.launch(be.stream)
+                M.LAUNCHES["graph"] += 1
         cache.n_past += 1
         be.stream.synchronize()
         self.replays += 1

@@ -398,6 +398,25 @@ def emu_current_stream(stream=None, enter: bool | None = None):
     return st.stream
 
 
+# Launches from Python, counted in the launch path (both sides): ``kernel`` one kernel each,
+# ``graph`` one CUDA graph each (runtime.cuda.graph; the kernels an emulated graph replays are
+# not counted, as a GPU replays them without Python). ``ggufkit bench`` reports them per token.
+LAUNCHES = {"kernel": 0, "graph": 0}
+_COUNTING = threading.local()
+
+
+def count_kernels(on: bool) -> bool:
+    """Count kernel launches (off while an emulated graph replays its recorded launches); the previous setting."""
+    prev = getattr(_COUNTING, "on", True)
+    _COUNTING.on = on
+    return prev
+
+
+def _count_launch() -> None:
+    if getattr(_COUNTING, "on", True):
+        LAUNCHES["kernel"] += 1
+
+
 def _emu_stream_check(kname: str) -> None:
     st = _emu_state()
     s = st.stream
@@ -423,6 +442,7 @@ class _EmuFunction:
         g, b = _check_launch(self.name, self.params, grid, block, args, shared_mem,
                              lambda a: isinstance(a, np.ndarray))
         _emu_stream_check(self.name)
+        _count_launch()
         o = EmuOptions(**{**_emu_opts().__dict__, **opts})
         keep = []
         ptrs = (ctypes.c_void_p * max(1, len(args)))()
@@ -551,6 +571,7 @@ class _GpuFunction:
         args = tuple(np.uint64(0) if (p.pointer and a is None) else a for p, a in zip(self.params, args))
         with self._cupy.cuda.Device(self.device):
             self._k(g, b, args, shared_mem=int(shared_mem))
+        _count_launch()
 
 
 class _GpuModule:
