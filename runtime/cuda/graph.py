@@ -242,22 +242,8 @@ class DecodeGraph:
         if self.error is not None:
             return None
         try:
-            self._order_after_default()
-            with self.be.stream:
-                if self._cache is not cache or (self._rec is not None and self._ws != self._workspaces()):
-                    self._cache, self._rec, self._steps = cache, None, 0
-                    if self.be.emulated:
-                        self.be.graph_pool.free = []      # the old graph's blocks: unused from now
-                    self._reserve(cache)
-                if self._rec is None and self._steps == 0:        # warm-up: eager, on the graph stream/pool
-                    self._steps = 1
-                    with self._pool():
-                        y = self.model.logits(self.model.forward([tid], cache, out_rows=-1), host=False)
-                    self.be.stream.synchronize()
-                    return y
-                if self._rec is None:
-                    self._capture(cache, tid)
-                return self._replay(cache, tid)      # outside the pool: it allocates nothing
+            with self.be.on_device():
+                return self._step(cache, tid)
         except Exception as e:  # noqa: BLE001 - any capture/replay failure: eager from now on
             self.error = f"{type(e).__name__}: {e}"
             self.be.recording = None
@@ -266,6 +252,25 @@ class DecodeGraph:
             except Exception:  # noqa: BLE001
                 pass
             return None
+
+    def _step(self, cache, tid):
+        """One decode step on the graph stream: warm-up, capture or replay."""
+        self._order_after_default()
+        with self.be.stream:
+            if self._cache is not cache or (self._rec is not None and self._ws != self._workspaces()):
+                self._cache, self._rec, self._steps = cache, None, 0
+                if self.be.emulated:
+                    self.be.graph_pool.free = []      # the old graph's blocks: unused from now
+                self._reserve(cache)
+            if self._rec is None and self._steps == 0:        # warm-up: eager, on the graph stream/pool
+                self._steps = 1
+                with self._pool():
+                    y = self.model.logits(self.model.forward([tid], cache, out_rows=-1), host=False)
+                self.be.stream.synchronize()
+                return y
+            if self._rec is None:
+                self._capture(cache, tid)
+            return self._replay(cache, tid)      # outside the pool: it allocates nothing
 
     def _capture(self, cache, tid):
         m, be = self.model, self.be
