@@ -209,3 +209,16 @@ def test_nvrtc13_archs(monkeypatch):
         N.compile_cubin("elementwise", 61)
     monkeypatch.setattr(N, "nvrtc", lambda: types.SimpleNamespace(getVersion=lambda: (12, 9)))
     assert N.supported_archs() == N.ARCHS
+
+
+def test_no_graph_for_a_step_through_the_host(monkeypatch):
+    """YaRN/longrope (rope_ext, numpy) and mistral3's attention temperature go through the host:
+    a capture would fail after an eager warm-up, so attach() gives such models no graph."""
+    from runtime.cuda import graph
+    monkeypatch.setenv("GGUFKIT_CUDA_GRAPHS", "1")
+    be = object()
+    for hp, want in ((types.SimpleNamespace(rope_ext=None), True), (types.SimpleNamespace(rope_ext=object()), False),
+                     (types.SimpleNamespace(rope_ext=None, temp_scale=0.1), False)):
+        m = types.SimpleNamespace(hp=hp, backends=[be], out_backend=be)
+        graph.attach(m, be)
+        assert (m.decode_graph is not None) == want

@@ -318,9 +318,16 @@ class DecodeGraph:
         return self._logits
 
 
+def host_in_step(model) -> bool:
+    """The decode step goes through the host (YaRN / longrope rope_ext in numpy, mistral3's
+    attention temperature): a capture cannot succeed, so no graph is tried."""
+    hp = model.hp
+    return getattr(hp, "rope_ext", None) is not None or bool(getattr(hp, "temp_scale", 0))
+
+
 def attach(model, be) -> None:
-    """Give a model placed wholly on ``be`` its decode graph, when enabled."""
-    if enabled() and all(b is be for b in model.backends) and model.out_backend is be:
+    """Give a model placed wholly on ``be`` its decode graph, when enabled and capturable."""
+    if enabled() and all(b is be for b in model.backends) and model.out_backend is be and not host_in_step(model):
         model.decode_graph = DecodeGraph(model, be)
     else:
         model.decode_graph = None
