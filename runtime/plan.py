@@ -188,6 +188,7 @@ class Plan:
     t_cross: float
     device: str = "cuda:0"
     gpu_layers: str = "auto"     # what was asked: auto | all | N
+    budget_measured: bool = False  # budget = free memory measured with the context (and other live arrays) excluded
     notes: list = field(default_factory=list)
 
     @property
@@ -313,7 +314,7 @@ def plan_header(fields: dict, tensors: dict, n_ctx: int, gpu_memory: int | None,
              context_bytes=CUBLAS_BYTES if measured_free else CUDA_CONTEXT_BYTES,
              scratch=scratch_bytes(hp, n_ctx, n_batch, tensors, bool(getattr(hp, "final_softcap", 0))),
              cpu_bw=cpu_bw or CPU_BW_DEFAULT, gpu_bw=gpu_bw or GPU_BW_DEFAULT, t_cross=t_cross,
-             device=device, gpu_layers=str(gpu_layers))
+             device=device, gpu_layers=str(gpu_layers), budget_measured=measured_free)
     if not budget:
         return p
     avail = budget - p.context_bytes - p.scratch
@@ -479,7 +480,7 @@ def apply_plan(model, p: Plan, cpu=None) -> Plan:
         from runtime.cuda.graph import attach
         be = CUDABackend(parse_device(p.device)[1])
         if p.budget:
-            be.limit_memory(p.budget - p.context_bytes)      # CuPy's pool may not grow past the plan
+            be.limit_memory(p.budget - p.context_bytes, p.budget_measured)   # CuPy's pool may not outgrow the plan
         model.place([be if g else CPU for g in p.on_gpu], be if p.output_on_gpu else CPU)
         attach(model, be)                     # decode-step CUDA graphs when enabled
     else:

@@ -111,13 +111,22 @@ class CUDABackend(Backend):
             return contextlib.nullcontext()
         return self.xp.cuda.Device(self.index)
 
-    def limit_memory(self, nbytes: int) -> None:
-        """The plan, enforced: CuPy's memory pool on this device holds at most ``nbytes`` (what
-        would grow it further is an out-of-memory CudaError naming the allocation)."""
-        self.memory_limit = int(nbytes)
+    def limit_memory(self, nbytes: int, measured: bool = False) -> None:
+        """The plan, enforced: CuPy's memory pool on this device may hold ``nbytes`` for this
+        model (what would grow it further is an out-of-memory CudaError naming the allocation).
+        measured: nbytes came from the free memory, which excluded what the pool already held
+        for arrays still alive (another model in this process): those come on top."""
+        limit = int(nbytes)
         if not self.emulated:
+            import gc
             with self.on_device():
-                self.xp.get_default_memory_pool().set_limit(size=max(0, int(nbytes)))
+                pool = self.xp.get_default_memory_pool()
+                if measured:
+                    gc.collect()                 # earlier placements' arrays (graphs hold cycles)
+                    pool.free_all_blocks()
+                    limit += pool.used_bytes()
+                pool.set_limit(size=max(0, limit))
+        self.memory_limit = limit
 
     @property
     def stream(self):
