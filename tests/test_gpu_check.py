@@ -54,3 +54,18 @@ def test_steps_past_the_deadline_are_skipped(tmp_path):
     c = G.Check(tmp_path / "r.json", 5.0, False)
     r = c.step("speed", lambda: {"ran": True})
     assert r["ok"] is None and "deadline" in r["skipped"]
+
+
+@pytest.mark.skipif(shutil.which("g++") is None, reason="CUDA emulation needs g++")
+def test_preflight_without_gguf_still_runs(tmp_path, monkeypatch):
+    """The lent image lacks gguf unless its wheel is carried: only the model steps need it, so
+    preflight warns instead of ending the run (the kernel tests, the large tensor and mmvq still run)."""
+    from runtime.cuda.module import set_emulation
+    monkeypatch.setitem(sys.modules, "gguf", None)
+    set_emulation(True)
+    try:
+        c = G.Check(tmp_path / "r.json", 100.0, True)
+        r = c.step("preflight", G.preflight, c)
+    finally:
+        set_emulation(None)
+    assert r["ok"] is True and "gguf" in r["warning"]
