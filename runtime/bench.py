@@ -38,6 +38,8 @@ class BenchResult:
     samples_ns: list = field(default_factory=list)
     samples_ts: list = field(default_factory=list)
     backend: str = field(default_factory=B.backend_name)   # the backend that actually ran
+    kernel_launches_per_token: float | None = None        # CUDA: kernels launched from Python per token
+    graph_launches_per_token: float | None = None         # CUDA: CUDA graphs launched per token
     n_gpu_layers: int = 0
 
     @property
@@ -72,8 +74,11 @@ def bench_one(model, n_prompt: int, n_gen: int, reps: int = 5, n_threads: int = 
         raise ModelError(f"bench needs at least 1 repetition, got {reps}")
     rng = np.random.default_rng(seed)
     _run_once(model, n_prompt, n_gen, rng, n_batch)                 # warm-up
+    launches = _launches()
     ns = [_run_once(model, n_prompt, n_gen, rng, n_batch) for _ in range(reps)]
     n_tok = n_prompt + n_gen
+    per_tok = {k: (v2 - v1) / (reps * n_tok) for (k, v1), v2 in zip(launches.items(), _launches().values())} \
+        if launches and _uses_cuda(model) else {}
     ts = [n_tok * 1e9 / t for t in ns]
     name, size, params = _model_info(model)
     return BenchResult(model_filename=model.path, model_type=name, model_size=size, model_n_params=params,
@@ -81,7 +86,20 @@ def bench_one(model, n_prompt: int, n_gen: int, reps: int = 5, n_threads: int = 
                        test_time=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                        avg_ns=int(statistics.mean(ns)), stddev_ns=int(statistics.stdev(ns)) if reps > 1 else 0,
                        avg_ts=statistics.mean(ts), stddev_ts=statistics.stdev(ts) if reps > 1 else 0.0,
-                       samples_ns=ns, samples_ts=ts)
+                       samples_ns=ns, samples_ts=ts,
+                       kernel_launches_per_token=per_tok.get("kernel"), graph_launches_per_token=per_tok.get("graph"))
+
+
+def _launches() -> dict:
+    """runtime.cuda.module.LAUNCHES so far (empty when the CUDA side was never imported)."""
+    import sys
+    mod = sys.modules.get("runtime.cuda.module")
+    return dict(mod.LAUNCHES) if mod is not None else {}
+
+
+def _uses_cuda(model) -> bool:
+    plan = getattr(model, "plan", None)
+    return plan is not None and plan.uses_gpu
 
 
 def bench(model, n_prompt: int = 512, n_gen: int = 128, reps: int = 5, n_threads: int | None = None,

@@ -10,9 +10,15 @@ What is counted (bytes):
                 output.weight and output_norm go with the output head; other globals
                 (rope_freqs) stay on the CPU (the device keeps a tiny copy, counted in scratch)
     kv          per attention layer 2 * n_ctx * n_head_kv(il) * head_dim * 2 (f16 K and V)
-    scratch     activations of one n_batch-token batch, one dequantized weight tile, a block of
-                logits rows, and q8_1 copies of the activations (``scratch_bytes``)
-    context     the CUDA context, cuBLAS handle and workspace (``CUDA_CONTEXT_BYTES``)
+    scratch     what a run allocates besides weights and caches (``scratch_parts``): activations
+                of one n_batch-token batch and their q8 copies, the exact numerics' f32 copies
+                of a prefill matmul's input, one dequantized weight tile, the logits of every
+                row of a batch (perplexity; twice with a final softcap), flash-decoding partials
+                at the full context, the decode graph's pool, and 16 MiB of slack
+    context     the CUDA context with the cuBLAS handle and workspace (``CUDA_CONTEXT_BYTES``);
+                only cuBLAS's part (``CUBLAS_BYTES``) when the budget is the free memory measured
+                by ``probe``, which already excludes the context it created. The budget less the
+                context is enforced on CuPy's memory pool (``set_limit``, runtime.cuda.backend)
 
 Speed model (decode, one token): every byte a layer reads is read once per token, so
     t = sum(read_cpu) / bw_cpu + sum(read_gpu) / bw_gpu + n_crossings * t_cross
@@ -37,6 +43,7 @@ from quant.units import GIB, MIB, fmt_bytes, parse_size
 from runtime.errors import ModelError
 
 CUDA_CONTEXT_BYTES = 384 * MIB       # context + cuBLAS handle/workspace (CUDA 12: ~300-450 MiB)
+CUBLAS_BYTES = 40 * MIB              # cuBLAS handle + workspace (32 MiB on Hopper), created at the first GEMM
 SAFETY_MARGIN = 512 * MIB            # default budget = free VRAM - this
 CPU_BW_DEFAULT = 50e9                # bytes/s: dual-channel DDR5 desktop, measured STREAM-copy class
 GPU_BW_DEFAULT = 448e9               # bytes/s: a mid-range card (RTX 3070 / 4060 Ti 16GB class: 288-448)
@@ -96,23 +103,38 @@ def layer_kind(spec) -> str:
     return " + ".join(p for p in (attn, ffn) if p) or "no-op"
 
 
-def scratch_bytes(hp, n_ctx: int, n_batch: int, tensors: dict) -> int:
-    """Device scratch for one batch: activations (f32), their q8_1 copies, one dequantized f16
-    weight tile (at most 64 MiB), a block of logits rows and the flash-decoding partials."""
+DECODE_MAX_TOK, SPLIT_KEYS = 8, 256   # runtime.cuda.ops: decode attention up to 8 tokens, keys per split
+SCRATCH_SLACK = 16 * MIB
+
+
+def scratch_parts(hp, n_ctx: int, n_batch: int, tensors: dict, softcap: bool = False) -> dict:
+    """Device bytes a run allocates besides weights and KV caches, by what they are for (the
+    CUDA backend's allocations at their largest; ``scratch_bytes`` adds the slack)."""
     nb = max(1, min(n_batch, n_ctx))
     hd = hp.head_dim
-    q = max((s.n_head for s in hp.layers), default=0) * hd
+    heads = max((s.n_head for s in hp.layers), default=0)
+    q = heads * hd
     kv = max((s.n_head_kv for s in hp.layers), default=0) * hd
     ff = max((s.n_ff for s in hp.layers), default=0)
-    act = nb * (4 * hp.n_embd + q + 2 * kv + 3 * ff) * 4
-    q8 = act * 36 // (32 * 4)
+    widest = max(hp.n_embd, q, ff)
+    row = (4 * hp.n_embd + q + 2 * kv + 3 * ff) * 4            # f32 activations of one token
     biggest = max((t.n_bytes // get_type(t.qtype).type_size * get_type(t.qtype).block_size * 2
                    for n, t in tensors.items() if len(t.shape) > 1 and n != "token_embd.weight"), default=0)
-    tile = min(biggest, 64 * MIB)
-    logits = 32 * hp.n_vocab * 4
-    heads = max((s.n_head for s in hp.layers), default=0)
-    partials = heads * 64 * (hd + 2) * 4
-    return int(act + q8 + tile + logits + partials + 16 * MIB)
+    n_split = -(-n_ctx // SPLIT_KEYS)
+    return {
+        "activations": nb * row,
+        "q8": nb * row * 36 // (32 * 4),
+        "prefill_f32": 3 * nb * widest * 4,                    # exact numerics: int8 blocks -> f32 copies of x
+        "tile": min(biggest, 64 * MIB),
+        "logits": nb * hp.n_vocab * 4 * (2 if softcap else 1),  # every row of a batch (perplexity)
+        "attention": DECODE_MAX_TOK * heads * n_split * (hd + 2) * 8,   # f64 partials at the full context
+        "graph_pool": 2 * len(hp.layers) * row + 2 * hp.n_vocab * 4,     # one captured decode step, kept
+    }
+
+
+def scratch_bytes(hp, n_ctx: int, n_batch: int, tensors: dict, softcap: bool = False) -> int:
+    """Device scratch: ``scratch_parts`` plus SCRATCH_SLACK."""
+    return int(sum(scratch_parts(hp, n_ctx, n_batch, tensors, softcap).values()) + SCRATCH_SLACK)
 
 
 @dataclass
@@ -134,6 +156,7 @@ class Plan:
     t_cross: float
     device: str = "cuda:0"
     gpu_layers: str = "auto"     # what was asked: auto | all | N
+    budget_measured: bool = False  # budget = free memory measured with the context (and other live arrays) excluded
     notes: list = field(default_factory=list)
 
     @property
@@ -223,10 +246,12 @@ def read_hparams(fields: dict, tensors: dict):
 
 def plan_header(fields: dict, tensors: dict, n_ctx: int, gpu_memory: int | None, gpu_layers="auto",
                 n_batch: int = 512, cpu_bw: float | None = None, gpu_bw: float | None = None,
-                t_cross: float = T_CROSS_DEFAULT, device: str = "cuda:0") -> Plan:
+                t_cross: float = T_CROSS_DEFAULT, device: str = "cuda:0", measured_free: bool = False) -> Plan:
     """The placement for a model given by its GGUF header (``fields``; ``tensors``: name -> info with
     ``shape`` in ne order and ``qtype``) at context n_ctx within gpu_memory bytes of the card
-    (None: CPU only; 0 or less: an error). gpu_layers: "auto" (fastest that fits), "all", or N (llama.cpp -ngl)."""
+    (None: CPU only; 0 or less: an error). gpu_layers: "auto" (fastest that fits), "all", or N (llama.cpp -ngl).
+    measured_free: gpu_memory comes from the free memory ``probe`` measured after creating the
+    CUDA context, so only cuBLAS's part of the context is still to come."""
     if n_ctx <= 0:
         raise ModelError(f"context size must be positive, got {n_ctx}")
     hp = read_hparams(fields, tensors)
@@ -254,9 +279,10 @@ def plan_header(fields: dict, tensors: dict, n_ctx: int, gpu_memory: int | None,
     budget = int(gpu_memory or 0)
     p = Plan(arch=hp.arch, n_ctx=n_ctx, layers=layers, on_gpu=[False] * n, output_on_gpu=False,
              embd_bytes=embd, output_bytes=out, other_bytes=other, tied_output=tied, budget=budget,
-             context_bytes=CUDA_CONTEXT_BYTES, scratch=scratch_bytes(hp, n_ctx, n_batch, tensors),
+             context_bytes=CUBLAS_BYTES if measured_free else CUDA_CONTEXT_BYTES,
+             scratch=scratch_bytes(hp, n_ctx, n_batch, tensors, bool(getattr(hp, "final_softcap", 0))),
              cpu_bw=cpu_bw or CPU_BW_DEFAULT, gpu_bw=gpu_bw or GPU_BW_DEFAULT, t_cross=t_cross,
-             device=device, gpu_layers=str(gpu_layers))
+             device=device, gpu_layers=str(gpu_layers), budget_measured=measured_free)
     if not budget:
         return p
     avail = budget - p.context_bytes - p.scratch
@@ -354,7 +380,7 @@ def plan_for_file(path: str, n_ctx: int, gpu_memory=None, gpu_layers="auto", car
     """``ggufkit plan``: the budget and bandwidth from the options, a named card (``card``) or the
     GPU present; works without a GPU when the budget or the card is given. Bandwidths in GB/s."""
     notes = []
-    bw = None
+    bw, measured = None, False
     if card:
         info = card_info(card)
         if info is None:
@@ -369,7 +395,7 @@ def plan_for_file(path: str, n_ctx: int, gpu_memory=None, gpu_layers="auto", car
             name, free, _total = probe(_device_index(device))
         except ModelError as e:
             raise ModelError(f"{e} (give a GPU memory budget or a card to plan without one)") from None
-        gpu_memory = max(0, free - SAFETY_MARGIN)
+        gpu_memory, measured = max(0, free - SAFETY_MARGIN), True
         notes.append(f"budget: free memory of {name} less {fmt_bytes(SAFETY_MARGIN)}")
         info = card_info(name)
         bw = info[1] if info else None
@@ -378,7 +404,8 @@ def plan_for_file(path: str, n_ctx: int, gpu_memory=None, gpu_layers="auto", car
     if cpu_bw is None:
         notes.append(f"CPU bandwidth: default {CPU_BW_DEFAULT / 1e9:.0f} GB/s (give the measured one)")
     p = plan_file(path, n_ctx, gpu_memory, gpu_layers, n_batch=n_batch,
-                  cpu_bw=cpu_bw * 1e9 if cpu_bw else None, gpu_bw=gpu_bw * 1e9 if gpu_bw else bw, device=device)
+                  cpu_bw=cpu_bw * 1e9 if cpu_bw else None, gpu_bw=gpu_bw * 1e9 if gpu_bw else bw, device=device,
+                  measured_free=measured)
     p.notes[:0] = notes
     return p
 
@@ -407,7 +434,7 @@ def place_model(model, dev=None, n_ctx: int = 4096, n_batch: int = 512) -> Plan 
     budget = parse_size(dev.gpu_memory) if dev.gpu_memory is not None else max(0, free - SAFETY_MARGIN)
     info = card_info(name)
     p = plan_header(model.gguf.fields, model.gguf.tensors, n_ctx, budget, dev.gpu_layers, n_batch=n_batch,
-                    gpu_bw=info[1] if info else None, device=f"cuda:{index}")
+                    gpu_bw=info[1] if info else None, device=f"cuda:{index}", measured_free=dev.gpu_memory is None)
     return apply_plan(model, p)
 
 
@@ -420,6 +447,8 @@ def apply_plan(model, p: Plan, cpu=None) -> Plan:
         from runtime.cuda.backend import CUDABackend
         from runtime.cuda.graph import attach
         be = CUDABackend(parse_device(p.device)[1])
+        if p.budget:
+            be.limit_memory(p.budget - p.context_bytes, p.budget_measured)   # CuPy's pool may not outgrow the plan
         model.place([be if g else CPU for g in p.on_gpu], be if p.output_on_gpu else CPU)
         attach(model, be)                     # decode-step CUDA graphs when enabled
     else:

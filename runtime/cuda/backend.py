@@ -16,6 +16,7 @@ what was being allocated, never a hang or a CuPy traceback.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 
@@ -61,12 +62,15 @@ def _oom_types():
 
 
 def _guard(what):
-    """Turn a device out-of-memory error inside ``fn`` into a CudaError naming ``what``."""
+    """Run ``fn`` with the backend's device current (the current device is per host thread and
+    anyone may change it: cuda:N must not depend on it), and turn a device out-of-memory error
+    into a CudaError naming ``what``."""
     def deco(fn):
         @functools.wraps(fn)
         def f(self, *a, **kw):
             try:
-                return fn(self, *a, **kw)
+                with self.on_device():
+                    return fn(self, *a, **kw)
             except self._oom as e:
                 raise CudaError(f"out of GPU memory in {what} on {self.name} ({self.resident / 2**20:.0f} MiB "
                                 f"of weights and caches resident): use a smaller GPU memory budget or "
@@ -99,6 +103,30 @@ class CUDABackend(Backend):
         self.numerics = numerics or self._q.DEFAULT_NUMERICS
         self._q.check_numerics(self.numerics)
         self._stream = self._graph_pool = None
+        self.memory_limit = None     # bytes CuPy's pool may hold (limit_memory), None: no limit
+
+    def on_device(self):
+        """``with be.on_device():`` this backend's GPU is the current device (a no-op emulated)."""
+        if self.emulated:
+            return contextlib.nullcontext()
+        return self.xp.cuda.Device(self.index)
+
+    def limit_memory(self, nbytes: int, measured: bool = False) -> None:
+        """The plan, enforced: CuPy's memory pool on this device may hold ``nbytes`` for this
+        model (what would grow it further is an out-of-memory CudaError naming the allocation).
+        measured: nbytes came from the free memory, which excluded what the pool already held
+        for arrays still alive (another model in this process): those come on top."""
+        limit = int(nbytes)
+        if not self.emulated:
+            import gc
+            with self.on_device():
+                pool = self.xp.get_default_memory_pool()
+                if measured:
+                    gc.collect()                 # earlier placements' arrays (graphs hold cycles)
+                    pool.free_all_blocks()
+                    limit += pool.used_bytes()
+                pool.set_limit(size=max(0, limit))
+        self.memory_limit = limit
 
     @property
     def stream(self):
@@ -108,14 +136,20 @@ class CUDABackend(Backend):
                 from runtime.cuda.graph import EmuStream
                 self._stream = EmuStream()
             else:
-                self._stream = self.xp.cuda.Stream(non_blocking=True)
+                with self.on_device():
+                    self._stream = self.xp.cuda.Stream(non_blocking=True)
         return self._stream
 
     @property
     def graph_pool(self):
         """A private memory pool for graph capture and replay (see runtime.cuda.graph)."""
         if self._graph_pool is None:
-            self._graph_pool = self.xp.cuda.MemoryPool()
+            if self.emulated:
+                from runtime.cuda.graph import EmuPool
+                self._graph_pool = EmuPool()
+            else:
+                with self.on_device():
+                    self._graph_pool = self.xp.cuda.MemoryPool()
         return self._graph_pool
 
     @property
@@ -132,9 +166,11 @@ class CUDABackend(Backend):
             return self.recording.inp
         return self.dev.asarray(np.asarray(x, dtype=np.float32))
 
+    @_guard("a device-to-host copy")
     def to_host(self, x) -> np.ndarray:
         return np.asarray(self.dev.asnumpy(x))
 
+    @_guard("take_rows")
     def take_rows(self, x, rows):
         if isinstance(rows, int) and rows == -1:
             return x[-1:]
@@ -193,6 +229,7 @@ class CUDABackend(Backend):
         self.resident += k.nbytes + v.nbytes
         return k, v
 
+    @_guard("a KV cache write")
     def kv_write(self, k_cache, v_cache, pos, k, v):
         n = k.shape[0]
         if pos + n > k_cache.shape[0]:
@@ -263,6 +300,7 @@ class CUDABackend(Backend):
     def softcap(self, x, c):
         return ops.softcap(self._act(x), c)
 
+    @_guard("sampling")
     def sample(self, logits, params, rng, history=()):
         """Greedy / top-k, top-p, min-p, temperature and the repetition penalty on the device;
         only the token id crosses back. None when the chain needs the host (top_k 0 = the whole

@@ -33,13 +33,14 @@ rms_norm_f32(const float* __restrict__ x, const float* __restrict__ w, float* __
 }
 
 // ggml RoPE (ext_factor 0), one block per token, all heads.
-// x, y: f32 [n_tok, n_head, head_dim] (y may be x); pos: i32 [n_tok]; freq_factors: f32 [n_rot/2] or null.
+// x, y: f32 [n_tok, n_head, head_dim] (y may be x: neither is __restrict__, no ld.global.nc);
+// pos: i32 [n_tok]; freq_factors: f32 [n_rot/2] or null.
 // theta_i = pos * theta_scale^i as a running float product (ggml_rope_cache_init), theta_scale =
 // base^(-2/n_rot) computed by the caller; t = freq_scale * (theta_i / ff_i); cos/sin in double.
 // neox = 0: rotate (2i, 2i+1); neox = 1: rotate (i, i + n_rot/2). Dims >= n_rot are copied.
 // grid (n_tok), block (ELEM_THREADS)
 extern "C" __global__ void __launch_bounds__(ELEM_THREADS)
-rope_f32(const float* __restrict__ x, float* y, const int* __restrict__ pos,
+rope_f32(const float* x, float* y, const int* __restrict__ pos,
          const float* __restrict__ freq_factors, int n_head, int head_dim, int n_rot, float theta_scale,
          float freq_scale, int neox) {
     __shared__ float cs[ROPE_MAX_PAIRS], sn[ROPE_MAX_PAIRS];

@@ -11,20 +11,29 @@ is kept out of the graphs:
                      [norms, QKV, rope, KV write] | attention | [W_o, FFN, next layer ...] | ...
                      with each attention reading and writing buffers recorded at capture
 
-Everything runs on the backend's own stream and from a private CuPy memory pool, so the
-addresses the graphs hold are never handed to other code. The first decode step of a cache runs
-eagerly on that stream (so the pool holds every block the step needs: the capture then
-allocates nothing new), the second is captured and replayed, later ones replay. A graph belongs
-to one KV cache and is captured again if a reused workspace moved (a bigger prefill grew it).
-Any failure while capturing turns graphs off for the model (``DecodeGraph.error``) and the step
-runs eagerly: never a wrong result, at worst no speed-up. Unproven until tools/conformance/gpu_check.py has
-run on a GPU (it compares graph and eager tokens and speeds).
+Everything runs on the backend's own (non-blocking) stream, which first waits for an event
+recorded on the current stream, so uploads, the KV cache's memset and a prefill queued there
+come first. The warm-up and the capture allocate from a private CuPy memory pool, and every block
+the capture allocates stays referenced by the recording (``_Recording.keep``): CuPy's pools know
+nothing of graphs and would hand a captured intermediate out again. Attention's workspaces are
+sized for the cache's full context before the warm-up, so a replay allocates nothing (its eager
+attention runs outside the pool) and nothing is captured again when the split count grows. The
+first decode step of a cache runs eagerly on that stream (so the pool holds every block the step
+needs), the second is captured and replayed, later ones replay. A graph belongs to one KV cache
+and is captured again if a reused workspace moved (a bigger prefill grew it). Any failure while
+capturing turns graphs off for the model (``DecodeGraph.error``) and the step runs eagerly: never
+a wrong result, at worst no speed-up. Unproven until tools/conformance/gpu_check.py has run on a GPU (it
+compares graph tokens with eager and CPU tokens past 600 positions).
 
 Under emulation ``EmuStream`` stands in for the stream: while capturing, emulated kernel
 launches are recorded instead of run (their array arguments by reference, as a graph holds
 device pointers) and a "graph" replays them; host-side numpy work done during the capture is
 not recorded, so the emulation is stricter than a GPU (where such work is CuPy kernels and is
-captured). tests/runtime/cuda/test_cuda_model.py checks graph and eager tokens are equal this way.
+captured). Two GPU hazards are modelled: a launch inside ``with stream`` that did not wait for
+the default stream's work is a CudaError (runtime.cuda.module.emu_default_work), and
+``EmuPool`` treats the captured arrays nothing else references as free blocks, poisoning them
+all when the pool allocates after a capture. tests/runtime/cuda/test_cuda_model.py checks graph and eager
+tokens are equal this way, across 256 keys.
 """
 from __future__ import annotations
 
@@ -39,21 +48,96 @@ class EmuGraph:
         self.calls = calls
 
     def launch(self, stream=None):
-        for fn, a, kw in self.calls:
-            fn(*a, **kw)
+        from runtime.cuda import module as M
+        prev = M.count_kernels(False)        # a GPU replays these without Python
+        try:
+            for fn, a, kw in self.calls:
+                fn(*a, **kw)
+        finally:
+            M.count_kernels(prev)
+
+
+class EmuEvent:
+    """An event recorded on the emulated default stream: the work queued there so far."""
+
+    def __init__(self):
+        from runtime.cuda import module as M
+        self.mark = M.emu_default_work()
+
+
+class EmuPool:
+    """The graph's private memory pool as CuPy's pool behaves after a capture: the arrays the
+    captured launches use that nothing else references are free blocks to the pool (CuPy's pools
+    know nothing of graphs), and an allocation from the pool may be carved from any of them. The
+    emulator cannot know which one CuPy's best fit picks, so an allocation poisons them all
+    (0xFF bytes: NaN as floats) and hands out new memory: a replay that still needs a value in
+    such a block then computes NaNs instead of silently wrong numbers."""
+
+    def __init__(self):
+        self.free: list = []
+        self.allocations_after_capture = 0
+
+    def malloc(self, nbytes: int) -> np.ndarray:
+        from runtime.cuda.xp import poisoned
+        if self.free:
+            self.allocations_after_capture += 1
+            for b in self.free:
+                poisoned(b)
+        return np.empty(max(int(nbytes), 1), np.uint8)
+
+
+def _unreferenced(calls) -> list:
+    """Root arrays of the recorded launches' array arguments that only the recording references
+    (CPython reference counts: what a device pointer in a graph is to CuPy's pool)."""
+    import sys
+    uses: dict = {}                 # id -> [array, references from the recorded argument tuples]
+    for _, a, _ in calls:
+        for x in a[2]:
+            if isinstance(x, np.ndarray):
+                uses.setdefault(id(x), [x, 0])[1] += 1
+    views: dict = {}                # id(root) -> recorded views of it
+    for x, _ in list(uses.values()):
+        if isinstance(x.base, np.ndarray):
+            uses.setdefault(id(x.base), [x.base, 0])
+            views.setdefault(id(x.base), []).append(id(x))
+        elif x.base is not None:
+            uses[id(x)][1] = -1     # memory not owned by numpy (a mapped file): never pool memory
+
+    def outside(e):                 # references beyond the recording's and ours
+        return sys.getrefcount(e[0]) - e[1]
+    base = outside([np.empty(1), 0])
+    free = []
+    for i, e in uses.items():
+        if e[1] < 0 or isinstance(e[0].base, np.ndarray):
+            continue
+        vs = views.get(i, [])
+        if outside(e) - base - len(vs) == 0 and all(outside(uses[v]) - base == 0 for v in vs):
+            free.append(e[0])
+    return free
 
 
 class EmuStream:
-    """begin_capture / end_capture / synchronize for emulated kernels (see the module docstring)."""
+    """A second stream for emulated kernels: begin_capture / end_capture / synchronize, and the
+    ordering check (``with stream:`` launches fail unless the stream waited for the default
+    stream's work: runtime.cuda.module.emu_default_work). See the module docstring."""
 
     def __init__(self):
         self._calls = None
+        self.seen = 0               # default-stream work this stream is ordered after
+        self._prev = []
 
     def __enter__(self):
+        from runtime.cuda import module as M
+        self._prev.append(M.emu_current_stream(self, enter=True))
         return self
 
     def __exit__(self, *exc):
+        from runtime.cuda import module as M
+        M.emu_current_stream(self._prev.pop(), enter=False)
         return False
+
+    def wait_event(self, event: EmuEvent) -> None:
+        self.seen = max(self.seen, event.mark)
 
     def begin_capture(self):
         from runtime.cuda import module as M
@@ -90,6 +174,7 @@ class _Recording:
         self.inp = be.xp.empty((1, n_embd), np.float32)
         self.pos = be.xp.zeros((1,), np.int32)
         self.items: list = []          # cupy Graph | ("attn", q, k, v, scale, window, softcap, out)
+        self.keep: list = []           # the pool blocks allocated while capturing (GPU)
 
     def cut(self, eager: tuple):
         """End the segment being captured, then the eager call, then start the next segment."""
@@ -111,11 +196,43 @@ class DecodeGraph:
         self._steps = 0
         self._ws = None
         self.replays = 0
+        self.captures = 0
 
-    def _pool(self):
+    def _pool(self, keep: list | None = None):
+        """Allocations from the graph's private pool; ``keep`` collects every block allocated (a
+        capture's blocks must stay allocated while the graph lives: CuPy's pool would otherwise
+        hand them out again)."""
         if self.be.emulated:
-            return contextlib.nullcontext()
-        return self.be.xp.cuda.using_allocator(self.be.graph_pool.malloc)
+            from runtime.cuda.xp import emu_allocator
+            return emu_allocator(self.be.graph_pool)
+        pool = self.be.graph_pool
+        if keep is None:
+            return self.be.xp.cuda.using_allocator(pool.malloc)
+
+        def malloc(n):
+            ptr = pool.malloc(n)
+            keep.append(ptr)
+            return ptr
+        return self.be.xp.cuda.using_allocator(malloc)
+
+    def _order_after_default(self):
+        """The graph stream waits for what the current (default) stream queued: weight uploads,
+        the KV cache's memset, a prefill (a non-blocking stream is not ordered after it)."""
+        be = self.be
+        if be.emulated:
+            be.stream.wait_event(EmuEvent())
+        else:
+            be.stream.wait_event(be.xp.cuda.get_current_stream().record())
+
+    def _reserve(self, cache):
+        """Attention workspaces at their full-context size before the warm-up: the replays'
+        eager attention then never allocates (no recapture each 256 keys, nothing from the pool)."""
+        from runtime.cuda import ops
+        hp = self.model.hp
+        n_head = max((s.n_head for s in hp.layers if s.has_kv), default=0)
+        if n_head:
+            ops.reserve_attention(self.be.xp.empty(1, np.float32), 1, n_head, hp.head_dim, cache.n_ctx,
+                                  f64=self.be.attn_f64)
 
     def _workspaces(self):
         from runtime.cuda.xp import WORKSPACE
@@ -125,17 +242,8 @@ class DecodeGraph:
         if self.error is not None:
             return None
         try:
-            with self.be.stream, self._pool():
-                if self._cache is not cache or (self._rec is not None and self._ws != self._workspaces()):
-                    self._cache, self._rec, self._steps = cache, None, 0
-                if self._rec is None and self._steps == 0:        # warm-up: eager, on the graph stream/pool
-                    self._steps = 1
-                    y = self.model.logits(self.model.forward([tid], cache, out_rows=-1), host=False)
-                    self.be.stream.synchronize()
-                    return y
-                if self._rec is None:
-                    self._capture(cache, tid)
-                return self._replay(cache, tid)
+            with self.be.on_device():
+                return self._step(cache, tid)
         except Exception as e:  # noqa: BLE001 - any capture/replay failure: eager from now on
             self.error = f"{type(e).__name__}: {e}"
             self.be.recording = None
@@ -145,22 +253,46 @@ class DecodeGraph:
                 pass
             return None
 
+    def _step(self, cache, tid):
+        """One decode step on the graph stream: warm-up, capture or replay."""
+        self._order_after_default()
+        with self.be.stream:
+            if self._cache is not cache or (self._rec is not None and self._ws != self._workspaces()):
+                self._cache, self._rec, self._steps = cache, None, 0
+                if self.be.emulated:
+                    self.be.graph_pool.free = []      # the old graph's blocks: unused from now
+                self._reserve(cache)
+            if self._rec is None and self._steps == 0:        # warm-up: eager, on the graph stream/pool
+                self._steps = 1
+                with self._pool():
+                    y = self.model.logits(self.model.forward([tid], cache, out_rows=-1), host=False)
+                self.be.stream.synchronize()
+                return y
+            if self._rec is None:
+                self._capture(cache, tid)
+            return self._replay(cache, tid)      # outside the pool: it allocates nothing
+
     def _capture(self, cache, tid):
         m, be = self.model, self.be
         rec = be.recording = _Recording(be, m.hp.n_embd)
+        self.captures += 1
         n_past = cache.n_past
         be.stream.begin_capture()
         try:
-            h = m.forward([tid], cache, out_rows=-1)
-            self._logits = m.logits(h, host=False)
+            with self._pool(rec.keep):
+                h = m.forward([tid], cache, out_rows=-1)
+                self._logits = m.logits(h, host=False)
             rec.items.append(be.stream.end_capture())
         finally:
             be.recording = None
             cache.n_past = n_past          # nothing ran: the replay does the step
         self._rec = rec
         self._ws = self._workspaces()
+        if be.emulated:       # what CuPy's pool considers free once the capture is over
+            be.graph_pool.free = _unreferenced([c for g in rec.items if isinstance(g, EmuGraph) for c in g.calls])
 
     def _replay(self, cache, tid):
+        from runtime.cuda import module as M
         from runtime.cuda import ops
         m, be, rec = self.model, self.be, self._rec
         if cache.n_past + 1 > cache.n_ctx:
@@ -179,15 +311,23 @@ class DecodeGraph:
                 ops.attention(q, k, v, cache.n_past, scale, window, softcap, out=out, f64=be.attn_f64)
             else:
                 it.launch(be.stream)
+                M.LAUNCHES["graph"] += 1
         cache.n_past += 1
         be.stream.synchronize()
         self.replays += 1
         return self._logits
 
 
+def host_in_step(model) -> bool:
+    """The decode step goes through the host (YaRN / longrope rope_ext in numpy, mistral3's
+    attention temperature): a capture cannot succeed, so no graph is tried."""
+    hp = model.hp
+    return getattr(hp, "rope_ext", None) is not None or bool(getattr(hp, "temp_scale", 0))
+
+
 def attach(model, be) -> None:
-    """Give a model placed wholly on ``be`` its decode graph, when enabled."""
-    if enabled() and all(b is be for b in model.backends) and model.out_backend is be:
+    """Give a model placed wholly on ``be`` its decode graph, when enabled and capturable."""
+    if enabled() and all(b is be for b in model.backends) and model.out_backend is be and not host_in_step(model):
         model.decode_graph = DecodeGraph(model, be)
     else:
         model.decode_graph = None

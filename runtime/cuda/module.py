@@ -353,6 +353,81 @@ def _build_emu(name: str, arch: int) -> Path:
     return out
 
 
+# ---------------------------------------------------------------- emulated streams
+# Under emulation every launch runs at once, in program order, so work on two streams is always
+# ordered. To show code that forgets to order a second stream after the default one (graph
+# capture and replay on the backend's own stream after uploads, a KV-cache memset or a prefill on
+# the default stream), the emulator counts the work queued on the default stream (launches,
+# device allocations and copies: ``emu_default_work``) and a launch inside ``with`` an emulated
+# second stream (runtime.cuda.graph.EmuStream) is a CudaError unless that stream waited for all
+# of it (``stream.wait_event(EmuEvent)``) or the host synchronised the device since.
+
+_EMU = threading.local()
+
+
+def _emu_state():
+    st = _EMU.__dict__
+    if "work" not in st:
+        _EMU.work, _EMU.synced, _EMU.stream = 0, 0, None
+    return _EMU
+
+
+def emu_default_work(n: int = 0) -> int:
+    """Count ``n`` more items of work queued on the emulated default stream (none when an emulated
+    second stream is current: the work goes there); the count so far."""
+    st = _emu_state()
+    if st.stream is None:
+        st.work += n
+    return st.work
+
+
+def emu_host_sync() -> None:
+    """The host waited for the whole device (cudaDeviceSynchronize): every stream is ordered after it."""
+    st = _emu_state()
+    st.synced = st.work
+
+
+def emu_current_stream(stream=None, enter: bool | None = None):
+    """The emulated second stream whose ``with`` block runs (set/cleared by EmuStream)."""
+    st = _emu_state()
+    if enter is True:
+        prev, st.stream = st.stream, stream
+        return prev
+    if enter is False:
+        st.stream = stream
+    return st.stream
+
+
+# Launches from Python, counted in the launch path (both sides): ``kernel`` one kernel each,
+# ``graph`` one CUDA graph each (runtime.cuda.graph; the kernels an emulated graph replays are
+# not counted, as a GPU replays them without Python). ``ggufkit bench`` reports them per token.
+LAUNCHES = {"kernel": 0, "graph": 0}
+_COUNTING = threading.local()
+
+
+def count_kernels(on: bool) -> bool:
+    """Count kernel launches (off while an emulated graph replays its recorded launches); the previous setting."""
+    prev = getattr(_COUNTING, "on", True)
+    _COUNTING.on = on
+    return prev
+
+
+def _count_launch() -> None:
+    if getattr(_COUNTING, "on", True):
+        LAUNCHES["kernel"] += 1
+
+
+def _emu_stream_check(kname: str) -> None:
+    st = _emu_state()
+    s = st.stream
+    if s is None:
+        st.work += 1
+    elif max(s.seen, st.synced) < st.work:
+        raise CudaError(f"kernel {kname} launched on a second stream that is not ordered after "
+                        f"{st.work - max(s.seen, st.synced)} item(s) of work on the default stream "
+                        f"(uploads, memsets, kernels): wait for an event recorded there first")
+
+
 class _EmuFunction:
     def __init__(self, module, name, params):
         self.module, self.name, self.params = module, name, params
@@ -366,6 +441,8 @@ class _EmuFunction:
         args = tuple(args)
         g, b = _check_launch(self.name, self.params, grid, block, args, shared_mem,
                              lambda a: isinstance(a, np.ndarray))
+        _emu_stream_check(self.name)
+        _count_launch()
         o = EmuOptions(**{**_emu_opts().__dict__, **opts})
         keep = []
         ptrs = (ctypes.c_void_p * max(1, len(args)))()
@@ -480,8 +557,11 @@ def require_gpu():
 
 
 class _GpuFunction:
-    def __init__(self, raw, name, params, cupy):
-        self._k, self.name, self.params, self._cupy = raw, name, params, cupy
+    """A kernel of a module loaded on device ``device``: launched with that device current (a
+    CUfunction belongs to the context it was loaded in, and the current device is per host thread)."""
+
+    def __init__(self, raw, name, params, cupy, device: int):
+        self._k, self.name, self.params, self._cupy, self.device = raw, name, params, cupy, device
 
     def __call__(self, grid, block, args, shared_mem=0, **_emu_only):
         args = tuple(args)
@@ -489,18 +569,24 @@ class _GpuFunction:
                              lambda a: isinstance(a, self._cupy.ndarray))
         # a null pointer goes as an 8-byte zero
         args = tuple(np.uint64(0) if (p.pointer and a is None) else a for p, a in zip(self.params, args))
-        self._k(g, b, args, shared_mem=int(shared_mem))
+        with self._cupy.cuda.Device(self.device):
+            self._k(g, b, args, shared_mem=int(shared_mem))
+        _count_launch()
 
 
 class _GpuModule:
-    def __init__(self, name: str):
+    """NAME.cu compiled by NVRTC and loaded on device ``device`` (one module per device)."""
+
+    def __init__(self, name: str, device: int = 0):
         cupy = require_gpu()
-        self.name = name
+        self.name, self.device = name, device
         src = source(name)
         self.kernels = parse_kernels(src)
+        check_nvrtc_arch(cupy, device)
         try:
-            self.raw = cupy.RawModule(code=src, options=("-std=c++17",))
-            self.raw.compile()
+            with cupy.cuda.Device(device):
+                self.raw = cupy.RawModule(code=src, options=("-std=c++17",))
+                self.raw.compile()
         except Exception as e:  # noqa: BLE001 - CompileException
             raise CudaError(f"NVRTC could not compile {_label(name)}: {e}") from None
         self._cupy = cupy
@@ -510,8 +596,27 @@ class _GpuModule:
         if kname not in self._functions:
             if kname not in self.kernels:
                 raise CudaError(f"{_label(self.name)} has no extern \"C\" __global__ kernel {kname}")
-            self._functions[kname] = _GpuFunction(self.raw.get_function(kname), kname, self.kernels[kname], self._cupy)
+            with self._cupy.cuda.Device(self.device):
+                f = self.raw.get_function(kname)
+            self._functions[kname] = _GpuFunction(f, kname, self.kernels[kname], self._cupy, self.device)
         return self._functions[kname]
+
+
+NVRTC13_MIN_CC = (7, 5)      # NVRTC 13 dropped sm_50..sm_72 ("invalid value for --gpu-architecture")
+
+
+def check_nvrtc_arch(cupy, device: int) -> None:
+    """One-line CudaError when CuPy's NVRTC cannot compile for the device (NVRTC 13, i.e.
+    cupy-cuda13x, refuses anything older than sm_75: Pascal and Volta need cupy-cuda12x)."""
+    try:
+        major = cupy.cuda.nvrtc.getVersion()[0]
+        props = cupy.cuda.runtime.getDeviceProperties(device)
+    except Exception:  # noqa: BLE001 - let the compile itself report
+        return
+    cc = (int(props["major"]), int(props["minor"]))
+    if major >= 13 and cc < NVRTC13_MIN_CC:
+        raise CudaError(f"NVRTC {major} (cupy-cuda{major}x) cannot compile for sm_{cc[0]}{cc[1]}: install "
+                        f"cupy-cuda12x (pip install 'ggufkit[cuda12]') for compute capability < 7.5")
 
 
 # ---------------------------------------------------------------- load
@@ -520,14 +625,17 @@ _MODULES: dict = {}
 _LOCK = threading.Lock()
 
 
-def load(name: str, emulate: bool | None = None, arch: int = 800):
+def load(name: str, emulate: bool | None = None, arch: int = 800, device: int | None = None):
     """The module for runtime/cuda/NAME.cu (or a path ending in .cu), compiled once per process (and cached on disk).
 
     emulate: None follows ``emulating()``. arch: __CUDA_ARCH__ seen by the emulated build
-    (e.g. 610 to run a kernel's Pascal path)."""
+    (e.g. 610 to run a kernel's Pascal path). device: the GPU to load it on (default: the
+    current one); a module and its kernels belong to one device."""
     emulate = emulating() if emulate is None else emulate
-    key = (name, emulate, arch if emulate else None)
+    if device is None and not emulate:
+        device = require_gpu().cuda.runtime.getDevice()
+    key = (name, emulate, arch if emulate else int(device))
     with _LOCK:
         if key not in _MODULES:
-            _MODULES[key] = _EmuModule(name, arch) if emulate else _GpuModule(name)
+            _MODULES[key] = _EmuModule(name, arch) if emulate else _GpuModule(name, int(device))
         return _MODULES[key]

@@ -18,8 +18,9 @@ ARCHS = (61, 75, 80, 86, 89, 90)   # Pascal (dp4a) .. Hopper
 SMEM_LIMIT = {61: 48 * 1024, 75: 64 * 1024, 80: 163 * 1024, 86: 99 * 1024, 89: 99 * 1024, 90: 227 * 1024}
 # what cupy.RawModule(options=("-std=c++17",)) hands NVRTC besides the arch (CuPy 13/14 add
 # -ftz=true and --device-as-default-execution-space), so the check compiles what a GPU run will.
-# -ftz=true: f32 denormals flush to zero on the GPU (the emulator keeps them; no kernel here
-# depends on them: f16 subnormals are far above the f32 denormal range)
+# -ftz=true: f32 denormals flush to zero on the GPU (the emulator keeps them). f16 subnormals are
+# far above the f32 denormal range; the one f32 denormal a kernel could meet, MXFP4's E8M0 scales
+# 2^-128 and 2^-127, is flushed explicitly in quants.cu (qk_e8m0_half) so both sides agree.
 OPTIONS = ("-std=c++17", "-ftz=true", "--device-as-default-execution-space")
 
 
@@ -44,9 +45,25 @@ def nvrtc():
     return nv
 
 
+NVRTC13_MIN_ARCH = 75     # NVRTC 13 dropped sm_50..sm_72
+
+
+def supported_archs(archs=ARCHS) -> tuple[int, ...]:
+    """The archs of ``archs`` this NVRTC compiles for (NVRTC 13: sm_75 and newer; all when
+    NVRTC cannot be loaded, so callers report that instead)."""
+    try:
+        major = nvrtc().getVersion()[0]
+    except M.CudaError:
+        return tuple(archs)
+    return tuple(a for a in archs if major < 13 or a >= NVRTC13_MIN_ARCH)
+
+
 def compile_cubin(name: str, arch: int) -> tuple[bytes, str]:
     """(cubin, log) for runtime/cuda/NAME.cu on sm_ARCH; CudaError with NVRTC's log on failure."""
     nv = nvrtc()
+    if nv.getVersion()[0] >= 13 and arch < NVRTC13_MIN_ARCH:
+        raise M.CudaError(f"NVRTC {nv.getVersion()[0]} cannot compile for sm_{arch} (sm_{NVRTC13_MIN_ARCH} and newer): "
+                          f"use nvidia-cuda-nvrtc-cu12 (pip install 'ggufkit[cuda12]')")
     prog = nv.createProgram(M.source(name), f"{name}.cu", [], [])
     try:
         try:
@@ -92,7 +109,9 @@ def resource_usage(name: str, arch: int) -> dict[str, Usage]:
 
 
 def table(archs=ARCHS, names=None) -> str:
-    """Markdown table: kernel x arch -> registers / spills / static smem / stack."""
+    """Markdown table: kernel x arch -> registers / spills / static smem / stack (the archs this
+    NVRTC compiles for)."""
+    archs = supported_archs(archs)
     names = names or M.list_sources()
     rows = ["| source | kernel | " + " | ".join(f"sm_{a}" for a in archs) + " |",
             "|---|---|" + "---|" * len(archs)]

@@ -214,6 +214,17 @@ def attention_decode(q, k_cache, v_cache, n_past: int, scale: float, window: int
     return y
 
 
+def reserve_attention(like, n_tok: int, n_head: int, head_dim: int, n_ctx: int, f64: bool = False,
+                      split_keys: int = 256) -> None:
+    """Grow decode attention's workspaces to their size at a full context of n_ctx now, so no
+    later call allocates (a captured CUDA graph needs fixed addresses, and an allocation after
+    a capture may come from memory the graph still uses: runtime.cuda.graph)."""
+    rows, n_split = n_tok * n_head, -(-int(n_ctx) // split_keys)
+    acc, sfx = (np.float64, "_f64") if f64 else (np.float32, "")
+    workspace(like, "attn_part_o" + sfx, (rows, n_split, head_dim), acc)
+    workspace(like, "attn_part_ml" + sfx, (rows, n_split, 2), acc)
+
+
 def attention_prefill(q, k_cache, v_cache, n_past: int, scale: float, window: int | None = None,
                       softcap: float | None = None, out=None, f64: bool = False):
     """Causal attention for a batch of query tokens (ATT_ROWS rows of a head per block, K/V

@@ -224,15 +224,21 @@ def _gemm(x, wt):
     n_tok, n_in = x.shape
     n_rows = wt.shape[0]
     out = cupy.empty((n_tok, n_rows), np.float32)
-    handle = cupy.cuda.device.get_cublas_handle()
+    handle = cupy.cuda.device.get_cublas_handle()      # CuPy's shared handle: leave it as found
+    stream, mode = cublas.getStream(handle), cublas.getPointerMode(handle)
     cublas.setStream(handle, cupy.cuda.get_current_stream().ptr)
+    cublas.setPointerMode(handle, cublas.CUBLAS_POINTER_MODE_HOST)    # alpha and beta are host scalars
     one, zero = np.ones(1, np.float32), np.zeros(1, np.float32)
-    # column-major view: out.T[n_rows, n_tok] = wt[n_rows, n_in] @ x.T[n_in, n_tok]
-    cublas.gemmEx(handle, cublas.CUBLAS_OP_T, cublas.CUBLAS_OP_N, n_rows, n_tok, n_in,
-                  one.ctypes.data, wt.data.ptr, cupy.cuda.runtime.CUDA_R_16F, n_in,
-                  x.data.ptr, cupy.cuda.runtime.CUDA_R_16F, n_in,
-                  zero.ctypes.data, out.data.ptr, cupy.cuda.runtime.CUDA_R_32F, n_rows,
-                  cublas.CUBLAS_COMPUTE_32F, cublas.CUBLAS_GEMM_DEFAULT)
+    try:
+        # column-major view: out.T[n_rows, n_tok] = wt[n_rows, n_in] @ x.T[n_in, n_tok]
+        cublas.gemmEx(handle, cublas.CUBLAS_OP_T, cublas.CUBLAS_OP_N, n_rows, n_tok, n_in,
+                      one.ctypes.data, wt.data.ptr, cupy.cuda.runtime.CUDA_R_16F, n_in,
+                      x.data.ptr, cupy.cuda.runtime.CUDA_R_16F, n_in,
+                      zero.ctypes.data, out.data.ptr, cupy.cuda.runtime.CUDA_R_32F, n_rows,
+                      cublas.CUBLAS_COMPUTE_32F, cublas.CUBLAS_GEMM_DEFAULT)
+    finally:
+        cublas.setPointerMode(handle, mode)
+        cublas.setStream(handle, stream)
     return out
 
 

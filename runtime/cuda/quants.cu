@@ -94,9 +94,12 @@ QK_DEV int qk_sign4(unsigned int v, unsigned int s) {
 
 QK_DEV float qk_lane(int v, int j) { return (float)(signed char)((unsigned int)v >> (8 * j)); }
 
-// e8m0 exponent -> 2^(e-128) (GGML_E8M0_TO_FP32_HALF)
+// e8m0 exponent -> 2^(e-128) (GGML_E8M0_TO_FP32_HALF), except e < 2: 2^-128 and 2^-127 are f32
+// denormals, which CuPy's -ftz=true flushes to 0 in every multiply on a GPU; returning 0 for them
+// here makes the emulator (which keeps denormals) compute what the GPU computes. Such blocks hold
+// weights of at most 12 * 2^-127 (~7e-38): ggml-cpu keeps them, the difference is below any output's ulp.
 QK_DEV float qk_e8m0_half(unsigned int e) {
-    return __uint_as_float(e < 2 ? 0x00200000u << e : (e - 1) << 23);
+    return e < 2 ? 0.0f : __uint_as_float((e - 1) << 23);
 }
 
 // ue4m3 -> float * 0.5 (ggml_ue4m3_to_fp32 then halved, as the NVFP4 reference)

@@ -13,6 +13,8 @@ the GPU's for CuPy arrays; ``workspace`` hands out reused scratch arrays on that
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 
 from runtime.cuda import module as M
@@ -44,21 +46,29 @@ class Device:
         return self.xp.empty(shape, dtype=dtype)
 
     def zeros(self, shape, dtype=np.float32):
+        """Zero-filled (an asynchronous memset on the current stream, emulated: work on the default stream)."""
+        if self.emulated:
+            M.emu_default_work(1)
         return self.xp.zeros(shape, dtype=dtype)
 
     def asarray(self, a, dtype=None):
-        """Host (or device) array -> C-contiguous device array."""
+        """Host (or device) array -> C-contiguous device array (a copy queued on the current stream)."""
+        if self.emulated:
+            M.emu_default_work(1)
         return self.xp.ascontiguousarray(self.xp.asarray(a, dtype=dtype))
 
     def asnumpy(self, a) -> np.ndarray:
-        return a if self.emulated else self.xp.asnumpy(a)
+        """Device -> host: a copy (emulated too: a replayed graph rewrites its output buffer)."""
+        return np.array(a) if self.emulated else self.xp.asnumpy(a)
 
     def matmul(self, a, b, out=None):
         """a @ b (cuBLAS through cupy.matmul on a GPU; numpy's BLAS when emulating)."""
         return self.xp.matmul(a, b, out=out)
 
     def synchronize(self) -> None:
-        if not self.emulated:
+        if self.emulated:
+            M.emu_host_sync()
+        else:
             self.xp.cuda.Device(self.index).synchronize()
 
     def free_memory(self) -> tuple[int, int]:
@@ -87,8 +97,10 @@ def array_module(a):
 
 
 def kernel(src: str, kname: str, like):
-    """Kernel ``kname`` of runtime/cuda/SRC.cu on the side of the array ``like``."""
-    return M.load(src, emulate=is_host(like)).get_function(kname)
+    """Kernel ``kname`` of runtime/cuda/SRC.cu on the side (and the device) of the array ``like``."""
+    if is_host(like):
+        return M.load(src, emulate=True).get_function(kname)
+    return M.load(src, emulate=False, device=like.device.id).get_function(kname)
 
 
 def poisoned(a: np.ndarray) -> np.ndarray:
@@ -98,18 +110,36 @@ def poisoned(a: np.ndarray) -> np.ndarray:
 
 
 WORKSPACE: dict = {}
+_EMU_ALLOCATORS: list = []     # emulated memory pools in use (runtime.cuda.graph.EmuPool), innermost last
+
+
+@contextlib.contextmanager
+def emu_allocator(pool):
+    """Emulated ``cupy.cuda.using_allocator(pool.malloc)``: new workspaces come from ``pool``."""
+    _EMU_ALLOCATORS.append(pool)
+    try:
+        yield pool
+    finally:
+        _EMU_ALLOCATORS.pop()
+
+
+def _new_buffer(xp, n: int, dtype):
+    if xp is np and _EMU_ALLOCATORS:
+        return _EMU_ALLOCATORS[-1].malloc(n * np.dtype(dtype).itemsize).view(dtype)
+    return xp.empty(n, dtype)
 
 
 def workspace(like, name: str, shape, dtype):
     """A scratch array reused across calls (one growing buffer per name, array module and
     device): kernels on one stream run in order, and the addresses stay put for CUDA graphs."""
     xp = array_module(like)
-    dev = -1 if xp is np else xp.cuda.runtime.getDevice()
+    dev = -1 if xp is np else like.device.id
     key = (xp.__name__, dev, name, np.dtype(dtype).str)
     n = int(np.prod(shape))
     buf = WORKSPACE.get(key)
     if buf is None or buf.size < n:
-        buf = WORKSPACE[key] = xp.empty(max(n, 1), dtype)
+        with contextlib.nullcontext() if xp is np else like.device:
+            buf = WORKSPACE[key] = _new_buffer(xp, max(n, 1), dtype)
     if xp is np and M._emu_opts().guard:
         poisoned(buf)   # no stale values from a previous call
     return buf[:n].reshape(shape)

@@ -11,8 +11,10 @@ imatrix), x N(0,1) [4, n_in]. Prints the largest |y - y_ref| / sum|w*x| of
   diff:      how far the two numerics are apart, relative to |y| (RMS over outputs).
 
 --bench (GPU): decode matvec speed per type on random blocks (tests/runtime/cuda/test_cuda_quant.py's
-random_rows): median time of 50 launches after 5 warm-ups (CUDA events), and the weight
-bytes read per second. Compare with the card's memory bandwidth.
+random_rows): 20 calls captured in one CUDA graph after 5 warm-ups, the median of 5 replays
+timed by events divided by 20 (Python's launch gaps between calls are not timed), and the weight
+bytes read per second. Compare with the card's memory bandwidth (gpu_check's mmvq step does the
+same against a measured copy).
 """
 from __future__ import annotations
 
@@ -39,14 +41,21 @@ def bench(a) -> None:
         for numerics in qm.CUDA_NUMERICS:
             for _ in range(5):
                 qm.matvec(w, name, a.n_out, a.n_in, x, numerics=numerics, out=y)
-            times = []
-            for _ in range(50):
-                e0, e1 = cupy.cuda.Event(), cupy.cuda.Event()
-                e0.record()
-                qm.matvec(w, name, a.n_out, a.n_in, x, numerics=numerics, out=y)
-                e1.record()
-                e1.synchronize()
-                times.append(cupy.cuda.get_elapsed_time(e0, e1) * 1e3)
+            # 20 calls replayed from one CUDA graph, so Python's launch gaps are not timed
+            s = cupy.cuda.Stream(non_blocking=True)
+            with s:
+                s.begin_capture()
+                for _ in range(20):
+                    qm.matvec(w, name, a.n_out, a.n_in, x, numerics=numerics, out=y)
+                g = s.end_capture()
+                times = []
+                for _ in range(5):
+                    e0, e1 = cupy.cuda.Event(), cupy.cuda.Event()
+                    e0.record(s)
+                    g.launch(s)
+                    e1.record(s)
+                    e1.synchronize()
+                    times.append(cupy.cuda.get_elapsed_time(e0, e1) * 1e3 / 20)
             us = float(np.median(times))
             print(f"{name:8} {numerics:9} {us:9.1f} {w.nbytes / us / 1e3:8.1f}")
 

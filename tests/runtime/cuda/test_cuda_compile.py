@@ -26,7 +26,7 @@ ptxas info    : Used 40 registers, used 1 barriers, 2048 bytes smem, 328 bytes c
     assert (u.registers, u.stack, u.spill_stores, u.spill_loads, u.smem) == (40, 16, 8, 4, 2048)
 
 
-@pytest.mark.parametrize("arch", N.ARCHS)
+@pytest.mark.parametrize("arch", N.supported_archs())      # NVRTC 13 refuses sm_61
 @pytest.mark.parametrize("name", M.list_sources())
 def test_compiles_without_spills(name, arch):
     usage = N.resource_usage(name, arch)

@@ -243,11 +243,15 @@ class _FakeRuntime:
             raise RuntimeError("cudaErrorNoDevice: no CUDA-capable device is detected")
         return self.n
 
+    def getDevice(self):
+        return 0
+
 
 def _fake_cupy(**kw):
+    import contextlib
     import types
     cp = types.ModuleType("cupy")
-    cp.cuda = types.SimpleNamespace(runtime=_FakeRuntime(**kw))
+    cp.cuda = types.SimpleNamespace(runtime=_FakeRuntime(**kw), Device=lambda i=0: contextlib.nullcontext())
     return cp
 
 

@@ -224,3 +224,70 @@ def test_decode_graph_replays_give_eager_tokens(models, name, monkeypatch):
     assert got == want
     n_attn = sum(s.has_kv for s in m.hp.layers)
     assert sum(isinstance(it, tuple) for it in g._rec.items) == n_attn and len(g._rec.items) == 2 * n_attn + 1
+
+
+def test_decode_graph_stream_waits_for_default_stream(models, monkeypatch):
+    """L2: the graph stream is not ordered after the default stream (uploads, the KV-cache
+    memset, prefill) unless it waits for an event recorded there; the emulator counts the
+    default stream's work and fails a launch on the graph stream that did not wait. A fresh
+    cache decoded at once (bench's tg) is the case the review names."""
+    from runtime.cuda.module import CudaError
+    monkeypatch.setenv("GGUFKIT_CUDA_GRAPHS", "1")
+    m = load(str(models["llama-f16"]), with_tokenizer=False)
+    place_model(m, DeviceOptions("cuda", "all"), 16)
+    g, be = m.decode_graph, m.out_backend
+    with pytest.raises(CudaError, match="not ordered after"):        # the emulator's check itself
+        with be.stream:
+            be.add(be.from_host(np.ones((1, 4), np.float32)), be.from_host(np.ones((1, 4), np.float32)))
+    cache = m.new_cache(16)
+    for t in (5, 17, 42):
+        assert g(cache, t) is not None, g.error
+    assert g.error is None and g.replays == 2
+
+
+def test_decode_graph_past_split_growth(tmp_path, monkeypatch):
+    """L1: graph decode across 256 keys (the flash-decoding split count grows). Allocating the
+    bigger attention workspace from the graph's pool after the capture could land on an
+    intermediate the graph still needs (here layer 0's FFN output, the residual across layer
+    1's attention: layer 0 has no attention); the emulated pool (graph.EmuPool) poisons every
+    block CuPy would consider free when that happens, and before the fix the NaN logits gave an
+    out-of-range token. Tokens equal eager, no pool allocation after the capture, and one
+    capture (no recapture every 256 tokens)."""
+    from runtime.cuda import xp as X
+    from runtime.generate import generate
+    monkeypatch.setattr(X, "WORKSPACE", {})        # workspaces as a fresh process has them
+    m = load(str(T.write_tiny(tmp_path / "deci.gguf", "deci", [(0, 0, 256), (4, 2, 512), (4, 1, 256)])))
+    prompt = [256] + [int(t) for t in np.random.default_rng(0).integers(1, 255, 251)]
+    n_ctx = 272
+    monkeypatch.setenv("GGUFKIT_CUDA_GRAPHS", "1")
+    place_model(m, DeviceOptions("cuda", "all"), n_ctx)
+    g, be = m.decode_graph, m.out_backend
+    got = list(generate(m, prompt, 10, n_ctx=n_ctx))
+    monkeypatch.setenv("GGUFKIT_CUDA_GRAPHS", "0")
+    place_model(m, DeviceOptions("cuda", "all"), n_ctx)
+    want = list(generate(m, prompt, 10, n_ctx=n_ctx))
+    assert g.error is None and g.replays == 8
+    assert be.graph_pool.allocations_after_capture == 0 and be.graph_pool.free
+    assert g.captures == 1
+    assert got == want
+
+
+def test_bench_reports_launches_per_token(models, monkeypatch):
+    """``ggufkit bench -o json`` on the CUDA backend: kernels launched from Python and CUDA graphs
+    launched per token (emulated: the kernels an emulated graph replays are not counted)."""
+    import json
+
+    from ggufkit.commands.bench import format_results
+    from runtime.bench import bench
+    m = load(str(models["llama-f16"]), with_tokenizer=False)
+    eager = bench(m, n_prompt=0, n_gen=4, reps=1, dev=DeviceOptions("cuda", "all"))[0]
+    n_layer = m.hp.n_layer
+    assert eager.kernel_launches_per_token >= 10 * n_layer and eager.graph_launches_per_token == 0
+    monkeypatch.setenv("GGUFKIT_CUDA_GRAPHS", "1")
+    graphs = bench(m, n_prompt=0, n_gen=8, reps=1, dev=DeviceOptions("cuda", "all"))[0]
+    assert graphs.graph_launches_per_token > 0
+    assert graphs.kernel_launches_per_token < eager.kernel_launches_per_token
+    row = json.loads(format_results([graphs], "json"))[0]
+    assert row["graph_launches_per_token"] == graphs.graph_launches_per_token
+    cpu = bench(load(str(models["llama-f16"]), with_tokenizer=False), n_prompt=0, n_gen=1, reps=1)[0]
+    assert cpu.kernel_launches_per_token is None
