@@ -2,7 +2,7 @@
 
 Quantized weights are random packed bytes with their fp16 scale fields set to
 sane values, so every bit of every block layout is exercised; the reference
-dequantizer is gguf-py's (through runtime.reference.dequantize_rows).
+dequantizer is quant/ref's (through runtime.reference.dequantize_rows).
 """
 
 import importlib
@@ -63,14 +63,22 @@ def test_priority_types_have_kernels():
 
 
 def test_every_table_kernel_type_has_a_kernel():
-    """quant.types marks the types the runtime runs; runtime.kernels has each (IQ types too)."""
+    """quant.types marks the types the runtime runs; runtime.kernels has a dequantizer for each
+    (its list comes from the block dequantizers, not from the table's column), and each one's
+    rows equal quant's numpy reference."""
+    import quant
     from quant.types import TYPES
     from runtime import kernels
     marked = {n for n, t in TYPES.items() if t.kernel}
     assert {"IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ3_XXS", "IQ3_S", "IQ4_NL", "IQ4_XS",
             "Q2_0"} <= marked
-    assert marked == set(backend.KERNEL_TYPES)
-    assert marked <= set(kernels.MATMUL_TYPES)
+    assert set(kernels.MATMUL_TYPES) == marked
+    for qtype in sorted(marked):
+        n_in = 2 * max(_block(qtype), 32)
+        w = random_qtensor(qtype, 3, n_in)
+        got = kernels.get_rows(w.data, qtype, n_in, np.array([2, 0]))
+        want = quant.dequantize(w.data, qtype, backend="numpy").reshape(3, n_in)[[2, 0]]
+        np.testing.assert_array_equal(got, want, err_msg=qtype)
 
 
 @pytest.mark.parametrize("qtype", KERNEL_TYPES)
@@ -160,12 +168,13 @@ def test_prefill_activation_roundtrip_bit_exact(monkeypatch, qtype):
 
 
 @pytest.mark.parametrize("qtype", ["IQ2_XXS", "IQ3_S", "IQ1_M", "TQ1_0"])
-def test_tiled_and_fallback_types_still_correct(qtype):
-    """IQ*: tiles dequantized by quant's Numba code; TQ1_0: this package's Numba kernels."""
+def test_integer_and_float_decode_types_match_reference(qtype):
+    """IQ2_XXS/IQ3_S: integer decode kernels; IQ1_M/TQ1_0: the float decode kernel (no integer
+    one), both against the reference dequantizer times the activations as ggml sees them."""
     w = random_qtensor(qtype, 5, 256)
     x = np.random.default_rng(1).standard_normal((2, 256)).astype(np.float32)
     got = backend.matmul(w, x)
-    want = reference.activations_as_seen(x, qtype) @ w.dequantize().astype(np.float64).T
+    want = reference.activations_as_seen(x, qtype) @ reference.dequantize_rows(w.data, qtype, 256).astype(np.float64).T
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
@@ -197,14 +206,14 @@ def test_prefill_threads_split_rows_and_tiles(monkeypatch, qtype):
 
 
 def test_block_dequantizer_table_matches_the_type_table():
-    """BLOCK_DEQ (what the per-type kernels inline) covers every block type with the type table's
-    block bytes, and each entry decodes a block as the numpy reference does."""
+    """BLOCK_DEQ (what the per-type kernels inline) covers every block type, and each entry decodes
+    a block (at the type table's byte offset) as the numpy reference does."""
     from quant.fast import blocks
     from quant.types import BY_ID, TYPES
     assert set(blocks.BLOCK_DEQ) == {TYPES[n].id for n in blocks.BLOCK_TYPES}
-    for qt, (f, nbytes) in blocks.BLOCK_DEQ.items():
+    for qt, f in blocks.BLOCK_DEQ.items():
         t = BY_ID[qt]
-        assert nbytes == t.type_size, t.name
+        nbytes = t.type_size
         w = random_qtensor(t.name, 1, 2 * t.block_size)
         row = np.ascontiguousarray(w.data[0])
         got = np.empty(t.block_size, np.float32)

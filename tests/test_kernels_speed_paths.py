@@ -79,7 +79,7 @@ def test_notice_without_handler_is_a_warning():
 def test_per_type_kernels_are_separate_and_match_reference():
     import importlib
     mm = importlib.import_module("runtime.kernels.matmul")
-    from runtime.kernels.dequant import F16_LUT, IQ2_S
+    from quant.fast.blocks import F16_LUT, IQ2_S
     assert mm.kernel("rows", IQ2_S) is mm.kernel("rows", IQ2_S)
     assert mm.kernel("rows", IQ2_S) is not mm.kernel("matvec", IQ2_S)
     from test_kernels_matmul import random_qtensor

@@ -14,38 +14,20 @@
 Every function here has a numpy reference of the same name in ``runtime.reference``.
 """
 
-import hashlib
+import os
 from pathlib import Path
 
 import numba
 import numpy as np
 
+from quant.fast import SOURCES as _QUANT_SOURCES
+from quant.fast import cache_by_sources
 from quant.types import BY_ID, TYPES
 
-
-def _drop_stale_numba_cache() -> None:
-    """Numba's on-disk cache checks only the timestamp of the file defining each @njit
-    function, not the helpers it inlines from other files (simd.py, act.py, quant/fast/blocks.py).
-    Key this package's cache on a hash of all its sources: when any changed, delete the
-    cached kernels in ``__pycache__`` so they are recompiled."""
-    here = Path(__file__).parent
-    blocks = Path(__file__).resolve().parents[2] / "quant" / "fast"   # the block dequantizers
-    sources = sorted(here.glob("*.py")) + sorted(blocks.glob("*.py"))
-    digest = hashlib.sha1(b"".join(p.read_bytes() for p in sources)).hexdigest()
-    cache = here / "__pycache__"
-    stamp = cache / "kernels-src.sha1"
-    try:
-        if stamp.exists() and stamp.read_text() == digest:
-            return
-        for f in list(cache.glob("*.nbi")) + list(cache.glob("*.nbc")) + list(cache.glob("warm-*")):
-            f.unlink()
-        cache.mkdir(exist_ok=True)
-        stamp.write_text(digest)
-    except OSError:          # read-only install: numba then caches elsewhere (or not at all)
-        pass
-
-
-_drop_stale_numba_cache()
+# Numba caches these kernels under a directory keyed on every source they inline (this package,
+# quant/fast's block functions, the type table) and on the SIMD route switch (quant/fast/_cache.py)
+SOURCE_KEY = cache_by_sources(Path(__file__).resolve().parent, (Path(__file__).resolve().parent,) + _QUANT_SOURCES,
+                              os.environ.get("GGUFKIT_GENERIC_SIMD", ""))
 
 from runtime.kernels import matmul as _mm
 from runtime.kernels.attention import attention  # noqa: F401
@@ -54,8 +36,7 @@ from runtime.kernels import norm as _norm
 from runtime.kernels.rope import rope  # noqa: F401
 
 # ggml type names with a Numba matmul / get_rows path; others use the numpy reference.
-# BLOCKS: this package's kernels; QUANT_TILED: row tiles dequantized by quant's Numba code.
-MATMUL_TYPES = tuple(BY_ID[t].name for t in sorted(set(BLOCKS) | _mm.QUANT_TILED))
+MATMUL_TYPES = tuple(BY_ID[t].name for t in sorted(BLOCKS))
 
 
 def matmul(data, qtype, n_in, x, ggml_act=True):

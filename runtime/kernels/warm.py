@@ -6,10 +6,10 @@
 
 Numba compiles on a kernel's first call and caches the machine code on disk (``cache=True``),
 but it cannot tell beforehand whether a call will hit that cache. So after a type's kernels were
-first called here, a small stamp file is written next to the cache (``warm-<TYPE>.<key>``; the
-key hashes the kernel sources, Numba's version and the CPU): no stamp means "will compile".
-Clearing the Numba cache (``runtime/kernels/__pycache__`` or ``$NUMBA_CACHE_DIR``) clears the
-stamps with it.
+first called here, a small stamp file is written next to the cache (``warm-<TYPE>.<key>``, in the
+source-keyed cache directory ``runtime/kernels/__pycache__/src-<SOURCE_KEY>`` or its
+``$NUMBA_CACHE_DIR`` counterpart; the key hashes the kernel sources, Numba's version and the CPU):
+no stamp means "will compile". Clearing the Numba cache clears the stamps with it.
 
 Each type is warmed through the same entry points the models use (decode matvec, tiled prefill,
 get_rows) on tiny zero weights, with the same array flavours (read-only uint8 weights, C-contiguous
@@ -29,25 +29,10 @@ HERE = Path(__file__).resolve().parent
 COMMON = "common"
 
 
-def sources_digest() -> str:
-    """sha1 of every kernel source (this package and quant/fast, whose helpers get inlined)."""
-    files = sorted(HERE.glob("*.py")) + sorted((HERE.parent.parent / "quant" / "fast").glob("*.py"))
-    return hashlib.sha1(b"".join(p.read_bytes() for p in files)).hexdigest()
-
-
 def stamp_dir() -> Path:
     """Where Numba caches this package's kernels (and where the stamps go)."""
-    import numba
-    if numba.config.CACHE_DIR:
-        return Path(numba.config.CACHE_DIR)
-    d = HERE / "__pycache__"
-    try:
-        d.mkdir(exist_ok=True)
-        if os.access(d, os.W_OK):
-            return d
-    except OSError:
-        pass
-    return Path.home() / ".cache" / "ggufkit" / "kernel-stamps"
+    from quant.fast import cache_dir
+    return cache_dir(HERE) or Path.home() / ".cache" / "ggufkit" / "kernel-stamps"
 
 
 _KEY = None
@@ -58,8 +43,8 @@ def _key() -> str:
     if _KEY is None:
         import llvmlite.binding as llvm
         import numba
-        raw = (f"{sources_digest()}|{numba.__version__}|{llvm.get_host_cpu_name()}|{llvm.get_host_cpu_features()}"
-               f"|{os.environ.get('GGUFKIT_GENERIC_SIMD', '')}")
+        from runtime.kernels import SOURCE_KEY
+        raw = f"{SOURCE_KEY}|{numba.__version__}|{llvm.get_host_cpu_name()}|{llvm.get_host_cpu_features()}"
         _KEY = hashlib.sha1(raw.encode()).hexdigest()[:16]
     return _KEY
 
