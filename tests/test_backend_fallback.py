@@ -17,7 +17,7 @@ import runtime.backend                # a second import says nothing more
 from runtime.errors import ModelError
 print("backend:", B.backend_name())
 try:
-    B.rms_norm(np.ones((1, 4), np.float32), None, 1e-6)
+    B.CPU.rms_norm(np.ones((1, 4), np.float32), None, 1e-6)
 except ModelError as e:
     print("error:", e)
 """
@@ -41,6 +41,6 @@ def test_backend_name_when_kernels_load():
     assert B.backend_name() == "CPU (Numba)"
     rng = np.random.default_rng(0)
     x, w = rng.standard_normal((3, 64)).astype(np.float32), rng.standard_normal(64).astype(np.float32)
-    np.testing.assert_allclose(B.rms_norm(x, w, 1e-6), reference.rms_norm(x, w, 1e-6), rtol=1e-6)
+    np.testing.assert_allclose(B.CPU.rms_norm(x, w, 1e-6), reference.rms_norm(x, w, 1e-6), rtol=1e-6)
     from runtime.bench import BenchResult
     assert BenchResult.__dataclass_fields__["backend"].default_factory() == B.backend_name()

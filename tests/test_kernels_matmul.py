@@ -12,7 +12,8 @@ import pytest
 from quant.types import get_type
 
 from runtime import backend, reference
-from runtime.backend import QTensor
+from runtime.backend import CPU, CPUBackend
+from runtime.qtensor import QTensor
 
 # byte offsets of fp16 scale fields inside one block (ggml-common.h)
 F16_FIELDS = {
@@ -76,7 +77,7 @@ def test_every_table_kernel_type_has_a_kernel():
     for qtype in sorted(marked):
         n_in = 2 * max(_block(qtype), 32)
         w = random_qtensor(qtype, 3, n_in)
-        got = kernels.get_rows(w.data, qtype, n_in, np.array([2, 0]))
+        got = CPU.get_rows(w, np.array([2, 0]))
         want = quant.dequantize(w.data, qtype, backend="numpy").reshape(3, n_in)[[2, 0]]
         np.testing.assert_array_equal(got, want, err_msg=qtype)
 
@@ -86,17 +87,17 @@ def test_get_rows_matches_reference_dequant(qtype):
     n_in = 3 * max(_block(qtype), 32)
     w = random_qtensor(qtype, 21, n_in)
     ids = np.array([20, 0, 7, 7, 13], np.int32)
-    got = backend.get_rows(w, ids)
+    got = CPU.get_rows(w, ids)
     want = reference.dequantize_rows(w.data, qtype, n_in)[ids]
     # same float ops as ggml's dequantize_row_*; allow one rounding of reordering
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=0)
 
 
-def _check_matmul(w: QTensor, x: np.ndarray, ggml_act: bool = True, tol: float = 1e-5):
+def _check_matmul(w: QTensor, x: np.ndarray, numerics: str = "exact", tol: float = 1e-5):
     """Kernel vs reference.matmul, error relative to sum |w| |x| of each dot product."""
-    got = backend.matmul(w, x, ggml_act=ggml_act)
+    got = CPUBackend(numerics).matmul(w, x)
     wd = w.dequantize().astype(np.float64)
-    want = reference.matmul(w.data, w.qtype, w.shape[1], x, ggml_act=ggml_act)
+    want = reference.matmul(w.data, w.qtype, w.shape[1], x, numerics)
     bound = np.abs(x.astype(np.float64)) @ np.abs(wd).T          # scale of each dot product
     assert got.shape == want.shape and got.dtype == np.float32
     assert np.all(np.abs(got - want) <= tol * bound + 1e-30), \
@@ -117,7 +118,7 @@ def test_matmul_matches_reference(qtype, n_tok):
     x = np.random.default_rng(5).standard_normal((n_tok, n_in)).astype(np.float32)
     got = _check_matmul(w, x)
     # and the activation rounding itself costs at most ~1% of the dot product scale
-    exact = reference.matmul(w.data, qtype, n_in, x, ggml_act=False)
+    exact = reference.matmul(w.data, qtype, n_in, x, "float")
     bound = np.abs(x.astype(np.float64)) @ np.abs(w.dequantize().astype(np.float64)).T
     assert np.all(np.abs(got - exact) <= 1e-2 * bound)
 
@@ -125,11 +126,11 @@ def test_matmul_matches_reference(qtype, n_tok):
 @pytest.mark.parametrize("n_tok", [1, 11])
 @pytest.mark.parametrize("qtype", ["F16", "BF16", "Q8_0", "Q4_K", "Q6_K", "Q5_0", "Q3_K", "IQ4_XS"])
 def test_matmul_float_activations_match_reference(qtype, n_tok):
-    """ggml_act=False: dequantize-then-matmul in float, within 1e-4."""
+    """numerics "float": dequantize-then-matmul in float, within 1e-4."""
     n_in = _n_in(qtype)
     w = random_qtensor(qtype, 37, n_in, seed=n_tok)
     x = np.random.default_rng(6).standard_normal((n_tok, n_in)).astype(np.float32)
-    _check_matmul(w, x, ggml_act=False, tol=1e-4)
+    _check_matmul(w, x, "float", tol=1e-4)
 
 
 @pytest.mark.parametrize("vtype", ["Q8_0", "Q8_K"])
@@ -173,13 +174,13 @@ def test_integer_and_float_decode_types_match_reference(qtype):
     one), both against the reference dequantizer times the activations as ggml sees them."""
     w = random_qtensor(qtype, 5, 256)
     x = np.random.default_rng(1).standard_normal((2, 256)).astype(np.float32)
-    got = backend.matmul(w, x)
+    got = CPU.matmul(w, x)
     want = reference.activations_as_seen(x, qtype) @ reference.dequantize_rows(w.data, qtype, 256).astype(np.float64).T
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
 def test_prefill_tiles_cover_all_rows(monkeypatch):
-    mm = importlib.import_module("runtime.kernels.matmul")   # the module, not the function
+    mm = importlib.import_module("runtime.kernels.matmul")
     monkeypatch.setattr(mm, "TILE_BYTES", 4 * 256 * 64)   # 64-row tiles
     monkeypatch.setattr(mm, "TILE_MIN_ROWS", 16)
     w = random_qtensor("Q4_K", 200, 256)

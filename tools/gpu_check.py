@@ -50,11 +50,12 @@ WARM = r"""
 import numpy as np
 from quant.api import quantize
 from runtime import backend as B
+from runtime.qtensor import QTensor
 x = np.random.default_rng(0).standard_normal((4, 256)).astype(np.float32)
 for t in ("Q4_K", "Q5_K", "Q6_K", "IQ2_XXS", "IQ3_S", "IQ4_XS", "Q8_0"):
     q = quantize(x, t, np.ones(256, np.float32))
-    w = B.QTensor(q, t, (4, 256))
-    B.matmul(w, x[:1]), B.matmul(w, x), B.get_rows(w, np.array([1]))
+    w = QTensor(q, t, (4, 256))
+    B.CPU.matmul(w, x[:1]), B.CPU.matmul(w, x), B.CPU.get_rows(w, np.array([1]))
 """
 
 

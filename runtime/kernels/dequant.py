@@ -1,6 +1,6 @@
-"""Row dequantization for the runtime: F16 / BF16 rows -> float32, and the one set of Numba block
-dequantizers (``quant.fast.blocks``: ``deq_block_of``, the ids, ``F16_LUT``) re-exported for the
-per-type kernels of matmul.py that inline them.
+"""Row dequantization for the runtime: F16 / BF16 rows -> float32, and ``BLOCKS``, the types
+the runtime dequantizes. The block types' dequantizers are ``quant.fast.blocks``'s (the one set),
+inlined by the per-type kernels of matmul.py.
 
 The numpy reference for all of them is ``runtime.reference.dequantize_rows``.
 """
@@ -8,8 +8,7 @@ The numpy reference for all of them is ``runtime.reference.dequantize_rows``.
 import numpy as np
 from numba import njit, prange
 
-from quant.fast.blocks import (  # noqa: F401 (re-exported for matmul.py / attention.py)
-    BF16, BLOCK_TYPES, F16, F16_LUT, F32, deq_block_of, per_type_kernel)
+from quant.fast.blocks import BLOCK_TYPES
 from quant.types import TYPES
 
 # type id -> (block size, bytes per block) of the types the runtime dequantizes itself

@@ -19,10 +19,11 @@ import numpy as np
 from numba import njit, prange
 
 from runtime.kernels import qdot
+from runtime.kernels.pool import pool
 from runtime.kernels.simd import rowdot_bf16, rowdot_f16
 from runtime.kernels.act import q8_0_float, q8_k_float, quantize_q8_0_bs, quantize_q8_k_bs
-from runtime.kernels.dequant import (BF16, BLOCKS, F16, F16_LUT, F32, deq_block_of, dequant_rows_bf16,
-                                     dequant_rows_f16, per_type_kernel)
+from quant.fast.blocks import BF16, F16, F16_LUT, F32, deq_block_of, per_type_kernel
+from runtime.kernels.dequant import BLOCKS, dequant_rows_bf16, dequant_rows_f16
 from quant.types import BY_ID
 
 # reassociation lets LLVM vectorize the float reductions; no nnan/ninf, so NaN/inf propagate
@@ -222,27 +223,31 @@ def act_float(x: np.ndarray, qt: int) -> np.ndarray:
         f(x, out, 0, n_tok)
     else:                                   # nogil kernel: token ranges on the GEMM threads
         step = -(-n_tok // n)
-        list(_pool(n).map(lambda t0: f(x, out, t0, min(n_tok, t0 + step)), range(0, n_tok, step)))
+        list(pool(n).map(lambda t0: f(x, out, t0, min(n_tok, t0 + step)), range(0, n_tok, step)))
     return out
 
 
-def matmul(data: np.ndarray, qt: int, n_in: int, x: np.ndarray, ggml_act: bool = True) -> np.ndarray:
+def matmul(data: np.ndarray, qt: int, n_in: int, x: np.ndarray, numerics: str = "exact") -> np.ndarray:
     """y = x @ W.T. data: uint8 [n_out, row_bytes]; x: f32 [n_tok, n_in] -> f32 [n_tok, n_out].
 
-    ggml_act: convert x the way ggml-cpu does for this weight type (int8 blocks
-    or fp16/bf16), which is what llama.cpp computes; False multiplies with x as is.
+    numerics (``runtime.backend.NUMERICS``): "exact" converts x the way ggml-cpu does for this
+    weight type (int8 blocks or fp16/bf16), which is what llama.cpp computes; "float" multiplies
+    with x as is.
     """
+    if numerics not in ("exact", "float"):
+        raise ValueError(f"CPU numerics {numerics!r}: expected exact or float")
+    exact = numerics == "exact"
     n_out = data.shape[0]
     n_tok = x.shape[0]
     if qt == F32:     # BLAS (single-threaded under our pool) on the rows split over the threads
         return gemm_nt(x, data.view(np.float32))
     if n_tok >= PREFILL_MIN_TOKENS:
-        return matmul_tiled(data, qt, n_in, act_float(x, qt) if ggml_act else x)
+        return matmul_tiled(data, qt, n_in, act_float(x, qt) if exact else x)
     out = np.empty((n_tok, n_out), np.float32)
-    if ggml_act and qt in qdot.TYPES:
+    if exact and qt in qdot.TYPES:
         kernel("qdot", qt)(data, *quantize_act(x, BY_ID[qt].vec_dot_type), out, F16_LUT)
         return out
-    xa = np.ascontiguousarray(act_float(x, qt) if ggml_act else x)
+    xa = np.ascontiguousarray(act_float(x, qt) if exact else x)
     if qt == F16:
         matvec_f16(data.view(np.uint16), xa, out, F16_LUT)
     elif qt == BF16:
@@ -253,17 +258,6 @@ def matmul(data: np.ndarray, qt: int, n_in: int, x: np.ndarray, ggml_act: bool =
 
 
 PARALLEL_GEMM_FLOPS = 1 << 24   # below this a GEMM stays on the calling thread
-_POOL = None
-
-
-def _pool(n: int):
-    """Python threads for the GEMMs (numpy releases the GIL inside BLAS)."""
-    global _POOL
-    if _POOL is None or _POOL._max_workers < n:
-        from concurrent.futures import ThreadPoolExecutor
-        _POOL = ThreadPoolExecutor(max_workers=n, thread_name_prefix="ggufkit-gemm")
-    return _POOL
-
 
 def gemm_nt(x: np.ndarray, w: np.ndarray) -> np.ndarray:
     """x @ w.T (f32) on Numba's thread count: OpenBLAS runs single-threaded (backend.set_num_threads)
@@ -274,7 +268,7 @@ def gemm_nt(x: np.ndarray, w: np.ndarray) -> np.ndarray:
     if n == 1 or 2.0 * x.shape[0] * x.shape[1] * n_out < PARALLEL_GEMM_FLOPS or n_out < 2 * n:
         return x @ w.T
     step = (n_out + n - 1) // n
-    parts = list(_pool(n).map(lambda r0: x @ w[r0:r0 + step].T, range(0, n_out, step)))
+    parts = list(pool(n).map(lambda r0: x @ w[r0:r0 + step].T, range(0, n_out, step)))
     return np.concatenate(parts, axis=1)
 
 
@@ -325,5 +319,5 @@ def matmul_tiled(data: np.ndarray, qt: int, n_in: int, x: np.ndarray) -> np.ndar
     if n == 1:
         work(0)
     else:
-        list(_pool(n).map(work, range(0, n_out, step)))
+        list(pool(n).map(work, range(0, n_out, step)))
     return out

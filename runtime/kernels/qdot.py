@@ -98,42 +98,34 @@ def _dot_tq2_0(row, o, x, xo, d, xs, so, lut):
     return (d * _h(row, o + 64, lut)) * np.float32(sumi)
 
 
-@njit(inline="always")
-def _dot_iq4_xs(row, o, x, xo, d, xs, so, lut):
-    return (_h(row, o, lut) * d) * np.float32(iq4xs_block(row, o, x, xo))
+def _iq_dot(block, *tables):
+    """The block dot of an IQ type: d_w d_x times the intrinsic ``block``'s integer sum, with the
+    type's grid and sign tables (constants of the compiled code)."""
+    if len(tables) == 2:
+        t0, t1 = tables
 
+        def dot(row, o, x, xo, d, xs, so, lut):
+            return (_h(row, o, lut) * d) * np.float32(block(row, o, x, xo, t0, t1))
+    elif len(tables) == 1:
+        t0, = tables
 
-@njit(inline="always")
-def _dot_iq2_xxs(row, o, x, xo, d, xs, so, lut):
-    return (_h(row, o, lut) * d) * np.float32(iq2xxs_block(row, o, x, xo, GRID_IQ2XXS, KEVEN_SIGNS))
-
-
-@njit(inline="always")
-def _dot_iq2_xs(row, o, x, xo, d, xs, so, lut):
-    return (_h(row, o, lut) * d) * np.float32(iq2xs_block(row, o, x, xo, GRID_IQ2XS, KEVEN_SIGNS))
-
-
-@njit(inline="always")
-def _dot_iq2_s(row, o, x, xo, d, xs, so, lut):
-    return (_h(row, o, lut) * d) * np.float32(iq2s_block(row, o, x, xo, GRID_IQ2S))
-
-
-@njit(inline="always")
-def _dot_iq3_xxs(row, o, x, xo, d, xs, so, lut):
-    return (_h(row, o, lut) * d) * np.float32(iq3xxs_block(row, o, x, xo, GRID_IQ3XXS, KEVEN_SIGNS))
-
-
-@njit(inline="always")
-def _dot_iq3_s(row, o, x, xo, d, xs, so, lut):
-    return (_h(row, o, lut) * d) * np.float32(iq3s_block(row, o, x, xo, GRID_IQ3S))
+        def dot(row, o, x, xo, d, xs, so, lut):
+            return (_h(row, o, lut) * d) * np.float32(block(row, o, x, xo, t0))
+    else:
+        def dot(row, o, x, xo, d, xs, so, lut):
+            return (_h(row, o, lut) * d) * np.float32(block(row, o, x, xo))
+    return njit(inline="always")(dot)
 
 
 # type id -> (block dot, factor applied to the row's sum; ggml's 0.125 / 0.25 of the IQ2/IQ3 grids)
 BLOCK_DOT = {
     Q2_K: (_dot_q2_k, 1.0), Q3_K: (_dot_q3_k, 1.0), Q4_K: (_dot_q4_k, 1.0), Q5_K: (_dot_q5_k, 1.0),
-    Q6_K: (_dot_q6_k, 1.0), TQ2_0: (_dot_tq2_0, 1.0), IQ4_XS: (_dot_iq4_xs, 1.0),
-    IQ2_XXS: (_dot_iq2_xxs, 0.125), IQ2_XS: (_dot_iq2_xs, 0.125), IQ2_S: (_dot_iq2_s, 0.125),
-    IQ3_XXS: (_dot_iq3_xxs, 0.25), IQ3_S: (_dot_iq3_s, 1.0),
+    Q6_K: (_dot_q6_k, 1.0), TQ2_0: (_dot_tq2_0, 1.0), IQ4_XS: (_iq_dot(iq4xs_block), 1.0),
+    IQ2_XXS: (_iq_dot(iq2xxs_block, GRID_IQ2XXS, KEVEN_SIGNS), 0.125),
+    IQ2_XS: (_iq_dot(iq2xs_block, GRID_IQ2XS, KEVEN_SIGNS), 0.125),
+    IQ2_S: (_iq_dot(iq2s_block, GRID_IQ2S), 0.125),
+    IQ3_XXS: (_iq_dot(iq3xxs_block, GRID_IQ3XXS, KEVEN_SIGNS), 0.25),
+    IQ3_S: (_iq_dot(iq3s_block, GRID_IQ3S), 1.0),
 }
 
 # type id -> (row intrinsic, whether it takes the 16-sums: Q8_1 activations' d * sum x)

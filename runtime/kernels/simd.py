@@ -596,6 +596,29 @@ def _finish(builder, acc):
     return _reduce(builder, acc, 8)
 
 
+def _iq_args(context, builder, signature, args):
+    """(weight bytes at w[o], x bytes at x[xo], grid pointer, sign-table pointer or None) of an IQ
+    block intrinsic f(w, o, x, xo, grid[, ksigns])."""
+    wb = _bytes(context, builder, signature.args[0], args[0], args[1])
+    xp = _bytes(context, builder, signature.args[2], args[2], args[3])
+    zero = ir.Constant(args[1].type, 0)
+    gp = _ptr(context, builder, signature.args[4], args[4], zero)
+    sp = _ptr(context, builder, signature.args[5], args[5], zero) if len(args) > 5 else None
+    return wb, xp, gp, sp
+
+
+def _grid_dot(builder, gv, sx, scales):
+    """32 grid bytes (the vector gv) times the signed x: u8 x s8 pair sums times the <16 x i16>
+    scales -> <8 x i32> (one 32-value group of an IQ block)."""
+    return _maddwd(builder, _maddubs(builder, builder.bitcast(gv, ir.VectorType(_I8, 32)), sx), scales)
+
+
+def _odd_scale(builder, a1):
+    """The 4-bit scale in the top bits of a u32 -> <16 x i16> of 2 s + 1 (IQ2_XXS / IQ3_XXS)."""
+    ls = builder.add(builder.shl(builder.lshr(a1, ir.Constant(_I32, 28)), ir.Constant(_I32, 1)), ir.Constant(_I32, 1))
+    return _splat16(builder, builder.trunc(ls, _I16))
+
+
 @intrinsic
 def iq4xs_block(typingctx, w, o, x, xo):
     """IQ4_XS block (d:2 scales_h:2 scales_l:4 qs:128 at w[o]) against int8 x[xo:xo+256]:
@@ -634,11 +657,7 @@ def iq2xxs_block(typingctx, w, o, x, xo, grid, ksigns):
     sig = types.int32(w, o, x, xo, grid, ksigns)
 
     def codegen(context, builder, signature, args):
-        wb = _bytes(context, builder, signature.args[0], args[0], args[1])
-        xp = _bytes(context, builder, signature.args[2], args[2], args[3])
-        zero = ir.Constant(args[1].type, 0)
-        gp = _ptr(context, builder, signature.args[4], args[4], zero)
-        sp = _ptr(context, builder, signature.args[5], args[5], zero)
+        wb, xp, gp, sp = _iq_args(context, builder, signature, args)
         v4 = ir.VectorType(ir.IntType(64), 4)
         acc = None
         for ib in range(8):
@@ -650,11 +669,7 @@ def iq2xxs_block(typingctx, w, o, x, xo, grid, ksigns):
                 gv = builder.insert_element(gv, g, ir.Constant(_I32, l))
             sv = _even_signs(builder, sp, [builder.and_(builder.lshr(a1, ir.Constant(_I32, 7 * l)), ir.Constant(_I32, 127))
                                            for l in range(4)])
-            gb = builder.bitcast(gv, ir.VectorType(_I8, 32))
-            sx = _sign_apply(builder, _xload(builder, xp, 32 * ib), sv)
-            ls = builder.add(builder.shl(builder.lshr(a1, ir.Constant(_I32, 28)), ir.Constant(_I32, 1)),
-                             ir.Constant(_I32, 1))
-            p = _maddwd(builder, _maddubs(builder, gb, sx), _splat16(builder, builder.trunc(ls, _I16)))
+            p = _grid_dot(builder, gv, _sign_apply(builder, _xload(builder, xp, 32 * ib), sv), _odd_scale(builder, a1))
             acc = p if acc is None else builder.add(acc, p)
         return _finish(builder, acc)
     return sig, codegen
@@ -667,9 +682,7 @@ def iq3s_block(typingctx, w, o, x, xo, grid):
     sig = types.int32(w, o, x, xo, grid)
 
     def codegen(context, builder, signature, args):
-        wb = _bytes(context, builder, signature.args[0], args[0], args[1])
-        xp = _bytes(context, builder, signature.args[2], args[2], args[3])
-        gp = _ptr(context, builder, signature.args[4], args[4], ir.Constant(args[1].type, 0))
+        wb, xp, gp, _ = _iq_args(context, builder, signature, args)
         v8 = ir.VectorType(_I32, 8)
         c256 = ir.Constant(_I32, 256)
         acc = None
@@ -681,12 +694,11 @@ def iq3s_block(typingctx, w, o, x, xo, grid):
                     idx = builder.or_(_u8_at(builder, wb, 2 + 8 * ib + 2 * l + e),
                                       builder.and_(builder.shl(qh, ir.Constant(_I32, 8 - 2 * l - e)), c256))
                     gv = builder.insert_element(gv, builder.load(builder.gep(gp, [idx])), ir.Constant(_I32, 2 * l + e))
-            gb = builder.bitcast(gv, ir.VectorType(_I8, 32))
             sx = _signed_by_bits(builder, _xload(builder, xp, 32 * ib), _i32_at(builder, wb, 74 + 4 * ib))
             sc = builder.and_(builder.lshr(_u8_at(builder, wb, 106 + ib // 2), ir.Constant(_I32, 4 * (ib & 1))),
                               ir.Constant(_I32, 15))
             ls = builder.add(builder.shl(sc, ir.Constant(_I32, 1)), ir.Constant(_I32, 1))
-            p = _maddwd(builder, _maddubs(builder, gb, sx), _splat16(builder, builder.trunc(ls, _I16)))
+            p = _grid_dot(builder, gv, sx, _splat16(builder, builder.trunc(ls, _I16)))
             acc = p if acc is None else builder.add(acc, p)
         return _finish(builder, acc)
     return sig, codegen
@@ -719,11 +731,7 @@ def iq3xxs_block(typingctx, w, o, x, xo, grid, ksigns):
     sig = types.int32(w, o, x, xo, grid, ksigns)
 
     def codegen(context, builder, signature, args):
-        wb = _bytes(context, builder, signature.args[0], args[0], args[1])
-        xp = _bytes(context, builder, signature.args[2], args[2], args[3])
-        zero = ir.Constant(args[1].type, 0)
-        gp = _ptr(context, builder, signature.args[4], args[4], zero)
-        sp = _ptr(context, builder, signature.args[5], args[5], zero)
+        wb, xp, gp, sp = _iq_args(context, builder, signature, args)
         v8 = ir.VectorType(_I32, 8)
         acc = None
         for ib in range(8):
@@ -734,11 +742,7 @@ def iq3xxs_block(typingctx, w, o, x, xo, grid, ksigns):
                 gv = builder.insert_element(gv, g, ir.Constant(_I32, k))
             sv = _even_signs(builder, sp, [builder.and_(builder.lshr(a1, ir.Constant(_I32, 7 * l)), ir.Constant(_I32, 127))
                                            for l in range(4)])
-            gb = builder.bitcast(gv, ir.VectorType(_I8, 32))
-            sx = _sign_apply(builder, _xload(builder, xp, 32 * ib), sv)
-            ls = builder.add(builder.shl(builder.lshr(a1, ir.Constant(_I32, 28)), ir.Constant(_I32, 1)),
-                             ir.Constant(_I32, 1))
-            p = _maddwd(builder, _maddubs(builder, gb, sx), _splat16(builder, builder.trunc(ls, _I16)))
+            p = _grid_dot(builder, gv, _sign_apply(builder, _xload(builder, xp, 32 * ib), sv), _odd_scale(builder, a1))
             acc = p if acc is None else builder.add(acc, p)
         return _finish(builder, acc)
     return sig, codegen
@@ -762,11 +766,7 @@ def iq2xs_block(typingctx, w, o, x, xo, grid, ksigns):
     sig = types.int32(w, o, x, xo, grid, ksigns)
 
     def codegen(context, builder, signature, args):
-        wb = _bytes(context, builder, signature.args[0], args[0], args[1])
-        xp = _bytes(context, builder, signature.args[2], args[2], args[3])
-        zero = ir.Constant(args[1].type, 0)
-        gp = _ptr(context, builder, signature.args[4], args[4], zero)
-        sp = _ptr(context, builder, signature.args[5], args[5], zero)
+        wb, xp, gp, sp = _iq_args(context, builder, signature, args)
         v4 = ir.VectorType(ir.IntType(64), 4)
         acc = None
         for ib in range(8):
@@ -779,9 +779,8 @@ def iq2xs_block(typingctx, w, o, x, xo, grid, ksigns):
                 gv = builder.insert_element(gv, g, ir.Constant(_I32, l))
                 sidx.append(builder.lshr(q, ir.Constant(_I32, 9)))
             sv = _even_signs(builder, sp, sidx)
-            gb = builder.bitcast(gv, ir.VectorType(_I8, 32))
             sx = _sign_apply(builder, _xload(builder, xp, 32 * ib), sv)
-            p = _maddwd(builder, _maddubs(builder, gb, sx), _odd_scales16(builder, _u8_at(builder, wb, 66 + ib)))
+            p = _grid_dot(builder, gv, sx, _odd_scales16(builder, _u8_at(builder, wb, 66 + ib)))
             acc = p if acc is None else builder.add(acc, p)
         return _finish(builder, acc)
     return sig, codegen
@@ -796,9 +795,7 @@ def iq2s_block(typingctx, w, o, x, xo, grid):
     sig = types.int32(w, o, x, xo, grid)
 
     def codegen(context, builder, signature, args):
-        wb = _bytes(context, builder, signature.args[0], args[0], args[1])
-        xp = _bytes(context, builder, signature.args[2], args[2], args[3])
-        gp = _ptr(context, builder, signature.args[4], args[4], ir.Constant(args[1].type, 0))
+        wb, xp, gp, _ = _iq_args(context, builder, signature, args)
         v4 = ir.VectorType(ir.IntType(64), 4)
         acc = None
         for ib in range(8):
@@ -808,9 +805,8 @@ def iq2s_block(typingctx, w, o, x, xo, grid):
                 idx = builder.or_(_u8_at(builder, wb, 2 + 4 * ib + l),
                                   builder.and_(builder.shl(qh, ir.Constant(_I32, 8 - 2 * l)), ir.Constant(_I32, 0x300)))
                 gv = builder.insert_element(gv, builder.load(builder.gep(gp, [idx])), ir.Constant(_I32, l))
-            gb = builder.bitcast(gv, ir.VectorType(_I8, 32))
             sx = _signed_by_bits(builder, _xload(builder, xp, 32 * ib), _i32_at(builder, wb, 34 + 4 * ib))
-            p = _maddwd(builder, _maddubs(builder, gb, sx), _odd_scales16(builder, _u8_at(builder, wb, 74 + ib)))
+            p = _grid_dot(builder, gv, sx, _odd_scales16(builder, _u8_at(builder, wb, 74 + ib)))
             acc = p if acc is None else builder.add(acc, p)
         return _finish(builder, acc)
     return sig, codegen

@@ -25,13 +25,18 @@ from pathlib import Path
 
 import numpy as np
 
+from quant.fast import cache_dir
+from quant.types import TYPES
+from runtime.kernels import MATMUL_TYPES, SOURCE_KEY, attention, glu, norm, rope
+from runtime.kernels import matmul as mm
+from runtime.kernels.dequant import BLOCKS
+
 HERE = Path(__file__).resolve().parent
 COMMON = "common"
 
 
 def stamp_dir() -> Path:
     """Where Numba caches this package's kernels (and where the stamps go)."""
-    from quant.fast import cache_dir
     return cache_dir(HERE) or Path.home() / ".cache" / "ggufkit" / "kernel-stamps"
 
 
@@ -43,7 +48,6 @@ def _key() -> str:
     if _KEY is None:
         import llvmlite.binding as llvm
         import numba
-        from runtime.kernels import SOURCE_KEY
         raw = f"{SOURCE_KEY}|{numba.__version__}|{llvm.get_host_cpu_name()}|{llvm.get_host_cpu_features()}"
         _KEY = hashlib.sha1(raw.encode()).hexdigest()[:16]
     return _KEY
@@ -55,7 +59,6 @@ def _stamp(name: str) -> Path:
 
 def kernel_types() -> tuple[str, ...]:
     """Weight types with Numba kernels (matmul / get_rows); F32 needs none (BLAS)."""
-    from runtime.kernels import MATMUL_TYPES
     return tuple(t for t in MATMUL_TYPES if t != "F32")
 
 
@@ -66,12 +69,8 @@ def needs_compile(qtypes) -> list[str]:
 
 
 def _warm_type(name: str) -> None:
-    import importlib
-    mm = importlib.import_module("runtime.kernels.matmul")   # the module (kernels.matmul is a function)
-    from runtime.kernels.dequant import BLOCKS
-    from quant.types import TYPES
     qt = TYPES[name].id
-    qk, nbytes = BLOCKS[qt] if qt in BLOCKS else (TYPES[name].block_size, TYPES[name].type_size)
+    qk, nbytes = BLOCKS[qt]
     n_in, n_out = 256, 16
     data = np.zeros((n_out, n_in // qk * nbytes), np.uint8)
     data.flags.writeable = False                       # the GGUF memmap is read-only
@@ -81,25 +80,22 @@ def _warm_type(name: str) -> None:
 
 
 def _warm_common() -> None:
-    from runtime import kernels as K
     x = np.ones((2, 256), np.float32)
-    K.rms_norm(x, np.ones(256, np.float32), 1e-5)
-    K.rms_norm(x, None, 1e-5)
+    norm.rms_norm(x, np.ones(256, np.float32), 1e-5)
+    norm.rms_norm(x, None, 1e-5)
     q = np.ones((1, 4, 8), np.float32)
-    K.rope(q, np.array([3]), 8, 1e4, 1.0, None, "norm")
-    K.rope(q, np.array([3]), 8, 1e4, 1.0, None, "neox")
-    K.rope(q, np.array([3]), 8, 1e4, 1.0, np.ones(4, np.float32), "norm")
-    import importlib
-    rope = importlib.import_module("runtime.kernels.rope")
+    rope.rope(q, np.array([3]), 8, 1e4, 1.0, None, "norm")
+    rope.rope(q, np.array([3]), 8, 1e4, 1.0, None, "neox")
+    rope.rope(q, np.array([3]), 8, 1e4, 1.0, np.ones(4, np.float32), "norm")
     big = np.ones((rope.PARALLEL_MIN // 32, 4, 8), np.float32)        # the parallel (prefill) RoPE
     for ff in (None, np.ones(4, np.float32)):
-        K.rope(big, np.arange(len(big)), 8, 1e4, 1.0, ff, "norm")
+        rope.rope(big, np.arange(len(big)), 8, 1e4, 1.0, ff, "norm")
     for dt in (np.float16,):             # the f32 cache (exact checks only) compiles on first use
         kc = np.zeros((4, 2, 8), dt)
-        K.attention(q, kc, kc, 2, 1.0)
-        K.attention(q, kc, kc, 2, 1.0, window=2, softcap=30.0)
-    K.swiglu(x, x)
-    K.geglu(x, x)
+        attention.attention(q, kc, kc, 2, 1.0)
+        attention.attention(q, kc, kc, 2, 1.0, window=2, softcap=30.0)
+    glu.swiglu(x, x)
+    glu.geglu(x, x)
 
 
 def compile_jobs(n: int) -> int:
