@@ -102,3 +102,21 @@ def test_warmup_command(tmp_path, monkeypatch):
     assert (tmp_path / f"warm-Q8_0.{warm._key()}").exists()
     r = CliRunner().invoke(cli, ["warmup", "NOPE"])
     assert r.exit_code != 0
+
+
+def test_numba_cache_is_keyed_on_the_inlined_sources(tmp_path):
+    """The kernels cache under a directory named by the hash of every source they may inline: an
+    edit to any of them (a helper in another file included) makes a new key, so stale machine code
+    is never found, and nothing is deleted."""
+    from quant.fast import SOURCES, _cache
+    from runtime import kernels
+    from runtime.kernels import norm
+    (tmp_path / "helper.py").write_text("X = 1\n")
+    before = _cache.source_key([tmp_path])
+    (tmp_path / "helper.py").write_text("X = 2\n")
+    assert _cache.source_key([tmp_path]) != before
+    assert kernels.SOURCE_KEY == _cache.source_key((Path(kernels.__file__).parent,) + SOURCES,
+                                                   os.environ.get("GGUFKIT_GENERIC_SIMD", ""))
+    where = Path(norm.rms_norm_kernel._cache._cache_path)
+    assert where.name == f"src-{kernels.SOURCE_KEY}"
+    assert warm.stamp_dir() == where

@@ -159,23 +159,14 @@ def _row_dot_of(qt, row, xq, xd, xs, t, lut):
                 return f(row, 0, xq[t], 0, xd[t], 0, lut, xq.shape[1] // qk)
         return impl
     f, factor = BLOCK_DOT[t_.id]
-    nbytes, nsums = t_.type_size, qk // 16
+    nbytes, nsums, fac = t_.type_size, qk // 16, np.float32(factor)   # (x * 1.0 folds away: exact)
 
-    def blocks(row, xq, xd, xs, t, lut):
+    def impl(qt, row, xq, xd, xs, t, lut):
         x = xq[t]
         acc = np.float32(0.0)
         for b in range(xq.shape[1] // qk):
             acc += f(row, nbytes * b, x, qk * b, xd[t, b], xs[t], nsums * b, lut)
-        return acc
-    blocks = njit(inline="always")(blocks)
-    if factor == 1.0:
-        def impl(qt, row, xq, xd, xs, t, lut):
-            return blocks(row, xq, xd, xs, t, lut)
-    else:
-        fac = np.float32(factor)
-
-        def impl(qt, row, xq, xd, xs, t, lut):
-            return blocks(row, xq, xd, xs, t, lut) * fac
+        return acc * fac
     return impl
 
 

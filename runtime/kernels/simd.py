@@ -649,30 +649,36 @@ def iq4xs_block(typingctx, w, o, x, xo):
     return sig, codegen
 
 
-@intrinsic
-def iq2xxs_block(typingctx, w, o, x, xo, grid, ksigns):
-    """IQ2_XXS block (d:2 then 8 x [4 grid bytes][u32 signs/scale] at w[o]) against int8
-    x[xo:xo+256]: sum_ib (2 ls_ib + 1) sum grid * sign * x (int32; times d/8 gives the dot).
-    grid: uint64 [256] (iq2xxs_grid), ksigns: uint64 [128] (keven_signs: bytes of +1/-1)."""
-    sig = types.int32(w, o, x, xo, grid, ksigns)
+def _xxs_block(n_grid, signs_at):
+    """IQ2_XXS / IQ3_XXS blocks: 8 groups of 32 values, each with n_grid grid indices (bytes
+    2 + 8 ib ..; grid entries of 32 / n_grid bytes) and a u32 of 4 x 7 sign bits and a 4-bit scale
+    at byte signs_at(ib): sum_ib (2 ls_ib + 1) sum grid * sign * x (int32)."""
+    def impl(typingctx, w, o, x, xo, grid, ksigns):
+        sig = types.int32(w, o, x, xo, grid, ksigns)
 
-    def codegen(context, builder, signature, args):
-        wb, xp, gp, sp = _iq_args(context, builder, signature, args)
-        v4 = ir.VectorType(ir.IntType(64), 4)
-        acc = None
-        for ib in range(8):
-            q = 2 + 8 * ib
-            a1 = _i32_at(builder, wb, q + 4)
-            gv = ir.Constant(v4, ir.Undefined)
-            for l in range(4):
-                g = builder.load(builder.gep(gp, [_u8_at(builder, wb, q + l)]))
-                gv = builder.insert_element(gv, g, ir.Constant(_I32, l))
-            sv = _even_signs(builder, sp, [builder.and_(builder.lshr(a1, ir.Constant(_I32, 7 * l)), ir.Constant(_I32, 127))
-                                           for l in range(4)])
-            p = _grid_dot(builder, gv, _sign_apply(builder, _xload(builder, xp, 32 * ib), sv), _odd_scale(builder, a1))
-            acc = p if acc is None else builder.add(acc, p)
-        return _finish(builder, acc)
-    return sig, codegen
+        def codegen(context, builder, signature, args):
+            wb, xp, gp, sp = _iq_args(context, builder, signature, args)
+            vg = ir.VectorType(ir.IntType(256 // n_grid), n_grid)
+            acc = None
+            for ib in range(8):
+                a1 = _i32_at(builder, wb, signs_at(ib))
+                gv = ir.Constant(vg, ir.Undefined)
+                for k in range(n_grid):
+                    g = builder.load(builder.gep(gp, [_u8_at(builder, wb, 2 + 8 * ib + k)]))
+                    gv = builder.insert_element(gv, g, ir.Constant(_I32, k))
+                sv = _even_signs(builder, sp, [builder.and_(builder.lshr(a1, ir.Constant(_I32, 7 * l)),
+                                                            ir.Constant(_I32, 127)) for l in range(4)])
+                p = _grid_dot(builder, gv, _sign_apply(builder, _xload(builder, xp, 32 * ib), sv), _odd_scale(builder, a1))
+                acc = p if acc is None else builder.add(acc, p)
+            return _finish(builder, acc)
+        return sig, codegen
+    return impl
+
+
+# iq2xxs_block(w, o, x, xo, grid, ksigns): IQ2_XXS (d:2 then 8 x [4 grid bytes][u32 signs/scale]
+# at w[o]) against int8 x[xo:xo+256]; times d/8 gives the dot. grid: uint64 [256] (iq2xxs_grid),
+# ksigns: uint64 [128] (keven_signs: bytes of +1/-1).
+iq2xxs_block = intrinsic(_xxs_block(4, lambda ib: 6 + 8 * ib))
 
 
 @intrinsic
@@ -723,29 +729,9 @@ def _blk_mxfp4(builder, wb, xv):
 row_mxfp4 = intrinsic(_row32(_blk_mxfp4, _SIZE["MXFP4"], _e8m0_half_scale))
 
 
-@intrinsic
-def iq3xxs_block(typingctx, w, o, x, xo, grid, ksigns):
-    """IQ3_XXS block (d:2 qs:64 grid indices, 8 x u32 signs/scale at w[o]) against int8
-    x[xo:xo+256]: sum_ib (2 ls_ib + 1) sum grid * sign * x (int32; times d/4 gives the dot).
-    grid: uint32 [256] (iq3xxs_grid), ksigns: uint64 [128] (keven_signs: bytes of +1/-1)."""
-    sig = types.int32(w, o, x, xo, grid, ksigns)
-
-    def codegen(context, builder, signature, args):
-        wb, xp, gp, sp = _iq_args(context, builder, signature, args)
-        v8 = ir.VectorType(_I32, 8)
-        acc = None
-        for ib in range(8):
-            a1 = _i32_at(builder, wb, 66 + 4 * ib)
-            gv = ir.Constant(v8, ir.Undefined)
-            for k in range(8):
-                g = builder.load(builder.gep(gp, [_u8_at(builder, wb, 2 + 8 * ib + k)]))
-                gv = builder.insert_element(gv, g, ir.Constant(_I32, k))
-            sv = _even_signs(builder, sp, [builder.and_(builder.lshr(a1, ir.Constant(_I32, 7 * l)), ir.Constant(_I32, 127))
-                                           for l in range(4)])
-            p = _grid_dot(builder, gv, _sign_apply(builder, _xload(builder, xp, 32 * ib), sv), _odd_scale(builder, a1))
-            acc = p if acc is None else builder.add(acc, p)
-        return _finish(builder, acc)
-    return sig, codegen
+# iq3xxs_block(w, o, x, xo, grid, ksigns): IQ3_XXS (d:2 qs:64 grid indices, 8 x u32 signs/scale
+# at w[o]) against int8 x[xo:xo+256]; times d/4 gives the dot. grid: uint32 [256] (iq3xxs_grid).
+iq3xxs_block = intrinsic(_xxs_block(8, lambda ib: 66 + 4 * ib))
 
 
 def _odd_scales16(builder, sc):
