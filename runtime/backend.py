@@ -1,39 +1,64 @@
-"""The small compute interface model code calls.
+"""The compute interface model code calls: the ``Backend`` verbs, and ``CPUBackend``.
 
-Everything here takes arrays and sizes; nothing knows about models. Activations
-are float32 [n_tok, n]. Weights are ``QTensor``s: the packed GGUF bytes kept
-memory-mapped, dequantized inside the kernels.
+    be = model.backend(il)                 # the Backend that runs layer il
+    h  = be.rms_norm(x, w_norm, eps)       # x lives on be's device
+    y  = be.matmul(w, h)                   # w: runtime.qtensor.QTensor (quantized)
 
-Every function runs a Numba kernel from ``runtime.kernels``; ``KERNEL_TYPES``
-(from the type table, ``quant.types``) are the weight types they take. There is
-no silent fallback: if the kernels cannot load, a warning says so once on stderr
-when this module is imported, ``BACKEND_NAME`` says what runs, and every kernel
-call raises ``ModelError`` naming the cause. The numpy references in
-``runtime.reference`` are test oracles only; nothing here imports them.
+``Backend`` is the interface. ``CPUBackend`` runs every verb as a Numba kernel of
+``runtime.kernels``; ``runtime.cuda.backend.CUDABackend`` runs the same verbs as CUDA kernels on
+device arrays. Activations are f32 [n_tok, n] arrays of the backend's device; weights stay
+``QTensor``s (a backend may keep its own copy, e.g. in device memory); norm vectors and rope
+factors are host f32 arrays (a device backend caches its copy). ``runtime.device`` moves
+activations between backends.
+
+``NUMERICS`` names how a backend rounds (the ``numerics`` argument of both backends).
+``KERNEL_TYPES`` (from the type table, ``quant.types``) are the weight types the kernels take.
+There is no silent fallback: if the kernels cannot load, a warning says so once on stderr when
+this module is imported, ``BACKEND_NAME`` says what runs, and every CPU kernel call raises
+``ModelError`` naming the cause. The numpy references in ``runtime.reference`` are test oracles
+only; nothing here imports them.
 """
 
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from abc import ABC, abstractmethod
 
 import numpy as np
 
-import quant
 from quant.types import KERNEL_TYPES as _TABLE_KERNEL_TYPES
 from quant.types import TYPES
 from runtime.errors import ModelError
 
 try:
-    from runtime import kernels as _k
+    from runtime.kernels import attention as _attention
+    from runtime.kernels import glu as _glu
+    from runtime.kernels import matmul as _matmul
+    from runtime.kernels import norm as _norm
+    from runtime.kernels import rope as _rope
+    from runtime.kernels import warm as _warm
     KERNEL_ERROR = None
     BACKEND_NAME = "CPU (Numba)"
 except Exception as e:  # noqa: BLE001 - numba missing or broken: say so, once
-    _k = None
+    _attention = _glu = _matmul = _norm = _rope = _warm = None
     KERNEL_ERROR = f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
     BACKEND_NAME = "none (the Numba CPU kernels did not load)"
     warnings.warn(f"ggufkit: the Numba CPU kernels did not load ({KERNEL_ERROR}); "
                   f"models cannot run", RuntimeWarning, stacklevel=2)
+
+# How a backend rounds; the default is "exact".
+NUMERICS = {
+    "exact": "as ggml-cpu: a matmul's activations are converted per weight type (int8 blocks of its "
+             "vec_dot_type, fp16 or bf16 rounding) as ggml-cpu does; other ops in double, rounded once",
+    "ggml-cuda": "as ggml-cuda: activations quantized to Q8_1 for every quantized weight type (CUDA only)",
+    "float": "activations unconverted: dequantized weights times the float32 activations (CPU only)",
+}
+
+# weight types the runtime runs (quant.types marks them; tests/runtime/kernels/test_kernels_matmul.py checks
+# runtime.kernels has each one)
+KERNEL_TYPES = frozenset(_TABLE_KERNEL_TYPES)
+
+MATMUL_OBSERVERS: list = []   # callables (weight QTensor, x f32 [n_tok, n_in]) run before each matmul (imatrix)
 
 
 def backend_name() -> str:
@@ -41,67 +66,16 @@ def backend_name() -> str:
     return BACKEND_NAME
 
 
-def _kernels():
-    if _k is None:
+def _loaded():
+    if _matmul is None:
         raise ModelError(f"the Numba CPU kernels did not load ({KERNEL_ERROR})")
-    return _k
 
 
-# ---------------------------------------------------------------- weights
-
-@dataclass(frozen=True)
-class QTensor:
-    """A GGUF weight kept quantized.
-
-    data:  uint8 [n_rows, row_bytes], a view of the file (memory-mapped, no copy)
-    qtype: ggml type name ("Q4_K", "F16", ...) from ``quant.types.TYPES``
-    shape: (n_out, n_in) in math order; GGUF's ne = [n_in, n_out, ...]
-           (tensors with more than 2 dims are flattened to n_out = prod(ne[1:]))
-    """
-
-    data: np.ndarray
-    qtype: str
-    shape: tuple[int, int]
-    name: str = ""
-
-    def __post_init__(self):
-        n_out, n_in = self.shape
-        t = TYPES.get(self.qtype)
-        if t is None:
-            raise ModelError(f"{self.name or 'tensor'}: unknown ggml type {self.qtype}")
-        if n_in % t.block_size:
-            raise ModelError(f"{self.name or 'tensor'}: row length {n_in} is not a multiple of "
-                             f"{self.qtype}'s block size {t.block_size}")
-        row = n_in // t.block_size * t.type_size
-        if self.data.dtype != np.uint8 or self.data.shape != (n_out, row):
-            raise ModelError(f"{self.name or 'tensor'}: data is {self.data.dtype}{self.data.shape}, "
-                             f"expected uint8({n_out}, {row}) for {self.qtype}{self.shape}")
-        if self.data.flags.writeable:
-            # always a read-only view (as the GGUF memmap is): Numba compiles, and caches, one
-            # specialization per array flavour, so tests and models share the same kernels
-            view = self.data.view()
-            view.flags.writeable = False
-            object.__setattr__(self, "data", view)
-
-    @classmethod
-    def from_reader_tensor(cls, t) -> "QTensor":
-        """Wrap a ``quant.gguf.TensorInfo`` (any type) without copying."""
-        n_in = t.shape[0]
-        n_out = t.n_elements // n_in
-        return cls(t.data.reshape(n_out, -1), t.qtype, (n_out, n_in), t.name)
-
-    @classmethod
-    def from_float(cls, w: np.ndarray, qtype: str = "F32", name: str = "") -> "QTensor":
-        """Quantize a float [n_out, n_in] array with ``quant.quantize`` (tests and small tools)."""
-        w = np.ascontiguousarray(w, dtype=np.float32)
-        data = quant.quantize(w, qtype)
-        return cls(np.ascontiguousarray(data).reshape(w.shape[0], -1), qtype, w.shape, name)
-
-    def dequantize(self) -> np.ndarray:
-        """The whole tensor as f32 [n_out, n_in]."""
-        if self.qtype in KERNEL_TYPES:
-            return get_rows(self, np.arange(self.shape[0]))
-        return np.asarray(quant.dequantize(self.data, self.qtype), np.float32).reshape(self.shape)
+def prepare(qtypes, notify=None) -> list[str]:
+    """Compile (or load from cache) only the kernels weight types ``qtypes`` need; notify(msg)
+    once beforehand if something has to be compiled (``runtime.kernels.warm``). Returns the
+    kernel sets compiled; nothing when the kernels did not load."""
+    return [] if _warm is None else _warm.prepare(qtypes, notify)
 
 
 # ---------------------------------------------------------------- threads
@@ -136,7 +110,7 @@ def set_num_threads(n: int | None) -> int:
     BLAS threads); ``kernels.matmul.gemm_nt`` splits large GEMMs over n Python threads instead.
     Returns the count in use.
     """
-    if _k is None:
+    if _matmul is None:
         return 1
     import numba
     n = numba.config.NUMBA_NUM_THREADS if n is None else max(1, min(int(n), numba.config.NUMBA_NUM_THREADS))
@@ -145,122 +119,7 @@ def set_num_threads(n: int | None) -> int:
     return n
 
 
-def _threads(nthreads):
-    if nthreads is not None:
-        set_num_threads(nthreads)
-
-
-# ---------------------------------------------------------------- matmul
-
-# weight types the runtime runs (quant.types marks them; tests/runtime/kernels/test_kernels_matmul.py checks
-# runtime.kernels has each one)
-KERNEL_TYPES = frozenset(_TABLE_KERNEL_TYPES)
-
-
-def _as_act(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float32)
-    if x.ndim == 1:
-        x = x[None, :]
-    return np.ascontiguousarray(x)
-
-
-MATMUL_OBSERVERS: list = []   # callables (weight QTensor, x f32 [n_tok, n_in]) run before each matmul (imatrix)
-
-
-def matmul(w: QTensor, x: np.ndarray, nthreads: int | None = None, ggml_act: bool = True) -> np.ndarray:
-    """y = x @ W.T: x f32 [n_tok, n_in] -> f32 [n_tok, n_out].
-
-    Decode (few tokens): fused dequantize-times-vector per row, parallel over rows
-    (integer dot products for Q8_0/Q4_0/Q5_0/Q4_K/Q5_K/Q6_K).
-    Prefill: dequantize a tile of rows once to f32 and multiply with BLAS.
-    ggml_act (default): x is first converted the way ggml-cpu converts it for this
-    weight type (Q8_0/Q8_1/Q8_K int8 blocks, fp16 or bf16 rounding; see
-    ``reference.activations_as_seen``), so results match llama.cpp's up to
-    summation order. ggml_act=False multiplies with x exactly (float).
-    """
-    x = _as_act(x)
-    if x.shape[1] != w.shape[1]:
-        raise ModelError(f"matmul {w.name}: x has {x.shape[1]} columns, weight expects {w.shape[1]}")
-    for obs in MATMUL_OBSERVERS:
-        obs(w, x)
-    _threads(nthreads)
-    _supported(w)
-    return _kernels().matmul(w.data, w.qtype, w.shape[1], x, ggml_act)
-
-
-def _supported(w: QTensor) -> None:
-    if w.qtype not in KERNEL_TYPES:
-        raise ModelError(f"{w.name or 'tensor'}: no runtime kernel for type {w.qtype}")
-
-
-def get_rows(w: QTensor, ids: np.ndarray) -> np.ndarray:
-    """Embedding lookup: f32 [len(ids), n_in], dequantizing only those rows."""
-    ids = np.asarray(ids, dtype=np.int64).reshape(-1)
-    if ids.size and (ids.min() < 0 or ids.max() >= w.shape[0]):
-        raise ModelError(f"get_rows {w.name}: token id out of range 0..{w.shape[0] - 1}")
-    _supported(w)
-    return _kernels().get_rows(w.data, w.qtype, w.shape[1], ids)
-
-
-# ---------------------------------------------------------------- elementwise
-
-def rms_norm(x: np.ndarray, w: np.ndarray | None, eps: float) -> np.ndarray:
-    """ggml rms_norm (double sum of squares) then * w. x: f32 [n_tok, n]."""
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    return _kernels().rms_norm(x, w, eps)
-
-
-def rope(x: np.ndarray, pos: np.ndarray, n_rot: int, freq_base: float, freq_scale: float = 1.0,
-         freq_factors: np.ndarray | None = None, mode: str = "norm") -> np.ndarray:
-    """ggml RoPE (ext_factor 0). x: f32 [n_tok, n_head, head_dim]; pos: i32 [n_tok].
-
-    mode "norm" rotates adjacent pairs (llama, deci: Q/K were permuted at
-    conversion); "neox" rotates (i, i + n_rot/2) (gemma3). freq_factors:
-    f32 [n_rot/2] divisors of theta (llama3 rope_freqs).
-    """
-    if mode not in ("norm", "neox"):
-        raise ModelError(f"unknown rope mode {mode!r}")
-    x = np.ascontiguousarray(x, dtype=np.float32)
-    return _kernels().rope(x, pos, n_rot, freq_base, freq_scale, freq_factors, mode)
-
-
-def attention(q: np.ndarray, k_cache: np.ndarray, v_cache: np.ndarray, n_past: int, scale: float,
-              window: int | None = None, softcap: float | None = None) -> np.ndarray:
-    """Causal GQA attention. q: f32 [n_tok, n_head, hd]; caches f16|f32 [n_ctx_max, n_kv, hd].
-
-    Query i sits at position n_past + i and sees keys 0..n_past+i; with a
-    sliding window only keys p with (n_past + i) - p < window (llama.cpp's
-    standard SWA). Returns f32 [n_tok, n_head, hd].
-    """
-    n_tok = q.shape[0]
-    if n_past + n_tok > k_cache.shape[0]:
-        raise ModelError(f"context overflow: {n_past + n_tok} tokens > cache size {k_cache.shape[0]}")
-    if q.shape[1] % k_cache.shape[1]:
-        raise ModelError(f"{q.shape[1]} query heads do not group over {k_cache.shape[1]} kv heads")
-    q = np.ascontiguousarray(q, dtype=np.float32)
-    return _kernels().attention(q, k_cache, v_cache, n_past, scale, window, softcap)
-
-
-def swiglu(gate: np.ndarray, up: np.ndarray) -> np.ndarray:
-    """silu(gate) * up."""
-    return _kernels().swiglu(np.ascontiguousarray(gate, np.float32), np.ascontiguousarray(up, np.float32))
-
-
-def geglu(gate: np.ndarray, up: np.ndarray) -> np.ndarray:
-    """gelu(gate) * up with ggml's fp16-table GELU."""
-    return _kernels().geglu(np.ascontiguousarray(gate, np.float32), np.ascontiguousarray(up, np.float32))
-
-
-def gelu(x: np.ndarray) -> np.ndarray:
-    """ggml's GELU (tanh approximation through the fp16 table)."""
-    x = np.ascontiguousarray(x, np.float32)
-    return geglu(x, np.ones_like(x))
-
-
-def silu(x: np.ndarray) -> np.ndarray:
-    x = np.ascontiguousarray(x, np.float32)
-    return swiglu(x, np.ones_like(x))
-
+# ---------------------------------------------------------------- host helpers (sampling)
 
 def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
     """Softmax along ``axis`` (float64 math, f32 result); used for sampling."""
@@ -269,11 +128,222 @@ def softmax(x: np.ndarray, axis: int = -1) -> np.ndarray:
     return (e / e.sum(axis=axis, keepdims=True)).astype(np.float32)
 
 
-def add(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Residual add in float32."""
-    return np.add(a, b, dtype=np.float32)
+# ---------------------------------------------------------------- the interface
+
+class Backend(ABC):
+    """The verbs a layer needs. Every method takes and returns arrays of this backend's device."""
+
+    name = "abstract"          # "CPU", "CUDA0", ...
+    device = "none"            # "cpu", "cuda:0": two backends with the same device share arrays
+
+    # -- data movement
+    @abstractmethod
+    def from_host(self, x: np.ndarray):
+        ...
+
+    @abstractmethod
+    def to_host(self, x) -> np.ndarray:
+        ...
+
+    @abstractmethod
+    def take_rows(self, x, rows):
+        """x[rows] for a host index array (or -1: the last row, kept 2-D)."""
+        ...
+
+    def load_weights(self, mats: dict, vecs: dict) -> int:
+        """Make these weights resident (upload once); returns the bytes it placed on the device."""
+        return 0
+
+    # -- KV cache
+    @abstractmethod
+    def new_kv(self, n_ctx: int, n_head_kv: int, head_dim: int, dtype=np.float16):
+        """(k, v) caches of one attention layer, [n_ctx, n_head_kv, head_dim] each."""
+        ...
+
+    @abstractmethod
+    def kv_write(self, k_cache, v_cache, pos: int, k, v) -> None:
+        """Store k, v [n_tok, n_head_kv, head_dim] at positions pos.. of the caches."""
+        ...
+
+    # -- compute (CPUBackend's docstrings give each verb's exact semantics)
+    @abstractmethod
+    def matmul(self, w, x):
+        ...
+
+    @abstractmethod
+    def get_rows(self, w, ids):
+        ...
+
+    @abstractmethod
+    def rms_norm(self, x, w, eps: float):
+        ...
+
+    @abstractmethod
+    def rope(self, x, pos, n_rot, freq_base, freq_scale=1.0, freq_factors=None, mode="norm"):
+        ...
+
+    @abstractmethod
+    def attention(self, q, k_cache, v_cache, n_past: int, scale: float, window=None, softcap=None):
+        ...
+
+    @abstractmethod
+    def swiglu(self, gate, up):
+        ...
+
+    @abstractmethod
+    def geglu(self, gate, up):
+        ...
+
+    @abstractmethod
+    def add(self, a, b):
+        """a + b; b of a's shape, or a host f32 vector [n] added to every row (a bias)."""
+        ...
+
+    @abstractmethod
+    def scale(self, x, s: float):
+        ...
+
+    @abstractmethod
+    def softcap(self, x, c: float):
+        """c * tanh(x / c) (gemma's logit softcapping)."""
+        ...
+
+    # -- sampling: None means "not on this device" (the caller samples on the host)
+    def sample(self, logits, params, rng, history=()) -> int | None:
+        """The next token id from logits [n_vocab] of this device (runtime.generate.sample's
+        chain), or None to sample on the host."""
+        return None
+
+    def synchronize(self) -> None:
+        pass
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.device}>"
 
 
-def scale(x: np.ndarray, s: float) -> np.ndarray:
-    """x * s in float32 (embedding scale, logit scale)."""
-    return (np.asarray(x, dtype=np.float32) * np.float32(s)).astype(np.float32)
+# ---------------------------------------------------------------- the CPU
+
+def _f32(x) -> np.ndarray:
+    return np.ascontiguousarray(x, dtype=np.float32)
+
+
+def _supported(w) -> None:
+    if w.qtype not in KERNEL_TYPES:
+        raise ModelError(f"{w.name or 'tensor'}: no runtime kernel for type {w.qtype}")
+
+
+class CPUBackend(Backend):
+    """The Numba kernels of ``runtime.kernels`` on host arrays.
+
+    numerics "exact" (default): matmul converts the activations as ggml-cpu does for each weight
+    type; "float" multiplies with the f32 activations unconverted (see ``NUMERICS``)."""
+
+    name = "CPU"
+    device = "cpu"
+
+    def __init__(self, numerics: str = "exact"):
+        if numerics not in ("exact", "float"):
+            raise ModelError(f"CPU numerics {numerics!r}: expected exact or float")
+        self.numerics = numerics
+
+    def from_host(self, x):
+        return np.asarray(x, dtype=np.float32)
+
+    def to_host(self, x):
+        return np.asarray(x)
+
+    def take_rows(self, x, rows):
+        if isinstance(rows, int) and rows == -1:
+            return x[[-1]]
+        return x[rows]
+
+    def new_kv(self, n_ctx, n_head_kv, head_dim, dtype=np.float16):
+        shape = (int(n_ctx), int(n_head_kv), int(head_dim))
+        return np.zeros(shape, dtype), np.zeros(shape, dtype)
+
+    def kv_write(self, k_cache, v_cache, pos, k, v):
+        n = k.shape[0]
+        k_cache[pos:pos + n] = k
+        v_cache[pos:pos + n] = v
+
+    def matmul(self, w, x):
+        """y = x @ W.T: x f32 [n_tok, n_in] (or [n_in]) -> f32 [n_tok, n_out].
+
+        Decode (few tokens): one parallel pass over the packed rows (integer dot products for the
+        types of ``kernels.qdot``); prefill: tiles of rows dequantized once to f32 and multiplied
+        with BLAS (``runtime.kernels.matmul``)."""
+        x = _f32(x)
+        if x.ndim == 1:
+            x = x[None, :]
+        if x.shape[1] != w.shape[1]:
+            raise ModelError(f"matmul {w.name}: x has {x.shape[1]} columns, weight expects {w.shape[1]}")
+        for obs in MATMUL_OBSERVERS:
+            obs(w, x)
+        _supported(w)
+        _loaded()
+        return _matmul.matmul(w.data, TYPES[w.qtype].id, w.shape[1], x, self.numerics)
+
+    def get_rows(self, w, ids):
+        """Embedding lookup: f32 [len(ids), n_in], dequantizing only those rows."""
+        ids = np.asarray(ids, dtype=np.int64).reshape(-1)
+        if ids.size and (ids.min() < 0 or ids.max() >= w.shape[0]):
+            raise ModelError(f"get_rows {w.name}: token id out of range 0..{w.shape[0] - 1}")
+        _supported(w)
+        _loaded()
+        return _matmul.dequantize(w.data, TYPES[w.qtype].id, w.shape[1], ids)
+
+    def rms_norm(self, x, w, eps):
+        """ggml rms_norm (double sum of squares) then * w. x: f32 [n_tok, n]."""
+        _loaded()
+        return _norm.rms_norm(_f32(x), w, eps)
+
+    def rope(self, x, pos, n_rot, freq_base, freq_scale=1.0, freq_factors=None, mode="norm"):
+        """ggml RoPE (ext_factor 0). x: f32 [n_tok, n_head, head_dim]; pos: i32 [n_tok].
+
+        mode "norm" rotates adjacent pairs (llama, deci: Q/K were permuted at conversion); "neox"
+        rotates (i, i + n_rot/2) (gemma3). freq_factors: f32 [n_rot/2] divisors of theta (llama3
+        rope_freqs)."""
+        if mode not in ("norm", "neox"):
+            raise ModelError(f"unknown rope mode {mode!r}")
+        _loaded()
+        return _rope.rope(_f32(x), pos, n_rot, freq_base, freq_scale, freq_factors, mode)
+
+    def attention(self, q, k_cache, v_cache, n_past, scale, window=None, softcap=None):
+        """Causal GQA attention. q: f32 [n_tok, n_head, hd]; caches f16|f32 [n_ctx_max, n_kv, hd].
+
+        Query i sits at position n_past + i and sees keys 0..n_past+i; with a sliding window only
+        keys p with (n_past + i) - p < window (llama.cpp's standard SWA). Returns f32
+        [n_tok, n_head, hd]."""
+        n_tok = q.shape[0]
+        if n_past + n_tok > k_cache.shape[0]:
+            raise ModelError(f"context overflow: {n_past + n_tok} tokens > cache size {k_cache.shape[0]}")
+        if q.shape[1] % k_cache.shape[1]:
+            raise ModelError(f"{q.shape[1]} query heads do not group over {k_cache.shape[1]} kv heads")
+        _loaded()
+        return _attention.attention(_f32(q), k_cache, v_cache, n_past, scale, window, softcap)
+
+    def swiglu(self, gate, up):
+        """silu(gate) * up."""
+        _loaded()
+        return _glu.swiglu(_f32(gate), _f32(up))
+
+    def geglu(self, gate, up):
+        """gelu(gate) * up with ggml's fp16-table GELU."""
+        _loaded()
+        return _glu.geglu(_f32(gate), _f32(up))
+
+    def add(self, a, b):
+        """Residual add in float32."""
+        return np.add(a, b, dtype=np.float32)
+
+    def scale(self, x, s):
+        """x * s in float32 (embedding scale, logit scale)."""
+        return (np.asarray(x, dtype=np.float32) * np.float32(s)).astype(np.float32)
+
+    def softcap(self, x, c):
+        # tanh in double rounded once, so the CUDA backend's softcap_f32 gives the same floats
+        t = (np.asarray(x, np.float32) * np.float32(1.0 / c)).astype(np.float64)
+        return (np.tanh(t).astype(np.float32) * np.float32(c)).astype(np.float32)
+
+
+CPU = CPUBackend()

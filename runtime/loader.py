@@ -4,7 +4,7 @@
     model.hp.layers[il].n_head_kv         # per-layer shapes as data
     model.tokenizer.encode("text")
 
-Nothing is copied whole: 2-D weights are ``backend.QTensor`` views of one ``np.memmap`` of the
+Nothing is copied whole: 2-D weights are ``QTensor`` views of one ``np.memmap`` of the
 file (dequantized inside the kernels); 1-D tensors (norms, rope_freqs) are small f32 arrays.
 """
 from __future__ import annotations
@@ -13,6 +13,7 @@ import os
 
 from quant.gguf import GGUFReader
 from runtime import backend as B
+from runtime.qtensor import QTensor
 from runtime.errors import ModelError
 from runtime.models import ARCHS
 from runtime.models.base import Weights
@@ -22,7 +23,7 @@ from runtime.tokenizer import Tokenizer
 def read_weights(g: GGUFReader) -> Weights:
     w = Weights()
     for name, t in g.tensors.items():
-        q = B.QTensor.from_reader_tensor(t)
+        q = QTensor.from_reader_tensor(t)
         if len(t.shape) == 1:
             w.vecs[name] = q.dequantize().reshape(-1)
         else:
@@ -32,10 +33,8 @@ def read_weights(g: GGUFReader) -> Weights:
 
 def prepare_kernels(qtypes) -> list[str]:
     """Compile only the kernels these weight types need (first run: one notice, see runtime.notices)."""
-    if B._k is None:
-        return []
     from runtime import notices
-    return B._k.prepare(qtypes, notices.notify)
+    return B.prepare(qtypes, notices.notify)
 
 
 def set_threads(n_threads: int | None) -> None:

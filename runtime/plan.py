@@ -422,7 +422,7 @@ def place_model(model, dev=None, n_ctx: int = 4096, n_batch: int = 512) -> Plan 
     """Put a loaded model's layers where ``dev`` (runtime.device.DeviceOptions) asks, as planned
     from its GGUF header for a context of n_ctx (``ggufkit plan`` shows the same plan); None when
     everything stays on the CPU."""
-    from runtime.device import CPU, DeviceOptions, parse_device
+    from runtime.device import DeviceOptions, parse_device
     dev = dev or DeviceOptions()
     kind, index = parse_device(dev.device)
     if kind == "cpu":
@@ -440,8 +440,9 @@ def place_model(model, dev=None, n_ctx: int = 4096, n_batch: int = 512) -> Plan 
 
 def apply_plan(model, p: Plan, cpu=None) -> Plan:
     """Place a loaded model's layers as plan ``p`` says: one CUDABackend for its device, and
-    ``cpu`` (default: runtime.device.CPU) for the rest."""
-    from runtime.device import CPU, parse_device
+    ``cpu`` (default: runtime.backend.CPU) for the rest."""
+    from runtime.backend import CPU
+    from runtime.device import parse_device
     CPU = cpu or CPU  # noqa: N806
     if p.uses_gpu:
         from runtime.cuda.backend import CUDABackend

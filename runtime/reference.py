@@ -106,16 +106,16 @@ def activations_as_seen(x: np.ndarray, qtype: str) -> np.ndarray:
 
 # ---------------------------------------------------------------- matmul
 
-def matmul(data: np.ndarray, qtype: str, n_in: int, x: np.ndarray, ggml_act: bool = True) -> np.ndarray:
+def matmul(data: np.ndarray, qtype: str, n_in: int, x: np.ndarray, numerics: str = "exact") -> np.ndarray:
     """y = x @ W.T with W dequantized whole; float64 accumulation, f32 result.
 
-    ggml_act: first convert x the way ggml-cpu does for this weight type
+    numerics "exact": first convert x the way ggml-cpu does for this weight type
     (``activations_as_seen``: Q8_0/Q8_1/Q8_K int8 blocks, or fp16/bf16 rounding),
-    so the result is what llama.cpp computes up to float summation order.
+    so the result is what llama.cpp computes up to float summation order; "float": x as is.
     data: uint8 [n_out, row_bytes]; x: f32 [n_tok, n_in] -> f32 [n_tok, n_out]
     """
     w = dequantize_rows(data, qtype, n_in).astype(np.float64)
-    xa = activations_as_seen(x, qtype) if ggml_act else np.asarray(x, dtype=np.float64)
+    xa = activations_as_seen(x, qtype) if numerics == "exact" else np.asarray(x, dtype=np.float64)
     return (xa @ w.T).astype(np.float32)
 
 

@@ -13,6 +13,7 @@ import re
 import numpy as np
 
 from runtime import backend as B
+from runtime.qtensor import QTensor
 
 _BLK = re.compile(r"^blk\.(\d+)\.")
 
@@ -47,7 +48,7 @@ class Probe:
         return sum(len(r) for r in self.rows)
 
     def _out(self, x, rows):
-        h = B.rms_norm(x[rows], self.m.w.vec("output_norm.weight"), self.m.hp.eps)
+        h = B.CPU.rms_norm(x[rows], self.m.w.vec("output_norm.weight"), self.m.hp.eps)
         return _log_softmax(self.m.logits(h))
 
     def kld(self, replace: dict[str, np.ndarray]) -> float:
@@ -57,7 +58,7 @@ class Probe:
         saved_out = m.output
         first = m.hp.n_layer
         for k, v in replace.items():
-            qt = B.QTensor(np.ascontiguousarray(v, np.float32).view(np.uint8).reshape(v.shape[0], -1), "F32",
+            qt = QTensor(np.ascontiguousarray(v, np.float32).view(np.uint8).reshape(v.shape[0], -1), "F32",
                            v.shape, k)
             m.w.mats[k] = qt
             if m.output is saved[k]:

@@ -1,11 +1,11 @@
 """Numba block dequantizers: one packed ggml block -> float32 values. The only set: the runtime's
 kernels (runtime/kernels) inline them into their matmul loops, and ``quant.dequantize`` runs them
-through ``dequantize_blocks``.
+through ``dequantize_kernel`` (one kernel per type).
 
 Each ``_deq_<type>(row, o, buf, lut)`` reads the block starting at byte ``o`` of ``row`` (uint8,
 one packed weight row) and writes its values to ``buf[0:QK]``. ``lut`` is the f16 -> f32 table
-(float32[65536]; Numba has no float16). ``deq_block`` dispatches on the ggml type id
-(``quant.types``). Layouts follow ggml-common.h; the float operations follow dequantize_row_* in
+(float32[65536]; Numba has no float16). ``deq_block_of(qt, ...)`` picks a type's dequantizer
+from ``BLOCK_DEQ`` at compile time, for a constant ggml type id (``quant.types``). Layouts follow ggml-common.h; the float operations follow dequantize_row_* in
 ggml-quants.c one for one, so results are bit-identical to the numpy references in quant/ref
 (tests/quant/test_quant_api.py, tests/runtime/kernels/test_kernels_matmul.py).
 """
@@ -15,7 +15,7 @@ from numba import njit, prange, types
 from numba.extending import overload
 
 from ..ref.iq_tables import table
-from ..types import TYPES, register_fast
+from ..types import BY_ID, TYPES, register_fast
 
 # ggml type ids, from the one type table
 (F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, IQ2_XXS, IQ2_XS, IQ2_S,
@@ -23,11 +23,6 @@ from ..types import TYPES, register_fast
     TYPES[n].id for n in ("F32", "F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K",
                           "Q5_K", "Q6_K", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ3_XXS", "IQ3_S", "IQ1_S", "IQ1_M",
                           "IQ4_NL", "IQ4_XS", "TQ1_0", "TQ2_0", "MXFP4", "NVFP4", "Q1_0", "Q2_0"))
-# the block types deq_block handles
-BLOCK_TYPES = ("Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "IQ2_XXS",
-               "IQ2_XS", "IQ2_S", "IQ3_XXS", "IQ3_S", "IQ1_S", "IQ1_M", "IQ4_NL", "IQ4_XS", "TQ1_0", "TQ2_0",
-               "MXFP4", "NVFP4", "Q1_0", "Q2_0")
-
 # kvalues_iq4nl and kvalues_mxfp4 (ggml-common.h; mxfp4 values are doubled e2m1)
 KVALUES_IQ4NL = np.array([-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113],
                          dtype=np.float32)
@@ -464,61 +459,6 @@ def _deq_iq1_m(row, o, buf, lut):
 # ---------------------------------------------------------------- dispatch
 
 @njit(inline="always")
-def deq_block(qt, row, b, buf, lut):
-    """Dequantize block b of a packed row (type id qt) into buf."""
-    if qt == Q4_K:
-        _deq_q45_k(row, b * 144, buf, lut, False)
-    elif qt == Q6_K:
-        _deq_q6_k(row, b * 210, buf, lut)
-    elif qt == Q8_0:
-        _deq_q8_0(row, b * 34, buf, lut)
-    elif qt == Q5_K:
-        _deq_q45_k(row, b * 176, buf, lut, True)
-    elif qt == Q4_0:
-        _deq_q4_0(row, b * 18, buf, lut)
-    elif qt == Q4_1:
-        _deq_q4_1(row, b * 20, buf, lut)
-    elif qt == Q5_0:
-        _deq_q5_0(row, b * 22, buf, lut)
-    elif qt == Q5_1:
-        _deq_q5_1(row, b * 24, buf, lut)
-    elif qt == Q2_K:
-        _deq_q2_k(row, b * 84, buf, lut)
-    elif qt == Q3_K:
-        _deq_q3_k(row, b * 110, buf, lut)
-    elif qt == IQ4_NL:
-        _deq_iq4_nl(row, b * 18, buf, lut)
-    elif qt == IQ4_XS:
-        _deq_iq4_xs(row, b * 136, buf, lut)
-    elif qt == TQ2_0:
-        _deq_tq2_0(row, b * 66, buf, lut)
-    elif qt == MXFP4:
-        _deq_mxfp4(row, b * 17, buf, lut)
-    elif qt == IQ2_XXS:
-        _deq_iq2_xxs(row, b * 66, buf, lut)
-    elif qt == IQ3_S:
-        _deq_iq3_s(row, b * 110, buf, lut)
-    elif qt == IQ2_XS:
-        _deq_iq2_xs(row, b * 74, buf, lut)
-    elif qt == IQ2_S:
-        _deq_iq2_s(row, b * 82, buf, lut)
-    elif qt == IQ3_XXS:
-        _deq_iq3_xxs(row, b * 98, buf, lut)
-    elif qt == TQ1_0:
-        _deq_tq1_0(row, b * 54, buf, lut)
-    elif qt == NVFP4:
-        _deq_nvfp4(row, b * 36, buf, lut)
-    elif qt == Q1_0:
-        _deq_q1_0(row, b * 18, buf, lut)
-    elif qt == Q2_0:
-        _deq_q2_0(row, b * 18, buf, lut)
-    elif qt == IQ1_S:
-        _deq_iq1_s(row, b * 50, buf, lut)
-    elif qt == IQ1_M:
-        _deq_iq1_m(row, b * 56, buf, lut)
-
-
-@njit(inline="always")
 def _deq_q4_k(row, o, buf, lut):
     _deq_q45_k(row, o, buf, lut, False)
 
@@ -528,64 +468,61 @@ def _deq_q5_k(row, o, buf, lut):
     _deq_q45_k(row, o, buf, lut, True)
 
 
-# type id -> (block dequantizer f(row, byte offset, buf, lut), bytes per block): the table
-# deq_block's branches spell out, for ``deq_block_of``
+# type id -> its block dequantizer f(row, byte offset, buf, lut); the block's size in values and
+# bytes come from the type table (quant/types.py)
 BLOCK_DEQ = {
-    Q4_K: (_deq_q4_k, 144),
-    Q6_K: (_deq_q6_k, 210),
-    Q8_0: (_deq_q8_0, 34),
-    Q5_K: (_deq_q5_k, 176),
-    Q4_0: (_deq_q4_0, 18),
-    Q4_1: (_deq_q4_1, 20),
-    Q5_0: (_deq_q5_0, 22),
-    Q5_1: (_deq_q5_1, 24),
-    Q2_K: (_deq_q2_k, 84),
-    Q3_K: (_deq_q3_k, 110),
-    IQ4_NL: (_deq_iq4_nl, 18),
-    IQ4_XS: (_deq_iq4_xs, 136),
-    TQ2_0: (_deq_tq2_0, 66),
-    MXFP4: (_deq_mxfp4, 17),
-    IQ2_XXS: (_deq_iq2_xxs, 66),
-    IQ3_S: (_deq_iq3_s, 110),
-    IQ2_XS: (_deq_iq2_xs, 74),
-    IQ2_S: (_deq_iq2_s, 82),
-    IQ3_XXS: (_deq_iq3_xxs, 98),
-    TQ1_0: (_deq_tq1_0, 54),
-    NVFP4: (_deq_nvfp4, 36),
-    Q1_0: (_deq_q1_0, 18),
-    Q2_0: (_deq_q2_0, 18),
-    IQ1_S: (_deq_iq1_s, 50),
-    IQ1_M: (_deq_iq1_m, 56),
+    Q4_0: _deq_q4_0, Q4_1: _deq_q4_1, Q5_0: _deq_q5_0, Q5_1: _deq_q5_1, Q8_0: _deq_q8_0,
+    Q2_K: _deq_q2_k, Q3_K: _deq_q3_k, Q4_K: _deq_q4_k, Q5_K: _deq_q5_k, Q6_K: _deq_q6_k,
+    IQ2_XXS: _deq_iq2_xxs, IQ2_XS: _deq_iq2_xs, IQ2_S: _deq_iq2_s, IQ3_XXS: _deq_iq3_xxs, IQ3_S: _deq_iq3_s,
+    IQ1_S: _deq_iq1_s, IQ1_M: _deq_iq1_m, IQ4_NL: _deq_iq4_nl, IQ4_XS: _deq_iq4_xs,
+    TQ1_0: _deq_tq1_0, TQ2_0: _deq_tq2_0, MXFP4: _deq_mxfp4, NVFP4: _deq_nvfp4, Q1_0: _deq_q1_0, Q2_0: _deq_q2_0,
 }
+# the block types with a dequantizer here
+BLOCK_TYPES = tuple(BY_ID[t].name for t in BLOCK_DEQ)
 
 
 def deq_block_of(qt, row, b, buf, lut):
-    """deq_block for a compile-time constant type id (a closure's captured int): only that type's
-    dequantizer is inlined, where deq_block types and lowers all 25 (a per-type kernel then
-    compiles in about 1 s instead of 14)."""
+    """Dequantize block b of a packed row into buf, for a compile-time constant type id qt (a
+    closure's captured int): only that type's dequantizer is typed and inlined (a per-type kernel
+    compiles in about 1 s; one dispatching on a runtime id compiled all 25 in 14)."""
 
 
 @overload(deq_block_of, inline="always", prefer_literal=True)
 def _deq_block_of(qt, row, b, buf, lut):
     if not isinstance(qt, types.IntegerLiteral):
         raise TypeError("deq_block_of needs a constant type id")
-    f, nbytes = BLOCK_DEQ[qt.literal_value]
+    f, nbytes = BLOCK_DEQ[qt.literal_value], BY_ID[qt.literal_value].type_size
 
     def impl(qt, row, b, buf, lut):
         f(row, b * nbytes, buf, lut)
     return impl
 
 
-@njit(parallel=True, cache=True)
-def dequantize_blocks(qt, b, out, lut):
-    """b: u8[nb, type_size] blocks of type id qt -> out: f32[nb, block_size]."""
-    for i in prange(b.shape[0]):
-        deq_block(qt, b[i], 0, out[i], lut)
+def per_type_kernel(f, qt: int, **jit):
+    """njit(**jit)(f) for a closure f over the constant type id qt, named ``<f>_<TYPE>`` so that
+    each type's kernel has its own Numba cache index file (not one index shared by all types)."""
+    f.__qualname__ = f"{f.__name__}_{BY_ID[qt].name}"
+    return njit(**jit)(f)
+
+
+_DEQ_KERNELS: dict = {}
+
+
+def dequantize_kernel(qt: int):
+    """dequantize_blocks(b, out, lut) for type id qt: b u8[nb, type_size] -> out f32[nb, block_size];
+    built once per type as a closure over the constant id (cached on disk per type)."""
+    k = _DEQ_KERNELS.get(qt)
+    if k is None:
+        def dequantize_blocks(b, out, lut):
+            for i in prange(b.shape[0]):
+                deq_block_of(qt, b[i], 0, out[i], lut)
+        k = _DEQ_KERNELS[qt] = per_type_kernel(dequantize_blocks, qt, parallel=True, cache=True)
+    return k
 
 
 def _register(name: str) -> None:
     qt = TYPES[name].id
-    register_fast(name, dequantize=lambda b, out: dequantize_blocks(qt, b, out.reshape(b.shape[0], -1), F16_LUT))
+    register_fast(name, dequantize=lambda b, out: dequantize_kernel(qt)(b, out.reshape(b.shape[0], -1), F16_LUT))
 
 
 for _name in BLOCK_TYPES:

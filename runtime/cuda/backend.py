@@ -25,7 +25,7 @@ import numpy as np
 from runtime.cuda import ops
 from runtime.cuda import xp as X
 from runtime.cuda.module import CudaError
-from runtime.device import Backend
+from runtime.backend import Backend
 
 MIN_CC = (6, 1)          # Pascal with __dp4a (sm_61)
 EMULATED_MEMORY = "8GiB"

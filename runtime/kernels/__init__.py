@@ -1,143 +1,34 @@
-"""Numba CPU kernels behind ``runtime.backend`` (one module per concern).
+"""Numba CPU kernels behind ``runtime.backend.CPUBackend`` (one module per concern).
 
-- ``dequant``:   per-type block dequantizers (Numba), row dequantization
-- ``act``:       activation quantizers (Q8_0 / Q8_K, as ggml-cpu converts x)
-- ``qdot``:      integer dot-product decode kernels (legacy, K-quants, IQ4_NL/IQ4_XS/IQ2_XXS/
-                 IQ2_XS/IQ3_XXS/IQ3_S)
-- ``matmul``:    dispatch; per-type fused dequantize-times-vector (decode), tiled dequantize +
-                 BLAS (prefill); per-type kernels are built on first use
-- ``warm``:      compile only what a model needs, the first-run notice, ``ggufkit warmup``
+- ``matmul``:    y = x @ W.T dispatch (decode / prefill), get_rows (``dequantize``); builds the
+                 per-type kernels on first use
+- ``qdot``:      the integer decode kernel, one per weight type (``row_dot_of``)
+- ``simd``:      LLVM vector-IR intrinsics the kernels inline (int8 block dots, f16/bf16 rows)
+- ``act``:       activation quantizers (Q8_0 / Q8_1 / Q8_K, as ggml-cpu converts x)
+- ``dequant``:   F16/BF16 rows; the block dequantizers of ``quant.fast.blocks``, re-exported
 - ``norm``:      RMS norm (double accumulation like ggml)
 - ``rope``:      RoPE with ggml's float32 theta recurrence
 - ``attention``: causal GQA attention, float64 BLAS rounded once to float32
+- ``glu``:       SwiGLU / GeGLU
+- ``pool``:      the thread pool for GIL-free work (GEMM tiles, attention, GLU)
+- ``warm``:      compile only what a model needs, the first-run notice, ``ggufkit warmup``
 
-Every function here has a numpy reference of the same name in ``runtime.reference``.
+Every kernel has a numpy reference of the same name in ``runtime.reference``.
 """
 
-import hashlib
+import os
 from pathlib import Path
 
-import numba
-import numpy as np
+from quant.fast import SOURCES as _QUANT_SOURCES
+from quant.fast import cache_by_sources
+from quant.types import BY_ID
 
-from quant.types import BY_ID, TYPES
+# Numba caches these kernels under a directory keyed on every source they inline (this package,
+# quant/fast's block functions, the type table) and on the SIMD route switch (quant/fast/_cache.py)
+SOURCE_KEY = cache_by_sources(Path(__file__).resolve().parent, (Path(__file__).resolve().parent,) + _QUANT_SOURCES,
+                              os.environ.get("GGUFKIT_GENERIC_SIMD", ""))
 
+from runtime.kernels.dequant import BLOCKS  # noqa: E402 (after the cache is keyed)
 
-def _drop_stale_numba_cache() -> None:
-    """Numba's on-disk cache checks only the timestamp of the file defining each @njit
-    function, not the helpers it inlines from other files (simd.py, act.py, quant/fast/blocks.py).
-    Key this package's cache on a hash of all its sources: when any changed, delete the
-    cached kernels in ``__pycache__`` so they are recompiled."""
-    here = Path(__file__).parent
-    blocks = Path(__file__).resolve().parents[2] / "quant" / "fast"   # the block dequantizers
-    sources = sorted(here.glob("*.py")) + sorted(blocks.glob("*.py"))
-    digest = hashlib.sha1(b"".join(p.read_bytes() for p in sources)).hexdigest()
-    cache = here / "__pycache__"
-    stamp = cache / "kernels-src.sha1"
-    try:
-        if stamp.exists() and stamp.read_text() == digest:
-            return
-        for f in list(cache.glob("*.nbi")) + list(cache.glob("*.nbc")) + list(cache.glob("warm-*")):
-            f.unlink()
-        cache.mkdir(exist_ok=True)
-        stamp.write_text(digest)
-    except OSError:          # read-only install: numba then caches elsewhere (or not at all)
-        pass
-
-
-_drop_stale_numba_cache()
-
-from runtime.kernels import matmul as _mm
-from runtime.kernels.attention import attention  # noqa: F401
-from runtime.kernels.dequant import BLOCKS
-from runtime.kernels import norm as _norm
-from runtime.kernels.rope import rope  # noqa: F401
-
-# ggml type names with a Numba matmul / get_rows path; others use the numpy reference.
-# BLOCKS: this package's kernels; QUANT_TILED: row tiles dequantized by quant's Numba code.
-MATMUL_TYPES = tuple(BY_ID[t].name for t in sorted(set(BLOCKS) | _mm.QUANT_TILED))
-
-
-def matmul(data, qtype, n_in, x, ggml_act=True):
-    return _mm.matmul(data, TYPES[qtype].id, n_in, x, ggml_act)
-
-
-def get_rows(data, qtype, n_in, ids):
-    return _mm.dequantize(data, TYPES[qtype].id, n_in, ids)
-
-
-_GELU_TABLE = None
-GELU_COEF_A = np.float32(0.044715)
-SQRT_2_OVER_PI = np.float32(0.79788456080286535587989211986876)
-
-
-def _gelu_f32(x):
-    """ggml_gelu_f32: 0.5x(1 + tanh(sqrt(2/pi) x (1 + 0.044715 x^2))), float32 math."""
-    inner = SQRT_2_OVER_PI * x * (np.float32(1.0) + GELU_COEF_A * x * x)
-    return np.float32(0.5) * x * (np.float32(1.0) + np.tanh(inner.astype(np.float64)).astype(np.float32))
-
-
-def _gelu_table():
-    """f32[65536]: ggml_table_gelu_f16 (fp16 GELU of every fp16 input), as float32."""
-    global _GELU_TABLE
-    if _GELU_TABLE is None:
-        xs = np.arange(65536, dtype=np.uint32).astype(np.uint16).view(np.float16).astype(np.float32)
-        with np.errstate(all="ignore"):
-            _GELU_TABLE = _gelu_f32(xs).astype(np.float16).astype(np.float32)
-    return _GELU_TABLE
-
-
-def geglu(gate, up):
-    """ggml_vec_geglu_f32 (GGML_GELU_FP16): table[fp16(gate)] * up, with the +-10 cut-offs."""
-    g = _gelu_table()[gate.astype(np.float16).view(np.uint16)]
-    g = np.where(gate <= -10.0, np.float32(0.0), np.where(gate >= 10.0, gate, g))
-    return (g * up).astype(np.float32)
-
-
-SILU_CHUNK = 8192          # elements per step: the float64 temporaries stay in L1/L2
-SILU_PARALLEL_MIN = 1 << 16
-
-
-def _swiglu_range(gate, up, out, a: int, b: int) -> None:
-    """out[a:b] = silu(gate[a:b]) * up[a:b] on flat arrays, SILU_CHUNK elements at a time."""
-    g = np.empty(min(SILU_CHUNK, b - a))
-    e = np.empty_like(g)
-    with np.errstate(over="ignore"):   # exp(-gate) -> inf gives silu = -0, as in ggml
-        for i in range(a, b, SILU_CHUNK):
-            j = min(b, i + SILU_CHUNK)
-            gg, ee, o = g[:j - i], e[:j - i], out[i:j]
-            gg[:] = gate[i:j]
-            np.negative(gg, out=ee)
-            np.exp(ee, out=ee)
-            ee += 1.0
-            np.divide(gg, ee, out=ee)
-            o[:] = ee                   # rounded once to float32
-            o *= up[i:j]
-
-
-def swiglu(gate, up):
-    """silu(gate) * up: silu in float64 rounded once to float32 (runtime.reference.silu, so the
-    CUDA backend's swiglu_f64 gives the same floats), times up in float32. In L1-sized steps
-    (whole-array float64 temporaries cost page faults: 100 ms of a 1 s prefill), split over
-    Numba's thread count of Python threads (numpy's ufuncs release the GIL)."""
-    out = np.empty(gate.shape, np.float32)
-    gf, uf, of = gate.reshape(-1), up.reshape(-1), out.reshape(-1)
-    n, nt = gf.size, numba.get_num_threads()
-    if nt == 1 or n < SILU_PARALLEL_MIN:
-        _swiglu_range(gf, uf, of, 0, n)
-        return out
-    step = -(-n // (nt * SILU_CHUNK)) * SILU_CHUNK
-    from runtime.kernels.matmul import _pool
-    list(_pool(nt).map(lambda a: _swiglu_range(gf, uf, of, a, min(n, a + step)), range(0, n, step)))
-    return out
-
-
-def rms_norm(x, w, eps):
-    return _norm.rms_norm(x, w, eps)
-
-
-def prepare(qtypes, notify=None):
-    """Compile (or load from cache) only the kernels weight types ``qtypes`` need; notify(msg)
-    once beforehand if something has to be compiled (see ``runtime.kernels.warm``)."""
-    from runtime.kernels import warm
-    return warm.prepare(qtypes, notify)
+# ggml type names with a Numba matmul / get_rows path (F32/F16/BF16 and the block dequantizers)
+MATMUL_TYPES = tuple(BY_ID[t].name for t in sorted(BLOCKS))

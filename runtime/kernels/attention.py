@@ -27,7 +27,8 @@ from numba import njit
 from numba.core import types
 from numba.extending import overload
 
-from runtime.kernels.dequant import F16_LUT
+from quant.fast.blocks import F16_LUT
+from runtime.kernels.pool import pool
 from runtime.kernels.simd import half_to_f64
 
 Q_TILE = 128                 # query rows per job
@@ -186,7 +187,6 @@ def attention(q, k_cache, v_cache, n_past, scale, window=None, softcap=None):
         for g, i0, i1 in jobs:
             _job(q, k_cache, v_cache, out, g, group, i0, i1, n_past, scale, window, softcap)
         return out
-    from runtime.kernels.matmul import _pool
-    list(_pool(n_threads).map(
+    list(pool(n_threads).map(
         lambda j: _job(q, k_cache, v_cache, out, j[0], group, j[1], j[2], n_past, scale, window, softcap), jobs))
     return out

@@ -1,12 +1,15 @@
-"""Fused dequantize-and-multiply kernels: y = x @ W.T with W kept packed.
+"""Matmul dispatch: y = x @ W.T with W kept packed, and the per-type kernels it builds.
 
-Decode (few tokens): ``matvec_blocks`` walks each packed row once, dequantizes
-one block into a small float32 buffer (L1-resident) and dots it with every
-token's slice of x. Parallel over chunks of output rows.
+Decode (few tokens): with ggml's activations (numerics "exact"), the weight types of
+``qdot.TYPES`` run the integer kernel of ``qdot.make_kernel`` on x quantized to the type's
+``vec_dot_type`` (``quantize_act``); F16/BF16 (and every type with float activations) run a
+float kernel (``matvec_f16``/``matvec_bf16``, the per-type ``matvec`` that dequantizes one block
+into an L1-resident buffer and dots it with every token's slice of x). Parallel over chunks of
+output rows.
 
-Prefill (many tokens): ``matmul_tiled`` dequantizes a tile of rows to float32
-once (``dequant_rows``) and multiplies it with BLAS (numpy ``@``), so each
-weight is dequantized once per call and reused by every token.
+Prefill (many tokens): ``matmul_tiled`` dequantizes a tile of rows to float32 once (the per-type
+``tile`` kernel) and multiplies it with BLAS (numpy ``@``), so each weight is dequantized once
+per call and reused by every token. ``dequantize`` (get_rows) uses the per-type ``rows`` kernel.
 
 Numpy reference: ``runtime.reference.matmul`` (dequantize whole, float64 matmul).
 """
@@ -16,12 +19,12 @@ import numpy as np
 from numba import njit, prange
 
 from runtime.kernels import qdot
+from runtime.kernels.pool import pool
 from runtime.kernels.simd import rowdot_bf16, rowdot_f16
 from runtime.kernels.act import q8_0_float, q8_k_float, quantize_q8_0_bs, quantize_q8_k_bs
-from runtime.kernels.dequant import (BF16, BLOCKS, F16, F16_LUT, F32, IQ2_S, IQ2_XS, IQ2_XXS, IQ3_S, IQ3_XXS, IQ4_NL, IQ4_XS, MXFP4, Q2_K, Q3_K, Q4_0, Q4_1, Q4_K, Q5_0, Q5_1,
-                                     Q5_K, Q6_K, Q8_0, TQ2_0,
-                                     deq_block_of, dequant_rows_bf16, dequant_rows_f16)
-from quant.types import BY_ID, TYPES, vec_dot_type
+from quant.fast.blocks import BF16, F16, F16_LUT, F32, deq_block_of, per_type_kernel
+from runtime.kernels.dequant import BLOCKS, dequant_rows_bf16, dequant_rows_f16
+from quant.types import BY_ID
 
 # reassociation lets LLVM vectorize the float reductions; no nnan/ninf, so NaN/inf propagate
 FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
@@ -36,17 +39,16 @@ TILE_MIN_ROWS = 512     # OpenBLAS repacks all of x for every tile, so narrow ti
 
 # ---------------------------------------------------------------- per-type kernels, built lazily
 #
-# ``deq_block`` dispatches on the type id; a kernel taking the id as an argument compiles every
-# type's dequantizer (29 s cold for ``dequant_rows``). Built as a closure over one constant type id
-# calling ``deq_block_of`` (which inlines only that type's dequantizer, from ``BLOCK_DEQ``), a kernel
-# compiles in 2-3 s (14-15 s when it inlined all 25 and left LLVM to drop 24), and a model compiles
-# only its own types. Numba caches closures on disk keyed by the captured constants (ints only here).
+# Each kernel is a closure over one constant type id calling an ``@overload`` resolved on that
+# literal (``deq_block_of``, ``qdot.row_dot_of``), so it inlines only its own type's code: it
+# compiles in 1-3 s, and a model compiles only its own types. Numba caches closures on disk keyed
+# by the captured constants (ints only here: a captured dispatcher would miss the cache in every
+# new process); each gets its own qualname, hence its own cache index file.
 
 _KERNELS: dict = {}
 
 
 def _make_matvec(qt, qk):
-    @njit(parallel=True, cache=True, fastmath=FASTMATH)
     def matvec_blocks(data, x, out, lut):
         """out[t, r] = sum_k deq(data[r])[k] * x[t, k] (one block type; float).
 
@@ -72,11 +74,10 @@ def _make_matvec(qt, qk):
                         acc[t] += s
                 for t in range(n_tok):
                     out[t, r] = acc[t]
-    return matvec_blocks
+    return per_type_kernel(matvec_blocks, qt, parallel=True, cache=True, fastmath=FASTMATH)
 
 
 def _make_rows(qt, qk):
-    @njit(cache=True, nogil=True)
     def dequant_rows_t(data, rows, out, lut):
         """out[i] = dequantized data[rows[i]] (one block type). rows: int64 [n]; out f32 [n, n_in].
         Single-threaded: an embedding lookup is a few MB at most, less than a parallel region costs
@@ -87,11 +88,10 @@ def _make_rows(qt, qk):
             dst = out[i].reshape((nb, qk))
             for b in range(nb):
                 deq_block_of(qt, row, b, dst[b], lut)
-    return dequant_rows_t
+    return per_type_kernel(dequant_rows_t, qt, cache=True, nogil=True)
 
 
 def _make_tile(qt, qk):
-    @njit(nogil=True, cache=True)
     def dequant_tile(data, r0, out, lut):
         """out[i] = dequantized data[r0 + i], single-threaded and without the GIL, so the
         prefill's worker threads each dequantize their own tiles (one block type)."""
@@ -101,7 +101,7 @@ def _make_tile(qt, qk):
             dst = out[i].reshape((nb, qk))
             for b in range(nb):          # straight into the tile (a copy from a block buffer cost 10-40%)
                 deq_block_of(qt, row, b, dst[b], lut)
-    return dequant_tile
+    return per_type_kernel(dequant_tile, qt, nogil=True, cache=True)
 
 
 @njit(nogil=True, cache=True)
@@ -120,11 +120,13 @@ def dequant_tile_bf16(data, r0, out):
             out[i, j] = np.uint32(data[r0 + i, j]) << np.uint32(16)
 
 
-_MAKERS = {"matvec": _make_matvec, "rows": _make_rows, "tile": _make_tile}
+_MAKERS = {"matvec": _make_matvec, "rows": _make_rows, "tile": _make_tile,
+           "qdot": lambda qt, qk: qdot.make_kernel(qt)}
 
 
 def kernel(kind: str, qt: int):
-    """The per-type Numba kernel ``kind`` ("matvec" | "rows" | "tile") for block type id qt (built once)."""
+    """The per-type Numba kernel ``kind`` ("matvec" | "rows" | "tile" | "qdot") for block type id qt
+    (built once)."""
     key = (kind, qt)
     k = _KERNELS.get(key)
     if k is None:
@@ -185,41 +187,9 @@ def dequantize(data: np.ndarray, qt: int, n_in: int, rows: np.ndarray) -> np.nda
         out = np.empty((len(rows), n_in), np.uint32)
         dequant_rows_bf16(data.view(np.uint16), rows, out)
         return out.view(np.float32)
-    if qt not in BLOCKS:
-        return quant_dequantize(data[rows], BY_ID[qt].name, n_in)
     out = np.empty((len(rows), n_in), np.float32)
     kernel("rows", qt)(data, rows, out, F16_LUT)
     return out
-
-
-def _quant_fast_types() -> frozenset:
-    """ggml type ids that the ``quant`` package dequantizes with Numba (IQ1/IQ2/IQ3, ...)."""
-    try:
-        from quant import api
-    except ImportError:
-        return frozenset()
-    return frozenset(t.id for t in TYPES.values() if api._fast(t, "dequantize") is not None)
-
-
-# types without a kernel here whose rows quant's Numba dequantizers handle: tiled path only
-QUANT_TILED = _quant_fast_types() - set(BLOCKS)
-
-
-def quant_dequantize(rows_data: np.ndarray, qtype: str, n_in: int) -> np.ndarray:
-    """Packed rows -> f32 [n, n_in] with quant's Numba dequantizer (single-threaded per call)."""
-    import quant
-    return np.asarray(quant.dequantize(rows_data, qtype, backend="numba"), np.float32).reshape(-1, n_in)
-
-
-# weight types whose decode runs on integer dot products (qdot.py), and their activation format
-INT_KERNELS = {Q8_0: (qdot.dot_q8_0, "Q8_0"), Q4_0: (qdot.dot_q4_0, "Q8_0"), Q5_0: (qdot.dot_q5_0, "Q8_0"),
-               Q4_1: (qdot.dot_q4_1, "Q8_1"), Q5_1: (qdot.dot_q5_1, "Q8_1"),
-               Q2_K: (qdot.dot_q2_k, "Q8_K"), Q3_K: (qdot.dot_q3_k, "Q8_K"), Q4_K: (qdot.dot_q4_k, "Q8_K"),
-               Q5_K: (qdot.dot_q5_k, "Q8_K"), Q6_K: (qdot.dot_q6_k, "Q8_K"),
-               IQ4_NL: (qdot.dot_iq4_nl, "Q8_0"), IQ4_XS: (qdot.dot_iq4_xs, "Q8_K"), MXFP4: (qdot.dot_mxfp4, "Q8_0"),
-               TQ2_0: (qdot.dot_tq2_0, "Q8_K"), IQ2_S: (qdot.dot_iq2_s, "Q8_K"),
-               IQ2_XXS: (qdot.dot_iq2_xxs, "Q8_K"), IQ3_S: (qdot.dot_iq3_s, "Q8_K"),
-               IQ2_XS: (qdot.dot_iq2_xs, "Q8_K"), IQ3_XXS: (qdot.dot_iq3_xxs, "Q8_K")}
 
 
 def quantize_act(x: np.ndarray, vtype: str):
@@ -239,7 +209,7 @@ def quantize_act(x: np.ndarray, vtype: str):
 
 def act_float(x: np.ndarray, qt: int) -> np.ndarray:
     """f32 [n_tok, n_in]: x as ggml converts it for weight type qt (reference.activations_as_seen)."""
-    vtype = vec_dot_type(BY_ID[qt].name)
+    vtype = BY_ID[qt].vec_dot_type
     if vtype == "F32":
         return x
     if vtype in ("F16", "BF16"):     # rounded as ggml's fp32 -> fp16/bf16 conversion
@@ -253,28 +223,31 @@ def act_float(x: np.ndarray, qt: int) -> np.ndarray:
         f(x, out, 0, n_tok)
     else:                                   # nogil kernel: token ranges on the GEMM threads
         step = -(-n_tok // n)
-        list(_pool(n).map(lambda t0: f(x, out, t0, min(n_tok, t0 + step)), range(0, n_tok, step)))
+        list(pool(n).map(lambda t0: f(x, out, t0, min(n_tok, t0 + step)), range(0, n_tok, step)))
     return out
 
 
-def matmul(data: np.ndarray, qt: int, n_in: int, x: np.ndarray, ggml_act: bool = True) -> np.ndarray:
+def matmul(data: np.ndarray, qt: int, n_in: int, x: np.ndarray, numerics: str = "exact") -> np.ndarray:
     """y = x @ W.T. data: uint8 [n_out, row_bytes]; x: f32 [n_tok, n_in] -> f32 [n_tok, n_out].
 
-    ggml_act: convert x the way ggml-cpu does for this weight type (int8 blocks
-    or fp16/bf16), which is what llama.cpp computes; False multiplies with x as is.
+    numerics (``runtime.backend.NUMERICS``): "exact" converts x the way ggml-cpu does for this
+    weight type (int8 blocks or fp16/bf16), which is what llama.cpp computes; "float" multiplies
+    with x as is.
     """
+    if numerics not in ("exact", "float"):
+        raise ValueError(f"CPU numerics {numerics!r}: expected exact or float")
+    exact = numerics == "exact"
     n_out = data.shape[0]
     n_tok = x.shape[0]
     if qt == F32:     # BLAS (single-threaded under our pool) on the rows split over the threads
         return gemm_nt(x, data.view(np.float32))
-    if n_tok >= PREFILL_MIN_TOKENS or qt not in BLOCKS:
-        return matmul_tiled(data, qt, n_in, act_float(x, qt) if ggml_act else x)
+    if n_tok >= PREFILL_MIN_TOKENS:
+        return matmul_tiled(data, qt, n_in, act_float(x, qt) if exact else x)
     out = np.empty((n_tok, n_out), np.float32)
-    if ggml_act and qt in INT_KERNELS:
-        kernel, vtype = INT_KERNELS[qt]
-        kernel(data, *quantize_act(x, vtype), out, F16_LUT)
+    if exact and qt in qdot.TYPES:
+        kernel("qdot", qt)(data, *quantize_act(x, BY_ID[qt].vec_dot_type), out, F16_LUT)
         return out
-    xa = np.ascontiguousarray(act_float(x, qt) if ggml_act else x)
+    xa = np.ascontiguousarray(act_float(x, qt) if exact else x)
     if qt == F16:
         matvec_f16(data.view(np.uint16), xa, out, F16_LUT)
     elif qt == BF16:
@@ -285,17 +258,6 @@ def matmul(data: np.ndarray, qt: int, n_in: int, x: np.ndarray, ggml_act: bool =
 
 
 PARALLEL_GEMM_FLOPS = 1 << 24   # below this a GEMM stays on the calling thread
-_POOL = None
-
-
-def _pool(n: int):
-    """Python threads for the GEMMs (numpy releases the GIL inside BLAS)."""
-    global _POOL
-    if _POOL is None or _POOL._max_workers < n:
-        from concurrent.futures import ThreadPoolExecutor
-        _POOL = ThreadPoolExecutor(max_workers=n, thread_name_prefix="ggufkit-gemm")
-    return _POOL
-
 
 def gemm_nt(x: np.ndarray, w: np.ndarray) -> np.ndarray:
     """x @ w.T (f32) on Numba's thread count: OpenBLAS runs single-threaded (backend.set_num_threads)
@@ -306,7 +268,7 @@ def gemm_nt(x: np.ndarray, w: np.ndarray) -> np.ndarray:
     if n == 1 or 2.0 * x.shape[0] * x.shape[1] * n_out < PARALLEL_GEMM_FLOPS or n_out < 2 * n:
         return x @ w.T
     step = (n_out + n - 1) // n
-    parts = list(_pool(n).map(lambda r0: x @ w[r0:r0 + step].T, range(0, n_out, step)))
+    parts = list(pool(n).map(lambda r0: x @ w[r0:r0 + step].T, range(0, n_out, step)))
     return np.concatenate(parts, axis=1)
 
 
@@ -315,8 +277,6 @@ def dequantize_tile(data: np.ndarray, qt: int, n_in: int, r0: int, r1: int) -> n
     holding the GIL where a Numba kernel does it (so several threads dequantize at once)."""
     if qt == F32:
         return data.view(np.float32)[r0:r1]
-    if qt not in BLOCKS:
-        return quant_dequantize(data[r0:r1], BY_ID[qt].name, n_in)
     if qt == BF16:
         out = np.empty((r1 - r0, n_in), np.uint32)
         dequant_tile_bf16(data.view(np.uint16), r0, out)
@@ -359,5 +319,5 @@ def matmul_tiled(data: np.ndarray, qt: int, n_in: int, x: np.ndarray) -> np.ndar
     if n == 1:
         work(0)
     else:
-        list(_pool(n).map(work, range(0, n_out, step)))
+        list(pool(n).map(work, range(0, n_out, step)))
     return out

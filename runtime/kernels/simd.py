@@ -1,20 +1,35 @@
 """Small SIMD building blocks written as LLVM vector IR (``numba.extending.intrinsic``).
 
-Numba types every integer product as int64, which keeps LLVM from using the
-int8/int16 multiply-adds ggml relies on. These intrinsics load a fixed number of
-bytes as one LLVM vector, widen, multiply and reduce; LLVM lowers them to
-vpmovsxbw + vpmaddwd (AVX2 / AVX-512) on x86. Each one is a plain dot product,
-and the kernels using them are tested against the numpy references.
+Numba types every integer product as int64, which keeps LLVM from using the int8/int16
+multiply-adds ggml relies on. These intrinsics load a fixed number of bytes as LLVM vectors and
+lower to vpmaddubsw / vpmaddwd / pshufb (AVX2) on x86; where the host has no AVX2 (or with
+``GGUFKIT_GENERIC_SIMD=1``) the same arithmetic is written as plain vector IR. The kernels using
+them (``qdot.py``, ``matmul.py``, ``attention.py``) are tested against the numpy references.
 
-dot_s8_32(w, wo, x, xo):          sum_{j<32} int8 w[wo+j] * int8 x[xo+j]
-dot_u_32(w, wo, sh, m, x, xo):    sum_{j<32} ((uint8 w[wo+j] >> sh) & m) * int8 x[xo+j]
-dot_u_16(w, wo, sh, m, x, xo):    the same over 16 lanes
-dot_bits_32(qh, x, xo):           sum_{j<32} ((uint32 qh >> j) & 1) * int8 x[xo+j]
-sum_s8_16(x, xo):                 sum_{j<16} int8 x[xo+j]
-dot_q4_0_block, dot_q5_0_block, dot_k4_64, dot_k5_64, dot_q6_32: whole-block versions
-(one reduction per block / chunk, scales applied in-vector), see their docstrings.
-All return int32. w may be any 1-D uint8/int8 array, x an int8 array; offsets are
-element indices (no bounds check: callers stay inside the block).
+w: a packed weight row (uint8), o/wo: a byte offset in it; x: int8 activations, xo: an element
+offset; xd: activation block scales (float32, one per 32), xs/bs: int16 16-sums of x; lut: the
+fp16 -> f32 table; nb: blocks in the row. Offsets are not bounds-checked.
+
+  intrinsic                                  computes
+  dot_u_32(w, wo, sh, m, x, xo)              int32 sum_{j<32} ((w[wo+j] >> sh) & m) x[xo+j]   (TQ2_0)
+  q2k_block / q3k_block(w, o, x, xo, bs, so) one Q2_K / Q3_K block -> (sum sc q x, sum m sum x)   int32 x2
+  q4k_block / q5k_block(w, o, x, xo, bs, so) one Q4_K / Q5_K block -> (sum sc q x, sum m sum x)   int32 x2
+  dot_q6k_256(w, o, x, xo)                   one Q6_K block: int32 sum sc (q - 32) x
+  iq4xs_block(w, o, x, xo)                   one IQ4_XS block: int32 sum (ls - 32) sum kvalues[q] x
+  iq2xxs_block / iq2xs_block(w, o, x, xo, grid, ksigns)
+  iq3xxs_block(w, o, x, xo, grid, ksigns)
+  iq2s_block / iq3s_block(w, o, x, xo, grid) one IQ block: int32 sum scale sum grid sign x (times d
+                                             and the type's factor: the dot)
+  row_q8_0 / row_q4_0 / row_q5_0 / row_iq4_nl / row_mxfp4(w, wo, x, xo, xd, xdo, lut, nb)
+                                             float32 sum_b d_w(b) xd[b] sum_j q x over a row of
+                                             32-blocks (ggml's AVX2 order: <8 x float> fma,
+                                             hsum_float_8 once per row)
+  row_q4_1 / row_q5_1(w, wo, x, xo, xd, xdo, xs, xso, lut, nb)
+                                             the same plus sum_b m_w(b) xd[b] sum x (Q8_1 activations)
+  rowdot_f16 / rowdot_bf16(w, wo, x, nvec)   float32 dot of 16 nvec fp16 / bf16 weights with f32 x
+  half_to_f64(src, so, dst, n8)              dst[i] = float64(fp16 src[so+i]), i < 8 n8 (attention)
+
+Block byte sizes come from the type table (``quant.types``).
 """
 
 from llvmlite import ir
@@ -22,9 +37,12 @@ from numba import types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
+from quant.types import TYPES
+
 _I8 = ir.IntType(8)
 _I32 = ir.IntType(32)
 _F32 = ir.FloatType()
+_SIZE = {n: t.type_size for n, t in TYPES.items()}    # bytes per block
 
 
 def _ptr(context, builder, aty, ary, off):
@@ -50,19 +68,6 @@ def _splat(builder, val, n):
     return builder.shuffle_vector(v, ir.Constant(vty, ir.Undefined), ir.Constant(vty, [0] * n))
 
 
-@intrinsic
-def dot_s8_32(typingctx, w, wo, x, xo):
-    sig = types.int32(w, wo, x, xo)
-
-    def codegen(context, builder, signature, args):
-        n = 32
-        vty = ir.VectorType(_I32, n)
-        a = builder.sext(_load(builder, _ptr(context, builder, signature.args[0], args[0], args[1]), n), vty)
-        b = builder.sext(_load(builder, _ptr(context, builder, signature.args[2], args[2], args[3]), n), vty)
-        return _reduce(builder, builder.mul(a, b), n)
-    return sig, codegen
-
-
 def _dot_u(n):
     def impl(typingctx, w, wo, sh, m, x, xo):
         sig = types.int32(w, wo, sh, m, x, xo)
@@ -80,146 +85,10 @@ def _dot_u(n):
 
 
 dot_u_32 = intrinsic(_dot_u(32))
-dot_u_16 = intrinsic(_dot_u(16))
-
-
-@intrinsic
-def dot_bits_32(typingctx, qh, x, xo):
-    sig = types.int32(qh, x, xo)
-
-    def codegen(context, builder, signature, args):
-        n = 32
-        vty = ir.VectorType(_I32, n)
-        q = _splat(builder, builder.trunc(args[0], _I32) if args[0].type.width > 32
-                   else builder.zext(args[0], _I32) if args[0].type.width < 32 else args[0], n)
-        bits = builder.and_(builder.lshr(q, ir.Constant(vty, list(range(n)))), ir.Constant(vty, [1] * n))
-        b = builder.sext(_load(builder, _ptr(context, builder, signature.args[1], args[1], args[2]), n), vty)
-        return _reduce(builder, builder.mul(bits, b), n)
-    return sig, codegen
-
-
-@intrinsic
-def sum_s8_16(typingctx, x, xo):
-    sig = types.int32(x, xo)
-
-    def codegen(context, builder, signature, args):
-        n = 16
-        vty = ir.VectorType(_I32, n)
-        b = builder.sext(_load(builder, _ptr(context, builder, signature.args[0], args[0], args[1]), n), vty)
-        return _reduce(builder, b, n)
-    return sig, codegen
-
-
-# ---------------------------------------------------------------- fused block dot products
-
-def _lanes(builder, w_ptr, n):
-    """n bytes at w_ptr, zero-extended to <n x i32>."""
-    return builder.zext(_load(builder, w_ptr, n), ir.VectorType(_I32, n))
 
 
 def _cvec(values):
     return ir.Constant(ir.VectorType(_I32, len(values)), list(values))
-
-
-def _nibbles_32(builder, w_ptr):
-    """16 bytes -> <32 x i32>: low nibbles in lanes 0..15, high nibbles in lanes 16..31."""
-    b = _lanes(builder, w_ptr, 16)
-    lo = builder.and_(b, _cvec([15] * 16))
-    hi = builder.lshr(b, _cvec([4] * 16))
-    return builder.shuffle_vector(lo, hi, _cvec(range(32)))
-
-
-def _x32(context, builder, aty, ary, off, n=32):
-    return builder.sext(_load(builder, _ptr(context, builder, aty, ary, off), n), ir.VectorType(_I32, n))
-
-
-@intrinsic
-def dot_q4_0_block(typingctx, w, wo, x, xo):
-    """sum_{j<32} (q_j - 8) x_j for one Q4_0 block's 16 quant bytes at w[wo]."""
-    sig = types.int32(w, wo, x, xo)
-
-    def codegen(context, builder, signature, args):
-        q = builder.sub(_nibbles_32(builder, _ptr(context, builder, signature.args[0], args[0], args[1])),
-                        _cvec([8] * 32))
-        xv = _x32(context, builder, signature.args[2], args[2], args[3])
-        return _reduce(builder, builder.mul(q, xv), 32)
-    return sig, codegen
-
-
-@intrinsic
-def dot_q5_0_block(typingctx, w, wo, qh, x, xo):
-    """sum_{j<32} (q_j - 16) x_j, q_j = nibble | bit j of qh << 4 (Q5_0 quants at w[wo])."""
-    sig = types.int32(w, wo, qh, x, xo)
-
-    def codegen(context, builder, signature, args):
-        q = _nibbles_32(builder, _ptr(context, builder, signature.args[0], args[0], args[1]))
-        h = args[2]
-        h = builder.trunc(h, _I32) if h.type.width > 32 else builder.zext(h, _I32) if h.type.width < 32 else h
-        hb = builder.and_(builder.lshr(_splat(builder, h, 32), _cvec(range(32))), _cvec([1] * 32))
-        q = builder.sub(builder.or_(q, builder.shl(hb, _cvec([4] * 32))), _cvec([16] * 32))
-        xv = _x32(context, builder, signature.args[3], args[3], args[4])
-        return _reduce(builder, builder.mul(q, xv), 32)
-    return sig, codegen
-
-
-def _i32(builder, v):
-    return builder.trunc(v, _I32) if v.type.width > 32 else builder.sext(v, _I32) if v.type.width < 32 else v
-
-
-def _dot_k_64(with_h):
-    def impl(typingctx, w, wo, qh, qho, hsh, sc1, sc2, x, xo):
-        sig = types.int32(w, wo, qh, qho, hsh, sc1, sc2, x, xo)
-
-        def codegen(context, builder, signature, args):
-            b = _lanes(builder, _ptr(context, builder, signature.args[0], args[0], args[1]), 32)
-            lo = builder.and_(b, _cvec([15] * 32))
-            hi = builder.lshr(b, _cvec([4] * 32))
-            if with_h:
-                hb = _lanes(builder, _ptr(context, builder, signature.args[2], args[2], args[3]), 32)
-                shv = _splat(builder, _i32(builder, args[4]), 32)
-                h0 = builder.and_(builder.lshr(hb, shv), _cvec([1] * 32))
-                h1 = builder.and_(builder.lshr(hb, builder.add(shv, _cvec([1] * 32))), _cvec([1] * 32))
-                lo = builder.or_(lo, builder.shl(h0, _cvec([4] * 32)))
-                hi = builder.or_(hi, builder.shl(h1, _cvec([4] * 32)))
-            x0 = _x32(context, builder, signature.args[7], args[7], args[8])
-            x1 = _x32(context, builder, signature.args[7], args[7],
-                      builder.add(args[8], ir.Constant(args[8].type, 32)))
-            s = builder.add(builder.mul(builder.mul(lo, x0), _splat(builder, _i32(builder, args[5]), 32)),
-                            builder.mul(builder.mul(hi, x1), _splat(builder, _i32(builder, args[6]), 32)))
-            return _reduce(builder, s, 32)
-        return sig, codegen
-    return impl
-
-
-# Q4_K / Q5_K 64-value chunk: sum_{l<32} sc1 q_lo(l) x[xo+l] + sc2 q_hi(l) x[xo+32+l] with
-# q_lo = w[wo+l] & 15, q_hi = w[wo+l] >> 4, and for Q5_K bit hsh / hsh+1 of qh[qho+l] as bit 4.
-dot_k4_64 = intrinsic(_dot_k_64(False))
-dot_k5_64 = intrinsic(_dot_k_64(True))
-
-
-@intrinsic
-def dot_q6_32(typingctx, w, qlo, qho, shl_, shh, sca, scb, x, xo):
-    """Q6_K 32 lanes: q = ((w[qlo+l] >> shl_) & 15 | ((w[qho+l] >> shh) & 3) << 4) - 32,
-    sum_l (l < 16 ? sca : scb) * q * x[xo+l]."""
-    sig = types.int32(w, qlo, qho, shl_, shh, sca, scb, x, xo)
-
-    def codegen(context, builder, signature, args):
-        wt = signature.args[0]
-        ql = _lanes(builder, _ptr(context, builder, wt, args[0], args[1]), 32)
-        qh = _lanes(builder, _ptr(context, builder, wt, args[0], args[2]), 32)
-        ql = builder.and_(builder.lshr(ql, _splat(builder, _i32(builder, args[3]), 32)), _cvec([15] * 32))
-        qh = builder.and_(builder.lshr(qh, _splat(builder, _i32(builder, args[4]), 32)), _cvec([3] * 32))
-        q = builder.sub(builder.or_(ql, builder.shl(qh, _cvec([4] * 32))), _cvec([32] * 32))
-        sa = _splat(builder, _i32(builder, args[5]), 16)
-        sb = _splat(builder, _i32(builder, args[6]), 16)
-        sc = builder.shuffle_vector(sa, sb, _cvec(range(32)))
-        # |q sc| <= 32 * 128 fits int16: say so (trunc + sext), so LLVM can use vpmaddwd
-        v16 = ir.VectorType(ir.IntType(16), 32)
-        qs = builder.sext(builder.trunc(builder.mul(q, sc), v16), ir.VectorType(_I32, 32))
-        xv = _x32(context, builder, signature.args[7], args[7], args[8])
-        return _reduce(builder, builder.mul(qs, xv), 32)
-    return sig, codegen
-
 
 
 # ---------------------------------------------------------------- float rows (F16 / BF16 weights)
@@ -324,32 +193,6 @@ def _splat16(builder, val, n=16):
 
 def _byte_at(builder, base, off):
     return builder.load(builder.gep(base, [ir.Constant(_I32, off)]))
-
-
-@intrinsic
-def dot_q4k_256(typingctx, w, qo, sc, so, x, xo):
-    """One Q4_K block's quants: sum_{j<8} sc[so+j] sum_{l<32} q_j(l) x[xo+32j+l], with
-    q_{2i}(l) = w[qo+32i+l] & 15 and q_{2i+1}(l) = w[qo+32i+l] >> 4 (sc: uint8 scales)."""
-    sig = types.int32(w, qo, sc, so, x, xo)
-
-    def codegen(context, builder, signature, args):
-        wp = _ptr(context, builder, signature.args[0], args[0], args[1])
-        sp = _ptr(context, builder, signature.args[2], args[2], args[3])
-        xp = _ptr(context, builder, signature.args[4], args[4], args[5])
-        acc = None
-        for i in range(4):
-            q = _load(builder, builder.gep(wp, [ir.Constant(_I32, 32 * i)]), 32)
-            lo = builder.and_(q, _c8(15))
-            hi = builder.lshr(q, _c8(4))
-            x0 = _load(builder, builder.gep(xp, [ir.Constant(_I32, 64 * i)]), 32)
-            x1 = _load(builder, builder.gep(xp, [ir.Constant(_I32, 64 * i + 32)]), 32)
-            s0 = _splat16(builder, builder.zext(_byte_at(builder, sp, 2 * i), _I16))
-            s1 = _splat16(builder, builder.zext(_byte_at(builder, sp, 2 * i + 1), _I16))
-            p = builder.add(_maddwd(builder, _maddubs(builder, lo, x0), s0),
-                            _maddwd(builder, _maddubs(builder, hi, x1), s1))
-            acc = p if acc is None else builder.add(acc, p)
-        return _reduce(builder, acc, 8)
-    return sig, codegen
 
 
 @intrinsic
@@ -669,15 +512,15 @@ def _row32_min(blk, bsize):
 
 # row_q4_1(w, wo, x, xo, xd, xdo, xs, xso, lut, nb) / row_q5_1: Q4_1 / Q5_1 rows against Q8_1-style
 # activations (int8 x, scales xd per 32, int16 16-sums xs).
-row_q4_1 = intrinsic(_row32_min(_blk_q4_1, 20))
-row_q5_1 = intrinsic(_row32_min(_blk_q5_1, 24))
+row_q4_1 = intrinsic(_row32_min(_blk_q4_1, _SIZE["Q4_1"]))
+row_q5_1 = intrinsic(_row32_min(_blk_q5_1, _SIZE["Q5_1"]))
 
 
 # row_q8_0(w, wo, x, xo, xd, xdo, lut, nb): sum over nb blocks of d_w(b) xd[xdo+b] sum_j q_w x (float32);
 # w: the packed row (uint8, blocks at wo), x: int8 activations at xo, lut: the fp16 -> f32 table.
-row_q8_0 = intrinsic(_row32(_blk_q8_0, 34))
-row_q4_0 = intrinsic(_row32(_blk_q4_0, 18))
-row_q5_0 = intrinsic(_row32(_blk_q5_0, 22))
+row_q8_0 = intrinsic(_row32(_blk_q8_0, _SIZE["Q8_0"]))
+row_q4_0 = intrinsic(_row32(_blk_q4_0, _SIZE["Q4_0"]))
+row_q5_0 = intrinsic(_row32(_blk_q5_0, _SIZE["Q5_0"]))
 
 
 # ---------------------------------------------------------------- IQ types: grids, sign bits, non-linear tables
@@ -753,6 +596,29 @@ def _finish(builder, acc):
     return _reduce(builder, acc, 8)
 
 
+def _iq_args(context, builder, signature, args):
+    """(weight bytes at w[o], x bytes at x[xo], grid pointer, sign-table pointer or None) of an IQ
+    block intrinsic f(w, o, x, xo, grid[, ksigns])."""
+    wb = _bytes(context, builder, signature.args[0], args[0], args[1])
+    xp = _bytes(context, builder, signature.args[2], args[2], args[3])
+    zero = ir.Constant(args[1].type, 0)
+    gp = _ptr(context, builder, signature.args[4], args[4], zero)
+    sp = _ptr(context, builder, signature.args[5], args[5], zero) if len(args) > 5 else None
+    return wb, xp, gp, sp
+
+
+def _grid_dot(builder, gv, sx, scales):
+    """32 grid bytes (the vector gv) times the signed x: u8 x s8 pair sums times the <16 x i16>
+    scales -> <8 x i32> (one 32-value group of an IQ block)."""
+    return _maddwd(builder, _maddubs(builder, builder.bitcast(gv, ir.VectorType(_I8, 32)), sx), scales)
+
+
+def _odd_scale(builder, a1):
+    """The 4-bit scale in the top bits of a u32 -> <16 x i16> of 2 s + 1 (IQ2_XXS / IQ3_XXS)."""
+    ls = builder.add(builder.shl(builder.lshr(a1, ir.Constant(_I32, 28)), ir.Constant(_I32, 1)), ir.Constant(_I32, 1))
+    return _splat16(builder, builder.trunc(ls, _I16))
+
+
 @intrinsic
 def iq4xs_block(typingctx, w, o, x, xo):
     """IQ4_XS block (d:2 scales_h:2 scales_l:4 qs:128 at w[o]) against int8 x[xo:xo+256]:
@@ -783,38 +649,36 @@ def iq4xs_block(typingctx, w, o, x, xo):
     return sig, codegen
 
 
-@intrinsic
-def iq2xxs_block(typingctx, w, o, x, xo, grid, ksigns):
-    """IQ2_XXS block (d:2 then 8 x [4 grid bytes][u32 signs/scale] at w[o]) against int8
-    x[xo:xo+256]: sum_ib (2 ls_ib + 1) sum grid * sign * x (int32; times d/8 gives the dot).
-    grid: uint64 [256] (iq2xxs_grid), ksigns: uint64 [128] (keven_signs: bytes of +1/-1)."""
-    sig = types.int32(w, o, x, xo, grid, ksigns)
+def _xxs_block(n_grid, signs_at):
+    """IQ2_XXS / IQ3_XXS blocks: 8 groups of 32 values, each with n_grid grid indices (bytes
+    2 + 8 ib ..; grid entries of 32 / n_grid bytes) and a u32 of 4 x 7 sign bits and a 4-bit scale
+    at byte signs_at(ib): sum_ib (2 ls_ib + 1) sum grid * sign * x (int32)."""
+    def impl(typingctx, w, o, x, xo, grid, ksigns):
+        sig = types.int32(w, o, x, xo, grid, ksigns)
 
-    def codegen(context, builder, signature, args):
-        wb = _bytes(context, builder, signature.args[0], args[0], args[1])
-        xp = _bytes(context, builder, signature.args[2], args[2], args[3])
-        zero = ir.Constant(args[1].type, 0)
-        gp = _ptr(context, builder, signature.args[4], args[4], zero)
-        sp = _ptr(context, builder, signature.args[5], args[5], zero)
-        v4 = ir.VectorType(ir.IntType(64), 4)
-        acc = None
-        for ib in range(8):
-            q = 2 + 8 * ib
-            a1 = _i32_at(builder, wb, q + 4)
-            gv = ir.Constant(v4, ir.Undefined)
-            for l in range(4):
-                g = builder.load(builder.gep(gp, [_u8_at(builder, wb, q + l)]))
-                gv = builder.insert_element(gv, g, ir.Constant(_I32, l))
-            sv = _even_signs(builder, sp, [builder.and_(builder.lshr(a1, ir.Constant(_I32, 7 * l)), ir.Constant(_I32, 127))
-                                           for l in range(4)])
-            gb = builder.bitcast(gv, ir.VectorType(_I8, 32))
-            sx = _sign_apply(builder, _xload(builder, xp, 32 * ib), sv)
-            ls = builder.add(builder.shl(builder.lshr(a1, ir.Constant(_I32, 28)), ir.Constant(_I32, 1)),
-                             ir.Constant(_I32, 1))
-            p = _maddwd(builder, _maddubs(builder, gb, sx), _splat16(builder, builder.trunc(ls, _I16)))
-            acc = p if acc is None else builder.add(acc, p)
-        return _finish(builder, acc)
-    return sig, codegen
+        def codegen(context, builder, signature, args):
+            wb, xp, gp, sp = _iq_args(context, builder, signature, args)
+            vg = ir.VectorType(ir.IntType(256 // n_grid), n_grid)
+            acc = None
+            for ib in range(8):
+                a1 = _i32_at(builder, wb, signs_at(ib))
+                gv = ir.Constant(vg, ir.Undefined)
+                for k in range(n_grid):
+                    g = builder.load(builder.gep(gp, [_u8_at(builder, wb, 2 + 8 * ib + k)]))
+                    gv = builder.insert_element(gv, g, ir.Constant(_I32, k))
+                sv = _even_signs(builder, sp, [builder.and_(builder.lshr(a1, ir.Constant(_I32, 7 * l)),
+                                                            ir.Constant(_I32, 127)) for l in range(4)])
+                p = _grid_dot(builder, gv, _sign_apply(builder, _xload(builder, xp, 32 * ib), sv), _odd_scale(builder, a1))
+                acc = p if acc is None else builder.add(acc, p)
+            return _finish(builder, acc)
+        return sig, codegen
+    return impl
+
+
+# iq2xxs_block(w, o, x, xo, grid, ksigns): IQ2_XXS (d:2 then 8 x [4 grid bytes][u32 signs/scale]
+# at w[o]) against int8 x[xo:xo+256]; times d/8 gives the dot. grid: uint64 [256] (iq2xxs_grid),
+# ksigns: uint64 [128] (keven_signs: bytes of +1/-1).
+iq2xxs_block = intrinsic(_xxs_block(4, lambda ib: 6 + 8 * ib))
 
 
 @intrinsic
@@ -824,9 +688,7 @@ def iq3s_block(typingctx, w, o, x, xo, grid):
     sig = types.int32(w, o, x, xo, grid)
 
     def codegen(context, builder, signature, args):
-        wb = _bytes(context, builder, signature.args[0], args[0], args[1])
-        xp = _bytes(context, builder, signature.args[2], args[2], args[3])
-        gp = _ptr(context, builder, signature.args[4], args[4], ir.Constant(args[1].type, 0))
+        wb, xp, gp, _ = _iq_args(context, builder, signature, args)
         v8 = ir.VectorType(_I32, 8)
         c256 = ir.Constant(_I32, 256)
         acc = None
@@ -838,12 +700,11 @@ def iq3s_block(typingctx, w, o, x, xo, grid):
                     idx = builder.or_(_u8_at(builder, wb, 2 + 8 * ib + 2 * l + e),
                                       builder.and_(builder.shl(qh, ir.Constant(_I32, 8 - 2 * l - e)), c256))
                     gv = builder.insert_element(gv, builder.load(builder.gep(gp, [idx])), ir.Constant(_I32, 2 * l + e))
-            gb = builder.bitcast(gv, ir.VectorType(_I8, 32))
             sx = _signed_by_bits(builder, _xload(builder, xp, 32 * ib), _i32_at(builder, wb, 74 + 4 * ib))
             sc = builder.and_(builder.lshr(_u8_at(builder, wb, 106 + ib // 2), ir.Constant(_I32, 4 * (ib & 1))),
                               ir.Constant(_I32, 15))
             ls = builder.add(builder.shl(sc, ir.Constant(_I32, 1)), ir.Constant(_I32, 1))
-            p = _maddwd(builder, _maddubs(builder, gb, sx), _splat16(builder, builder.trunc(ls, _I16)))
+            p = _grid_dot(builder, gv, sx, _splat16(builder, builder.trunc(ls, _I16)))
             acc = p if acc is None else builder.add(acc, p)
         return _finish(builder, acc)
     return sig, codegen
@@ -854,7 +715,7 @@ def _blk_iq4_nl(builder, wb, xv):
     return _maddwd(builder, _dot_s8s8(builder, wv, xv), _ones16(builder))
 
 
-row_iq4_nl = intrinsic(_row32(_blk_iq4_nl, 18))
+row_iq4_nl = intrinsic(_row32(_blk_iq4_nl, _SIZE["IQ4_NL"]))
 
 KVALUES_MXFP4_I8 = (0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12)   # doubled e2m1
 
@@ -865,40 +726,12 @@ def _blk_mxfp4(builder, wb, xv):
 
 
 # MXFP4 (e:1 qs:16): IQ4_NL's row with the e2m1 table and the e8m0 scale (ggml_vec_dot_mxfp4_q8_0)
-row_mxfp4 = intrinsic(_row32(_blk_mxfp4, 17, _e8m0_half_scale))
+row_mxfp4 = intrinsic(_row32(_blk_mxfp4, _SIZE["MXFP4"], _e8m0_half_scale))
 
 
-@intrinsic
-def iq3xxs_block(typingctx, w, o, x, xo, grid, ksigns):
-    """IQ3_XXS block (d:2 qs:64 grid indices, 8 x u32 signs/scale at w[o]) against int8
-    x[xo:xo+256]: sum_ib (2 ls_ib + 1) sum grid * sign * x (int32; times d/4 gives the dot).
-    grid: uint32 [256] (iq3xxs_grid), ksigns: uint64 [128] (keven_signs: bytes of +1/-1)."""
-    sig = types.int32(w, o, x, xo, grid, ksigns)
-
-    def codegen(context, builder, signature, args):
-        wb = _bytes(context, builder, signature.args[0], args[0], args[1])
-        xp = _bytes(context, builder, signature.args[2], args[2], args[3])
-        zero = ir.Constant(args[1].type, 0)
-        gp = _ptr(context, builder, signature.args[4], args[4], zero)
-        sp = _ptr(context, builder, signature.args[5], args[5], zero)
-        v8 = ir.VectorType(_I32, 8)
-        acc = None
-        for ib in range(8):
-            a1 = _i32_at(builder, wb, 66 + 4 * ib)
-            gv = ir.Constant(v8, ir.Undefined)
-            for k in range(8):
-                g = builder.load(builder.gep(gp, [_u8_at(builder, wb, 2 + 8 * ib + k)]))
-                gv = builder.insert_element(gv, g, ir.Constant(_I32, k))
-            sv = _even_signs(builder, sp, [builder.and_(builder.lshr(a1, ir.Constant(_I32, 7 * l)), ir.Constant(_I32, 127))
-                                           for l in range(4)])
-            gb = builder.bitcast(gv, ir.VectorType(_I8, 32))
-            sx = _sign_apply(builder, _xload(builder, xp, 32 * ib), sv)
-            ls = builder.add(builder.shl(builder.lshr(a1, ir.Constant(_I32, 28)), ir.Constant(_I32, 1)),
-                             ir.Constant(_I32, 1))
-            p = _maddwd(builder, _maddubs(builder, gb, sx), _splat16(builder, builder.trunc(ls, _I16)))
-            acc = p if acc is None else builder.add(acc, p)
-        return _finish(builder, acc)
-    return sig, codegen
+# iq3xxs_block(w, o, x, xo, grid, ksigns): IQ3_XXS (d:2 qs:64 grid indices, 8 x u32 signs/scale
+# at w[o]) against int8 x[xo:xo+256]; times d/4 gives the dot. grid: uint32 [256] (iq3xxs_grid).
+iq3xxs_block = intrinsic(_xxs_block(8, lambda ib: 66 + 4 * ib))
 
 
 def _odd_scales16(builder, sc):
@@ -919,11 +752,7 @@ def iq2xs_block(typingctx, w, o, x, xo, grid, ksigns):
     sig = types.int32(w, o, x, xo, grid, ksigns)
 
     def codegen(context, builder, signature, args):
-        wb = _bytes(context, builder, signature.args[0], args[0], args[1])
-        xp = _bytes(context, builder, signature.args[2], args[2], args[3])
-        zero = ir.Constant(args[1].type, 0)
-        gp = _ptr(context, builder, signature.args[4], args[4], zero)
-        sp = _ptr(context, builder, signature.args[5], args[5], zero)
+        wb, xp, gp, sp = _iq_args(context, builder, signature, args)
         v4 = ir.VectorType(ir.IntType(64), 4)
         acc = None
         for ib in range(8):
@@ -936,9 +765,8 @@ def iq2xs_block(typingctx, w, o, x, xo, grid, ksigns):
                 gv = builder.insert_element(gv, g, ir.Constant(_I32, l))
                 sidx.append(builder.lshr(q, ir.Constant(_I32, 9)))
             sv = _even_signs(builder, sp, sidx)
-            gb = builder.bitcast(gv, ir.VectorType(_I8, 32))
             sx = _sign_apply(builder, _xload(builder, xp, 32 * ib), sv)
-            p = _maddwd(builder, _maddubs(builder, gb, sx), _odd_scales16(builder, _u8_at(builder, wb, 66 + ib)))
+            p = _grid_dot(builder, gv, sx, _odd_scales16(builder, _u8_at(builder, wb, 66 + ib)))
             acc = p if acc is None else builder.add(acc, p)
         return _finish(builder, acc)
     return sig, codegen
@@ -953,9 +781,7 @@ def iq2s_block(typingctx, w, o, x, xo, grid):
     sig = types.int32(w, o, x, xo, grid)
 
     def codegen(context, builder, signature, args):
-        wb = _bytes(context, builder, signature.args[0], args[0], args[1])
-        xp = _bytes(context, builder, signature.args[2], args[2], args[3])
-        gp = _ptr(context, builder, signature.args[4], args[4], ir.Constant(args[1].type, 0))
+        wb, xp, gp, _ = _iq_args(context, builder, signature, args)
         v4 = ir.VectorType(ir.IntType(64), 4)
         acc = None
         for ib in range(8):
@@ -965,9 +791,8 @@ def iq2s_block(typingctx, w, o, x, xo, grid):
                 idx = builder.or_(_u8_at(builder, wb, 2 + 4 * ib + l),
                                   builder.and_(builder.shl(qh, ir.Constant(_I32, 8 - 2 * l)), ir.Constant(_I32, 0x300)))
                 gv = builder.insert_element(gv, builder.load(builder.gep(gp, [idx])), ir.Constant(_I32, l))
-            gb = builder.bitcast(gv, ir.VectorType(_I8, 32))
             sx = _signed_by_bits(builder, _xload(builder, xp, 32 * ib), _i32_at(builder, wb, 34 + 4 * ib))
-            p = _maddwd(builder, _maddubs(builder, gb, sx), _odd_scales16(builder, _u8_at(builder, wb, 74 + ib)))
+            p = _grid_dot(builder, gv, sx, _odd_scales16(builder, _u8_at(builder, wb, 74 + ib)))
             acc = p if acc is None else builder.add(acc, p)
         return _finish(builder, acc)
     return sig, codegen

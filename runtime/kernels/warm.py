@@ -6,10 +6,10 @@
 
 Numba compiles on a kernel's first call and caches the machine code on disk (``cache=True``),
 but it cannot tell beforehand whether a call will hit that cache. So after a type's kernels were
-first called here, a small stamp file is written next to the cache (``warm-<TYPE>.<key>``; the
-key hashes the kernel sources, Numba's version and the CPU): no stamp means "will compile".
-Clearing the Numba cache (``runtime/kernels/__pycache__`` or ``$NUMBA_CACHE_DIR``) clears the
-stamps with it.
+first called here, a small stamp file is written next to the cache (``warm-<TYPE>.<key>``, in the
+source-keyed cache directory ``runtime/kernels/__pycache__/src-<SOURCE_KEY>`` or its
+``$NUMBA_CACHE_DIR`` counterpart; the key hashes the kernel sources, Numba's version and the CPU):
+no stamp means "will compile". Clearing the Numba cache clears the stamps with it.
 
 Each type is warmed through the same entry points the models use (decode matvec, tiled prefill,
 get_rows) on tiny zero weights, with the same array flavours (read-only uint8 weights, C-contiguous
@@ -25,29 +25,19 @@ from pathlib import Path
 
 import numpy as np
 
+from quant.fast import cache_dir
+from quant.types import TYPES
+from runtime.kernels import MATMUL_TYPES, SOURCE_KEY, attention, glu, norm, rope
+from runtime.kernels import matmul as mm
+from runtime.kernels.dequant import BLOCKS
+
 HERE = Path(__file__).resolve().parent
 COMMON = "common"
 
 
-def sources_digest() -> str:
-    """sha1 of every kernel source (this package and quant/fast, whose helpers get inlined)."""
-    files = sorted(HERE.glob("*.py")) + sorted((HERE.parent.parent / "quant" / "fast").glob("*.py"))
-    return hashlib.sha1(b"".join(p.read_bytes() for p in files)).hexdigest()
-
-
 def stamp_dir() -> Path:
     """Where Numba caches this package's kernels (and where the stamps go)."""
-    import numba
-    if numba.config.CACHE_DIR:
-        return Path(numba.config.CACHE_DIR)
-    d = HERE / "__pycache__"
-    try:
-        d.mkdir(exist_ok=True)
-        if os.access(d, os.W_OK):
-            return d
-    except OSError:
-        pass
-    return Path.home() / ".cache" / "ggufkit" / "kernel-stamps"
+    return cache_dir(HERE) or Path.home() / ".cache" / "ggufkit" / "kernel-stamps"
 
 
 _KEY = None
@@ -58,8 +48,7 @@ def _key() -> str:
     if _KEY is None:
         import llvmlite.binding as llvm
         import numba
-        raw = (f"{sources_digest()}|{numba.__version__}|{llvm.get_host_cpu_name()}|{llvm.get_host_cpu_features()}"
-               f"|{os.environ.get('GGUFKIT_GENERIC_SIMD', '')}")
+        raw = f"{SOURCE_KEY}|{numba.__version__}|{llvm.get_host_cpu_name()}|{llvm.get_host_cpu_features()}"
         _KEY = hashlib.sha1(raw.encode()).hexdigest()[:16]
     return _KEY
 
@@ -70,7 +59,6 @@ def _stamp(name: str) -> Path:
 
 def kernel_types() -> tuple[str, ...]:
     """Weight types with Numba kernels (matmul / get_rows); F32 needs none (BLAS)."""
-    from runtime.kernels import MATMUL_TYPES
     return tuple(t for t in MATMUL_TYPES if t != "F32")
 
 
@@ -81,12 +69,8 @@ def needs_compile(qtypes) -> list[str]:
 
 
 def _warm_type(name: str) -> None:
-    import importlib
-    mm = importlib.import_module("runtime.kernels.matmul")   # the module (kernels.matmul is a function)
-    from runtime.kernels.dequant import BLOCKS
-    from quant.types import TYPES
     qt = TYPES[name].id
-    qk, nbytes = BLOCKS[qt] if qt in BLOCKS else (TYPES[name].block_size, TYPES[name].type_size)
+    qk, nbytes = BLOCKS[qt]
     n_in, n_out = 256, 16
     data = np.zeros((n_out, n_in // qk * nbytes), np.uint8)
     data.flags.writeable = False                       # the GGUF memmap is read-only
@@ -96,25 +80,22 @@ def _warm_type(name: str) -> None:
 
 
 def _warm_common() -> None:
-    from runtime import kernels as K
     x = np.ones((2, 256), np.float32)
-    K.rms_norm(x, np.ones(256, np.float32), 1e-5)
-    K.rms_norm(x, None, 1e-5)
+    norm.rms_norm(x, np.ones(256, np.float32), 1e-5)
+    norm.rms_norm(x, None, 1e-5)
     q = np.ones((1, 4, 8), np.float32)
-    K.rope(q, np.array([3]), 8, 1e4, 1.0, None, "norm")
-    K.rope(q, np.array([3]), 8, 1e4, 1.0, None, "neox")
-    K.rope(q, np.array([3]), 8, 1e4, 1.0, np.ones(4, np.float32), "norm")
-    import importlib
-    rope = importlib.import_module("runtime.kernels.rope")
+    rope.rope(q, np.array([3]), 8, 1e4, 1.0, None, "norm")
+    rope.rope(q, np.array([3]), 8, 1e4, 1.0, None, "neox")
+    rope.rope(q, np.array([3]), 8, 1e4, 1.0, np.ones(4, np.float32), "norm")
     big = np.ones((rope.PARALLEL_MIN // 32, 4, 8), np.float32)        # the parallel (prefill) RoPE
     for ff in (None, np.ones(4, np.float32)):
-        K.rope(big, np.arange(len(big)), 8, 1e4, 1.0, ff, "norm")
+        rope.rope(big, np.arange(len(big)), 8, 1e4, 1.0, ff, "norm")
     for dt in (np.float16,):             # the f32 cache (exact checks only) compiles on first use
         kc = np.zeros((4, 2, 8), dt)
-        K.attention(q, kc, kc, 2, 1.0)
-        K.attention(q, kc, kc, 2, 1.0, window=2, softcap=30.0)
-    K.swiglu(x, x)
-    K.geglu(x, x)
+        attention.attention(q, kc, kc, 2, 1.0)
+        attention.attention(q, kc, kc, 2, 1.0, window=2, softcap=30.0)
+    glu.swiglu(x, x)
+    glu.geglu(x, x)
 
 
 def compile_jobs(n: int) -> int:

@@ -22,7 +22,9 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from runtime import backend as B
-from runtime.device import CPU, Backend, move
+from runtime.backend import CPU, Backend
+from runtime.device import move
+from runtime.qtensor import QTensor
 from runtime.errors import ModelError
 
 MAX_LAYERS = 512                       # LLAMA_MAX_LAYERS (src/llama-hparams.h)
@@ -115,11 +117,11 @@ class KVCache:
 
 @dataclass
 class Weights:
-    """Tensors by GGUF name: 2-D as backend.QTensor (quantized, memory-mapped), 1-D as f32 arrays."""
+    """Tensors by GGUF name: 2-D as QTensor (quantized, memory-mapped), 1-D as f32 arrays."""
     mats: dict = field(default_factory=dict)
     vecs: dict = field(default_factory=dict)
 
-    def mat(self, name: str) -> B.QTensor:
+    def mat(self, name: str) -> QTensor:
         try:
             return self.mats[name]
         except KeyError:

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from quant.types import TYPES, get_type
-from runtime.backend import QTensor
+from runtime.qtensor import QTensor
 
 # byte offsets of fp16 scale fields inside one block (ggml-common.h)
 F16_FIELDS = {

@@ -16,7 +16,7 @@ import runtime.backend                # a second import says nothing more
 from runtime.errors import ModelError
 print("backend:", B.backend_name())
 try:
-    B.rms_norm(np.ones((1, 4), np.float32), None, 1e-6)
+    B.CPU.rms_norm(np.ones((1, 4), np.float32), None, 1e-6)
 except ModelError as e:
     print("error:", e)
 """
@@ -32,7 +32,14 @@ def test_kernels_that_cannot_load_are_reported_once():
 
 
 def test_backend_name_when_kernels_load():
+    """When the kernels load, the backend that says "CPU (Numba)" is the one computing: its results
+    equal the numpy reference's, and bench reports that name."""
+    import numpy as np
     from runtime import backend as B
-    assert B.backend_name() == B.BACKEND_NAME == "CPU (Numba)"
+    from runtime import reference
+    assert B.backend_name() == "CPU (Numba)"
+    rng = np.random.default_rng(0)
+    x, w = rng.standard_normal((3, 64)).astype(np.float32), rng.standard_normal(64).astype(np.float32)
+    np.testing.assert_allclose(B.CPU.rms_norm(x, w, 1e-6), reference.rms_norm(x, w, 1e-6), rtol=1e-6)
     from runtime.bench import BenchResult
-    assert BenchResult.__dataclass_fields__["backend"].default_factory() == "CPU (Numba)"
+    assert BenchResult.__dataclass_fields__["backend"].default_factory() == B.backend_name()

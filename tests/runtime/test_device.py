@@ -10,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from runtime.device import CPU, CPUBackend, move, parse_device
+from runtime.backend import CPU, CPUBackend
+from runtime.device import move, parse_device
 from runtime.errors import ModelError
 from runtime.loader import load
 from tests.helpers.tiny_models import DECI_LAYERS, IDS, write_gguf

@@ -31,7 +31,7 @@ def main() -> None:
                 ts.append(time.perf_counter() - t)
             med.append(sorted(ts)[2] * 1e3)
         print(f"| {n_tok} | {n_past} | {med[0]:.1f} | {med[1]:.1f} | {med[1] / med[0]:.2f} |", flush=True)
-    from runtime.kernels import swiglu
+    from runtime.kernels.glu import swiglu
 
     def swiglu_f32(gate, up):
         with np.errstate(over="ignore"):

@@ -105,14 +105,14 @@ def main(argv=None):
     for qtype in a.types.split(","):
         w = random_qtensor(qtype, a.rows, a.cols)
         x1 = np.random.default_rng(0).standard_normal((1, a.cols)).astype(np.float32)
-        t = best_time(lambda: backend.matmul(w, x1), a.reps)
+        t = best_time(lambda: backend.CPU.matmul(w, x1), a.reps)
         gbs = w.data.nbytes / t / 1e9
         r = {"type": qtype, "kernel": qtype in backend.KERNEL_TYPES, "rows": a.rows, "cols": a.cols,
              "threads": nthreads, "bytes": int(w.data.nbytes), "decode_ms": t * 1e3, "decode_GBps": gbs,
              "model_tok_s": gbs * 1e9 / a.model_bytes, "dram_GBps": dram, "of_dram": gbs / dram}
         if a.prefill:
             xp = np.random.default_rng(0).standard_normal((a.prefill, a.cols)).astype(np.float32)
-            tp = best_time(lambda: backend.matmul(w, xp), max(2, a.reps // 2))
+            tp = best_time(lambda: backend.CPU.matmul(w, xp), max(2, a.reps // 2))
             r["prefill_ms"] = tp * 1e3
             r["prefill_GFLOPs"] = 2.0 * a.rows * a.cols * a.prefill / tp / 1e9
         rows.append(r)
@@ -216,10 +216,10 @@ def compile_time(types):
     for qtype in types:
         n_in = 256 if qtype not in ("F32", "F16", "BF16") else 64
         w = random_qtensor(qtype, 16, n_in)
-        backend.matmul(w, np.ones((1, n_in), np.float32))
-        backend.matmul(w, np.ones((9, n_in), np.float32))
-        backend.get_rows(w, [1])
-    backend.rope(np.ones((2, 2, 8), np.float32), np.array([0, 1]), 8, 1e4)
+        backend.CPU.matmul(w, np.ones((1, n_in), np.float32))
+        backend.CPU.matmul(w, np.ones((9, n_in), np.float32))
+        backend.CPU.get_rows(w, [1])
+    backend.CPU.rope(np.ones((2, 2, 8), np.float32), np.array([0, 1]), 8, 1e4)
     t2 = time.perf_counter()
     print(f"import {t1 - T_START:.2f} s, first calls ({len(types)} types + rope) {t2 - t1:.2f} s")
 

@@ -70,7 +70,7 @@ def _rms_norm_f32sum(x, w, eps):
 
 
 def sensitivity(chunks: int) -> None:
-    from runtime.device import CPU, CPUBackend
+    from runtime.backend import CPU, CPUBackend
     from runtime.loader import load
     from runtime.perplexity import perplexity, read_text_file
     from tests.helpers import tiny_models as T
@@ -109,7 +109,7 @@ def _ops_probe(replace: set, log: dict):
     inputs (emulated device arrays are host arrays); ``replace``: return the CPU's instead."""
     import numpy as np
     from runtime.cuda.backend import CUDABackend
-    from runtime.device import CPU
+    from runtime.backend import CPU
 
     def wrap(verb, f):
         def g(self, *a, **kw):

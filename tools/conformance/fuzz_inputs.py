@@ -506,6 +506,7 @@ def warm_kernels() -> None:
     import numpy as np
     import quant
     from runtime import backend as B
+    from runtime.qtensor import QTensor
     for t in quant.TYPES.values() if isinstance(quant.TYPES, dict) else quant.TYPES:
         name = t.name
         try:
@@ -517,9 +518,9 @@ def warm_kernels() -> None:
             continue
         ro = data.view()
         ro.flags.writeable = False       # the flavour a memory-mapped file gives (its own Numba specialization)
-        for fn in (lambda: B.matmul(B.QTensor(data, name, (4, n_in)), np.ones((1, n_in), np.float32)),
-                   lambda: B.matmul(B.QTensor(data, name, (4, n_in)), np.ones((40, n_in), np.float32)),
-                   lambda: B.get_rows(B.QTensor(data, name, (4, n_in)), np.array([0, 3])),
+        for fn in (lambda: B.CPU.matmul(QTensor(data, name, (4, n_in)), np.ones((1, n_in), np.float32)),
+                   lambda: B.CPU.matmul(QTensor(data, name, (4, n_in)), np.ones((40, n_in), np.float32)),
+                   lambda: B.CPU.get_rows(QTensor(data, name, (4, n_in)), np.array([0, 3])),
                    lambda: quant.dequantize(data, name), lambda: quant.dequantize(ro, name, nthreads=1),
                    lambda: quant.dequantize(ro, name)):
             try:

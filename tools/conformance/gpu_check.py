@@ -130,11 +130,12 @@ WARM = r"""
 import numpy as np
 from quant.api import quantize
 from runtime import backend as B
+from runtime.qtensor import QTensor
 x = np.random.default_rng(0).standard_normal((4, 256)).astype(np.float32)
 for t in ("Q4_K", "Q5_K", "Q6_K", "Q8_0"):
     q = quantize(x, t, np.ones(256, np.float32))
-    w = B.QTensor(q, t, (4, 256))
-    B.matmul(w, x[:1]), B.matmul(w, x), B.get_rows(w, np.array([1]))
+    w = QTensor(q, t, (4, 256))
+    B.CPU.matmul(w, x[:1]), B.CPU.matmul(w, x), B.CPU.get_rows(w, np.array([1]))
 """
 
 
@@ -404,7 +405,8 @@ def decode(check: Check, files: dict) -> dict:
     """Teacher-forced decode past 600 positions: the CPU's greedy tokens fed to the GPU eagerly
     and with CUDA graphs; per-step logits compared. Then perplexity, fully and half offloaded."""
     import numpy as np
-    from runtime.device import CPU, DeviceOptions
+    from runtime.backend import CPU
+    from runtime.device import DeviceOptions
     from runtime.generate import decode_one, prefill
     from runtime.loader import load
     from runtime.perplexity import perplexity, read_text_file

@@ -151,7 +151,7 @@ def test_modules_and_launches_belong_to_their_device(fake_gpu):
 def test_backend_calls_run_on_the_backend_device():
     """Every CUDABackend method that allocates or launches enters ``on_device()`` (its _guard)."""
     from runtime.cuda.backend import CUDABackend
-    from runtime.device import Backend
+    from runtime.backend import Backend
     verbs = [n for n in vars(Backend) if not n.startswith("_") and callable(getattr(Backend, n))]
     for n in verbs + ["from_host", "to_host", "take_rows", "load_weights", "new_kv", "kv_write", "sample"]:
         f = getattr(CUDABackend, n, None)

@@ -68,7 +68,7 @@ def test_rms_norm(side, n, with_w):
     y = side.h(ops.rms_norm(side.d(x), None if w is None else side.d(w), 1e-6))
     # the double sum of float squares makes it the CPU's (and ggml-cpu's) result bit for bit
     np.testing.assert_array_equal(y, ref.rms_norm(x, w, 1e-6))
-    np.testing.assert_array_equal(y, B.rms_norm(x, w, 1e-6))
+    np.testing.assert_array_equal(y, B.CPU.rms_norm(x, w, 1e-6))
 
 
 @pytest.mark.parametrize("mode", ["norm", "neox"])
@@ -97,11 +97,11 @@ def test_swiglu_geglu(side, n):
     np.testing.assert_allclose(side.h(ops.swiglu(side.d(g), side.d(u))), ref.swiglu(g, u), rtol=3e-6, atol=1e-7)
     # silu in double, rounded once: the reference's and the CPU backend's floats
     np.testing.assert_array_equal(side.h(ops.swiglu(side.d(g), side.d(u), f64=True)), ref.swiglu(g, u))
-    np.testing.assert_array_equal(B.swiglu(g, u), ref.swiglu(g, u))
+    np.testing.assert_array_equal(B.CPU.swiglu(g, u), ref.swiglu(g, u))
     got, want = side.h(ops.geglu(side.d(g), side.d(u))), ref.geglu(g, u)
     # the fp16 table value, tanh in double rounded to float as the CPU's table: identical
     np.testing.assert_array_equal(got, want)
-    np.testing.assert_array_equal(B.geglu(g, u), want)
+    np.testing.assert_array_equal(B.CPU.geglu(g, u), want)
 
 
 def test_add_scale_softcap(side):
@@ -111,7 +111,7 @@ def test_add_scale_softcap(side):
     x = rnd(3, 333, seed=5, scale=60.0)
     got = side.h(ops.softcap(side.d(x), 30.0))
     np.testing.assert_allclose(got, 30.0 * np.tanh(x.astype(np.float64) / 30.0), rtol=2e-6, atol=1e-6)
-    from runtime.device import CPU
+    from runtime.backend import CPU
     np.testing.assert_array_equal(got, CPU.softcap(x, 30.0))   # the CPU backend's floats
     c = side.d(a.copy())
     ops.add(c, side.d(b), out=c)
@@ -174,7 +174,7 @@ def test_attention_decode(side, case):
     got = side.h(ops.attention_decode(side.d(q), side.d(k), side.d(v), n_past, scale, window, cap, split_keys=128,
                                       f64=True))
     _assert_rounded_exact(got, want)
-    _assert_rounded_exact(B.attention(q, k, v, n_past, scale, window, cap), want)   # the CPU backend
+    _assert_rounded_exact(B.CPU.attention(q, k, v, n_past, scale, window, cap), want)   # the CPU backend
 
 
 PREFILL_CASES = [
@@ -197,7 +197,7 @@ def test_attention_prefill(side, case):
     np.testing.assert_allclose(side.h(ops.attention_prefill(dq, dk, dv, n_past, scale, window, cap)), want,
                                rtol=1e-4, atol=2e-5)
     _assert_rounded_exact(side.h(ops.attention_prefill(dq, dk, dv, n_past, scale, window, cap, f64=True)), want)
-    _assert_rounded_exact(B.attention(q, k, v, n_past, scale, window, cap), want)   # the CPU backend
+    _assert_rounded_exact(B.CPU.attention(q, k, v, n_past, scale, window, cap), want)   # the CPU backend
     if side.order in ("forward", None):   # the decode kernels handle several query rows too
         got = side.h(ops.attention_decode(dq, dk, dv, n_past, scale, window, cap, split_keys=16))
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=2e-5)

@@ -27,7 +27,8 @@ import sys
 import numpy as np
 import pytest
 
-from runtime.device import CPU, DeviceOptions
+from runtime.backend import CPU
+from runtime.device import DeviceOptions
 from runtime.loader import load
 from runtime.perplexity import perplexity, read_text_file
 from runtime.plan import apply_plan, place_model, plan_header

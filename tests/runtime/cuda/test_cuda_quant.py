@@ -121,7 +121,7 @@ def test_cuda_type_lists_are_the_table():
 
 
 def test_iq_tables_header_is_generated(tmp_path, monkeypatch):
-    """runtime/cuda/iq_tables.cuh is what tools/gen_iq_tables.py writes from
+    """runtime/cuda/iq_tables.cuh is what tools/golden/gen_iq_tables.py writes from
     quant/data/iq_tables.npz, and its --check notices a header that differs."""
     tool = next((module.CUDA_DIR.parents[1] / "tools").rglob("gen_iq_tables.py"))
     spec = importlib.util.spec_from_file_location("gen_iq_tables", tool)
@@ -129,7 +129,7 @@ def test_iq_tables_header_is_generated(tmp_path, monkeypatch):
     spec.loader.exec_module(gen)
     assert gen.OUT == module.CUDA_DIR / "iq_tables.cuh"
     monkeypatch.setattr(sys, "argv", [str(tool), "--check"])
-    assert gen.main() == 0, "rerun tools/gen_iq_tables.py"
+    assert gen.main() == 0, "rerun tools/golden/gen_iq_tables.py"
     stale = tmp_path / "iq_tables.cuh"
     stale.write_text(gen.OUT.read_text().replace("0x", "0X", 1))
     monkeypatch.setattr(gen, "OUT", stale)

@@ -2,7 +2,7 @@
 
 Quantized weights are random packed bytes with their fp16 scale fields set to
 sane values, so every bit of every block layout is exercised; the reference
-dequantizer is gguf-py's (through runtime.reference.dequantize_rows).
+dequantizer is quant/ref's (through runtime.reference.dequantize_rows).
 """
 
 import importlib
@@ -12,7 +12,8 @@ import pytest
 from quant.types import get_type
 
 from runtime import backend, reference
-from runtime.backend import QTensor
+from runtime.backend import CPU, CPUBackend
+from runtime.qtensor import QTensor
 from tests.helpers.qtensors import random_qtensor
 
 
@@ -30,14 +31,22 @@ def test_priority_types_have_kernels():
 
 
 def test_every_table_kernel_type_has_a_kernel():
-    """quant.types marks the types the runtime runs; runtime.kernels has each (IQ types too)."""
+    """quant.types marks the types the runtime runs; runtime.kernels has a dequantizer for each
+    (its list comes from the block dequantizers, not from the table's column), and each one's
+    rows equal quant's numpy reference."""
+    import quant
     from quant.types import TYPES
     from runtime import kernels
     marked = {n for n, t in TYPES.items() if t.kernel}
     assert {"IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ3_XXS", "IQ3_S", "IQ4_NL", "IQ4_XS",
             "Q2_0"} <= marked
-    assert marked == set(backend.KERNEL_TYPES)
-    assert marked <= set(kernels.MATMUL_TYPES)
+    assert set(kernels.MATMUL_TYPES) == marked
+    for qtype in sorted(marked):
+        n_in = 2 * max(_block(qtype), 32)
+        w = random_qtensor(qtype, 3, n_in)
+        got = CPU.get_rows(w, np.array([2, 0]))
+        want = quant.dequantize(w.data, qtype, backend="numpy").reshape(3, n_in)[[2, 0]]
+        np.testing.assert_array_equal(got, want, err_msg=qtype)
 
 
 @pytest.mark.parametrize("qtype", KERNEL_TYPES)
@@ -45,17 +54,17 @@ def test_get_rows_matches_reference_dequant(qtype):
     n_in = 3 * max(_block(qtype), 32)
     w = random_qtensor(qtype, 21, n_in)
     ids = np.array([20, 0, 7, 7, 13], np.int32)
-    got = backend.get_rows(w, ids)
+    got = CPU.get_rows(w, ids)
     want = reference.dequantize_rows(w.data, qtype, n_in)[ids]
     # same float ops as ggml's dequantize_row_*; allow one rounding of reordering
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=0)
 
 
-def _check_matmul(w: QTensor, x: np.ndarray, ggml_act: bool = True, tol: float = 1e-5):
+def _check_matmul(w: QTensor, x: np.ndarray, numerics: str = "exact", tol: float = 1e-5):
     """Kernel vs reference.matmul, error relative to sum |w| |x| of each dot product."""
-    got = backend.matmul(w, x, ggml_act=ggml_act)
+    got = CPUBackend(numerics).matmul(w, x)
     wd = w.dequantize().astype(np.float64)
-    want = reference.matmul(w.data, w.qtype, w.shape[1], x, ggml_act=ggml_act)
+    want = reference.matmul(w.data, w.qtype, w.shape[1], x, numerics)
     bound = np.abs(x.astype(np.float64)) @ np.abs(wd).T          # scale of each dot product
     assert got.shape == want.shape and got.dtype == np.float32
     assert np.all(np.abs(got - want) <= tol * bound + 1e-30), \
@@ -76,7 +85,7 @@ def test_matmul_matches_reference(qtype, n_tok):
     x = np.random.default_rng(5).standard_normal((n_tok, n_in)).astype(np.float32)
     got = _check_matmul(w, x)
     # and the activation rounding itself costs at most ~1% of the dot product scale
-    exact = reference.matmul(w.data, qtype, n_in, x, ggml_act=False)
+    exact = reference.matmul(w.data, qtype, n_in, x, "float")
     bound = np.abs(x.astype(np.float64)) @ np.abs(w.dequantize().astype(np.float64)).T
     assert np.all(np.abs(got - exact) <= 1e-2 * bound)
 
@@ -84,11 +93,11 @@ def test_matmul_matches_reference(qtype, n_tok):
 @pytest.mark.parametrize("n_tok", [1, 11])
 @pytest.mark.parametrize("qtype", ["F16", "BF16", "Q8_0", "Q4_K", "Q6_K", "Q5_0", "Q3_K", "IQ4_XS"])
 def test_matmul_float_activations_match_reference(qtype, n_tok):
-    """ggml_act=False: dequantize-then-matmul in float, within 1e-4."""
+    """numerics "float": dequantize-then-matmul in float, within 1e-4."""
     n_in = _n_in(qtype)
     w = random_qtensor(qtype, 37, n_in, seed=n_tok)
     x = np.random.default_rng(6).standard_normal((n_tok, n_in)).astype(np.float32)
-    _check_matmul(w, x, ggml_act=False, tol=1e-4)
+    _check_matmul(w, x, "float", tol=1e-4)
 
 
 @pytest.mark.parametrize("vtype", ["Q8_0", "Q8_K"])
@@ -127,17 +136,18 @@ def test_prefill_activation_roundtrip_bit_exact(monkeypatch, qtype):
 
 
 @pytest.mark.parametrize("qtype", ["IQ2_XXS", "IQ3_S", "IQ1_M", "TQ1_0"])
-def test_tiled_and_fallback_types_still_correct(qtype):
-    """IQ*: tiles dequantized by quant's Numba code; TQ1_0: this package's Numba kernels."""
+def test_integer_and_float_decode_types_match_reference(qtype):
+    """IQ2_XXS/IQ3_S: integer decode kernels; IQ1_M/TQ1_0: the float decode kernel (no integer
+    one), both against the reference dequantizer times the activations as ggml sees them."""
     w = random_qtensor(qtype, 5, 256)
     x = np.random.default_rng(1).standard_normal((2, 256)).astype(np.float32)
-    got = backend.matmul(w, x)
-    want = reference.activations_as_seen(x, qtype) @ w.dequantize().astype(np.float64).T
+    got = CPU.matmul(w, x)
+    want = reference.activations_as_seen(x, qtype) @ reference.dequantize_rows(w.data, qtype, 256).astype(np.float64).T
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
 
 def test_prefill_tiles_cover_all_rows(monkeypatch):
-    mm = importlib.import_module("runtime.kernels.matmul")   # the module, not the function
+    mm = importlib.import_module("runtime.kernels.matmul")
     monkeypatch.setattr(mm, "TILE_BYTES", 4 * 256 * 64)   # 64-row tiles
     monkeypatch.setattr(mm, "TILE_MIN_ROWS", 16)
     w = random_qtensor("Q4_K", 200, 256)
@@ -164,14 +174,14 @@ def test_prefill_threads_split_rows_and_tiles(monkeypatch, qtype):
 
 
 def test_block_dequantizer_table_matches_the_type_table():
-    """BLOCK_DEQ (what the per-type kernels inline) covers every block type with the type table's
-    block bytes, and each entry decodes a block as the numpy reference does."""
+    """BLOCK_DEQ (what the per-type kernels inline) covers every block type, and each entry decodes
+    a block (at the type table's byte offset) as the numpy reference does."""
     from quant.fast import blocks
     from quant.types import BY_ID, TYPES
     assert set(blocks.BLOCK_DEQ) == {TYPES[n].id for n in blocks.BLOCK_TYPES}
-    for qt, (f, nbytes) in blocks.BLOCK_DEQ.items():
+    for qt, f in blocks.BLOCK_DEQ.items():
         t = BY_ID[qt]
-        assert nbytes == t.type_size, t.name
+        nbytes = t.type_size
         w = random_qtensor(t.name, 1, 2 * t.block_size)
         row = np.ascontiguousarray(w.data[0])
         got = np.empty(t.block_size, np.float32)

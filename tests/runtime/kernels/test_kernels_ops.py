@@ -4,7 +4,8 @@ their numpy references in runtime.reference."""
 import numpy as np
 import pytest
 
-from runtime import kernels, reference
+from runtime import reference
+from runtime.backend import CPU
 
 rng = np.random.default_rng(7)
 
@@ -16,7 +17,7 @@ def test_rope_kernel_matches_reference(mode, with_ff):
     x = rng.standard_normal((n_tok, n_head, hd)).astype(np.float32)
     pos = np.array([0, 3, 99, 4097, 131000], np.int32)
     ff = (1.0 + 7 * rng.random(n_rot // 2)).astype(np.float32) if with_ff else None
-    got = kernels.rope(x, pos, n_rot, 500000.0, 1.0, ff, mode)
+    got = CPU.rope(x, pos, n_rot, 500000.0, 1.0, ff, mode)
     want = reference.rope(x, pos, n_rot, 500000.0, 1.0, ff, mode)
     # same float32 ops in the same order; cos/sin of the same float64 argument
     np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
@@ -31,7 +32,7 @@ def test_attention_kernel_matches_reference(cache_dtype, n_tok, n_past, window, 
     q = rng.standard_normal((n_tok, n_head, hd)).astype(np.float32)
     k = rng.standard_normal((20, n_kv, hd)).astype(cache_dtype)
     v = rng.standard_normal((20, n_kv, hd)).astype(cache_dtype)
-    got = kernels.attention(q, k, v, n_past, 0.25, window, softcap)
+    got = CPU.attention(q, k, v, n_past, 0.25, window, softcap)
     want = reference.attention(q, k, v, n_past, 0.25, window, softcap)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
 
@@ -52,11 +53,11 @@ def test_attention_tiles_and_threads_give_the_same_floats(monkeypatch, n_tok, n_
     try:
         numba.set_num_threads(1)
         monkeypatch.setattr(att, "Q_TILE", 1 << 20)
-        whole = kernels.attention(q, k, v, n_past, 0.25, window, softcap)
+        whole = CPU.attention(q, k, v, n_past, 0.25, window, softcap)
         numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
         monkeypatch.setattr(att, "Q_TILE", 32)
         monkeypatch.setattr(att, "PARALLEL_MIN_WORK", 0)
-        tiled = kernels.attention(q, k, v, n_past, 0.25, window, softcap)
+        tiled = CPU.attention(q, k, v, n_past, 0.25, window, softcap)
     finally:
         numba.set_num_threads(before)
     np.testing.assert_allclose(tiled, reference.attention(q, k, v, n_past, 0.25, window, softcap), rtol=1e-5, atol=1e-5)
@@ -66,24 +67,24 @@ def test_attention_tiles_and_threads_give_the_same_floats(monkeypatch, n_tok, n_
 def test_geglu_kernel_matches_reference():
     gate = np.concatenate([rng.standard_normal(999) * 4, [-10.0, -10.5, 10.0, 11.0, 0.0]]).astype(np.float32)
     up = rng.standard_normal(gate.shape).astype(np.float32)
-    np.testing.assert_array_equal(kernels.geglu(gate, up), reference.geglu(gate, up))
+    np.testing.assert_array_equal(CPU.geglu(gate, up), reference.geglu(gate, up))
 
 
 def test_swiglu_kernel_matches_reference():
     gate = (rng.standard_normal((3, 77)) * 5).astype(np.float32)
     up = rng.standard_normal((3, 77)).astype(np.float32)
-    np.testing.assert_allclose(kernels.swiglu(gate, up), reference.swiglu(gate, up), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(CPU.swiglu(gate, up), reference.swiglu(gate, up), rtol=1e-6, atol=1e-7)
 
 
 @pytest.mark.parametrize("with_w", [True, False])
 def test_rms_norm_kernel_matches_reference(with_w):
     x = (rng.standard_normal((5, 641)) * 3).astype(np.float32)
     w = rng.standard_normal(641).astype(np.float32) if with_w else None
-    got = kernels.rms_norm(x, w, 1e-6)
+    got = CPU.rms_norm(x, w, 1e-6)
     want = reference.rms_norm(x, w, 1e-6)
     # same float32 ops; the double sum may differ in order (numpy pairwise): 1 ulp
     np.testing.assert_allclose(got, want, rtol=2e-7, atol=0)
-    assert kernels.rms_norm(x[:1].reshape(1, 641), w, 1e-6).shape == (1, 641)
+    assert CPU.rms_norm(x[:1].reshape(1, 641), w, 1e-6).shape == (1, 641)
 
 
 def test_set_num_threads_sets_numba_threads():
@@ -113,12 +114,12 @@ def test_decode_attention_rows_kernel(monkeypatch, cache_dtype, n_tok, n_past, w
     calls = []
     rows = att.attn_rows
     monkeypatch.setattr(att, "attn_rows", lambda *a: calls.append(1) or rows(*a))
-    serial = kernels.attention(q, k, v, n_past, 0.25, window, softcap)
+    serial = CPU.attention(q, k, v, n_past, 0.25, window, softcap)
     assert calls, "attn_rows did not run"
     want = reference.attention(q, k, v, n_past, 0.25, window, softcap)
     np.testing.assert_allclose(serial, want, rtol=1e-6, atol=1e-6)
     monkeypatch.setattr(att, "ROWS_MAX_TOKENS", 0)                   # the BLAS tiles
-    blas = kernels.attention(q, k, v, n_past, 0.25, window, softcap)
+    blas = CPU.attention(q, k, v, n_past, 0.25, window, softcap)
     assert np.mean(blas == serial) > 0.99
 
 
@@ -128,16 +129,16 @@ def test_rope_serial_and_parallel_agree(monkeypatch):
     x = rng.standard_normal((7, 4, 32)).astype(np.float32)
     pos = np.arange(100, 107, dtype=np.int32)
     monkeypatch.setattr(rope, "PARALLEL_MIN", 1 << 30)
-    a = kernels.rope(x, pos, 32, 1e4, 1.0, None, "norm")
+    a = CPU.rope(x, pos, 32, 1e4, 1.0, None, "norm")
     monkeypatch.setattr(rope, "PARALLEL_MIN", 0)
-    b = kernels.rope(x, pos, 32, 1e4, 1.0, None, "norm")
+    b = CPU.rope(x, pos, 32, 1e4, 1.0, None, "norm")
     np.testing.assert_array_equal(a, b)
 
 
 def test_swiglu_steps_and_threads_match_reference(monkeypatch):
     import importlib
     import numba
-    K = importlib.import_module("runtime.kernels")
+    K = importlib.import_module("runtime.kernels.glu")
     gate = np.concatenate([rng.standard_normal(70001) * 6, [-100.0, 100.0, 0.0, -0.0]]).astype(np.float32)
     up = rng.standard_normal(gate.shape).astype(np.float32)
     want = reference.swiglu(gate, up)
@@ -146,8 +147,8 @@ def test_swiglu_steps_and_threads_match_reference(monkeypatch):
     before = numba.get_num_threads()
     try:
         numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
-        got = kernels.swiglu(gate, up)
+        got = CPU.swiglu(gate, up)
     finally:
         numba.set_num_threads(before)
     np.testing.assert_array_equal(got, want)
-    np.testing.assert_array_equal(kernels.swiglu(gate[:5], up[:5]), want[:5])
+    np.testing.assert_array_equal(CPU.swiglu(gate[:5], up[:5]), want[:5])

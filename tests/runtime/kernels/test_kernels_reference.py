@@ -6,7 +6,7 @@ import gguf
 from quant.gguf import GGUFReader
 
 from runtime import reference as ref
-from runtime.backend import QTensor
+from runtime.qtensor import QTensor
 from runtime.errors import ModelError
 
 rng = np.random.default_rng(1234)

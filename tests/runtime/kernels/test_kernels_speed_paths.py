@@ -29,8 +29,8 @@ out = {}
 for qt in sys.argv[1].split(","):
     w = random_qtensor(qt, 19, 512)
     x = np.random.default_rng(3).standard_normal((2, 512)).astype(np.float32)
-    got = backend.matmul(w, x)
-    ref = reference.matmul(w.data, qt, 512, x, True)
+    got = backend.CPU.matmul(w, x)
+    ref = reference.matmul(w.data, qt, 512, x)
     scale = np.abs(x) @ np.abs(reference.dequantize_rows(w.data, qt, 512)).T
     out[qt] = float(np.max(np.abs(got - ref) / scale))
 print(json.dumps(out))
@@ -77,7 +77,7 @@ def test_notice_without_handler_is_a_warning():
 def test_per_type_kernels_are_separate_and_match_reference():
     import importlib
     mm = importlib.import_module("runtime.kernels.matmul")
-    from runtime.kernels.dequant import F16_LUT, IQ2_S
+    from quant.fast.blocks import F16_LUT, IQ2_S
     assert mm.kernel("rows", IQ2_S) is mm.kernel("rows", IQ2_S)
     assert mm.kernel("rows", IQ2_S) is not mm.kernel("matvec", IQ2_S)
     from tests.helpers.qtensors import random_qtensor
@@ -100,3 +100,21 @@ def test_warmup_command(tmp_path, monkeypatch):
     assert (tmp_path / f"warm-Q8_0.{warm._key()}").exists()
     r = CliRunner().invoke(cli, ["warmup", "NOPE"])
     assert r.exit_code != 0
+
+
+def test_numba_cache_is_keyed_on_the_inlined_sources(tmp_path):
+    """The kernels cache under a directory named by the hash of every source they may inline: an
+    edit to any of them (a helper in another file included) makes a new key, so stale machine code
+    is never found, and nothing is deleted."""
+    from quant.fast import SOURCES, _cache
+    from runtime import kernels
+    from runtime.kernels import norm
+    (tmp_path / "helper.py").write_text("X = 1\n")
+    before = _cache.source_key([tmp_path])
+    (tmp_path / "helper.py").write_text("X = 2\n")
+    assert _cache.source_key([tmp_path]) != before
+    assert kernels.SOURCE_KEY == _cache.source_key((Path(kernels.__file__).parent,) + SOURCES,
+                                                   os.environ.get("GGUFKIT_GENERIC_SIMD", ""))
+    where = Path(norm.rms_norm_kernel._cache._cache_path)
+    assert where.name == f"src-{kernels.SOURCE_KEY}"
+    assert warm.stamp_dir() == where

@@ -1,0 +1,72 @@
+"""Gated activations of the feed-forward: SwiGLU (silu in float64 rounded once) and GeGLU
+(ggml's fp16-table GELU). Numpy, split over the shared thread pool; references
+``runtime.reference.swiglu`` / ``geglu``."""
+
+import numba
+import numpy as np
+
+from runtime.kernels.pool import pool
+
+_GELU_TABLE = None
+GELU_COEF_A = np.float32(0.044715)
+SQRT_2_OVER_PI = np.float32(0.79788456080286535587989211986876)
+
+
+def _gelu_f32(x):
+    """ggml_gelu_f32: 0.5x(1 + tanh(sqrt(2/pi) x (1 + 0.044715 x^2))), float32 math."""
+    inner = SQRT_2_OVER_PI * x * (np.float32(1.0) + GELU_COEF_A * x * x)
+    return np.float32(0.5) * x * (np.float32(1.0) + np.tanh(inner.astype(np.float64)).astype(np.float32))
+
+
+def _gelu_table():
+    """f32[65536]: ggml_table_gelu_f16 (fp16 GELU of every fp16 input), as float32."""
+    global _GELU_TABLE
+    if _GELU_TABLE is None:
+        xs = np.arange(65536, dtype=np.uint32).astype(np.uint16).view(np.float16).astype(np.float32)
+        with np.errstate(all="ignore"):
+            _GELU_TABLE = _gelu_f32(xs).astype(np.float16).astype(np.float32)
+    return _GELU_TABLE
+
+
+def geglu(gate, up):
+    """ggml_vec_geglu_f32 (GGML_GELU_FP16): table[fp16(gate)] * up, with the +-10 cut-offs."""
+    g = _gelu_table()[gate.astype(np.float16).view(np.uint16)]
+    g = np.where(gate <= -10.0, np.float32(0.0), np.where(gate >= 10.0, gate, g))
+    return (g * up).astype(np.float32)
+
+
+SILU_CHUNK = 8192          # elements per step: the float64 temporaries stay in L1/L2
+SILU_PARALLEL_MIN = 1 << 16
+
+
+def _swiglu_range(gate, up, out, a: int, b: int) -> None:
+    """out[a:b] = silu(gate[a:b]) * up[a:b] on flat arrays, SILU_CHUNK elements at a time."""
+    g = np.empty(min(SILU_CHUNK, b - a))
+    e = np.empty_like(g)
+    with np.errstate(over="ignore"):   # exp(-gate) -> inf gives silu = -0, as in ggml
+        for i in range(a, b, SILU_CHUNK):
+            j = min(b, i + SILU_CHUNK)
+            gg, ee, o = g[:j - i], e[:j - i], out[i:j]
+            gg[:] = gate[i:j]
+            np.negative(gg, out=ee)
+            np.exp(ee, out=ee)
+            ee += 1.0
+            np.divide(gg, ee, out=ee)
+            o[:] = ee                   # rounded once to float32
+            o *= up[i:j]
+
+
+def swiglu(gate, up):
+    """silu(gate) * up: silu in float64 rounded once to float32 (runtime.reference.silu, so the
+    CUDA backend's swiglu_f64 gives the same floats), times up in float32. In L1-sized steps
+    (whole-array float64 temporaries cost page faults: 100 ms of a 1 s prefill), split over
+    Numba's thread count of Python threads (numpy's ufuncs release the GIL)."""
+    out = np.empty(gate.shape, np.float32)
+    gf, uf, of = gate.reshape(-1), up.reshape(-1), out.reshape(-1)
+    n, nt = gf.size, numba.get_num_threads()
+    if nt == 1 or n < SILU_PARALLEL_MIN:
+        _swiglu_range(gf, uf, of, 0, n)
+        return out
+    step = -(-n // (nt * SILU_CHUNK)) * SILU_CHUNK
+    list(pool(nt).map(lambda a: _swiglu_range(gf, uf, of, a, min(n, a + step)), range(0, n, step)))
+    return out
