@@ -242,7 +242,7 @@ class CPUBackend(Backend):
     device = "cpu"
 
     def __init__(self, numerics: str = "exact"):
-        if numerics not in ("exact", "float"):
+        if numerics not in NUMERICS or numerics == "ggml-cuda":
             raise ModelError(f"CPU numerics {numerics!r}: expected exact or float")
         self.numerics = numerics
 

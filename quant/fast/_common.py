@@ -95,11 +95,6 @@ def put_f16(out, off, f):
 
 
 @njit(inline="always", **JIT)
-def get_f16(b, off):
-    return f16_value(np.int64(b[off]) | (np.int64(b[off + 1]) << 8))
-
-
-@njit(inline="always", **JIT)
 def put_u32(out, off, v):
     out[off] = v & 0xFF
     out[off + 1] = (v >> 8) & 0xFF

@@ -57,11 +57,6 @@ def put_f16(out: np.ndarray, offset: int, d: np.ndarray) -> None:
         out[:, offset:offset + 2] = d.astype(np.float16).reshape(-1, 1).view(np.uint8)
 
 
-def get_f16(b: np.ndarray, offset: int) -> np.ndarray:
-    """Read the little-endian fp16 at byte offset of every block as float32."""
-    return np.ascontiguousarray(b[:, offset:offset + 2]).view(np.float16).reshape(-1).astype(np.float32)
-
-
 def weights_or_empty(qw, block_size: int) -> np.ndarray:
     """imatrix (None, f32[0], f32[n_per_row] or f32[nbr, block_size]) -> f32[nbr or 0, block_size]."""
     if qw is None or np.size(qw) == 0:

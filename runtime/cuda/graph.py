@@ -37,7 +37,6 @@ tokens are equal this way, across 256 keys.
 """
 from __future__ import annotations
 
-import contextlib
 import os
 
 import numpy as np

@@ -32,6 +32,7 @@ import numpy as np
 
 from quant.ref.float import bf16_bits
 from quant.types import KERNEL_TYPES, TYPES, get_type, vec_dot_type
+from runtime.backend import NUMERICS
 from runtime.cuda.module import CudaError
 from runtime.cuda.xp import array_module, is_host, kernel, workspace
 
@@ -52,7 +53,7 @@ Q8_1_BYTES = TYPES["Q8_1"].type_size
 TYPES_SUPPORTED = KERNEL_TYPES
 FLOAT_TYPES = tuple(n for n in KERNEL_TYPES if not TYPES[n].is_quantized)
 BLOCK_TYPES = tuple(n for n in KERNEL_TYPES if TYPES[n].is_quantized)
-CUDA_NUMERICS = ("exact", "ggml-cuda")
+CUDA_NUMERICS = tuple(n for n in NUMERICS if n != "float")   # runtime.backend.NUMERICS: exact, ggml-cuda
 # "exact" by default: decode costs the same either way, and the results then equal the CPU
 # backend's up to float summation order (perplexity within 1e-4 of it); "ggml-cuda" is
 # ggml-cuda's choice (q8_1 activations with finer scales, f16 prefill GEMM).

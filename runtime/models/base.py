@@ -56,6 +56,9 @@ class LayerSpec:
     window: int | None = None          # sliding-window size for SWA layers (gemma local layers)
 
     def __post_init__(self):
+        if self.attn not in ATTN_KINDS or self.ffn not in FFN_KINDS:
+            raise ModelError(f"bad layer kinds: attention {self.attn!r} (one of {', '.join(ATTN_KINDS)}), "
+                             f"FFN {self.ffn!r} (one of {', '.join(FFN_KINDS)})")
         ok = {"gqa": self.n_head > 0 and self.n_head_kv > 0 and self.n_head % self.n_head_kv == 0,
               "linear": self.n_head > 0 and self.n_head_kv == 0,
               "none": self.n_head == 0 and self.n_head_kv >= 0}.get(self.attn, False)
