@@ -124,8 +124,6 @@ def test_header_size_is_exact(tmp_path, monkeypatch):
 def test_budget_end_to_end_llama_tiny(llama_ckpt, tmp_path, monkeypatch):
     """Measure (errors + sensitivities), allocate under an exact budget, check against the standard
     mix, write file + tensor-type file + report; the type file rebuilds the same bytes."""
-    from tests.helpers.quantize_cases import GOLDEN_DIR
-
     from ggufkit.allocate import quantize_budget
     from ggufkit.convert import convert
     from ggufkit.quantize import quantize_file, read_tensor_type_file
