@@ -33,6 +33,7 @@ import numpy as np
 
 import quant
 from ggufkit.errors import GGUFKitError
+from ggufkit.quantize import pad
 from quant.allocate import Choice, TensorOptions, allocate, relative_error
 from quant.errors import QuantError
 from quant.recipes import IMATRIX_TYPES
@@ -45,12 +46,7 @@ STOCK_TYPES = frozenset(DEFAULT_CANDIDATES) | {"IQ1_S", "IQ1_M", "BF16", "F32"}
 # llama.cpp's standard mixes, for the "never worse" check
 STANDARD_FTYPES = ("IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ2_M", "Q2_K", "IQ3_XXS", "IQ3_XS", "Q3_K_S", "IQ3_S", "IQ3_M",
                    "Q3_K_M", "Q3_K_L", "IQ4_XS", "Q4_0", "Q4_K_S", "Q4_K_M", "Q5_K_S", "Q5_K_M", "Q6_K", "Q8_0")
-ALIGN = 32
 CACHE_VERSION = 1
-
-
-def _pad(n: int) -> int:
-    return (n + ALIGN - 1) // ALIGN * ALIGN
 
 
 @dataclass
@@ -199,7 +195,7 @@ def measure(src: str, imatrix: str | None, calib_text: str | None, *, candidates
     for t, p in zip(s.tensors, plans):
         n_params += int(np.prod(p.shape))
         if p.dst_type == p.src_type or not p.allows_quantization:
-            fixed += _pad(t.n_bytes)
+            fixed += pad(t.n_bytes)
             continue
         todo.append((t, p))
     meas.fixed_bytes, meas.n_params = fixed, n_params
@@ -215,7 +211,7 @@ def measure(src: str, imatrix: str | None, calib_text: str | None, *, candidates
         for typ in types:
             q = _quant_dequant(x, typ, imrow)
             errs[typ] = relative_error(x, q, imrow)
-            nb[typ] = _pad(n_rows * quant.row_size(typ, ne0))
+            nb[typ] = pad(n_rows * quant.row_size(typ, ne0))
         meas.tensors.append(TensorMeasure(p.name, list(p.shape), n_rows, p.src_type, errs, nb))
     meas.seconds["errors"] = time.time() - t0
     save(meas, False)
@@ -499,7 +495,7 @@ def quantize_budget(src: str, dst: str, *, target_bpw: float | None = None, targ
 
 
 def _file_bytes(meas: Measurement, rep) -> int:
-    return meas.header_bytes + sum(_pad(t.dst_bytes) for t in rep.tensors)
+    return meas.header_bytes + sum(pad(t.dst_bytes) for t in rep.tensors)
 
 
 def budget_cmd(inp: str, args: Sequence[str], target_bpw, target_size, candidates, calib_file, opts: dict) -> None:

@@ -103,7 +103,8 @@ def _kv_str(key: str, v: str | bytes) -> bytes:
     return _gguf_str(key) + struct.pack("<I", STRING) + _gguf_str(v)
 
 
-def _pad(n: int) -> int:
+def pad(n: int) -> int:
+    """n rounded up to the file's alignment (each tensor's bytes are zero-padded to it)."""
     return (n + ALIGNMENT - 1) // ALIGNMENT * ALIGNMENT
 
 
@@ -275,7 +276,7 @@ def quantize_file(src: str | os.PathLike, dst: str | os.PathLike | None, ftype: 
         out.write(meta)
         for t, p in zip(s.tensors, plans):
             n = _write_tensor(out, s, t, p, weights.get(p.name), backend, nthreads, bar)
-            out.write(b"\0" * (_pad(n) - n))
+            out.write(b"\0" * (pad(n) - n))
     return report
 
 
@@ -306,10 +307,10 @@ def _metadata(s: _Source, plans: list[TensorPlan], ft: FileType, im: Imatrix | N
         nbytes = nrows * qt.row_size(p.shape[0])
         infos.append(_gguf_str(p.name) + struct.pack("<I", nd) + struct.pack(f"<{nd}q", *dims)
                      + struct.pack("<IQ", qt.id, offset))
-        offset += _pad(nbytes)
+        offset += pad(nbytes)
     head = b"GGUF" + struct.pack("<IQQ", 3, len(plans), len(kvs))
     meta = head + b"".join(kvs) + b"".join(infos)
-    return meta + b"\0" * (_pad(len(meta)) - len(meta))
+    return meta + b"\0" * (pad(len(meta)) - len(meta))
 
 
 def _input_ftype(s: _Source) -> int:

@@ -128,28 +128,27 @@ class CUDABackend(Backend):
                 pool.set_limit(size=max(0, limit))
         self.memory_limit = limit
 
+    def _on_device(self, emulated, make):
+        """emulated() under the emulator, else make(cupy) with this backend's device current."""
+        if self.emulated:
+            return emulated()
+        with self.on_device():
+            return make(self.xp)
+
     @property
     def stream(self):
         """The stream decode graphs are captured and replayed on (emulated: runtime.cuda.graph.EmuStream)."""
         if self._stream is None:
-            if self.emulated:
-                from runtime.cuda.graph import EmuStream
-                self._stream = EmuStream()
-            else:
-                with self.on_device():
-                    self._stream = self.xp.cuda.Stream(non_blocking=True)
+            from runtime.cuda.graph import EmuStream
+            self._stream = self._on_device(EmuStream, lambda cp: cp.cuda.Stream(non_blocking=True))
         return self._stream
 
     @property
     def graph_pool(self):
         """A private memory pool for graph capture and replay (see runtime.cuda.graph)."""
         if self._graph_pool is None:
-            if self.emulated:
-                from runtime.cuda.graph import EmuPool
-                self._graph_pool = EmuPool()
-            else:
-                with self.on_device():
-                    self._graph_pool = self.xp.cuda.MemoryPool()
+            from runtime.cuda.graph import EmuPool
+            self._graph_pool = self._on_device(EmuPool, lambda cp: cp.cuda.MemoryPool())
         return self._graph_pool
 
     @property

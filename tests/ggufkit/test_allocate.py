@@ -107,7 +107,8 @@ def test_header_size_is_exact(tmp_path, monkeypatch):
     """The planned file size (header + padded tensors) equals the written file's size."""
     from tests.helpers.quantize_cases import GOLDEN_DIR, IMATRIX_GGUF, tiny_mix, write_tiny_gguf
 
-    from ggufkit.allocate import _pad, _plans, _source, header_bytes, tensor_type_lines
+    from ggufkit.allocate import _plans, _source, header_bytes, tensor_type_lines
+    from ggufkit.quantize import pad
     from ggufkit.quantize import quantize_file
     from quant.imatrix import load_imatrix
 
@@ -117,7 +118,7 @@ def test_header_size_is_exact(tmp_path, monkeypatch):
     s = _source(src)
     im = load_imatrix(IMATRIX_GGUF)
     rep = quantize_file(src, tmp_path / "o.gguf", "Q4_K_M", imatrix=IMATRIX_GGUF, tensor_types=tensor_type_lines(mix))
-    planned = header_bytes(s, _plans(s), "Q4_K_M", im, IMATRIX_GGUF) + sum(_pad(t.dst_bytes) for t in rep.tensors)
+    planned = header_bytes(s, _plans(s), "Q4_K_M", im, IMATRIX_GGUF) + sum(pad(t.dst_bytes) for t in rep.tensors)
     assert planned == (tmp_path / "o.gguf").stat().st_size
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.quantize_cases import write_tiny_gguf
+from tests.helpers.quantize_cases import write_tiny_gguf
 
 REPO = Path(__file__).resolve().parents[2]
 DELAYS = [0.05, 0.1, 0.2, 0.35, 0.5, 0.7, 0.9, 1.1, 1.4, 1.7, 2.0, 2.5]

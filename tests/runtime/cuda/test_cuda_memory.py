@@ -20,11 +20,8 @@ pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="CUDA emulat
 
 
 @pytest.fixture(scope="module", autouse=True)
-def emulate():
-    from runtime.cuda.module import set_emulation
-    set_emulation(True)
-    yield
-    set_emulation(None)
+def emulate(cuda_emulation):
+    pass
 
 
 @pytest.fixture(scope="module")

@@ -41,11 +41,8 @@ PPL_RTOL = 1e-4          # the issue's bound; today's cases agree to ~1e-15
 
 
 @pytest.fixture(scope="module", autouse=True)
-def emulate():
-    from runtime.cuda.module import set_emulation
-    set_emulation(True)
-    yield
-    set_emulation(None)
+def emulate(cuda_emulation):
+    pass
 
 
 @pytest.fixture(scope="module")
