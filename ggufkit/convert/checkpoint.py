@@ -68,17 +68,27 @@ class TensorRef:
         return raw.astype(np.float32, copy=False)
 
 
+def json_object(text: str | bytes, bad: str, not_object: str) -> dict:
+    """The JSON object in text; GGUFKitError "<bad> (<why>)" if it is not JSON, not_object if it is
+    JSON but not an object."""
+    try:
+        obj = json.loads(text)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise GGUFKitError(f"{bad} ({e})") from None
+    if not isinstance(obj, dict):
+        raise GGUFKitError(not_object)
+    return obj
+
+
 def read_json(path: Path, what: str) -> dict:
     try:
         with open(path, encoding="utf-8") as f:
-            obj = json.load(f)
+            text = f.read()
     except FileNotFoundError:
         raise GGUFKitError(f"{what} not found: {path}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+    except UnicodeDecodeError as e:
         raise GGUFKitError(f"{what} is not valid JSON: {path} ({e})") from None
-    if not isinstance(obj, dict):
-        raise GGUFKitError(f"{what} is not a JSON object: {path}")
-    return obj
+    return json_object(text, f"{what} is not valid JSON: {path}", f"{what} is not a JSON object: {path}")
 
 
 def read_safetensors_header(path: Path) -> dict[str, TensorRef]:
@@ -92,13 +102,11 @@ def read_safetensors_header(path: Path) -> dict[str, TensorRef]:
             (n,) = struct.unpack("<Q", head)
             if n > min(size - 8, 100 << 20):
                 raise GGUFKitError(f"corrupt shard {path.name}: header length {n} exceeds the file ({size} bytes)")
-            header = json.loads(f.read(n))
+            raw = f.read(n)
     except FileNotFoundError:
         raise GGUFKitError(f"missing shard {path.name} in {path.parent}") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise GGUFKitError(f"corrupt shard {path.name}: header is not valid JSON ({e})") from None
-    if not isinstance(header, dict):
-        raise GGUFKitError(f"corrupt shard {path.name}: header is not a JSON object")
+    header = json_object(raw, f"corrupt shard {path.name}: header is not valid JSON",
+                         f"corrupt shard {path.name}: header is not a JSON object")
     data_start = 8 + n
     refs: dict[str, TensorRef] = {}
     for name, meta in header.items():

@@ -113,36 +113,36 @@ def _cls(name: str) -> str:
     return _class_body(_ranges_where(lambda f, m=cat[name]: f & m))
 
 
-def translate_exact(expr: str) -> str:
-    """Replace \\p{X}, \\s, \\S (inside and outside [...]) by classes from llama.cpp's table."""
-    out, i, inside = [], 0, False
+def _regex_tokens(expr: str):
+    """(token, inside) for a regex: each escape ("\\x", or a whole "\\p{..}") or character, and
+    whether it stands inside a [...] class."""
+    i, inside = 0, False
     while i < len(expr):
         c = expr[i]
-        if c == "\\" and i + 1 < len(expr):
-            n = expr[i + 1]
-            if n == "p" and expr[i + 2:i + 3] == "{":
-                j = expr.index("}", i)
-                body = _cls(expr[i + 3:j])
-                out.append(body if inside else f"[{body}]")
-                i = j + 1
-                continue
-            if n == "s":
-                out.append(_cls("s") if inside else f"[{_cls('s')}]")
-                i += 2
-                continue
-            if n == "S" and not inside:
-                out.append(f"[^{_cls('s')}]")
-                i += 2
-                continue
-            out.append(expr[i:i + 2])
-            i += 2
+        if c == "\\":
+            j = expr.index("}", i) + 1 if expr[i + 1:i + 3] == "p{" else i + 2
+            yield expr[i:j], inside
+            i = j
             continue
         if c == "[" and not inside:
             inside = True
         elif c == "]" and inside:
             inside = False
-        out.append(c)
+        yield c, inside
         i += 1
+
+
+def translate_exact(expr: str) -> str:
+    """Replace \\p{X}, \\s, \\S (inside and outside [...]) by classes from llama.cpp's table."""
+    out = []
+    for t, inside in _regex_tokens(expr):
+        if t.startswith("\\p{") or t == "\\s":
+            body = _cls(t[3:-1] if t != "\\s" else "s")
+            out.append(body if inside else f"[{body}]")
+        elif t == "\\S" and not inside:
+            out.append(f"[^{_cls('s')}]")
+        else:
+            out.append(t)
     return "".join(out)
 
 
@@ -207,20 +207,7 @@ def _collapse_regex(expr: str) -> str:
 
 def _ecma(expr: str) -> str:
     """ECMAScript -> Python re: '$' only matches at the very end."""
-    out, i, inside = [], 0, False
-    while i < len(expr):
-        c = expr[i]
-        if c == "\\":
-            out.append(expr[i:i + 2])
-            i += 2
-            continue
-        if c == "[" and not inside:
-            inside = True
-        elif c == "]" and inside:
-            inside = False
-        out.append("\\Z" if c == "$" and not inside else c)
-        i += 1
-    return "".join(out)
+    return "".join("\\Z" if t == "$" and not inside else t for t, inside in _regex_tokens(expr))
 
 
 @lru_cache(maxsize=None)
