@@ -9,7 +9,10 @@ with the ratios (ggufkit / llama.cpp) of the median tokens/s for pp and tg.
 llama-bench comes from $LLAMA_BIN (default: the oracle tree's build/bin). For each model the two
 tools run back to back (llama-bench, then ggufkit in this process), --rounds times alternating,
 each with -r repetitions after a warm-up; the ratio is median(ggufkit samples) / median(llama.cpp
-samples) over all rounds. The load average before and after each model is printed (the machine
+samples) over all rounds. llama-bench runs as shipped: default flags but -p/-n/-t/-r, and the
+environment this script was started with (never the OMP_WAIT_POLICY ggufkit sets for itself). Ratios
+in docs/PERFORMANCE.md before issue 17 were taken against a llama-bench slowed by
+OMP_WAIT_POLICY=PASSIVE. The load average before and after each model is printed (the machine
 may be shared). Targets (issue 9): tg >= 1.0 (>= 0.8 for models under 0.3 GB), pp >= 1.0
 (K-quants, legacy types) / 0.7 (files with IQ types).
 """
@@ -23,12 +26,15 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 LLAMA_BIN = Path(os.environ.get("LLAMA_BIN", "/work/oracle/llama_cpp_python-0.3.36/vendor/llama.cpp/build/bin"))
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")   # same OpenMP idle policy for both (runtime/loader.py)
+# llama-bench runs as its users run it: this process's environment as it was at start, with only -t
+# set. ggufkit's loader sets OMP_WAIT_POLICY=PASSIVE for its own threads (runtime.loader.set_threads);
+# llama.cpp must not inherit that (it cost llama-bench 38% of its decode speed here: issue 17).
+LLAMA_ENV = dict(os.environ)      # taken before anything of ggufkit is loaded
 
 
 def llama_bench(model: str, p: int, n: int, t: int, r: int) -> dict:
     out = subprocess.run([str(LLAMA_BIN / "llama-bench"), "-m", model, "-p", str(p), "-n", str(n), "-t", str(t),
-                          "-r", str(r), "-o", "json"], capture_output=True, text=True, check=True).stdout
+                          "-r", str(r), "-o", "json"], capture_output=True, text=True, check=True, env=LLAMA_ENV).stdout
     res = json.loads(out)
     return {("pp" if x["n_prompt"] else "tg"): list(x["samples_ts"]) for x in res}
 
