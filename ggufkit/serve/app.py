@@ -100,7 +100,8 @@ class Server:
              ("/v1/chat/completions", self.chat, ["POST"]), ("/chat/completions", self.chat, ["POST"]),
              ("/v1/completions", self.completions, ["POST"]), ("/completions", self.completions, ["POST"]),
              ("/tokenize", self.tokenize, ["POST"]), ("/detokenize", self.detokenize, ["POST"])]
-        return [Route(p, self.wrap(p.rsplit("/", 1)[-1], f), methods=m) for p, f, m in r]
+        return [Route(p, self.wrap(p.replace("/v1/", "/").strip("/").replace("/", "_"), f), methods=m)
+                for p, f, m in r]
 
     # -------------------------------------------------------------- simple endpoints
 

@@ -329,7 +329,7 @@ class StreamSplitter:
     def __init__(self, think_open: bool = False, split_reasoning: bool = True):
         self.split = split_reasoning
         self.inside = think_open and split_reasoning
-        self.seen_text = not think_open        # a <think> is only recognised at the very start
+        self.seen_text = think_open            # a <think> is only recognised at the very start
         self.buf = ""
         self.tool_text = None                  # text from <TOOLCALL> on, once seen
 

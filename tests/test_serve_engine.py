@@ -1,0 +1,213 @@
+"""ggufkit.serve.engine and the app in-process: slots give their solo greedy outputs whether run
+alone, together, with chunked prefill or from the prefix cache; cancellation frees a slot; the
+queue bound gives 429; a scripted model's <TOOLCALL> / <think> output reaches the openai client
+as tool_calls and reasoning_content, streamed and not."""
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+import pytest
+
+pytest.importorskip("starlette")
+pytest.importorskip("openai")
+
+from ggufkit.serve.engine import ContextTooSmall, Engine, Job, QueueFull  # noqa: E402
+from runtime.generate import GREEDY, generate_ids  # noqa: E402
+from tests.test_runtime_chat import write_chat_gguf  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    from runtime.loader import load
+    return load(str(write_chat_gguf(tmp_path_factory.mktemp("serve") / "chat.gguf")))
+
+
+class Sink:
+    """A job's events collected; ``wait`` blocks until done."""
+
+    def __init__(self):
+        self.text, self.result, self.error, self.done = [], None, None, threading.Event()
+
+    def __call__(self, ev):
+        kind, val = ev
+        if kind == "text":
+            self.text.append(val)
+        else:
+            self.result, self.error = (val, None) if kind == "done" else (None, val)
+            self.done.set()
+
+    def wait(self, t=60):
+        assert self.done.wait(t), "job did not finish"
+        return self
+
+
+def run_jobs(engine, prompts, n=6, **kw):
+    sinks = [Sink() for _ in prompts]
+    for p, s in zip(prompts, sinks):
+        engine.submit(Job(list(p), GREEDY, n, [], s, **kw))
+    return [s.wait() for s in sinks]
+
+
+def solo_ids(model, ids, n):
+    return [t for t in generate_ids(model, ids, n)]
+
+
+def prompts_of(model):
+    enc = model.tokenizer.encode
+    return [enc("Hello there, how are you"), enc("The capital of France is"),
+            enc("Hello there, how is the weather"), enc("One two three four five six seven eight nine ten eleven")]
+
+
+def test_batched_slots_equal_solo_runs_and_prefix_cache(model):
+    ps = prompts_of(model)
+    want = [model.tokenizer.decode([t for t in solo_ids(model, p, 6) if not model.tokenizer.is_eog(t)]) for p in ps]
+    eng = Engine(model, 4 * 128, parallel=4, prefill_chunk=3)      # tiny chunks: prefill spans many steps
+    eng.start()
+    try:
+        got = run_jobs(eng, ps)
+        assert ["".join(s.text) for s in got] == want
+        assert all(s.result.text == w for s, w in zip(got, want))
+        # the same prompts again: each finds its slot's cached prefix and evaluates 1 token
+        again = run_jobs(eng, ps)
+        assert ["".join(s.text) for s in again] == want
+        assert [s.result.n_cached for s in again] == [len(p) - 1 for p in ps]
+        assert eng.metrics.cached_tokens == sum(len(p) - 1 for p in ps)
+        assert eng.metrics.steps > 0 and eng.busy_slots() == 0
+    finally:
+        eng.stop()
+
+
+def test_more_jobs_than_slots_queue_and_cancel(model):
+    ps = prompts_of(model)
+    eng = Engine(model, 2 * 128, parallel=2, max_queue=2)
+    with pytest.raises(ContextTooSmall):
+        eng.submit(Job(list(range(200)), GREEDY, 1, [], Sink()))
+    eng.submit(Job(ps[0], GREEDY, 4, [], Sink()))
+    eng.submit(Job(ps[1], GREEDY, 4, [], Sink()))
+    with pytest.raises(QueueFull):                  # not started: nothing leaves the queue
+        eng.submit(Job(ps[2], GREEDY, 4, [], Sink()))
+    eng.waiting.clear()
+    eng.start()
+    try:
+        long = Sink()
+        job = Job(ps[3], GREEDY, None, [], long)     # until the context is full, unless cancelled
+        eng.submit(job)
+        while not long.text:
+            long.done.wait(0.01)
+        job.cancel()
+        assert long.wait(10).result.finish_reason == "cancelled"
+        assert eng.busy_slots() == 0
+        (short,) = run_jobs(eng, [ps[0]], n=3)
+        assert short.result.finish_reason == "length" and short.result.n_gen == 3
+    finally:
+        eng.stop()
+
+
+def test_stop_strings_cut_and_hold_back(model):
+    p = prompts_of(model)[1]
+    full = model.tokenizer.decode(solo_ids(model, p, 8))
+    stop = full[3:6]
+    eng = Engine(model, 128, parallel=1)
+    eng.start()
+    try:
+        s = Sink()
+        eng.submit(Job(p, GREEDY, 8, [stop], s))
+        s.wait()
+        assert s.result.finish_reason == "stop" and "".join(s.text) == full[:full.find(stop)]
+    finally:
+        eng.stop()
+
+
+# ---------------------------------------------------------------- the app in-process, scripted model
+
+class Scripted:
+    """The chat model with its logits replaced: it 'generates' ``script`` (token ids) then EOS."""
+
+    def __init__(self, real, script):
+        self.real, self.script = real, list(script)
+        self.hp, self.tokenizer, self.gguf, self.out_backend = real.hp, real.tokenizer, real.gguf, real.out_backend
+        self.decode_graph = None
+
+    def new_cache(self, n_ctx):
+        c = self.real.new_cache(n_ctx)
+        c.seen = []
+        return c
+
+    def forward(self, tokens, cache, out_rows=None):
+        cache.seen = cache.seen[:cache.n_past] + [int(t) for t in tokens]
+        cache.n_past += len(tokens)
+        return cache
+
+    def logits(self, cache, host=True):
+        k = next((n for n in range(min(len(self.script), len(cache.seen)), 0, -1)
+                  if cache.seen[-n:] == self.script[:n]), 0)
+        x = np.zeros((1, self.hp.n_vocab), np.float32)
+        x[0, self.script[k] if k < len(self.script) else self.tokenizer.eos] = 10.0
+        return x
+
+
+def client_for(model, text, api_key=None, parallel=1, max_queue=64, start=True):
+    import openai
+    from starlette.testclient import TestClient
+
+    from ggufkit.serve.app import create_app
+    eng = Engine(Scripted(model, model.tokenizer.encode(text, add_special=False)), 512 * parallel, parallel, max_queue)
+    if start:
+        eng.start()
+    http = TestClient(create_app(eng, "chat.gguf", api_key))
+    return eng, http, openai.OpenAI(base_url="http://testserver/v1", api_key=api_key or "none", http_client=http,
+                                    max_retries=0)
+
+
+TOOLS = [{"type": "function", "function": {"name": "get_weather", "parameters": {
+    "type": "object", "properties": {"city": {"type": "string"}}}}}]
+REPLY = '<think>\nneed the weather\n</think>\n\n<TOOLCALL>[{"name": "get_weather", "arguments": {"city": "Paris"}}]</TOOLCALL>'
+
+
+def test_tool_call_and_reasoning_reach_the_client(model):
+    eng, http, client = client_for(model, REPLY)
+    try:
+        msgs = [{"role": "user", "content": "Weather in Paris?"}]
+        r = client.chat.completions.create(model="chat.gguf", messages=msgs, tools=TOOLS, temperature=0)
+        m = r.choices[0].message
+        assert r.choices[0].finish_reason == "tool_calls"
+        assert m.model_extra["reasoning_content"] == "need the weather"
+        (call,) = m.tool_calls
+        assert call.function.name == "get_weather" and call.function.arguments == '{"city": "Paris"}'
+        assert call.id.startswith("call_") and r.usage.completion_tokens > 0
+        chunks = list(client.chat.completions.create(model="chat.gguf", messages=msgs, tools=TOOLS, stream=True,
+                                                     temperature=0))
+        reasoning = "".join(c.choices[0].delta.model_extra.get("reasoning_content") or "" for c in chunks if c.choices)
+        calls = [tc for c in chunks if c.choices for tc in (c.choices[0].delta.tool_calls or [])]
+        assert reasoning.strip() == "need the weather"
+        assert [tc.function.name for tc in calls] == ["get_weather"] and calls[0].id.startswith("call_")
+        assert chunks[-1].choices[0].finish_reason == "tool_calls" and chunks[-1].usage.prompt_tokens > 0
+        # and back: the call and the tool's answer in the next request render through the template
+        msgs += [{"role": "assistant", "content": None, "tool_calls": [call.model_dump()]},
+                 {"role": "tool", "tool_call_id": call.id, "content": '{"temp_c": 21}'}]
+        r2 = client.chat.completions.create(model="chat.gguf", messages=msgs, tools=TOOLS, temperature=0)
+        assert r2.usage.prompt_tokens > r.usage.prompt_tokens
+        assert r2.usage.prompt_tokens_details.cached_tokens > 0        # the shared prefix came from the cache
+    finally:
+        eng.stop()
+
+
+def test_api_key_and_queue_full(model):
+    import openai
+    eng, http, client = client_for(model, "ok", api_key="s3cret")
+    try:
+        assert client.models.list().data[0].id == "chat.gguf"
+        assert http.get("/health").status_code == 200                       # public
+        r = http.get("/v1/models", headers={"Authorization": "Bearer wrong"})
+        assert r.status_code == 401 and r.json()["error"]["type"] == "authentication_error"
+        assert http.get("/metrics").status_code == 401
+        bad = openai.OpenAI(base_url="http://testserver/v1", api_key="nope", http_client=http, max_retries=0)
+        with pytest.raises(openai.AuthenticationError):
+            bad.chat.completions.create(model="chat.gguf", messages=[{"role": "user", "content": "x"}])
+    finally:
+        eng.stop()
+    eng, http, client = client_for(model, "ok", max_queue=0, start=False)
+    with pytest.raises(openai.RateLimitError) as e:
+        client.chat.completions.create(model="chat.gguf", messages=[{"role": "user", "content": "x"}])
+    assert e.value.status_code == 429 and e.value.body["code"] == "queue_full"
