@@ -146,16 +146,19 @@ def chat_cmd(model, system, reasoning, json_mode, tools_file, temp, top_p, max_t
 @click.option("--prefill-chunk", default=256, show_default=True, type=click.IntRange(1),
               help="Prompt tokens evaluated per slot per step.")
 @click.option("--alias", help="Model id reported by /v1/models (default: the file name).")
+@click.option("--chat-template", help="A built-in (chatml, gemma) or a Jinja file; default: the GGUF's, else by architecture.")
 @click.option("--api-key", envvar="GGUFKIT_API_KEY", help="Require Authorization: Bearer KEY (or $GGUFKIT_API_KEY).")
 @click.option("-t", "--threads", type=int)
 @device_options
-def serve_cmd(model, host, port, ctx_size, parallel, queue_size, prefill_chunk, alias, api_key, threads, dev) -> None:
+def serve_cmd(model, host, port, ctx_size, parallel, queue_size, prefill_chunk, alias, chat_template, api_key, threads,
+              dev) -> None:
     """Serve MODEL over an OpenAI-compatible HTTP API (needs the [serve] extra; docs/SERVE.md)."""
     try:
         from ggufkit.serve.app import serve
     except ImportError as e:
         raise GGUFKitError(f"serve needs the [serve] extra: pip install 'ggufkit[serve]' ({e})") from None
-    serve(model, host, port, ctx_size, parallel, threads, dev, api_key or None, queue_size, prefill_chunk, alias)
+    serve(model, host, port, ctx_size, parallel, threads, dev, api_key or None, queue_size, prefill_chunk, alias,
+          chat_template)
 
 
 @cli.command("perplexity")

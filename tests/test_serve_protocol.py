@@ -102,3 +102,26 @@ def test_stream_splitter_matches_split_reply(cut):
     assert [c["function"]["name"] for c in calls] == ["get_weather"]
     plain = P.StreamSplitter()
     assert "".join(d["content"] for d in plain.feed("a <b") + plain.feed("c") + plain.finish()[0]) == "a <bc"
+
+
+def test_chat_template_choice(tmp_path):
+    from ggufkit.serve.templates import BUILTIN, chat_template
+
+    class G:
+        def __init__(self, t):
+            self.t = t
+
+        def get(self, k):
+            return self.t if k == "tokenizer.chat_template" else None
+
+    assert chat_template(G("X"), "llama") == ("X", "the GGUF")
+    assert chat_template(G(None), "gemma3")[0] == BUILTIN["gemma"]
+    assert chat_template(G(None), "deci")[0] == BUILTIN["chatml"]
+    assert chat_template(G("X"), "llama", "chatml")[0] == BUILTIN["chatml"]
+    f = tmp_path / "t.jinja"
+    f.write_text("{{ messages[0].content }}")
+    assert chat_template(G("X"), "llama", str(f))[0] == "{{ messages[0].content }}"
+    with pytest.raises(ValueError):
+        chat_template(G("X"), "llama", "nonesuch")
+    text = P.chat_prompt({"messages": [{"role": "system", "content": "S"}] + USER}, BUILTIN["chatml"]).text
+    assert text == "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nWeather in Paris?<|im_end|>\n<|im_start|>assistant\n"

@@ -24,6 +24,7 @@ from starlette.routing import Route
 
 from ggufkit.serve import protocol as P
 from ggufkit.serve.engine import ContextTooSmall, Engine, Job, QueueFull
+from ggufkit.serve.templates import chat_template
 
 log = logging.getLogger("ggufkit.serve")
 MAX_BODY = 8 * 1024 * 1024           # request bodies above this are refused (413)
@@ -59,12 +60,11 @@ async def read_json(request: Request, cap: int = MAX_BODY):
 class Server:
     """The routes, bound to one engine and its model."""
 
-    def __init__(self, engine: Engine, model_id: str, api_key: str | None = None):
+    def __init__(self, engine: Engine, model_id: str, api_key: str | None = None, template: str | None = None):
         self.engine, self.model, self.model_id = engine, engine.model, model_id
         self.api_key = api_key
         self.tok = self.model.tokenizer
-        g = getattr(self.model, "gguf", None)
-        self.template = g.get("tokenizer.chat_template") if g is not None else None
+        self.template = template or chat_template(getattr(self.model, "gguf", None), self.model.hp.arch)[0]
         self.bos = self.tok.tokens[self.tok.bos] if self.tok.bos is not None else ""
         self.eos = self.tok.tokens[self.tok.eos] if self.tok.eos is not None else ""
         self.created = int(time.time())
@@ -186,8 +186,6 @@ class Server:
         body = await read_json(request)
         P.check_model(body, self.model_id)
         opts = P.parse_gen_options(body, chat=True)
-        if not self.template:
-            raise P.bad("the model has no chat template; use /v1/completions", None, "no_chat_template")
         split = P.field_of(body, "reasoning_format", str, "auto") != "none"
         prompt = P.chat_prompt(body, self.template, self.bos, self.eos)
         ids = await run_in_threadpool(self.encode_prompt, prompt.text)
@@ -300,9 +298,10 @@ class Server:
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
-def create_app(engine: Engine, model_id: str, api_key: str | None = None) -> Starlette:
-    """The Starlette app over a started (or to be started) engine."""
-    srv = Server(engine, model_id, api_key)
+def create_app(engine: Engine, model_id: str, api_key: str | None = None, template: str | None = None) -> Starlette:
+    """The Starlette app over a started (or to be started) engine (template: the chat template's
+    text; default: the GGUF's, else a built-in, see ggufkit.serve.templates)."""
+    srv = Server(engine, model_id, api_key, template)
 
     async def not_found(request, exc):
         code = getattr(exc, "status_code", 404)
@@ -329,23 +328,28 @@ LOG_CONFIG = {
 
 def serve(model_path: str, host: str = "127.0.0.1", port: int = 8080, n_ctx: int = 4096, parallel: int = 1,
           n_threads: int | None = None, dev=None, api_key: str | None = None, max_queue: int = 64,
-          prefill_chunk: int = 256, alias: str | None = None) -> None:
+          prefill_chunk: int = 256, alias: str | None = None, template: str | None = None) -> None:
     """Load the model, start the engine and serve until SIGINT / SIGTERM."""
     import uvicorn
 
+    from runtime.errors import ModelError
     from runtime.loader import load
     from runtime.plan import place_model
 
     logging.config.dictConfig(LOG_CONFIG)
     model = load(model_path, n_threads=n_threads)
+    try:
+        tmpl, origin = chat_template(model.gguf, model.hp.arch, template)
+    except ValueError as e:
+        raise ModelError(str(e)) from None
     place_model(model, dev, max(1, n_ctx // max(1, parallel)))
     engine = Engine(model, n_ctx, parallel, max_queue, prefill_chunk)
     engine.log = log.error
     model_id = alias or os.path.basename(model_path)
-    app = create_app(engine, model_id, api_key)
+    app = create_app(engine, model_id, api_key, tmpl)
     engine.start()
-    log.info("serving %s on http://%s:%d (%d slots of %d tokens)%s", model_id, host, port, parallel, engine.n_ctx,
-             ", API key required" if api_key else "")
+    log.info("serving %s on http://%s:%d (%d slots of %d tokens, chat template: %s)%s", model_id, host, port,
+             parallel, engine.n_ctx, origin, ", API key required" if api_key else "")
     try:
         uvicorn.run(app, host=host, port=port, log_config=LOG_CONFIG, timeout_graceful_shutdown=3)
     finally:
