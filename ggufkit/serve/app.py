@@ -291,6 +291,9 @@ class Server:
                         yield sse(P.completion_response(rid, model, "", val.finish_reason, use))
                     break
                 yield "data: [DONE]\n\n"
+            except Exception as e:          # mid-stream: the status is sent; end the stream with an error event
+                log.error("stream %s failed: %s: %s", rid, type(e).__name__, e)
+                yield sse(P.APIError(500, "internal server error", "server_error").body())
             finally:
                 job.cancel()          # the client went away mid-stream (or we are done): free the slot
 

@@ -164,7 +164,19 @@ class Engine:
 
     # -------------------------------------------------------------- scheduler thread
 
+    def _bind_devices(self) -> None:
+        """CuPy's current device is per thread: make the GPU the model sits on current here too."""
+        for be in {*self.model.backends, self.model.out_backend}:
+            idx = getattr(be, "index", None)
+            if idx is not None and not getattr(be, "emulated", True):
+                try:
+                    import cupy
+                    cupy.cuda.Device(idx).use()
+                except Exception as e:                  # one line, the first step will say more
+                    self.log(f"cannot select cuda:{idx} on the scheduler thread: {e}")
+
     def _loop(self) -> None:
+        self._bind_devices()
         while True:
             with self.cv:
                 while not self._stop and not self.waiting and not any(s.job for s in self.slots):
