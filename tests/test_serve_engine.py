@@ -11,6 +11,7 @@ import pytest
 
 pytest.importorskip("starlette")
 pytest.importorskip("openai")
+pytestmark = pytest.mark.timeout(120)
 
 from ggufkit.serve.engine import ContextTooSmall, Engine, Job, QueueFull  # noqa: E402
 from runtime.generate import GREEDY, generate_ids  # noqa: E402

@@ -166,7 +166,7 @@ class Engine:
 
     def _bind_devices(self) -> None:
         """CuPy's current device is per thread: make the GPU the model sits on current here too."""
-        for be in {*self.model.backends, self.model.out_backend}:
+        for be in {*getattr(self.model, "backends", ()), getattr(self.model, "out_backend", None)}:
             idx = getattr(be, "index", None)
             if idx is not None and not getattr(be, "emulated", True):
                 try:
