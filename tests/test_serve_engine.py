@@ -212,3 +212,58 @@ def test_api_key_and_queue_full(model):
     with pytest.raises(openai.RateLimitError) as e:
         client.chat.completions.create(model="chat.gguf", messages=[{"role": "user", "content": "x"}])
     assert e.value.status_code == 429 and e.value.body["code"] == "queue_full"
+
+
+class Endless(Scripted):
+    """Never ends: the same token every step, a little slowly (a request outlives its client)."""
+
+    def logits(self, cache, host=True):
+        import time
+        time.sleep(0.005)
+        x = np.zeros((1, self.hp.n_vocab), np.float32)
+        x[0, self.script[0]] = 10.0
+        return x
+
+
+def test_client_disconnect_frees_the_slot(model):
+    """A real uvicorn in a thread: a non-streaming client that times out and a stream that is
+    dropped both free their slot within a step or two."""
+    import socket
+    import time
+
+    import httpx
+    import uvicorn
+
+    from ggufkit.serve.app import create_app
+    eng = Engine(Endless(model, model.tokenizer.encode(" a", add_special=False)), 512, 1)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(create_app(eng, "m"), host="127.0.0.1", port=port, log_level="warning"))
+    th = threading.Thread(target=server.run, daemon=True)
+    eng.start()
+    th.start()
+    try:
+        base = f"http://127.0.0.1:{port}"
+        while not server.started:
+            time.sleep(0.05)
+
+        def wait_free(n_cancelled):
+            deadline = time.time() + 5
+            while (eng.busy_slots() or eng.metrics.finished["cancelled"] < n_cancelled) and time.time() < deadline:
+                time.sleep(0.02)
+            assert eng.busy_slots() == 0 and eng.metrics.finished["cancelled"] == n_cancelled, eng.metrics.finished
+
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(base + "/v1/completions", json={"prompt": "hi", "temperature": 0}, timeout=0.5)
+        wait_free(1)
+        with httpx.stream("POST", base + "/v1/completions", json={"prompt": "hi", "stream": True}, timeout=5) as r:
+            for i, _ in enumerate(r.iter_lines()):
+                if i > 3:
+                    break
+        wait_free(2)
+        assert httpx.get(base + "/health").json()["status"] == "ok"
+    finally:
+        server.should_exit = True
+        th.join(5)
+        eng.stop()

@@ -32,8 +32,8 @@ def free_port() -> int:
 
 
 class Live:
-    def __init__(self, path, port, log):
-        self.path, self.port, self.log = path, port, log
+    def __init__(self, path, port, log, pid):
+        self.path, self.port, self.log, self.pid = path, port, log, pid
         self.base = f"http://127.0.0.1:{port}"
         self.http = httpx.Client(base_url=self.base, headers={"Authorization": f"Bearer {KEY}"}, timeout=60)
         self.client = openai.OpenAI(base_url=self.base + "/v1", api_key=KEY, max_retries=0, timeout=60)
@@ -60,7 +60,7 @@ def live(tmp_path_factory):
                 pass
             assert time.time() < deadline, f"server did not come up: {log.read_text()}"
             time.sleep(0.3)
-        yield Live(path, port, log)
+        yield Live(path, port, log, proc.pid)
     finally:
         proc.terminate()
         try:
@@ -195,13 +195,14 @@ def test_api_key_required(live):
 @pytest.mark.timeout(240)
 def test_load_concurrent_clients_with_cancellations(live):
     """8 clients x 2 requests on 4 slots; every third client's first request is a stream it drops
-    after two chunks. The others must equal their solo greedy runs; the server stays healthy and
-    every slot comes free."""
+    after two chunks. The others must equal their solo greedy runs; the server stays healthy,
+    every slot comes free and its resident memory grows by at most 10%."""
     prompts = [f"Story number {i}: once upon a time" + " there" * (i * 7) for i in range(8)]
     n = 12
     solo = [live.client.completions.create(prompt=p, model="chat.gguf", max_tokens=n, temperature=0).choices[0].text
             for p in prompts]
     got, errors = {}, []
+    rss_before = rss(live.pid)
 
     def client(i):
         try:
@@ -236,3 +237,14 @@ def test_load_concurrent_clients_with_cancellations(live):
     assert live.http.get("/health").json()["slots_processing"] == 0
     m = live.http.get("/metrics").text
     assert 'ggufkit_requests_finished_total{reason="cancelled"}' in m, m
+    if rss_before:
+        assert rss(live.pid) <= 1.10 * rss_before, (rss_before, rss(live.pid))
+
+
+def rss(pid) -> int:
+    """Resident memory of a process in bytes (Linux; 0 elsewhere)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            return next(int(ln.split()[1]) * 1024 for ln in f if ln.startswith("VmRSS:"))
+    except (OSError, StopIteration):
+        return 0

@@ -28,6 +28,7 @@ from ggufkit.serve.templates import chat_template
 
 log = logging.getLogger("ggufkit.serve")
 MAX_BODY = 8 * 1024 * 1024           # request bodies above this are refused (413)
+DISCONNECT_POLL = 0.25               # seconds between checks that a non-streaming client is still there
 PUBLIC = {"/health", "/v1/health"}    # answered without the API key (as llama-server does)
 
 
@@ -232,14 +233,20 @@ class Server:
         """Run a job to its end (non-streaming); a client that goes away cancels it."""
         job, q = self.submit(ids, opts)
         pieces = []
+        loop = asyncio.get_running_loop()
+        next_check = loop.time() + DISCONNECT_POLL
         try:
             while True:
                 try:
-                    kind, val = await asyncio.wait_for(q.get(), 0.25)
+                    kind, val = await asyncio.wait_for(q.get(), DISCONNECT_POLL)
                 except asyncio.TimeoutError:
+                    kind = None
+                if loop.time() >= next_check:
+                    next_check = loop.time() + DISCONNECT_POLL
                     if await request.is_disconnected():
                         job.cancel()
                         raise ClientDisconnect() from None
+                if kind is None:
                     continue
                 if kind == "text":
                     pieces.append(val)
