@@ -146,7 +146,8 @@ def chat_cmd(model, system, reasoning, json_mode, tools_file, temp, top_p, max_t
 @click.option("--prefill-chunk", default=256, show_default=True, type=click.IntRange(1),
               help="Prompt tokens evaluated per slot per step.")
 @click.option("--alias", help="Model id reported by /v1/models (default: the file name).")
-@click.option("--chat-template", help="A built-in (chatml, gemma) or a Jinja file; default: the GGUF's, else by architecture.")
+@click.option("--chat-template",
+              help="A built-in (chatml, gemma) or a Jinja file; default: the GGUF's, else by architecture.")
 @click.option("--api-key", envvar="GGUFKIT_API_KEY", help="Require Authorization: Bearer KEY (or $GGUFKIT_API_KEY).")
 @click.option("-t", "--threads", type=int)
 @device_options

@@ -352,7 +352,7 @@ def serve(model_path: str, host: str = "127.0.0.1", port: int = 8080, n_ctx: int
         tmpl, origin = chat_template(model.gguf, model.hp.arch, template)
     except ValueError as e:
         raise ModelError(str(e)) from None
-    place_model(model, dev, max(1, n_ctx // max(1, parallel)))
+    place_model(model, dev, n_ctx)                  # the slots together hold n_ctx positions of KV
     engine = Engine(model, n_ctx, parallel, max_queue, prefill_chunk)
     engine.log = log.error
     model_id = alias or os.path.basename(model_path)

@@ -59,7 +59,8 @@ def field_of(body: dict, name: str, kind, default=None, lo=None, hi=None, requir
     if kind is float and not math.isfinite(v):
         raise bad(f"'{name}' must be a finite number", name)
     if (lo is not None and v < lo) or (hi is not None and v > hi):
-        rng = f"between {lo} and {hi}" if lo is not None and hi is not None else (f">= {lo}" if lo is not None else f"<= {hi}")
+        rng = (f"between {lo} and {hi}" if lo is not None and hi is not None
+               else f">= {lo}" if lo is not None else f"<= {hi}")
         raise bad(f"'{name}' must be {rng}, got {v}", name)
     return v
 
