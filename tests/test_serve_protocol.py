@@ -38,6 +38,8 @@ def test_gen_options_defaults_and_ranges():
 def test_model_name_checked():
     P.check_model({"model": "chat.gguf"}, "chat.gguf")
     P.check_model({}, "chat.gguf")
+    P.check_model({"model": "chat"}, "chat.gguf")
+    assert err(P.check_model, {"model": "c"}, "chat.gguf").status == 404
     e = err(P.check_model, {"model": "gpt-4"}, "chat.gguf")
     assert e.status == 404 and e.code == "model_not_found"
 

@@ -114,9 +114,11 @@ def parse_gen_options(body: dict, chat: bool) -> GenOptions:
 
 
 def check_model(body: dict, served: str) -> None:
-    """The ``model`` field, when given, must name the served model (its id or file name)."""
+    """The ``model`` field, when given, must name the served model (its id, with or without
+    ``.gguf``; "default" and "" name it too)."""
     m = field_of(body, "model", str, None)
-    if m is not None and m not in (served, "default", "") and not served.startswith(m):
+    stem = served[:-5] if served.endswith(".gguf") else served
+    if m is not None and m not in (served, stem, "default", ""):
         raise APIError(404, f"the model '{m}' does not exist (this server serves '{served}')",
                        "invalid_request_error", "model", "model_not_found")
 
