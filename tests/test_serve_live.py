@@ -248,3 +248,12 @@ def rss(pid) -> int:
             return next(int(ln.split()[1]) * 1024 for ln in f if ln.startswith("VmRSS:"))
     except (OSError, StopIteration):
         return 0
+
+
+def test_loadgen_and_ignore_eos(live):
+    from ggufkit.serve.loadgen import format_rows, measure
+    rows = measure(live.base, (1, 2), n=6, api_key=KEY)
+    assert [r["streams"] for r in rows] == [1, 2] and not any(r["errors"] for r in rows)
+    assert [r["tokens"] for r in rows] == [6, 12]                  # ignore_eos: every stream gives all 6
+    assert all(r["agg_tok_s"] > 0 and r["ttft_mean_s"] > 0 for r in rows)
+    assert format_rows(rows).count("\n") == 4

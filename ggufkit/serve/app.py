@@ -220,7 +220,8 @@ class Server:
     def submit(self, ids, opts) -> tuple[Job, asyncio.Queue]:
         loop = asyncio.get_running_loop()
         q: asyncio.Queue = asyncio.Queue()
-        job = Job(ids, opts.params, opts.max_tokens, opts.stop, lambda ev: loop.call_soon_threadsafe(q.put_nowait, ev))
+        job = Job(ids, opts.params, opts.max_tokens, opts.stop, lambda ev: loop.call_soon_threadsafe(q.put_nowait, ev),
+                  opts.ignore_eos)
         try:
             self.engine.submit(job)
         except QueueFull as e:

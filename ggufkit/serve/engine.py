@@ -58,6 +58,7 @@ class Job:
     max_tokens: int | None
     stop: list[str]
     emit: Callable
+    ignore_eos: bool = False
     cancelled: bool = False
     t_submit: float = field(default_factory=time.perf_counter)
 
@@ -286,7 +287,7 @@ class Engine:
         tok = self.model.tokenizer
         s.history.append(tid)
         self.metrics.gen_tokens += 1
-        if tok.is_eog(tid):
+        if tok.is_eog(tid) and not s.job.ignore_eos:
             s.n_gen += 1
             self._finish(s, "stop")
             return

@@ -74,6 +74,7 @@ class GenOptions:
     stop: list[str] = field(default_factory=list)
     stream: bool = False
     include_usage: bool = False
+    ignore_eos: bool = False        # llama-server's: generate past end-of-generation tokens (benchmarks)
 
 
 def parse_gen_options(body: dict, chat: bool) -> GenOptions:
@@ -110,7 +111,7 @@ def parse_gen_options(body: dict, chat: bool) -> GenOptions:
     stream = field_of(body, "stream", bool, False)
     so = field_of(body, "stream_options", dict, {})
     include_usage = bool(so.get("include_usage", False))
-    return GenOptions(params, mt, stop, stream, include_usage)
+    return GenOptions(params, mt, stop, stream, include_usage, field_of(body, "ignore_eos", bool, False))
 
 
 def check_model(body: dict, served: str) -> None:
