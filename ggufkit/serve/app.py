@@ -359,6 +359,8 @@ def serve(model_path: str, host: str = "127.0.0.1", port: int = 8080, n_ctx: int
     model_id = alias or os.path.basename(model_path)
     app = create_app(engine, model_id, api_key, tmpl)
     engine.start()
+    if not api_key and host not in ("127.0.0.1", "localhost", "::1"):
+        log.warning("listening on %s without --api-key: anyone who can reach this address can use the model", host)
     log.info("serving %s on http://%s:%d (%d slots of %d tokens, chat template: %s)%s", model_id, host, port,
              parallel, engine.n_ctx, origin, ", API key required" if api_key else "")
     try:
