@@ -267,3 +267,30 @@ def test_client_disconnect_frees_the_slot(model):
         server.should_exit = True
         th.join(5)
         eng.stop()
+
+
+def test_mutated_requests_never_500(model):
+    """Every field of a valid request swapped for values of other types: a 200, or a 4xx in OpenAI's
+    error shape, never a 500."""
+    eng, http, _ = client_for(model, "ok")
+    weird = [None, 0, -1, 10 ** 12, 1.5, float("nan"), "x", "", True, [], [1], ["a"], {}, {"a": 1}, [{"type": "x"}]]
+    chat = {"model": "chat.gguf", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2, "temperature": 0,
+            "top_p": 0.9, "top_k": 5, "seed": 1, "stop": ["x"], "stream": False, "tools": TOOLS, "tool_choice": "auto",
+            "reasoning_effort": "low", "chat_template_kwargs": {"enable_thinking": True}, "stream_options": {},
+            "response_format": {"type": "text"}, "n": 1, "min_p": 0.1, "repeat_penalty": 1.1, "ignore_eos": False}
+    comp = {"prompt": "hi", "max_tokens": 2, "temperature": 0}
+    try:
+        for path, base in (("/v1/chat/completions", chat), ("/v1/completions", comp),
+                           ("/tokenize", {"content": "hi"}), ("/detokenize", {"tokens": [1, 2]})):
+            for key in base:
+                for v in weird:
+                    body = dict(base, **{key: v})
+                    r = http.post(path, content=__import__("json").dumps(body).encode())
+                    assert r.status_code < 500, (path, key, v, r.text)
+                    if r.status_code >= 400:
+                        assert set(r.json()["error"]) == {"message", "type", "param", "code"}, (path, key, v)
+            for m in weird:                       # a message itself of a wrong shape
+                r = http.post("/v1/chat/completions", json=dict(chat, messages=[m]) if m == m else dict(chat))
+                assert r.status_code < 500, (m, r.text)
+    finally:
+        eng.stop()

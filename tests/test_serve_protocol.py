@@ -27,10 +27,11 @@ def test_gen_options_defaults_and_ranges():
     assert P.parse_gen_options({"max_completion_tokens": 7, "max_tokens": 2}, chat=True).max_tokens == 7
     assert P.parse_gen_options({}, chat=False).max_tokens is None          # what fits
     assert P.parse_gen_options({"max_tokens": -1}, chat=False).max_tokens is None
+    assert P.parse_gen_options({"seed": -1}, chat=False).params.seed is None            # llama.cpp's random seed
     for body, param in (({"temperature": 2.5}, "temperature"), ({"top_p": 1.5}, "top_p"), ({"top_k": -1}, "top_k"),
                         ({"temperature": "hot"}, "temperature"), ({"max_tokens": "5"}, "max_tokens"),
                         ({"max_tokens": 1.5}, "max_tokens"), ({"stop": [1]}, "stop"), ({"n": 2}, "n"),
-                        ({"seed": True}, "seed"), ({"stream": "yes"}, "stream"), ({"min_p": -0.1}, "min_p")):
+                        ({"seed": True}, "seed"), ({"repeat_penalty": 0}, "repeat_penalty"), ({"stream": "yes"}, "stream"), ({"min_p": -0.1}, "min_p")):
         e = err(P.parse_gen_options, body, True)
         assert e.status == 400 and e.param == param, body
 

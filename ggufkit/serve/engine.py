@@ -212,7 +212,13 @@ class Engine:
                 return
             self.waiting.popleft()
             best = max(free, key=lambda s: (common_prefix(s.tokens, job.prompt_ids[:-1]), -s.last_used))
-            self._assign(best, job)
+            try:
+                self._assign(best, job)
+            except Exception as e:                       # this job only; the slot stays free
+                self.log(f"cannot start a request: {type(e).__name__}: {e}")
+                best.job = None
+                best.tokens, best.cache.n_past = [], 0
+                job.emit(("error", f"internal error: {type(e).__name__}"))
 
     def _assign(self, s: Slot, job: Job) -> None:
         s.reset_job_state()

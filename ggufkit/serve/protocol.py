@@ -100,6 +100,8 @@ def parse_gen_options(body: dict, chat: bool) -> GenOptions:
         raise bad(f"at most {MAX_STOP} stop strings", "stop")
     stop = [s for s in stop if s]
     seed = field_of(body, "seed", int, None)
+    if seed is not None and seed < 0:          # llama.cpp's -1 (LLAMA_DEFAULT_SEED): a random seed
+        seed = None
     params = SamplingParams(
         temp=field_of(body, "temperature", float, DEFAULTS.temp, lo=0.0, hi=2.0),
         top_k=field_of(body, "top_k", int, DEFAULTS.top_k, lo=0),
@@ -108,6 +110,8 @@ def parse_gen_options(body: dict, chat: bool) -> GenOptions:
         repeat_penalty=field_of(body, "repeat_penalty", float, DEFAULTS.repeat_penalty, lo=0.0, hi=10.0),
         repeat_last_n=field_of(body, "repeat_last_n", int, DEFAULTS.repeat_last_n, lo=-1),
         seed=seed)
+    if params.repeat_penalty <= 0:
+        raise bad("'repeat_penalty' must be > 0 (1 disables it)", "repeat_penalty")
     stream = field_of(body, "stream", bool, False)
     so = field_of(body, "stream_options", dict, {})
     include_usage = bool(so.get("include_usage", False))
