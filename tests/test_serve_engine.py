@@ -294,3 +294,31 @@ def test_mutated_requests_never_500(model):
                 assert r.status_code < 500, (m, r.text)
     finally:
         eng.stop()
+
+
+class Exploding(Scripted):
+    """Fails on any prompt holding token 13 (a model error mid-step)."""
+
+    def forward(self, tokens, cache, out_rows=None):
+        if 13 in [int(t) for t in tokens]:
+            raise RuntimeError("boom")
+        return super().forward(tokens, cache, out_rows)
+
+
+def test_a_failing_step_fails_its_request_and_the_server_goes_on(model):
+    from starlette.testclient import TestClient
+
+    from ggufkit.serve.app import create_app
+    eng = Engine(Exploding(model, model.tokenizer.encode("ok", add_special=False)), 512, 1)
+    logged = []
+    eng.log = logged.append
+    eng.start()
+    try:
+        http = TestClient(create_app(eng, "m"))
+        r = http.post("/v1/completions", json={"prompt": [1, 13, 2], "max_tokens": 2})
+        assert r.status_code == 500 and r.json()["error"]["type"] == "server_error"
+        assert "boom" not in r.text and logged == ["engine step failed: RuntimeError: boom"]
+        r = http.post("/v1/completions", json={"prompt": [1, 2, 3], "max_tokens": 2})
+        assert r.status_code == 200 and r.json()["choices"][0]["text"] == "ok"
+    finally:
+        eng.stop()

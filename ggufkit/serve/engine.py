@@ -66,6 +66,13 @@ class Job:
         """Safe from any thread: the scheduler drops the job at its next step."""
         self.cancelled = True
 
+    def send(self, ev) -> None:
+        """Hand an event to the request's side; a receiver that is gone cancels the job."""
+        try:
+            self.emit(ev)
+        except Exception:
+            self.cancelled = True
+
 
 class Slot:
     def __init__(self, idx: int, cache):
@@ -179,13 +186,13 @@ class Engine:
     def _loop(self) -> None:
         self._bind_devices()
         while True:
-            with self.cv:
-                while not self._stop and not self.waiting and not any(s.job for s in self.slots):
-                    self.cv.wait(1.0)
-                if self._stop:
-                    break
-                self._admit()
             try:
+                with self.cv:
+                    while not self._stop and not self.waiting and not any(s.job for s in self.slots):
+                        self.cv.wait(1.0)
+                    if self._stop:
+                        break
+                    self._admit()
                 self.step()
             except Exception as e:                       # keep serving; fail the jobs of this step
                 self.log(f"engine step failed: {type(e).__name__}: {e}")
@@ -196,7 +203,7 @@ class Engine:
             if s.job is not None:
                 self._finish(s, "cancelled")
         for job in list(self.waiting):
-            job.emit(("error", "the server is shutting down"))
+            job.send(("error", "the server is shutting down"))
         self.waiting.clear()
 
     def _admit(self) -> None:
@@ -218,7 +225,7 @@ class Engine:
                 self.log(f"cannot start a request: {type(e).__name__}: {e}")
                 best.job = None
                 best.tokens, best.cache.n_past = [], 0
-                job.emit(("error", f"internal error: {type(e).__name__}"))
+                job.send(("error", f"internal error: {type(e).__name__}"))
 
     def _assign(self, s: Slot, job: Job) -> None:
         s.reset_job_state()
@@ -317,7 +324,7 @@ class Engine:
 
     def _flush(self, s: Slot, upto: int) -> None:
         if upto > s.sent:
-            s.job.emit(("text", s.text[s.sent:upto]))
+            s.job.send(("text", s.text[s.sent:upto]))
             s.sent = upto
 
     def _finish(self, s: Slot, reason: str | None, error: str | None = None) -> None:
@@ -326,10 +333,10 @@ class Engine:
         s.last_used = time.perf_counter()
         if error is not None:
             s.tokens, s.cache.n_past = [], 0          # the cache may be half written: forget it
-            job.emit(("error", error))
+            job.send(("error", error))
             return
         self.metrics.finished[reason] += 1
-        job.emit(("done", Result(reason, len(job.prompt_ids), s.n_cached, s.n_gen, s.text)))
+        job.send(("done", Result(reason, len(job.prompt_ids), s.n_cached, s.n_gen, s.text)))
 
 
 def _overlap(text: str, stop: str) -> int:
