@@ -128,3 +128,12 @@ def test_chat_template_choice(tmp_path):
         chat_template(G("X"), "llama", "nonesuch")
     text = P.chat_prompt({"messages": [{"role": "system", "content": "S"}] + USER}, BUILTIN["chatml"]).text
     assert text == "<|im_start|>system\nS<|im_end|>\n<|im_start|>user\nWeather in Paris?<|im_end|>\n<|im_start|>assistant\n"
+
+
+def test_stream_splitter_raw_keeps_the_templates_think():
+    raw = P.StreamSplitter(think_open=True, split_reasoning=False)
+    text = "".join(d["content"] for d in raw.feed("hm</think>") + raw.feed("A"))
+    assert text == P.split_reply("hm</think>A", True, split_reasoning=False)["content"] == "<think>hm</think>A"
+    inside = P.StreamSplitter(think_open=True)
+    deltas = inside.feed("hm</thi") + inside.feed("nk>\n\nA") + inside.finish()[0]
+    assert [list(d.items())[0] for d in deltas] == [("reasoning_content", "hm"), ("content", "A")]

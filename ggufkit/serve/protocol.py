@@ -340,9 +340,11 @@ class StreamSplitter:
         self.seen_text = think_open            # a <think> is only recognised at the very start
         self.buf = ""
         self.tool_text = None                  # text from <TOOLCALL> on, once seen
+        self.prefix = THINK_OPEN if think_open and not split_reasoning else ""   # raw text: as split_reply
 
     def feed(self, s: str) -> list[dict]:
         if not self.split:
+            s, self.prefix = self.prefix + s, ""
             return [{"content": s}] if s else []
         if self.tool_text is not None:
             self.tool_text += s
