@@ -156,6 +156,7 @@ ERRORS = [  # (method, path, body (dict, or raw bytes), status, param or None)
      "response_format"),
     ("POST", "/v1/chat/completions", {"messages": [{"role": "user", "content": "word " * 600}]}, 400, "messages"),
     ("POST", "/v1/completions", {"prompt": 5}, 400, "prompt"),
+    ("POST", "/v1/completions", {"prompt": "word " * 600, "stream": True}, 400, "prompt"),
     ("POST", "/v1/completions", {"prompt": [1, 10 ** 9]}, 400, "prompt"),
     ("POST", "/v1/completions", {"prompt": "x", "stream": True, "seed": "s"}, 400, "seed"),
     ("POST", "/tokenize", {"content": 3}, 400, "content"),

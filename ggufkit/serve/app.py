@@ -193,7 +193,7 @@ class Server:
         rid = P.new_id("chatcmpl")
         if opts.stream:
             return await self.stream(request, ids, opts, rid, chat=True, think_open=prompt.think_open, split=split)
-        res, text = await self.collect(request, ids, opts)
+        res, text = await self.collect(request, ids, opts, "messages")
         msg = P.split_reply(text, prompt.think_open, split)
         return JSONResponse(P.chat_response(rid, self.model_id, msg, res.finish_reason,
                                             P.usage(res.n_prompt, res.n_gen, res.n_cached)))
@@ -213,11 +213,11 @@ class Server:
         rid = P.new_id("cmpl")
         if opts.stream:
             return await self.stream(request, ids, opts, rid, chat=False)
-        res, text = await self.collect(request, ids, opts)
+        res, text = await self.collect(request, ids, opts, "prompt")
         return JSONResponse(P.completion_response(rid, self.model_id, text, res.finish_reason,
                                                   P.usage(res.n_prompt, res.n_gen, res.n_cached)))
 
-    def submit(self, ids, opts) -> tuple[Job, asyncio.Queue]:
+    def submit(self, ids, opts, param: str) -> tuple[Job, asyncio.Queue]:
         loop = asyncio.get_running_loop()
         q: asyncio.Queue = asyncio.Queue()
         job = Job(ids, opts.params, opts.max_tokens, opts.stop, lambda ev: loop.call_soon_threadsafe(q.put_nowait, ev),
@@ -227,12 +227,12 @@ class Server:
         except QueueFull as e:
             raise P.APIError(429, str(e), "rate_limit_error", None, "queue_full") from None
         except ContextTooSmall as e:
-            raise P.APIError(400, str(e), "invalid_request_error", "messages", "context_length_exceeded") from None
+            raise P.APIError(400, str(e), "invalid_request_error", param, "context_length_exceeded") from None
         return job, q
 
-    async def collect(self, request: Request, ids, opts):
+    async def collect(self, request: Request, ids, opts, param: str):
         """Run a job to its end (non-streaming); a client that goes away cancels it."""
-        job, q = self.submit(ids, opts)
+        job, q = self.submit(ids, opts, param)
         pieces = []
         loop = asyncio.get_running_loop()
         next_check = loop.time() + DISCONNECT_POLL
@@ -259,7 +259,7 @@ class Server:
             job.cancel()              # no-op when finished; frees the slot if the handler was cancelled
 
     async def stream(self, request, ids, opts, rid, chat: bool, think_open: bool = False, split: bool = True):
-        job, q = self.submit(ids, opts)            # errors before the stream starts are plain 4xx
+        job, q = self.submit(ids, opts, "messages" if chat else "prompt")   # refusals come before the stream
         model = self.model_id
         sse = lambda d: f"data: {json.dumps(d, ensure_ascii=False)}\n\n"   # noqa: E731
 
