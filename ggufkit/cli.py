@@ -134,6 +134,34 @@ def chat_cmd(model, system, reasoning, json_mode, tools_file, temp, top_p, max_t
               ctx_size, max_tokens, tools_file, dev=dev)
 
 
+@cli.command("serve")
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (127.0.0.1: this machine only).")
+@click.option("--port", default=8080, show_default=True, type=click.IntRange(0, 65535))
+@click.option("-c", "--ctx-size", default=4096, show_default=True, type=click.IntRange(2),
+              help="Total context, split evenly between the slots.")
+@click.option("-np", "--parallel", default=1, show_default=True, type=click.IntRange(1, 256), help="Slots.")
+@click.option("--queue-size", default=64, show_default=True, type=click.IntRange(0),
+              help="Requests that may wait for a slot; beyond it: 429.")
+@click.option("--prefill-chunk", default=256, show_default=True, type=click.IntRange(1),
+              help="Prompt tokens evaluated per slot per step.")
+@click.option("--alias", help="Model id reported by /v1/models (default: the file name).")
+@click.option("--chat-template",
+              help="A built-in (chatml, gemma) or a Jinja file; default: the GGUF's, else by architecture.")
+@click.option("--api-key", envvar="GGUFKIT_API_KEY", help="Require Authorization: Bearer KEY (or $GGUFKIT_API_KEY).")
+@click.option("-t", "--threads", type=int)
+@device_options
+def serve_cmd(model, host, port, ctx_size, parallel, queue_size, prefill_chunk, alias, chat_template, api_key, threads,
+              dev) -> None:
+    """Serve MODEL over an OpenAI-compatible HTTP API (needs the [serve] extra; docs/SERVE.md)."""
+    try:
+        from ggufkit.serve.app import serve
+    except ImportError as e:
+        raise GGUFKitError(f"serve needs the [serve] extra: pip install 'ggufkit[serve]' ({e})") from None
+    serve(model, host, port, ctx_size, parallel, threads, dev, api_key or None, queue_size, prefill_chunk, alias,
+          chat_template)
+
+
 @cli.command("perplexity")
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.option("-f", "--file", "text_file", type=click.Path(dir_okay=False), help="Text file to score.")
