@@ -61,3 +61,12 @@ def llama_ref(llama_ckpt):
     from tests.reference.forward import load_hf
 
     return load_hf(llama_ckpt)
+
+
+@pytest.fixture(scope="module")
+def cuda_emulation():
+    """The CUDA backend on the emulator for the whole module (GGUFKIT_CUDA_EMULATE=1), then back."""
+    from runtime.cuda.module import set_emulation
+    set_emulation(True)
+    yield
+    set_emulation(None)

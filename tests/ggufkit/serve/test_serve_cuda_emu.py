@@ -5,27 +5,24 @@ on the same placed model."""
 from __future__ import annotations
 
 import shutil
-import threading
 
 import pytest
 
 from runtime.device import DeviceOptions
-from runtime.generate import GREEDY, generate_ids
+from runtime.generate import generate_ids
 from tests.helpers import tiny_models as T
+from tests.helpers.serve import run_jobs
 
 pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="CUDA emulation needs g++")
 
 
 @pytest.fixture(scope="module", autouse=True)
-def emulate():
-    from runtime.cuda.module import set_emulation
-    set_emulation(True)
-    yield
-    set_emulation(None)
+def emulate(cuda_emulation):
+    pass
 
 
 def test_engine_on_emulated_cuda_equals_solo(tmp_path):
-    from ggufkit.serve.engine import Engine, Job
+    from ggufkit.serve.engine import Engine
     from runtime.loader import load
     from runtime.plan import place_model
 
@@ -37,19 +34,11 @@ def test_engine_on_emulated_cuda_equals_solo(tmp_path):
     n = 5
     solo = [generate_ids(model, p, n) for p in prompts]
     eng = Engine(model, 2 * 32, parallel=2, prefill_chunk=3)
-    got, done = [[] for _ in prompts], [threading.Event() for _ in prompts]
-
-    def emit(i):
-        return lambda ev: done[i].set() if ev[0] != "text" else got[i].append(ev[1])
-
     eng.start()
     try:
-        for i, p in enumerate(prompts):
-            eng.submit(Job(p, GREEDY, n, [], emit(i)))
-        for d in done:
-            assert d.wait(300)
+        got = run_jobs(eng, prompts, n, timeout=300)
     finally:
         eng.stop()
     tok = model.tokenizer
-    for i in range(len(prompts)):
-        assert "".join(got[i]) == tok.decode([t for t in solo[i] if not tok.is_eog(t)])
+    for s, ids in zip(got, solo):
+        assert s.error is None and "".join(s.text) == tok.decode([t for t in ids if not tok.is_eog(t)])

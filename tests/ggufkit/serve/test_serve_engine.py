@@ -15,6 +15,7 @@ pytestmark = pytest.mark.timeout(120)
 
 from ggufkit.serve.engine import ContextTooSmall, Engine, Job, QueueFull  # noqa: E402
 from runtime.generate import GREEDY, generate_ids  # noqa: E402
+from tests.helpers.serve import Sink, run_jobs  # noqa: E402
 from tests.helpers.tiny_models import write_chat_gguf  # noqa: E402
 
 
@@ -22,32 +23,6 @@ from tests.helpers.tiny_models import write_chat_gguf  # noqa: E402
 def model(tmp_path_factory):
     from runtime.loader import load
     return load(str(write_chat_gguf(tmp_path_factory.mktemp("serve") / "chat.gguf")))
-
-
-class Sink:
-    """A job's events collected; ``wait`` blocks until done."""
-
-    def __init__(self):
-        self.text, self.result, self.error, self.done = [], None, None, threading.Event()
-
-    def __call__(self, ev):
-        kind, val = ev
-        if kind == "text":
-            self.text.append(val)
-        else:
-            self.result, self.error = (val, None) if kind == "done" else (None, val)
-            self.done.set()
-
-    def wait(self, t=60):
-        assert self.done.wait(t), "job did not finish"
-        return self
-
-
-def run_jobs(engine, prompts, n=6, **kw):
-    sinks = [Sink() for _ in prompts]
-    for p, s in zip(prompts, sinks):
-        engine.submit(Job(list(p), GREEDY, n, [], s, **kw))
-    return [s.wait() for s in sinks]
 
 
 def solo_ids(model, ids, n):

@@ -3,14 +3,13 @@ except in CI): 4 slots with chunked prefill give each prompt's solo greedy conti
 built-in gemma chat template (the GGUF carries none) serves a chat request."""
 from __future__ import annotations
 
-import threading
-
 import pytest
 
 pytest.importorskip("starlette")
 
-from ggufkit.serve.engine import Engine, Job  # noqa: E402
-from runtime.generate import GREEDY, generate_ids  # noqa: E402
+from ggufkit.serve.engine import Engine  # noqa: E402
+from runtime.generate import generate_ids  # noqa: E402
+from tests.helpers.serve import run_jobs  # noqa: E402
 
 PROMPTS = ["The capital of France is", "Water boils at a temperature of",
            "Once upon a time, in a small village by the sea, there lived an old fisherman who",
@@ -27,31 +26,15 @@ def test_gemma3_batched_chunked_equals_solo(gemma):
     enc, n = gemma.tokenizer.encode, 8
     solo = [generate_ids(gemma, enc(p), n) for p in PROMPTS]
     eng = Engine(gemma, 4 * 256, parallel=4, prefill_chunk=7)
-    done = [threading.Event() for _ in PROMPTS]
-    got = [[] for _ in PROMPTS]
-    res = [None] * len(PROMPTS)
-
-    def sink(i):
-        def emit(ev):
-            if ev[0] == "text":
-                got[i].append(ev[1])
-            else:
-                res[i] = ev[1]
-                done[i].set()
-        return emit
-
     eng.start()
     try:
-        for i, p in enumerate(PROMPTS):
-            eng.submit(Job(enc(p), GREEDY, n, [], sink(i)))
-        for d in done:
-            assert d.wait(120)
+        got = run_jobs(eng, [enc(p) for p in PROMPTS], n, timeout=120)
     finally:
         eng.stop()
     tok = gemma.tokenizer
-    for i in range(len(PROMPTS)):
-        assert "".join(got[i]) == tok.decode([t for t in solo[i] if not tok.is_eog(t)]), PROMPTS[i]
-        assert res[i].n_gen == len(solo[i])
+    for s, ids, p in zip(got, solo, PROMPTS):
+        assert "".join(s.text) == tok.decode([t for t in ids if not tok.is_eog(t)]), p
+        assert s.result.n_gen == len(ids)
 
 
 def test_gemma3_chat_with_builtin_template(gemma):

@@ -148,7 +148,7 @@ def test_cli_errors_one_line(models):
     base = [sys.executable, "-m", "ggufkit", "perplexity", str(models["llama-f16"]), "-f", TEXT, "-c", "32"]
     for extra, what in ((["--device", "cuda"], ""),                 # no CuPy / no driver / no GPU here
                         (["--device", "tpu"], "unknown device"),
-                        (["--device", "cuda", "--gpu-memory", "lots"], "memory size")):
+                        (["--device", "cuda", "--gpu-memory", "lots"], "cannot read a size")):
         r = subprocess.run(base + extra, capture_output=True, text=True, env=env if not what else
                            dict(env, GGUFKIT_CUDA_EMULATE="1"), timeout=600)
         assert r.returncode == 1 and r.stderr.startswith("error: ") and r.stderr.count("\n") == 1, r.stderr
