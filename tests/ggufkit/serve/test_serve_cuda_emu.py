@@ -1,4 +1,4 @@
-"""The serving engine on the CUDA backend under emulation (tests/test_cuda_model.py's setup): a
+"""The serving engine on the CUDA backend under emulation (tests/runtime/cuda/test_cuda_model.py's setup): a
 tiny deci model fully offloaded, 2 slots with chunked prefill, logits and sampling on the device
 (the decode-step graph bound to one cache at a time), each continuation equal to its solo greedy run
 on the same placed model."""
