@@ -1,4 +1,4 @@
-"""The CUDA backend: the layer verbs of ``runtime.device.Backend`` as CUDA kernels.
+"""The CUDA backend: the layer verbs of ``runtime.backend.Backend`` as CUDA kernels.
 
     be = CUDABackend(0)                   # a GPU through CuPy, or emulated (GGUFKIT_CUDA_EMULATE=1)
     be.load_weights(mats, vecs)           # a layer's packed QTensor bytes uploaded once
