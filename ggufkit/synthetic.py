@@ -161,7 +161,7 @@ def write_model(path, arch: str, blocks, n_embd: int = 256, head_dim: int = 64, 
             elif typ == "F16":
                 q = x.astype(np.float16)
             else:
-                imat = np.ones(n_in, np.float32) if get_type(typ).needs_imatrix or typ.startswith("IQ") else None
+                imat = np.ones(n_in, np.float32) if get_type(typ).refuses_without_imatrix or typ.startswith("IQ") else None
                 q = quantize(x, typ, imat)
             cache[key] = q
         if rows < n_out:

@@ -86,7 +86,7 @@ def quantize(x, qtype, imatrix=None, *, backend: str = "numba", nthreads: int | 
         imatrix = np.ascontiguousarray(imatrix, dtype=np.float32)
         if imatrix.shape != (n,):
             raise QuantError(f"{t.name}: imatrix has shape {imatrix.shape}, expected ({n},)")
-    elif t.needs_imatrix:
+    elif t.refuses_without_imatrix:
         raise QuantError(f"{t.name} requires an importance matrix (imatrix)")
     fmt = _format(t)                          # also checks the type has a quantizer
     x2 = np.ascontiguousarray(x).reshape(-1, n)                   # [nrows, n_per_row]

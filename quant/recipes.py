@@ -552,8 +552,8 @@ def fallback_type(name: str, ncols: int, target: str) -> tuple[str, str | None]:
 
 # The types llama-quantize will not write without an imatrix (tensor_requires_imatrix), the one
 # "needs an imatrix" rule of the tools (quantize, the budgeted allocation). Not to be confused with
-# quant.types' QType.needs_imatrix, ggml's narrower ggml_quantize_requires_imatrix (IQ2_XXS, IQ2_XS,
-# IQ1_S): the types whose quantizer itself refuses to run without importance weights.
+# quant.types' QType.refuses_without_imatrix, ggml's narrower ggml_quantize_requires_imatrix
+# (IQ2_XXS, IQ2_XS, IQ1_S): the types whose quantizer itself refuses to run without importance weights.
 IMATRIX_TYPES = frozenset({"IQ3_XXS", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ1_M", "IQ1_S"})
 
 

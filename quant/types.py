@@ -43,7 +43,7 @@ class QType:
     vec_dot_type: str | None = None  # ggml-cpu's type_traits_cpu[t].vec_dot_type: the format the
                                      # activations are converted to for dot products with t
     kernel: bool = False             # the runtime has a matmul/get_rows kernel for weights of t
-    needs_imatrix: bool = False      # ggml_quantize_requires_imatrix(): refused without weights
+    refuses_without_imatrix: bool = False  # ggml_quantize_requires_imatrix(): refused without weights
 
     @property
     def is_quantized(self) -> bool:
@@ -58,7 +58,8 @@ class QType:
         return n_per_row // self.block_size * self.type_size
 
 
-K, IM = "kernel", "imatrix"   # traits: runtime kernel; needs an importance matrix to quantize
+K, IM = "kernel", "imatrix"   # traits: runtime kernel; ggml's quantizer refuses to run without an imatrix
+# (the tools' wider "needs an imatrix" rule is quant.recipes.IMATRIX_TYPES)
 
 # name, id, block_size, type_size, vec_dot_type, traits    # block layout (bytes)
 _TABLE = [

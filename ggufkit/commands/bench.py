@@ -4,15 +4,14 @@ from __future__ import annotations
 import json
 from dataclasses import asdict
 
+from ggufkit.mdtable import md_table
 from runtime.bench import BenchResult
 
 
 def format_results(results: list[BenchResult], output: str = "md") -> str:
     if output == "json":
         return json.dumps([asdict(r) for r in results], indent=2) + "\n"
-    lines = ["| model | size | params | backend | ngl | threads | test | t/s |",
-             "| ----- | ---: | -----: | ------- | --: | ------: | ---: | --: |"]
-    for r in results:
-        lines.append(f"| {r.model_type} | {r.model_size / 2**20:.2f} MiB | {r.model_n_params / 1e6:.2f} M | {r.backend} "
-                     f"| {r.n_gpu_layers} | {r.n_threads} | {r.test} | {r.avg_ts:.2f} ± {r.stddev_ts:.2f} |")
-    return "\n".join(lines) + "\n"
+    return md_table(["model", "size", "params", "backend", "ngl", "threads", "test", "t/s"],
+                    ["-----", "---:", "-----:", "-------", "--:", "------:", "---:", "--:"],
+                    [[r.model_type, f"{r.model_size / 2**20:.2f} MiB", f"{r.model_n_params / 1e6:.2f} M", r.backend,
+                      r.n_gpu_layers, r.n_threads, r.test, f"{r.avg_ts:.2f} ± {r.stddev_ts:.2f}"] for r in results])

@@ -15,6 +15,8 @@ import json
 import threading
 import time
 
+from ggufkit.mdtable import md_table
+
 
 def one_stream(url: str, prompt: str, n: int, headers: dict) -> dict:
     import httpx
@@ -70,12 +72,9 @@ def measure(url: str, streams=(1, 2, 4, 8), n: int = 64, api_key: str | None = N
 
 
 def format_rows(rows: list[dict]) -> str:
-    out = ["| streams | tokens | wall s | aggregate tok/s | TTFT mean s | TTFT max s | errors |",
-           "| ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
-    for r in rows:
-        out.append(f"| {r['streams']} | {r['tokens']} | {r['wall_s']} | {r['agg_tok_s']} | {r['ttft_mean_s']} | "
-                   f"{r['ttft_max_s']} | {len(r['errors'])} |")
-    return "\n".join(out) + "\n"
+    return md_table(["streams", "tokens", "wall s", "aggregate tok/s", "TTFT mean s", "TTFT max s", "errors"],
+                    ["---:"] * 7, [[r["streams"], r["tokens"], r["wall_s"], r["agg_tok_s"], r["ttft_mean_s"],
+                                    r["ttft_max_s"], len(r["errors"])] for r in rows])
 
 
 def main(argv=None) -> None:

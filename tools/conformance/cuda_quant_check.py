@@ -83,7 +83,7 @@ def main() -> None:
     for name in a.types.split(","):
         t = TYPES[name]
         w32 = rng.standard_normal((a.n_out, a.n_in)).astype(np.float32)
-        qw = np.ones(a.n_in, np.float32) if t.needs_imatrix else None
+        qw = np.ones(a.n_in, np.float32) if t.refuses_without_imatrix else None
         w = quant.quantize(w32, name, qw, backend="numpy")
         wf = np.asarray(quant.dequantize(w, name, backend="numpy"), np.float64).reshape(a.n_out, a.n_in)
         x = rng.standard_normal((4, a.n_in)).astype(np.float32)
