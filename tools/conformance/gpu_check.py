@@ -279,11 +279,9 @@ from runtime.device import DeviceOptions
 from runtime.loader import load
 from runtime.plan import place_model
 from runtime.generate import prefill, decode_one
-from runtime.cuda import qmatmul
-for numerics in ("exact", "ggml-cuda"):
-    qmatmul.DEFAULT_NUMERICS = numerics
+for numerics in ("exact", "fast"):
     m = load(%r, with_tokenizer=False)
-    place_model(m, DeviceOptions("cuda", "all"), 16)
+    place_model(m, DeviceOptions("cuda", "all", numerics=numerics), 16)
     c = m.new_cache(16)
     prefill(m, c, [1, 2])
     for t in (3, 4, 5):
@@ -519,14 +517,11 @@ def speed(check: Check, files: dict, copy_gbps: float | None) -> dict:
         if mode == "eager":
             res["pp_tok_s"] = r[0].avg_ts
     os.environ.pop("GGUFKIT_CUDA_GRAPHS", None)
-    from runtime.cuda import qmatmul                 # what the exact numerics' FP64 attention and silu cost
-    numerics, qmatmul.DEFAULT_NUMERICS = qmatmul.DEFAULT_NUMERICS, "ggml-cuda"
-    try:
+    try:                                             # what the exact numerics (f32 GEMM, FP64 attention) cost
         os.environ["GGUFKIT_CUDA_GRAPHS"] = "0"
-        r = bench(m, n_p, n_g, 1, dev=DeviceOptions("cuda", "all"))
-        res["ggml_cuda"] = {"pp_tok_s": r[0].avg_ts, "tg_tok_s": r[1].avg_ts}
+        r = bench(m, n_p, n_g, 1, dev=DeviceOptions("cuda", "all", numerics="exact"))
+        res["exact_numerics"] = {"pp_tok_s": r[0].avg_ts, "tg_tok_s": r[1].avg_ts}
     finally:
-        qmatmul.DEFAULT_NUMERICS = numerics
         os.environ.pop("GGUFKIT_CUDA_GRAPHS", None)
     p = m.plan
     totals = p.totals()[p.device]
