@@ -48,9 +48,9 @@ def device_options(f):
                   help="Layers on the GPU: N (the last N, as llama.cpp's -ngl), all, or auto (fastest that fits).")
     @click.option("--gpu-memory", help=f"GPU memory budget in {SIZE_HELP} (default: free VRAM less 512 MiB).")
     @click.option("--numerics", type=click.Choice(NUMERICS_OPTIONS),
-                  help="GPU layers' arithmetic. fast (default): as ggml-cuda, f16 tensor-core prefill GEMM, float "
-                       "attention and silu, no FP64 (perplexity within 1e-3 of the CPU's); exact: the CPU's results "
-                       "(within 1e-4), FP64 attention and silu (slow on consumer cards). The CPU runs exact.")
+                  help="GPU layers' arithmetic. fast (default): no FP64, f16 tensor-core prefill GEMM, float "
+                       "attention and silu, as ggml-cuda; exact: the CPU's results (f32 GEMM, FP64 attention and "
+                       "silu: slow on consumer cards), to check a GPU against the CPU. The CPU runs exact.")
     @functools.wraps(f)
     def wrapper(*args, device, gpu_layers, gpu_memory, numerics, **kw):
         return f(*args, dev=DeviceOptions(device, gpu_layers, gpu_memory, numerics), **kw)
