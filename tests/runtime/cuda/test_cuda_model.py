@@ -138,6 +138,9 @@ def test_default_numerics_are_fast():
     assert CUDABackend(0, "exact").attn_f64
     with pytest.raises(CudaError, match="unknown CUDA numerics"):
         CUDABackend(0, "float")
+    from runtime.backend import CPUBackend
+    with pytest.raises(ModelError, match="fast is for a GPU"):
+        CPUBackend("fast")
 
 
 def test_cli_perplexity_device_cuda_emulated(models):
