@@ -36,18 +36,22 @@ def format_plan(p: Plan, output: str = "text") -> str:
 
 
 def device_options(f):
-    """--device, --gpu-layers, --gpu-memory on a command; it receives ``dev`` (DeviceOptions)."""
+    """--device, --gpu-layers, --gpu-memory, --numerics on a command; it receives ``dev`` (DeviceOptions)."""
     import functools
 
     import click
 
-    from runtime.device import DeviceOptions
+    from runtime.device import NUMERICS_OPTIONS, DeviceOptions
 
     @click.option("--device", default="cpu", show_default=True, help="cpu, cuda or cuda:N.")
     @click.option("--gpu-layers", "-ngl", default="auto", show_default=True,
                   help="Layers on the GPU: N (the last N, as llama.cpp's -ngl), all, or auto (fastest that fits).")
     @click.option("--gpu-memory", help=f"GPU memory budget in {SIZE_HELP} (default: free VRAM less 512 MiB).")
+    @click.option("--numerics", type=click.Choice(NUMERICS_OPTIONS),
+                  help="GPU layers' arithmetic. fast (default): no FP64, f16 tensor-core prefill GEMM, float "
+                       "attention and silu, as ggml-cuda; exact: the CPU's results (f32 GEMM, FP64 attention and "
+                       "silu: slow on consumer cards), to check a GPU against the CPU. The CPU runs exact.")
     @functools.wraps(f)
-    def wrapper(*args, device, gpu_layers, gpu_memory, **kw):
-        return f(*args, dev=DeviceOptions(device, gpu_layers, gpu_memory), **kw)
+    def wrapper(*args, device, gpu_layers, gpu_memory, numerics, **kw):
+        return f(*args, dev=DeviceOptions(device, gpu_layers, gpu_memory, numerics), **kw)
     return wrapper

@@ -46,11 +46,13 @@ except Exception as e:  # noqa: BLE001 - numba missing or broken: say so, once
     warnings.warn(f"ggufkit: the Numba CPU kernels did not load ({KERNEL_ERROR}); "
                   f"models cannot run", RuntimeWarning, stacklevel=2)
 
-# How a backend rounds; the default is "exact".
+# How a backend rounds: the CPU backend's default is "exact", the CUDA backend's "fast" (the
+# command line's --numerics exact|fast, runtime.device.NUMERICS_OPTIONS, chooses for the GPU layers).
 NUMERICS = {
     "exact": "as ggml-cpu: a matmul's activations are converted per weight type (int8 blocks of its "
              "vec_dot_type, fp16 or bf16 rounding) as ggml-cpu does; other ops in double, rounded once",
-    "ggml-cuda": "as ggml-cuda: activations quantized to Q8_1 for every quantized weight type (CUDA only)",
+    "fast": "as ggml-cuda, no FP64 (CUDA only, its default): activations quantized to Q8_1 for every "
+            "quantized weight type, f16 tiles and x in the prefill GEMM, attention and silu in float",
     "float": "activations unconverted: dequantized weights times the float32 activations (CPU only)",
 }
 
@@ -242,8 +244,8 @@ class CPUBackend(Backend):
     device = "cpu"
 
     def __init__(self, numerics: str = "exact"):
-        if numerics not in NUMERICS or numerics == "ggml-cuda":
-            raise ModelError(f"CPU numerics {numerics!r}: expected exact or float")
+        if numerics not in NUMERICS or numerics == "fast":
+            raise ModelError(f"CPU numerics {numerics!r}: expected exact or float (fast is for a GPU)")
         self.numerics = numerics
 
     def from_host(self, x):

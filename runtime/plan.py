@@ -428,6 +428,8 @@ def place_model(model, dev=None, n_ctx: int = 4096, n_batch: int = 512) -> Plan 
     if kind == "cpu":
         if str(dev.gpu_layers).strip().lower() not in ("auto", "0"):
             raise ModelError(f"GPU layers ({dev.gpu_layers}) asked for with device cpu")
+        if dev.numerics == "fast":
+            raise ModelError("numerics fast is for a GPU (--device cuda); the CPU runs exact")
         return None
     from runtime.cuda.backend import probe
     name, free, _total = probe(index)                 # one clear line if there is no usable GPU
@@ -435,19 +437,20 @@ def place_model(model, dev=None, n_ctx: int = 4096, n_batch: int = 512) -> Plan 
     info = card_info(name)
     p = plan_header(model.gguf.fields, model.gguf.tensors, n_ctx, budget, dev.gpu_layers, n_batch=n_batch,
                     gpu_bw=info[1] if info else None, device=f"cuda:{index}", measured_free=dev.gpu_memory is None)
-    return apply_plan(model, p)
+    return apply_plan(model, p, numerics=dev.numerics)
 
 
-def apply_plan(model, p: Plan, cpu=None) -> Plan:
-    """Place a loaded model's layers as plan ``p`` says: one CUDABackend for its device, and
-    ``cpu`` (default: runtime.backend.CPU) for the rest."""
+def apply_plan(model, p: Plan, cpu=None, numerics: str | None = None) -> Plan:
+    """Place a loaded model's layers as plan ``p`` says: one CUDABackend for its device, with
+    ``numerics`` (None: its default, "fast"), and ``cpu`` (default: runtime.backend.CPU) for
+    the rest."""
     from runtime.backend import CPU
     from runtime.device import parse_device
     CPU = cpu or CPU  # noqa: N806
     if p.uses_gpu:
         from runtime.cuda.backend import CUDABackend
         from runtime.cuda.graph import attach
-        be = CUDABackend(parse_device(p.device)[1])
+        be = CUDABackend(parse_device(p.device)[1], numerics)
         if p.budget:
             be.limit_memory(p.budget - p.context_bytes, p.budget_measured)   # CuPy's pool may not outgrow the plan
         model.place([be if g else CPU for g in p.on_gpu], be if p.output_on_gpu else CPU)

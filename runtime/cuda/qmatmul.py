@@ -15,12 +15,13 @@ product is a numpy matmul.
 - Prefill: dequantize tiles of rows (``dequant_<type>``) and multiply with cuBLAS.
 
 ``numerics`` (CUDA_NUMERICS) says how x is converted, as in the two ggml backends:
-- "exact" (default): as ggml-cpu and this project's CPU backend (runtime.reference.
+- "fast" (default): decode as ggml-cuda: ggml's block_q8_1 (quantize_q8_1) for every quantized
+  type, x as is for float weights; prefill: x as "exact" converts it, then f16 tiles and that x
+  rounded to f16 through cuBLAS (tensor cores), f32 accumulation (F32/BF16: f32 tiles).
+- "exact": as ggml-cpu and this project's CPU backend (runtime.reference.
   activations_as_seen): Q8_0 blocks (AVX rounding) or Q8_K (per 256) for the weight type,
   x rounded to f16/bf16 for F16/BF16 weights; prefill: f32 tiles times that x, f32 GEMM.
   The result is the CPU backend's up to float summation order.
-- "ggml-cuda": as ggml-cuda: ggml's block_q8_1 (quantize_q8_1) for every quantized type, x as
-  is for float weights; prefill: f16 tiles and f16 x, f32 accumulation (F32/BF16: f32 tiles).
 
 Numpy references: ``runtime.reference.matmul`` / ``get_rows`` and quant's Q8_1 quantizer
 (tests/runtime/cuda/test_cuda_quant.py states the tolerances).
@@ -53,11 +54,12 @@ Q8_1_BYTES = TYPES["Q8_1"].type_size
 TYPES_SUPPORTED = KERNEL_TYPES
 FLOAT_TYPES = tuple(n for n in KERNEL_TYPES if not TYPES[n].is_quantized)
 BLOCK_TYPES = tuple(n for n in KERNEL_TYPES if TYPES[n].is_quantized)
-CUDA_NUMERICS = tuple(n for n in NUMERICS if n != "float")   # runtime.backend.NUMERICS: exact, ggml-cuda
-# "exact" by default: decode costs the same either way, and the results then equal the CPU
-# backend's up to float summation order (perplexity within 1e-4 of it); "ggml-cuda" is
-# ggml-cuda's choice (q8_1 activations with finer scales, f16 prefill GEMM).
-DEFAULT_NUMERICS = "exact"
+CUDA_NUMERICS = tuple(n for n in NUMERICS if n != "float")   # runtime.backend.NUMERICS: exact, fast
+# "fast" by default: ggml-cuda's choice (q8_1 activations with finer scales, f16 prefill GEMM on
+# tensor cores; CUDABackend adds float attention and silu), perplexity within 1e-3 of the CPU's;
+# "exact" gives the CPU backend's results up to float summation order (within 1e-4) at the cost
+# of an f32 prefill GEMM and FP64 attention.
+DEFAULT_NUMERICS = "fast"
 
 
 def _check(qtype: str, n_in: int) -> str:
@@ -141,7 +143,7 @@ def rows_per_cta(n_in: int) -> int:
 
 
 def check_numerics(numerics: str) -> bool:
-    """True for "exact" (the CPU backend's activations), False for "ggml-cuda"."""
+    """True for "exact" (the CPU backend's activations), False for "fast" (ggml-cuda's)."""
     if numerics not in CUDA_NUMERICS:
         raise CudaError(f"unknown CUDA numerics {numerics!r} ({', '.join(CUDA_NUMERICS)})")
     return numerics == "exact"
@@ -150,7 +152,7 @@ def check_numerics(numerics: str) -> bool:
 def matvec(w, qtype: str, n_out: int, n_in: int, x, numerics: str = DEFAULT_NUMERICS, out=None):
     """Decode product: x f32[n_tok, n_in] -> f32[n_tok, n_out], fused dequantize-and-dot.
 
-    numerics "ggml-cuda": activations as ggml-cuda quantizes them (q8_1 per 32; float weights
+    numerics "fast": activations as ggml-cuda quantizes them (q8_1 per 32; float weights
     use x as is). "exact": as ggml-cpu (and this project's CPU backend) converts them for the
     weight type (Q8_0/Q8_K int8 blocks, x rounded to f16/bf16 for F16/BF16 weights), so the
     result is the CPU backend's up to float summation order. ``out``: an f32[n_tok, n_out] to
@@ -246,23 +248,23 @@ def _gemm(x, wt):
 def matmul_tiled(w, qtype: str, n_out: int, n_in: int, x, numerics: str = DEFAULT_NUMERICS):
     """Prefill: tiles of dequantized rows times x with cuBLAS.
 
-    numerics "ggml-cuda" (ggml-cuda's cuBLAS path): f16 tiles and x rounded to f16, f32
-    accumulation; F32 and BF16 weights as f32 tiles with x as is. "exact" (the CPU backend's
-    matmul_tiled): f32 tiles times x as ggml-cpu converts it, f32 GEMM."""
+    Both numerics take x as ggml-cpu converts it for the weight type (int8 blocks of its
+    vec_dot_type, f16/bf16 rounding), as the CPU backend's matmul_tiled. "exact": f32 tiles and
+    an f32 GEMM. "fast" (ggml-cuda's cuBLAS path, tensor cores): f16 tiles and that x rounded to
+    f16, f32 accumulation; F32 and BF16 weights as f32 tiles. (ggml-cuda rounds x itself to f16;
+    the CPU's conversion costs three elementwise passes over x and moved the tiny test models'
+    perplexity less: Q4_K_M 6e-4 from the CPU's instead of 1.5e-3, docs/CUDA.md.)"""
     name = _check(qtype, n_in)
     exact = check_numerics(numerics)
     xp = array_module(w)
     x = xp.ascontiguousarray(x, dtype=np.float32).reshape(-1, n_in)
-    if exact:
-        wide = True
-        if name in FLOAT_TYPES:
-            xa = _cpu_float_act(x, name)
-        else:
-            vt = vec_dot_type(name)
-            xa = act_blocks_to_float(quantize_act_cpu(x, vt), n_in, True)
+    if name in FLOAT_TYPES:
+        xa = _cpu_float_act(x, name)
     else:
-        wide = name in ("F32", "BF16")
-        xa = x if wide else x.astype(np.float16)
+        xa = act_blocks_to_float(quantize_act_cpu(x, vec_dot_type(name)), n_in, True)
+    wide = exact or name in ("F32", "BF16")
+    if not wide:
+        xa = xa.astype(np.float16)
     if name == "F32":
         return _gemm(xa, _flat_u8(w).view(np.float32).reshape(n_out, n_in))
     if name == "F16" and not wide:

@@ -5,7 +5,7 @@ tests/runtime/cuda/test_cuda_model.py (the numbers docs/CUDA.md quotes).
     python -m tools.conformance.compare_cuda_emu --sensitivity   # CPU only: the CPU backend against itself
                                                      # with one op computed in another valid way
 
-    python -m tools.conformance.compare_cuda_emu --numerics ggml-cuda   # ggml-cuda's numerics instead of the CPU's
+    python -m tools.conformance.compare_cuda_emu --numerics exact   # the CPU's numerics instead of the default (fast)
     python -m tools.conformance.compare_cuda_emu --ops [--replace attention,rms_norm] [--only deci-iq]
         # per op of the emulated CUDA run: the largest difference from the CPU backend's result on the
         # same inputs; --replace continues with the CPU's result for those ops (finds which

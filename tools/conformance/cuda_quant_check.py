@@ -7,7 +7,7 @@ quantizers, per type, under emulation (or on a GPU with --gpu):
 For each type: N(0,1) weights [n_out, n_in] quantized with quant.quantize (IQ types with a flat
 imatrix), x N(0,1) [4, n_in]. Prints the largest |y - y_ref| / sum|w*x| of
   exact:     numerics="exact" vs the CPU backend's math (runtime.reference.activations_as_seen x dequant W);
-  ggml-cuda: numerics="ggml-cuda" vs the float64 product of dequant W and q8_1-quantized x;
+  fast:      numerics="fast" vs the float64 product of dequant W and q8_1-quantized x;
   diff:      how far the two numerics are apart, relative to |y| (RMS over outputs).
 
 --bench (GPU): decode matvec speed per type on random blocks (tests/runtime/cuda/test_cuda_quant.py's
@@ -79,7 +79,7 @@ def main() -> None:
     else:
         put = get = (lambda v: v)
     rng = np.random.default_rng(0)
-    print(f"{'type':8} {'exact':>9} {'ggml-cuda':>9} {'diff':>9}")
+    print(f"{'type':8} {'exact':>9} {'fast':>9} {'diff':>9}")
     for name in a.types.split(","):
         t = TYPES[name]
         w32 = rng.standard_normal((a.n_out, a.n_in)).astype(np.float32)
@@ -88,7 +88,7 @@ def main() -> None:
         wf = np.asarray(quant.dequantize(w, name, backend="numpy"), np.float64).reshape(a.n_out, a.n_in)
         x = rng.standard_normal((4, a.n_in)).astype(np.float32)
         y_cpu = get(qm.matvec(put(w), name, a.n_out, a.n_in, put(x), numerics="exact"))
-        y_q81 = get(qm.matvec(put(w), name, a.n_out, a.n_in, put(x), numerics="ggml-cuda"))
+        y_q81 = get(qm.matvec(put(w), name, a.n_out, a.n_in, put(x), numerics="fast"))
         xs = reference.activations_as_seen(x, name)
         if name in qm.FLOAT_TYPES:
             x81 = x.astype(np.float64)
