@@ -374,7 +374,7 @@ def tensor_type_lines(types: dict) -> list[str]:
 
 def standard_sizes(src: str, imatrix: str | None) -> dict:
     """File bytes of each llama.cpp standard mix (dry runs; an imatrix enables the IQ mixes)."""
-    from ggufkit.quantize import _metadata, quantize_file  # noqa: F401
+    from ggufkit.quantize import quantize_file
     out = {}
     for ft in STANDARD_FTYPES:
         try:

@@ -313,7 +313,6 @@ def test_gpu_module_wrapper_with_a_fake_cupy(monkeypatch):
     """The GPU side of module.load, with CuPy replaced by a recorder: source, options, and the
     launch arguments CuPy's RawKernel would get (null pointers as 8-byte zeros)."""
     import sys
-    import types
 
     class FakeArray:
         def __init__(self, a):
