@@ -429,7 +429,7 @@ def place_model(model, dev=None, n_ctx: int = 4096, n_batch: int = 512) -> Plan 
         if str(dev.gpu_layers).strip().lower() not in ("auto", "0"):
             raise ModelError(f"GPU layers ({dev.gpu_layers}) asked for with device cpu")
         if dev.numerics == "fast":
-            raise ModelError("numerics fast is for a GPU (--device cuda); the CPU runs exact")
+            raise ModelError("numerics fast is for a GPU device (cuda); the CPU runs exact")
         return None
     from runtime.cuda.backend import probe
     name, free, _total = probe(index)                 # one clear line if there is no usable GPU
