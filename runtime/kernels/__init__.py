@@ -11,6 +11,7 @@
 - ``attention``: causal GQA attention, float64 BLAS rounded once to float32
 - ``glu``:       SwiGLU / GeGLU
 - ``pool``:      the thread pool for GIL-free work (GEMM tiles, attention, GLU)
+- ``sync``:      atomic counters and a bounded-spin wait for phases inside one parallel region
 - ``warm``:      compile only what a model needs, the first-run notice, ``ggufkit warmup``
 
 Every kernel has a numpy reference of the same name in ``runtime.reference``.

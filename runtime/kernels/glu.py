@@ -2,8 +2,11 @@
 (ggml's fp16-table GELU). Numpy, split over the shared thread pool; references
 ``runtime.reference.swiglu`` / ``geglu``."""
 
+import math
+
 import numba
 import numpy as np
+from numba import njit
 
 from runtime.kernels.pool import pool
 
@@ -18,7 +21,7 @@ def _gelu_f32(x):
     return np.float32(0.5) * x * (np.float32(1.0) + np.tanh(inner.astype(np.float64)).astype(np.float32))
 
 
-def _gelu_table():
+def gelu_table():
     """f32[65536]: ggml_table_gelu_f16 (fp16 GELU of every fp16 input), as float32."""
     global _GELU_TABLE
     if _GELU_TABLE is None:
@@ -30,43 +33,35 @@ def _gelu_table():
 
 def geglu(gate, up):
     """ggml_vec_geglu_f32 (GGML_GELU_FP16): table[fp16(gate)] * up, with the +-10 cut-offs."""
-    g = _gelu_table()[gate.astype(np.float16).view(np.uint16)]
+    g = gelu_table()[gate.astype(np.float16).view(np.uint16)]
     g = np.where(gate <= -10.0, np.float32(0.0), np.where(gate >= 10.0, gate, g))
     return (g * up).astype(np.float32)
 
 
-SILU_CHUNK = 8192          # elements per step: the float64 temporaries stay in L1/L2
 SILU_PARALLEL_MIN = 1 << 16
 
 
-def _swiglu_range(gate, up, out, a: int, b: int) -> None:
-    """out[a:b] = silu(gate[a:b]) * up[a:b] on flat arrays, SILU_CHUNK elements at a time."""
-    g = np.empty(min(SILU_CHUNK, b - a))
-    e = np.empty_like(g)
-    with np.errstate(over="ignore"):   # exp(-gate) -> inf gives silu = -0, as in ggml
-        for i in range(a, b, SILU_CHUNK):
-            j = min(b, i + SILU_CHUNK)
-            gg, ee, o = g[:j - i], e[:j - i], out[i:j]
-            gg[:] = gate[i:j]
-            np.negative(gg, out=ee)
-            np.exp(ee, out=ee)
-            ee += 1.0
-            np.divide(gg, ee, out=ee)
-            o[:] = ee                   # rounded once to float32
-            o *= up[i:j]
+@njit(cache=True, nogil=True)
+def silu_mul(gate, up, out, a, b):
+    """out[a:b] = silu(gate[a:b]) * up[a:b] on flat f32 arrays: silu in float64 rounded once to
+    float32 (runtime.reference.silu; exp(-gate) -> inf gives -0, as in ggml), times up in float32.
+    The decode layer programs (runtime/step.py) call it too, so both paths give the same floats."""
+    for i in range(a, b):
+        g = np.float64(gate[i])
+        out[i] = np.float32(g / (1.0 + math.exp(-g))) * up[i]
 
 
 def swiglu(gate, up):
-    """silu(gate) * up: silu in float64 rounded once to float32 (runtime.reference.silu, so the
-    CUDA backend's swiglu_f64 gives the same floats), times up in float32. In L1-sized steps
-    (whole-array float64 temporaries cost page faults: 100 ms of a 1 s prefill), split over
-    Numba's thread count of Python threads (numpy's ufuncs release the GIL)."""
+    """silu(gate) * up (``silu_mul``; the CUDA backend's swiglu_f64 gives the same floats), split
+    over Numba's thread count of Python threads (the kernel releases the GIL)."""
+    gf = np.ascontiguousarray(gate, np.float32).reshape(-1)
+    uf = np.ascontiguousarray(up, np.float32).reshape(-1)
     out = np.empty(gate.shape, np.float32)
-    gf, uf, of = gate.reshape(-1), up.reshape(-1), out.reshape(-1)
+    of = out.reshape(-1)
     n, nt = gf.size, numba.get_num_threads()
     if nt == 1 or n < SILU_PARALLEL_MIN:
-        _swiglu_range(gf, uf, of, 0, n)
+        silu_mul(gf, uf, of, 0, n)
         return out
-    step = -(-n // (nt * SILU_CHUNK)) * SILU_CHUNK
-    list(pool(nt).map(lambda a: _swiglu_range(gf, uf, of, a, min(n, a + step)), range(0, n, step)))
+    step = -(-n // nt)
+    list(pool(nt).map(lambda a: silu_mul(gf, uf, of, a, min(n, a + step)), range(0, n, step)))
     return out

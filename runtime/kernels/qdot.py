@@ -170,6 +170,36 @@ def _row_dot_of(qt, row, xq, xd, xs, t, lut):
     return impl
 
 
+_ROW_FUNCS: dict = {}
+
+
+def row_func(qt: int):
+    """``row_dot_of`` of type id qt compiled as a function of its own (not inlined; FASTMATH),
+    once per type and cached on disk: the decode kernel below and the layer programs of
+    runtime/step.py call this same code, so their rows give the same floats."""
+    f = _ROW_FUNCS.get(qt)
+    if f is None:
+        def row_dot(row, xq, xd, xs, t, lut):
+            return row_dot_of(qt, row, xq, xd, xs, t, lut)
+        f = _ROW_FUNCS[qt] = per_type_kernel(row_dot, qt, cache=True, fastmath=FASTMATH)
+    return f
+
+
+def row_dot(qt, row, xq, xd, xs, t, lut):
+    """``row_func(qt)(row, xq, xd, xs, t, lut)`` for a constant type id qt, callable from kernels."""
+
+
+@overload(row_dot, prefer_literal=True)
+def _row_dot(qt, row, xq, xd, xs, t, lut):
+    if not isinstance(qt, types.IntegerLiteral):
+        raise TypeError("row_dot needs a constant type id")
+    f = row_func(qt.literal_value)
+
+    def impl(qt, row, xq, xd, xs, t, lut):
+        return f(row, xq, xd, xs, t, lut)
+    return impl
+
+
 def make_kernel(qt: int):
     """The decode kernel of weight type id qt: qdot(data, xq, xd, xs, out, lut) sets
     out[t, r] = row r of data (uint8 [n_out, row_bytes]) dotted with token t's activations."""
@@ -180,6 +210,6 @@ def make_kernel(qt: int):
             for r in range(c * ROW_CHUNK, min(n_out, (c + 1) * ROW_CHUNK)):
                 row = data[r]
                 for t in range(n_tok):
-                    out[t, r] = row_dot_of(qt, row, xq, xd, xs, t, lut)
+                    out[t, r] = row_dot(qt, row, xq, xd, xs, t, lut)
     return per_type_kernel(qdot, qt, parallel=True, cache=True, fastmath=FASTMATH)
 

@@ -175,6 +175,9 @@ class Weights:
 class BaseModel(ABC):
     """Token ids -> hidden states -> logits, with a KV cache. Subclasses define ``block``."""
 
+    step_style: str | None = None      # the decode layer program of runtime.step ("llama", "gemma3"), if any
+    fused_decode = True                # run decode steps as layer programs where runtime.step can
+
     def __init__(self, hp: Hparams, w: Weights, tokenizer=None, path: str = ""):
         self.hp, self.w, self.tokenizer, self.path = hp, w, tokenizer, path
         self.output = w.mats.get("output.weight") or w.mat("token_embd.weight")   # tied if absent
@@ -185,6 +188,8 @@ class BaseModel(ABC):
         self.backends: list[Backend] = [CPU] * hp.n_layer
         self.out_backend: Backend = CPU
         self.decode_graph = None       # runtime.cuda.graph.DecodeGraph when fully on a GPU
+        self.step = None               # runtime.step.DecodeStep, built on the first decode step that can use it
+        self.step_refused = None       # why runtime.step cannot run this model (None: not asked yet)
 
     def backend(self, il: int) -> Backend:
         """The backend that runs layer il."""
@@ -200,6 +205,7 @@ class BaseModel(ABC):
         out_backend.load_weights({"output": self.output}, out_vecs)
         self.backends, self.out_backend = list(backends), out_backend
         self.decode_graph = None
+        self.step = self.step_refused = None
 
     def layer_weights(self, il: int) -> tuple[dict, dict]:
         """(2-D QTensors, 1-D vectors) of layer il, by GGUF name (``blk.{il}.``)."""
@@ -299,6 +305,13 @@ class BaseModel(ABC):
             pos = np.arange(cache.n_past, cache.n_past + n, dtype=np.int32)
         if tokens.min() < 0 or tokens.max() >= self.hp.n_vocab:
             raise ModelError(f"token id out of range 0..{self.hp.n_vocab - 1}")
+        step = self.decode_step(cache, n)
+        if step is not None:
+            h = step.run(tokens, self.step_kv(step, cache, n), pos)
+            for c in cache.caches if isinstance(cache, SeqBatch) else (cache,):
+                c.n_past += 1 if isinstance(cache, SeqBatch) else n
+            return h.copy() if out_rows is None else h[[-1]] if isinstance(out_rows, int) and out_rows == -1 \
+                else h[out_rows]
         x, on = self.embed(tokens), CPU
         for il in range(self.hp.n_layer):
             be = self.backends[il]
@@ -311,6 +324,32 @@ class BaseModel(ABC):
         if out_rows is not None:
             x = out.take_rows(x, out_rows)
         return out.rms_norm(x, self.w.vec("output_norm.weight"), self.hp.eps)
+
+    def decode_step(self, cache, n: int):
+        """The compiled layer programs (runtime.step.DecodeStep) for a step of n rows, or None
+        where the per-op path runs (see runtime.step.supported; several tokens of one sequence
+        from DECODE_MAX_TOKENS + 1 on, an f32 cache, an imatrix collection)."""
+        from runtime import step as S
+        if not self.fused_decode or n > S.DECODE_MAX_TOKENS or B.MATMUL_OBSERVERS:
+            return None
+        caches = cache.caches if isinstance(cache, SeqBatch) else (cache,)
+        if any(k is not None and k.dtype != np.float16 for c in caches for k in c.k):
+            return None
+        if self.step is None and self.step_refused is None:
+            self.step_refused = S.supported(self) or ""
+            if not self.step_refused:
+                self.step = S.DecodeStep(self)
+        return self.step
+
+    @staticmethod
+    def step_kv(step, cache, n: int) -> list:
+        """The caches' per-layer arrays as the layer programs take them, kept on the cache (or
+        batch) object: they do not change while it lives."""
+        key = (id(step), n)
+        memo = cache.__dict__.setdefault("_step_kv", {})
+        if key not in memo:
+            memo[key] = step.kv_args(list(cache.caches) if isinstance(cache, SeqBatch) else [cache] * n)
+        return memo[key]
 
     def logits(self, h, host: bool = True):
         """Hidden [n, n_embd] (from ``forward``) -> logits f32 [n, n_vocab] (with final

@@ -33,6 +33,7 @@ FFN_WEIGHTS = {"none": (), "dense": ("ffn_gate", "ffn_up", "ffn_down")}
 
 
 class Model(BaseModel):
+    step_style = "llama"       # runtime.step's decode layer program
     def check_layer(self, il: int) -> None:
         spec, p = self.hp.layers[il], f"blk.{il}."
         for t in ATTN_WEIGHTS[spec.attn] + FFN_WEIGHTS[spec.ffn]:

@@ -38,4 +38,5 @@ def read_hparams(fields: dict, tensors: dict) -> Hparams:
 
 
 class Model(gemma3.Model):
+    step_style = None          # not gemma3's layer (runtime.step runs the per-op path)
     qk_norm = False     # the layer of gemma3 without its per-head Q/K norms

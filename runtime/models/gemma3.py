@@ -58,6 +58,7 @@ def read_hparams(fields: dict, tensors: dict) -> Hparams:
 
 
 class Model(BaseModel):
+    step_style = "gemma3"      # runtime.step's decode layer program
     qk_norm = True      # per-head RMS norms of Q and K (attn_q_norm, attn_k_norm [head_dim]); gemma2: none
 
     def check_layer(self, il: int) -> None:

@@ -48,6 +48,7 @@ def ffn_silu(model: BaseModel, il: int, m):
 
 
 class Model(BaseModel):
+    step_style = "llama"       # runtime.step's decode layer program
     def check_layer(self, il: int) -> None:
         p = f"blk.{il}."
         for t in ("attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down"):

@@ -37,6 +37,7 @@ def read_hparams(fields: dict, tensors: dict) -> Hparams3:
 
 
 class Model(llama.Model):
+    step_style = None          # not llama's layer (runtime.step runs the per-op path)
     def rope_qk(self, il, q, k, pos, cache):
         q, k = super().rope_qk(il, q, k, pos, cache)
         hp = self.hp

@@ -18,6 +18,7 @@ def read_hparams(fields: dict, tensors: dict) -> Hparams:
 
 
 class Model(llama.Model):
+    step_style = None          # not llama's layer (runtime.step runs the per-op path)
     def check_layer(self, il: int) -> None:
         super().check_layer(il)
         for t in ("attn_q", "attn_k", "attn_v"):

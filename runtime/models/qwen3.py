@@ -15,6 +15,7 @@ def read_hparams(fields: dict, tensors: dict) -> Hparams:
 
 
 class Model(llama.Model):
+    step_style = None          # not llama's layer (runtime.step runs the per-op path)
     def check_layer(self, il: int) -> None:
         super().check_layer(il)
         self.w.vec(f"blk.{il}.attn_q_norm.weight"), self.w.vec(f"blk.{il}.attn_k_norm.weight")

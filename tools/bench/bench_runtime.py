@@ -5,6 +5,15 @@ with the ratios (ggufkit / llama.cpp) of the median tokens/s for pp and tg.
     python -m tools.bench.bench_runtime MODEL.gguf [MODEL2.gguf ...] [-t 2] [-p 512] [-n 128] [-r 3] [--rounds 1]
     python -m tools.bench.bench_runtime --make-deci deci-mid-f16.gguf     # then: llama-quantize (or
                                   # ggufkit quantize) deci-mid-f16.gguf deci-mid-q4km.gguf Q4_K_M
+    python -m tools.bench.bench_runtime --host MODEL.gguf [-t 2] [-n 64] [--rounds 3]
+
+--host prints the host overhead of decode: wall time per token per layer spent outside the Numba
+kernels (Python, numpy temporaries, and the dispatch of each kernel call up to its entry), for the
+per-op path and the layer programs (runtime/step.py), alternating --rounds times. It counts every
+call into a compiled Numba function made from Python during a decode loop of -n tokens (a wrapper
+on numba's CPUDispatcher.__call__ adds each call's wall time): host = (loop wall time - time in
+those calls) / (tokens x layers). The dispatch of a call (type checks, unboxing the arguments)
+counts as kernel time here, so this undercounts the host cost by about 1 us per kernel call.
 
 llama-bench comes from $LLAMA_BIN (default: the oracle tree's build/bin). For each model the two
 tools run back to back (llama-bench, then ggufkit in this process), --rounds times alternating,
@@ -114,6 +123,57 @@ def make_deci_mid(path: str, seed: int = 0) -> None:
     w.close()
 
 
+def host_overhead(model_path: str, n: int, t: int, rounds: int) -> None:
+    """Print old (per-op) and new (layer programs) host us per token per layer, alternating."""
+    import statistics
+    import time
+
+    from numba.core.registry import CPUDispatcher
+    from runtime.generate import decode_one, prefill
+    from runtime.loader import load
+
+    m = load(model_path, with_tokenizer=False, n_threads=t)
+    spent = [0]
+    call = CPUDispatcher.__call__
+
+    def timed(self, *a, **k):
+        t0 = time.perf_counter_ns()
+        try:
+            return call(self, *a, **k)
+        finally:
+            spent[0] += time.perf_counter_ns() - t0
+
+    def loop(fused: bool) -> tuple[float, float]:
+        m.fused_decode = fused
+        c = m.new_cache(n + 2)
+        prefill(m, c, [1])
+        decode_one(m, c, 2)                          # warm (compiles the layer programs once)
+        c.n_past = 1
+        spent[0] = 0
+        CPUDispatcher.__call__ = timed
+        try:
+            t0 = time.perf_counter_ns()
+            for i in range(n - 1):
+                decode_one(m, c, 3 + i % 50)
+            wall = time.perf_counter_ns() - t0
+        finally:
+            CPUDispatcher.__call__ = call
+        per = (n - 1) * m.hp.n_layer
+        return (wall - spent[0]) / per / 1e3, wall / (n - 1) / 1e6
+
+    res = {False: [], True: []}
+    for _ in range(rounds):
+        for fused in (False, True):
+            res[fused].append(loop(fused))
+    print(f"{Path(model_path).name}, {t} threads, {n} tokens, {m.hp.n_layer} layers, step: "
+          f"{m.step_refused or 'layer programs'}")
+    for fused, name in ((False, "per-op"), (True, "layer programs")):
+        h = [a for a, _ in res[fused]]
+        w = [b for _, b in res[fused]]
+        print(f"  {name:15s} host {statistics.median(h):6.1f} us/token/layer (runs {', '.join(f'{x:.1f}' for x in h)});"
+              f" {statistics.median(w):6.2f} ms/token (runs {', '.join(f'{x:.2f}' for x in w)})")
+
+
 def setup_line() -> str:
     """What the numbers depend on besides the files: OpenBLAS's kernel (the prefill GEMM) and
     the llama.cpp build. Benchmark with OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE as the user has them;
@@ -132,9 +192,14 @@ def main() -> None:
     ap.add_argument("-n", type=int, default=128)
     ap.add_argument("-r", type=int, default=3)
     ap.add_argument("--rounds", type=int, default=1, help="alternate llama-bench / ggufkit this many times")
+    ap.add_argument("--host", action="store_true", help="print decode's host overhead, per-op vs layer programs")
     a = ap.parse_args()
     if a.make_deci:
         make_deci_mid(a.make_deci)
+        return
+    if a.host:
+        for m in a.models:
+            host_overhead(m, a.n, a.t, a.rounds)
         return
     import statistics
     print(setup_line(), flush=True)
