@@ -322,11 +322,31 @@ _EXTERN_SHARED = re.compile(r"extern\s+__shared__\s+(?:__align__\s*\(\s*\d+\s*\)
                             r"(?:__align__\s*\(\s*\d+\s*\)\s*)?(\w+)\s*\[\s*\]\s*;")
 
 
+# `__shared__ [__align__(n)] T a[N][M], b[K];` (static shared memory; not in comments' prose)
+_STATIC_SHARED = re.compile(r"(?<![\w/])__shared__\s+(?:__align__\s*\(\s*(\d+)\s*\)\s*)?"
+                            r"((?:unsigned\s+|signed\s+|const\s+)*[A-Za-z_]\w*(?:\s*::\s*\w+)*)\s+"
+                            r"(\w+\s*(?:\[[^\];]*\]\s*)*(?:,\s*\w+\s*(?:\[[^\];]*\]\s*)*)*);")
+_DECLARATOR = re.compile(r"(\w+)\s*((?:\[[^\];]*\]\s*)*)")
+
+
+def _static_shared(m) -> str:
+    """One static __shared__ declaration as references into the emulator's per-launch arena."""
+    align, typ = m.group(1), m.group(2)
+    out = []
+    for d in _DECLARATOR.finditer(m.group(3)):
+        name, dims = d.group(1), d.group(2).strip()
+        al = f"alignof({typ}) > {align} ? alignof({typ}) : {align}" if align else f"alignof({typ})"
+        out.append(f"static char emu_key_{name}; {typ} (&{name}){dims} = *({typ}(*){dims})::emu::static_shared("
+                   f"&emu_key_{name}, sizeof({typ}{dims}), {al}, \"{name}\");")
+    return " ".join(out)
+
+
 def emu_source(name: str, arch: int = 800) -> str:
     """The C++ translation unit g++ compiles for ``name`` (kernels plus launch wrappers)."""
     src = source(name)
     kernels = parse_kernels(src)
     src = _EXTERN_SHARED.sub(lambda m: f"{m.group(1)}* {m.group(2)} = ({m.group(1)}*)::emu::dyn_smem();", src)
+    src = _STATIC_SHARED.sub(_static_shared, src)
     wrappers = "".join(
         f'extern "C" int emu_launch_{k}(const unsigned* dims, size_t smem, int order, unsigned long long seed, '
         f"size_t stack_kib, unsigned flags, void** args) {{\n"
@@ -515,7 +535,7 @@ class _EmuFunction:
                 self._race_ranges(lib, args, [c.value if isinstance(c, ctypes.c_void_p) else None for c in keep])
             rc = f(dims, int(shared_mem), _ORDERS[o.order], o.seed, o.stack_kib, o.flags(), ptrs)
         if rc:
-            msg = self.module.name_shared(o.fmad, o.race, lib.emu_last_error().decode())
+            msg = lib.emu_last_error().decode()
             raise CudaError(f"kernel {self.name} (emulated, grid {g}, block {b}): {msg}")
         if guards:
             guards.finish()
@@ -581,30 +601,8 @@ class _EmuModule:
             lib = ctypes.CDLL(str(path))
             lib.emu_last_error.restype = ctypes.c_char_p
             lib.emu_race_ranges.argtypes = [ctypes.c_int, ctypes.POINTER(ctypes.c_ulonglong), ctypes.c_char_p]
-            self._libs[key] = (lib, path)
-        return self._libs[key][0]
-
-    def name_shared(self, fmad: bool, race: bool, msg: str) -> str:
-        """Put the variable's name in a race report on static shared memory ("__shared__ @0x40",
-        an offset into the emulator's shared section), from the build's symbol table."""
-        m = re.search(r"__shared__ @0x([0-9a-f]+)", msg)
-        if not m:
-            return msg
-        off = int(m.group(1), 16)
-        try:
-            nm = subprocess.run(["nm", "-C", "--defined-only", str(self._libs[(fmad, race)][1])],
-                                capture_output=True, text=True).stdout
-        except OSError:
-            return msg
-        syms = [(int(a, 16), n) for a, _, n in (ln.split(" ", 2) for ln in nm.splitlines() if ln.count(" ") >= 2)]
-        start = next((a for a, n in syms if n == "__start_emu_shared"), None)
-        if start is None:
-            return msg
-        best = max(((a, n) for a, n in syms if start <= a <= start + off and not n.startswith("__st")), default=None)
-        if best is None:
-            return msg
-        var = best[1].split("::")[-1]
-        return msg.replace(m.group(0), f"__shared__ {var} (byte {start + off - best[0]}, in {best[1]})")
+            self._libs[key] = lib
+        return self._libs[key]
 
     def get_function(self, kname: str):
         if kname not in self._functions:

@@ -125,7 +125,14 @@ struct Launch {
     unsigned long long seed = 0;
     unsigned flags = 0;     // FLAG_*: block order, flush-to-zero, race check
     unsigned wgen = 0;      // race check: __syncwarp generations in this block
+    // static __shared__ variables (the loader rewrites their declarations to static_shared):
+    // one arena per launch, a variable's place fixed at its first use, poisoned before every block
+    struct SVar { const void* key; size_t off, size; const char* name; };
+    std::vector<SVar> svars;
+    std::vector<unsigned char> sarena;
+    size_t sused = 0;
 };
+static const size_t SHARED_MAX = 48 * 1024;   // static + dynamic shared memory per block
 enum Flags { FLAG_BLOCKS = 3, FLAG_FTZ = 4, FLAG_RACE = 8 };
 
 static thread_local Launch* g = nullptr;
@@ -219,9 +226,13 @@ static std::string race_thread(int t) {
     race.reporting = true;
     size_t off = a - R.lo;
     std::string what;
-    if (R.name[0] == '@')   // static shared memory: the loader names the variable from the offset
-        what = fmt("__shared__ @0x%zx", off);
-    else if (R.item)
+    if (R.name[0] == '@') {   // the static __shared__ arena: name the variable
+        what = fmt("static __shared__ byte %zu", off);
+        for (auto& v : g->svars)
+            if (off >= v.off && off < v.off + v.size) what = fmt("__shared__ %s (byte %zu)", v.name, off - v.off);
+    } else if (R.name[0] == '#') {
+        what = fmt("static __shared__ (not rewritten by the loader) byte %zu", off);
+    } else if (R.item)
         what = fmt("%s[%zu] (byte %zu)", R.name, off / R.item, off);
     else
         what = fmt("%s byte %zu", R.name, off);
@@ -498,6 +509,7 @@ static int run_block(int order, std::mt19937_64& rng) {
     race_thr = L.threads.data();
     race.epoch++;
     if (!L.dynsmem.empty()) memset(L.dynsmem.data(), 0xFF, L.dynsmem.size());
+    if (L.sused) memset(L.sarena.data(), 0xFF, L.sused);
     if (__start_emu_shared && __stop_emu_shared > __start_emu_shared)
         memset(__start_emu_shared, 0xFF, (size_t)(__stop_emu_shared - __start_emu_shared));
     for (int i = 0; i < n; i++) {
@@ -631,6 +643,7 @@ static int launch(dim3 grid, dim3 block, size_t smem, int order, unsigned long l
     L.block = block;
     L.body = std::move(body);
     L.dynsmem.assign(smem, 0xFF);
+    L.sarena.assign(SHARED_MAX, 0xFF);
     L.seed = seed;
     L.flags = flags;
     if (stack_kib) L.stack_size = stack_kib * 1024;
@@ -652,8 +665,9 @@ static int launch(dim3 grid, dim3 block, size_t smem, int order, unsigned long l
         if (!L.dynsmem.empty())
             race_add("extern __shared__ (dynamic)", (uintptr_t)L.dynsmem.data(),
                      (uintptr_t)L.dynsmem.data() + L.dynsmem.size(), 0, true);
+        race_add("@", (uintptr_t)L.sarena.data(), (uintptr_t)L.sarena.data() + L.sarena.size(), 0, true);
         if (__start_emu_shared && __stop_emu_shared > __start_emu_shared)
-            race_add("@", (uintptr_t)__start_emu_shared, (uintptr_t)__stop_emu_shared, 0, true);
+            race_add("#", (uintptr_t)__start_emu_shared, (uintptr_t)__stop_emu_shared, 0, true);
         race.epoch = 0;
         race.on = true;
     }
@@ -1026,6 +1040,22 @@ static inline int launch_kernel(void (*f)(A...), const unsigned* dims, size_t sm
                   flags, [f, args] { call_with(f, args, std::index_sequence_for<A...>{}); });
 }
 static inline void* dyn_smem() { return g->dynsmem.empty() ? nullptr : (void*)g->dynsmem.data(); }
+// A static __shared__ variable (the loader's rewrite of `__shared__ T name[N];`): its place in the
+// launch's arena, the same for every thread (key: a static unique to the declaration and template
+// instantiation). g++ ignores section attributes on statics in templates, so `static` alone would
+// neither be poisoned nor seen by the race check.
+static inline void* static_shared(const void* key, size_t size, size_t align, const char* name) {
+    Launch& L = *g;
+    for (auto& v : L.svars)
+        if (v.key == key) return L.sarena.data() + v.off;
+    size_t off = (L.sused + align - 1) / align * align;
+    if (off + size + L.dynsmem.size() > SHARED_MAX)
+        fail(where() + fmt(": __shared__ %s: %zu bytes of static shared memory with %zu dynamic exceed 48 KiB",
+                           name, off + size, L.dynsmem.size()));
+    L.svars.push_back({key, off, size, name});
+    L.sused = off + size;
+    return L.sarena.data() + off;
+}
 }  // namespace emu
 
 #ifdef GGUFKIT_EMU_RACE

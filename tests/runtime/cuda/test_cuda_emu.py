@@ -415,7 +415,7 @@ def test_race_check_catches_unsynchronised_accesses(mod, order):
 
     np.testing.assert_array_equal(run(0)[:63], np.arange(1, 64))   # with the barrier: no race
     run(3, n=32)                                                  # __syncwarp orders one warp: no race
-    with pytest.raises(CudaError, match=r"race on __shared__ s \(byte \d+, in race_modes.*\): block \(0,0,0\) "
+    with pytest.raises(CudaError, match=r"race on __shared__ s \(byte \d+\): block \(0,0,0\) "
                                         r"thread \(\d+,0,0\) (reads|writes) .* thread \(\d+,0,0\) (wrote|read)"):
         run(1)
     with pytest.raises(CudaError, match=r"race on __shared__ s .*shuffles do not order memory"):
