@@ -200,3 +200,8 @@ extern "C" __global__ void intrinsics(const float* x, float* out, int n) {
     out[5 * n + i] = __cosf(v);
     out[6 * n + i] = __powf(v, 1.5f);
 }
+
+// Broken on purpose: block b reads what block b - 1 wrote (blocks are not ordered on a GPU).
+extern "C" __global__ void chain_blocks(int* y) {
+    if (threadIdx.x == 0) y[blockIdx.x + 1] = y[blockIdx.x] + 1;
+}

@@ -5,6 +5,7 @@ exchanges with mask checks, thread orders, fp16/bf16 conversions, dp4a, dynamic 
 the out-of-bounds guard, and argument checking. Needs only g++.
 """
 from pathlib import Path
+import re
 import shutil
 
 import numpy as np
@@ -518,3 +519,48 @@ def test_fast_math_intrinsics_are_the_gpu_approximations(mod):
     with emu_options(seed=1, order="reverse"):
         k((n + 127) // 128, 128, (x, out2, np.int32(n)))
     np.testing.assert_array_equal(out, out2)
+
+
+def test_random_block_order_shows_a_dependence_between_blocks(mod):
+    k = mod.get_function("chain_blocks")
+
+    def run(**kw):
+        y = np.zeros(9, np.int32)
+        with emu_options(**kw):
+            k(8, 32, (y,))
+        return y
+
+    np.testing.assert_array_equal(run(blocks="forward"), np.arange(9))    # works only in this order
+    assert not np.array_equal(run(), np.arange(9))                        # the default: random blocks
+    with pytest.raises(CudaError, match=r"race on y\[\d\] .* blocks of a grid are not ordered"):
+        run(race=True, blocks="forward")                                  # and the race check says why
+
+
+def test_race_check_finds_a_missing_syncwarp_in_attention(tmp_path):
+    """attn_prefill publishes each lane's probability in shared memory and reads all 32 after a
+    __syncwarp. Without it the values still flow through shuffles in the same loop, which the
+    emulator used to treat as fences; the race check names the array and the threads."""
+    src = (M.CUDA_DIR / "attention.cu").read_text()
+    publish = re.compile(r"(pw\[warp\]\[lane\] = p;\s*)__syncwarp\(\);")
+    assert len(publish.findall(src)) == 1
+    broken = tmp_path / "attention_no_syncwarp.cu"
+    broken.write_text(publish.sub(r"\1;", src))
+    rng = np.random.default_rng(0)
+    n_tok, hd = 9, 64
+    q = rng.standard_normal((n_tok, 1, hd)).astype(np.float32)
+    k = rng.standard_normal((n_tok, 1, hd)).astype(np.float16)
+    v = rng.standard_normal((n_tok, 1, hd)).astype(np.float16)
+
+    def run(source):
+        y = np.zeros_like(q)
+        with emu_options(race=True, order="random", seed=1):   # ops.attention_prefill's launch
+            M.load(source, emulate=True).get_function("attn_prefill_64")(
+                (3, 1), 128, (q, k, v, y, np.int32(n_tok), np.int32(1), np.int32(1), np.int32(hd), np.int32(0),
+                              np.int32(0), np.float32(0.125), np.float32(0.0)))
+        return y
+
+    np.testing.assert_allclose(run(str(M.CUDA_DIR / "attention.cu")),
+                               ref.attention(q, k, v, 0, 0.125, None, None), rtol=1e-4, atol=2e-5)
+    with pytest.raises(CudaError, match=r"race on __shared__ pw \(byte \d+\): block \(\d,0,0\) thread "
+                                        r"\(\d+,0,0\) (reads|writes) .* thread \(\d+,0,0\) (read|wrote)"):
+        run(str(broken))
