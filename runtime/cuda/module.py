@@ -21,9 +21,10 @@ device's arch and caches the cubin on disk; we keep one RawModule per source in-
 Emulation (``GGUFKIT_CUDA_EMULATE=1`` or ``set_emulation(True)``): the source is compiled with
 g++ against ``emu/cuda_emu.h`` into ``~/.cache/ggufkit/cuda-emu/<hash>.so`` with one generated
 launch wrapper per kernel (args as ``void**``, as for cuLaunchKernel), called through ctypes.
-Each CUDA thread is a fiber; see ``emu/cuda_emu.h`` for what is checked. ``emu_options`` picks the
-thread order (forward, reverse, random with a seed) and the out-of-bounds guard for the launches
-inside it.
+Each CUDA thread is a fiber; see ``emu/cuda_emu.h`` for what is checked. ``emu_options`` picks, for
+the launches inside it, the thread and block orders (forward, reverse, random with a seed), the
+out-of-bounds guard, the race check (a second build with g++'s thread-sanitizer instrumentation),
+and NVRTC's FMA contraction and flush-to-zero (on by default, as CuPy compiles).
 """
 
 from __future__ import annotations

@@ -5,15 +5,25 @@
 //     _setjmp/_longjmp (no system call). Fibers are kept per thread slot: one that finished its
 //     thread parks and runs the next block's thread on that slot, so a thread costs two jumps
 //     (makecontext/setcontext only make a slot's fiber the first time, or after a failed launch);
-//   * the blocks of a grid run one after another; `__shared__` is `static` (in section
-//     emu_shared), so it is per block; `extern __shared__ T name[];` is rewritten by the loader
-//     to point at the launch's dynamic shared memory; both are poisoned before every block
-//     (0xFF bytes: NaN for f32/f16, -1 for ints), so reading what no thread wrote shows up;
+//   * the blocks of a grid run one after another; `extern __shared__ T name[];` is rewritten by
+//     the loader to point at the launch's dynamic shared memory (a `__shared__` the loader does
+//     not rewrite stays `static`, in section emu_shared, which g++ honours outside templates);
+//     shared memory is poisoned before every block (0xFF bytes: NaN for f32/f16, -1 for ints),
+//     so reading what no thread wrote shows up;
 //   * a thread runs until it reaches a synchronisation point: `__syncthreads` (block barrier),
 //     `__syncwarp`, `__shfl_*_sync`, `__ballot_sync`/`__any_sync`/`__all_sync` (per-warp
-//     exchanges over 32 lanes); the scheduler then runs the next thread;
-//   * the order threads (and blocks) are run in is forward, reverse or a seeded random
-//     permutation per scheduling pass, chosen per launch, so a missing barrier changes results;
+//     exchanges over 32 lanes), `__activemask`; the scheduler then runs the next thread;
+//   * the order threads are run in is forward, reverse or a seeded random permutation per
+//     scheduling pass, chosen per launch, so a missing barrier changes results; the block order
+//     is chosen on its own (random by default);
+//   * static __shared__ declarations are rewritten by the loader into an arena per launch
+//     (static_shared); both kinds of shared memory are poisoned before every block;
+//   * the race check (a -fsanitize=thread build, race_access below) records every load and store
+//     to shared memory and writable arguments and reports two threads touching a byte in one
+//     barrier interval, one writing, and two blocks touching global memory, one writing;
+//   * __activemask is a scheduling point and returns the lanes waiting at the same call site;
+//   * floating point as NVRTC compiles it: FMA contraction (a g++ build flag), f32 flush to zero
+//     (MXCSR during the launch), the fast-math intrinsics as their PTX approximations;
 //   * errors (a barrier reached by only part of a block, threads of a block waiting at different
 //     __syncthreads (source lines), a warp op whose mask names an exited
 //     or absent lane or disagrees between lanes, a deadlock, __trap) stop the launch; the

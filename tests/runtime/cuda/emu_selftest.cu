@@ -205,3 +205,21 @@ extern "C" __global__ void intrinsics(const float* x, float* out, int n) {
 extern "C" __global__ void chain_blocks(int* y) {
     if (threadIdx.x == 0) y[blockIdx.x + 1] = y[blockIdx.x] + 1;
 }
+
+// A template's static __shared__ (g++ drops section attributes there): block 0 writes s[0],
+// every block reads it (thread 0 only; one thread per block). Block 1 must see the poison.
+template <int N> static __device__ void tmpl_shared_impl(float* y) {
+    __shared__ float s[N];
+    if (blockIdx.x == 0) s[0] = 1.0f;
+    y[blockIdx.x] = s[0];
+}
+extern "C" __global__ void tmpl_shared(float* y) { tmpl_shared_impl<16>(y); }
+
+// 40 KiB of static shared memory plus the launch's dynamic shared memory
+extern "C" __global__ void big_shared(float* y) {
+    __shared__ float s[10240];
+    extern __shared__ float d[];
+    s[threadIdx.x] = 1.0f;
+    d[threadIdx.x] = 2.0f;
+    y[threadIdx.x] = s[threadIdx.x] + d[threadIdx.x];
+}

@@ -564,3 +564,19 @@ def test_race_check_finds_a_missing_syncwarp_in_attention(tmp_path):
     with pytest.raises(CudaError, match=r"race on __shared__ pw \(byte \d+\): block \(\d,0,0\) thread "
                                         r"\(\d+,0,0\) (reads|writes) .* thread \(\d+,0,0\) (read|wrote)"):
         run(str(broken))
+
+
+def test_static_shared_in_templates_is_per_block_and_limited(mod):
+    """Static __shared__ inside a template lived in .bss (g++ ignores the section attribute
+    there): one copy for all blocks, never poisoned. The loader now puts it in a per-launch arena."""
+    y = np.zeros(2, np.float32)
+    with emu_options(blocks="forward"):
+        mod.get_function("tmpl_shared")(2, 1, (y,))
+    assert y[0] == 1.0 and np.isnan(y[1])          # block 1 reads the poison, not block 0's value
+    k = mod.get_function("big_shared")
+    y = np.zeros(32, np.float32)
+    k(1, 32, (y,), shared_mem=8 * 1024)            # 40 + 8 KiB: fits
+    np.testing.assert_array_equal(y, 3.0)
+    with pytest.raises(CudaError, match=r"__shared__ s: 40960 bytes of static shared memory with 9216 "
+                                        r"dynamic exceed 48 KiB"):
+        k(1, 32, (y,), shared_mem=9 * 1024)
