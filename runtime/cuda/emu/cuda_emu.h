@@ -909,7 +909,7 @@ static inline double max(double a, double b) { return fmax(a, b); }
 #if defined(__x86_64__) || defined(__i386__)
 #define EMU_OPAQUE(v) asm("" : "+x"(v))
 #else
-#define EMU_OPAQUE(v) asm("" : "+r"(v))
+#define EMU_OPAQUE(v) asm("" : "+m"(v))
 #endif
 static inline float __fadd_rn(float a, float b) { EMU_OPAQUE(a); EMU_OPAQUE(b); float r = a + b; EMU_OPAQUE(r); return r; }
 static inline float __fsub_rn(float a, float b) { EMU_OPAQUE(a); EMU_OPAQUE(b); float r = a - b; EMU_OPAQUE(r); return r; }
