@@ -210,14 +210,17 @@ struct Race {   // trivial (zero-initialised thread_local: no TLS init function 
     uint32_t epoch;
     int32_t blk;
 };
-static thread_local Race race;
-static thread_local Race race_pending;   // set by emu_race_ranges before a launch
-static thread_local Thread* race_thr = nullptr;   // the block's threads (no std::vector calls in checks)
+// Plain statics, not thread_local: the loader runs one launch of a build at a time (its module
+// lock), and a thread_local in a shared object costs a __tls_get_addr call on every access.
+static Race race;
+static Race race_pending;          // set by emu_race_ranges before a launch
+static Thread* race_thr = nullptr; // the block's threads (no std::vector calls in checks)
+static Thread* race_cur = nullptr; // the running thread (cur, mirrored while the check is on)
 
 __attribute__((no_sanitize_thread)) static inline bool race_ordered(int a, uint32_t a_gen) {
     // an earlier access by thread a (at a_gen) happens before the current thread's access only
     // through a __syncwarp that both passed since (full-mask __syncwarp; partial masks: approximated)
-    return (a >> 5) == (cur->linear >> 5) && cur->wsync > a_gen && race_thr[a].wsync > a_gen;
+    return (a >> 5) == (race_cur->linear >> 5) && race_cur->wsync > a_gen && race_thr[a].wsync > a_gen;
 }
 
 static std::string race_where_block(int32_t blk) {
@@ -251,6 +254,7 @@ static std::string race_thread(int t) {
 }
 
 __attribute__((no_sanitize_thread)) static void race_check(RaceRange& R, uintptr_t a, size_t n, bool write) {
+    Thread* const cur = race_cur;
     const int me = cur->linear, warp = me >> 5;
     const uint32_t ep = race.epoch;
     const int32_t blk = race.blk;
@@ -304,7 +308,7 @@ __attribute__((no_sanitize_thread)) static void race_check(RaceRange& R, uintptr
 }
 
 __attribute__((no_sanitize_thread)) static inline void race_access(void* p, size_t n, bool write) {
-    if (!race.on || race.reporting || !cur || !g || g->failed) return;
+    if (!race.on || race.reporting || !race_cur) return;
     uintptr_t a = (uintptr_t)p;
     for (int i = 0; i < race.n; i++) {
         RaceRange& R = race.r[i];
@@ -533,7 +537,7 @@ static int run_block(int order, std::mt19937_64& rng) {
         for (int i : order_of(n, order, rng)) {
             Thread& t = L.threads[i];
             if (t.state != READY) continue;
-            cur = &t;
+            cur = race_cur = &t;
             if (!_setjmp(L.sched)) {
                 if (!t.started) {
                     t.started = true;
@@ -541,7 +545,7 @@ static int run_block(int order, std::mt19937_64& rng) {
                 }
                 _longjmp(t.env, 1);
             }
-            cur = nullptr;
+            cur = race_cur = nullptr;
             ran = true;
             if (L.failed) return 1;
         }
