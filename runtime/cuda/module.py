@@ -21,9 +21,10 @@ device's arch and caches the cubin on disk; we keep one RawModule per source in-
 Emulation (``GGUFKIT_CUDA_EMULATE=1`` or ``set_emulation(True)``): the source is compiled with
 g++ against ``emu/cuda_emu.h`` into ``~/.cache/ggufkit/cuda-emu/<hash>.so`` with one generated
 launch wrapper per kernel (args as ``void**``, as for cuLaunchKernel), called through ctypes.
-Each CUDA thread is a fiber; see ``emu/cuda_emu.h`` for what is checked. ``emu_options`` picks the
-thread order (forward, reverse, random with a seed) and the out-of-bounds guard for the launches
-inside it.
+Each CUDA thread is a fiber; see ``emu/cuda_emu.h`` for what is checked. ``emu_options`` picks, for
+the launches inside it, the thread and block orders (forward, reverse, random with a seed), the
+out-of-bounds guard, the race check (a second build with g++'s thread-sanitizer instrumentation),
+and NVRTC's FMA contraction and flush-to-zero (on by default, as CuPy compiles).
 """
 
 from __future__ import annotations
@@ -116,6 +117,7 @@ class Param:
     name: str
     base: str          # "float", "f16", "block_q4_K", ...
     pointer: bool
+    const: bool = False   # a pointer to const (the race check tracks only what a kernel may write)
 
     def __post_init__(self):
         # what an argument for this parameter may be, precomputed for the per-launch check
@@ -205,7 +207,8 @@ def parse_kernels(src: str) -> dict[str, list[Param]]:
             toks = [t for t in toks if t != "*"]
             if len(toks) < 2 or ptr > 1:
                 raise CudaError(f"kernel {m.group(1)}: cannot read parameter {raw!r}")
-            p = Param(toks[-1], " ".join(toks[:-1]), ptr == 1)
+            star = raw.find("*")
+            p = Param(toks[-1], " ".join(toks[:-1]), ptr == 1, ptr == 1 and "const" in raw[:star].split())
             if not p.pointer and p.base not in _SCALAR:
                 raise CudaError(f"kernel {m.group(1)}: parameter {raw!r}: pass structs by pointer")
             params.append(p)
@@ -226,14 +229,23 @@ def _dims(v, what) -> tuple[int, int, int]:
 
 @dataclass(frozen=True)
 class EmuOptions:
-    order: str = "forward"    # forward | reverse | random
+    order: str = "forward"    # thread order: forward | reverse | random
     seed: int = 0
     guard: bool = False       # copy arrays between 0xFF pads; fail on writes outside them
     stack_kib: int = 64
+    blocks: str = "random"    # block order (seeded by `seed`): forward | reverse | random
+    race: bool = False        # race check (a -fsanitize=thread build; see emu/cuda_emu.h)
+    ftz: bool = True          # f32 denormals flush to zero, as CuPy's -ftz=true
+    fmad: bool = True         # a*b+c contracted into FMAs where g++ chooses, as NVRTC's default -fmad=true
 
     def __post_init__(self):
         if self.order not in _ORDERS:
             raise CudaError(f"unknown thread order {self.order!r} (forward, reverse, random)")
+        if self.blocks not in _ORDERS:
+            raise CudaError(f"unknown block order {self.blocks!r} (forward, reverse, random)")
+
+    def flags(self) -> int:
+        return _ORDERS[self.blocks] | (4 if self.ftz else 0) | (8 if self.race else 0)
 
 
 _ORDERS = {"forward": 0, "reverse": 1, "random": 2}
@@ -242,13 +254,19 @@ _local = threading.local()
 
 def _env_opts() -> EmuOptions:
     """Defaults from the environment, so whole runs can be repeated in another order or with the
-    guard: GGUFKIT_CUDA_EMU_ORDER=forward|reverse|random, GGUFKIT_CUDA_EMU_SEED=N,
-    GGUFKIT_CUDA_EMU_GUARD=1."""
+    checks: GGUFKIT_CUDA_EMU_ORDER=forward|reverse|random, GGUFKIT_CUDA_EMU_BLOCKS=(the same),
+    GGUFKIT_CUDA_EMU_SEED=N, GGUFKIT_CUDA_EMU_GUARD=1, GGUFKIT_CUDA_EMU_RACE=1,
+    GGUFKIT_CUDA_EMU_FTZ=0, GGUFKIT_CUDA_EMU_FMAD=0."""
     env = os.environ
+
+    def on(k, default):
+        return env.get(k, default) not in ("", "0")
     try:
         return EmuOptions(order=env.get("GGUFKIT_CUDA_EMU_ORDER", "forward"),
+                          blocks=env.get("GGUFKIT_CUDA_EMU_BLOCKS", "random"),
                           seed=int(env.get("GGUFKIT_CUDA_EMU_SEED", "0")),
-                          guard=env.get("GGUFKIT_CUDA_EMU_GUARD", "") not in ("", "0"))
+                          guard=on("GGUFKIT_CUDA_EMU_GUARD", ""), race=on("GGUFKIT_CUDA_EMU_RACE", ""),
+                          ftz=on("GGUFKIT_CUDA_EMU_FTZ", "1"), fmad=on("GGUFKIT_CUDA_EMU_FMAD", "1"))
     except ValueError:
         raise CudaError("GGUFKIT_CUDA_EMU_SEED must be an integer") from None
 
@@ -305,15 +323,35 @@ _EXTERN_SHARED = re.compile(r"extern\s+__shared__\s+(?:__align__\s*\(\s*\d+\s*\)
                             r"(?:__align__\s*\(\s*\d+\s*\)\s*)?(\w+)\s*\[\s*\]\s*;")
 
 
+# `__shared__ [__align__(n)] T a[N][M], b[K];` (static shared memory; not in comments' prose)
+_STATIC_SHARED = re.compile(r"(?<![\w/])__shared__\s+(?:__align__\s*\(\s*(\d+)\s*\)\s*)?"
+                            r"((?:unsigned\s+|signed\s+|const\s+)*[A-Za-z_]\w*(?:\s*::\s*\w+)*)\s+"
+                            r"(\w+\s*(?:\[[^\];]*\]\s*)*(?:,\s*\w+\s*(?:\[[^\];]*\]\s*)*)*);")
+_DECLARATOR = re.compile(r"(\w+)\s*((?:\[[^\];]*\]\s*)*)")
+
+
+def _static_shared(m) -> str:
+    """One static __shared__ declaration as references into the emulator's per-launch arena."""
+    align, typ = m.group(1), m.group(2)
+    out = []
+    for d in _DECLARATOR.finditer(m.group(3)):
+        name, dims = d.group(1), d.group(2).strip()
+        al = f"alignof({typ}) > {align} ? alignof({typ}) : {align}" if align else f"alignof({typ})"
+        out.append(f"static char emu_key_{name}; {typ} (&{name}){dims} = *({typ}(*){dims})::emu::static_shared("
+                   f"&emu_key_{name}, sizeof({typ}{dims}), {al}, \"{name}\");")
+    return " ".join(out)
+
+
 def emu_source(name: str, arch: int = 800) -> str:
     """The C++ translation unit g++ compiles for ``name`` (kernels plus launch wrappers)."""
     src = source(name)
     kernels = parse_kernels(src)
     src = _EXTERN_SHARED.sub(lambda m: f"{m.group(1)}* {m.group(2)} = ({m.group(1)}*)::emu::dyn_smem();", src)
+    src = _STATIC_SHARED.sub(_static_shared, src)
     wrappers = "".join(
         f'extern "C" int emu_launch_{k}(const unsigned* dims, size_t smem, int order, unsigned long long seed, '
-        f"size_t stack_kib, void** args) {{\n"
-        f"    return ::emu::launch_kernel(&{k}, dims, smem, order, seed, stack_kib, args);\n}}\n"
+        f"size_t stack_kib, unsigned flags, void** args) {{\n"
+        f"    return ::emu::launch_kernel(&{k}, dims, smem, order, seed, stack_kib, flags, args);\n}}\n"
         for k in kernels)
     return (f"#define __CUDA_ARCH__ {arch}\n#include \"{EMU_HEADER}\"\n{src}\n"
             f"#line 1 \"<emu wrappers>\"\n{wrappers}")
@@ -326,17 +364,33 @@ def _gxx() -> str:
     return gxx
 
 
-_GXX_FLAGS = ("-O1", "-std=c++17", "-shared", "-fPIC", "-ffp-contract=off", "-fno-strict-aliasing", "-w",
+_GXX_FLAGS = ("-O1", "-std=c++17", "-fPIC", "-fno-strict-aliasing", "-w",
               "-U_FORTIFY_SOURCE",   # longjmp between fiber stacks: no __longjmp_chk
               # a load or store misaligned for its type traps (the GPU faults on it; x86 does not)
               "-fsanitize=alignment", "-fsanitize-undefined-trap-on-error")
+# NVRTC's default -fmad=true: g++ forms FMAs only at -O2's expensive optimizations, with FMA
+# instructions available
+_FMAD_FLAGS = ("-ffp-contract=fast", "-fexpensive-optimizations", "-mfma")
+_NO_FMAD_FLAGS = ("-ffp-contract=off",)
+# the race check: g++ puts a __tsan_* call before every load and store; emu/cuda_emu.h defines
+# them (no libtsan: the object is linked without -fsanitize=thread)
+_RACE_FLAGS = ("-fsanitize=thread", "--param", "tsan-instrument-func-entry-exit=0", "-DGGUFKIT_EMU_RACE=1")
 
 
-def _build_emu(name: str, arch: int) -> Path:
+def cpu_has_fma() -> bool:
+    """Whether this CPU has FMA instructions (the emulated -fmad=true needs them)."""
+    try:
+        return " fma " in f" {Path('/proc/cpuinfo').read_text().replace(chr(10), ' ')} "
+    except OSError:
+        return False
+
+
+def _build_emu(name: str, arch: int, fmad: bool = True, race: bool = False) -> Path:
     text = emu_source(name, arch)
     gxx = _gxx()
+    flags = [*_GXX_FLAGS, *(_FMAD_FLAGS if fmad and cpu_has_fma() else _NO_FMAD_FLAGS), *(_RACE_FLAGS if race else ())]
     ver = subprocess.run([gxx, "--version"], capture_output=True, text=True).stdout.split("\n")[0]
-    key = hashlib.sha256("\0".join([text, EMU_HEADER.read_text(), ver, *_GXX_FLAGS]).encode()).hexdigest()[:24]
+    key = hashlib.sha256("\0".join([text, EMU_HEADER.read_text(), ver, *flags]).encode()).hexdigest()[:24]
     out = cache_dir() / f"{Path(name).stem}-{key}.so"
     if out.is_file():
         return out
@@ -344,8 +398,10 @@ def _build_emu(name: str, arch: int) -> Path:
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
         cpp = Path(tmp) / f"{Path(name).stem}.cpp"
         cpp.write_text(text)
-        so = Path(tmp) / "k.so"
-        r = subprocess.run([gxx, *_GXX_FLAGS, "-o", str(so), str(cpp)], capture_output=True, text=True)
+        obj, so = Path(tmp) / "k.o", Path(tmp) / "k.so"
+        r = subprocess.run([gxx, *flags, "-c", "-o", str(obj), str(cpp)], capture_output=True, text=True)
+        if not r.returncode:   # linked without -fsanitize=thread: no libtsan
+            r = subprocess.run([gxx, "-shared", "-fPIC", "-o", str(so), str(obj)], capture_output=True, text=True)
         if r.returncode:
             err = "\n".join(r.stderr.strip().splitlines()[:30])
             raise CudaError(f"g++ could not compile {_label(name)} for emulation:\n{err}")
@@ -431,11 +487,28 @@ def _emu_stream_check(kname: str) -> None:
 class _EmuFunction:
     def __init__(self, module, name, params):
         self.module, self.name, self.params = module, name, params
-        f = getattr(module.lib, f"emu_launch_{name}")
-        f.argtypes = [ctypes.POINTER(ctypes.c_uint), ctypes.c_size_t, ctypes.c_int, ctypes.c_ulonglong,
-                      ctypes.c_size_t, ctypes.POINTER(ctypes.c_void_p)]
-        f.restype = ctypes.c_int
-        self._f = f
+        self._fs = {}
+
+    def _f(self, fmad, race):
+        key = (fmad, race)
+        if key not in self._fs:
+            f = getattr(self.module.lib(fmad, race), f"emu_launch_{self.name}")
+            f.argtypes = [ctypes.POINTER(ctypes.c_uint), ctypes.c_size_t, ctypes.c_int, ctypes.c_ulonglong,
+                          ctypes.c_size_t, ctypes.c_uint, ctypes.POINTER(ctypes.c_void_p)]
+            f.restype = ctypes.c_int
+            self._fs[key] = f
+        return self._fs[key]
+
+    def _race_ranges(self, lib, args, ptrs):
+        """Tell the race check which global memory to watch: the arrays the kernel may write."""
+        spans, names = [], []
+        for i, (p, a) in enumerate(zip(self.params, args)):
+            if p.pointer and a is not None and not p.const and a.nbytes:
+                lo = ptrs[i]
+                spans += [lo, lo + a.nbytes, a.itemsize]
+                names.append(p.name)
+        lib.emu_race_ranges(len(names), (ctypes.c_ulonglong * max(1, len(spans)))(*spans),
+                            "\n".join(names).encode())
 
     def __call__(self, grid, block, args, shared_mem=0, **opts):
         args = tuple(args)
@@ -456,10 +529,14 @@ class _EmuFunction:
             keep.append(c)
             ptrs[i] = ctypes.addressof(c)
         dims = (ctypes.c_uint * 6)(*g, *b)
+        f = self._f(o.fmad, o.race)
+        lib = self.module.lib(o.fmad, o.race)
         with self.module.lock:
-            rc = self._f(dims, int(shared_mem), _ORDERS[o.order], o.seed, o.stack_kib, ptrs)
+            if o.race:
+                self._race_ranges(lib, args, [c.value if isinstance(c, ctypes.c_void_p) else None for c in keep])
+            rc = f(dims, int(shared_mem), _ORDERS[o.order], o.seed, o.stack_kib, o.flags(), ptrs)
         if rc:
-            msg = self.module.lib.emu_last_error().decode()
+            msg = lib.emu_last_error().decode()
             raise CudaError(f"kernel {self.name} (emulated, grid {g}, block {b}): {msg}")
         if guards:
             guards.finish()
@@ -510,12 +587,23 @@ class _Guards:
 
 class _EmuModule:
     def __init__(self, name: str, arch: int = 800):
-        self.name = name
+        self.name, self.arch = name, arch
         self.kernels = parse_kernels(source(name))
-        self.lib = ctypes.CDLL(str(_build_emu(name, arch)))
-        self.lib.emu_last_error.restype = ctypes.c_char_p
+        self._libs = {}
+        self.lib(True, False)          # the default build (compile errors show at load)
         self.lock = threading.Lock()   # static __shared__ is per module: one launch at a time
         self._functions = {}
+
+    def lib(self, fmad: bool, race: bool):
+        """The build with (fmad) FMA contraction and (race) the race check, made on first use."""
+        key = (fmad, race)
+        if key not in self._libs:
+            path = _build_emu(self.name, self.arch, fmad, race)
+            lib = ctypes.CDLL(str(path))
+            lib.emu_last_error.restype = ctypes.c_char_p
+            lib.emu_race_ranges.argtypes = [ctypes.c_int, ctypes.POINTER(ctypes.c_ulonglong), ctypes.c_char_p]
+            self._libs[key] = lib
+        return self._libs[key]
 
     def get_function(self, kname: str):
         if kname not in self._functions:

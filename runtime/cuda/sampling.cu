@@ -47,8 +47,12 @@ repeat_penalty_f32(float* logits, const int* __restrict__ ids, int n_ids, float 
     for (int j = threadIdx.x; j < n_ids; j += blockDim.x) orig[j] = logits[ids[j]];
     __syncthreads();   // every read before any write: a repeated id is penalised once
     for (int j = threadIdx.x; j < n_ids; j += blockDim.x) {
+        const int id = ids[j];
+        int k = 0;
+        while (k < j && ids[k] != id) k++;
+        if (k < j) continue;   // only the first of repeated ids writes (two stores to one word race)
         const float v = orig[j];
-        logits[ids[j]] = v <= 0.0f ? __fmul_rn(v, penalty) : __fdiv_rn(v, penalty);
+        logits[id] = v <= 0.0f ? __fmul_rn(v, penalty) : __fdiv_rn(v, penalty);
     }
 }
 

@@ -9,12 +9,15 @@ tests/runtime/cuda/test_cuda_model.py (the numbers docs/CUDA.md quotes).
     python -m tools.conformance.compare_cuda_emu --ops [--replace attention,rms_norm] [--only deci-iq]
         # per op of the emulated CUDA run: the largest difference from the CPU backend's result on the
         # same inputs; --replace continues with the CPU's result for those ops (finds which
-        # ops move the perplexity)
+        # ops move the perplexity); matmul:QTYPE or matmul:TENSOR (e.g. matmul:IQ2_XXS,
+        # matmul:output.weight) replaces only those matmuls; [--how all|part] one placement
 
 --sensitivity shows how far a last-bit difference moves these models' perplexity: the CPU
 backend with attention in float32 (float32 BLAS and softmax, as the CPU backend did before it
-computed attention in float64) or rms_norm with a float32 sum of squares (as ggml-cuda), each
-otherwise identical. [--chunks N] scores more text (default: the tests' 2 chunks of 32).
+computed attention in float64) or rms_norm with a float32 sum of squares (as ggml-cuda), or its
+prefill matmuls with f16 operands (the default CUDA numerics' prefill GEMM), each otherwise
+identical. [--chunks N] scores more text (default: the tests' 2 chunks of 32), in
+every mode.
 """
 from __future__ import annotations
 
@@ -84,21 +87,36 @@ def sensitivity(chunks: int) -> None:
         def rms_norm(self, x, w, eps):
             return _rms_norm_f32sum(x, w, eps)
 
+    class GemmF16(CPUBackend):
+        """The default CUDA numerics' prefill math on the CPU: x as the CPU converts it and the
+        dequantized weight, both rounded to f16, multiplied exactly (float64) and rounded once."""
+        def matmul(self, w, x):
+            import numpy as np
+            from quant.api import dequantize
+            from runtime.reference import activations_as_seen
+            x2 = np.atleast_2d(np.asarray(x, np.float32))
+            if x2.shape[0] <= 8 or w.qtype in ("F32", "BF16"):
+                return super().matmul(w, x)
+            xa = (x2.astype(np.float16) if w.qtype == "F16" else
+                  activations_as_seen(x2, w.qtype).astype(np.float32).astype(np.float16))
+            wd = np.asarray(dequantize(w.data, w.qtype, backend="numpy"), np.float32).reshape(w.shape)
+            return (xa.astype(np.float64) @ wd.astype(np.float16).astype(np.float64).T).astype(np.float32)
+
     text = read_text_file(TEXT)
     d = Path(tempfile.mkdtemp())
     print(f"n_ctx {N_CTX}, {chunks} chunks ({chunks * (N_CTX // 2 - 1)} scored tokens)\n")
-    print("| model | PPL CPU | float32 attention | relative | float32 rms_norm sum | relative |\n"
-          "|---|---:|---:|---:|---:|---:|")
+    print("| model | PPL CPU | float32 attention | relative | float32 rms_norm sum | relative "
+          "| f16 GEMM operands | relative |\n|---|---:|---:|---:|---:|---:|---:|---:|")
     for name, (arch, blocks, types) in _specs().items():
         path = d / f"{name}.gguf"
         T.write_tiny(path, arch, blocks, types)
         m = load(str(path))
         ppl = []
-        for be in (CPU, Attn32(), Norm32()):
+        for be in (CPU, Attn32(), Norm32(), GemmF16()):
             m.place([be] * m.hp.n_layer, be)
             ppl.append(perplexity(m, text, N_CTX, chunks).ppl)
         print(f"| {name} | {ppl[0]:.4f} | {ppl[1]:.4f} | {abs(ppl[1] / ppl[0] - 1):.1e} | {ppl[2]:.4f} | "
-              f"{abs(ppl[2] / ppl[0] - 1):.1e} |", flush=True)
+              f"{abs(ppl[2] / ppl[0] - 1):.1e} | {ppl[3]:.4f} | {abs(ppl[3] / ppl[0] - 1):.1e} |", flush=True)
 
 
 VERBS = ("matmul", "get_rows", "rms_norm", "rope", "attention", "swiglu", "geglu", "add", "scale", "softcap")
@@ -118,7 +136,9 @@ def _ops_probe(replace: set, log: dict):
             tag = verb + (f" {a[0].name} {a[0].qtype}" if verb in ("matmul", "get_rows") else "")
             o, r = np.asarray(out, np.float64), np.asarray(ref, np.float64)
             log[tag] = max(log.get(tag, 0.0), float(np.abs(o - r).max() / max(np.abs(r).max(), 1e-30)))
-            return np.ascontiguousarray(ref, np.float32) if verb in replace else out
+            hit = verb in replace or (verb in ("matmul", "get_rows") and any(
+                r.startswith(verb + ":") and r.split(":", 1)[1] in (a[0].qtype, a[0].name) for r in replace))
+            return np.ascontiguousarray(ref, np.float32) if hit else out
         return g
     for verb in VERBS:
         setattr(CUDABackend, verb, wrap(verb, getattr(CUDABackend, verb)))
@@ -145,11 +165,13 @@ def main() -> None:
     from tests.helpers.tiny_models import CASES, CHUNKS, N_CTX, TEXT
 
     text = read_text_file(TEXT)
+    if "--chunks" in sys.argv:
+        CHUNKS = int(sys.argv[sys.argv.index("--chunks") + 1])
     d = Path(tempfile.mkdtemp())
     specs = _specs()
     print("| model | placement | PPL CPU | PPL CUDA (emulated) | relative |\n|---|---|---:|---:|---:|")
     for name, how in CASES:
-        if only and name != only:
+        if only and name != only or "--how" in sys.argv and how != sys.argv[sys.argv.index("--how") + 1]:
             continue
         log.clear()
         arch, blocks, types = specs[name]

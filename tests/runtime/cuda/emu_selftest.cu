@@ -138,3 +138,88 @@ extern "C" __global__ void crash(int* out, int mode) {
 extern "C" __global__ void misaligned(const unsigned char* x, int* out, int offset) {
     out[0] = *(const int*)(x + offset);
 }
+
+// ---- the race check (emu_options(race=True)). One block of n threads; y: [n + 1].
+// mode 0: s[t] written, __syncthreads, s[t + 1] read (fine); 1: no barrier (a race on s);
+// 2: a full-warp shuffle instead of the barrier (still a race: a shuffle orders no memory);
+// 3: __syncwarp instead of the barrier, one warp (fine: __syncwarp orders its lanes);
+// 4: every thread adds into y[0] (a global race); 5: thread t writes y[t] and reads y[t + 1]
+// (a global race between neighbours); 6: each block writes y[0] (blocks race; thread 0 only).
+extern "C" __global__ void race_modes(float* y, int mode) {
+    __shared__ float s[1025];
+    const int t = threadIdx.x, n = blockDim.x;
+    if (mode <= 3) {
+        s[t] = (float)t;
+        if (mode == 0) __syncthreads();
+        if (mode == 2) s[n] = __shfl_xor_sync(FULL_MASK, 1.0f, 1) * 0.0f + s[n];   // reads s[n] only
+        if (mode == 3) __syncwarp();
+        y[t] = t + 1 < n ? s[t + 1] : 0.0f;
+    } else if (mode == 4) {
+        y[0] += 1.0f;
+    } else if (mode == 5) {
+        y[t] = 1.0f;
+        y[n] = y[t + 1];
+    } else if (t == 0) {
+        y[0] = (float)blockIdx.x;
+    }
+}
+
+// ---- __activemask. out[lane]: the mask lane sees inside `if (lane < split)`, or in its else.
+// mode 1 (broken): the branch's lanes shuffle from lane 31 with __activemask() as the mask, which
+// is fine only if every lane of the warp were active.
+extern "C" __global__ void activemask_test(unsigned* out, int split, int mode) {
+    const int lane = threadIdx.x & 31;
+    if (lane < split) {
+        unsigned m = __activemask();
+        out[threadIdx.x] = mode == 1 ? (unsigned)__shfl_sync(m, lane, 31) : m;
+    } else {
+        out[threadIdx.x] = __activemask();
+    }
+}
+
+// ---- floating point as NVRTC compiles it. out[0] = a*b - p (p = a*b rounded: an FMA keeps the
+// product's rounding error), out[1] = __fmul_rn(a, b) - p (never contracted), out[2] = x * y
+// (a denormal result without flush-to-zero).
+extern "C" __global__ void fp_model(const float* in, float* out) {
+    const float a = in[0], b = in[1], p = in[2], x = in[3], y = in[4];
+    out[0] = a * b - p;
+    out[1] = __fmul_rn(a, b) - p;
+    out[2] = x * y;
+}
+
+// ---- the fast-math intrinsics on x: [exp, fdividef(1, x), rsqrt, log, sin, cos, pow(x, 1.5)] per element
+extern "C" __global__ void intrinsics(const float* x, float* out, int n) {
+    const int i = blockIdx.x * blockDim.x + threadIdx.x;
+    if (i >= n) return;
+    const float v = x[i];
+    out[0 * n + i] = __expf(v);
+    out[1 * n + i] = __fdividef(1.0f, v);
+    out[2 * n + i] = rsqrtf(v);
+    out[3 * n + i] = __logf(v);
+    out[4 * n + i] = __sinf(v);
+    out[5 * n + i] = __cosf(v);
+    out[6 * n + i] = __powf(v, 1.5f);
+}
+
+// Broken on purpose: block b reads what block b - 1 wrote (blocks are not ordered on a GPU).
+extern "C" __global__ void chain_blocks(int* y) {
+    if (threadIdx.x == 0) y[blockIdx.x + 1] = y[blockIdx.x] + 1;
+}
+
+// A template's static __shared__ (g++ drops section attributes there): block 0 writes s[0],
+// every block reads it (thread 0 only; one thread per block). Block 1 must see the poison.
+template <int N> static __device__ void tmpl_shared_impl(float* y) {
+    __shared__ float s[N];
+    if (blockIdx.x == 0) s[0] = 1.0f;
+    y[blockIdx.x] = s[0];
+}
+extern "C" __global__ void tmpl_shared(float* y) { tmpl_shared_impl<16>(y); }
+
+// 40 KiB of static shared memory plus the launch's dynamic shared memory
+extern "C" __global__ void big_shared(float* y) {
+    __shared__ float s[10240];
+    extern __shared__ float d[];
+    s[threadIdx.x] = 1.0f;
+    d[threadIdx.x] = 2.0f;
+    y[threadIdx.x] = s[threadIdx.x] + d[threadIdx.x];
+}

@@ -5,6 +5,7 @@ exchanges with mask checks, thread orders, fp16/bf16 conversions, dp4a, dynamic 
 the out-of-bounds guard, and argument checking. Needs only g++.
 """
 from pathlib import Path
+import re
 import shutil
 
 import numpy as np
@@ -166,12 +167,25 @@ def test_orders_differ_and_random_is_seeded(mod):
             k(3, 8, (c, out))
         return out
 
-    fwd = run(order="forward")
+    fwd = run(order="forward", blocks="forward")
     np.testing.assert_array_equal(fwd, np.arange(24))
-    np.testing.assert_array_equal(run(order="reverse"), np.arange(24)[::-1])
+    np.testing.assert_array_equal(run(order="reverse", blocks="reverse"), np.arange(24)[::-1])
     r1, r2, r3 = run(order="random", seed=1), run(order="random", seed=1), run(order="random", seed=2)
     np.testing.assert_array_equal(r1, r2)
     assert not np.array_equal(r1, r3) and sorted(r1) == list(range(24))
+
+
+def test_block_order_is_random_by_default_whatever_the_thread_order(mod):
+    k = mod.get_function("run_order")
+    starts = set()
+    for seed in range(8):
+        c, out = np.zeros(1, np.int32), np.zeros(3 * 8, np.int32)
+        with emu_options(order="forward", seed=seed):
+            k(3, 8, (c, out))
+        rows = out.reshape(3, 8)
+        np.testing.assert_array_equal(rows - rows[:, :1], np.tile(np.arange(8), (3, 1)))   # threads: forward
+        starts.add(tuple(rows[:, 0]))
+    assert len(starts) > 2 and all(sorted(s) == [0, 8, 16] for s in starts)   # blocks: shuffled per seed
 
 
 def test_argument_checks(mod):
@@ -386,3 +400,183 @@ def test_misaligned_access_is_an_error(mod):
     assert out[0] == int.from_bytes(bytes([4, 5, 6, 7]), "little")
     with pytest.raises(CudaError, match=r"thread \(0,0,0\): misaligned memory access"):
         k(1, 1, (x, out, np.int32(2)))
+
+
+# ---------------------------------------------------------------- the stricter checks
+
+@pytest.mark.parametrize("order", ORDERS)
+def test_race_check_catches_unsynchronised_accesses(mod, order):
+    k = mod.get_function("race_modes")
+
+    def run(mode, n=64, grid=1):
+        y = np.zeros(n + 1, np.float32)
+        with emu_options(order=order, seed=3, race=True, guard=True):
+            k(grid, n, (y, np.int32(mode)))
+        return y
+
+    np.testing.assert_array_equal(run(0)[:63], np.arange(1, 64))   # with the barrier: no race
+    run(3, n=32)                                                  # __syncwarp orders one warp: no race
+    with pytest.raises(CudaError, match=r"race on __shared__ s \(byte \d+\): block \(0,0,0\) "
+                                        r"thread \(\d+,0,0\) (reads|writes) .* thread \(\d+,0,0\) (wrote|read)"):
+        run(1)
+    with pytest.raises(CudaError, match=r"race on __shared__ s .*shuffles do not order memory"):
+        run(2)                                                    # a shuffle is not a fence
+    with pytest.raises(CudaError, match=r"race on __shared__ s"):
+        run(3, n=64)                                              # __syncwarp does not order two warps
+    with pytest.raises(CudaError, match=r"race on y\[0\] \(byte 0\): .* thread \(\d+,0,0\) (wrote|read)"):
+        run(4)
+    with pytest.raises(CudaError, match=r"race on y\[\d+\] \(byte \d+\)"):
+        run(5)
+    with pytest.raises(CudaError, match=r"race on y\[0\] .* block \(\d,0,0\) wrote in the same launch; "
+                                        r"blocks of a grid are not ordered"):
+        run(6, grid=3)
+    # without the check the same kernels run (and give order-dependent results)
+    with emu_options(order=order, seed=3):
+        k(1, 64, (np.zeros(65, np.float32), np.int32(1)))
+
+
+def test_race_check_passes_the_selftest_kernels(mod):
+    x = np.random.default_rng(4).standard_normal((3, 200)).astype(np.float32)
+    y = np.zeros(3, np.float32)
+    with emu_options(order="random", seed=2, race=True):
+        mod.get_function("row_sums")(3, 64, (x, y, np.int32(200)))    # block_sum: shuffles + shared + barriers
+        out = np.zeros((8, 64), np.int32)
+        mod.get_function("shuffles")(1, 64, (np.arange(64, dtype=np.int32), out))
+    np.testing.assert_allclose(y, x.sum(1), rtol=1e-5)
+
+
+@pytest.mark.parametrize("order", ORDERS)
+def test_activemask_reflects_divergence(mod, order):
+    k = mod.get_function("activemask_test")
+    out = np.zeros(64, np.uint32)
+    with emu_options(order=order, seed=1):
+        k(1, 64, (out, np.int32(32), np.int32(0)))
+        np.testing.assert_array_equal(out, 0xFFFFFFFF)            # converged: the whole warp
+        k(1, 64, (out, np.int32(12), np.int32(0)))
+    lane = np.arange(64) % 32
+    np.testing.assert_array_equal(out, np.where(lane < 12, 0xFFF, 0xFFFFF000))   # each branch its lanes
+    with pytest.raises(CudaError, match=r"shuffle reads lane 31, outside mask"):
+        with emu_options(order=order, seed=1):
+            k(1, 64, (out, np.int32(12), np.int32(1)))             # assumes a full warp
+
+
+def test_fma_contraction_and_flush_to_zero():
+    """NVRTC's defaults (-fmad=true, CuPy's -ftz=true) are the emulator's; both can be turned off."""
+    mod = M.load(SELFTEST, emulate=True)
+    k = mod.get_function("fp_model")
+    a, b = np.float32(1 + 2.0**-12), np.float32(1 - 2.0**-13)
+    p = np.float32(a * b)
+    exact_err = float(np.float64(a) * np.float64(b) - np.float64(p))
+    assert exact_err != 0
+    x, y = np.float32(2.0**-70), np.float32(2.0**-70)              # x*y = 2^-140: denormal
+    inp = np.array([a, b, p, x, y], np.float32)
+
+    def run(**kw):
+        out = np.zeros(3, np.float32)
+        with emu_options(**kw):
+            k(1, 1, (inp, out))
+        return out
+
+    default = run()
+    if M.cpu_has_fma():
+        assert default[0] == np.float32(exact_err)                 # contracted: a*b - p in one rounding
+    assert default[1] == 0 and default[2] == 0                     # __fmul_rn never fused; denormal flushed
+    plain = run(fmad=False, ftz=False)
+    assert plain[0] == 0 and plain[1] == 0 and plain[2] == np.float32(2.0**-140)
+
+
+def test_fast_math_intrinsics_are_the_gpu_approximations(mod):
+    k = mod.get_function("intrinsics")
+    rng = np.random.default_rng(0)
+    x = np.concatenate([rng.uniform(0.01, 80, 4000), [2.0**126 * 1.5, 2.0**127, 1.0, 4.0]]).astype(np.float32)
+    n = len(x)
+    out = np.zeros((7, n), np.float32)
+    with emu_options(seed=1):
+        k((n + 127) // 128, 128, (x, out, np.int32(n)))
+    xd = x.astype(np.float64)
+
+    def ulps(got, want):
+        want32 = want.astype(np.float32)
+        return np.abs(got.view(np.int32).astype(np.int64) - want32.view(np.int32).astype(np.int64))
+
+    fin = xd < 88
+    e = ulps(out[0][fin], np.exp(xd[fin]))
+    assert e.max() <= 2 + np.floor(1.173 * xd[fin].max()) and e.max() > 8      # error grows with |x|, as on a GPU
+    d = ulps(out[1][:-4], 1 / xd[:-4])
+    assert d.max() <= 2 and d.max() >= 1                           # not the correctly rounded 1/x
+    np.testing.assert_array_equal(out[1][-4:-2], 0.0)              # __fdividef: 0 for 2^126 < |y| < 2^128
+    r = ulps(out[2], 1 / np.sqrt(xd))
+    assert r.max() <= 2 and r.max() >= 1
+    near1 = (xd >= 0.5) & (xd <= 2)
+    assert np.abs(out[3][near1] - np.log(xd[near1])).max() <= 2.0**-21.41 * 1.01
+    small = np.abs(xd) <= np.pi
+    assert np.abs(out[4][small] - np.sin(xd[small])).max() <= 2.0**-21.41
+    assert np.abs(out[5][small] - np.cos(xd[small])).max() <= 2.0**-21.41
+    p = out[6][fin] / (xd[fin] ** 1.5) - 1
+    assert np.abs(p).max() < 1e-4
+    # deterministic: the same input gives the same answer
+    out2 = np.zeros_like(out)
+    with emu_options(seed=1, order="reverse"):
+        k((n + 127) // 128, 128, (x, out2, np.int32(n)))
+    np.testing.assert_array_equal(out, out2)
+
+
+def test_random_block_order_shows_a_dependence_between_blocks(mod):
+    k = mod.get_function("chain_blocks")
+
+    def run(**kw):
+        y = np.zeros(9, np.int32)
+        with emu_options(**kw):
+            k(8, 32, (y,))
+        return y
+
+    np.testing.assert_array_equal(run(blocks="forward"), np.arange(9))    # works only in this order
+    assert not np.array_equal(run(), np.arange(9))                        # the default: random blocks
+    with pytest.raises(CudaError, match=r"race on y\[\d\] .* blocks of a grid are not ordered"):
+        run(race=True, blocks="forward")                                  # and the race check says why
+
+
+def test_race_check_finds_a_missing_syncwarp_in_attention(tmp_path):
+    """attn_prefill publishes each lane's probability in shared memory and reads all 32 after a
+    __syncwarp. Without it the values still flow through shuffles in the same loop, which the
+    emulator used to treat as fences; the race check names the array and the threads."""
+    src = (M.CUDA_DIR / "attention.cu").read_text()
+    publish = re.compile(r"(pw\[warp\]\[lane\] = p;\s*)__syncwarp\(\);")
+    assert len(publish.findall(src)) == 1
+    broken = tmp_path / "attention_no_syncwarp.cu"
+    broken.write_text(publish.sub(r"\1;", src))
+    rng = np.random.default_rng(0)
+    n_tok, hd = 9, 64
+    q = rng.standard_normal((n_tok, 1, hd)).astype(np.float32)
+    k = rng.standard_normal((n_tok, 1, hd)).astype(np.float16)
+    v = rng.standard_normal((n_tok, 1, hd)).astype(np.float16)
+
+    def run(source):
+        y = np.zeros_like(q)
+        with emu_options(race=True, order="random", seed=1):   # ops.attention_prefill's launch
+            M.load(source, emulate=True).get_function("attn_prefill_64")(
+                (3, 1), 128, (q, k, v, y, np.int32(n_tok), np.int32(1), np.int32(1), np.int32(hd), np.int32(0),
+                              np.int32(0), np.float32(0.125), np.float32(0.0)))
+        return y
+
+    np.testing.assert_allclose(run(str(M.CUDA_DIR / "attention.cu")),
+                               ref.attention(q, k, v, 0, 0.125, None, None), rtol=1e-4, atol=2e-5)
+    with pytest.raises(CudaError, match=r"race on __shared__ pw \(byte \d+\): block \(\d,0,0\) thread "
+                                        r"\(\d+,0,0\) (reads|writes) .* thread \(\d+,0,0\) (read|wrote)"):
+        run(str(broken))
+
+
+def test_static_shared_in_templates_is_per_block_and_limited(mod):
+    """Static __shared__ inside a template lived in .bss (g++ ignores the section attribute
+    there): one copy for all blocks, never poisoned. The loader now puts it in a per-launch arena."""
+    y = np.zeros(2, np.float32)
+    with emu_options(blocks="forward"):
+        mod.get_function("tmpl_shared")(2, 1, (y,))
+    assert y[0] == 1.0 and np.isnan(y[1])          # block 1 reads the poison, not block 0's value
+    k = mod.get_function("big_shared")
+    y = np.zeros(32, np.float32)
+    k(1, 32, (y,), shared_mem=8 * 1024)            # 40 + 8 KiB: fits
+    np.testing.assert_array_equal(y, 3.0)
+    with pytest.raises(CudaError, match=r"__shared__ s: 40960 bytes of static shared memory with 9216 "
+                                        r"dynamic exceed 48 KiB"):
+        k(1, 32, (y,), shared_mem=9 * 1024)

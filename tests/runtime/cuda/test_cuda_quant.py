@@ -15,7 +15,7 @@
 
 Each test runs on numpy arrays (the emulated kernels) and, where a GPU and CuPy are there
 (tools/conformance/gpu_check.py), again on CuPy arrays (the real kernels). Every kernel runs in the three emulation thread orders (forward, reverse, random) and with
-guarded buffers (writes outside an argument fail). Shapes are odd: n_out = 5 or 7 rows (not a
+guarded buffers (writes outside an argument fail); every emulated launch with the race check. Shapes are odd: n_out = 5 or 7 rows (not a
 multiple of the 4 rows per CTA the launcher picks for rows of 16 chunks), two 256-blocks per
 row; test_matvec_rows_per_cta covers 2 and 1 rows per CTA. Random blocks are random bytes with sane fp16
 scales (tests/helpers/qtensors.py), so every bit of every layout is exercised.
@@ -40,6 +40,13 @@ from tests.helpers.qtensors import random_rows
 
 ORDERS = [dict(order="forward"), dict(order="reverse"), dict(order="random", seed=7)]
 TOL = 1e-5
+
+
+@pytest.fixture(autouse=True)
+def _race_check():
+    """Every emulated launch here runs with the race check (emu/cuda_emu.h)."""
+    with emu_options(race=True):
+        yield
 
 
 def _gpu_skip_reason():
