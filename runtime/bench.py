@@ -56,8 +56,12 @@ def _model_info(model) -> tuple[str, int, int]:
     return name, size, params
 
 
-def _run_once(model, n_prompt: int, n_gen: int, rng, n_batch: int) -> float:
-    cache = model.new_cache(max(n_prompt + n_gen, 1))
+def _run_once(model, n_prompt: int, n_gen: int, rng, n_batch: int, cache=None) -> float:
+    """One run from an empty cache (``cache`` cleared and reused, as llama-bench reuses its
+    context: a decode CUDA graph captured for it then serves every run)."""
+    if cache is None:
+        cache = model.new_cache(max(n_prompt + n_gen, 1))
+    cache.clear()
     ids = rng.integers(0, model.hp.n_vocab, size=max(n_prompt, 1))
     t0 = time.perf_counter_ns()
     if n_prompt:
@@ -73,9 +77,10 @@ def bench_one(model, n_prompt: int, n_gen: int, reps: int = 5, n_threads: int = 
     if reps < 1:
         raise ModelError(f"bench needs at least 1 repetition, got {reps}")
     rng = np.random.default_rng(seed)
-    _run_once(model, n_prompt, n_gen, rng, n_batch)                 # warm-up
+    cache = model.new_cache(max(n_prompt + n_gen, 1))
+    _run_once(model, n_prompt, n_gen, rng, n_batch, cache)          # warm-up
     launches = _launches()
-    ns = [_run_once(model, n_prompt, n_gen, rng, n_batch) for _ in range(reps)]
+    ns = [_run_once(model, n_prompt, n_gen, rng, n_batch, cache) for _ in range(reps)]
     n_tok = n_prompt + n_gen
     per_tok = {k: (v2 - v1) / (reps * n_tok) for (k, v1), v2 in zip(launches.items(), _launches().values())} \
         if launches and _uses_cuda(model) else {}

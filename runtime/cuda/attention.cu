@@ -151,33 +151,50 @@ attn_decode_partial_impl(const float* __restrict__ q, const f16* __restrict__ k,
     }
 }
 
-// grid (n_tok * n_head), block (ATT_THREADS). out[row, d] = sum_s o_s[d] e^(m_s - M) / sum_s l_s e^(m_s - M)
-// qmode (common.cuh's ACT_*, ACT_Q8_K_CPU excepted; hd a multiple of 32 otherwise): also write
-// out as the int8 activation blocks of the next matvec, yq u8 [n_tok * n_head * hd / 32 * 36]
-// (a warp per 32 dims; the same bytes as quantizing out afterwards).
+// grid (n_tok * n_head / rpb), block (ATT_THREADS): rpb consecutive rows per block (1, or
+// 256 / hd for qmode ACT_Q8_K_CPU). out[row, d] = sum_s o_s[d] e^(m_s - M) / sum_s l_s e^(m_s - M).
+// qmode (common.cuh's ACT_*): also write out as the int8 activation blocks of the next matvec,
+// yq u8 [n_tok * n_head * hd / 32 * 36], the same bytes as quantizing out afterwards: per 32
+// dims a warp each (hd a multiple of 32), or ggml-cpu's Q8_K per 256 (hd divides 256 and
+// n_head * hd is a multiple of 256: a block's rows are one unit, staged in shared memory).
 template <class T>
 static __device__ __forceinline__ void
 attn_decode_combine_impl(const T* __restrict__ part_o, const T* __restrict__ part_ml, float* __restrict__ out,
                          unsigned char* __restrict__ yq, int n_split, int hd, int qmode) {
-    const int row = blockIdx.x;
-    const T* ml = part_ml + (long long)row * n_split * 2;
-    T M = (T)F32_NEG_INF;
-    for (int s = 0; s < n_split; s++) M = att_max(M, ml[2 * s]);
-    T L = 0;
-    for (int s = 0; s < n_split; s++)
-        if (ml[2 * s + 1] > (T)0) L += ml[2 * s + 1] * att_exp(ml[2 * s] - M);
+    __shared__ float unit[256];
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, n_warps = blockDim.x >> 5;
-    for (int d0 = 32 * warp; d0 < hd; d0 += 32 * n_warps) {     // warp-uniform
-        const int d = d0 + lane;
-        float y = 0.0f;
-        if (d < hd) {
-            T o = 0;
-            for (int s = 0; s < n_split; s++)
-                if (ml[2 * s + 1] > (T)0) o += part_o[((long long)row * n_split + s) * hd + d] * att_exp(ml[2 * s] - M);
-            y = (float)(o / L);
-            out[(long long)row * hd + d] = y;
+    const int rpb = qmode == ACT_Q8_K_CPU ? 256 / hd : 1;
+    for (int r = 0; r < rpb; r++) {
+        const int row = blockIdx.x * rpb + r;
+        const T* ml = part_ml + (long long)row * n_split * 2;
+        T M = (T)F32_NEG_INF;
+        for (int s = 0; s < n_split; s++) M = att_max(M, ml[2 * s]);
+        T L = 0;
+        for (int s = 0; s < n_split; s++)
+            if (ml[2 * s + 1] > (T)0) L += ml[2 * s + 1] * att_exp(ml[2 * s] - M);
+        for (int d0 = 32 * warp; d0 < hd; d0 += 32 * n_warps) {     // warp-uniform
+            const int d = d0 + lane;
+            float y = 0.0f;
+            if (d < hd) {
+                T o = 0;
+                for (int s = 0; s < n_split; s++)
+                    if (ml[2 * s + 1] > (T)0)
+                        o += part_o[((long long)row * n_split + s) * hd + d] * att_exp(ml[2 * s] - M);
+                y = (float)(o / L);
+                out[(long long)row * hd + d] = y;
+                if (qmode == ACT_Q8_K_CPU) unit[r * hd + d] = y;
+            }
+            if (qmode == ACT_Q8_1 || qmode == ACT_Q8_0_CPU)
+                act_quantize_warp(qmode, &y, lane, yq + ((long long)row * hd + d0) / 32 * QK_ACT_BYTES);
         }
-        if (qmode == ACT_Q8_1 || qmode == ACT_Q8_0_CPU) act_quantize_warp(qmode, &y, lane, yq + ((long long)row * hd + d0) / 32 * QK_ACT_BYTES);
+    }
+    if (qmode == ACT_Q8_K_CPU) {
+        __syncthreads();
+        if (warp == 0) {
+            float v[8];
+            for (int j = 0; j < 8; j++) v[j] = unit[32 * j + lane];
+            act_q8_k_cpu_warp(v, lane, yq + (long long)blockIdx.x * 8 * QK_ACT_BYTES);
+        }
     }
 }
 

@@ -290,6 +290,18 @@ def decode_splits(n_keys: int, window: int | None = None, split_keys: int = 256)
     return max(1, -(-seen // split_keys))
 
 
+def fused_rows(qmode: int, n_head: int, hd: int) -> int:
+    """Rows (heads) per combine block when it writes activation format qmode (0: it cannot):
+    1 for q8_1 / Q8_0 (hd a multiple of 32), 256 / hd for Q8_K (hd divides 256 and the heads
+    of a token make whole units of 256)."""
+    from runtime.cuda.qmatmul import ACT_Q8_0_CPU, ACT_Q8_1, ACT_Q8_K_CPU
+    if qmode in (ACT_Q8_1, ACT_Q8_0_CPU):
+        return 1 if hd % 32 == 0 else 0
+    if qmode == ACT_Q8_K_CPU and hd % 32 == 0 and 256 % hd == 0 and n_head * hd % 256 == 0:
+        return 256 // hd
+    return 0
+
+
 def attention_decode(q, k_cache, v_cache, n_past: int, scale: float, window: int | None = None,
                      softcap: float | None = None, out=None, split_keys: int = 256, f64: bool = False,
                      pos=None, n_split: int | None = None, qmode: int = 0, yq=None):
@@ -312,10 +324,12 @@ def attention_decode(q, k_cache, v_cache, n_past: int, scale: float, window: int
     n_split = need if n_split is None else int(n_split)
     if n_split < need:
         raise CudaError(f"attention: {n_split} splits for {need} chunks of keys")
+    rpb = 1
     if qmode:
-        from runtime.cuda.qmatmul import ACT_Q8_0_CPU, ACT_Q8_1, act_row_bytes
-        if qmode not in (ACT_Q8_1, ACT_Q8_0_CPU) or hd % 32:
-            raise CudaError(f"attention: no fused output format {qmode} for head_dim {hd}")
+        from runtime.cuda.qmatmul import act_row_bytes
+        rpb = fused_rows(qmode, n_head, hd)
+        if not rpb:
+            raise CudaError(f"attention: no fused output format {qmode} for {n_head} heads of {hd}")
         if yq is None or yq.dtype != np.uint8 or yq.size != n_tok * act_row_bytes(n_head * hd):
             raise CudaError("attention: yq must be u8 activation blocks of the output")
     if pos is None:
@@ -331,7 +345,7 @@ def attention_decode(q, k_cache, v_cache, n_past: int, scale: float, window: int
         (q, k_cache, v_cache, part_o, part_ml, np.int32(n_head), np.int32(n_kv), np.int32(hd), pos,
          w, np.int32(split_keys), np.float32(scale), cap))
     kernel("attention", "attn_decode_combine" + sfx, q)(
-        rows, ATT_THREADS, (part_o, part_ml, y, yq if qmode else None, np.int32(n_split), np.int32(hd),
+        rows // rpb, ATT_THREADS, (part_o, part_ml, y, yq if qmode else None, np.int32(n_split), np.int32(hd),
                             np.int32(qmode)))
     return y
 
@@ -467,18 +481,40 @@ def sample_top_k(logits, top_k: int, top_p: float, min_p: float, temp: float, u,
     return out
 
 
+def penalty_ids(params, history, n_vocab: int, length: int | None = None):
+    """The ids the repetition penalty applies to (runtime.generate.sample's chain), an i32 host
+    array, or None when it applies to none. length: padded to exactly that many ids by repeating
+    the first (the kernel penalises a repeated id once), as a captured graph's fixed buffer."""
+    if params.repeat_penalty == 1.0 or params.repeat_last_n == 0 or not len(history):
+        return None
+    h = list(history)[-params.repeat_last_n:] if params.repeat_last_n > 0 else list(history)
+    if min(h) < 0 or max(h) >= n_vocab:
+        raise CudaError(f"repeat penalty: token id out of range 0..{n_vocab - 1}")
+    if length is not None:
+        h = [h[0]] * (length - len(h)) + h
+    return np.asarray(h, np.int32)
+
+
+def sample_device(logits, params, ids=None, u=None, out=None):
+    """The sampling chain's kernels with every varying input in device memory (what a graph
+    captures): the penalty over ``ids`` (i32 device array, or None), then argmax (temp <= 0) or
+    top-k/top-p/min-p/temperature with the draw ``u`` (an f64 device array [1], or a float).
+    Returns i32 device array [1]."""
+    if ids is not None:
+        repeat_penalty(logits, ids, params.repeat_penalty)
+    if params.temp <= 0:
+        return argmax(logits, out)
+    return sample_top_k(logits, params.top_k, params.top_p, params.min_p, params.temp, u, out)
+
+
 def sample(logits, params, rng: np.random.Generator, history=()):
     """One token id as runtime.generate.sample(logits, params, rng, history) picks it, computed
     on the device (logits is modified in place by the repetition penalty). Only the id comes
     back. Raises CudaError for top_k outside 1..TOPK_MAX: sample on the host then."""
     xp = array_module(logits)
-    if params.repeat_penalty != 1.0 and params.repeat_last_n != 0 and len(history):
-        h = list(history)[-params.repeat_last_n:] if params.repeat_last_n > 0 else list(history)
-        if min(h) < 0 or max(h) >= logits.size:
-            raise CudaError(f"repeat penalty: token id out of range 0..{logits.size - 1}")
-        repeat_penalty(logits, xp.asarray(np.asarray(h, np.int32)), params.repeat_penalty)
-    if params.temp <= 0:
-        tid = argmax(logits)
-    else:
-        tid = sample_top_k(logits, params.top_k, params.top_p, params.min_p, params.temp, rng.random())
+    if params.temp > 0:
+        top_k_plan(logits.size, min(int(params.top_k), logits.size))    # before the penalty changes logits
+    h = penalty_ids(params, history, logits.size)
+    tid = sample_device(logits, params, None if h is None else xp.asarray(h),
+                        rng.random() if params.temp > 0 else None)
     return int(tid[0]) if xp is np else int(tid.get()[0])

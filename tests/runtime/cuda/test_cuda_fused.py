@@ -89,7 +89,7 @@ def test_rope_kv(side, mode, hd, n_rot, ff, qs):
 
 
 @pytest.mark.parametrize("f64", [False, True])
-@pytest.mark.parametrize("qmode", [qm.ACT_NONE, qm.ACT_Q8_1, qm.ACT_Q8_0_CPU])
+@pytest.mark.parametrize("qmode", MODES)
 def test_attention_fixed_grid_and_fused_output(side, f64, qmode):
     """pos read from device memory, a grid sized for the whole context (the splits past the
     keys exit), and the output quantized in the combine kernel: the same floats as the
@@ -120,6 +120,9 @@ def test_fused_errors():
     q, kc = np.zeros((1, 2, 48), np.float32), np.zeros((8, 1, 48), np.float16)
     with pytest.raises(CudaError, match="no fused output format"):
         ops.attention(q, kc, kc, 3, 1.0, qmode=qm.ACT_Q8_1, yq=np.zeros(1, np.uint8))
+    with pytest.raises(CudaError, match="no fused output format"):     # 2 heads of 64: half a Q8_K unit
+        ops.attention(np.zeros((1, 2, 64), np.float32), np.zeros((8, 1, 64), np.float16),
+                      np.zeros((8, 1, 64), np.float16), 3, 1.0, qmode=qm.ACT_Q8_K_CPU, yq=np.zeros(1, np.uint8))
     with pytest.raises(CudaError, match="splits for"):
         ops.attention(np.zeros((1, 2, 64), np.float32), np.zeros((600, 1, 64), np.float16),
                       np.zeros((600, 1, 64), np.float16), 590, 1.0, n_split=1)
