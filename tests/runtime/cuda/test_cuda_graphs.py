@@ -108,7 +108,8 @@ def test_graph_decode_past_600_positions_equals_eager_and_cpu(tmp_path, monkeypa
     in the captured grid, the last one empty): the graph's tokens (the whole step, sampling
     included, replayed from device memory) equal eager decode's exactly (the same kernels), and
     the CPU's up to a near-tie. A sampled chain (top-k, penalty from the graph's id buffer, the
-    draw from its u buffer) equals eager device sampling too."""
+    draw from its u buffer) equals eager device sampling too. (The GPU runs start from one
+    emulated prefill's cache, copied; the penalty then sees only the generated ids.)"""
     path = write_model(tmp_path / "llama-q8.gguf", "llama", [(2, 1, 128)] * 2, n_embd=64, head_dim=32, types="Q8_0")
     m = load(str(path), with_tokenizer=False)
     prompt = [256] + [int(t) for t in np.random.default_rng(0).integers(1, 255, 589)]
@@ -116,12 +117,23 @@ def test_graph_decode_past_600_positions_equals_eager_and_cpu(tmp_path, monkeypa
     chains = (GREEDY, SamplingParams(temp=0.9, top_k=20, top_p=0.9, min_p=0.02, repeat_penalty=1.3,
                                      repeat_last_n=16, seed=3))
     runs = {}
+    monkeypatch.setenv("GGUFKIT_CUDA_GRAPHS", "0")
+    place_model(m, DeviceOptions("cuda", "all"), n_ctx)
+    filled = m.new_cache(n_ctx)
+    m.forward(prompt[:-1], filled)                 # one emulated 589-token prefill for every run
+
+    def cache():                                   # the prompt but its last token, on this placement
+        c = m.new_cache(n_ctx)
+        for il in range(m.hp.n_layer):
+            c.k[il][...], c.v[il][...] = filled.k[il], filled.v[il]
+        c.n_past = filled.n_past
+        return c
     for graphs in ("0", "1"):
         monkeypatch.setenv("GGUFKIT_CUDA_GRAPHS", graphs)
         place_model(m, DeviceOptions("cuda", "all"), n_ctx)
         g = m.decode_graph
         for p in chains:
-            runs[graphs, p] = list(generate(m, prompt, n_gen, p, n_ctx=n_ctx))
+            runs[graphs, p] = list(generate(m, prompt[-1:], n_gen, p, cache=cache()))
             if graphs == "1":
                 assert g.error is None and g.replays > 0
         if graphs == "1":
