@@ -11,6 +11,14 @@ device copies. The KV cache is f16 device memory, one [n_ctx, n_head_kv, head_di
 attention layer sized by that layer's own KV heads (``new_kv``). Kernels: ``runtime.cuda.ops``
 (norms, rope, elementwise, KV write, attention) and ``runtime.cuda.qmatmul`` (quantized matmul).
 
+The fused verbs (``add_rms_norm``, ``matmuls``, ``rope_kv``, ``attention_for``, ``glu``) run
+``runtime.backend.Backend``'s chains in one launch each, and a decode input is converted once
+to its consumers' int8 activation format, by the kernel that produced it where it can: a llama
+layer is at most 12 launches (docs/CUDA.md, "Launches"). Q/K/V and gate/up of one type are
+uploaded as one matrix (``load_weights(groups=...)``) and multiplied in one launch. Decode
+attention reads n_past from device memory (``_positions``), so a captured graph
+(runtime.cuda.graph) serves every position.
+
 Out of memory on the device (an upload, a cache, an activation) raises ``CudaError`` naming
 what was being allocated, never a hang or a CuPy traceback.
 """

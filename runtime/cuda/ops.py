@@ -1,4 +1,6 @@
-"""Python launchers for the non-quantized CUDA kernels (elementwise.cu, attention.cu, sampling.cu).
+"""Python launchers for the non-quantized CUDA kernels (elementwise.cu, attention.cu, sampling.cu),
+and the fused decode kernels (``add_rms_norm``, ``glu``, ``rope_kv``; attention's combine with its
+output quantized), each bit-equal to the chain of launchers it replaces.
 
 Each takes device arrays and sizes and knows nothing about models. The side is the arrays':
 numpy arrays run the emulated kernels (runtime.cuda.module, g++), CuPy arrays the real ones.
