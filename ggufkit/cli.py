@@ -258,21 +258,25 @@ def tokenize_cmd(model, prompt, text_file, ids_only, no_bos, no_parse_special, n
 
 @cli.command("plan")
 @click.argument("model", type=click.Path(dir_okay=False))
-@click.option("--gpu-memory", help=f"GPU memory budget in {SIZE_HELP} (default: the card's free memory).")
+@click.option("--gpu-memory", help=f"GPU memory budget in {SIZE_HELP} (default: the card's free memory); several "
+                                   f"GPUs: one per GPU, 16GiB,16GiB.")
 @click.option("-c", "--ctx-size", default=4096, show_default=True, type=int)
 @click.option("--gpu-layers", "-ngl", default="auto", show_default=True, help="N (the last N, llama.cpp -ngl), all, auto.")
+@click.option("--device", default="cuda:0", show_default=True, help="The GPU, or several: cuda:0,cuda:1.")
+@click.option("--tensor-split", "-ts", help="Several GPUs: each one's share of the GPU layers (llama.cpp's -ts), 3,1.")
 @click.option("--card", help="Plan for this card (e.g. 'RTX 3060'): its memory and bandwidth.")
 @click.option("--cpu-bw", type=float, help="CPU memory bandwidth, GB/s.")
 @click.option("--gpu-bw", type=float, help="GPU memory bandwidth, GB/s.")
 @click.option("-b", "--batch-size", default=512, show_default=True, type=int)
 @click.option("-o", "--output", default="text", show_default=True, type=click.Choice(["text", "json"]))
-def plan_cmd(model, gpu_memory, ctx_size, gpu_layers, card, cpu_bw, gpu_bw, batch_size, output) -> None:
+def plan_cmd(model, gpu_memory, ctx_size, gpu_layers, device, tensor_split, card, cpu_bw, gpu_bw, batch_size,
+             output) -> None:
     """Which layers of MODEL go on the GPU: per layer kind, bytes and device; predicted tok/s."""
     from ggufkit.plan import format_plan
     from runtime.plan import plan_for_file
 
     p = plan_for_file(model, ctx_size, gpu_memory, gpu_layers, card=card, cpu_bw=cpu_bw, gpu_bw=gpu_bw,
-                      n_batch=batch_size)
+                      n_batch=batch_size, device=device, tensor_split=tensor_split)
     click.echo(format_plan(p, output), nl=False)
 
 

@@ -152,8 +152,10 @@ class Backend(ABC):
         """x[rows] for a host index array (or -1: the last row, kept 2-D)."""
         ...
 
-    def load_weights(self, mats: dict, vecs: dict) -> int:
-        """Make these weights resident (upload once); returns the bytes it placed on the device."""
+    def load_weights(self, mats: dict, vecs: dict, groups=()) -> int:
+        """Make these weights resident (upload once); returns the bytes it placed on the device.
+        groups: tuples of QTensors (Q/K/V, gate/up) that ``matmuls`` will take together with
+        one input (a device backend may store each group as one matrix)."""
         return 0
 
     # -- KV cache
@@ -209,6 +211,40 @@ class Backend(ABC):
     def softcap(self, x, c: float):
         """c * tanh(x / c) (gemma's logit softcapping)."""
         ...
+
+    # -- fused verbs: each is the chain of verbs its default runs, which a device backend may do
+    # in fewer kernel launches (runtime.cuda.backend); the numbers are the chain's either way
+    def add_rms_norm(self, a, b, w, eps: float, consumers=()):
+        """(s, rms_norm(s, w, eps)) with s = a + b (b None: s = a): a residual add and the next
+        norm. consumers: the weights that will multiply the normed rows (a hint: the device may
+        convert the rows to their activation format in the same pass)."""
+        s = a if b is None else self.add(a, b)
+        return s, self.rms_norm(s, w, eps)
+
+    def matmuls(self, ws, x) -> list:
+        """[matmul(w, x) for w in ws]: several weights on one input (Q/K/V, gate/up)."""
+        return [self.matmul(w, x) for w in ws]
+
+    def rope_kv(self, q, k, v, k_cache, v_cache, pos, n_past: int, n_rot, freq_base, freq_scale=1.0,
+                freq_factors=None, mode="norm", q_scale: float = 1.0):
+        """RoPE on q and k, q * q_scale returned, k and v stored at positions n_past.. of the
+        caches (``rope``, ``rope``, ``scale``, ``kv_write``). pos: the positions, i32 [n_tok]."""
+        q = self.rope(q, pos, n_rot, freq_base, freq_scale, freq_factors, mode)
+        k = self.rope(k, pos, n_rot, freq_base, freq_scale, freq_factors, mode)
+        q = self.scale(q, q_scale)
+        self.kv_write(k_cache, v_cache, n_past, k, v)
+        return q
+
+    def attention_for(self, consumer, q, k_cache, v_cache, n_past: int, scale: float, window=None, softcap=None):
+        """``attention`` whose output the weight ``consumer`` multiplies next (the hint of
+        ``add_rms_norm``)."""
+        return self.attention(q, k_cache, v_cache, n_past, scale, window, softcap)
+
+    def glu(self, kind: str, gate, up, consumer=None):
+        """``swiglu`` (kind "silu") or ``geglu`` ("gelu") whose output ``consumer`` multiplies next."""
+        if kind not in ("silu", "gelu"):
+            raise ModelError(f"unknown gated activation {kind!r}")
+        return self.swiglu(gate, up) if kind == "silu" else self.geglu(gate, up)
 
     # -- sampling: None means "not on this device" (the caller samples on the host)
     def sample(self, logits, params, rng, history=()) -> int | None:

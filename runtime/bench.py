@@ -61,10 +61,15 @@ def _model_info(model) -> tuple[str, int, int]:
     return name, size, params
 
 
-def _run_once(model, n_prompt: int, n_gen: int, rng, n_batch: int, n_seq: int = 1) -> float:
+def _run_once(model, n_prompt: int, n_gen: int, rng, n_batch: int, cache=None, n_seq: int = 1) -> float:
+    """One run from an empty cache (``cache`` cleared and reused, as llama-bench reuses its
+    context: a decode CUDA graph captured for it then serves every run); n_seq > 1: that many
+    sequences decoded together (``_run_parallel``)."""
     if n_seq > 1:
         return _run_parallel(model, n_gen, rng, n_seq)
-    cache = model.new_cache(max(n_prompt + n_gen, 1))
+    if cache is None:
+        cache = model.new_cache(max(n_prompt + n_gen, 1))
+    cache.clear()
     ids = rng.integers(0, model.hp.n_vocab, size=max(n_prompt, 1))
     t0 = time.perf_counter_ns()
     if n_prompt:
@@ -91,9 +96,10 @@ def bench_one(model, n_prompt: int, n_gen: int, reps: int = 5, n_threads: int = 
     if reps < 1:
         raise ModelError(f"bench needs at least 1 repetition, got {reps}")
     rng = np.random.default_rng(seed)
-    _run_once(model, n_prompt, n_gen, rng, n_batch, n_seq)          # warm-up
+    cache = model.new_cache(max(n_prompt + n_gen, 1)) if n_seq == 1 else None
+    _run_once(model, n_prompt, n_gen, rng, n_batch, cache, n_seq)          # warm-up
     launches = _launches()
-    ns = [_run_once(model, n_prompt, n_gen, rng, n_batch, n_seq) for _ in range(reps)]
+    ns = [_run_once(model, n_prompt, n_gen, rng, n_batch, cache, n_seq) for _ in range(reps)]
     n_tok = n_prompt + n_gen * n_seq
     per_tok = {k: (v2 - v1) / (reps * n_tok) for (k, v1), v2 in zip(launches.items(), _launches().values())} \
         if launches and _uses_cuda(model) else {}

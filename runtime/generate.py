@@ -4,6 +4,7 @@
     logits = prefill(model, cache, prompt_ids)          # f32 [n_vocab] for the last prompt token
     tid    = sample(logits, params, rng, history)
     logits = decode_one(model, cache, tid)
+    tid    = decode_sample(model, cache, tid, params, rng, history)   # both (one CUDA graph on a GPU)
 
 Sampling follows llama.cpp's default chain (common/sampling.cpp): repetition penalty over the
 last ``repeat_last_n`` tokens, top-k, top-p, min-p, temperature, then a draw; ``temp <= 0``
@@ -55,6 +56,19 @@ def decode_one(model, cache, tid: int, host: bool = True) -> np.ndarray:
     if y is None:
         y = model.logits(model.forward([tid], cache, out_rows=-1), host=False)
     return (model.out_backend.to_host(y) if host else y)[0]
+
+
+def decode_sample(model, cache, tid: int, p: SamplingParams = GREEDY, rng: np.random.Generator | None = None,
+                  history=()) -> int:
+    """``decode_one`` then ``sample_on``: evaluate tid and pick the next token. A model wholly on
+    a GPU replays one captured CUDA graph for both (runtime.cuda.graph: the layers, the output
+    head and the sampling chain)."""
+    rng = rng or np.random.default_rng(p.seed)
+    graph = getattr(model, "decode_graph", None)
+    t = graph.step(cache, tid, p, rng, history) if graph is not None else None
+    if t is not None:
+        return t
+    return sample_on(model.out_backend, decode_one(model, cache, tid, host=False), p, rng, history)
 
 
 def sample_on(backend, logits, p: SamplingParams = GREEDY, rng: np.random.Generator | None = None,
@@ -111,14 +125,14 @@ def generate(model, prompt_ids, n_predict: int, params: SamplingParams = GREEDY,
     out = model.out_backend                 # logits stay where the output head ran
     logits = prefill(model, cache, prompt_ids, n_batch, host=False)
     tok = model.tokenizer
+    tid = sample_on(out, logits, params, rng, history) if n_predict > 0 else None
     for i in range(n_predict):
-        tid = sample_on(out, logits, params, rng, history)
         history.append(tid)
         yield tid
         if stop_at_eog and tok is not None and tok.is_eog(tid):
             return
         if i + 1 < n_predict:
-            logits = decode_one(model, cache, tid, host=False)
+            tid = decode_sample(model, cache, tid, params, rng, history)
 
 
 def check_context(n_prompt: int, n_predict: int, n_ctx: int) -> int:

@@ -158,6 +158,28 @@ class Plan:
     gpu_layers: str = "auto"     # what was asked: auto | all | N
     budget_measured: bool = False  # budget = free memory measured with the context (and other live arrays) excluded
     notes: list = field(default_factory=list)
+    devices: list = field(default_factory=list)   # the GPUs in order ([device] for one)
+    budgets: list = field(default_factory=list)   # bytes allowed on each of them
+    gpu_of: list = field(default_factory=list)    # per layer: its GPU's index in devices, -1 on the CPU
+    output_gpu: int = -1                          # the output head's GPU, -1 on the CPU
+    tensor_split: list | None = None              # the proportions asked for (None: by free memory)
+
+    def __post_init__(self):
+        self.devices = list(self.devices) or [self.device]
+        self.budgets = list(self.budgets) or [self.budget]
+
+    def gpu_index(self, il: int | None) -> int:
+        """The GPU (index in ``devices``) of layer il, or of the output head for None; -1: the CPU."""
+        if il is None:
+            return (self.output_gpu if len(self.devices) > 1 else 0) if self.output_on_gpu else -1
+        if not self.on_gpu[il]:
+            return -1
+        return self.gpu_of[il] if len(self.devices) > 1 else 0
+
+    @property
+    def output_device(self) -> str:
+        g = self.gpu_index(None)
+        return "cpu" if g < 0 else self.devices[g]
 
     @property
     def n_gpu_layers(self) -> int:
@@ -169,25 +191,31 @@ class Plan:
         return any(self.on_gpu) or self.output_on_gpu
 
     def layer_device(self, il: int) -> str:
-        return self.device if self.on_gpu[il] else "cpu"
+        g = self.gpu_index(il)
+        return "cpu" if g < 0 else self.devices[g]
 
     def totals(self) -> dict:
-        """Per device: tensor bytes (each file tensor counted once), KV bytes, and on the GPU the
+        """Per device: tensor bytes (each file tensor counted once), KV bytes, and on each GPU the
         extra resident bytes (a tied output's copy of token_embd, scratch, CUDA context)."""
         cpu = dict(tensors=self.embd_bytes + self.other_bytes, kv=0)
-        gpu = dict(tensors=0, kv=0, copies=0, scratch=0, context=0)
-        for lc, g in zip(self.layers, self.on_gpu):
-            d = gpu if g else cpu
+        gpus = [dict(tensors=0, kv=0, copies=0, scratch=0, context=0) for _ in self.devices]
+        for lc in self.layers:
+            g = self.gpu_index(lc.il)
+            d = cpu if g < 0 else gpus[g]
             d["tensors"] += lc.weight_bytes
             d["kv"] += lc.kv_bytes
-        (gpu if self.output_on_gpu else cpu)["tensors"] += self.output_bytes
-        if self.output_on_gpu and self.tied_output:
-            gpu["copies"] += self.embd_bytes
-        if self.uses_gpu:
-            gpu["scratch"], gpu["context"] = self.scratch, self.context_bytes
+        g = self.gpu_index(None)
+        (cpu if g < 0 else gpus[g])["tensors"] += self.output_bytes
+        if g >= 0 and self.tied_output:
+            gpus[g]["copies"] += self.embd_bytes
+        used = {self.gpu_index(il) for il in range(len(self.layers))} | {g}
+        for i, d in enumerate(gpus):
+            if i in used:
+                d["scratch"], d["context"] = self.scratch, self.context_bytes
         cpu["total"] = sum(cpu.values())
-        gpu["total"] = sum(gpu.values())
-        return {"cpu": cpu, self.device: gpu}
+        for d in gpus:
+            d["total"] = sum(d.values())
+        return {"cpu": cpu, **dict(zip(self.devices, gpus))}
 
     @property
     def head_read_bytes(self) -> int:
@@ -195,12 +223,15 @@ class Plan:
         return self.output_bytes + (self.embd_bytes if self.tied_output else 0)
 
     def crossings(self) -> int:
-        devs = [False] + list(self.on_gpu) + [self.output_on_gpu]
+        """Device changes along a token's way: embedding (CPU), layers, output head (GPU to GPU too)."""
+        devs = [-1] + [self.gpu_index(il) for il in range(len(self.layers))] + [self.gpu_index(None)]
         return sum(a != b for a, b in zip(devs, devs[1:]))
 
     def seconds_per_token(self) -> float:
+        devs = [False] + list(self.on_gpu) + [self.output_on_gpu]
+        gpu_to_gpu = self.crossings() - sum(a != b for a, b in zip(devs, devs[1:]))
         return _time(self.layers, self.on_gpu, self.output_on_gpu, self.head_read_bytes, self.cpu_bw, self.gpu_bw,
-                     self.t_cross)
+                     self.t_cross) + gpu_to_gpu * self.t_cross
 
     @property
     def tok_s(self) -> float:
@@ -215,11 +246,12 @@ class Plan:
     def to_dict(self) -> dict:
         return {
             "arch": self.arch, "n_ctx": self.n_ctx, "device": self.device, "gpu_layers": self.gpu_layers,
+            "devices": list(self.devices), "budgets": list(self.budgets), "tensor_split": self.tensor_split,
             "n_gpu_layers": self.n_gpu_layers, "budget": self.budget,
             "cpu_bw": self.cpu_bw, "gpu_bw": self.gpu_bw,
             "layers": [dict(asdict(lc), device=self.layer_device(lc.il)) for lc in self.layers],
             "token_embd": {"bytes": self.embd_bytes, "device": "cpu"},
-            "output": {"bytes": self.output_bytes, "device": self.device if self.output_on_gpu else "cpu",
+            "output": {"bytes": self.output_bytes, "device": self.output_device,
                        "tied": self.tied_output},
             "other": {"bytes": self.other_bytes, "device": "cpu"},
             "totals": self.totals(), "crossings": self.crossings(),
@@ -244,16 +276,44 @@ def read_hparams(fields: dict, tensors: dict):
     return ARCHS[arch].read_hparams(fields, tensors)
 
 
-def plan_header(fields: dict, tensors: dict, n_ctx: int, gpu_memory: int | None, gpu_layers="auto",
+def plan_header(fields: dict, tensors: dict, n_ctx: int, gpu_memory, gpu_layers="auto",
                 n_batch: int = 512, cpu_bw: float | None = None, gpu_bw: float | None = None,
-                t_cross: float = T_CROSS_DEFAULT, device: str = "cuda:0", measured_free: bool = False) -> Plan:
+                t_cross: float = T_CROSS_DEFAULT, device="cuda:0", measured_free: bool = False,
+                tensor_split=None) -> Plan:
     """The placement for a model given by its GGUF header (``fields``; ``tensors``: name -> info with
     ``shape`` in ne order and ``qtype``) at context n_ctx within gpu_memory bytes of the card
     (None: CPU only; 0 or less: an error). gpu_layers: "auto" (fastest that fits), "all", or N (llama.cpp -ngl).
     measured_free: gpu_memory comes from the free memory ``probe`` measured after creating the
-    CUDA context, so only cuBLAS's part of the context is still to come."""
+    CUDA context, so only cuBLAS's part of the context is still to come.
+
+    Several GPUs: ``device`` a list ("cuda:0", "cuda:1", ...) and gpu_memory one budget per GPU
+    (a list; one value for all; a list alone names cuda:0..N-1). The layers (and the head) chosen
+    for the GPUs as if one card held the sum of the budgets less a context and scratch each are
+    then split over the GPUs in order as llama.cpp's --tensor-split does (``tensor_split``:
+    proportions; None: by each GPU's budget), and must fit each GPU's budget (by budget: moved
+    on to the next GPU where they don't)."""
     if n_ctx <= 0:
         raise ModelError(f"context size must be positive, got {n_ctx}")
+    devices = [d.strip() for d in device.split(",")] if isinstance(device, str) else list(device)
+    if isinstance(gpu_memory, (list, tuple)):
+        budgets = [int(b) for b in gpu_memory]
+        if len(budgets) > 1 and len(devices) == 1:
+            devices = [f"cuda:{i}" for i in range(len(budgets))]
+        if len(budgets) == 1:
+            budgets = budgets * len(devices)
+        if len(budgets) != len(devices):
+            raise ModelError(f"{len(budgets)} GPU memory budgets for {len(devices)} GPUs ({', '.join(devices)})")
+        gpu_memory = sum(budgets)
+        if min(budgets) <= 0:
+            raise ModelError(f"no GPU memory to place layers in on {devices[budgets.index(min(budgets))]}")
+    else:
+        budgets = None if len(devices) == 1 or gpu_memory is None else [int(gpu_memory)] * len(devices)
+        gpu_memory = None if gpu_memory is None else (budgets and sum(budgets)) or gpu_memory
+    tensor_split = parse_split(tensor_split)
+    if tensor_split is not None:
+        if len(tensor_split) != len(devices) or min(tensor_split) < 0 or not sum(tensor_split) > 0:
+            raise ModelError(f"tensor split {','.join(f'{v:g}' for v in tensor_split)}: one proportion >= 0 per GPU "
+                             f"({len(devices)}), not all 0")
     hp = read_hparams(fields, tensors)
     n = hp.n_layer
     weights = [0] * n
@@ -282,18 +342,29 @@ def plan_header(fields: dict, tensors: dict, n_ctx: int, gpu_memory: int | None,
              context_bytes=CUBLAS_BYTES if measured_free else CUDA_CONTEXT_BYTES,
              scratch=scratch_bytes(hp, n_ctx, n_batch, tensors, bool(getattr(hp, "final_softcap", 0))),
              cpu_bw=cpu_bw or CPU_BW_DEFAULT, gpu_bw=gpu_bw or GPU_BW_DEFAULT, t_cross=t_cross,
-             device=device, gpu_layers=str(gpu_layers), budget_measured=measured_free)
+             device=devices[0], gpu_layers=str(gpu_layers), budget_measured=measured_free, devices=devices,
+             budgets=budgets or [budget], tensor_split=tensor_split if len(devices) > 1 else None)
     if not budget:
         return p
-    avail = budget - p.context_bytes - p.scratch
+    fixed = p.context_bytes + p.scratch
+    avails = [b - fixed for b in p.budgets]
+    avail = sum(max(0, a) for a in avails)
     smallest = min((lc.gpu_bytes for lc in layers if lc.gpu_bytes), default=0)
-    if avail < smallest:
-        raise ModelError(f"GPU memory budget {fmt_bytes(budget)} is too small for even one layer: the smallest "
-                         f"needs {fmt_bytes(smallest)} after {fmt_bytes(p.context_bytes + p.scratch)} of CUDA "
+    if max(avails) < smallest:
+        raise ModelError(f"GPU memory budget {fmt_bytes(max(p.budgets))} is too small for even one layer: the smallest "
+                         f"needs {fmt_bytes(smallest)} after {fmt_bytes(fixed)} of CUDA "
                          f"context and scratch")
     g = str(gpu_layers).strip().lower()
     if g == "auto":
-        p.on_gpu, p.output_on_gpu = _best(layers, out_gpu_bytes, p.head_read_bytes, avail, p.cpu_bw, p.gpu_bw, t_cross)
+        for _ in range(len(devices)):
+            p.on_gpu, p.output_on_gpu = _best(layers, out_gpu_bytes, p.head_read_bytes, avail, p.cpu_bw, p.gpu_bw,
+                                              t_cross)
+            if len(devices) == 1 or _split_gpus(p, out_gpu_bytes, avails, explicit=tensor_split is not None,
+                                                  fail=False):
+                return p
+            # the split left a layer's worth unused on some GPU: plan for less
+            avail -= max(lc.gpu_bytes for lc in layers)
+        _split_gpus(p, out_gpu_bytes, avails, explicit=tensor_split is not None)
         return p
     if g == "all":
         k = n + 1
@@ -310,7 +381,62 @@ def plan_header(fields: dict, tensors: dict, n_ctx: int, gpu_memory: int | None,
     if need > avail:
         raise ModelError(f"{p.n_gpu_layers} GPU layers need {fmt_bytes(need + p.context_bytes + p.scratch)} "
                          f"(with context and scratch), more than the budget of {fmt_bytes(budget)}")
+    if len(devices) > 1:
+        _split_gpus(p, out_gpu_bytes, avails, explicit=tensor_split is not None)
     return p
+
+
+def _split_gpus(p: Plan, out_bytes: int, avails: list, explicit: bool, fail: bool = True) -> bool:
+    """Spread the GPU items (layers on a GPU in order, then the head) over ``p.devices`` as
+    llama.cpp's --tensor-split: item j of n goes to the first GPU whose cumulative share of the
+    split exceeds j / n (std::upper_bound in llama_model::load_tensors). Without an asked-for
+    split the shares are each GPU's room (``avails``) and an item's place is its middle byte's
+    fraction of the GPU bytes (layers differ in size: DeciLM). An asked-for split that overfills a
+    GPU is an error; the automatic one then fills the GPUs in order instead.
+    Sets p.gpu_of / p.output_gpu; False (fail=False) or ModelError when the items do not fit."""
+    n_dev = len(p.devices)
+    items = [(il, lc.gpu_bytes) for il, lc in enumerate(p.layers) if p.on_gpu[il]]
+    if p.output_on_gpu:
+        items.append((None, out_bytes))
+    w = p.tensor_split or [max(0, a) for a in avails]
+    cum = np.cumsum(np.asarray(w, np.float64)) / float(sum(w))
+    if p.tensor_split:                       # llama.cpp: by count, item j at j / n
+        n = max(1, len(items))
+        at = [j / n for j in range(len(items))]
+    else:                                    # by room: by bytes, each item at its middle byte
+        sizes = np.asarray([b for _, b in items], np.float64)
+        tot = float(sizes.sum()) or 1.0
+        at = list((np.cumsum(sizes) - sizes / 2) / tot)
+    gpu = [min(n_dev - 1, int(np.searchsorted(cum, x, side="right"))) for x in at]
+    used = [0] * n_dev
+    for (_, b), d in zip(items, gpu):
+        used[d] += b
+    over = [d for d in range(n_dev) if used[d] > avails[d]]
+    if over and explicit:
+        d = over[0]
+        raise ModelError(f"tensor split {','.join(f'{v:g}' for v in p.tensor_split)} puts "
+                         f"{fmt_bytes(used[d] + p.context_bytes + p.scratch)} on {p.devices[d]} (with context and "
+                         f"scratch), more than its budget of {fmt_bytes(p.budgets[d])}")
+    if over:                                 # by room: fill the GPUs in order
+        gpu, used, d = [], [0] * n_dev, 0
+        for _, b in items:
+            while d < n_dev and used[d] + b > avails[d]:
+                d += 1
+            if d == n_dev:
+                if not fail:
+                    return False
+                raise ModelError(f"{p.n_gpu_layers} GPU layers do not fit the budgets of "
+                                 f"{', '.join(p.devices)} ({', '.join(fmt_bytes(b) for b in p.budgets)})")
+            gpu.append(d)
+            used[d] += b
+    p.gpu_of = [-1] * len(p.layers)
+    p.output_gpu = -1
+    for (il, _), d in zip(items, gpu):
+        if il is None:
+            p.output_gpu = d
+        else:
+            p.gpu_of[il] = d
+    return True
 
 
 def _best(layers, out_mem, out_read, avail, bw_c, bw_g, t_cross):
@@ -355,11 +481,30 @@ def _best(layers, out_mem, out_read, avail, bw_c, bw_g, t_cross):
     return on[:-1], on[-1]
 
 
+def parse_budgets(gpu_memory):
+    """A budget ("8GiB", bytes) or one per GPU ("16GiB,16GiB", a list): bytes, or a list of them."""
+    if gpu_memory is None:
+        return None
+    if isinstance(gpu_memory, (list, tuple)) or (isinstance(gpu_memory, str) and "," in gpu_memory):
+        parts = gpu_memory.split(",") if isinstance(gpu_memory, str) else gpu_memory
+        return [parse_size(v.strip() if isinstance(v, str) else v) for v in parts]
+    return parse_size(gpu_memory)
+
+
+def parse_split(tensor_split) -> list[float] | None:
+    """--tensor-split "3,1" (llama.cpp's proportions per GPU) -> [3.0, 1.0]; None stays None."""
+    if tensor_split is None or isinstance(tensor_split, (list, tuple)):
+        return None if tensor_split is None else [float(v) for v in tensor_split]
+    try:
+        return [float(v) for v in str(tensor_split).replace("/", ",").split(",")]
+    except ValueError:
+        raise ModelError(f"tensor split {tensor_split!r}: expected proportions like 3,1") from None
+
+
 def plan_file(path: str, n_ctx: int, gpu_memory=None, gpu_layers="auto", **kw) -> Plan:
     """``plan_header`` for a GGUF file; reads only its header (the tensor data may be absent)."""
     fields, tensors = read_header(path)
-    return plan_header(fields, tensors, n_ctx, parse_size(gpu_memory) if gpu_memory is not None else None,
-                       gpu_layers, **kw)
+    return plan_header(fields, tensors, n_ctx, parse_budgets(gpu_memory), gpu_layers, **kw)
 
 
 def read_header(path: str) -> tuple[dict, dict]:
@@ -376,9 +521,34 @@ def read_header(path: str) -> tuple[dict, dict]:
 
 def plan_for_file(path: str, n_ctx: int, gpu_memory=None, gpu_layers="auto", card: str | None = None,
                   cpu_bw: float | None = None, gpu_bw: float | None = None, n_batch: int = 512,
-                  device: str = "cuda:0") -> Plan:
+                  device: str = "cuda:0", tensor_split=None) -> Plan:
     """``ggufkit plan``: the budget and bandwidth from the options, a named card (``card``) or the
-    GPU present; works without a GPU when the budget or the card is given. Bandwidths in GB/s."""
+    GPU present; works without a GPU when the budget or the card is given. Bandwidths in GB/s.
+    Several GPUs: ``device`` "cuda:0,cuda:1" and/or ``gpu_memory`` "16GiB,16GiB" (one per GPU:
+    cuda:0.. when no device is named), ``tensor_split`` "3,1" (see ``plan_header``)."""
+    from runtime.device import parse_devices
+    devices = [f"{k}:{i}" for k, i in parse_devices(device)]
+    budgets = parse_budgets(gpu_memory)
+    if len(devices) > 1 or isinstance(budgets, list):
+        if any(not d.startswith("cuda") for d in devices):
+            raise ModelError(f"device {device!r}: several devices must all be GPUs (cuda:N)")
+        if budgets is None:
+            from runtime.cuda.backend import probe
+            budgets, measured = [], True
+            for d in devices:
+                try:
+                    budgets.append(max(0, probe(_device_index(d))[1] - SAFETY_MARGIN))
+                except ModelError as e:
+                    raise ModelError(f"{e} (give a GPU memory budget per GPU to plan without them)") from None
+        else:
+            measured = False
+        fields, tensors = read_header(path)
+        p = plan_header(fields, tensors, n_ctx, budgets if isinstance(budgets, list) else [budgets], gpu_layers,
+                        n_batch=n_batch, cpu_bw=cpu_bw * 1e9 if cpu_bw else None, gpu_bw=gpu_bw * 1e9 if gpu_bw else None,
+                        device=devices, measured_free=measured, tensor_split=parse_split(tensor_split))
+        if cpu_bw is None:
+            p.notes.append(f"CPU bandwidth: default {CPU_BW_DEFAULT / 1e9:.0f} GB/s (give the measured one)")
+        return p
     notes = []
     bw, measured = None, False
     if card:
@@ -422,21 +592,35 @@ def place_model(model, dev=None, n_ctx: int = 4096, n_batch: int = 512) -> Plan 
     """Put a loaded model's layers where ``dev`` (runtime.device.DeviceOptions) asks, as planned
     from its GGUF header for a context of n_ctx (``ggufkit plan`` shows the same plan); None when
     everything stays on the CPU."""
-    from runtime.device import DeviceOptions, parse_device
+    from runtime.device import DeviceOptions, parse_devices
     dev = dev or DeviceOptions()
-    kind, index = parse_device(dev.device)
+    devs = parse_devices(dev.device)
+    kind, index = devs[0]
     if kind == "cpu":
         if str(dev.gpu_layers).strip().lower() not in ("auto", "0"):
             raise ModelError(f"GPU layers ({dev.gpu_layers}) asked for with device cpu")
         if dev.numerics == "fast":
             raise ModelError("numerics fast is for a GPU device (cuda); the CPU runs exact")
+        if dev.tensor_split is not None:
+            raise ModelError("a tensor split is for several GPUs (cuda:0,cuda:1,...)")
         return None
     from runtime.cuda.backend import probe
-    name, free, _total = probe(index)                 # one clear line if there is no usable GPU
-    budget = parse_size(dev.gpu_memory) if dev.gpu_memory is not None else max(0, free - SAFETY_MARGIN)
-    info = card_info(name)
-    p = plan_header(model.gguf.fields, model.gguf.tensors, n_ctx, budget, dev.gpu_layers, n_batch=n_batch,
-                    gpu_bw=info[1] if info else None, device=f"cuda:{index}", measured_free=dev.gpu_memory is None)
+    probed = [probe(i) for _, i in devs]              # one clear line if there is no usable GPU
+    budgets = parse_budgets(dev.gpu_memory)
+    if budgets is None:
+        budgets = [max(0, free - SAFETY_MARGIN) for _, free, _ in probed]
+    elif not isinstance(budgets, list):
+        budgets = [budgets] * len(devs)
+    if len(budgets) != len(devs):
+        raise ModelError(f"{len(budgets)} GPU memory budgets for {len(devs)} GPUs")
+    infos = [card_info(name) for name, _, _ in probed]
+    bw = min((i[1] for i in infos if i), default=None)
+    names = [f"cuda:{i}" for _, i in devs]
+    if dev.tensor_split is not None and len(devs) == 1:
+        raise ModelError("a tensor split is for several GPUs (cuda:0,cuda:1,...)")
+    p = plan_header(model.gguf.fields, model.gguf.tensors, n_ctx, budgets if len(devs) > 1 else budgets[0],
+                    dev.gpu_layers, n_batch=n_batch, gpu_bw=bw, device=names if len(devs) > 1 else names[0],
+                    measured_free=dev.gpu_memory is None, tensor_split=parse_split(dev.tensor_split))
     return apply_plan(model, p, numerics=dev.numerics)
 
 
@@ -450,11 +634,14 @@ def apply_plan(model, p: Plan, cpu=None, numerics: str | None = None) -> Plan:
     if p.uses_gpu:
         from runtime.cuda.backend import CUDABackend
         from runtime.cuda.graph import attach
-        be = CUDABackend(parse_device(p.device)[1], numerics)
-        if p.budget:
-            be.limit_memory(p.budget - p.context_bytes, p.budget_measured)   # CuPy's pool may not outgrow the plan
-        model.place([be if g else CPU for g in p.on_gpu], be if p.output_on_gpu else CPU)
-        attach(model, be)                     # decode-step CUDA graphs when enabled
+        bes = [CUDABackend(parse_device(d)[1], numerics) for d in p.devices]
+        for be, b in zip(bes, p.budgets):
+            if b:
+                be.limit_memory(b - p.context_bytes, p.budget_measured)   # CuPy's pool may not outgrow the plan
+        at = [bes[p.gpu_index(il)] if p.on_gpu[il] else CPU for il in range(len(p.on_gpu))]
+        out = bes[p.gpu_index(None)] if p.output_on_gpu else CPU
+        model.place(at, out)
+        attach(model, bes[0] if len(bes) == 1 else out)   # decode-step CUDA graphs (one GPU: all on it)
     else:
         model.place([CPU] * len(p.on_gpu), CPU)
         model.decode_graph = None

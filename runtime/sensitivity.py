@@ -39,7 +39,7 @@ class Probe:
             pos = np.arange(len(s), dtype=np.int32)
             for il in range(model.hp.n_layer):
                 xs.append(x)
-                x = model.block(il, x, pos, cache)
+                x = model.layer(il, x, pos, cache)
             self.inputs.append(xs)
             self.base_lp.append(self._out(x, rows).astype(np.float32))
 
@@ -77,9 +77,9 @@ class Probe:
                     start = first
                     x = xs[start] if start < m.hp.n_layer else None
                 for il in range(start, m.hp.n_layer):
-                    x = m.block(il, x, pos, cache)
+                    x = m.layer(il, x, pos, cache)
                 if x is None:   # only the output changed
-                    x = m.block(m.hp.n_layer - 1, xs[-1], pos, cache)
+                    x = m.layer(m.hp.n_layer - 1, xs[-1], pos, cache)
                 lp = self._out(x, rows)
                 tot += float((np.exp(base) * (base - lp)).sum(dtype=np.float64))
                 n += len(rows)

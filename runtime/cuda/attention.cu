@@ -10,7 +10,10 @@
 //
 // Decode (few tokens, long cache): flash-decoding. attn_decode_partial splits each query's
 // keys into chunks of split_keys, one block per (query row, chunk), and writes the chunk's max
-// score m, sum of exp l and unnormalised output o; attn_decode_combine merges the chunks.
+// score m, sum of exp l and unnormalised output o; attn_decode_combine merges the chunks. The
+// first query's position comes from device memory (pos[0] = n_past) and a grid may have more
+// chunks than the keys need (their blocks exit at once), so one launch configuration, sized for
+// the whole context, serves every step of a captured CUDA graph.
 // Prefill: attn_prefill, one warp per query row, ATT_ROWS rows of one head per block, key/value
 // tiles of ATT_TILE keys staged in shared memory, online softmax one tile at a time.
 // Every kernel comes twice: float accumulators, and *_f64 with double ones (see att_exp below).
@@ -89,14 +92,21 @@ template <class T>
 static __device__ __forceinline__ void
 attn_decode_partial_impl(const float* __restrict__ q, const f16* __restrict__ k, const f16* __restrict__ v,
                          T* __restrict__ part_o, T* __restrict__ part_ml, int n_head, int n_kv, int hd,
-                         int n_past, int window, int split_keys, float scale, float softcap) {
+                         const int* __restrict__ pos, int window, int split_keys, float scale, float softcap) {
     __shared__ float qs[ATT_HD_MAX];
     __shared__ T p[ATT_SPLIT_MAX];
     __shared__ T scratch[32];
     const int row = blockIdx.x, split = blockIdx.y, n_split = gridDim.y;
-    const AttnRow r = attn_row(row, n_head, n_kv, n_past, window);
+    const AttnRow r = attn_row(row, n_head, n_kv, pos[0], window);
     const int k0 = r.lo + split * split_keys;
     const int k1 = min(k0 + split_keys, r.qpos + 1);
+    if (k0 >= k1) {                 // a split past the row's keys (the grid is sized for the context)
+        if (threadIdx.x == 0) {
+            part_ml[((long long)row * n_split + split) * 2] = (T)F32_NEG_INF;
+            part_ml[((long long)row * n_split + split) * 2 + 1] = (T)0;
+        }
+        return;                     // the whole block: k0, k1 are uniform
+    }
     const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, n_warps = blockDim.x >> 5;
     const long long kv_stride = (long long)n_kv * hd;
     const long long po = ((long long)row * n_split + split) * hd;
@@ -141,23 +151,50 @@ attn_decode_partial_impl(const float* __restrict__ q, const f16* __restrict__ k,
     }
 }
 
-// grid (n_tok * n_head), block (ATT_THREADS). out[row, d] = sum_s o_s[d] e^(m_s - M) / sum_s l_s e^(m_s - M)
+// grid (n_tok * n_head / rpb), block (ATT_THREADS): rpb consecutive rows per block (1, or
+// 256 / hd for qmode ACT_Q8_K_CPU). out[row, d] = sum_s o_s[d] e^(m_s - M) / sum_s l_s e^(m_s - M).
+// qmode (common.cuh's ACT_*): also write out as the int8 activation blocks of the next matvec,
+// yq u8 [n_tok * n_head * hd / 32 * 36], the same bytes as quantizing out afterwards: per 32
+// dims a warp each (hd a multiple of 32), or ggml-cpu's Q8_K per 256 (hd divides 256 and
+// n_head * hd is a multiple of 256: a block's rows are one unit, staged in shared memory).
 template <class T>
 static __device__ __forceinline__ void
 attn_decode_combine_impl(const T* __restrict__ part_o, const T* __restrict__ part_ml, float* __restrict__ out,
-                         int n_split, int hd) {
-    const int row = blockIdx.x;
-    const T* ml = part_ml + (long long)row * n_split * 2;
-    T M = (T)F32_NEG_INF;
-    for (int s = 0; s < n_split; s++) M = att_max(M, ml[2 * s]);
-    T L = 0;
-    for (int s = 0; s < n_split; s++)
-        if (ml[2 * s + 1] > (T)0) L += ml[2 * s + 1] * att_exp(ml[2 * s] - M);
-    for (int d = threadIdx.x; d < hd; d += blockDim.x) {
-        T o = 0;
+                         unsigned char* __restrict__ yq, int n_split, int hd, int qmode) {
+    __shared__ float unit[256];
+    const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, n_warps = blockDim.x >> 5;
+    const int rpb = qmode == ACT_Q8_K_CPU ? 256 / hd : 1;
+    for (int r = 0; r < rpb; r++) {
+        const int row = blockIdx.x * rpb + r;
+        const T* ml = part_ml + (long long)row * n_split * 2;
+        T M = (T)F32_NEG_INF;
+        for (int s = 0; s < n_split; s++) M = att_max(M, ml[2 * s]);
+        T L = 0;
         for (int s = 0; s < n_split; s++)
-            if (ml[2 * s + 1] > (T)0) o += part_o[((long long)row * n_split + s) * hd + d] * att_exp(ml[2 * s] - M);
-        out[(long long)row * hd + d] = (float)(o / L);
+            if (ml[2 * s + 1] > (T)0) L += ml[2 * s + 1] * att_exp(ml[2 * s] - M);
+        for (int d0 = 32 * warp; d0 < hd; d0 += 32 * n_warps) {     // warp-uniform
+            const int d = d0 + lane;
+            float y = 0.0f;
+            if (d < hd) {
+                T o = 0;
+                for (int s = 0; s < n_split; s++)
+                    if (ml[2 * s + 1] > (T)0)
+                        o += part_o[((long long)row * n_split + s) * hd + d] * att_exp(ml[2 * s] - M);
+                y = (float)(o / L);
+                out[(long long)row * hd + d] = y;
+                if (qmode == ACT_Q8_K_CPU) unit[r * hd + d] = y;
+            }
+            if (qmode == ACT_Q8_1 || qmode == ACT_Q8_0_CPU)
+                act_quantize_warp(qmode, &y, lane, yq + ((long long)row * hd + d0) / 32 * QK_ACT_BYTES);
+        }
+    }
+    if (qmode == ACT_Q8_K_CPU) {
+        __syncthreads();
+        if (warp == 0) {
+            float v[8];
+            for (int j = 0; j < 8; j++) v[j] = unit[32 * j + lane];
+            act_q8_k_cpu_warp(v, lane, yq + (long long)blockIdx.x * 8 * QK_ACT_BYTES);
+        }
     }
 }
 
@@ -250,14 +287,15 @@ attn_prefill_impl(const float* __restrict__ q, const f16* __restrict__ k, const 
 #define ATT_DECODE_KERNELS(suffix, T)                                                                                \
     extern "C" __global__ void __launch_bounds__(ATT_THREADS) attn_decode_partial##suffix(                           \
         const float* __restrict__ q, const f16* __restrict__ k, const f16* __restrict__ v, T* __restrict__ part_o,   \
-        T* __restrict__ part_ml, int n_head, int n_kv, int hd, int n_past, int window, int split_keys, float scale,  \
-        float softcap) {                                                                                             \
-        attn_decode_partial_impl<T>(q, k, v, part_o, part_ml, n_head, n_kv, hd, n_past, window, split_keys, scale,   \
+        T* __restrict__ part_ml, int n_head, int n_kv, int hd, const int* __restrict__ pos, int window,              \
+        int split_keys, float scale, float softcap) {                                                                \
+        attn_decode_partial_impl<T>(q, k, v, part_o, part_ml, n_head, n_kv, hd, pos, window, split_keys, scale,      \
                                     softcap);                                                                        \
     }                                                                                                                \
     extern "C" __global__ void __launch_bounds__(ATT_THREADS) attn_decode_combine##suffix(                           \
-        const T* __restrict__ part_o, const T* __restrict__ part_ml, float* __restrict__ out, int n_split, int hd) { \
-        attn_decode_combine_impl<T>(part_o, part_ml, out, n_split, hd);                                              \
+        const T* __restrict__ part_o, const T* __restrict__ part_ml, float* __restrict__ out,                        \
+        unsigned char* __restrict__ yq, int n_split, int hd, int qmode) {                                            \
+        attn_decode_combine_impl<T>(part_o, part_ml, out, yq, n_split, hd, qmode);                                   \
     }
 
 #define ATT_PREFILL_KERNEL(HD, suffix, T)                                                                           \

@@ -11,6 +11,14 @@ device copies. The KV cache is f16 device memory, one [n_ctx, n_head_kv, head_di
 attention layer sized by that layer's own KV heads (``new_kv``). Kernels: ``runtime.cuda.ops``
 (norms, rope, elementwise, KV write, attention) and ``runtime.cuda.qmatmul`` (quantized matmul).
 
+The fused verbs (``add_rms_norm``, ``matmuls``, ``rope_kv``, ``attention_for``, ``glu``) run
+``runtime.backend.Backend``'s chains in one launch each, and a decode input is converted once
+to its consumers' int8 activation format, by the kernel that produced it where it can: a llama
+layer is at most 12 launches (docs/CUDA.md, "Launches"). Q/K/V and gate/up of one type are
+uploaded as one matrix (``load_weights(groups=...)``) and multiplied in one launch. Decode
+attention reads n_past from device memory (``_positions``), so a captured graph
+(runtime.cuda.graph) serves every position.
+
 Out of memory on the device (an upload, a cache, an activation) raises ``CudaError`` naming
 what was being allocated, never a hang or a CuPy traceback.
 """
@@ -19,6 +27,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+from collections import OrderedDict
 
 import numpy as np
 
@@ -98,6 +107,8 @@ class CUDABackend(Backend):
         self._mats: dict = {}        # id(QTensor) -> (QTensor, device u8 [n_out, row_bytes])
         self._vecs: dict = {}        # id(host f32 vector) -> (vector, device f32 copy)
         self._pos: dict = {}         # (first position, n) -> device i32 positions
+        self._groups: dict = {}      # tuple of id(QTensor) -> (device u8 [rows, row_bytes], row ranges)
+        self._acts: OrderedDict = OrderedDict()   # (address, nbytes) -> (f32 rows, blocks, ACT_* format)
         self.resident = 0            # bytes of weights and KV caches this backend allocated
         self._oom = _oom_types()
         self.recording = None        # a runtime.cuda.graph._Recording while a step is captured
@@ -178,8 +189,13 @@ class CUDABackend(Backend):
         return self.xp.ascontiguousarray(x[self.xp.asarray(rows)])
 
     @_guard("uploading weights")
-    def load_weights(self, mats: dict, vecs: dict) -> int:
+    def load_weights(self, mats: dict, vecs: dict, groups=()) -> int:
+        """Uploads each weight once. A group (Q/K/V, gate/up) whose members share type and row
+        length becomes one device matrix, its members row ranges of it: ``matmuls`` then
+        multiplies the group in one launch."""
         before = self.resident
+        for g in groups:
+            self._group(tuple(g))
         for w in mats.values():
             self._mat(w)
         for v in vecs.values():
@@ -194,6 +210,19 @@ class CUDABackend(Backend):
             hit = self._mats[id(w)] = (w, self.dev.asarray(np.ascontiguousarray(w.data)))
             self.resident += w.data.nbytes
         return hit[1]
+
+    def _group(self, ws):
+        if len(ws) < 2 or any(id(w) in self._mats for w in ws) or len({(w.qtype, w.shape[1]) for w in ws}) != 1 \
+                or ws[0].qtype not in self._q.TYPES_SUPPORTED:
+            return
+        dev = self.dev.asarray(np.concatenate([np.asarray(w.data) for w in ws]))
+        r0, ranges = 0, []
+        for w in ws:
+            ranges.append((r0, r0 + w.shape[0]))
+            self._mats[id(w)] = (w, dev[r0:r0 + w.shape[0]])
+            r0 += w.shape[0]
+        self._groups[tuple(id(w) for w in ws)] = (dev, ranges)
+        self.resident += dev.nbytes
 
     def _vec(self, v):
         if v is None:
@@ -244,7 +273,99 @@ class CUDABackend(Backend):
         x = self._act(x)
         if x.shape[1] != w.shape[1]:
             raise CudaError(f"matmul {w.name}: x has {x.shape[1]} columns, weight expects {w.shape[1]}")
+        xq = self._converted(x, self._mode([w])) if x.shape[0] <= self._q.MATVEC_MAX_TOKENS else None
+        if xq is not None:
+            return self._q.matvec(self._mat(w), w.qtype, w.shape[0], w.shape[1], x, self.numerics, xq=xq)
         return self._q.matmul(self._mat(w), w.qtype, w.shape[0], w.shape[1], x, self.numerics)
+
+    # -- the fused verbs (runtime.backend.Backend's chains in fewer launches). A decode input is
+    # converted once to its consumers' activation format, by the kernel that produced it where
+    # that kernel can (norm, GLU, attention output), and the matvecs read the blocks from
+    # ``_acts``: keyed by the f32 rows' address (a reshape keeps it) and holding the rows, so
+    # the address cannot be reused while the entry lives.
+    def _mode(self, ws) -> int:
+        """The activation format all of ``ws`` read at decode (ACT_NONE when they differ)."""
+        modes = {self._q.act_mode(w.qtype, self.numerics) for w in ws}
+        return modes.pop() if len(modes) == 1 else self._q.ACT_NONE
+
+    @staticmethod
+    def _addr(x) -> tuple[int, int]:
+        return (int(x.ctypes.data) if isinstance(x, np.ndarray) else int(x.data.ptr)), int(x.nbytes)
+
+    def _remember(self, x, xq, mode: int) -> None:
+        if xq is None or not mode:
+            return
+        self._acts[self._addr(x)] = (x, xq, mode)
+        while len(self._acts) > 8:
+            self._acts.popitem(last=False)
+
+    def _converted(self, x, mode: int):
+        hit = self._acts.get(self._addr(x)) if mode else None
+        return hit[1] if hit is not None and hit[2] == mode else None
+
+    def _fused_mode(self, consumers, n_tok: int, n: int) -> int:
+        """The format a fused producer of [n_tok, n] rows writes for ``consumers`` (decode only)."""
+        mode = self._mode(consumers) if consumers and n_tok <= self._q.MATVEC_MAX_TOKENS else self._q.ACT_NONE
+        return mode if mode and n % self._q.ACT_UNIT[mode] == 0 else self._q.ACT_NONE
+
+    def forget_activations(self) -> None:
+        """Drop the remembered activation blocks (a graph capture's end: nothing may keep its
+        intermediates alive from the outside)."""
+        self._acts.clear()
+
+    @_guard("add_rms_norm")
+    def add_rms_norm(self, a, b, w, eps, consumers=()):
+        a = self._act(a)
+        b = None if b is None else self._act(b)
+        mode = self._fused_mode(consumers, a.shape[0] if a.ndim > 1 else 1, a.shape[-1])
+        s, y, yq = ops.add_rms_norm(a, b, self._vec(w), eps, mode)
+        self._remember(y, yq, mode)
+        return s, y
+
+    @_guard("matmuls")
+    def matmuls(self, ws, x):
+        x = self._act(x)
+        ws = list(ws)
+        if x.shape[0] > self._q.MATVEC_MAX_TOKENS or len(ws) < 2:
+            return [self.matmul(w, x) for w in ws]
+        for w in ws:
+            if x.shape[1] != w.shape[1]:
+                raise CudaError(f"matmul {w.name}: x has {x.shape[1]} columns, weight expects {w.shape[1]}")
+        mode = self._mode(ws)
+        if mode and self._converted(x, mode) is None:       # one conversion for the group
+            self._remember(x, self._q.quantize_act(x, mode), mode)
+        grp = self._groups.get(tuple(id(w) for w in ws))
+        if grp is None:
+            return [self.matmul(w, x) for w in ws]
+        dev, ranges = grp
+        w0 = ws[0]
+        y = self._q.matvec(dev, w0.qtype, ranges[-1][1], w0.shape[1], x, self.numerics, xq=self._converted(x, mode))
+        return [y[:, r0:r1] for r0, r1 in ranges]
+
+    @_guard("rope_kv")
+    def rope_kv(self, q, k, v, k_cache, v_cache, pos, n_past, n_rot, freq_base, freq_scale=1.0,
+                freq_factors=None, mode="norm", q_scale=1.0):
+        n = q.shape[0]
+        if n_past + n > k_cache.shape[0]:
+            raise CudaError(f"context overflow: {n_past + n} tokens > cache size {k_cache.shape[0]}")
+        return ops.rope_kv(self._act(q), self._act(k), self._act(v), k_cache, v_cache, self._positions(pos), n_rot,
+                           freq_base, freq_scale, self._vec(freq_factors), mode, q_scale)
+
+    @_guard("attention")
+    def attention_for(self, consumer, q, k_cache, v_cache, n_past, scale, window=None, softcap=None):
+        return self._attention(q, k_cache, v_cache, n_past, scale, window, softcap, consumer)
+
+    @_guard("glu")
+    def glu(self, kind, gate, up, consumer=None):
+        if kind not in ("silu", "gelu"):
+            raise CudaError(f"unknown gated activation {kind!r}")
+        gate, up = self._act(gate), self._act(up)
+        mode = self._fused_mode((consumer,) if consumer is not None else (), gate.shape[0], gate.shape[-1]) \
+            if gate.ndim == 2 else self._q.ACT_NONE
+        k = "gelu" if kind == "gelu" else "silu_f64" if self.attn_f64 else "silu"
+        y, yq = ops.glu(gate.reshape(-1, gate.shape[-1]), up.reshape(-1, up.shape[-1]), k, mode)
+        self._remember(y, yq, mode)
+        return y.reshape(gate.shape)
 
     @_guard("get_rows")
     def get_rows(self, w, ids):
@@ -264,13 +385,27 @@ class CUDABackend(Backend):
 
     @_guard("attention")
     def attention(self, q, k_cache, v_cache, n_past, scale, window=None, softcap=None):
+        return self._attention(q, k_cache, v_cache, n_past, scale, window, softcap, None)
+
+    def _attention(self, q, k_cache, v_cache, n_past, scale, window, softcap, consumer):
+        """Decode reads n_past from device memory (``_positions``: while a graph is captured the
+        recording's buffer, written before each replay) with a split grid sized for the whole
+        cache, so the capture serves every later position; with ``consumer`` the combine kernel
+        also writes its activation blocks."""
         q = self._act(q)
-        rec = self.recording
-        if rec is not None:      # graph capture: run eagerly between segments (n_past varies)
-            out = self.xp.empty_like(q)
-            rec.cut(("attn", q, k_cache, v_cache, scale, window, softcap, out))
-            return out
-        return ops.attention(q, k_cache, v_cache, n_past, scale, window, softcap, f64=self.attn_f64)
+        n_tok, n_head, hd = q.shape
+        if n_tok > ops.DECODE_MAX_TOK:
+            return ops.attention(q, k_cache, v_cache, n_past, scale, window, softcap, f64=self.attn_f64)
+        pos = self._positions(np.arange(n_past, n_past + n_tok, dtype=np.int32))
+        n_split = ops.decode_splits(k_cache.shape[0], window) if self.recording is not None else None
+        mode = self._fused_mode((consumer,) if consumer is not None else (), n_tok, n_head * hd)
+        if not ops.fused_rows(mode, n_head, hd):
+            mode = self._q.ACT_NONE
+        yq = self.xp.empty((n_tok, self._q.act_row_bytes(n_head * hd)), np.uint8) if mode else None
+        y = ops.attention(q, k_cache, v_cache, n_past, scale, window, softcap, f64=self.attn_f64, pos=pos,
+                          n_split=n_split, qmode=mode, yq=yq)
+        self._remember(y, yq, mode)
+        return y
 
     @property
     def attn_f64(self) -> bool:

@@ -111,4 +111,79 @@ static __device__ __forceinline__ float block_max(float v, float* scratch) {
     return warp_max(v);
 }
 
+// ---------------------------------------------------------------- int8 activation blocks
+// The 36-byte blocks of 32 values the int8 matvec (quants.cu's mmvq_*) reads: ggml's
+// block_q8_1 {d:2 (f16) s:2 (f16) qs:32}, or the CPU-exact {d:4 (f32) qs:32}. One warp
+// quantizes one block (lane j owns value j); quants.cu's quantize kernels and the fused
+// producers of elementwise.cu / attention.cu (norm, GLU, attention output) share these, so a
+// fused kernel writes the same bytes as the separate quantize launch.
+#define QK_ACT_BYTES 36
+#define ACT_NONE 0      // activation formats (runtime.cuda.qmatmul.ACT_*)
+#define ACT_Q8_1 1      // ggml-cuda's q8_1 per 32
+#define ACT_Q8_0_CPU 2  // ggml-cpu's Q8_0 per 32 (AVX rounding), f32 d
+#define ACT_Q8_K_CPU 3  // ggml-cpu's Q8_K per 256, f32 d in each of its 8 blocks
+
+// As quantize_row_q8_1_ref: d = amax/127, q = roundf(x * (1/d)), s = d * sum(q) (fp16 both).
+static __device__ __forceinline__ void act_q8_1_warp(float v, int lane, unsigned char* b) {
+    float amax = fabsf(v);
+    for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(FULL_MASK, amax, o));
+    const float d = amax / 127.0f;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    const int q = (int)roundf(v * id);
+    int sum = q;
+    for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(FULL_MASK, sum, o);
+    b[4 + lane] = (unsigned char)(signed char)q;
+    if (lane == 0) {
+        *(unsigned short*)b = f32_to_f16(d);
+        *(unsigned short*)(b + 2) = f32_to_f16((float)sum * d);
+    }
+}
+
+// ggml-cpu's Q8_0 on x86 (AVX): d = fp16(amax/127), q = rint(x * (127/amax)).
+static __device__ __forceinline__ void act_q8_0_cpu_warp(float v, int lane, unsigned char* b) {
+    float amax = fabsf(v);
+    for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(FULL_MASK, amax, o));
+    const float iscale = amax != 0.0f ? 127.0f / amax : 0.0f;
+    b[4 + lane] = (unsigned char)(signed char)__float2int_rn(v * iscale);
+    if (lane == 0) *(float*)b = f16_to_f32(f32_to_f16(amax / 127.0f));
+}
+
+// ggml-cpu's Q8_K: 256 values xs[32 j + lane] (j < 8) -> 8 blocks b + 36 j; m = the first value
+// of largest |x|, iscale = -127/m, q = min(127, rint(iscale * x)), d = 1/iscale.
+static __device__ __forceinline__ void act_q8_k_cpu_warp(const float* xs, int lane, unsigned char* b) {
+    float amax = -1.0f;
+    int imax = 0;
+    for (int j = 0; j < 8; ++j) {                          // increasing index: the first max wins
+        const float a = fabsf(xs[j]);
+        if (a > amax) { amax = a; imax = 32 * j + lane; }
+    }
+    float mv = 0.0f;
+    for (int j = 0; j < 8; ++j)
+        if (imax == 32 * j + lane) mv = xs[j];
+    for (int o = 16; o > 0; o >>= 1) {
+        const float a = __shfl_xor_sync(FULL_MASK, amax, o);
+        const int i = __shfl_xor_sync(FULL_MASK, imax, o);
+        const float m2 = __shfl_xor_sync(FULL_MASK, mv, o);
+        if (a > amax || (a == amax && i < imax)) { amax = a; imax = i; mv = m2; }
+    }
+    const float iscale = mv != 0.0f ? -127.0f / mv : 0.0f;
+    const float d = mv != 0.0f ? 1.0f / iscale : 0.0f;
+    for (int j = 0; j < 8; ++j) {
+        unsigned char* bj = b + j * QK_ACT_BYTES;
+        bj[4 + lane] = (unsigned char)(signed char)min(127, __float2int_rn(iscale * xs[j]));
+        if (lane == 0) *(float*)bj = d;
+    }
+}
+
+// One warp: values v[j] = x[32 j + lane] of one unit (mode Q8_1 / Q8_0_CPU: j = 0 only, one
+// block; Q8_K_CPU: j < 8, eight blocks) -> the unit's blocks at b.
+static __device__ __forceinline__ void act_quantize_warp(int mode, const float* v, int lane, unsigned char* b) {
+    if (mode == ACT_Q8_1) act_q8_1_warp(v[0], lane, b);
+    else if (mode == ACT_Q8_0_CPU) act_q8_0_cpu_warp(v[0], lane, b);
+    else if (mode == ACT_Q8_K_CPU) act_q8_k_cpu_warp(v, lane, b);
+}
+
+// values per unit of an activation format (32, or 256 for Q8_K)
+static __device__ __forceinline__ int act_unit(int mode) { return mode == ACT_Q8_K_CPU ? 256 : 32; }
+
 #endif  // GGUFKIT_COMMON_CUH

@@ -1,29 +1,31 @@
-"""CUDA graphs of the one-token decode step (opt-in: GGUFKIT_CUDA_GRAPHS=1).
+"""CUDA graphs of the one-token decode step: ONE graph per token (the default; GGUFKIT_CUDA_GRAPHS=0
+turns them off).
 
 A decode step of a small model is hundreds of kernel launches, each costing Python and driver
-time; replaying captured graphs costs one launch per segment. What changes from step to step
-is kept out of the graphs:
+time; replaying a captured graph is one launch. The whole step is captured: every layer, the
+output norm and head, and (``DecodeGraph.step``, what generation calls) the sampling chain. What
+changes from step to step lives in device memory, written before each replay:
 
-    token embedding  copied (host -> device) into a fixed input buffer before the replay
-    position         written into a fixed int32 [1] buffer (rope and the KV-cache write read it)
-    attention        launched eagerly between graph segments: its kernels take n_past (and the
-                     split count) as launch parameters, so the step is captured as segments
-                     [norms, QKV, rope, KV write] | attention | [W_o, FFN, next layer ...] | ...
-                     with each attention reading and writing buffers recorded at capture
+    token embedding  copied (host -> device) into a fixed input buffer
+    position         a fixed int32 [1] buffer: rope, the KV-cache write and attention read it
+                     (attention's split grid is sized for the cache's whole context, and the
+                     splits past the keys exit at once: runtime.cuda.ops.attention_decode)
+    sampling         the draw u (f64 [1]) and the penalty's last repeat_last_n ids (i32, padded
+                     by repeating the first: the kernel penalises a repeated id once)
 
 Everything runs on the backend's own (non-blocking) stream, which first waits for an event
 recorded on the current stream, so uploads, the KV cache's memset and a prefill queued there
 come first. The warm-up and the capture allocate from a private CuPy memory pool, and every block
 the capture allocates stays referenced by the recording (``_Recording.keep``): CuPy's pools know
 nothing of graphs and would hand a captured intermediate out again. Attention's workspaces are
-sized for the cache's full context before the warm-up, so a replay allocates nothing (its eager
-attention runs outside the pool) and nothing is captured again when the split count grows. The
-first decode step of a cache runs eagerly on that stream (so the pool holds every block the step
-needs), the second is captured and replayed, later ones replay. A graph belongs to one KV cache
-and is captured again if a reused workspace moved (a bigger prefill grew it). Any failure while
+sized for the cache's full context before the warm-up, so a replay allocates nothing and nothing
+is captured again as the context grows. The first decode step of a cache runs eagerly on that
+stream (so the pool holds every block the step needs), the second is captured and replayed,
+later ones replay. A graph belongs to one KV cache and one sampling chain, and is captured again
+if either changes or a reused workspace moved (a bigger prefill grew it). Any failure while
 capturing turns graphs off for the model (``DecodeGraph.error``) and the step runs eagerly: never
-a wrong result, at worst no speed-up. Unproven until tools/conformance/gpu_check.py has run on a GPU (it
-compares graph tokens with eager and CPU tokens past 600 positions).
+a wrong result, at worst no speed-up. Unproven on a GPU until tools/conformance/gpu_check.py has
+run on one (it compares graph tokens with eager and CPU tokens past 600 positions).
 
 Under emulation ``EmuStream`` stands in for the stream: while capturing, emulated kernel
 launches are recorded instead of run (their array arguments by reference, as a graph holds
@@ -32,8 +34,8 @@ not recorded, so the emulation is stricter than a GPU (where such work is CuPy k
 captured). Two GPU hazards are modelled: a launch inside ``with stream`` that did not wait for
 the default stream's work is a CudaError (runtime.cuda.module.emu_default_work), and
 ``EmuPool`` treats the captured arrays nothing else references as free blocks, poisoning them
-all when the pool allocates after a capture. tests/runtime/cuda/test_cuda_model.py checks graph and eager
-tokens are equal this way, across 256 keys.
+all when the pool allocates after a capture. tests/runtime/cuda/test_cuda_graphs.py checks graph,
+eager and CPU tokens are equal this way past 600 positions.
 """
 from __future__ import annotations
 
@@ -162,36 +164,55 @@ class EmuStream:
 
 
 def enabled() -> bool:
-    return os.environ.get("GGUFKIT_CUDA_GRAPHS", "0") not in ("", "0")
+    """Graphs are on unless GGUFKIT_CUDA_GRAPHS is 0 (or empty)."""
+    return os.environ.get("GGUFKIT_CUDA_GRAPHS", "1") not in ("", "0")
 
 
 class _Recording:
-    """The backend's state while a step is being captured: fixed buffers and the segments."""
+    """The backend's state while a step is being captured: the fixed input buffers and the graph."""
 
-    def __init__(self, be, n_embd: int):
+    def __init__(self, be, n_embd: int, sampling):
         self.be = be
         self.inp = be.xp.empty((1, n_embd), np.float32)
         self.pos = be.xp.zeros((1,), np.int32)
-        self.items: list = []          # cupy Graph | ("attn", q, k, v, scale, window, softcap, out)
+        self.sampling = sampling       # _sampling(...) key, or None: the graph ends at the logits
+        self.u = be.xp.zeros((1,), np.float64)
+        n_ids = sampling[1] if sampling is not None else 0
+        self.ids = be.xp.zeros((n_ids,), np.int32) if n_ids else None
+        self.graph = None
+        self.logits = None
+        self.token = None
         self.keep: list = []           # the pool blocks allocated while capturing (GPU)
 
-    def cut(self, eager: tuple):
-        """End the segment being captured, then the eager call, then start the next segment."""
-        self.items.append(self.be.stream.end_capture())
-        self.items.append(eager)
-        self.be.stream.begin_capture()
+
+def _sampling(params, history, n_vocab: int):
+    """The key of a sampling chain a graph can capture: (params, number of penalty ids), or None
+    when it needs the host (top_k 0 or above the kernel's limit, a penalty over the whole
+    history, no history yet for a penalty)."""
+    from runtime.cuda import ops
+    if params.temp > 0:
+        try:
+            ops.top_k_plan(n_vocab, min(int(params.top_k), n_vocab))
+        except Exception:  # noqa: BLE001 - not on the device: the host samples
+            return False
+    if params.repeat_penalty == 1.0 or params.repeat_last_n == 0:
+        return params, 0
+    if params.repeat_last_n < 0 or not len(history):
+        return False
+    return params, int(params.repeat_last_n)
 
 
 class DecodeGraph:
-    """``model.decode_graph(cache, tid)`` -> logits device array [1, n_vocab], or None when the
-    step must run eagerly (the caller then does)."""
+    """``graph(cache, tid)`` -> logits device array [1, n_vocab]; ``graph.step(cache, tid, params,
+    rng, history)`` -> the next token id (sampled inside the graph when the chain allows). Either
+    returns None when the step must run eagerly (the caller then does)."""
 
     def __init__(self, model, be):
         self.model, self.be = model, be
         self.error: str | None = None
         self._cache = None            # the KV cache the graph writes (held: an id could be reused)
         self._rec: _Recording | None = None
-        self._logits = None
+        self._key = None              # the sampling chain of the warm-up / the graph
         self._steps = 0
         self._ws = None
         self.replays = 0
@@ -224,8 +245,8 @@ class DecodeGraph:
             be.stream.wait_event(be.xp.cuda.get_current_stream().record())
 
     def _reserve(self, cache):
-        """Attention workspaces at their full-context size before the warm-up: the replays'
-        eager attention then never allocates (no recapture each 256 keys, nothing from the pool)."""
+        """Attention workspaces at their full-context size before the warm-up: the captured
+        launch's split grid covers the whole context, and nothing moves later."""
         from runtime.cuda import ops
         hp = self.model.hp
         n_head = max((s.n_head for s in hp.layers if s.has_kv), default=0)
@@ -238,11 +259,26 @@ class DecodeGraph:
         return {k: int(v.ctypes.data if isinstance(v, np.ndarray) else v.data.ptr) for k, v in WORKSPACE.items()}
 
     def __call__(self, cache, tid: int):
+        out = self._run(cache, tid, None, None, ())
+        return None if out is None else out[0]
+
+    def step(self, cache, tid: int, params, rng, history=()):
+        """Decode ``tid`` and sample the next token: one graph replay when the sampling chain can
+        be captured, else the logits graph and the device's (or host's) eager sampling."""
+        from runtime.generate import sample_on
+        key = _sampling(params, history, self.model.hp.n_vocab)
+        if key is False:
+            y = self(cache, tid)
+            return None if y is None else sample_on(self.be, y[0], params, rng, history)
+        out = self._run(cache, tid, key, rng, history)
+        return None if out is None else out[1]
+
+    def _run(self, cache, tid, key, rng, history):
         if self.error is not None:
             return None
         try:
             with self.be.on_device():
-                return self._step(cache, tid)
+                return self._step(cache, tid, key, rng, history)
         except Exception as e:  # noqa: BLE001 - any capture/replay failure: eager from now on
             self.error = f"{type(e).__name__}: {e}"
             self.be.recording = None
@@ -252,12 +288,14 @@ class DecodeGraph:
                 pass
             return None
 
-    def _step(self, cache, tid):
-        """One decode step on the graph stream: warm-up, capture or replay."""
+    def _step(self, cache, tid, key, rng, history):
+        """One decode step on the graph stream: warm-up, capture or replay. Returns (logits,
+        token id or None)."""
         self._order_after_default()
         with self.be.stream:
-            if self._cache is not cache or (self._rec is not None and self._ws != self._workspaces()):
-                self._cache, self._rec, self._steps = cache, None, 0
+            if self._cache is not cache or self._key != key or \
+                    (self._rec is not None and self._ws != self._workspaces()):
+                self._cache, self._key, self._rec, self._steps = cache, key, None, 0
                 if self.be.emulated:
                     self.be.graph_pool.free = []      # the old graph's blocks: unused from now
                 self._reserve(cache)
@@ -265,56 +303,72 @@ class DecodeGraph:
                 self._steps = 1
                 with self._pool():
                     y = self.model.logits(self.model.forward([tid], cache, out_rows=-1), host=False)
+                    tok = None
+                    if key is not None:
+                        from runtime.cuda import ops
+                        tok = self._sample_eager(ops, y, key, rng, history)
                 self.be.stream.synchronize()
-                return y
+                return y, tok
             if self._rec is None:
-                self._capture(cache, tid)
-            return self._replay(cache, tid)      # outside the pool: it allocates nothing
+                self._capture(cache, tid, key)
+            return self._replay(cache, tid, rng, history)      # outside the pool: it allocates nothing
 
-    def _capture(self, cache, tid):
+    def _sample_eager(self, ops, y, key, rng, history):
+        params, n_ids = key
+        ids = ops.penalty_ids(params, history, y.shape[-1], n_ids or None) if n_ids else None
+        tok = ops.sample_device(y[0], params, None if ids is None else self.be.dev.asarray(ids),
+                                rng.random() if params.temp > 0 else None)
+        return int(self.be.to_host(tok)[0])
+
+    def _capture(self, cache, tid, key):
+        from runtime.cuda import ops
         m, be = self.model, self.be
-        rec = be.recording = _Recording(be, m.hp.n_embd)
+        rec = be.recording = _Recording(be, m.hp.n_embd, key)
         self.captures += 1
         n_past = cache.n_past
         be.stream.begin_capture()
         try:
             with self._pool(rec.keep):
                 h = m.forward([tid], cache, out_rows=-1)
-                self._logits = m.logits(h, host=False)
-            rec.items.append(be.stream.end_capture())
+                rec.logits = m.logits(h, host=False)
+                if key is not None:
+                    rec.token = ops.sample_device(rec.logits[0], key[0], rec.ids, rec.u)
+            rec.graph = be.stream.end_capture()
         finally:
             be.recording = None
+            be.forget_activations()        # nothing outside the graph keeps its intermediates
             cache.n_past = n_past          # nothing ran: the replay does the step
         self._rec = rec
         self._ws = self._workspaces()
         if be.emulated:       # what CuPy's pool considers free once the capture is over
-            be.graph_pool.free = _unreferenced([c for g in rec.items if isinstance(g, EmuGraph) for c in g.calls])
+            be.graph_pool.free = _unreferenced(rec.graph.calls)
 
-    def _replay(self, cache, tid):
+    def _replay(self, cache, tid, rng, history):
         from runtime.cuda import module as M
         from runtime.cuda import ops
         m, be, rec = self.model, self.be, self._rec
         if cache.n_past + 1 > cache.n_ctx:
             from runtime.errors import ModelError
             raise ModelError(f"context overflow: {cache.n_past} + 1 tokens > context size {cache.n_ctx}")
-        x = np.ascontiguousarray(m.embed(np.array([tid], np.int32)), np.float32)
-        p = np.array([cache.n_past], np.int32)
-        if be.emulated:
-            rec.inp[...], rec.pos[...] = x, p
-        else:
-            rec.inp.set(x)
-            rec.pos.set(p)
-        for it in rec.items:
-            if isinstance(it, tuple):
-                _, q, k, v, scale, window, softcap, out = it
-                ops.attention(q, k, v, cache.n_past, scale, window, softcap, out=out, f64=be.attn_f64)
+        inputs = [(rec.inp, np.ascontiguousarray(m.embed(np.array([tid], np.int32)), np.float32)),
+                  (rec.pos, np.array([cache.n_past], np.int32))]
+        if rec.sampling is not None:
+            params, n_ids = rec.sampling
+            if params.temp > 0:
+                inputs.append((rec.u, np.array([rng.random()], np.float64)))
+            if n_ids:
+                inputs.append((rec.ids, ops.penalty_ids(params, history, m.hp.n_vocab, n_ids)))
+        for dst, src in inputs:
+            if be.emulated:
+                dst[...] = src
             else:
-                it.launch(be.stream)
-                M.LAUNCHES["graph"] += 1
+                dst.set(src)
+        rec.graph.launch(be.stream)
+        M.LAUNCHES["graph"] += 1
         cache.n_past += 1
         be.stream.synchronize()
         self.replays += 1
-        return self._logits
+        return rec.logits, (None if rec.token is None else int(be.to_host(rec.token)[0]))
 
 
 def host_in_step(model) -> bool:

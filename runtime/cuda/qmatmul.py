@@ -75,6 +75,31 @@ def _flat_u8(w):
     return w.reshape(-1).view(np.uint8) if w.dtype != np.uint8 else w.reshape(-1)
 
 
+# Activation formats (common.cuh's ACT_*): what a decode matvec's int8 kernel reads, and what the
+# fused producers (runtime.cuda.ops: norm, GLU, attention output) write beside their f32 output
+ACT_NONE, ACT_Q8_1, ACT_Q8_0_CPU, ACT_Q8_K_CPU = 0, 1, 2, 3
+ACT_UNIT = {ACT_Q8_1: 32, ACT_Q8_0_CPU: 32, ACT_Q8_K_CPU: 256}
+
+
+def act_mode(qtype: str, numerics: str) -> int:
+    """The activation format the decode matvec of a ``qtype`` weight reads under ``numerics``:
+    ACT_NONE for float weights (they take the f32 activations), ACT_Q8_1 ("fast"), or ggml-cpu's
+    format for the type's vec_dot_type ("exact": ACT_Q8_0_CPU per 32 or ACT_Q8_K_CPU per 256)."""
+    name = _check(qtype, TYPES[get_type(qtype).name].block_size)
+    if name in FLOAT_TYPES:
+        return ACT_NONE
+    if not check_numerics(numerics):
+        return ACT_Q8_1
+    return ACT_Q8_K_CPU if vec_dot_type(name) == "Q8_K" else ACT_Q8_0_CPU
+
+
+def quantize_act(x, mode: int, out=None):
+    """x f32[n_tok, n_in] -> u8[n_tok, act_row_bytes(n_in)] in activation format ``mode``."""
+    if mode == ACT_Q8_1:
+        return quantize_q8_1(x, out)
+    return quantize_act_cpu(x, "Q8_K" if mode == ACT_Q8_K_CPU else "Q8_0", out)
+
+
 def act_row_bytes(n_in: int) -> int:
     """Bytes of one token's activation blocks (q8_1 or CPU-exact)."""
     return n_in // ACT_BLOCK * Q8_1_BYTES
@@ -149,7 +174,7 @@ def check_numerics(numerics: str) -> bool:
     return numerics == "exact"
 
 
-def matvec(w, qtype: str, n_out: int, n_in: int, x, numerics: str = DEFAULT_NUMERICS, out=None):
+def matvec(w, qtype: str, n_out: int, n_in: int, x, numerics: str = DEFAULT_NUMERICS, out=None, xq=None):
     """Decode product: x f32[n_tok, n_in] -> f32[n_tok, n_out], fused dequantize-and-dot.
 
     numerics "fast": activations as ggml-cuda quantizes them (q8_1 per 32; float weights
@@ -157,7 +182,9 @@ def matvec(w, qtype: str, n_out: int, n_in: int, x, numerics: str = DEFAULT_NUME
     weight type (Q8_0/Q8_K int8 blocks, x rounded to f16/bf16 for F16/BF16 weights), so the
     result is the CPU backend's up to float summation order. ``out``: an f32[n_tok, n_out] to
     write into; the activation blocks live in a reused workspace, so a decode step allocates
-    nothing (CUDA-graph friendly)."""
+    nothing (CUDA-graph friendly). ``xq``: x already in the weight's activation format
+    (``act_mode``; u8[n_tok, act_row_bytes(n_in)], n_tok <= MATVEC_MAX_TOKENS, written by a
+    fused producer): no quantize launch."""
     name = _check(qtype, n_in)
     exact = check_numerics(numerics)
     xp = array_module(w)
@@ -182,10 +209,13 @@ def matvec(w, qtype: str, n_out: int, n_in: int, x, numerics: str = DEFAULT_NUME
             k(grid, (THREADS,), (w, xt, yt, np.int32(n_out), np.int32(n_in), np.int32(nt), np.int32(rows),
                                  np.int32(xround)))
         else:
-            ws = workspace(xt, "q8_act", (nt, act_row_bytes(n_in)), np.uint8)
-            xq = quantize_act_cpu(xt, vec_dot_type(name), ws) if exact else quantize_q8_1(xt, ws)
+            if xq is not None and nt == n_tok:
+                xb = xq
+            else:
+                ws = workspace(xt, "q8_act", (nt, act_row_bytes(n_in)), np.uint8)
+                xb = quantize_act_cpu(xt, vec_dot_type(name), ws) if exact else quantize_q8_1(xt, ws)
             k = kernel(SOURCE, "mmvq_" + name.lower(), w)
-            k(grid, (THREADS,), (w, xq, yt, np.int32(n_out), np.int32(n_in), np.int32(nt), np.int32(rows),
+            k(grid, (THREADS,), (w, xb, yt, np.int32(n_out), np.int32(n_in), np.int32(nt), np.int32(rows),
                                  np.int32(exact)))
         if yt is not y:
             y[t0:t0 + nt] = yt

@@ -541,9 +541,9 @@ struct tbf16 {
     X(iq2_xxs) X(iq2_xs) X(iq3_xxs) X(iq1_s) X(iq4_nl) X(iq3_s) X(iq2_s) X(iq4_xs) X(iq1_m) \
     X(tq1_0) X(tq2_0) X(mxfp4) X(nvfp4) X(q1_0) X(q2_0)
 
-// bytes of one activation block: ggml's block_q8_1 {d:2 s:2 qs:32}, or the CPU-exact
-// {d:4 (f32) qs:32} of quantize_q8_cpu (quant/types.py's Q8_1 size; the test checks it)
-#define QK_ACT_BYTES 36
+// bytes of one activation block, QK_ACT_BYTES (common.cuh, with the block quantizers):
+// ggml's block_q8_1 {d:2 s:2 qs:32}, or the CPU-exact {d:4 (f32) qs:32} of quantize_q8_cpu
+// (quant/types.py's Q8_1 size; the test checks it)
 
 // Decode matvec: y[t, r] = sum_k W[r, k] * x[t, k] for n_tok <= 8 tokens at once.
 //
@@ -576,20 +576,7 @@ extern "C" __global__ void quantize_q8_1(const float* x, unsigned char* y, int n
     const int ib = blockIdx.x * (blockDim.x / 32) + (threadIdx.x >> 5);
     const int lane = threadIdx.x & 31;
     if (ib >= n_blocks) return;                            // whole warps leave together
-    const float v = x[(long long)ib * 32 + lane];
-    float amax = fabsf(v);
-    for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
-    const float d = amax / 127.0f;
-    const float id = d != 0.0f ? 1.0f / d : 0.0f;
-    const int q = (int)roundf(v * id);
-    int sum = q;
-    for (int o = 16; o > 0; o >>= 1) sum += __shfl_xor_sync(0xffffffffu, sum, o);
-    unsigned char* b = y + (long long)ib * QK_ACT_BYTES;
-    b[4 + lane] = (unsigned char)(signed char)q;
-    if (lane == 0) {
-        *(unsigned short*)b = f32_to_f16(d);
-        *(unsigned short*)(b + 2) = f32_to_f16((float)sum * d);
-    }
+    act_q8_1_warp(x[(long long)ib * 32 + lane], lane, y + (long long)ib * QK_ACT_BYTES);
 }
 
 // The activations exactly as ggml-cpu (and runtime.kernels) quantize them for the weight
@@ -605,35 +592,12 @@ extern "C" __global__ void quantize_q8_cpu(const float* x, unsigned char* y, int
     const int lane = threadIdx.x & 31;
     if (iu >= n_units) return;                             // whole warps leave together
     if (mode == 0) {
-        const float v = x[(long long)iu * 32 + lane];
-        float amax = fabsf(v);
-        for (int o = 16; o > 0; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
-        const float iscale = amax != 0.0f ? 127.0f / amax : 0.0f;
-        unsigned char* b = y + (long long)iu * QK_ACT_BYTES;
-        b[4 + lane] = (unsigned char)(signed char)__float2int_rn(v * iscale);
-        if (lane == 0) *(float*)b = f16_to_f32(f32_to_f16(amax / 127.0f));
+        act_q8_0_cpu_warp(x[(long long)iu * 32 + lane], lane, y + (long long)iu * QK_ACT_BYTES);
         return;
     }
-    const float* xs = x + (long long)iu * 256;
-    float amax = -1.0f;
-    int imax = 0;
-    for (int j = 0; j < 8; ++j) {                          // increasing index: the first max wins
-        const float a = fabsf(xs[32 * j + lane]);
-        if (a > amax) { amax = a; imax = 32 * j + lane; }
-    }
-    for (int o = 16; o > 0; o >>= 1) {
-        const float a = __shfl_xor_sync(0xffffffffu, amax, o);
-        const int i = __shfl_xor_sync(0xffffffffu, imax, o);
-        if (a > amax || (a == amax && i < imax)) { amax = a; imax = i; }
-    }
-    const float m = xs[imax];
-    const float iscale = m != 0.0f ? -127.0f / m : 0.0f;
-    const float d = m != 0.0f ? 1.0f / iscale : 0.0f;
-    for (int j = 0; j < 8; ++j) {
-        unsigned char* b = y + ((long long)iu * 8 + j) * QK_ACT_BYTES;
-        b[4 + lane] = (unsigned char)(signed char)min(127, __float2int_rn(iscale * xs[32 * j + lane]));
-        if (lane == 0) *(float*)b = d;
-    }
+    float v[8];
+    for (int j = 0; j < 8; ++j) v[j] = x[(long long)iu * 256 + 32 * j + lane];
+    act_q8_k_cpu_warp(v, lane, y + (long long)iu * 8 * QK_ACT_BYTES);
 }
 
 // ------------------------------------------------------------------ rows of a CTA

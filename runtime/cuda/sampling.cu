@@ -97,11 +97,12 @@ topk_chunks_f32(const float* __restrict__ x, int n, int chunk, int k, float* __r
 }
 
 // Stage 2: one block merges the candidates, keeps the best k, applies top-p, min-p and the
-// temperature and draws with u in [0, 1). out[0] = token id. dynamic shared memory
-// n_cand * 8 bytes (values, then indices).
+// temperature and draws with u[0] in [0, 1) (device memory: a captured CUDA graph replays the
+// launch with each step's draw). out[0] = token id. dynamic shared memory n_cand * 8 bytes
+// (values, then indices).
 extern "C" __global__ void __launch_bounds__(SAMPLE_THREADS)
 topk_sample_f32(const float* __restrict__ cand_v, const int* __restrict__ cand_i, int n_cand, int k,
-                double top_p, double min_p, float temp, double u, int* __restrict__ out) {
+                double top_p, double min_p, float temp, const double* __restrict__ u, int* __restrict__ out) {
     extern __shared__ float cv[];
     int* ci = (int*)(cv + n_cand);
     __shared__ float top_v[TOPK_MAX];
@@ -174,7 +175,7 @@ topk_sample_f32(const float* __restrict__ cand_v, const int* __restrict__ cand_i
     int pick = n - 1;
     for (int j = 0; j < n; j++) {
         cdf += (double)(float)(e2[j] / st) / tot;
-        if (cdf / last > u) { pick = j; break; }
+        if (cdf / last > u[0]) { pick = j; break; }
     }
     out[0] = top_i[pick];
 }

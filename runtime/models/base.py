@@ -24,6 +24,7 @@ from __future__ import annotations
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
@@ -153,6 +154,14 @@ class SeqBatch:
         return sizes.pop()
 
 
+class Residual(NamedTuple):
+    """A layer's output not yet added up: x + delta. A block may return one, and the next block
+    (``takes_residual``), or the output head, adds it together with its first norm
+    (``Backend.add_rms_norm``: one pass on a GPU instead of two)."""
+    x: object
+    delta: object
+
+
 @dataclass
 class Weights:
     """Tensors by GGUF name: 2-D as QTensor (quantized, memory-mapped), 1-D as f32 arrays."""
@@ -200,12 +209,20 @@ class BaseModel(ABC):
         if len(backends) != self.hp.n_layer:
             raise ModelError(f"placement has {len(backends)} layers for a model of {self.hp.n_layer} layers")
         for il, be in enumerate(backends):
-            be.load_weights(*self.layer_weights(il))
+            be.load_weights(*self.layer_weights(il), groups=self.weight_groups(il))
         out_vecs = {"output_norm.weight": self.w.vec("output_norm.weight")}
         out_backend.load_weights({"output": self.output}, out_vecs)
         self.backends, self.out_backend = list(backends), out_backend
         self.decode_graph = None
         self.step = self.step_refused = None
+
+    def weight_groups(self, il: int) -> list[tuple]:
+        """The weights of layer il that ``matmuls`` takes together (Q/K/V, gate/up), for
+        ``Backend.load_weights``."""
+        p, mats = f"blk.{il}.", self.w.mats
+        groups = [tuple(mats.get(p + n + ".weight") for n in names)
+                  for names in (("attn_q", "attn_k", "attn_v"), ("ffn_gate", "ffn_up"))]
+        return [g for g in groups if all(t is not None for t in g)]
 
     def layer_weights(self, il: int) -> tuple[dict, dict]:
         """(2-D QTensors, 1-D vectors) of layer il, by GGUF name (``blk.{il}.``)."""
@@ -315,15 +332,32 @@ class BaseModel(ABC):
         x, on = self.embed(tokens), CPU
         for il in range(self.hp.n_layer):
             be = self.backends[il]
+            if isinstance(x, Residual) and be is not on:
+                x = on.add(x.x, x.delta)
             x, on = move(x, on, be), be             # activations cross only between devices
             x = self.block(il, x, pos, cache)
         for c in cache.caches if isinstance(cache, SeqBatch) else (cache,):
             c.n_past += 1 if isinstance(cache, SeqBatch) else n
         out = self.out_backend
-        x = move(x, on, out)
+        if isinstance(x, Residual) and out is not on:
+            x = on.add(x.x, x.delta)
+        a, d = x if isinstance(x, Residual) else (move(x, on, out), None)
         if out_rows is not None:
-            x = out.take_rows(x, out_rows)
-        return out.rms_norm(x, self.w.vec("output_norm.weight"), self.hp.eps)
+            a, d = out.take_rows(a, out_rows), None if d is None else out.take_rows(d, out_rows)
+        return out.add_rms_norm(a, d, self.w.vec("output_norm.weight"), self.hp.eps, consumers=(self.output,))[1]
+
+    takes_residual = False    # block(il, x) accepts a Residual x (and may return one)
+
+    def layer(self, il: int, x, pos: np.ndarray, cache: KVCache):
+        """``block`` with its output as one array (a returned Residual added up)."""
+        y = self.block(il, x, pos, cache)
+        return self.backend(il).add(y.x, y.delta) if isinstance(y, Residual) else y
+
+    def norm_in(self, il: int, x, w_name: str, consumers=()):
+        """A block's first step: (x, rmsnorm(x) * w) for x an array or a Residual (added here,
+        in the same pass on a GPU). consumers: the weights that take the normed rows."""
+        a, d = x if isinstance(x, Residual) else (x, None)
+        return self.backend(il).add_rms_norm(a, d, self.w.vec(w_name), self.hp.eps, consumers)
 
     def decode_step(self, cache, n: int):
         """The compiled layer programs (runtime.step.DecodeStep) for a step of n rows, or None
@@ -381,24 +415,43 @@ class BaseModel(ABC):
             qkv = self._proj(il, p + "attn_qkv", h)
             q, k, v = qkv[:, :nq], qkv[:, nq:nq + nk], qkv[:, nq + nk:]
         else:
-            q, k, v = (self._proj(il, p + "attn_q", h), self._proj(il, p + "attn_k", h),
-                       self._proj(il, p + "attn_v", h))
+            q, k, v = self._projs(il, [p + "attn_q", p + "attn_k", p + "attn_v"], h)
         q, k, v = q.reshape(n, spec.n_head, hd), k.reshape(n, spec.n_head_kv, hd), v.reshape(n, spec.n_head_kv, hd)
         if q_norm is not None:
             q = be.rms_norm(q.reshape(-1, hd), q_norm, hp.eps).reshape(n, spec.n_head, hd)
         if k_norm is not None:
             k = be.rms_norm(k.reshape(-1, hd), k_norm, hp.eps).reshape(n, spec.n_head_kv, hd)
-        q, k = self.rope_qk(il, q, k, pos, cache)
-        q = be.scale(q, hp.attn_scale)
-        seqs = [(cache, slice(0, n))] if not isinstance(cache, SeqBatch) else \
-            [(c, slice(i, i + 1)) for i, c in enumerate(cache.caches)]
-        os = []
-        for c, r in seqs:                           # each sequence attends over its own cache
-            be.kv_write(c.k[il], c.v[il], c.n_past, k[r], v[r])
-            os.append(be.attention(q[r], c.k[il], c.v[il], c.n_past, 1.0, window=spec.window,
-                                   softcap=hp.attn_softcap or None))
-        o = os[0] if len(os) == 1 else np.concatenate(os)    # (cupy arrays too: NEP 18)
-        return self._proj(il, p + "attn_output", o.reshape(n, spec.n_head * hd))
+        if isinstance(cache, SeqBatch):             # each sequence attends over its own cache
+            q, k = self.rope_qk(il, q, k, pos, cache)
+            q = be.scale(q, hp.attn_scale)
+            os = []
+            for i, c in enumerate(cache.caches):
+                r = slice(i, i + 1)
+                be.kv_write(c.k[il], c.v[il], c.n_past, k[r], v[r])
+                os.append(be.attention(q[r], c.k[il], c.v[il], c.n_past, 1.0, window=spec.window,
+                                       softcap=hp.attn_softcap or None))
+            o = os[0] if len(os) == 1 else np.concatenate(os)    # (cupy arrays too: NEP 18)
+            return self._proj(il, p + "attn_output", o.reshape(n, spec.n_head * hd))
+        s = cache.n_past
+        if hp.rope_ext is None and type(self).rope_qk is BaseModel.rope_qk:   # rope, scale, KV write: one verb
+            q = be.rope_kv(q, k, v, cache.k[il], cache.v[il], pos, s, hp.n_rot, spec.rope_base, spec.rope_scale,
+                           self.rope_freqs, hp.rope_mode, hp.attn_scale)
+        else:
+            q, k = self.rope_qk(il, q, k, pos, cache)
+            q = be.scale(q, hp.attn_scale)
+            be.kv_write(cache.k[il], cache.v[il], s, k, v)
+        wo = p + "attn_output"
+        o = be.attention_for(self.w.mat(wo + ".weight"), q, cache.k[il], cache.v[il], s, 1.0, window=spec.window,
+                             softcap=hp.attn_softcap or None)
+        return self._proj(il, wo, o.reshape(n, spec.n_head * hd))
+
+    def _projs(self, il: int, names: list, x) -> list:
+        """``_proj`` of several weights on one input (``Backend.matmuls``: one conversion of x,
+        one launch for a group uploaded together)."""
+        be = self.backend(il)
+        ys = be.matmuls([self.w.mat(n + ".weight") for n in names], x)
+        bs = [self.w.vecs.get(n + ".bias") for n in names]
+        return [y if b is None else be.add(y, b) for y, b in zip(ys, bs)]
 
     def _proj(self, il: int, name: str, x):
         """W x (+ b when the GGUF has ``name.bias``) on layer il's backend."""

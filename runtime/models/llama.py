@@ -12,7 +12,7 @@ ffn_down [n_embd, n_ff].
 from __future__ import annotations
 
 from runtime.models import rope
-from runtime.models.base import BaseModel, Hparams, LayerSpec, common, default_attn_scale, per_layer
+from runtime.models.base import BaseModel, Hparams, LayerSpec, Residual, common, default_attn_scale, per_layer
 
 
 def gqa_dense(n_head: int, n_head_kv: int, n_ff: int) -> tuple[str, str]:
@@ -42,9 +42,9 @@ def read_hparams(fields: dict, tensors: dict, arch: str = "llama", rope_mode: st
 def ffn_silu(model: BaseModel, il: int, m):
     """W_down(silu(W_gate m) * W_up m): m [n, n_embd] -> [n, n_embd] (through [n, n_ff])."""
     p, w, be = f"blk.{il}.", model.w, model.backend(il)
-    gate = be.matmul(w.mat(p + "ffn_gate.weight"), m)             # [n, n_ff]
-    up = be.matmul(w.mat(p + "ffn_up.weight"), m)                 # [n, n_ff]
-    return be.matmul(w.mat(p + "ffn_down.weight"), be.swiglu(gate, up))
+    gate, up = be.matmuls([w.mat(p + "ffn_gate.weight"), w.mat(p + "ffn_up.weight")], m)   # [n, n_ff] each
+    down = w.mat(p + "ffn_down.weight")
+    return be.matmul(down, be.glu("silu", gate, up, consumer=down))
 
 
 class Model(BaseModel):
@@ -55,10 +55,13 @@ class Model(BaseModel):
             self.w.mat(p + t + ".weight")
         self.w.vec(p + "attn_norm.weight"), self.w.vec(p + "ffn_norm.weight")
 
+    takes_residual = True
+
     def block(self, il, x, pos, cache):
-        """x f32 [n, n_embd] -> x: x += attention(rmsnorm(x)), x += ffn(rmsnorm(x)) (the module docstring)."""
-        p, eps, be = f"blk.{il}.", self.hp.eps, self.backend(il)
-        n = be.rms_norm(x, self.w.vec(p + "attn_norm.weight"), eps)
-        x = be.add(x, self.attention(il, n, pos, cache))
-        m = be.rms_norm(x, self.w.vec(p + "ffn_norm.weight"), eps)
-        return be.add(x, ffn_silu(self, il, m))
+        """x f32 [n, n_embd] (or the previous layer's Residual) -> Residual: x += attention(rmsnorm(x)),
+        then x + ffn(rmsnorm(x)) left for the next norm to add (the module docstring)."""
+        p, w = f"blk.{il}.", self.w
+        x, n = self.norm_in(il, x, p + "attn_norm.weight", [w.mat(p + f"attn_{t}.weight") for t in "qkv"])
+        x, m = self.norm_in(il, Residual(x, self.attention(il, n, pos, cache)), p + "ffn_norm.weight",
+                            [w.mat(p + "ffn_gate.weight"), w.mat(p + "ffn_up.weight")])
+        return Residual(x, ffn_silu(self, il, m))

@@ -7,7 +7,7 @@ RoPE), NEOX RoPE, no biases; head_dim from attention.key_length (may differ from
 from __future__ import annotations
 
 from runtime.models import llama
-from runtime.models.base import Hparams
+from runtime.models.base import Hparams, Residual
 
 
 def read_hparams(fields: dict, tensors: dict) -> Hparams:
@@ -21,8 +21,11 @@ class Model(llama.Model):
         self.w.vec(f"blk.{il}.attn_q_norm.weight"), self.w.vec(f"blk.{il}.attn_k_norm.weight")
 
     def block(self, il, x, pos, cache):
-        p, eps, w, be = f"blk.{il}.", self.hp.eps, self.w, self.backend(il)
-        a = self.attention(il, be.rms_norm(x, w.vec(p + "attn_norm.weight"), eps), pos, cache,
-                           q_norm=w.vec(p + "attn_q_norm.weight"), k_norm=w.vec(p + "attn_k_norm.weight"))
-        x = be.add(x, a)
-        return be.add(x, llama.ffn_silu(self, il, be.rms_norm(x, w.vec(p + "ffn_norm.weight"), eps)))
+        """llama.Model.block with the per-head Q/K norms (x or a Residual in, a Residual out)."""
+        p, w = f"blk.{il}.", self.w
+        x, n = self.norm_in(il, x, p + "attn_norm.weight", [w.mat(p + f"attn_{t}.weight") for t in "qkv"])
+        a = self.attention(il, n, pos, cache, q_norm=w.vec(p + "attn_q_norm.weight"),
+                           k_norm=w.vec(p + "attn_k_norm.weight"))
+        x, m = self.norm_in(il, Residual(x, a), p + "ffn_norm.weight",
+                            [w.mat(p + "ffn_gate.weight"), w.mat(p + "ffn_up.weight")])
+        return Residual(x, llama.ffn_silu(self, il, m))

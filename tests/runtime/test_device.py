@@ -45,7 +45,7 @@ class FakeDevice(CPUBackend):
         self._in(x)
         return np.array(x).view(np.ndarray)
 
-    def load_weights(self, mats, vecs):
+    def load_weights(self, mats, vecs, groups=()):
         self.loaded |= set(mats) | set(vecs)
         return 0
 

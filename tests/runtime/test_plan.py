@@ -134,3 +134,26 @@ def test_cli_plan_text_and_json(super49b):
     assert r.exit_code == 0, r.output
     assert "predicted decode" in r.output and "360 GB/s" in r.output and "11.00 GiB" not in r.output
     assert r.output.count("\n") > 85
+
+
+def test_plan_two_gpus_without_a_gpu(super49b):
+    """``ggufkit plan --gpu-memory 16GiB,16GiB``: two cards (cuda:0, cuda:1) planned from the header
+    alone; each within its budget, every tensor on exactly one device. --tensor-split is
+    llama.cpp's: item j of n (layers, then the head) on the first GPU whose cumulative share
+    exceeds j / n; a split that overfills a card is a one-line error."""
+    p, _ = super49b
+    r = CliRunner().invoke(cli, ["plan", str(p), "--gpu-memory", "16GiB,16GiB", "-c", "8192", "-o", "json"])
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.output)
+    assert d["devices"] == ["cuda:0", "cuda:1"] and d["n_gpu_layers"] == 81
+    assert all(d["totals"][g]["total"] <= 16 * GIB for g in d["devices"])
+    devs = [lc["device"] for lc in d["layers"]]
+    assert devs == sorted(devs) and set(devs) == {"cuda:0", "cuda:1"}      # contiguous, in order
+    fields, tensors = read_header(str(p))
+    assert sum(v["tensors"] for v in d["totals"].values()) == sum(t.n_bytes for t in tensors.values())
+    pl = plan_file(str(p), 8192, "64GiB,64GiB", "all", device="cuda:0,cuda:1", tensor_split="3,1")
+    assert [pl.layer_device(il) for il in range(80)] == ["cuda:0"] * 61 + ["cuda:1"] * 19
+    assert pl.output_device == "cuda:1" and pl.crossings() == 2
+    r = CliRunner().invoke(cli, ["plan", str(p), "--gpu-memory", "16GiB,16GiB", "-ngl", "all", "-ts", "3,1"])
+    assert isinstance(r.exception, ModelError) and "tensor split 3,1 puts" in str(r.exception)
+    assert "on cuda:0" in str(r.exception) and "\n" not in str(r.exception)    # the CLI prints it as one line

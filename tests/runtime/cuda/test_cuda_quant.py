@@ -124,7 +124,8 @@ def test_cuda_type_lists_are_the_table():
         assert {"mmvq_" + name.lower(), "dequant_" + name.lower()} <= kernels, name
     for name in floats:
         assert {"mmv_" + name.lower(), "dequant_" + name.lower()} <= kernels, name
-    assert int(re.search(r"#define QK_ACT_BYTES (\d+)", src)[1]) == TYPES["Q8_1"].type_size == qm.Q8_1_BYTES
+    common = module.COMMON_HEADER.read_text()          # the block quantizers live in common.cuh
+    assert int(re.search(r"#define QK_ACT_BYTES (\d+)", common)[1]) == TYPES["Q8_1"].type_size == qm.Q8_1_BYTES
 
 
 def test_iq_tables_header_is_generated(tmp_path, monkeypatch):
