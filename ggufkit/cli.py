@@ -63,7 +63,7 @@ def quantize(inp, args, tensor_type_file, dry_run, target_bpw, target_size, cand
     from ggufkit.quantize import parse_positional, quantize_file, read_tensor_type_file
 
     if target_bpw is not None or target_size is not None:
-        from ggufkit.allocate import budget_cmd
+        from ggufkit.commands.quantize import budget_cmd
         budget_cmd(inp, args, target_bpw, target_size, candidates, calib_file, opts)
         return
     out, ftype, nthreads = parse_positional(inp, args, dry_run=dry_run)
