@@ -82,9 +82,10 @@ def standard_sizes(s: Source, imatrix: str | None) -> dict:
 
 
 def file_weights(path: str, names) -> dict:
-    """The f32 weights [n_rows, ne0] of the named tensors of a written file (dequantized)."""
+    """The named tensors of a written file, each a function returning its f32 weights [n_rows, ne0]
+    (dequantized when called: ``Probe.kld`` calls it when it reaches the tensor's layer)."""
     s = open_source(path)
-    return {name: s.rows(name) for name in names}
+    return {name: (lambda name=name: s.rows(name)) for name in names}
 
 
 @dataclass
@@ -100,13 +101,18 @@ class BudgetResult:
     standard_probe_kld: float | None = None
     fell_back: bool = False
     message: str = ""
+    units: dict = field(default_factory=dict)     # measurement units computed / reused from the cache
 
 
 def quantize_budget(src: str | Source, dst: str, *, target_bpw: float | None = None, target_size=None,
                     imatrix: str | None = None, calib_text: str | None = None,
                     candidates: Sequence[str] = DEFAULT_CANDIDATES, ftype: str = "Q4_K_M", check: bool = True,
-                    n_seq: int = 1, seq_len: int = 128, cache: str | None = None, progress: bool = True,
-                    nthreads: int | None = None, sample_rows: int = 256, workers: int = 2) -> BudgetResult:
+                    n_seq: int = 1, seq_len: int = 128, cache_dir: str | os.PathLike | None = None,
+                    progress: bool = True, nthreads: int | None = None, sample_rows: int = 256, workers: int = 2,
+                    ray=None) -> BudgetResult:
+    """Write the mix of least estimated KLD within the budget (``target_bpw`` or ``target_size``) to
+    ``dst``; the measurement's units come from / go to ``cache_dir`` (``ggufkit.measure.Cache``) and
+    run in ``workers`` local processes or on ``ray`` (a ``ggufkit.fanout.RayRunner``)."""
     from ggufkit.atomic import atomic_path, check_output
     from quant.imatrix import load_imatrix
 
@@ -114,15 +120,15 @@ def quantize_budget(src: str | Source, dst: str, *, target_bpw: float | None = N
         raise GGUFKitError("budgeted allocation needs calibration text (--calib-file) to measure sensitivities")
     s = open_source(src)                             # opened once, passed down
     src = str(s.path)
-    cache = cache or f"{src}.alloc-measure.json"      # one measurement per input serves every budget
-    meas = measure(s, imatrix, calib_text, candidates=candidates, n_seq=n_seq, seq_len=seq_len, cache=cache,
-                   progress=progress, sample_rows=sample_rows, workers=workers)
+    check_output(dst)
+    meas = measure(s, imatrix, calib_text, candidates=candidates, n_seq=n_seq, seq_len=seq_len, cache_dir=cache_dir,
+                   progress=progress, sample_rows=sample_rows, workers=workers, ray=ray)
     im = load_imatrix(imatrix) if imatrix else None
     meas.header_bytes = len(s.header(s.plans(), ftype, im, imatrix))   # the imatrix path is in the header
     budget = budget_bytes(meas, target_bpw, target_size)
     types, nbytes, est = choose(meas, budget)
     by = {t.name: t for t in meas.tensors}
-    res = BudgetResult(types, nbytes, est, budget)
+    res = BudgetResult(types, nbytes, est, budget, units=dict(meas.units))
     for n, typ in types.items():
         tm = by[n]
         res.report.append(dict(name=n, type=typ, bytes=tm.nbytes[typ], rel_error=tm.errors[typ],
@@ -154,7 +160,7 @@ def quantize_budget(src: str | Source, dst: str, *, target_bpw: float | None = N
             from runtime.perplexity import read_text_file
             from runtime.sensitivity import Probe
             model = load(src, reader=s.gguf)
-            probe = Probe(model, probe_tokens(model, read_text_file(calib_text), n_seq, seq_len))
+            probe = Probe(model, probe_tokens(model, read_text_file(calib_text), n_seq, seq_len), spill=True)
             res.probe_kld = probe.kld(file_weights(mix_path, types))
             std_path = os.path.join(tmpdir, "standard.gguf")
             quantize_file(s, std_path, std_ft, nthreads, imatrix=imatrix, allow_requantize=True, progress=progress)

@@ -8,8 +8,14 @@ tensor, and how much the model's output cares.
 - ``alpha_t``: KLD of the model with a group of tensors quantized to a reference type, over the
   group's summed ``e_t(reference)`` (``runtime.sensitivity.Probe`` on calibration text).
 
-The source is opened once (``ggufkit.quantize.Source``) and read through its mmap, a tensor at a
-time. ``docs/ALLOCATION.md`` has the method and its costs.
+Every measurement is one unit of work with a content-addressed key (``Cache``): an error unit is
+(tensor bytes' hash, type, the tensor's importance row hash, sampled rows, method version); a
+sensitivity unit is (model hash, the group's tensors and reference types, probe text hash, probe
+size, method version). Units are written atomically as they finish, so a run killed at any point
+loses only the units in flight, and any later run (another budget, other candidates, another
+machine sharing the directory) reuses what is there. Units run in a local process pool or as Ray
+tasks (``ggufkit.fanout``); the source is opened once per process and read through its mmap, a
+tensor at a time. ``docs/ALLOCATION.md`` has the method and its costs.
 """
 from __future__ import annotations
 
@@ -17,6 +23,8 @@ import hashlib
 import json
 import os
 import re
+import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -33,7 +41,7 @@ from quant.recipes import IMATRIX_TYPES
 DEFAULT_CANDIDATES = ("IQ2_XXS", "IQ2_XS", "IQ2_S", "Q2_K", "IQ3_XXS", "IQ3_S", "Q3_K", "IQ4_XS", "IQ4_NL",
                       "Q4_0", "Q4_K", "Q4_1", "Q5_0", "Q5_K", "Q5_1", "Q6_K", "Q8_0", "F16")
 STOCK_TYPES = frozenset(DEFAULT_CANDIDATES) | {"IQ1_S", "IQ1_M", "BF16", "F32"}
-CACHE_VERSION = 1
+METHOD_VERSION = 2     # part of every cache key: bump when what a unit measures changes
 
 
 @dataclass
@@ -58,20 +66,98 @@ class Measurement:
     tensors: list[TensorMeasure] = field(default_factory=list)
     probe: dict = field(default_factory=dict)
     seconds: dict = field(default_factory=dict)
+    units: dict = field(default_factory=dict)      # {"computed": n, "reused": n}: units of this run
 
     def to_json(self) -> dict:
         d = dict(self.__dict__)
         d["tensors"] = [t.__dict__ for t in self.tensors]
-        d["version"] = CACHE_VERSION
         return d
 
     @classmethod
     def from_json(cls, d: dict) -> "Measurement":
         d = dict(d)
-        d.pop("version", None)
         d["tensors"] = [TensorMeasure(**t) for t in d["tensors"]]
         return cls(**d)
 
+
+# ---------------------------------------------------------------- the cache
+
+def default_cache_dir() -> Path:
+    """``$GGUFKIT_CACHE/measure``, by default ``~/.cache/ggufkit/measure``."""
+    return Path(os.environ.get("GGUFKIT_CACHE") or Path.home() / ".cache" / "ggufkit") / "measure"
+
+
+class Cache:
+    """Content-addressed measurement units: one small JSON file per key, ``ROOT/ab/abcdef....json``.
+
+    A unit is written to a temporary file in its directory and renamed (atomic on POSIX), so a
+    reader sees a whole unit or none; a killed writer leaves at most a stray ``.tmp`` file."""
+
+    def __init__(self, root: str | os.PathLike | None = None):
+        self.root = Path(root) if root else default_cache_dir()
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            fd, probe = tempfile.mkstemp(dir=self.root, prefix=".writable.")
+            os.close(fd)
+            os.unlink(probe)
+        except OSError as e:
+            raise GGUFKitError(f"the measurement cache directory {self.root} is not writable: "
+                               f"{e.strerror or e}") from None
+
+    @staticmethod
+    def key(**parts) -> str:
+        return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()
+
+    def _path(self, key: str) -> Path:
+        return self.root / key[:2] / f"{key}.json"
+
+    def get(self, key: str):
+        try:
+            return json.loads(self._path(key).read_text())
+        except (OSError, ValueError):
+            return None
+
+    def put(self, key: str, value) -> None:
+        p = self._path(key)
+        p.parent.mkdir(exist_ok=True)
+        tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(value))
+        os.replace(tmp, p)
+
+
+def _sha(b) -> str:
+    return hashlib.sha256(b).hexdigest()
+
+
+def tensor_digest(s: Source, t, cache: Cache) -> str:
+    """sha256 of a tensor's type, shape and bytes (read through the mmap in 64 MiB slices),
+    remembered per (file, size, mtime, offset) so a rerun does not read the model again."""
+    st = os.stat(s.path)
+    k = Cache.key(kind="digest", path=str(Path(s.path).resolve()), size=st.st_size, mtime=st.st_mtime_ns,
+                  name=t.name, offset=int(t.offset))
+    hit = cache.get(k)
+    if hit is not None:
+        return hit
+    h = hashlib.sha256(f"{t.qtype} {list(t.shape)}".encode())
+    data = t.data
+    for i in range(0, data.size, 64 << 20):
+        h.update(data[i:i + (64 << 20)])
+    d = h.hexdigest()
+    cache.put(k, d)
+    return d
+
+
+def _file_digest(path: str | None) -> str | None:
+    if not path:
+        return None
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for b in iter(lambda: f.read(1 << 20), b""):
+            h.update(b)
+    return h.hexdigest()
+
+
+# ---------------------------------------------------------------- per tensor
 
 def imatrix_row(im, name: str, ne0: int):
     if im is None:
@@ -101,93 +187,149 @@ def quant_dequant(x: np.ndarray, typ: str, imrow) -> np.ndarray:
     return np.asarray(quant.dequantize(q, typ), np.float32).reshape(x.shape)
 
 
-def measure(src: str | Source, imatrix: str | None, calib_text: str | None, *, candidates: Sequence[str] = DEFAULT_CANDIDATES,
-            n_seq: int = 1, seq_len: int = 128, sample_rows: int = 256, cache: str | None = None,
-            progress: bool = True, workers: int = 2) -> Measurement:
-    """Per-tensor errors for every candidate type and per-tensor sensitivities (cached in ``cache``)."""
-    import time
+CHUNK_BYTES = 64 << 20     # float32 bytes quantized per step of ``requantized``
 
-    from tqdm import tqdm
 
+def requantized(s: Source, name: str, typ: str, imrow) -> np.ndarray:
+    """A whole tensor as it reads after quantizing to ``typ``, f32 [n_rows, ne0]: one float32 copy,
+    quantized and dequantized in place, a chunk of rows at a time (rows are independent, so this
+    equals ``quant_dequant`` of the whole tensor bit for bit)."""
+    x = s.rows(name)
+    step = max(1, CHUNK_BYTES // (4 * x.shape[1]))
+    for r0 in range(0, x.shape[0], step):
+        x[r0:r0 + step] = quant_dequant(x[r0:r0 + step], typ, imrow)
+    return x
+
+
+# ---------------------------------------------------------------- units (run in workers)
+
+_OPEN: dict = {}       # per process: opened sources, imatrices, probes (a worker serves many units)
+
+
+def _source(path: str) -> Source:
+    if path not in _OPEN:
+        _OPEN[path] = open_source(path)
+    return _OPEN[path]
+
+
+def _imatrix(path: str | None):
+    if not path:
+        return None
+    k = ("imatrix", path)
+    if k not in _OPEN:
+        from quant.imatrix import load_imatrix
+        _OPEN[k] = load_imatrix(path)
+    return _OPEN[k]
+
+
+def error_unit(src: str, imatrix: str | None, cache_root: str, name: str, rows: list[int],
+               todo: list[tuple[str, str]]) -> tuple[str, dict]:
+    """Errors of one tensor for the given (type, cache key) pairs, each cached as it is done."""
+    s, cache = _source(src), Cache(cache_root)
+    t = s.tensor(name)
+    imrow = imatrix_row(_imatrix(imatrix), name, t.shape[0])
+    x = s.rows(t, np.asarray(rows, np.int64))
+    out = {}
+    for typ, key in todo:
+        out[typ] = relative_error(x, quant_dequant(x, typ, imrow), imrow)
+        cache.put(key, {"error": out[typ]})
+    return name, out
+
+
+def _probe(src: str, text: str, n_seq: int, seq_len: int):
+    k = ("probe", src, text, n_seq, seq_len)
+    if k not in _OPEN:
+        from runtime.loader import load
+        from runtime.perplexity import read_text_file
+        from runtime.sensitivity import Probe
+        model = load(src, reader=_source(src).gguf)
+        _OPEN[k] = Probe(model, probe_tokens(model, read_text_file(text), n_seq, seq_len), spill=True)
+    return _OPEN[k]
+
+
+def kld_unit(src: str, imatrix: str | None, cache_root: str, text: str, n_seq: int, seq_len: int,
+             group: list[str], refs: list[str], key: str) -> tuple[str, float, int]:
+    """KLD of the model with one group of tensors quantized to their reference types (cached)."""
+    s, im = _source(src), _imatrix(imatrix)
+    probe = _probe(src, text, n_seq, seq_len)
+    # made when the probe reaches the tensor's layer, dropped after it
+    rep = {n: (lambda n=n, ref=ref: requantized(s, n, ref, imatrix_row(im, n, s.tensor(n).shape[0])))
+           for n, ref in zip(group, refs)}
+    v = probe.kld(rep)
+    Cache(cache_root).put(key, {"kld": v, "rows": probe.n_rows})
+    return key, v, probe.n_rows
+
+
+# ---------------------------------------------------------------- the driver
+
+def measure(src: str | Source, imatrix: str | None, calib_text: str | None, *,
+            candidates: Sequence[str] = DEFAULT_CANDIDATES, n_seq: int = 1, seq_len: int = 128,
+            sample_rows: int = 256, cache_dir: str | os.PathLike | None = None, progress: bool = True,
+            workers: int = 2, per: str = "block", ray=None) -> Measurement:
+    """Per-tensor errors for every candidate type and per-group sensitivities, every unit taken from
+    the cache when it is there and cached as soon as it is measured. ``workers`` > 1 runs units in
+    that many local processes; ``ray`` (a ``ggufkit.fanout.RayRunner``) runs them as Ray tasks."""
+    from ggufkit.fanout import run_units
     from quant.imatrix import load_imatrix
 
     for c in candidates:
         if c not in STOCK_TYPES:
             raise GGUFKitError(f"candidate type {c} is not one stock llama.cpp runs "
                                f"(allowed: {', '.join(sorted(STOCK_TYPES))})")
+    cache = Cache(cache_dir)
     s = open_source(src)
-    src = str(s.path)
-    st = os.stat(src)
-    key_err = dict(src=os.path.abspath(src), size=st.st_size, mtime=int(st.st_mtime), imatrix=_digest(imatrix),
-                   candidates=list(candidates), sample_rows=sample_rows, version=CACHE_VERSION)
-    key_sens = dict(text=_digest(calib_text), n_seq=n_seq, seq_len=seq_len, groups="block")
-    cached = None
-    if cache and Path(cache).is_file():
-        try:
-            d = json.loads(Path(cache).read_text())
-            if d.get("key_err") == key_err:
-                cached = Measurement.from_json(d["measurement"])
-                if d.get("key_sens") == key_sens or not calib_text:
-                    return cached
-        except (ValueError, KeyError, TypeError):
-            cached = None
-
-    def save(m, with_sens):
-        if cache:
-            tmp = f"{cache}.tmp{os.getpid()}"
-            Path(tmp).write_text(json.dumps({"key_err": key_err, "key_sens": key_sens if with_sens else None,
-                                             "measurement": m.to_json()}))
-            os.replace(tmp, cache)
-
+    src = str(Path(s.path).resolve())
+    _OPEN[src] = s
     im = load_imatrix(imatrix) if imatrix else None
-    if cached is not None:
-        _sensitivities(cached, s, src, im, calib_text, n_seq, seq_len, progress, workers=workers)
-        save(cached, True)
-        return cached
     plans = s.plans()
-    hdr = len(s.header(plans, "Q8_0", im, imatrix))
-    fixed = 0
-    n_params = 0
-    meas = Measurement(str(src), hdr, 0, 0, probe=dict(n_seq=n_seq, seq_len=seq_len))
+    meas = Measurement(str(s.path), len(s.header(plans, "Q8_0", im, imatrix)), 0, 0,
+                       probe=dict(n_seq=n_seq, seq_len=seq_len), units=dict(computed=0, reused=0))
     t0 = time.time()
     todo = []
     for t, p in zip(s.tensors, plans):
-        n_params += int(np.prod(p.shape))
+        meas.n_params += int(np.prod(p.shape))
         if p.dst_type == p.src_type or not p.allows_quantization:
-            fixed += pad(t.n_bytes)
+            meas.fixed_bytes += pad(t.n_bytes)
             continue
         todo.append((t, p))
-    meas.fixed_bytes, meas.n_params = fixed, n_params
+    from tqdm import tqdm
+    digests = {t.name: tensor_digest(s, t, cache)
+               for t in tqdm(s.tensors, desc="hash", unit="tensor", disable=not progress)}
+    # sampled rows: one generator over the tensors in file order (the sample does not depend on
+    # which units are cached or where they run)
     rng = np.random.default_rng(0)
-    for t, p in tqdm(todo, desc="errors", unit="tensor", disable=not progress):
+    jobs, by = [], {}
+    for t, p in todo:
         ne0 = p.shape[0]
         n_rows = int(np.prod(p.shape[1:]))
         imrow = imatrix_row(im, p.name, ne0)
         types = candidate_types(ne0, imrow is not None, candidates)
         rows = np.sort(rng.choice(n_rows, min(sample_rows, n_rows), replace=False))
-        x = s.rows(t, rows)
-        errs, nb = {}, {}
+        base = dict(kind="error", v=METHOD_VERSION, tensor=digests[p.name], rows=_sha(rows.astype(np.int64).tobytes()),
+                    imatrix=None if imrow is None else _sha(np.ascontiguousarray(imrow, np.float32).tobytes()))
+        tm = TensorMeasure(p.name, list(p.shape), n_rows, p.src_type, {}, {})
+        missing = []
         for typ in types:
-            q = quant_dequant(x, typ, imrow)
-            errs[typ] = relative_error(x, q, imrow)
-            nb[typ] = pad(n_rows * quant.row_size(typ, ne0))
-        meas.tensors.append(TensorMeasure(p.name, list(p.shape), n_rows, p.src_type, errs, nb))
+            key = Cache.key(type=typ, **base)
+            hit = cache.get(key)
+            tm.errors[typ] = None if hit is None else hit["error"]
+            tm.nbytes[typ] = pad(n_rows * quant.row_size(typ, ne0))
+            if hit is None:
+                missing.append((typ, key))
+        meas.units["reused"] += len(types) - len(missing)
+        meas.units["computed"] += len(missing)
+        if missing:
+            jobs.append((src, imatrix, str(cache.root), p.name, rows.tolist(), missing))
+        meas.tensors.append(tm)
+        by[p.name] = tm
+    for name, errs in run_units(error_unit, jobs, workers=workers, ray=ray, progress=progress, desc="errors",
+                                unit="tensor"):
+        by[name].errors.update(errs)
     meas.seconds["errors"] = time.time() - t0
-    save(meas, False)
     if calib_text:
-        _sensitivities(meas, s, src, im, calib_text, n_seq, seq_len, progress, workers=workers)
-        save(meas, True)
+        _sensitivities(meas, s, src, imatrix, im, calib_text, n_seq, seq_len, progress, per, workers, ray,
+                       cache, digests)
     return meas
-
-
-def _digest(path: str | None) -> str | None:
-    if not path:
-        return None
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for b in iter(lambda: f.read(1 << 20), b""):
-            h.update(b)
-    return h.hexdigest()[:16]
 
 
 def _ref_type(tm: TensorMeasure) -> str:
@@ -227,64 +369,41 @@ def sensitivity_groups(names: Sequence[str], per: str = "block") -> list[list[st
     return list(groups.values())
 
 
-def _measure_groups(src, im, text_path, n_seq, seq_len, groups, refs, shapes, queue=None):
-    """KLD of the model with each group of tensors quantized to its reference types."""
-    from runtime.loader import load
-    from runtime.perplexity import read_text_file
-    from runtime.sensitivity import Probe
-
-    s = open_source(src)
-    model = load(src)
-    probe = Probe(model, probe_tokens(model, read_text_file(text_path), n_seq, seq_len))
-    out = []
-    for g in groups:
-        rep = {}
-        for n in g:
-            w = s.rows(n)
-            rep[n] = quant_dequant(w, refs[n], imatrix_row(im, n, shapes[n][0])).reshape(-1, shapes[n][0])
-        out.append(probe.kld(rep))
-        if queue is not None:
-            queue.put(1)
-    return out, probe.n_rows
-
-
-def _sensitivities(meas, s, src, im, text_path, n_seq, seq_len, progress, per: str = "block", workers: int = 2):
-    import multiprocessing as mp
-    import time
-    from concurrent.futures import ProcessPoolExecutor
-
-    from tqdm import tqdm
+def _sensitivities(meas, s, src, imatrix, im, text_path, n_seq, seq_len, progress, per, workers, ray, cache,
+                   digests):
+    from ggufkit.fanout import run_units
 
     t0 = time.time()
     by = {tm.name: tm for tm in meas.tensors}
     for tm in meas.tensors:
         tm.ref_type = _ref_type(tm)
-    refs = {n: tm.ref_type for n, tm in by.items()}
-    shapes = {n: tm.shape for n, tm in by.items()}
-    groups = sensitivity_groups(list(by), per)
-    parts = [groups[i::workers] for i in range(workers)] if workers > 1 else [groups]
-    bar = tqdm(total=len(groups), desc="sensitivity", unit="group", disable=not progress)
-    if workers > 1:
-        ctx = mp.get_context("spawn")
-        with ctx.Manager() as man, ProcessPoolExecutor(workers, mp_context=ctx) as ex:
-            q = man.Queue()
-            futs = [ex.submit(_measure_groups, src, im, text_path, n_seq, seq_len, p, refs, shapes, q) for p in parts]
-            done = 0
-            while done < len(groups):
-                q.get()
-                done += 1
-                bar.update(1)
-            res = [f.result() for f in futs]
-    else:
-        res = [_measure_groups(src, im, text_path, n_seq, seq_len, groups, refs, shapes)]
-        bar.update(len(groups))
-    bar.close()
-    klds = {}
-    for part, (vals, n_rows) in zip(parts, res):
-        for g, v in zip(part, vals):
-            klds[tuple(g)] = v
+    model_digest = _sha("".join(digests[t.name] for t in s.tensors).encode()
+                        + b"".join(raw for _, raw in s.kv_raw))
+    text_digest = _file_digest(text_path)
+    klds, jobs = {}, []
+    for g in sensitivity_groups(list(by), per):
+        refs = [by[n].ref_type for n in g]
+        imrows = []
+        for n in g:
+            r = imatrix_row(im, n, by[n].shape[0])
+            imrows.append(None if r is None else _sha(np.ascontiguousarray(r, np.float32).tobytes()))
+        key = Cache.key(kind="kld", v=METHOD_VERSION, model=model_digest, group=g, refs=refs, imatrix=imrows,
+                        text=text_digest, n_seq=n_seq, seq_len=seq_len)
+        hit = cache.get(key)
+        klds[tuple(g)] = (key, None if hit is None else hit["kld"])
+        if hit is None:
+            jobs.append((src, imatrix, str(cache.root), text_path, n_seq, seq_len, g, refs, key))
+        else:
+            meas.probe["rows"] = hit["rows"]
+    meas.units["reused"] += len(klds) - len(jobs)
+    meas.units["computed"] += len(jobs)
+    got = {}
+    for key, v, n_rows in run_units(kld_unit, jobs, workers=workers, ray=ray, progress=progress,
+                                    desc="sensitivity", unit="group"):
+        got[key] = v
         meas.probe["rows"] = n_rows
-    for g, v in klds.items():
+    for g, (key, v) in klds.items():
+        v = got[key] if v is None else v
         e = sum(by[n].errors[by[n].ref_type] for n in g)
         for n in g:
             by[n].ref_kld = v

@@ -139,7 +139,8 @@ def test_budget_end_to_end_llama_tiny(llama_ckpt, tmp_path, monkeypatch):
     budget = (tmp_path / "q4km.gguf").stat().st_size
     out = tmp_path / "alloc.gguf"
     res = quantize_budget(str(base), str(out), target_size=str(budget), imatrix=imx, calib_text=text,
-                          n_seq=1, seq_len=64, sample_rows=32, workers=1, progress=False)
+                          n_seq=1, seq_len=64, sample_rows=32, workers=1, progress=False,
+                          cache_dir=tmp_path / "cache")
     assert std.tensors
     assert out.stat().st_size == res.file_bytes <= budget
     assert res.standard is not None and res.probe_kld is not None and res.standard_probe_kld is not None
@@ -153,7 +154,8 @@ def test_budget_end_to_end_llama_tiny(llama_ckpt, tmp_path, monkeypatch):
     # the cached measurement makes a second budget cheap and consistent
     res2 = quantize_budget(str(base), str(tmp_path / "b.gguf"), target_bpw=5.0, imatrix=imx, calib_text=text,
                            n_seq=1, seq_len=64, sample_rows=32, workers=1, progress=False, check=False,
-                           cache=f"{base}.alloc-measure.json")
+                           cache_dir=tmp_path / "cache")
+    assert res2.units["computed"] == 0 and res2.units["reused"] > 0      # every unit from the cache
     assert (tmp_path / "b.gguf").stat().st_size <= res2.budget
 
 
@@ -176,14 +178,14 @@ def test_budget_check_reads_written_files_and_falls_back(llama_ckpt, tmp_path, m
     std = tmp_path / "q4km.gguf"
     quantize_file(base, std, "Q4_K_M", imatrix=imx)
     kw = dict(target_size=str(std.stat().st_size), imatrix=imx, calib_text=text, n_seq=1, seq_len=64,
-              sample_rows=32, workers=1, progress=False, cache=str(tmp_path / "m.json"))
+              sample_rows=32, workers=1, progress=False, cache_dir=tmp_path / "cache")
     out = tmp_path / "alloc.gguf"
     res = A.quantize_budget(base, str(out), **kw)
     im = load_imatrix(imx)
     fresh = _requantized(base, res.types, im)
     written = A.file_weights(str(out), res.types)
     assert set(fresh) == set(written) == set(res.types)
-    assert all(np.array_equal(fresh[n], written[n]) for n in fresh)
+    assert all(np.array_equal(fresh[n], written[n]()) for n in fresh)
     model = load(base)
     probe = Probe(model, probe_tokens(model, read_text_file(text), 1, 64))
     mine = res.standard_probe_kld if res.fell_back else res.probe_kld
