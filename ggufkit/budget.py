@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Sequence
 
 from ggufkit.errors import GGUFKitError
-from ggufkit.measure import DEFAULT_CANDIDATES, Measurement, measure, probe_tokens
+from ggufkit.measure import DEFAULT_CANDIDATES, Measurement, check_imatrix, measure, probe_tokens, smallest_mix
 from ggufkit.quantize import Source, open_source, pad, quantize_file
 from quant.allocate import Choice, TensorOptions, allocate
 from quant.errors import QuantError
@@ -45,7 +45,7 @@ def options(meas: Measurement) -> list[TensorOptions]:
     return opts
 
 
-def budget_bytes(meas: Measurement, target_bpw: float | None, target_size: str | int | None) -> int:
+def budget_bytes(n_params: int | None, target_bpw: float | None, target_size: str | int | None) -> int:
     """Whole-file bytes allowed: SIZE, or bpw x parameters / 8 (bpw of the whole file, header included)."""
     if (target_bpw is None) == (target_size is None):
         raise GGUFKitError("give exactly one of --target-bpw and --target-size")
@@ -53,7 +53,7 @@ def budget_bytes(meas: Measurement, target_bpw: float | None, target_size: str |
         return parse_size(target_size)
     if not target_bpw > 0:
         raise GGUFKitError(f"invalid target bpw {target_bpw}")
-    return int(target_bpw * meas.n_params / 8)
+    return int(target_bpw * n_params / 8)
 
 
 def choose(meas: Measurement, budget: int) -> tuple[dict, int, float]:
@@ -121,11 +121,20 @@ def quantize_budget(src: str | Source, dst: str, *, target_bpw: float | None = N
     s = open_source(src)                             # opened once, passed down
     src = str(s.path)
     check_output(dst)
+    im = load_imatrix(imatrix) if imatrix else None
+    if im is not None:
+        check_imatrix(s, im, imatrix)
+    # refuse an impossible budget before hours of measuring
+    n_params, fixed_bytes, least = smallest_mix(s, im, candidates)
+    head = len(s.header(s.plans(), ftype, im, imatrix))
+    budget = budget_bytes(n_params, target_bpw, target_size)
+    if budget < head + fixed_bytes + least:
+        raise GGUFKitError(f"the budget of {budget} bytes is below the smallest file the candidate types can make "
+                           f"({head + fixed_bytes + least} bytes: every tensor at its smallest type, plus the "
+                           f"header and unquantized tensors, {head + fixed_bytes})")
     meas = measure(s, imatrix, calib_text, candidates=candidates, n_seq=n_seq, seq_len=seq_len, cache_dir=cache_dir,
                    progress=progress, sample_rows=sample_rows, workers=workers, ray=ray)
-    im = load_imatrix(imatrix) if imatrix else None
-    meas.header_bytes = len(s.header(s.plans(), ftype, im, imatrix))   # the imatrix path is in the header
-    budget = budget_bytes(meas, target_bpw, target_size)
+    meas.header_bytes = head                         # the imatrix path and file type are in the header
     types, nbytes, est = choose(meas, budget)
     by = {t.name: t for t in meas.tensors}
     res = BudgetResult(types, nbytes, est, budget, units=dict(meas.units))

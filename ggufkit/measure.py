@@ -178,6 +178,36 @@ def candidate_types(ne0: int, has_imatrix: bool, candidates: Sequence[str]) -> l
     return out
 
 
+def check_imatrix(s: Source, im, path: str) -> None:
+    """An imatrix made on another model is refused: it must name some of this model's quantized
+    tensors, each with one importance value per column (per expert)."""
+    names = {p.name: p for p in s.plans() if p.dst_type != p.src_type}
+    hits = [n for n in names if n in im.entries]
+    if not hits:
+        raise GGUFKitError(f"the imatrix {path} has none of this model's tensors (made on another model?)")
+    for n in hits:
+        shape = names[n].shape
+        want = shape[0] * (shape[2] if len(shape) > 2 else 1)
+        if im.entries[n].size != want and n != "token_embd.weight":
+            raise GGUFKitError(f"the imatrix {path} does not fit this model: {n} has {im.entries[n].size} "
+                               f"importance values, the tensor {want} columns (made on another model?)")
+
+
+def smallest_mix(s: Source, im, candidates: Sequence[str]) -> tuple[int, int, int]:
+    """(parameters, bytes of the tensors kept as they are, bytes of the quantized tensors each at
+    its smallest candidate type), padded as written: what the smallest possible file holds."""
+    n_params = fixed = least = 0
+    for t, p in zip(s.tensors, s.plans()):
+        n_params += int(np.prod(p.shape))
+        if p.dst_type == p.src_type or not p.allows_quantization:
+            fixed += pad(t.n_bytes)
+            continue
+        ne0, n_rows = p.shape[0], int(np.prod(p.shape[1:]))
+        types = candidate_types(ne0, imatrix_row(im, p.name, ne0) is not None, candidates)
+        least += min(pad(n_rows * quant.row_size(typ, ne0)) for typ in types)
+    return n_params, fixed, least
+
+
 def quant_dequant(x: np.ndarray, typ: str, imrow) -> np.ndarray:
     if typ in ("F32",):
         return x
