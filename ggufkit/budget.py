@@ -19,6 +19,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
@@ -102,6 +103,7 @@ class BudgetResult:
     fell_back: bool = False
     message: str = ""
     units: dict = field(default_factory=dict)     # measurement units computed / reused from the cache
+    seconds: dict = field(default_factory=dict)   # wall time per phase (hash + errors, sensitivity, check + write)
 
 
 def quantize_budget(src: str | Source, dst: str, *, target_bpw: float | None = None, target_size=None,
@@ -137,7 +139,8 @@ def quantize_budget(src: str | Source, dst: str, *, target_bpw: float | None = N
     meas.header_bytes = head                         # the imatrix path and file type are in the header
     types, nbytes, est = choose(meas, budget)
     by = {t.name: t for t in meas.tensors}
-    res = BudgetResult(types, nbytes, est, budget, units=dict(meas.units))
+    res = BudgetResult(types, nbytes, est, budget, units=dict(meas.units), seconds=dict(meas.seconds))
+    t0 = time.time()
     for n, typ in types.items():
         tm = by[n]
         res.report.append(dict(name=n, type=typ, bytes=tm.nbytes[typ], rel_error=tm.errors[typ],
@@ -188,6 +191,7 @@ def quantize_budget(src: str | Source, dst: str, *, target_bpw: float | None = N
         if real != res.file_bytes:
             raise GGUFKitError(f"internal: planned {res.file_bytes} bytes, wrote {real}")
         os.replace(keep, dst)
+        res.seconds["check and write"] = time.time() - t0
     finally:
         shutil.rmtree(tmpdir, ignore_errors=True)
     with atomic_path(f"{dst}.tensor-types.txt") as tmp:

@@ -94,10 +94,15 @@ def run_units(fn: Callable, jobs: Sequence[tuple], *, workers: int = 1, ray: Ray
         elif workers > 1 and len(jobs) > 1:
             import multiprocessing as mp
             from concurrent.futures import ProcessPoolExecutor, as_completed
-            with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=mp.get_context("spawn")) as ex:
+            ex = ProcessPoolExecutor(min(workers, len(jobs)), mp_context=mp.get_context("spawn"))
+            try:
                 for f in as_completed([ex.submit(fn, *j) for j in jobs]):
                     bar.update(1)
                     yield f.result()
+            except BaseException:        # Ctrl-C, SIGTERM, a failed unit: drop the queued units now
+                ex.shutdown(wait=False, cancel_futures=True)
+                raise
+            ex.shutdown()
         else:
             for j in jobs:
                 r = fn(*j)

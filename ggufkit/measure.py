@@ -73,12 +73,6 @@ class Measurement:
         d["tensors"] = [t.__dict__ for t in self.tensors]
         return d
 
-    @classmethod
-    def from_json(cls, d: dict) -> "Measurement":
-        d = dict(d)
-        d["tensors"] = [TensorMeasure(**t) for t in d["tensors"]]
-        return cls(**d)
-
 
 # ---------------------------------------------------------------- the cache
 
@@ -236,16 +230,24 @@ def requantized(s: Source, name: str, typ: str, imrow) -> np.ndarray:
 _OPEN: dict = {}       # per process: opened sources, imatrices, probes (a worker serves many units)
 
 
+def _stamp(path: str) -> tuple:
+    """A file as long-lived workers must tell it apart: path, size, mtime (a file replaced at the
+    same path is opened again)."""
+    st = os.stat(path)
+    return path, st.st_size, st.st_mtime_ns
+
+
 def _source(path: str) -> Source:
-    if path not in _OPEN:
-        _OPEN[path] = open_source(path)
-    return _OPEN[path]
+    k = ("source", *_stamp(path))
+    if k not in _OPEN:
+        _OPEN[k] = open_source(path)
+    return _OPEN[k]
 
 
 def _imatrix(path: str | None):
     if not path:
         return None
-    k = ("imatrix", path)
+    k = ("imatrix", *_stamp(path))
     if k not in _OPEN:
         from quant.imatrix import load_imatrix
         _OPEN[k] = load_imatrix(path)
@@ -267,7 +269,7 @@ def error_unit(src: str, imatrix: str | None, cache_root: str, name: str, rows: 
 
 
 def _probe(src: str, text: str, n_seq: int, seq_len: int):
-    k = ("probe", src, text, n_seq, seq_len)
+    k = ("probe", *_stamp(src), *_stamp(text), n_seq, seq_len)
     if k not in _OPEN:
         from runtime.loader import load
         from runtime.perplexity import read_text_file
@@ -309,7 +311,7 @@ def measure(src: str | Source, imatrix: str | None, calib_text: str | None, *,
     cache = Cache(cache_dir)
     s = open_source(src)
     src = str(Path(s.path).resolve())
-    _OPEN[src] = s
+    _OPEN[("source", *_stamp(src))] = s
     im = load_imatrix(imatrix) if imatrix else None
     plans = s.plans()
     meas = Measurement(str(s.path), len(s.header(plans, "Q8_0", im, imatrix)), 0, 0,
@@ -359,6 +361,8 @@ def measure(src: str | Source, imatrix: str | None, calib_text: str | None, *,
     if calib_text:
         _sensitivities(meas, s, src, imatrix, im, calib_text, n_seq, seq_len, progress, per, workers, ray,
                        cache, digests)
+    for k in [k for k in _OPEN if k[0] == "probe"]:
+        del _OPEN[k]                  # a probe built here (no workers) is not kept past the measurement
     return meas
 
 

@@ -136,7 +136,10 @@ class Source:
         raw = t.data.reshape(t.n_rows, quant.row_size(t.qtype, ne0))
         if rows is not None:
             raw = raw[rows]
-        return np.array(to_f32(np.ascontiguousarray(raw), t.qtype, ne0, backend, nthreads), np.float32)
+        x = to_f32(np.ascontiguousarray(raw), t.qtype, ne0, backend, nthreads)
+        # a new writable array, made once: F32 is a view of the mapped file until copied, the
+        # other types are converted into a new array already
+        return np.array(x, np.float32) if t.qtype == "F32" else np.asarray(x, np.float32)
 
     def plans(self, ftype: str | FileType = "Q8_0", opts: QuantOptions | None = None, *,
               has_imatrix: bool = False) -> list[TensorPlan]:

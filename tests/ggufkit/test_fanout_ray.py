@@ -15,7 +15,7 @@ ray = pytest.importorskip("ray")
 
 IMX = str(GOLDENS / "imatrix" / "llama-tiny-c128x4.gguf")
 TEXT = str(GOLDENS / "runtime" / "fixture-text.txt")
-KW = dict(n_seq=1, seq_len=64, sample_rows=32, progress=False)
+KW = dict(n_seq=1, seq_len=64, sample_rows=32, progress=False, candidates=("Q3_K", "Q4_0", "Q4_K", "Q6_K", "Q8_0"))
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,8 @@ from tests.helpers import GOLDENS, REPO
 
 IMX = str(GOLDENS / "imatrix" / "llama-tiny-c128x4.gguf")
 TEXT = str(GOLDENS / "runtime" / "fixture-text.txt")
-KW = dict(n_seq=1, seq_len=64, sample_rows=32, progress=False)
+CANDS = ("Q2_K", "Q3_K", "Q4_0", "Q4_K", "Q5_K", "Q6_K", "Q8_0")      # fewer units: a shorter test
+KW = dict(n_seq=1, seq_len=64, sample_rows=32, progress=False, candidates=CANDS)
 
 # a measurement in a child process; argv[5] > 0 slows every quantization down so it can be killed mid-run
 CHILD = r"""
@@ -31,7 +32,7 @@ if slow:
         return real(*a)
     M.quant_dequant = quant_dequant
 m = M.measure(sys.argv[1], sys.argv[2], sys.argv[3], cache_dir=sys.argv[4], n_seq=1, seq_len=64, sample_rows=32,
-              workers=1, progress=False)
+              workers=1, progress=False, candidates=sys.argv[6].split(","))
 print(json.dumps(m.units))
 """
 
@@ -62,7 +63,7 @@ def test_sigkill_mid_run_then_rerun_resumes_with_the_same_bytes(base, tmp_path):
 
     cache = tmp_path / "killed"
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    p = subprocess.Popen([sys.executable, "-c", CHILD, base, IMX, TEXT, str(cache), "0.05"], env=env,
+    p = subprocess.Popen([sys.executable, "-c", CHILD, base, IMX, TEXT, str(cache), "0.1", ",".join(CANDS)], env=env,
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     from quant.gguf import GGUFReader
     n_tensors = len(GGUFReader(base).tensors)    # digests are cached too: wait for 40 units beyond them
@@ -74,7 +75,7 @@ def test_sigkill_mid_run_then_rerun_resumes_with_the_same_bytes(base, tmp_path):
     p.wait()
     before = _units(cache)
 
-    r = subprocess.run([sys.executable, "-c", CHILD, base, IMX, TEXT, str(cache), "0"], env=env,
+    r = subprocess.run([sys.executable, "-c", CHILD, base, IMX, TEXT, str(cache), "0", ",".join(CANDS)], env=env,
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     units = json.loads(r.stdout.strip().splitlines()[-1])

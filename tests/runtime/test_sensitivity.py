@@ -64,3 +64,23 @@ def test_probe_kld_is_the_whole_model_kld(tmp_path, arch, layers, tied):
         assert probe.kld({k: lazy(k) for k in group}) == got
         assert alive and all(all(n.split(".")[1] == a[0].split(".")[1] for n in a) for a in alive if a)
         assert all(model.w.mats[k] is orig[k] for k in orig)             # everything put back
+
+
+def test_kld_holds_one_layer_of_replacements(tmp_path):
+    """Peak memory of ``kld`` with every layer's FFN replaced (made on demand): about one layer's
+    replacement, not all four (tracemalloc sees numpy's allocations)."""
+    import tracemalloc
+
+    path = write_gguf(tmp_path / "wide.gguf", "llama", [(4, 2, 2048)] * 4)
+    model = load(str(path), with_tokenizer=False)
+    probe = Probe(model, SEQS, score_from=4, score_step=2)
+    names = [k for k in model.w.mats if ".ffn_" in k]
+    shapes = {k: model.w.mats[k].shape for k in names}
+    layer_bytes = sum(4 * np.prod(shapes[k]) for k in names) // 4
+    rep = {k: (lambda k=k: np.full(shapes[k], 0.01, np.float32)) for k in names}
+    probe.kld(rep)                                     # warm-up: kernels compiled, caches made
+    tracemalloc.start()
+    probe.kld(rep)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 1.6 * layer_bytes, (peak, layer_bytes)
