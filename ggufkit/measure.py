@@ -198,6 +198,9 @@ def smallest_mix(s: Source, im, candidates: Sequence[str]) -> tuple[int, int, in
             continue
         ne0, n_rows = p.shape[0], int(np.prod(p.shape[1:]))
         types = candidate_types(ne0, imatrix_row(im, p.name, ne0) is not None, candidates)
+        if not types:
+            raise GGUFKitError(f"no candidate type fits {p.name} (rows of {ne0}): add one whose block "
+                               f"divides the row, such as Q8_0 or F16")
         least += min(pad(n_rows * quant.row_size(typ, ne0)) for typ in types)
     return n_params, fixed, least
 

@@ -35,3 +35,11 @@ def test_imatrix_of_another_model(tmp_path, capsys, monkeypatch):
     code, _, err = run_main(["quantize", other, tmp_path / "o.gguf", "--target-bpw", "6", "--imatrix", IMX,
                              "--calib-file", TEXT, "--cache-dir", tmp_path / "c"], capsys)
     assert_one_line_error(code, err, "does not fit this model", "another model")
+
+
+def test_no_candidate_fits_a_tensor(tmp_path, capsys, monkeypatch):
+    small = write_gguf(tmp_path / "small.gguf", "llama", [(2, 1, 96)] * 2)     # rows of 64: no 256-blocks
+    _no_measuring(monkeypatch)
+    code, _, err = run_main(["quantize", small, tmp_path / "o.gguf", "--target-bpw", "4", "--calib-file", TEXT,
+                             "--candidates", "IQ4_XS,Q4_K", "--cache-dir", tmp_path / "c"], capsys)
+    assert_one_line_error(code, err, "no candidate type fits")
