@@ -7,7 +7,7 @@ Layering (see docs/DESIGN.md): ``quant`` is the floor (formats, (de)quantization
     commands/             what the commands print and read (streaming, tables, stdin loops)
     convert/              HF checkpoint -> GGUF, byte-identical with convert_hf_to_gguf.py
     quantize.py           llama-quantize's file layout (and dequantize)
-    allocate.py           budgeted quantization: measure, allocate, check, write
+    measure.py, budget.py budgeted quantization: measure (errors, sensitivities, cache); choose, check, write
     imatrix.py, compare.py, info.py, plan.py, tokenize.py   the other file-level commands
     serve/                ``ggufkit serve``, the OpenAI-compatible server ([serve] extra)
     fixtures.py, synthetic.py   tiny random checkpoints and GGUFs for tests and scale runs

@@ -58,14 +58,25 @@ def fixture(out_dir: str, preset: str, seed: int, shards: int) -> None:
 @click.option("--target-size", help=f"Budgeted allocation: file size in {SIZE_HELP}.")
 @click.option("--candidates", help="Budgeted allocation: comma-separated candidate types.")
 @click.option("--calib-file", type=click.Path(dir_okay=False), help="Budgeted allocation: calibration text.")
-def quantize(inp, args, tensor_type_file, dry_run, target_bpw, target_size, candidates, calib_file, **opts) -> None:
+@click.option("--cache-dir", type=click.Path(file_okay=False),
+              help="Budgeted allocation: measurement cache (default $GGUFKIT_CACHE/measure or ~/.cache/ggufkit/measure).")
+@click.option("--workers", type=int, default=2, show_default=True,
+              help="Budgeted allocation: local processes measuring (without --ray).")
+@click.option("--ray", "ray_address", is_flag=False, flag_value="local", metavar="[ADDRESS]",
+              help="Budgeted allocation: measure as Ray tasks, on a new local Ray or the cluster at ADDRESS "
+                   "(the [ray] extra; give it last or as --ray=ADDRESS).")
+def quantize(inp, args, tensor_type_file, dry_run, target_bpw, target_size, candidates, calib_file, cache_dir, workers,
+             ray_address, **opts) -> None:
     """Quantize a GGUF like llama-quantize: IN.gguf [OUT.gguf] TYPE [NTHREADS]."""
     from ggufkit.quantize import parse_positional, quantize_file, read_tensor_type_file
 
     if target_bpw is not None or target_size is not None:
-        from ggufkit.allocate import budget_cmd
-        budget_cmd(inp, args, target_bpw, target_size, candidates, calib_file, opts)
+        from ggufkit.commands.quantize import budget_cmd
+        budget_cmd(inp, args, target_bpw, target_size, candidates, calib_file, opts, cache_dir=cache_dir,
+                   workers=workers, ray_address=ray_address)
         return
+    if ray_address is not None or cache_dir is not None:
+        raise GGUFKitError("--ray and --cache-dir belong to budgeted allocation (--target-bpw/--target-size)")
     out, ftype, nthreads = parse_positional(inp, args, dry_run=dry_run)
     tensor_types = list(opts.pop("tensor_type")) + read_tensor_type_file(tensor_type_file)
     report = quantize_file(inp, out, ftype, nthreads, tensor_types=tensor_types, dry_run=dry_run,

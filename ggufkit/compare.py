@@ -45,8 +45,8 @@ class Row:
 
 
 def _n_params(path: str) -> int:
-    from ggufkit.quantize import _open
-    s = _open(path)
+    from ggufkit.quantize import open_source
+    s = open_source(path)
     n = 0
     for t in s.tensors:
         p = 1

@@ -38,7 +38,7 @@ from quant.errors import QuantError
 from quant.gguf import DEFAULT_ALIGNMENT, STRING, UINT32, GGUFReader, TensorInfo
 from quant.imatrix import Imatrix, load_imatrix, select_weights
 from quant.recipes import (
-    FileType, QuantOptions, TensorIn, TensorPlan, TOKEN_EMBD_NAMES, ggml_n_dims, is_quantized,
+    FileType, FixedRecipe, QuantOptions, TensorIn, TensorPlan, TOKEN_EMBD_NAMES, ggml_n_dims, is_quantized,
     model_info, parse_ftype, parse_tensor_type, parse_type, plan_types, tensor_order,
 )
 from quant.types import FTYPE_GUESSED, GUESSED_FTYPE
@@ -111,7 +111,12 @@ def pad(n: int) -> int:
 # --- reading the input (quant.gguf: the one reader) ---------------------------------------------
 
 @dataclass
-class _Source:
+class Source:
+    """An opened input GGUF: its header read and checked once, its tensors memory-mapped.
+
+    ``tensors`` are in llama.cpp's loader order. Tensor data is read through the mmap, one tensor
+    (or some of its rows) at a time (``rows``), so nothing holds the whole model; ``plans`` and
+    ``header`` are what ``quantize_file`` writes, computed without writing."""
     path: Path
     gguf: GGUFReader
     kv_raw: list[tuple[str, bytes]]    # every key/value's bytes as stored, in file order
@@ -119,18 +124,52 @@ class _Source:
     tensors: list[TensorInfo]          # in llama.cpp's order
     infos: list[TensorIn]
 
+    def tensor(self, name: str) -> TensorInfo:
+        return self.gguf.tensors[name]
 
-def _scan(path: Path) -> _Source:
+    def rows(self, t: TensorInfo | str, rows: np.ndarray | None = None, *, backend: str = "numba",
+             nthreads: int | None = None) -> np.ndarray:
+        """float32 [n, ne0] of a tensor: every row, or the given row indices (F32/F16/BF16 exactly,
+        quantized types dequantized)."""
+        t = self.tensor(t) if isinstance(t, str) else t
+        ne0 = t.shape[0]
+        raw = t.data.reshape(t.n_rows, quant.row_size(t.qtype, ne0))
+        if rows is not None:
+            raw = raw[rows]
+        x = to_f32(np.ascontiguousarray(raw), t.qtype, ne0, backend, nthreads)
+        # a new writable array, made once: F32 is a view of the mapped file until copied, the
+        # other types are converted into a new array already
+        return np.array(x, np.float32) if t.qtype == "F32" else np.asarray(x, np.float32)
+
+    def plans(self, ftype: str | FileType = "Q8_0", opts: QuantOptions | None = None, *,
+              has_imatrix: bool = False) -> list[TensorPlan]:
+        """Every tensor's target type (``quant.recipes.plan_types``); default: pure Q8_0, which
+        marks the tensors a quantization changes."""
+        ft = ftype if isinstance(ftype, FileType) else parse_ftype(ftype)
+        opts = opts if opts is not None else QuantOptions(pure=True)
+        return plan_types(self.infos, model_info(self.kv, has_imatrix=has_imatrix), ft, opts)
+
+    def header(self, plans: list[TensorPlan], ftype: str | FileType, im: Imatrix | None,
+               imatrix_path: str | None) -> bytes:
+        """The bytes written before the tensor data (key/values, tensor infos, alignment)."""
+        ft = ftype if isinstance(ftype, FileType) else parse_ftype(ftype)
+        return _metadata(self, plans, ft, im, imatrix_path)
+
+
+def _scan(path: Path) -> Source:
     """Read and check a GGUF's header; tensors in llama.cpp's loader order."""
     g = GGUFReader(path)
     tensors = list(g.tensors.values())
     order = tensor_order([t.name for t in tensors])
-    return _Source(Path(path), g, [(k, g.raw_kv(k)) for k in g.fields], g.fields,
-                   [tensors[i] for i in order], [TensorIn(tensors[i].name, tensors[i].shape, tensors[i].qtype)
-                                                 for i in order])
+    return Source(Path(path), g, [(k, g.raw_kv(k)) for k in g.fields], g.fields,
+                  [tensors[i] for i in order], [TensorIn(tensors[i].name, tensors[i].shape, tensors[i].qtype)
+                                                for i in order])
 
 
-def _open(path: str | os.PathLike) -> _Source:
+def open_source(path: str | os.PathLike | Source) -> Source:
+    """Open an input GGUF once (a ``Source`` passes through)."""
+    if isinstance(path, Source):
+        return path
     path = Path(path)
     if not path.is_file():
         raise GGUFKitError(f"input file not found: {path}")
@@ -146,7 +185,8 @@ def _half_to_f32(src: np.ndarray, dst: np.ndarray, bf16: bool) -> None:
         dst[...] = src.view(np.float16)
 
 
-def _to_f32(raw: np.ndarray, src_type: str, n_per_row: int, backend: str, nthreads) -> np.ndarray:
+def to_f32(raw: np.ndarray, src_type: str, n_per_row: int, backend: str = "numba",
+           nthreads: int | None = None) -> np.ndarray:
     """Rows of raw bytes [nrows, row_bytes] -> float32 [nrows, n_per_row], exactly as ggml.
 
     F16/BF16 widen exactly (numpy casts release the GIL, so slices run on threads)."""
@@ -169,13 +209,13 @@ def _to_f32(raw: np.ndarray, src_type: str, n_per_row: int, backend: str, nthrea
 
 def _convert_rows(raw_rows: np.ndarray, src: str, dst: str, n_per_row: int, imatrix,
                   backend: str, nthreads) -> np.ndarray:
-    x = _to_f32(raw_rows, src, n_per_row, backend, nthreads)
+    x = to_f32(raw_rows, src, n_per_row, backend, nthreads)
     return quant.quantize(x, dst, imatrix, backend=backend, nthreads=nthreads)
 
 
 # --- the driver ----------------------------------------------------------------------------------
 
-def quantize_file(src: str | os.PathLike, dst: str | os.PathLike | None, ftype: str | FileType,
+def quantize_file(src: str | os.PathLike | Source, dst: str | os.PathLike | None, ftype: str | FileType,
                   nthreads: int | None = None, *,
                   imatrix: str | os.PathLike | Imatrix | None = None,
                   include_weights: Sequence[str] = (), exclude_weights: Sequence[str] = (),
@@ -183,7 +223,7 @@ def quantize_file(src: str | os.PathLike, dst: str | os.PathLike | None, ftype: 
                   token_embedding_type: str | None = None,
                   tensor_types: Sequence[str | tuple[str, str]] = (),
                   leave_output_tensor: bool = False, allow_requantize: bool = False,
-                  recipe: str | None = None, dry_run: bool = False, backend: str = "numba",
+                  recipe: str | FixedRecipe | None = None, dry_run: bool = False, backend: str = "numba",
                   progress: bool | None = None) -> QuantizeReport:
     """Quantize GGUF ``src`` to ``dst`` as llama-quantize ``src dst ftype nthreads`` would.
 
@@ -193,11 +233,12 @@ def quantize_file(src: str | os.PathLike, dst: str | os.PathLike | None, ftype: 
     ``dry_run`` writes nothing and returns the planned types and sizes.
     """
     ft = ftype if isinstance(ftype, FileType) else parse_ftype(ftype)
+    src_path = src.path if isinstance(src, Source) else src
     if not dry_run:
         if dst is None:
             raise GGUFKitError("an output file is required (or a dry run)")
-        if Path(dst).exists() and Path(src).exists() and os.path.samefile(src, dst):
-            raise GGUFKitError(f"input and output files are the same: '{src}'")
+        if Path(dst).exists() and Path(src_path).exists() and os.path.samefile(src_path, dst):
+            raise GGUFKitError(f"input and output files are the same: '{src_path}'")
         check_output(dst)
     opts = QuantOptions(
         pure=pure,
@@ -223,10 +264,10 @@ def quantize_file(src: str | os.PathLike, dst: str | os.PathLike | None, ftype: 
         if not im.entries:
             im = None   # llama-quantize then quantizes as if no imatrix was given
 
-    s = _open(src)
+    s = open_source(src)
     model = model_info(s.kv, has_imatrix=im is not None)
     plans = plan_types(s.infos, model, ft, opts)
-    report = QuantizeReport(str(src), None if dry_run else str(dst), ft.name)
+    report = QuantizeReport(str(src_path), None if dry_run else str(dst), ft.name)
     for p in plans:
         if p.fallback:
             report.warnings.append(p.fallback)
@@ -280,7 +321,7 @@ def quantize_file(src: str | os.PathLike, dst: str | os.PathLike | None, ftype: 
     return report
 
 
-def _metadata(s: _Source, plans: list[TensorPlan], ft: FileType, im: Imatrix | None,
+def _metadata(s: Source, plans: list[TensorPlan], ft: FileType, im: Imatrix | None,
               imatrix_path: str | None) -> bytes:
     kvs = [raw for k, raw in s.kv_raw
            if k not in SPLIT_KEYS and k not in ("general.quantization_version", "general.file_type")]
@@ -313,7 +354,7 @@ def _metadata(s: _Source, plans: list[TensorPlan], ft: FileType, im: Imatrix | N
     return meta + b"\0" * (pad(len(meta)) - len(meta))
 
 
-def _input_ftype(s: _Source) -> int:
+def _input_ftype(s: Source) -> int:
     """llama_model_loader's ftype: general.file_type, else guessed from the commonest type."""
     v = s.kv.get("general.file_type")
     if v is not None:
@@ -327,7 +368,7 @@ def _input_ftype(s: _Source) -> int:
     return GUESSED_FTYPE.get(best, 0) | FTYPE_GUESSED
 
 
-def _write_tensor(out, s: _Source, t: TensorInfo, p: TensorPlan, weight, backend: str, nthreads, bar) -> int:
+def _write_tensor(out, s: Source, t: TensorInfo, p: TensorPlan, weight, backend: str, nthreads, bar) -> int:
     raw = t.data                                          # memory-mapped input bytes
     if p.src_type == p.dst_type:
         step = CHUNK_BYTES

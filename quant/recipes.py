@@ -473,6 +473,32 @@ def dynamic_gate(name: str, layer: LayerInfo, model: ModelInfo) -> str:
 RECIPES: dict[str, Recipe] = {"dynamic-gate": dynamic_gate}
 
 
+# --- a type per tensor: the budgeted allocation's result ----------------------------------------
+
+@dataclass(frozen=True)
+class FixedRecipe:
+    """A recipe that names every tensor's type (the budgeted allocation's result, ``ggufkit.budget``).
+
+    ``plan_types`` gives each listed tensor its type (with the block-size fallback, as for any
+    recipe) and keeps every tensor not listed in its input type. ``tensor_type_lines`` exports it
+    as llama-quantize's ``--tensor-type-file``: one anchored pattern per tensor, which makes
+    llama-quantize (and ``ggufkit quantize --tensor-type-file``) write the same file."""
+    name: str
+    types: tuple[tuple[str, str], ...]      # (tensor name, type name), in file order
+
+    def type_of(self, name: str) -> str | None:
+        return dict(self.types).get(name)
+
+    def tensor_type_lines(self) -> list[str]:
+        return [f"^{re.escape(n).replace(chr(92) + '_', '_')}$={t.lower()}" for n, t in self.types]
+
+
+def fixed(types, name: str = "allocation") -> FixedRecipe:
+    """A ``FixedRecipe`` from {tensor name: type} (or (name, type) pairs)."""
+    items = types.items() if hasattr(types, "items") else types
+    return FixedRecipe(name, tuple((str(n), parse_type(t)) for n, t in items))
+
+
 # --- the outer wrapper: plan every tensor's type -------------------------------------------------
 
 @dataclass(frozen=True)
@@ -501,7 +527,8 @@ class QuantOptions:
     token_embedding_type: str | None = None   # --token-embedding-type
     tensor_types: tuple[tuple[str, str], ...] = ()  # --tensor-type PATTERN=TYPE, in order
     leave_output_tensor: bool = False         # --leave-output-tensor
-    recipe: str | None = None                 # --recipe NAME (replaces the llama.cpp mixture)
+    recipe: "str | FixedRecipe | None" = None  # --recipe NAME (replaces the llama.cpp mixture), or
+                                              # a FixedRecipe (a type per tensor)
 
 
 def parse_tensor_type(arg: str) -> tuple[str, str]:
@@ -582,7 +609,12 @@ def plan_types(tensors: Sequence[TensorIn], model: ModelInfo, ftype: FileType,
     name = ftype.canonical
     default = ftype.default_type
     patterns = [(_compile(p), t) for p, t in opts.tensor_types]
-    if opts.recipe is not None:
+    fixed_types = dict(opts.recipe.types) if isinstance(opts.recipe, FixedRecipe) else None
+    if fixed_types is not None:
+        if opts.pure:
+            raise QuantError("a pure quantization and a recipe cannot be used together")
+        mix = None
+    elif opts.recipe is not None:
         if opts.recipe not in RECIPES:
             raise QuantError(f"unknown recipe '{opts.recipe}' (known: {', '.join(RECIPES)})")
         if opts.pure:
@@ -602,6 +634,9 @@ def plan_types(tensors: Sequence[TensorIn], model: ModelInfo, ftype: FileType,
         dst, note = t.type, None
         if not allowed:
             pass
+        elif fixed_types is not None:
+            if t.name in fixed_types:
+                dst, note = fallback_type(t.name, t.shape[0], fixed_types[t.name])
         elif opts.token_embedding_type is not None and cat == TOKEN_EMBD and not (
                 t.name == "per_layer_token_embd.weight"
                 and any(p.search(t.name) for p, _ in patterns)):

@@ -50,13 +50,15 @@ def set_threads(n_threads: int | None) -> None:
         B.set_num_threads(n_threads)
 
 
-def load(path: str, with_tokenizer: bool = True, n_threads: int | None = None):
+def load(path: str, with_tokenizer: bool = True, n_threads: int | None = None, *,
+         reader: GGUFReader | None = None):
     """Load a GGUF of any architecture in ``runtime.models.ARCHS`` (ModelError for anything else,
-    GGUFError for a bad file), with ``n_threads`` kernel threads (``set_threads``)."""
+    GGUFError for a bad file), with ``n_threads`` kernel threads (``set_threads``). ``reader``: the
+    file already opened (its header is not read again)."""
     set_threads(n_threads)
-    if not os.path.isfile(path):
+    if reader is None and not os.path.isfile(path):
         raise ModelError(f"{path}: no such file")
-    g = GGUFReader(path)
+    g = reader if reader is not None else GGUFReader(path)
     arch = g.get("general.architecture")
     if arch not in ARCHS:
         raise ModelError(f"{path}: unsupported architecture {arch!r} (supported: {', '.join(ARCHS)})")

@@ -74,7 +74,7 @@ def test_relative_error_weighting():
 
 
 def test_candidates_respect_block_size_and_imatrix():
-    from ggufkit.allocate import DEFAULT_CANDIDATES, candidate_types
+    from ggufkit.measure import DEFAULT_CANDIDATES, candidate_types
     c640 = candidate_types(640, True, DEFAULT_CANDIDATES)
     assert c640 and all(not t.startswith("IQ") or t == "IQ4_NL" for t in c640)
     assert not any(t.endswith("_K") for t in c640) and "Q4_0" in c640 and "Q8_0" in c640
@@ -84,16 +84,17 @@ def test_candidates_respect_block_size_and_imatrix():
 
 
 def test_tensor_type_file_rebuilds_llama_quantize_bytes(tmp_path, monkeypatch):
-    """The mix file (tensor_type_lines) makes ggufkit write llama-quantize's bytes."""
+    """The allocation's --tensor-type-file export (FixedRecipe.tensor_type_lines) makes ggufkit write
+    llama-quantize's bytes, and so does writing the recipe itself (no regex round trip)."""
     from tests.helpers.quantize_cases import GOLDEN_DIR, IMATRIX_GGUF, tiny_mix, write_tiny_gguf
 
-    from ggufkit.allocate import tensor_type_lines
     from ggufkit.quantize import quantize_file, read_tensor_type_file
+    from quant.recipes import fixed
 
     src = write_tiny_gguf(tmp_path / "tiny-f16.gguf")
     mix = tiny_mix(src)
     assert len(set(mix.values())) >= 10
-    lines = tensor_type_lines(mix)
+    lines = fixed(mix).tensor_type_lines()
     assert (GOLD / "mix.txt").read_text().split() == lines
     gold = json.loads((GOLD / "hashes.json").read_text())
     monkeypatch.chdir(GOLDEN_DIR)                  # the imatrix path as given lands in the header
@@ -101,31 +102,33 @@ def test_tensor_type_file_rebuilds_llama_quantize_bytes(tmp_path, monkeypatch):
         out = tmp_path / f"{ft}.gguf"
         quantize_file(src, out, ft, imatrix=IMATRIX_GGUF, tensor_types=read_tensor_type_file(GOLD / "mix.txt"))
         assert hashlib.sha256(out.read_bytes()).hexdigest() == h["sha256"], ft
+        direct = tmp_path / f"{ft}-recipe.gguf"
+        quantize_file(src, direct, ft, imatrix=IMATRIX_GGUF, recipe=fixed(mix))
+        assert hashlib.sha256(direct.read_bytes()).hexdigest() == h["sha256"], ft
 
 
 def test_header_size_is_exact(tmp_path, monkeypatch):
     """The planned file size (header + padded tensors) equals the written file's size."""
     from tests.helpers.quantize_cases import GOLDEN_DIR, IMATRIX_GGUF, tiny_mix, write_tiny_gguf
 
-    from ggufkit.allocate import _plans, _source, header_bytes, tensor_type_lines
-    from ggufkit.quantize import pad
-    from ggufkit.quantize import quantize_file
+    from ggufkit.quantize import open_source, pad, quantize_file
+    from quant.recipes import fixed
     from quant.imatrix import load_imatrix
 
     monkeypatch.chdir(GOLDEN_DIR)
     src = write_tiny_gguf(tmp_path / "tiny-f16.gguf")
     mix = tiny_mix(src)
-    s = _source(src)
+    s = open_source(src)
     im = load_imatrix(IMATRIX_GGUF)
-    rep = quantize_file(src, tmp_path / "o.gguf", "Q4_K_M", imatrix=IMATRIX_GGUF, tensor_types=tensor_type_lines(mix))
-    planned = header_bytes(s, _plans(s), "Q4_K_M", im, IMATRIX_GGUF) + sum(pad(t.dst_bytes) for t in rep.tensors)
+    rep = quantize_file(src, tmp_path / "o.gguf", "Q4_K_M", imatrix=IMATRIX_GGUF, recipe=fixed(mix))
+    planned = len(s.header(s.plans(), "Q4_K_M", im, IMATRIX_GGUF)) + sum(pad(t.dst_bytes) for t in rep.tensors)
     assert planned == (tmp_path / "o.gguf").stat().st_size
 
 
 def test_budget_end_to_end_llama_tiny(llama_ckpt, tmp_path, monkeypatch):
     """Measure (errors + sensitivities), allocate under an exact budget, check against the standard
     mix, write file + tensor-type file + report; the type file rebuilds the same bytes."""
-    from ggufkit.allocate import quantize_budget
+    from ggufkit.budget import quantize_budget
     from ggufkit.convert import convert
     from ggufkit.quantize import quantize_file, read_tensor_type_file
 
@@ -136,7 +139,8 @@ def test_budget_end_to_end_llama_tiny(llama_ckpt, tmp_path, monkeypatch):
     budget = (tmp_path / "q4km.gguf").stat().st_size
     out = tmp_path / "alloc.gguf"
     res = quantize_budget(str(base), str(out), target_size=str(budget), imatrix=imx, calib_text=text,
-                          n_seq=1, seq_len=64, sample_rows=32, workers=1, progress=False)
+                          n_seq=1, seq_len=64, sample_rows=32, workers=1, progress=False,
+                          cache_dir=tmp_path / "cache")
     assert std.tensors
     assert out.stat().st_size == res.file_bytes <= budget
     assert res.standard is not None and res.probe_kld is not None and res.standard_probe_kld is not None
@@ -150,7 +154,8 @@ def test_budget_end_to_end_llama_tiny(llama_ckpt, tmp_path, monkeypatch):
     # the cached measurement makes a second budget cheap and consistent
     res2 = quantize_budget(str(base), str(tmp_path / "b.gguf"), target_bpw=5.0, imatrix=imx, calib_text=text,
                            n_seq=1, seq_len=64, sample_rows=32, workers=1, progress=False, check=False,
-                           cache=f"{base}.alloc-measure.json")
+                           cache_dir=tmp_path / "cache")
+    assert res2.units["computed"] == 0 and res2.units["reused"] > 0      # every unit from the cache
     assert (tmp_path / "b.gguf").stat().st_size <= res2.budget
 
 
@@ -158,7 +163,8 @@ def test_budget_check_reads_written_files_and_falls_back(llama_ckpt, tmp_path, m
     """The never-worse check probes the dequantized tensors of the files it wrote (one quantization
     per candidate file): they equal quantizing the weights again; a mix that measures worse than
     the standard one is replaced by the standard file itself, byte for byte."""
-    import ggufkit.allocate as A
+    import ggufkit.budget as A
+    from ggufkit.measure import probe_tokens
     from ggufkit.convert import convert
     from ggufkit.quantize import quantize_file
     from quant.imatrix import load_imatrix
@@ -172,16 +178,16 @@ def test_budget_check_reads_written_files_and_falls_back(llama_ckpt, tmp_path, m
     std = tmp_path / "q4km.gguf"
     quantize_file(base, std, "Q4_K_M", imatrix=imx)
     kw = dict(target_size=str(std.stat().st_size), imatrix=imx, calib_text=text, n_seq=1, seq_len=64,
-              sample_rows=32, workers=1, progress=False, cache=str(tmp_path / "m.json"))
+              sample_rows=32, workers=1, progress=False, cache_dir=tmp_path / "cache")
     out = tmp_path / "alloc.gguf"
     res = A.quantize_budget(base, str(out), **kw)
     im = load_imatrix(imx)
     fresh = _requantized(base, res.types, im)
-    written = A._file_weights(str(out), res.types)
+    written = A.file_weights(str(out), res.types)
     assert set(fresh) == set(written) == set(res.types)
-    assert all(np.array_equal(fresh[n], written[n]) for n in fresh)
+    assert all(np.array_equal(fresh[n], written[n]()) for n in fresh)
     model = load(base)
-    probe = Probe(model, A.probe_tokens(model, read_text_file(text), 1, 64))
+    probe = Probe(model, probe_tokens(model, read_text_file(text), 1, 64))
     mine = res.standard_probe_kld if res.fell_back else res.probe_kld
     assert probe.kld(fresh) == pytest.approx(mine, rel=1e-12, abs=1e-15)
 

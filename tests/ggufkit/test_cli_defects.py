@@ -120,7 +120,7 @@ def _no_work(monkeypatch):
     def boom(*a, **k):
         raise AssertionError("the work started before the output was checked")
     monkeypatch.setattr(q, "_write_tensor", boom)
-    monkeypatch.setattr(q, "_open", boom)
+    monkeypatch.setattr(q, "open_source", boom)
     monkeypatch.setattr(loader, "load", boom)
 
 

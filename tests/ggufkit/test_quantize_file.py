@@ -169,12 +169,12 @@ def test_numpy_backend_same_bytes(ftype, tiny, tmp_path):
 
 
 def test_half_widening_is_exact_on_threads():
-    from ggufkit.quantize import _to_f32
+    from ggufkit.quantize import to_f32
     bits = np.random.default_rng(0).integers(0, 1 << 16, 3 << 20, dtype=np.uint16)
     bits[(bits & 0x7C00) == 0x7C00] = 0          # no inf/nan patterns
     raw = bits.view(np.uint8)
     for n in (1, 3):
-        f16 = _to_f32(raw, "F16", 256, "numba", n)
+        f16 = to_f32(raw, "F16", 256, "numba", n)
         assert np.array_equal(f16.reshape(-1), bits.view(np.float16).astype(np.float32))
-        bf = _to_f32(raw, "BF16", 256, "numba", n)
+        bf = to_f32(raw, "BF16", 256, "numba", n)
         assert np.array_equal(bf.reshape(-1).view(np.uint32), bits.astype(np.uint32) << 16)

@@ -191,13 +191,14 @@ def to_kwargs(opts: list[str]) -> dict:
 
 def tiny_mix(src: Path) -> dict:
     """A budgeted-allocation mix for the tiny llama: every quantizable tensor a different candidate
-    type, cycling through ggufkit.allocate.DEFAULT_CANDIDATES (tests/golden/alloc/mix.txt)."""
-    from ggufkit.allocate import DEFAULT_CANDIDATES, _plans, _source, candidate_types
+    type, cycling through ggufkit.measure.DEFAULT_CANDIDATES (tests/golden/alloc/mix.txt)."""
+    from ggufkit.measure import DEFAULT_CANDIDATES, candidate_types
+    from ggufkit.quantize import open_source
     from quant.imatrix import load_imatrix
     im = load_imatrix(GOLDEN_DIR / IMATRIX_GGUF)
-    s = _source(src)
+    s = open_source(src)
     types, k = {}, 0
-    for p in _plans(s):
+    for p in s.plans():
         if p.dst_type == p.src_type:
             continue
         c = candidate_types(p.shape[0], p.name in im.entries, DEFAULT_CANDIDATES)

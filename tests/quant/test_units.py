@@ -22,7 +22,7 @@ def test_parse_size_binary_and_decimal_units():
 
 def test_target_size_20G_is_20_GiB():
     """The bug: ``--target-size 20G`` was 20e9 bytes while ``--gpu-memory 20G`` was 20 GiB."""
-    from ggufkit.allocate import budget_bytes
+    from ggufkit.budget import budget_bytes
     assert budget_bytes(None, None, "20G") == 20 * GIB
     assert budget_bytes(None, None, "20GB") == 20 * 10**9
 

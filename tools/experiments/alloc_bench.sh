@@ -34,11 +34,11 @@ for te in Q2_K:q4_0 IQ3_M:iq4_nl Q4_K_M:q4_0; do
       base.gguf std-$t-emb.gguf $t 2 > std-$t-emb.log 2>&1
 done
 
-# the measurement (errors + sensitivities; cached in base.gguf.alloc-measure.json, serves every budget)
-[ -f base.gguf.alloc-measure.json ] || tm measure python -c "
-from ggufkit.allocate import measure
-m = measure('base.gguf', 'imatrix.gguf', 'calib.txt', cache='base.gguf.alloc-measure.json')
-print(m.seconds, m.n_params)" > measure.log 2>&1 || exit 1
+# the measurement (errors + sensitivities; its units cached in the measurement cache, they serve every budget)
+[ -f measure.time ] || tm measure python -c "
+from ggufkit.measure import measure
+m = measure('base.gguf', 'imatrix.gguf', 'calib.txt')
+print(m.seconds, m.n_params, m.units)" > measure.log 2>&1 || exit 1
 # one allocation per standard file, at that file's exact size, and at 2.7 / 3.5 / 4.9 bpw
 for t in Q2_K IQ3_M Q4_K_M dynamic-gate Q2_K-emb IQ3_M-emb Q4_K_M-emb; do
   [ -f alloc-$t.gguf ] || tm alloc-$t ggufkit quantize --imatrix imatrix.gguf --calib-file calib.txt base.gguf \
@@ -84,10 +84,10 @@ if [ -n "${COST_1B:-}" ]; then
       g1b-f32.gguf --type f32 > gen.log
   [ -f imatrix.gguf ] || tm imatrix ggufkit imatrix g1b-f32.gguf -f ../calib.txt -c 512 --chunks 4 --no-ppl \
       -o imatrix.gguf -t 2 > imatrix.log 2>&1
-  [ -f g1b-f32.gguf.alloc-measure.json ] || tm measure python -c "
-from ggufkit.allocate import measure
-m = measure('g1b-f32.gguf', 'imatrix.gguf', '../calib.txt', cache='g1b-f32.gguf.alloc-measure.json')
-print(m.seconds, m.n_params)" > measure.log 2>&1
+  [ -f measure.time ] || tm measure python -c "
+from ggufkit.measure import measure
+m = measure('g1b-f32.gguf', 'imatrix.gguf', '../calib.txt')
+print(m.seconds, m.n_params, m.units)" > measure.log 2>&1
   [ -f alloc-bpw8.gguf ] || tm budget ggufkit quantize --imatrix imatrix.gguf --calib-file ../calib.txt g1b-f32.gguf \
       alloc-bpw8.gguf --target-bpw 8 > budget.log 2> budget.err
   for s in imatrix measure budget; do echo "1B $s: $(cat $s.time)"; done

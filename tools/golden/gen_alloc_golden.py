@@ -6,7 +6,7 @@ with llama-tiny's imatrix.
     python -m tools.golden.gen_alloc_golden --llama-quantize /path/to/llama-quantize
 
 Writes tests/golden/alloc/mix.txt (every quantizable tensor a different candidate type, cycling
-through ggufkit.allocate.DEFAULT_CANDIDATES) and tests/golden/alloc/hashes.json.
+through ggufkit.measure.DEFAULT_CANDIDATES) and tests/golden/alloc/hashes.json.
 """
 from __future__ import annotations
 
@@ -27,12 +27,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--llama-quantize", required=True)
     a = ap.parse_args()
-    from ggufkit.allocate import tensor_type_lines
+    from quant.recipes import fixed
     OUT.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as d:
         src = write_tiny_gguf(Path(d) / "tiny-f16.gguf")
         mix = OUT / "mix.txt"
-        mix.write_text("\n".join(tensor_type_lines(tiny_mix(src))) + "\n")
+        mix.write_text("\n".join(fixed(tiny_mix(src)).tensor_type_lines()) + "\n")
         res = {}
         for ft in ("Q4_K_M", "Q2_K"):
             dst = Path(d) / "out.gguf"
