@@ -204,15 +204,26 @@ def perplexity_cmd(model, text_file, ctx_size, chunks, batch_size, threads, kl_d
 @click.option("-r", "--repetitions", default=5, show_default=True, type=int)
 @click.option("-t", "--threads", type=int)
 @click.option("-o", "--output", default="md", show_default=True, type=click.Choice(["md", "json"]))
+@click.option("--parallel", default="1", show_default=True,
+              help="Comma-separated sequence counts: one tg row each, that many sequences decoded together "
+                   "(aggregate t/s, like llama-batched-bench -npl).")
 @device_options
-def bench_cmd(model, n_prompt, n_gen, batch_size, repetitions, threads, output, dev) -> None:
+def bench_cmd(model, n_prompt, n_gen, batch_size, repetitions, threads, output, parallel, dev) -> None:
     """Prompt (pp) and generation (tg) tokens/s of MODEL, like llama-bench."""
     from ggufkit.commands.bench import format_results
     from runtime.bench import bench
+    from runtime.models.base import MAX_SEQS
 
     if repetitions < 1:
         raise GGUFKitError(f"-r {repetitions}: at least 1 repetition is needed")
-    click.echo(format_results(bench(model, n_prompt, n_gen, repetitions, threads, batch_size, dev=dev), output), nl=False)
+    try:
+        counts = [int(p) for p in parallel.split(",")]
+    except ValueError:
+        counts = []
+    if not counts or any(not 1 <= c <= MAX_SEQS for c in counts):
+        raise GGUFKitError(f"--parallel {parallel}: expected comma-separated counts of 1 to {MAX_SEQS} sequences")
+    click.echo(format_results(bench(model, n_prompt, n_gen, repetitions, threads, batch_size, dev=dev,
+                                    parallel=counts), output), nl=False)
 
 
 @cli.command("convert")

@@ -2,6 +2,9 @@
 
     pp N: N random tokens evaluated as one prompt from an empty cache (logits of the last one)
     tg N: N tokens decoded one at a time from an empty cache (logits for each)
+    tg N with n_seq > 1 (``parallel``): n_seq independent sequences, each with its own cache,
+          decoded N steps together (``SeqBatch``: one forward of n_seq rows per step); the speed is
+          the aggregate, n_seq * N tokens over the time, like llama-batched-bench -npl's S_TG
 
 One warm-up run per test (also pays Numba's compile / cache load), then ``reps`` timed runs;
 ``avg_ts``/``stddev_ts`` are the mean and sample standard deviation of tokens/s over the runs,
@@ -18,6 +21,7 @@ import numpy as np
 from runtime import backend as B
 from runtime.errors import ModelError
 from runtime.generate import decode_one, prefill
+from runtime.models.base import MAX_SEQS, SeqBatch
 
 
 @dataclass
@@ -41,6 +45,7 @@ class BenchResult:
     kernel_launches_per_token: float | None = None        # CUDA: kernels launched from Python per token
     graph_launches_per_token: float | None = None         # CUDA: CUDA graphs launched per token
     n_gpu_layers: int = 0
+    n_seq: int = 1                                         # sequences decoded together (tg only)
 
     @property
     def test(self) -> str:
@@ -56,7 +61,9 @@ def _model_info(model) -> tuple[str, int, int]:
     return name, size, params
 
 
-def _run_once(model, n_prompt: int, n_gen: int, rng, n_batch: int) -> float:
+def _run_once(model, n_prompt: int, n_gen: int, rng, n_batch: int, n_seq: int = 1) -> float:
+    if n_seq > 1:
+        return _run_parallel(model, n_gen, rng, n_seq)
     cache = model.new_cache(max(n_prompt + n_gen, 1))
     ids = rng.integers(0, model.hp.n_vocab, size=max(n_prompt, 1))
     t0 = time.perf_counter_ns()
@@ -67,16 +74,27 @@ def _run_once(model, n_prompt: int, n_gen: int, rng, n_batch: int) -> float:
     return time.perf_counter_ns() - t0
 
 
+def _run_parallel(model, n_gen: int, rng, n_seq: int) -> float:
+    """n_gen steps of n_seq sequences decoded together from empty caches (random tokens)."""
+    batch = SeqBatch([model.new_cache(max(n_gen, 1)) for _ in range(n_seq)])
+    toks = rng.integers(0, model.hp.n_vocab, size=(n_gen, n_seq))
+    t0 = time.perf_counter_ns()
+    for i in range(n_gen):
+        model.out_backend.to_host(model.logits(model.forward(toks[i], batch), host=False))
+    return time.perf_counter_ns() - t0
+
+
 def bench_one(model, n_prompt: int, n_gen: int, reps: int = 5, n_threads: int = 1,
-              n_batch: int = 512, seed: int = 0) -> BenchResult:
-    """One pp or tg test; ``n_threads`` is the count in use, for the record."""
+              n_batch: int = 512, seed: int = 0, n_seq: int = 1) -> BenchResult:
+    """One pp or tg test (tg of n_seq sequences together); ``n_threads`` is the count in use,
+    for the record."""
     if reps < 1:
         raise ModelError(f"bench needs at least 1 repetition, got {reps}")
     rng = np.random.default_rng(seed)
-    _run_once(model, n_prompt, n_gen, rng, n_batch)                 # warm-up
+    _run_once(model, n_prompt, n_gen, rng, n_batch, n_seq)          # warm-up
     launches = _launches()
-    ns = [_run_once(model, n_prompt, n_gen, rng, n_batch) for _ in range(reps)]
-    n_tok = n_prompt + n_gen
+    ns = [_run_once(model, n_prompt, n_gen, rng, n_batch, n_seq) for _ in range(reps)]
+    n_tok = n_prompt + n_gen * n_seq
     per_tok = {k: (v2 - v1) / (reps * n_tok) for (k, v1), v2 in zip(launches.items(), _launches().values())} \
         if launches and _uses_cuda(model) else {}
     ts = [n_tok * 1e9 / t for t in ns]
@@ -86,7 +104,7 @@ def bench_one(model, n_prompt: int, n_gen: int, reps: int = 5, n_threads: int = 
                        test_time=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                        avg_ns=int(statistics.mean(ns)), stddev_ns=int(statistics.stdev(ns)) if reps > 1 else 0,
                        avg_ts=statistics.mean(ts), stddev_ts=statistics.stdev(ts) if reps > 1 else 0.0,
-                       samples_ns=ns, samples_ts=ts,
+                       samples_ns=ns, samples_ts=ts, n_seq=n_seq,
                        kernel_launches_per_token=per_tok.get("kernel"), graph_launches_per_token=per_tok.get("graph"))
 
 
@@ -103,10 +121,14 @@ def _uses_cuda(model) -> bool:
 
 
 def bench(model, n_prompt: int = 512, n_gen: int = 128, reps: int = 5, n_threads: int | None = None,
-          n_batch: int = 512, dev=None) -> list[BenchResult]:
+          n_batch: int = 512, dev=None, parallel=(1,)) -> list[BenchResult]:
     """Run the pp and tg tests (a size of 0 skips one); ``ggufkit bench`` prints the results.
-    ``dev`` (runtime.device.DeviceOptions) places the layers; each result names the backend and
-    n_gpu_layers as llama-bench does."""
+    ``parallel``: one tg test per sequence count (aggregate t/s of that many sequences decoded
+    together). ``dev`` (runtime.device.DeviceOptions) places the layers; each result names the
+    backend and n_gpu_layers as llama-bench does."""
+    parallel = list(parallel)
+    if not parallel or any(not 1 <= int(p) <= MAX_SEQS for p in parallel):
+        raise ModelError(f"sequence counts must be 1..{MAX_SEQS}, got {parallel}")
     if reps < 1:
         raise ModelError(f"bench needs at least 1 repetition, got {reps}")
     if n_prompt < 0 or n_gen < 0:
@@ -121,11 +143,12 @@ def bench(model, n_prompt: int = 512, n_gen: int = 128, reps: int = 5, n_threads
         place_model(model, dev, max(n_prompt, n_gen, 1), n_batch)
     n_threads = B.set_num_threads(n_threads)     # once, for all the tests (None: all cores, as llama-bench)
     results = []
-    for np_, ng in ((n_prompt, 0), (0, n_gen)):
-        if np_ or ng:
-            r = bench_one(model, np_, ng, reps, n_threads, n_batch)
-            r.backend, r.n_gpu_layers = backend_name(model)
-            results.append(r)
+    tests = [(n_prompt, 0, 1)] if n_prompt else []
+    tests += [(0, n_gen, int(p)) for p in parallel] if n_gen else []
+    for np_, ng, ns in tests:
+        r = bench_one(model, np_, ng, reps, n_threads, n_batch, n_seq=ns)
+        r.backend, r.n_gpu_layers = backend_name(model)
+        results.append(r)
     return results
 
 

@@ -11,7 +11,9 @@ from runtime.bench import BenchResult
 def format_results(results: list[BenchResult], output: str = "md") -> str:
     if output == "json":
         return json.dumps([asdict(r) for r in results], indent=2) + "\n"
-    return md_table(["model", "size", "params", "backend", "ngl", "threads", "test", "t/s"],
-                    ["-----", "---:", "-----:", "-------", "--:", "------:", "---:", "--:"],
+    seqs = any(r.n_seq != 1 for r in results)       # the sequences column only for --parallel
+    return md_table(["model", "size", "params", "backend", "ngl", "threads", "test"] + ["seqs"] * seqs + ["t/s"],
+                    ["-----", "---:", "-----:", "-------", "--:", "------:", "---:"] + ["---:"] * seqs + ["--:"],
                     [[r.model_type, f"{r.model_size / 2**20:.2f} MiB", f"{r.model_n_params / 1e6:.2f} M", r.backend,
-                      r.n_gpu_layers, r.n_threads, r.test, f"{r.avg_ts:.2f} ± {r.stddev_ts:.2f}"] for r in results])
+                      r.n_gpu_layers, r.n_threads, r.test] + [r.n_seq] * seqs + [f"{r.avg_ts:.2f} ± {r.stddev_ts:.2f}"]
+                     for r in results])

@@ -30,7 +30,9 @@ from quant.types import BY_ID
 FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
 
 ROW_CHUNK = 16          # output rows per parallel work item
-PREFILL_MIN_TOKENS = 8  # from this many tokens on, dequantize tiles and use BLAS
+DECODE_MAX_TOKENS = 8   # up to this many tokens the decode kernels, whose rows are independent (so a
+                        # step of up to 8 sequences gives each row the floats it gets alone)
+PREFILL_MIN_TOKENS = DECODE_MAX_TOKENS + 1  # from this many tokens on, dequantize tiles and use BLAS
 ACT_PARALLEL_MIN = 1 << 17  # activation elements from which act_float splits the tokens over threads
 TILE_BYTES = 1 << 22    # f32 bytes of one dequantized tile (4 MiB), but at least TILE_MIN_ROWS rows:
 TILE_MIN_ROWS = 512     # OpenBLAS repacks all of x for every tile, so narrow tiles of long rows lose

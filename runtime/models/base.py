@@ -12,6 +12,12 @@ the last layer and the output head) sit on different devices. ``place`` sets the
 
 Shapes: x is f32 [n_tok, n_embd]; a weight QTensor is [n_out, n_in]; the KV cache of an
 attention layer is f16 [n_ctx, n_head_kv, head_dim] (llama.cpp's default cache type).
+
+Several sequences: ``forward(tokens, SeqBatch([c0, .., c_{n-1}]))`` runs row i as the next token
+of sequence i (at position caches[i].n_past, into caches[i]); every op but attention treats the
+rows as one batch (each weight read once per step), and each row's result equals that token run
+alone on its cache (the backends keep up to ``MAX_SEQS`` rows on their decode kernels, whose
+rows are independent).
 """
 from __future__ import annotations
 
@@ -28,6 +34,8 @@ from runtime.qtensor import QTensor
 from runtime.errors import ModelError
 
 MAX_LAYERS = 512                       # LLAMA_MAX_LAYERS (src/llama-hparams.h)
+MAX_SEQS = 8                           # sequences per SeqBatch step: the CPU's and CUDA's decode kernels
+                                       # take up to 8 rows (kernels.matmul.DECODE_MAX_TOKENS, MATVEC_MAX_TOKENS)
 
 
 ATTN_KINDS = ("none", "linear", "gqa")
@@ -116,6 +124,33 @@ class KVCache:
 
     def nbytes(self) -> int:
         return sum(a.nbytes for a in self.k + self.v if a is not None)
+
+
+class SeqBatch:
+    """One decode step of several independent sequences: ``caches[i]`` (distinct KVCache objects)
+    holds sequence i, whose next token is row i of the tokens given to ``BaseModel.forward``."""
+
+    def __init__(self, caches):
+        self.caches = list(caches)
+        if not 1 <= len(self.caches) <= MAX_SEQS:
+            raise ModelError(f"a batch holds 1 to {MAX_SEQS} sequences, got {len(self.caches)}")
+        if len({id(c) for c in self.caches}) != len(self.caches):
+            raise ModelError("the same KV cache appears twice in one batch of sequences")
+
+    def __len__(self) -> int:
+        return len(self.caches)
+
+    def positions(self) -> np.ndarray:
+        """i32 [n]: the position of each sequence's next token."""
+        return np.array([c.n_past for c in self.caches], dtype=np.int32)
+
+    @property
+    def n_ctx(self) -> int:
+        """The context size of every sequence (rope scaling by context needs one)."""
+        sizes = {c.n_ctx for c in self.caches}
+        if len(sizes) != 1:
+            raise ModelError(f"this model's rope scaling needs one context size for a batch, got {sorted(sizes)}")
+        return sizes.pop()
 
 
 @dataclass
@@ -243,24 +278,34 @@ class BaseModel(ABC):
             x = CPU.scale(x, self.hp.emb_scale)
         return x
 
-    def forward(self, tokens, cache: KVCache, out_rows=None) -> np.ndarray:
+    def forward(self, tokens, cache: KVCache | SeqBatch, out_rows=None) -> np.ndarray:
         """Run tokens at positions cache.n_past.. and return the final-normed hidden states of
-        rows ``out_rows`` (None: all, -1: last) as f32 [n_out, n_embd]; advances the cache."""
+        rows ``out_rows`` (None: all, -1: last) as f32 [n_out, n_embd]; advances the cache.
+        With a ``SeqBatch`` of n caches, token i is the next token of sequence i (one each)."""
         tokens = np.asarray(tokens, dtype=np.int32).reshape(-1)
         n = len(tokens)
         if n == 0:
             raise ModelError("no tokens to evaluate")
-        if cache.n_past + n > cache.n_ctx:
-            raise ModelError(f"context overflow: {cache.n_past} + {n} tokens > context size {cache.n_ctx}")
+        if isinstance(cache, SeqBatch):
+            if n != len(cache):
+                raise ModelError(f"{n} tokens for a batch of {len(cache)} sequences (one token each)")
+            for i, c in enumerate(cache.caches):
+                if c.n_past + 1 > c.n_ctx:
+                    raise ModelError(f"context overflow in sequence {i}: {c.n_past} + 1 tokens > context size {c.n_ctx}")
+            pos = cache.positions()
+        else:
+            if cache.n_past + n > cache.n_ctx:
+                raise ModelError(f"context overflow: {cache.n_past} + {n} tokens > context size {cache.n_ctx}")
+            pos = np.arange(cache.n_past, cache.n_past + n, dtype=np.int32)
         if tokens.min() < 0 or tokens.max() >= self.hp.n_vocab:
             raise ModelError(f"token id out of range 0..{self.hp.n_vocab - 1}")
-        pos = np.arange(cache.n_past, cache.n_past + n, dtype=np.int32)
         x, on = self.embed(tokens), CPU
         for il in range(self.hp.n_layer):
             be = self.backends[il]
             x, on = move(x, on, be), be             # activations cross only between devices
             x = self.block(il, x, pos, cache)
-        cache.n_past += n
+        for c in cache.caches if isinstance(cache, SeqBatch) else (cache,):
+            c.n_past += 1 if isinstance(cache, SeqBatch) else n
         out = self.out_backend
         x = move(x, on, out)
         if out_rows is not None:
@@ -282,7 +327,7 @@ class BaseModel(ABC):
 
     # -------------------------------------------------------------- shared pieces
 
-    def attention(self, il: int, h: np.ndarray, pos: np.ndarray, cache: KVCache,
+    def attention(self, il: int, h: np.ndarray, pos: np.ndarray, cache: KVCache | SeqBatch,
                   q_norm: np.ndarray | None = None, k_norm: np.ndarray | None = None) -> np.ndarray:
         """GQA self-attention of layer il on normed input h [n, n_embd] -> [n, n_embd] (after W_o).
 
@@ -306,9 +351,14 @@ class BaseModel(ABC):
             k = be.rms_norm(k.reshape(-1, hd), k_norm, hp.eps).reshape(n, spec.n_head_kv, hd)
         q, k = self.rope_qk(il, q, k, pos, cache)
         q = be.scale(q, hp.attn_scale)
-        s = cache.n_past
-        be.kv_write(cache.k[il], cache.v[il], s, k, v)
-        o = be.attention(q, cache.k[il], cache.v[il], s, 1.0, window=spec.window, softcap=hp.attn_softcap or None)
+        seqs = [(cache, slice(0, n))] if not isinstance(cache, SeqBatch) else \
+            [(c, slice(i, i + 1)) for i, c in enumerate(cache.caches)]
+        os = []
+        for c, r in seqs:                           # each sequence attends over its own cache
+            be.kv_write(c.k[il], c.v[il], c.n_past, k[r], v[r])
+            os.append(be.attention(q[r], c.k[il], c.v[il], c.n_past, 1.0, window=spec.window,
+                                   softcap=hp.attn_softcap or None))
+        o = os[0] if len(os) == 1 else np.concatenate(os)    # (cupy arrays too: NEP 18)
         return self._proj(il, p + "attn_output", o.reshape(n, spec.n_head * hd))
 
     def _proj(self, il: int, name: str, x):

@@ -39,6 +39,19 @@ def test_bench_json_fields(tiny):
     assert all(x["avg_ts"] > 0 and "stddev_ts" in x and len(x["samples_ts"]) == 2 for x in res)
 
 
+def test_bench_parallel_rows(tiny):
+    r = CliRunner().invoke(cli, ["bench", tiny, "-p", "0", "-n", "4", "-r", "1", "-o", "json", "-t", "1",
+                                 "--parallel", "1,3"])
+    assert r.exit_code == 0, r.output
+    res = json.loads(r.stdout)
+    assert [(x["n_gen"], x["n_seq"]) for x in res] == [(4, 1), (4, 3)]
+    assert all(x["avg_ts"] > 0 for x in res)
+    r = CliRunner().invoke(cli, ["bench", tiny, "-p", "0", "-n", "2", "-r", "1", "-t", "1", "--parallel", "2"])
+    assert r.exit_code == 0 and "seqs" in r.output.splitlines()[0], r.output
+    r = CliRunner().invoke(cli, ["bench", tiny, "--parallel", "0,99"])
+    assert r.exit_code != 0 and "--parallel 0,99" in str(r.exception)
+
+
 def test_perplexity_output_lines(tiny, tmp_path):
     text = tmp_path / "t.txt"
     text.write_text(" ".join(f"word{i % 37} and more" for i in range(200)))
