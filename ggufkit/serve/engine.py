@@ -7,9 +7,10 @@ request it runs (seeded rng, token history). One thread owns the model and loops
     admit    waiting requests take free slots; a slot whose cached tokens share the longest
              prefix with the prompt is chosen, and only the rest of the prompt is evaluated
     step     every slot still prefilling evaluates one chunk (``prefill_chunk`` tokens), so a long
-             prompt never stalls the streams already decoding; every decoding slot decodes one
-             token through ``decode_step`` (today one ``decode_one`` per slot: the one place a
-             multi-sequence decode step will replace); then each slot samples and emits its text
+             prompt never stalls the streams already decoding; all decoding slots decode their next
+             token together in one forward pass (``decode_step``, a ``SeqBatch`` of their caches:
+             every weight read once per step); then each slot samples with its own parameters and
+             rng and emits its text
     cancel   a request whose client went away is dropped at the start of the next step
 
 Requests reach the engine through ``submit`` (any thread); their events come back through the
@@ -27,6 +28,7 @@ from typing import Callable
 import numpy as np
 
 from runtime.generate import SamplingParams, decode_one, sample_on
+from runtime.models.base import MAX_SEQS, SeqBatch
 
 
 class QueueFull(Exception):
@@ -285,12 +287,21 @@ class Engine:
         return self.model.logits(h, host=False)[0]
 
     def decode_step(self, slots: list[Slot]) -> list:
-        """One token for each slot (its ``next_tid``) at its own position; the logits, one per slot,
-        where the output head ran. Today: one single-sequence decode per slot. A multi-sequence
-        decode step (weights read once for all slots) replaces this loop."""
+        """One token for each slot (its ``next_tid``) at its own position, in one forward pass over
+        the weights per ``MAX_SEQS`` slots (``runtime.models.base.SeqBatch``: row i is slot i's
+        token on its own cache, equal to decoding it alone); the logits, one row per slot, where the
+        output head ran. One slot alone goes through ``decode_one`` (which may replay a captured
+        CUDA graph)."""
         out = []
+        for g in range(0, len(slots), MAX_SEQS):
+            group = slots[g:g + MAX_SEQS]
+            if len(group) == 1:
+                out.append(decode_one(self.model, group[0].cache, group[0].next_tid, host=False))
+            else:
+                h = self.model.forward([s.next_tid for s in group], SeqBatch([s.cache for s in group]))
+                logits = self.model.logits(h, host=False)
+                out.extend(logits[i] for i in range(len(group)))
         for s in slots:
-            out.append(decode_one(self.model, s.cache, s.next_tid, host=False))
             s.tokens.append(s.next_tid)
             s.next_tid = None
         return out
