@@ -165,8 +165,14 @@ def serve_cmd(model, host, port, ctx_size, parallel, queue_size, prefill_chunk, 
         serve(model, host, port, ctx_size, parallel, threads, dev, api_key or None, queue_size, prefill_chunk, alias,
               chat_template)
         return
-    from quant.gguf import GGUFReader
-    GGUFReader(model)                         # a bad file is one error line here, not a failed replica
+    from ggufkit.serve.templates import chat_template as pick_template
+    from runtime.loader import load
+    m = load(model, with_tokenizer=False)     # a bad file or template is one error line here, not a failed replica
+    try:
+        pick_template(m.gguf, m.hp.arch, chat_template)
+    except ValueError as e:
+        raise GGUFKitError(str(e)) from None
+    del m
     try:
         from ggufkit.serve.ray_app import serve_ray
     except ImportError as e:

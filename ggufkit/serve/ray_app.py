@@ -19,6 +19,7 @@ from ray import serve as ray_serve
 from starlette.applications import Starlette
 from starlette.routing import Mount
 
+from ggufkit.errors import GGUFKitError
 from ggufkit.serve.app import LOG_CONFIG, build, warn_open
 
 log = logging.getLogger("ggufkit.serve")
@@ -75,7 +76,11 @@ def serve_ray(model_path: str, host: str = "127.0.0.1", port: int = 8080, replic
     try:
         ray_serve.start(http_options={"host": host, "port": port})
         app = deployment(replicas, cpus).bind(dict(model_path=model_path, **build_kwargs))
-        ray_serve.run(app, name=APP_NAME, route_prefix="/")
+        try:
+            ray_serve.run(app, name=APP_NAME, route_prefix="/")
+        except Exception as e:             # a replica that cannot start: Ray's message, first line
+            msg = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            raise GGUFKitError(f"Ray Serve could not start the replicas: {msg}") from None
         warn_open(host, build_kwargs.get("api_key"))
         log.info("serving %s on http://%s:%d through Ray Serve: %d replicas%s", os.path.basename(model_path), host,
                  port, replicas, ", API key required" if build_kwargs.get("api_key") else "")

@@ -64,3 +64,14 @@ def test_ray_two_replicas_behind_one_endpoint(tmp_path):
     assert rc == 0, log.read_text()[-3000:]
     with pytest.raises(httpx.HTTPError):
         httpx.get(base + "/health", timeout=2)                   # Ray's proxy went down with the process
+
+
+def test_ray_bad_input_is_one_line_before_ray_starts(tmp_path):
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"GGUF" + b"\0" * 12)
+    path = write_chat_gguf(tmp_path / "chat.gguf")
+    for args in ([str(bad)], [str(path), "--chat-template", str(tmp_path / "missing.jinja")]):
+        r = subprocess.run([sys.executable, "-m", "ggufkit", "serve", *args, "--ray", "--port", str(free_port())],
+                           capture_output=True, text=True, timeout=120)
+        assert r.returncode == 1 and r.stderr.startswith("error: ") and r.stderr.count("\n") == 1, r.stderr
+        assert "Traceback" not in r.stderr and "ray" not in r.stdout.lower()
