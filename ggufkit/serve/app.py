@@ -225,7 +225,7 @@ class Server:
         loop = asyncio.get_running_loop()
         q: asyncio.Queue = asyncio.Queue()
         job = Job(ids, opts.params, opts.max_tokens, opts.stop, lambda ev: loop.call_soon_threadsafe(q.put_nowait, ev),
-                  opts.ignore_eos)
+                  opts.ignore_eos, json_mode=opts.json_mode)
         try:
             self.engine.submit(job)
         except QueueFull as e:

@@ -27,7 +27,7 @@ from typing import Callable
 
 import numpy as np
 
-from runtime.generate import SamplingParams, decode_one, sample_on
+from runtime.generate import SamplingParams, decode_one, sample, sample_on
 from runtime.models.base import MAX_SEQS, SeqBatch
 
 
@@ -61,6 +61,7 @@ class Job:
     stop: list[str]
     emit: Callable
     ignore_eos: bool = False
+    json_mode: bool = False            # the reply is constrained to one JSON object (jsonmode.py)
     cancelled: bool = False
     t_submit: float = field(default_factory=time.perf_counter)
 
@@ -95,6 +96,7 @@ class Slot:
         self.n_gen = 0
         self.n_cached = 0
         self.budget = 0
+        self.json = None                   # jsonmode.JsonState of a json_object request
 
 
 def common_prefix(a: list[int], b: list[int]) -> int:
@@ -139,6 +141,7 @@ class Engine:
         self.metrics = Metrics()
         self._stop = False
         self._thread: threading.Thread | None = None
+        self._json_vocab = None                    # jsonmode.Vocab, built at the first json_object request
         self.log = lambda msg: None
 
     # -------------------------------------------------------------- public, any thread
@@ -238,6 +241,11 @@ class Engine:
         s.rng = np.random.default_rng(job.params.seed)
         s.history = list(job.prompt_ids)
         s.decoder = self.model.tokenizer.stream_decoder()
+        if job.json_mode:
+            from ggufkit.serve.jsonmode import JsonState, Vocab
+            if self._json_vocab is None:
+                self._json_vocab = Vocab(self.model.tokenizer)
+            s.json = JsonState(self._json_vocab)
         room = self.n_ctx - len(job.prompt_ids)
         s.budget = room if job.max_tokens is None else min(job.max_tokens, room)
         m = self.metrics
@@ -268,6 +276,11 @@ class Engine:
             ready.extend(zip(decoding, self.decode_step(decoding)))
         for s, logits in ready:
             tid = sample_on(out, logits, s.job.params, s.rng, s.history)
+            if s.json is not None and not s.json.accepts(tid):
+                tid = self._sample_json(s, logits)
+                if tid is None:
+                    self._finish(s, "stop")
+                    continue
             self._accept(s, tid)
         dt = time.perf_counter() - t0
         m = self.metrics
@@ -306,11 +319,23 @@ class Engine:
             s.next_tid = None
         return out
 
+    def _sample_json(self, s: Slot, logits) -> int | None:
+        """The sampled token broke the JSON text: sample again with every token that would break it
+        at -inf (as llama.cpp's grammar sampler does on a rejected token); None if none fits."""
+        ok = s.json.mask()
+        if not ok.any():
+            return None
+        x = np.array(self.model.out_backend.to_host(logits), dtype=np.float32)
+        x[~ok] = -np.inf
+        return sample(x, s.job.params, s.rng, s.history)
+
     def _accept(self, s: Slot, tid: int) -> None:
         """A sampled token: stop on end of generation, else emit its text (stop strings held back)."""
         tok = self.model.tokenizer
         s.history.append(tid)
         self.metrics.gen_tokens += 1
+        if s.json is not None:
+            s.json.advance(tid)
         if tok.is_eog(tid) and not s.job.ignore_eos:
             s.n_gen += 1
             self._finish(s, "stop")
@@ -325,6 +350,10 @@ class Engine:
                 self._flush(s, len(s.text))
                 self._finish(s, "stop")
                 return
+        if s.json is not None and s.json.done:          # the object closed: that is the whole reply
+            self._flush(s, len(s.text))
+            self._finish(s, "stop")
+            return
         hold = max((_overlap(s.text, st) for st in job.stop), default=0)
         self._flush(s, len(s.text) - hold)
         if s.n_gen >= s.budget or s.cache.n_past + 1 >= s.cache.n_ctx:

@@ -152,7 +152,7 @@ ERRORS = [  # (method, path, body (dict, or raw bytes), status, param or None)
     ("POST", "/v1/chat/completions", {"messages": USER, "model": "gpt-4o"}, 404, "model"),
     ("POST", "/v1/chat/completions", {"messages": USER, "tools": [{"type": "function", "function": {"name": 7}}]},
      400, "tools"),
-    ("POST", "/v1/chat/completions", {"messages": USER, "response_format": {"type": "json_object"}}, 400,
+    ("POST", "/v1/chat/completions", {"messages": USER, "response_format": {"type": "json_schema"}}, 400,
      "response_format"),
     ("POST", "/v1/chat/completions", {"messages": [{"role": "user", "content": "word " * 600}]}, 400, "messages"),
     ("POST", "/v1/completions", {"prompt": 5}, 400, "prompt"),
