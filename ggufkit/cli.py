@@ -161,16 +161,36 @@ def chat_cmd(model, system, reasoning, json_mode, tools_file, temp, top_p, max_t
               help="A built-in (chatml, gemma) or a Jinja file; default: the GGUF's, else by architecture.")
 @click.option("--api-key", envvar="GGUFKIT_API_KEY", help="Require Authorization: Bearer KEY (or $GGUFKIT_API_KEY).")
 @click.option("-t", "--threads", type=int)
+@click.option("--ray", "use_ray", is_flag=True,
+              help="Serve through Ray Serve (the [ray] extra): --replicas copies of the model behind one endpoint.")
+@click.option("--replicas", default=2, show_default=True, type=click.IntRange(1), help="Ray Serve replicas (with --ray).")
 @device_options
 def serve_cmd(model, host, port, ctx_size, parallel, queue_size, prefill_chunk, alias, chat_template, api_key, threads,
-              dev) -> None:
+              use_ray, replicas, dev) -> None:
     """Serve MODEL over an OpenAI-compatible HTTP API (needs the [serve] extra; docs/SERVE.md)."""
     try:
         from ggufkit.serve.app import serve
     except ImportError as e:
         raise GGUFKitError(f"serve needs the [serve] extra: pip install 'ggufkit[serve]' ({e})") from None
-    serve(model, host, port, ctx_size, parallel, threads, dev, api_key or None, queue_size, prefill_chunk, alias,
-          chat_template)
+    if not use_ray:
+        serve(model, host, port, ctx_size, parallel, threads, dev, api_key or None, queue_size, prefill_chunk, alias,
+              chat_template)
+        return
+    from ggufkit.serve.templates import chat_template as pick_template
+    from runtime.loader import load
+    m = load(model, with_tokenizer=False)     # a bad file or template is one error line here, not a failed replica
+    try:
+        pick_template(m.gguf, m.hp.arch, chat_template)
+    except ValueError as e:
+        raise GGUFKitError(str(e)) from None
+    del m
+    try:
+        from ggufkit.serve.ray_app import serve_ray
+    except ImportError as e:
+        raise GGUFKitError(f"serve --ray needs the [ray] extra: pip install 'ggufkit[ray]' ({e})") from None
+    serve_ray(model, host, port, replicas, n_ctx=ctx_size, parallel=parallel, n_threads=threads, dev=dev,
+              api_key=api_key or None, max_queue=queue_size, prefill_chunk=prefill_chunk, alias=alias,
+              template=chat_template)
 
 
 @cli.command("perplexity")

@@ -61,8 +61,9 @@ async def read_json(request: Request, cap: int = MAX_BODY):
 class Server:
     """The routes, bound to one engine and its model."""
 
-    def __init__(self, engine: Engine, model_id: str, api_key: str | None = None, template: str | None = None):
-        self.engine, self.model, self.model_id = engine, engine.model, model_id
+    def __init__(self, engine: Engine, model_id: str, api_key: str | None = None, template: str | None = None,
+                 replica: str | None = None):
+        self.engine, self.model, self.model_id, self.replica = engine, engine.model, model_id, replica
         self.api_key = api_key
         self.tok = self.model.tokenizer
         self.template = template or chat_template(getattr(self.model, "gguf", None), self.model.hp.arch)[0]
@@ -107,8 +108,11 @@ class Server:
     # -------------------------------------------------------------- simple endpoints
 
     async def health(self, request):
-        return JSONResponse({"status": "ok", "slots_idle": self.engine.parallel - self.engine.busy_slots(),
-                             "slots_processing": self.engine.busy_slots()})
+        body = {"status": "ok", "slots_idle": self.engine.parallel - self.engine.busy_slots(),
+                "slots_processing": self.engine.busy_slots()}
+        if self.replica is not None:
+            body["replica"] = self.replica
+        return JSONResponse(body)
 
     async def models(self, request):
         hp = self.model.hp
@@ -221,7 +225,7 @@ class Server:
         loop = asyncio.get_running_loop()
         q: asyncio.Queue = asyncio.Queue()
         job = Job(ids, opts.params, opts.max_tokens, opts.stop, lambda ev: loop.call_soon_threadsafe(q.put_nowait, ev),
-                  opts.ignore_eos)
+                  opts.ignore_eos, json_mode=opts.json_mode)
         try:
             self.engine.submit(job)
         except QueueFull as e:
@@ -309,10 +313,12 @@ class Server:
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
 
-def create_app(engine: Engine, model_id: str, api_key: str | None = None, template: str | None = None) -> Starlette:
+def create_app(engine: Engine, model_id: str, api_key: str | None = None, template: str | None = None,
+               replica: str | None = None) -> Starlette:
     """The Starlette app over a started (or to be started) engine (template: the chat template's
-    text; default: the GGUF's, else a built-in, see ggufkit.serve.templates)."""
-    srv = Server(engine, model_id, api_key, template)
+    text; default: the GGUF's, else a built-in, see ggufkit.serve.templates; replica: a name that
+    /health reports, set under Ray Serve)."""
+    srv = Server(engine, model_id, api_key, template, replica)
 
     async def not_found(request, exc):
         code = getattr(exc, "status_code", 404)
@@ -337,17 +343,15 @@ LOG_CONFIG = {
 }
 
 
-def serve(model_path: str, host: str = "127.0.0.1", port: int = 8080, n_ctx: int = 4096, parallel: int = 1,
-          n_threads: int | None = None, dev=None, api_key: str | None = None, max_queue: int = 64,
-          prefill_chunk: int = 256, alias: str | None = None, template: str | None = None) -> None:
-    """Load the model, start the engine and serve until SIGINT / SIGTERM."""
-    import uvicorn
-
+def build(model_path: str, n_ctx: int = 4096, parallel: int = 1, n_threads: int | None = None, dev=None,
+          api_key: str | None = None, max_queue: int = 64, prefill_chunk: int = 256, alias: str | None = None,
+          template: str | None = None, replica: str | None = None):
+    """Load the model and build the engine (not started) and the app: (app, engine, model_id,
+    the chat template's origin). ``serve`` and each Ray Serve replica (ggufkit.serve.ray_app) call it."""
     from runtime.errors import ModelError
     from runtime.loader import load
     from runtime.plan import place_model
 
-    logging.config.dictConfig(LOG_CONFIG)
     model = load(model_path, n_threads=n_threads)
     try:
         tmpl, origin = chat_template(model.gguf, model.hp.arch, template)
@@ -357,10 +361,21 @@ def serve(model_path: str, host: str = "127.0.0.1", port: int = 8080, n_ctx: int
     engine = Engine(model, n_ctx, parallel, max_queue, prefill_chunk)
     engine.log = log.error
     model_id = alias or os.path.basename(model_path)
-    app = create_app(engine, model_id, api_key, tmpl)
+    app = create_app(engine, model_id, api_key, tmpl, replica)
+    return app, engine, model_id, origin
+
+
+def serve(model_path: str, host: str = "127.0.0.1", port: int = 8080, n_ctx: int = 4096, parallel: int = 1,
+          n_threads: int | None = None, dev=None, api_key: str | None = None, max_queue: int = 64,
+          prefill_chunk: int = 256, alias: str | None = None, template: str | None = None) -> None:
+    """Load the model, start the engine and serve until SIGINT / SIGTERM."""
+    import uvicorn
+
+    logging.config.dictConfig(LOG_CONFIG)
+    app, engine, model_id, origin = build(model_path, n_ctx, parallel, n_threads, dev, api_key, max_queue,
+                                          prefill_chunk, alias, template)
     engine.start()
-    if not api_key and host not in ("127.0.0.1", "localhost", "::1"):
-        log.warning("listening on %s without --api-key: anyone who can reach this address can use the model", host)
+    warn_open(host, api_key)
     log.info("serving %s on http://%s:%d (%d slots of %d tokens, chat template: %s)%s", model_id, host, port,
              parallel, engine.n_ctx, origin, ", API key required" if api_key else "")
     try:
@@ -368,3 +383,7 @@ def serve(model_path: str, host: str = "127.0.0.1", port: int = 8080, n_ctx: int
     finally:
         engine.stop()
 
+
+def warn_open(host: str, api_key: str | None) -> None:
+    if not api_key and host not in ("127.0.0.1", "localhost", "::1"):
+        log.warning("listening on %s without --api-key: anyone who can reach this address can use the model", host)

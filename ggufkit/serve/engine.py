@@ -7,9 +7,10 @@ request it runs (seeded rng, token history). One thread owns the model and loops
     admit    waiting requests take free slots; a slot whose cached tokens share the longest
              prefix with the prompt is chosen, and only the rest of the prompt is evaluated
     step     every slot still prefilling evaluates one chunk (``prefill_chunk`` tokens), so a long
-             prompt never stalls the streams already decoding; every decoding slot decodes one
-             token through ``decode_step`` (today one ``decode_one`` per slot: the one place a
-             multi-sequence decode step will replace); then each slot samples and emits its text
+             prompt never stalls the streams already decoding; all decoding slots decode their next
+             token together in one forward pass (``decode_step``, a ``SeqBatch`` of their caches:
+             every weight read once per step); then each slot samples with its own parameters and
+             rng and emits its text
     cancel   a request whose client went away is dropped at the start of the next step
 
 Requests reach the engine through ``submit`` (any thread); their events come back through the
@@ -26,7 +27,8 @@ from typing import Callable
 
 import numpy as np
 
-from runtime.generate import SamplingParams, decode_one, sample_on
+from runtime.generate import SamplingParams, decode_one, sample, sample_on
+from runtime.models.base import MAX_SEQS, SeqBatch
 
 
 class QueueFull(Exception):
@@ -59,6 +61,7 @@ class Job:
     stop: list[str]
     emit: Callable
     ignore_eos: bool = False
+    json_mode: bool = False            # the reply is constrained to one JSON object (jsonmode.py)
     cancelled: bool = False
     t_submit: float = field(default_factory=time.perf_counter)
 
@@ -93,6 +96,7 @@ class Slot:
         self.n_gen = 0
         self.n_cached = 0
         self.budget = 0
+        self.json = None                   # jsonmode.JsonState of a json_object request
 
 
 def common_prefix(a: list[int], b: list[int]) -> int:
@@ -137,6 +141,7 @@ class Engine:
         self.metrics = Metrics()
         self._stop = False
         self._thread: threading.Thread | None = None
+        self._json_vocab = None                    # jsonmode.Vocab, built at the first json_object request
         self.log = lambda msg: None
 
     # -------------------------------------------------------------- public, any thread
@@ -236,6 +241,11 @@ class Engine:
         s.rng = np.random.default_rng(job.params.seed)
         s.history = list(job.prompt_ids)
         s.decoder = self.model.tokenizer.stream_decoder()
+        if job.json_mode:
+            from ggufkit.serve.jsonmode import JsonState, Vocab
+            if self._json_vocab is None:
+                self._json_vocab = Vocab(self.model.tokenizer)
+            s.json = JsonState(self._json_vocab)
         room = self.n_ctx - len(job.prompt_ids)
         s.budget = room if job.max_tokens is None else min(job.max_tokens, room)
         m = self.metrics
@@ -266,6 +276,11 @@ class Engine:
             ready.extend(zip(decoding, self.decode_step(decoding)))
         for s, logits in ready:
             tid = sample_on(out, logits, s.job.params, s.rng, s.history)
+            if s.json is not None and not s.json.accepts(tid):
+                tid = self._sample_json(s, logits)
+                if tid is None:
+                    self._finish(s, "stop")
+                    continue
             self._accept(s, tid)
         dt = time.perf_counter() - t0
         m = self.metrics
@@ -285,21 +300,42 @@ class Engine:
         return self.model.logits(h, host=False)[0]
 
     def decode_step(self, slots: list[Slot]) -> list:
-        """One token for each slot (its ``next_tid``) at its own position; the logits, one per slot,
-        where the output head ran. Today: one single-sequence decode per slot. A multi-sequence
-        decode step (weights read once for all slots) replaces this loop."""
+        """One token for each slot (its ``next_tid``) at its own position, in one forward pass over
+        the weights per ``MAX_SEQS`` slots (``runtime.models.base.SeqBatch``: row i is slot i's
+        token on its own cache, equal to decoding it alone); the logits, one row per slot, where the
+        output head ran. One slot alone goes through ``decode_one`` (which may replay a captured
+        CUDA graph)."""
         out = []
+        for g in range(0, len(slots), MAX_SEQS):
+            group = slots[g:g + MAX_SEQS]
+            if len(group) == 1:
+                out.append(decode_one(self.model, group[0].cache, group[0].next_tid, host=False))
+            else:
+                h = self.model.forward([s.next_tid for s in group], SeqBatch([s.cache for s in group]))
+                logits = self.model.logits(h, host=False)
+                out.extend(logits[i] for i in range(len(group)))
         for s in slots:
-            out.append(decode_one(self.model, s.cache, s.next_tid, host=False))
             s.tokens.append(s.next_tid)
             s.next_tid = None
         return out
+
+    def _sample_json(self, s: Slot, logits) -> int | None:
+        """The sampled token broke the JSON text: sample again with every token that would break it
+        at -inf (as llama.cpp's grammar sampler does on a rejected token); None if none fits."""
+        ok = s.json.mask()
+        if not ok.any():
+            return None
+        x = np.array(self.model.out_backend.to_host(logits), dtype=np.float32)
+        x[~ok] = -np.inf
+        return sample(x, s.job.params, s.rng, s.history)
 
     def _accept(self, s: Slot, tid: int) -> None:
         """A sampled token: stop on end of generation, else emit its text (stop strings held back)."""
         tok = self.model.tokenizer
         s.history.append(tid)
         self.metrics.gen_tokens += 1
+        if s.json is not None:
+            s.json.advance(tid)
         if tok.is_eog(tid) and not s.job.ignore_eos:
             s.n_gen += 1
             self._finish(s, "stop")
@@ -314,6 +350,10 @@ class Engine:
                 self._flush(s, len(s.text))
                 self._finish(s, "stop")
                 return
+        if s.json is not None and s.json.done:          # the object closed: that is the whole reply
+            self._flush(s, len(s.text))
+            self._finish(s, "stop")
+            return
         hold = max((_overlap(s.text, st) for st in job.stop), default=0)
         self._flush(s, len(s.text) - hold)
         if s.n_gen >= s.budget or s.cache.n_past + 1 >= s.cache.n_ctx:

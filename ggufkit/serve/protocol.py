@@ -75,6 +75,7 @@ class GenOptions:
     stream: bool = False
     include_usage: bool = False
     ignore_eos: bool = False        # llama-server's: generate past end-of-generation tokens (benchmarks)
+    json_mode: bool = False         # response_format json_object: the reply is one JSON object (jsonmode.py)
 
 
 def parse_gen_options(body: dict, chat: bool) -> GenOptions:
@@ -115,7 +116,24 @@ def parse_gen_options(body: dict, chat: bool) -> GenOptions:
     stream = field_of(body, "stream", bool, False)
     so = field_of(body, "stream_options", dict, {})
     include_usage = bool(so.get("include_usage", False))
-    return GenOptions(params, mt, stop, stream, include_usage, field_of(body, "ignore_eos", bool, False))
+    return GenOptions(params, mt, stop, stream, include_usage, field_of(body, "ignore_eos", bool, False),
+                      response_format(body))
+
+
+def response_format(body: dict) -> bool:
+    """True for ``{"type": "json_object"}`` (constrained sampling), False for absent or ``text``;
+    anything else (json_schema included) is a 400."""
+    rf = body.get("response_format")
+    if rf is None:
+        return False
+    if not isinstance(rf, dict) or not isinstance(rf.get("type"), str):
+        raise bad("'response_format' must be an object with a 'type'", "response_format", "invalid_type")
+    if rf["type"] == "text":
+        return False
+    if rf["type"] == "json_object":
+        return True
+    raise bad(f"response_format type {rf['type']!r} is not supported by this server (text and json_object are)",
+              "response_format", "unsupported_parameter")
 
 
 def check_model(body: dict, served: str) -> None:
@@ -236,10 +254,6 @@ def chat_prompt(body: dict, template: str, bos: str = "", eos: str = "") -> Chat
         raise bad("'tool_choice' must be auto, none, required or an object", "tool_choice", "invalid_type")
     if choice == "none":
         tools = None
-    rf = body.get("response_format")
-    if rf is not None and not (isinstance(rf, dict) and rf.get("type") == "text"):
-        raise bad("response_format other than 'text' is not supported by this server (no grammar-constrained "
-                  "sampling yet)", "response_format", "unsupported_parameter")
     reasoning = reasoning_switch(body)
     if reasoning is not None:
         sys_text = messages[0]["content"] if messages[0]["role"] == "system" else None

@@ -15,6 +15,7 @@ pytestmark = pytest.mark.timeout(120)
 
 from ggufkit.serve.engine import ContextTooSmall, Engine, Job, QueueFull  # noqa: E402
 from runtime.generate import GREEDY, generate_ids  # noqa: E402
+from runtime.models.base import SeqBatch  # noqa: E402
 from tests.helpers.serve import Sink, run_jobs  # noqa: E402
 from tests.helpers.tiny_models import write_chat_gguf  # noqa: E402
 
@@ -35,13 +36,21 @@ def prompts_of(model):
             enc("Hello there, how is the weather"), enc("One two three four five six seven eight nine ten eleven")]
 
 
-def test_batched_slots_equal_solo_runs_and_prefix_cache(model):
+def test_batched_slots_equal_solo_runs_and_prefix_cache(model, monkeypatch):
     ps = prompts_of(model)
     want = [model.tokenizer.decode([t for t in solo_ids(model, p, 6) if not model.tokenizer.is_eog(t)]) for p in ps]
+    batches, forward = [], model.forward
+
+    def spy(tokens, cache, out_rows=None):
+        if isinstance(cache, SeqBatch):
+            batches.append(len(cache))
+        return forward(tokens, cache, out_rows)
+    monkeypatch.setattr(model, "forward", spy)
     eng = Engine(model, 4 * 128, parallel=4, prefill_chunk=3)      # tiny chunks: prefill spans many steps
     eng.start()
     try:
         got = run_jobs(eng, ps)
+        assert max(batches) >= 3              # the slots decoded together, one forward pass per step
         assert ["".join(s.text) for s in got] == want
         assert all(s.result.text == w for s, w in zip(got, want))
         # the same prompts again: each finds its slot's cached prefix and evaluates 1 token

@@ -47,7 +47,7 @@ def live(tmp_path_factory):
     env = dict(os.environ, GGUFKIT_API_KEY=KEY)
     with open(log, "wb") as f:
         proc = subprocess.Popen([sys.executable, "-m", "ggufkit", "serve", str(path), "--port", str(port),
-                                 "-np", "4", "-c", "2048", "-t", "1", "--queue-size", "16"],
+                                 "-np", "4", "-c", "2048", "-t", "1", "--queue-size", "32"],
                                 stdout=f, stderr=subprocess.STDOUT, env=env)
     try:
         deadline = time.time() + 180
@@ -152,7 +152,7 @@ ERRORS = [  # (method, path, body (dict, or raw bytes), status, param or None)
     ("POST", "/v1/chat/completions", {"messages": USER, "model": "gpt-4o"}, 404, "model"),
     ("POST", "/v1/chat/completions", {"messages": USER, "tools": [{"type": "function", "function": {"name": 7}}]},
      400, "tools"),
-    ("POST", "/v1/chat/completions", {"messages": USER, "response_format": {"type": "json_object"}}, 400,
+    ("POST", "/v1/chat/completions", {"messages": USER, "response_format": {"type": "json_schema"}}, 400,
      "response_format"),
     ("POST", "/v1/chat/completions", {"messages": [{"role": "user", "content": "word " * 600}]}, 400, "messages"),
     ("POST", "/v1/completions", {"prompt": 5}, 400, "prompt"),
@@ -195,42 +195,45 @@ def test_api_key_required(live):
 
 @pytest.mark.timeout(240)
 def test_load_concurrent_clients_with_cancellations(live):
-    """8 clients x 2 requests on 4 slots; every third client's first request is a stream it drops
-    after two chunks. The others must equal their solo greedy runs; the server stays healthy,
-    every slot comes free and its resident memory grows by at most 10%."""
+    """32 clients x 4 requests on 4 slots (28 wait in the queue), 8 prompts of mixed lengths, 6 or
+    12 tokens; every fourth client's first request is a stream it drops after two chunks. Every
+    other request must equal its solo greedy run; the server stays healthy, every slot comes free
+    and its resident memory grows by at most 10%."""
     prompts = [f"Story number {i}: once upon a time" + " there" * (i * 7) for i in range(8)]
-    n = 12
-    solo = [live.client.completions.create(prompt=p, model="chat.gguf", max_tokens=n, temperature=0).choices[0].text
-            for p in prompts]
+    lengths = (6, 12)
+    solo = {(j, n): live.client.completions.create(prompt=prompts[j], model="chat.gguf", max_tokens=n,
+                                                   temperature=0).choices[0].text
+            for j in range(len(prompts)) for n in lengths}
     got, errors = {}, []
     rss_before = rss(live.pid)
 
     def client(i):
+        j, n = i % len(prompts), lengths[(i // len(prompts)) % 2]
         try:
-            c = openai.OpenAI(base_url=live.base + "/v1", api_key=KEY, max_retries=0, timeout=120)
-            for k in range(2):
-                if k == 0 and i % 3 == 0:
-                    stream = c.completions.create(prompt=prompts[i], model="chat.gguf", max_tokens=200, temperature=0,
+            c = openai.OpenAI(base_url=live.base + "/v1", api_key=KEY, max_retries=0, timeout=180)
+            for k in range(4):
+                if k == 0 and i % 4 == 0:
+                    stream = c.completions.create(prompt=prompts[j], model="chat.gguf", max_tokens=200, temperature=0,
                                                   stream=True)
-                    for j, _ in enumerate(stream):
-                        if j == 1:
+                    for m, _ in enumerate(stream):
+                        if m == 1:
                             break
                     stream.close()
                     continue
-                r = c.completions.create(prompt=prompts[i], model="chat.gguf", max_tokens=n, temperature=0)
-                got[(i, k)] = r.choices[0].text
+                r = c.completions.create(prompt=prompts[j], model="chat.gguf", max_tokens=n, temperature=0)
+                got[(i, k)] = (r.choices[0].text, solo[(j, n)])
         except Exception as e:                           # surfaced below
             errors.append(f"client {i}: {type(e).__name__}: {e}")
 
-    threads = [threading.Thread(target=client, args=(i,)) for i in range(8)]
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(32)]
     for t in threads:
         t.start()
     for t in threads:
         t.join(200)
-    assert not errors, errors
-    assert len(got) == 8 * 2 - 3
-    for (i, _), text in got.items():
-        assert text == solo[i], i
+    assert not errors, errors[:5]
+    assert len(got) == 32 * 4 - 8
+    for key, (text, want) in got.items():
+        assert text == want, key
     assert live.http.get("/health").json()["status"] == "ok"
     deadline = time.time() + 20
     while live.http.get("/health").json()["slots_processing"] and time.time() < deadline:

@@ -21,6 +21,15 @@ def err(fn, *a, **k) -> P.APIError:
     return e.value
 
 
+def test_response_format():
+    assert P.parse_gen_options({"response_format": {"type": "json_object"}}, chat=True).json_mode
+    assert not P.parse_gen_options({"response_format": {"type": "text"}}, chat=True).json_mode
+    assert not P.parse_gen_options({}, chat=False).json_mode
+    e = err(P.parse_gen_options, {"response_format": {"type": "json_schema", "json_schema": {}}}, chat=True)
+    assert e.status == 400 and e.param == "response_format" and e.code == "unsupported_parameter"
+    assert err(P.parse_gen_options, {"response_format": "json"}, chat=True).code == "invalid_type"
+
+
 def test_gen_options_defaults_and_ranges():
     o = P.parse_gen_options({"max_tokens": 5, "temperature": 0, "stop": "x", "seed": 3}, chat=True)
     assert (o.max_tokens, o.params.temp, o.stop, o.params.seed, o.stream) == (5, 0.0, ["x"], 3, False)
@@ -67,8 +76,6 @@ def test_chat_prompt_refusals():
     assert err(P.chat_prompt, {"messages": USER, "tools": [{"type": "function", "function": {"name": 3}}]},
                TEMPLATE).code == "invalid_tool"
     assert err(P.chat_prompt, {"messages": USER, "tools": {"x": 1}}, TEMPLATE).param == "tools"
-    assert err(P.chat_prompt, {"messages": USER, "response_format": {"type": "json_object"}},
-               TEMPLATE).param == "response_format"
     assert err(P.chat_prompt, {"messages": []}, TEMPLATE).param == "messages"
     assert err(P.chat_prompt, {"messages": [{"role": "wizard", "content": "x"}]}, TEMPLATE).param == "messages"
     assert err(P.chat_prompt, {"messages": [{"role": "user", "content": 5}]}, TEMPLATE).code == "invalid_type"
