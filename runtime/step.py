@@ -11,9 +11,9 @@ on disk); the kernels it calls know nothing about models.
 The whole layer is ONE parallel region (a prange over the thread count): its phases below are
 items that threads claim from atomic counters (``kernels/sync.py``), and a thread that runs out of
 items in a phase waits for the phase's last item (a bounded spin, then sched_yield). Nothing
-waits for a thread that never started, so fewer threads than expected cannot deadlock. Measured
-against one region per matvec group (4 a layer), on a thin 30-layer Q4_0 model, 2 threads, a
-shared machine: 5.8 and 10.7 ms/token against 26.7 and 14.5 (docs/PERFORMANCE.md).
+waits for a thread that never started, so fewer threads than expected cannot deadlock. It
+replaced one region per matvec group (4 a layer), which was slower in every alternation measured
+(docs/PERFORMANCE.md).
 
     llama / deci gqa + dense, per row t (pos[t], that row's cache); phase: items
         h = rms_norm(x) * attn_norm, quantized           1    norm.rms_norm_kernel, act.py (per format)
