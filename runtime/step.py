@@ -30,11 +30,13 @@ replaced one region per matvec group (4 a layer), which was slower in every alte
     deci linear attention: x += W_o rms_norm(x) * attn_norm;  deci FFN "none": the layer is skipped
     gemma3: q, k per-head rms-normed before RoPE; x += post_norm(W_o o); x += post_norm(W_down geglu)
 
-Attention is ``attn_rows`` (float64, rounded once) for every row, where the per-op path takes
-the BLAS tiles from 5 query rows or a long cache (``attention.ROWS_MAX_TOKENS``,
-``PARALLEL_MIN_WORK``): the same float64 math in another order, so those cases agree unless a
-float64 result lies within its rounding error of a float32 rounding boundary; an attention row
-runs on one thread (a long context leaves the other threads waiting).
+Attention is ``attn_rows`` (float64, rounded once) for every row. The per-op path takes the
+same kernel for up to ``attention.ROWS_MAX_TOKENS`` (4) query rows on a short cache, and BLAS
+tiles beyond: so one sequence's steps of 5-8 tokens stay on the per-op path (``BaseModel.
+decode_step``), and on a long cache (``PARALLEL_MIN_WORK``) the two paths compute the same
+float64 attention in another order, equal unless a float64 result lies within its rounding
+error of a float32 rounding boundary. An attention row runs on one thread (a long context
+leaves the other threads waiting).
 
 The numerics are the per-op path's, bit for bit (tests/runtime/test_step.py): the row dots are
 ``qdot.row_dot_of`` compiled with ``qdot.FASTMATH`` as in the per-type decode kernels, and every
