@@ -366,8 +366,9 @@ def compare_cmd(base, files, text_file, ctx_size, chunks, fmt, plot_path, labels
 @click.argument("what", metavar="[TYPES|MODEL]", required=False)
 @click.option("--force", is_flag=True, help="Compile again even if the kernels are cached.")
 def warmup_cmd(what, force) -> None:
-    """Compile the CPU kernels ahead of time (for container images): for a GGUF's weight types,
-    a comma-separated list of ggml types (Q4_K,Q6_K), or every type when none is given."""
+    """Compile the CPU kernels ahead of time (for container images): for a GGUF's weight types
+    (and its decode layer programs), a comma-separated list of ggml types (Q4_K,Q6_K), or every
+    type when none is given."""
     import os
     import time
 
@@ -376,7 +377,11 @@ def warmup_cmd(what, force) -> None:
     t0 = time.perf_counter()
     if what and os.path.isfile(what):
         from runtime.loader import load   # loading compiles what the model needs (with the notice)
-        types = sorted({t.qtype for t in load(what, with_tokenizer=False).w.mats.values()})
+        model = load(what, with_tokenizer=False)
+        types = sorted({t.qtype for t in model.w.mats.values()})
+        if model.decode_step(model.new_cache(1), 1) is not None:      # and its decode layer programs
+            from runtime.generate import decode_one
+            decode_one(model, model.new_cache(1), 0)
     else:
         types = [t.strip().upper() for t in what.split(",")] if what else list(warm.kernel_types())
         bad = [t for t in types if t not in warm.kernel_types() and t != "F32"]

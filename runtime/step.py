@@ -11,9 +11,9 @@ on disk); the kernels it calls know nothing about models.
 The whole layer is ONE parallel region (a prange over the thread count): its phases below are
 items that threads claim from atomic counters (``kernels/sync.py``), and a thread that runs out of
 items in a phase waits for the phase's last item (a bounded spin, then sched_yield). Nothing
-waits for a thread that never started, so fewer threads than expected cannot deadlock. Measured
-against one region per matvec group (4 a layer), on a thin 30-layer Q4_0 model, 2 threads, a
-shared machine: 5.8 and 10.7 ms/token against 26.7 and 14.5 (docs/PERFORMANCE.md).
+waits for a thread that never started, so fewer threads than expected cannot deadlock. It
+replaced one region per matvec group (4 a layer), which was slower in every alternation measured
+(docs/PERFORMANCE.md).
 
     llama / deci gqa + dense, per row t (pos[t], that row's cache); phase: items
         h = rms_norm(x) * attn_norm, quantized           1    norm.rms_norm_kernel, act.py (per format)
@@ -30,6 +30,14 @@ shared machine: 5.8 and 10.7 ms/token against 26.7 and 14.5 (docs/PERFORMANCE.md
     deci linear attention: x += W_o rms_norm(x) * attn_norm;  deci FFN "none": the layer is skipped
     gemma3: q, k per-head rms-normed before RoPE; x += post_norm(W_o o); x += post_norm(W_down geglu)
 
+Attention is ``attn_rows`` (float64, rounded once) for every row. The per-op path takes the
+same kernel for up to ``attention.ROWS_MAX_TOKENS`` (4) query rows on a short cache, and BLAS
+tiles beyond: so one sequence's steps of 5-8 tokens stay on the per-op path (``BaseModel.
+decode_step``), and on a long cache (``PARALLEL_MIN_WORK``) the two paths compute the same
+float64 attention in another order, equal unless a float64 result lies within its rounding
+error of a float32 rounding boundary. An attention row runs on one thread (a long context
+leaves the other threads waiting).
+
 The numerics are the per-op path's, bit for bit (tests/runtime/test_step.py): the row dots are
 ``qdot.row_dot_of`` compiled with ``qdot.FASTMATH`` as in the per-type decode kernels, and every
 other op is the same non-fastmath Numba function the CPU backend calls (a separately compiled
@@ -44,6 +52,7 @@ arrays after the first.
 """
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,7 +62,7 @@ import numpy as np
 from numba import njit, prange
 
 from quant.fast import SOURCES as _QUANT_SOURCES
-from quant.fast import cache_by_sources
+from quant.fast import cache_by_sources, cache_dir
 
 # the layer programs link the kernels' compiled code into their own cache entries: key them on
 # this file, runtime/kernels and quant/fast (before any kernel here is defined; quant/fast/_cache.py)
@@ -339,6 +348,15 @@ def _make_layer(sig: tuple):
 _LAYER_KERNELS: dict = {}
 
 
+def _stamp(kernel) -> Path:
+    """A file beside the layer programs' Numba cache that says ``kernel`` was compiled on this
+    install (Numba cannot tell beforehand whether a call will hit its cache; as runtime.kernels.warm)."""
+    import llvmlite.binding as llvm
+    key = f"{numba.__version__}|{llvm.get_host_cpu_name()}|{llvm.get_host_cpu_features()}"
+    base = cache_dir(_HERE.parent) or Path.home() / ".cache" / "ggufkit" / "kernel-stamps"
+    return base / f"warm-{kernel.py_func.__qualname__}.{hashlib.sha1(key.encode()).hexdigest()[:16]}"
+
+
 SPIN = 2000          # looks at a counter before a waiting thread starts yielding its core
 
 
@@ -450,6 +468,12 @@ class DecodeStep:
                     np.float32(hp.eps), theta_scale, np.float32(spec.rope_scale), np.float32(hp.attn_scale),
                     spec.n_head, spec.n_head_kv, hd, hp.n_rot, int(spec.window or 0))
             self.layers.append((il, layer_kernel(sig), args))
+        kernels = {e[1] for e in self.layers if e is not None}
+        self.unstamped = [k for k in kernels if not _stamp(k).exists()]
+        if self.unstamped:
+            from runtime import notices
+            n = len(self.unstamped)
+            notices.notify(f"compiling decode layer programs for {n} layer kind{'s' * (n > 1)} (first run only)")
 
     def kv_args(self, caches):
         """Per layer, (K, V) tuples of DECODE_MAX_TOKENS uint16 views: row t's cache (padded)."""
@@ -480,4 +504,12 @@ class DecodeStep:
                 k(x, pos, kv[il][0], kv[il][1], *args, self.cnt, n_thr, SPIN)
         out = ws.out[:n]
         rms_norm_kernel(x, self.out_norm, True, np.float32(hp.eps), out)
+        if self.unstamped:                      # compiled now: later processes load them quietly
+            for k in self.unstamped:
+                try:
+                    _stamp(k).parent.mkdir(parents=True, exist_ok=True)
+                    _stamp(k).write_text("compiled\n")
+                except OSError:
+                    pass
+            self.unstamped = []
         return out

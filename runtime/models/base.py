@@ -361,11 +361,14 @@ class BaseModel(ABC):
 
     def decode_step(self, cache, n: int):
         """The compiled layer programs (runtime.step.DecodeStep) for a step of n rows, or None
-        where the per-op path runs (see runtime.step.supported; several tokens of one sequence
-        from DECODE_MAX_TOKENS + 1 on, an f32 cache, an imatrix collection)."""
+        where the per-op path runs (see runtime.step.supported; more than ROWS_MAX_TOKENS (4)
+        tokens of one sequence, an f32 cache, an imatrix collection)."""
         from runtime import step as S
         if not self.fused_decode or n > S.DECODE_MAX_TOKENS or B.MATMUL_OBSERVERS:
             return None
+        from runtime.kernels.attention import ROWS_MAX_TOKENS
+        if not isinstance(cache, SeqBatch) and n > ROWS_MAX_TOKENS:
+            return None     # the per-op path's attention takes its BLAS tiles from here: keep its floats
         caches = cache.caches if isinstance(cache, SeqBatch) else (cache,)
         if any(k is not None and k.dtype != np.float16 for c in caches for k in c.k):
             return None

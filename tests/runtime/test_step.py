@@ -86,6 +86,15 @@ def test_refusals(files):
     assert m.decode_step(m.new_cache(16), S.DECODE_MAX_TOKENS + 1) is None       # a prefill
 
 
+def test_compiled_layer_programs_are_stamped(files):
+    m = load(files["llama-Q4_0"], with_tokenizer=False)
+    decode_one(m, m.new_cache(4), 1)
+    kernels = {e[1] for e in m.step.layers if e is not None}
+    assert m.step.unstamped == [] and all(S._stamp(k).exists() for k in kernels)
+    m2 = load(files["llama-Q4_0"], with_tokenizer=False)
+    assert m2.decode_step(m2.new_cache(4), 1).unstamped == []      # a later load sends no notice
+
+
 def test_step_allocates_no_numpy_arrays(files):
     m = load(files["deci-Q4_K_M"], with_tokenizer=False)
     c = m.new_cache(40)

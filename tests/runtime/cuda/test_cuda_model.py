@@ -256,3 +256,22 @@ def test_out_of_memory_is_a_clear_error(models, monkeypatch):
         m.forward([1, 2], m.new_cache(16))
 
 
+def test_seqbatch_on_cuda_equals_alone(models):
+    """runtime.models.base.SeqBatch through the CUDA verbs (emulated): one token of each of 3
+    sequences per forward gives each row the logits of that token decoded alone."""
+    from runtime.models.base import SeqBatch
+    m = load(str(models["deci-q4km"]))
+    place_model(m, DeviceOptions("cuda", "all", numerics="exact"), 16)
+    prompts = [IDS[:3], IDS[3:4], IDS[4:9]]
+    alone = []
+    for p in prompts:
+        c = m.new_cache(16)
+        m.forward(p, c)
+        alone.append(m.logits(m.forward([7], c))[0])
+    caches = [m.new_cache(16) for _ in prompts]
+    for c, p in zip(caches, prompts):
+        m.forward(p, c)
+    got = m.logits(m.forward([7, 7, 7], SeqBatch(caches)))
+    for i, want in enumerate(alone):
+        np.testing.assert_array_equal(got[i], want, err_msg=f"sequence {i}")
+    assert [c.n_past for c in caches] == [len(p) + 1 for p in prompts]
