@@ -277,7 +277,9 @@ def _probe(src: str, text: str, n_seq: int, seq_len: int):
         from runtime.loader import load
         from runtime.perplexity import read_text_file
         from runtime.sensitivity import Probe
-        model = load(src, reader=_source(src).gguf)
+        # one kernel thread, in every process: the prefill GEMMs' tiling (hence their rounding)
+        # follows the thread count, and a unit must not depend on which process measured it
+        model = load(src, reader=_source(src).gguf, n_threads=1)
         _OPEN[k] = Probe(model, probe_tokens(model, read_text_file(text), n_seq, seq_len), spill=True)
     return _OPEN[k]
 
