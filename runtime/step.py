@@ -11,7 +11,12 @@ on disk); the kernels it calls know nothing about models.
 The whole layer is ONE parallel region (a prange over the thread count): its phases below are
 items that threads claim from atomic counters (``kernels/sync.py``), and a thread that runs out of
 items in a phase waits for the phase's last item (a bounded spin, then sched_yield). Nothing
-waits for a thread that never started, so fewer threads than expected cannot deadlock. It
+waits for a thread that never started, so fewer threads than expected cannot deadlock. How many
+threads a layer runs on is measured, not assumed: its first 2 x ``TUNE_RUNS`` calls (per row
+count) alternate all the threads allowed and one thread, and the faster median is kept, since a
+thin layer's parallel region (waking a sleeping thread, the waits between phases) can cost more
+than splitting its rows saves; the result does not depend on the count (every row's dot is the
+same function wherever it runs). It
 replaced one region per matvec group (4 a layer), which was slower in every alternation measured
 (docs/PERFORMANCE.md).
 
@@ -54,6 +59,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -358,6 +364,7 @@ def _stamp(kernel) -> Path:
 
 
 SPIN = 2000          # looks at a counter before a waiting thread starts yielding its core
+TUNE_RUNS = 8        # timed runs of each thread count before a layer's count is chosen (DecodeStep)
 
 
 def layer_kernel(sig: tuple):
@@ -436,6 +443,8 @@ class DecodeStep:
                             ids=np.zeros(R, np.int64), pos=np.zeros(R, np.int64), out=np.zeros((R, E), np.float32))
         self.one = np.ones(1, np.float32)
         self.cnt = np.zeros(32, np.int64)       # the phases' claim/done counters (sync)
+        self.threads: dict = {}     # (layer, rows, threads allowed) -> the count it runs on
+        self.trials: dict = {}      # the same key -> {count: [ns of the timed runs]} until chosen
         ff = model.rope_freqs
         self.ff = np.ones(hp.n_rot // 2, np.float32) if ff is None else np.ascontiguousarray(ff, np.float32)
         self.gtab = gelu_table() if gemma else self.one
@@ -487,6 +496,20 @@ class DecodeStep:
                 out.append(((self.dummy_kv,) * DECODE_MAX_TOKENS,) * 2)
         return out
 
+    def _trial(self, key, n_max: int) -> int:
+        """The thread count the next timed run of a layer tries: all, then one, alternating."""
+        runs = self.trials.setdefault(key, {n_max: [], 1: []})
+        return n_max if len(runs[n_max]) <= len(runs[1]) else 1
+
+    def _record(self, key, nt: int, ns: int) -> None:
+        """Keep a timed run; after TUNE_RUNS of each count, fix the layer's count to the faster
+        median (a thin layer's parallel region can cost more than it saves)."""
+        runs = self.trials[key]
+        runs[nt].append(ns)
+        if min(len(v) for v in runs.values()) >= TUNE_RUNS:
+            self.threads[key] = min(runs, key=lambda c: (float(np.median(runs[c])), -c))
+            del self.trials[key]
+
     def run(self, tokens, kv, positions) -> np.ndarray:
         """tokens [n] at positions [n] with ``kv`` from ``kv_args`` (row t's cache) -> the
         final-normed hidden states f32 [n, n_embd], a view of the workspace."""
@@ -494,14 +517,28 @@ class DecodeStep:
         ids, pos, x = ws.ids[:n], ws.pos[:n], ws.x[:n]
         ids[:] = tokens
         pos[:] = positions
-        n_thr = numba.get_num_threads()
+        n_max = numba.get_num_threads()
         self.emb_rows(self.emb.data, ids, x, F16_LUT)
         if hp.emb_scale != 1.0:
             scale_into(x, np.float32(hp.emb_scale))
+        cur = n_max
         for entry in self.layers:
             if entry is not None:
                 il, k, args = entry
-                k(x, pos, kv[il][0], kv[il][1], *args, self.cnt, n_thr, SPIN)
+                key = (il, n, n_max)
+                nt = self.threads.get(key)
+                timed = nt is None
+                if timed:
+                    nt = self._trial(key, n_max)
+                if nt != cur:
+                    numba.set_num_threads(nt)
+                    cur = nt
+                t0 = time.perf_counter_ns() if timed else 0
+                k(x, pos, kv[il][0], kv[il][1], *args, self.cnt, nt, SPIN)
+                if timed:
+                    self._record(key, nt, time.perf_counter_ns() - t0)
+        if cur != n_max:
+            numba.set_num_threads(n_max)
         out = ws.out[:n]
         rms_norm_kernel(x, self.out_norm, True, np.float32(hp.eps), out)
         if self.unstamped:                      # compiled now: later processes load them quietly
