@@ -70,3 +70,12 @@ def load(path: str, with_tokenizer: bool = True, n_threads: int | None = None, *
     model = mod.Model(hp, weights, tok, path)
     model.gguf = g
     return model
+
+
+def warm_decode(path: str) -> None:
+    """Compile (into Numba's disk cache) the decode layer programs of the GGUF at ``path``: the
+    child process of ``runtime.step.ready``."""
+    model = load(path, with_tokenizer=False, n_threads=1)
+    cache = model.new_cache(2)
+    if model.decode_step(cache, 1) is not None:
+        model.forward([0], cache)

@@ -59,6 +59,8 @@ from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -365,6 +367,32 @@ def _stamp(kernel) -> Path:
 
 SPIN = 2000          # looks at a counter before a waiting thread starts yielding its core
 TUNE_RUNS = 8        # timed runs of each thread count before a layer's count is chosen (DecodeStep)
+
+
+# A model whose ``step_background`` is set (the interactive commands: run, chat, serve) has the
+# layer programs not yet compiled on disk compiled by a child process (``runtime.loader.warm_decode``)
+# while the per-op path serves the first tokens, so a first run's time to the first token does not
+# wait for them. Otherwise (the library, tests, bench) they compile in the process, at the first
+# decode step.
+_CHILDREN: dict = {}      # model path -> the compiling child process
+
+
+def ready(step: "DecodeStep", path: str) -> bool:
+    """Whether ``step`` can run now without compiling here: yes unless some of its layer programs
+    are not compiled on disk; then a child process compiles them (started once per file; it
+    finishes even if this process ends first) and this is False until the child has ended (if it
+    failed, the programs compile here at the first call)."""
+    if not step.unstamped or not path:
+        return True
+    p = _CHILDREN.get(path)
+    if p is None:
+        # its own session and a lower priority: it outlives a short run (a later run then finds the
+        # programs compiled) and is bounded work; Numba writes its cache files atomically
+        p = _CHILDREN[path] = subprocess.Popen(
+            [sys.executable, "-c", "import os, sys; os.nice(10); from runtime.loader import warm_decode; "
+             "warm_decode(sys.argv[1])", path], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL, start_new_session=True)
+    return p.poll() is not None
 
 
 def layer_kernel(sig: tuple):

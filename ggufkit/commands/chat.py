@@ -59,6 +59,7 @@ def chat_loop(model_path: str, system: str | None = None, reasoning: str | None 
     stdin, stdout = stdin or sys.stdin, stdout or sys.stdout
     tools = read_tools(tools_file)
     model = load(model_path, n_threads=n_threads)
+    model.step_background = True    # decode layer programs compile in a child process meanwhile
     place_model(model, dev, n_ctx)
     session = ChatSession(model, system, reasoning, tools, params, n_ctx, max_tokens)
     tty = hasattr(stdout, "isatty") and stdout.isatty()

@@ -26,6 +26,7 @@ def run(model_path: str, prompt: str, n_predict: int, params: SamplingParams = G
         raise GGUFKitError(f"-c {n_ctx}: the context size must be positive")
     out = out or sys.stdout
     model = load(model_path, n_threads=n_threads)
+    model.step_background = True    # decode layer programs compile in a child process meanwhile
     ids = model.tokenizer.encode(prompt)
     if not n_ctx:
         n_ctx = len(ids) + n_predict if n_predict >= 0 else DEFAULT_CTX

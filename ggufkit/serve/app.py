@@ -353,6 +353,7 @@ def build(model_path: str, n_ctx: int = 4096, parallel: int = 1, n_threads: int 
     from runtime.plan import place_model
 
     model = load(model_path, n_threads=n_threads)
+    model.step_background = True    # decode layer programs compile in a child process meanwhile
     try:
         tmpl, origin = chat_template(model.gguf, model.hp.arch, template)
     except ValueError as e:

@@ -186,6 +186,7 @@ class BaseModel(ABC):
 
     step_style: str | None = None      # the decode layer program of runtime.step ("llama", "gemma3"), if any
     fused_decode = True                # run decode steps as layer programs where runtime.step can
+    step_background = False            # compile missing layer programs in a child process (runtime.step.ready)
 
     def __init__(self, hp: Hparams, w: Weights, tokenizer=None, path: str = ""):
         self.hp, self.w, self.tokenizer, self.path = hp, w, tokenizer, path
@@ -199,6 +200,7 @@ class BaseModel(ABC):
         self.decode_graph = None       # runtime.cuda.graph.DecodeGraph when fully on a GPU
         self.step = None               # runtime.step.DecodeStep, built on the first decode step that can use it
         self.step_refused = None       # why runtime.step cannot run this model (None: not asked yet)
+        self.step_pending = True       # runtime.step.ready not yet true for self.step
 
     def backend(self, il: int) -> Backend:
         """The backend that runs layer il."""
@@ -215,6 +217,7 @@ class BaseModel(ABC):
         self.backends, self.out_backend = list(backends), out_backend
         self.decode_graph = None
         self.step = self.step_refused = None
+        self.step_pending = True       # runtime.step.ready not yet true for self.step
 
     def weight_groups(self, il: int) -> list[tuple]:
         """The weights of layer il that ``matmuls`` takes together (Q/K/V, gate/up), for
@@ -376,6 +379,10 @@ class BaseModel(ABC):
             self.step_refused = S.supported(self) or ""
             if not self.step_refused:
                 self.step = S.DecodeStep(self)
+        if self.step is not None and self.step_pending:
+            if self.step_background and not S.ready(self.step, self.path):
+                return None         # compiled by a child process meanwhile (runtime.step.ready)
+            self.step_pending = False
         return self.step
 
     @staticmethod

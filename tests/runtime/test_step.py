@@ -117,3 +117,26 @@ def test_step_allocates_no_numpy_arrays(files):
         tracemalloc.stop()
     arrays = snap.filter_traces([tracemalloc.DomainFilter(True, np.lib.tracemalloc_domain)])
     assert not arrays.traces, arrays.statistics("lineno")[:5]
+
+
+def test_background_compile_serves_per_op_until_the_child_ends(files, tmp_path, monkeypatch):
+    """``model.step_background`` (run, chat, serve): with its layer programs not compiled on disk
+    (here: their stamps moved to an empty directory), decode steps take the per-op path while one
+    child process compiles them; once it has ended the layer programs run, with the same logits."""
+    monkeypatch.setattr(S, "_stamp", lambda k: tmp_path / "stamps" / k.py_func.__qualname__)
+    monkeypatch.setattr(S, "_CHILDREN", {})
+    m = load(files["llama-Q4_0"], with_tokenizer=False)
+    m.step_background = True
+    c = m.new_cache(8)
+    prefill(m, c, [5, 17, 42])
+    assert m.decode_step(c, 1) is None and m.step is not None and m.step.unstamped
+    child = S._CHILDREN[m.path]
+    want = m.logits(m.forward([7], c))            # the per-op path, while the child compiles
+    assert m.decode_step(c, 1) is None or child.poll() is not None
+    assert child.wait(timeout=600) == 0
+    assert len(S._CHILDREN) == 1                  # one child per file
+    c2 = m.new_cache(8)
+    prefill(m, c2, [5, 17, 42])
+    assert m.decode_step(c2, 1) is m.step
+    got = m.logits(m.forward([7], c2))
+    np.testing.assert_array_equal(got, want)
