@@ -15,7 +15,8 @@ on numba's CPUDispatcher.__call__ adds each call's wall time): host = (loop wall
 those calls) / (tokens x layers). The dispatch of a call (type checks, unboxing the arguments)
 counts as kernel time here, so this undercounts the host cost by about 1 us per kernel call.
 
-llama-bench comes from $LLAMA_BIN (default: the oracle tree's build/bin). For each model the two
+llama-bench comes from $LLAMA_BIN (default: build/bin of the sdist that .ci/run unpacks into
+~/.cache/ggufkit, as tools/bench/bench_serve.py). For each model the two
 tools run back to back (llama-bench, then ggufkit in this process), --rounds times alternating,
 each with -r repetitions after a warm-up; the ratio is median(ggufkit samples) / median(llama.cpp
 samples) over all rounds. llama-bench runs as shipped: default flags but -p/-n/-t/-r, and the
@@ -34,7 +35,7 @@ import subprocess
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
-LLAMA_BIN = Path(os.environ.get("LLAMA_BIN", "/work/oracle/llama_cpp_python-0.3.36/vendor/llama.cpp/build/bin"))
+LLAMA_BIN = Path(os.environ.get("LLAMA_BIN", Path.home() / ".cache/ggufkit/llama_cpp_python-0.3.36/vendor/llama.cpp/build/bin"))
 # llama-bench runs as its users run it: this process's environment as it was at start, with only -t
 # set. ggufkit's loader sets OMP_WAIT_POLICY=PASSIVE for its own threads (runtime.loader.set_threads);
 # llama.cpp must not inherit that (it cost llama-bench 38% of its decode speed here: issue 17).

@@ -15,9 +15,6 @@ import os
 import tempfile
 from pathlib import Path
 
-os.environ["GGUFKIT_CUDA_EMULATE"] = "1"
-
-
 def step_launches(m, numerics: str) -> tuple[list[int], int]:
     """(launches inside each block, launches of the whole step) for one eager decode step."""
     from runtime.cuda import module as M
@@ -41,6 +38,7 @@ def step_launches(m, numerics: str) -> tuple[list[int], int]:
 
 
 def main() -> None:
+    os.environ["GGUFKIT_CUDA_EMULATE"] = "1"      # before anything of runtime.cuda is imported
     from runtime.bench import bench
     from runtime.device import DeviceOptions
     from runtime.loader import load

@@ -14,12 +14,12 @@ import pytest
 
 from ggufkit.synthetic import write_model
 from runtime.backend import CPU
-from runtime.cuda import module as M
 from runtime.device import DeviceOptions
 from runtime.generate import GREEDY, SamplingParams, generate
 from runtime.loader import load
 from runtime.plan import place_model
 from tests.helpers import tiny_models as T
+from tools.conformance.cuda_launch_counts import step_launches
 
 pytestmark = pytest.mark.skipif(shutil.which("g++") is None, reason="CUDA emulation needs g++")
 
@@ -38,32 +38,12 @@ def q4km(tmp_path_factory):
     return T.write_tiny(tmp_path_factory.mktemp("graphs") / "llama-q4km.gguf", "llama", T.LLAMA_BLOCKS, "Q4_K_M")
 
 
-def _step_launches(m, numerics):
-    """Kernel launches of one eager decode step: per layer (inside ``block``: a layer's residual add
-    is the next block's first launch) and in all (layers, output norm and head)."""
-    place_model(m, DeviceOptions("cuda", "all", numerics=numerics), 16)
-    cache = m.new_cache(16)
-    m.forward([256, 5, 17], cache)
-    per_layer, block = [], m.block
-
-    def counted(il, x, pos, c):
-        n0 = M.LAUNCHES["kernel"]
-        y = block(il, x, pos, c)
-        per_layer.append(M.LAUNCHES["kernel"] - n0)
-        return y
-    m.block = counted
-    n0 = M.LAUNCHES["kernel"]
-    m.logits(m.forward([42], cache, out_rows=-1), host=False)
-    del m.block
-    return per_layer, M.LAUNCHES["kernel"] - n0
-
-
 @pytest.mark.parametrize("numerics", ["fast", "exact"])
 def test_eager_launches_per_llama_layer(q4km, tmp_path, monkeypatch, numerics):
     monkeypatch.setenv("GGUFKIT_CUDA_GRAPHS", "0")
     for path in (q4km, T.write_tiny(tmp_path / "f16.gguf", "llama", T.LLAMA_BLOCKS)):
         m = load(str(path), with_tokenizer=False)
-        per_layer, total = _step_launches(m, numerics)
+        per_layer, total = step_launches(m, numerics)
         assert len(per_layer) == m.hp.n_layer
         assert max(per_layer) <= MAX_LAUNCHES_PER_LAYER, (path.name, per_layer)
         assert total <= sum(per_layer) + 2, (path.name, total)      # output: add + norm + q8, matvec
